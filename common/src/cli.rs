@@ -1,0 +1,116 @@
+//! Flags every tool shares, argument parsing with the contract's exit status, and
+//! the selection of jails.
+
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser};
+
+use crate::config::Config;
+use crate::exit::{ExitCode, fail};
+
+/// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Configuration file [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux,
+    /// /usr/local/etc/jlayers.conf on FreeBSD]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Every jail in the configuration file, in file order
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+
+    /// Print what would be done; change nothing
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+
+    /// Print only errors
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Say what is done, one line per action
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+
+    /// Jails to work on, by name from the configuration file; '-' reads names from
+    /// standard input, one a line
+    #[arg(value_name = "JAIL")]
+    pub jails: Vec<OsString>,
+}
+
+/// Parse the command line. `--help` and `--version` exit 0; any other problem is a
+/// one-line message and exit 64.
+pub fn parse<T: Parser>(tool: &str) -> T {
+    match T::try_parse() {
+        Ok(t) => t,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            if matches!(e.kind(), DisplayHelp | DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("{tool}: {first} (see '{tool} --help')");
+            std::process::exit(ExitCode::Usage.code());
+        }
+    }
+}
+
+/// The jails to work on, in the order given (file order with `--all`), each once.
+/// Unknown names are a usage error before anything is done.
+pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
+    if args.all {
+        if !args.jails.is_empty() {
+            return Err(fail(ExitCode::Usage, "give jail names or --all, not both"));
+        }
+        return Ok((0..cfg.jails.len()).collect());
+    }
+    if args.jails.is_empty() {
+        return Err(fail(
+            ExitCode::Usage,
+            "no jail named (give JAIL... or --all)",
+        ));
+    }
+    let mut names: Vec<OsString> = Vec::new();
+    for n in &args.jails {
+        if n == "-" {
+            for line in std::io::stdin().lock().split(b'\n') {
+                let line = line.map_err(|e| fail(ExitCode::Usage, format!("stdin: {e}")))?;
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                if !line.is_empty() {
+                    names.push(line.into());
+                }
+            }
+        } else {
+            names.push(n.clone());
+        }
+    }
+    if names.is_empty() {
+        return Err(fail(ExitCode::Usage, "no jail named on standard input"));
+    }
+    let mut out = Vec::new();
+    for n in &names {
+        let i = n
+            .to_str()
+            .and_then(|s| cfg.jails.iter().position(|j| j.name == s))
+            .ok_or_else(|| {
+                fail(
+                    ExitCode::Usage,
+                    format!(
+                        "{}: no such jail in {}",
+                        n.to_string_lossy(),
+                        cfg.path.display()
+                    ),
+                )
+            })?;
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,88 @@
+//! Each tool's behaviour, from parsed flags to exit status. The tool crates only
+//! parse their command line and call in here.
+
+use anyhow::{Context, Result};
+
+use crate::cli::{self, Common};
+use crate::config::{Config, Jail};
+use crate::exit::{ExitCode, code_of};
+use crate::platform::{self, Os, Platform};
+use crate::report::Messages;
+use crate::signals;
+
+pub mod jmount;
+pub mod junmount;
+
+/// What every tool loads before it works on jails.
+pub struct Setup {
+    pub cfg: Config,
+    pub platform: Box<dyn Platform>,
+    pub msg: Messages,
+    pub jails: Vec<usize>,
+}
+
+impl Setup {
+    pub fn load(tool: &'static str, args: &Common) -> Result<Setup> {
+        let msg = Messages {
+            tool,
+            quiet: args.quiet,
+            verbose: args.verbose,
+        };
+        let os = Os::current()?;
+        let path = args
+            .config
+            .clone()
+            .unwrap_or_else(|| Config::default_path(os));
+        let cfg = Config::load(&path, os)?;
+        let jails = cli::select(&cfg, args)?;
+        Ok(Setup {
+            cfg,
+            platform: platform::backend(os)?,
+            msg,
+            jails,
+        })
+    }
+
+    pub fn selected(&self) -> impl Iterator<Item = &Jail> {
+        self.jails.iter().map(|&i| &self.cfg.jails[i])
+    }
+}
+
+/// Run `work` for each selected jail in turn; one jail's failure does not stop the
+/// others. The status is that of the first jail that failed.
+pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> ExitCode {
+    let mut status = ExitCode::Ok;
+    for jail in setup.selected() {
+        if signals::interrupted() {
+            return ExitCode::Interrupted;
+        }
+        if let Err(e) = work(jail).with_context(|| jail.name.clone()) {
+            setup.msg.error(&e);
+            if status == ExitCode::Ok {
+                status = code_of(&e);
+            }
+        }
+    }
+    if signals::interrupted() {
+        ExitCode::Interrupted
+    } else {
+        status
+    }
+}
+
+/// Load, then run; a failure before any jail is worked on is reported here.
+pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitCode) -> ExitCode {
+    signals::install();
+    match Setup::load(tool, args) {
+        Ok(setup) => body(&setup),
+        Err(e) => {
+            Messages {
+                tool,
+                quiet: false,
+                verbose: false,
+            }
+            .error(&e);
+            code_of(&e)
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! The configuration file (SPEC.md, "Configuration"): parsing and every validation rule.
+//!
+//! Parse errors name `FILE:LINE:COLUMN`; semantic errors name the jail and layer.
+//! Every failure here is exit 78.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Result;
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+
+use crate::exit::{ExitCode, fail};
+use crate::platform::Os;
+
+/// How a layer is stacked on its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Null mount of the source, union mount of a per-jail upper dir on top.
+    Union,
+    /// Null mount, read-only.
+    Readonly,
+    /// Null mount, read-write: writes reach the host.
+    Shared,
+}
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub name: String,
+    /// Absolute host directory.
+    pub source: PathBuf,
+    /// Relative to the jail root; no `..`.
+    pub target: PathBuf,
+    pub mode: Mode,
+    pub union_options: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Jail {
+    pub name: String,
+    /// Absolute host directory.
+    pub root: PathBuf,
+    /// Indices into [`Config::layers`], in the order this jail stacks them.
+    pub layers: Vec<usize>,
+    /// Upper dir of each of this jail's union layers, by layer index.
+    pub uppers: BTreeMap<usize, Upper>,
+    pub update: Option<Vec<String>>,
+    pub start: Option<Vec<String>>,
+    pub stop: Option<Vec<String>>,
+}
+
+/// Where a union layer's upper dir lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upper {
+    /// A host path outside any jail's control.
+    Host(PathBuf),
+    /// A path inside the jail root, relative to it: the jail's root user controls
+    /// its components, so it is resolved with the same no-symlink rule as targets.
+    InRoot(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub upper_root: PathBuf,
+    pub log_dir: PathBuf,
+    pub lock_dir: PathBuf,
+    pub update: Vec<String>,
+    pub layers: Vec<Layer>,
+    pub jails: Vec<Jail>,
+}
+
+impl Upper {
+    /// The upper dir's absolute path for a jail with this root.
+    pub fn path(&self, root: &Path) -> PathBuf {
+        match self {
+            Upper::Host(p) => p.clone(),
+            Upper::InRoot(rel) => root.join(rel),
+        }
+    }
+}
+
+impl Config {
+    /// The default path: `$JLAYERS_CONF`, else the platform's `etc` file.
+    pub fn default_path(os: Os) -> PathBuf {
+        match std::env::var_os("JLAYERS_CONF") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(match os {
+                Os::FreeBsd => "/usr/local/etc/jlayers.conf",
+                Os::Linux => "/etc/jlayers.conf",
+            }),
+        }
+    }
+
+    /// Read and validate the file.
+    pub fn load(path: &Path, os: Os) -> Result<Config> {
+        let text = std::fs::read(path)
+            .map_err(|e| fail(ExitCode::Config, format!("{}: {e}", path.display())))?;
+        let text = String::from_utf8(text).map_err(|e| {
+            let (line, col) = line_col(&[], e.utf8_error().valid_up_to());
+            fail(
+                ExitCode::Config,
+                format!("{}:{line}:{col}: not UTF-8 text", path.display()),
+            )
+        })?;
+        Self::parse(&text, path, os)
+    }
+
+    /// Validate a config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, os: Os) -> Result<Config> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map_or((1, 1), |s| line_col(text.as_bytes(), s.start));
+            let msg = e.message().trim_end().replace('\n', " ");
+            fail(
+                ExitCode::Config,
+                format!("{}:{line}:{col}: {msg}", path.display()),
+            )
+        })?;
+        build(raw, path, os).map_err(|m| fail(ExitCode::Config, format!("{}: {m}", path.display())))
+    }
+
+    pub fn jail(&self, name: &str) -> Option<&Jail> {
+        self.jails.iter().find(|j| j.name == name)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, col)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    layer: Vec<RawLayer>,
+    #[serde(default, deserialize_with = "in_file_order")]
+    jail: Vec<(String, RawJail)>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    upper_root: Option<String>,
+    log_dir: Option<String>,
+    lock_dir: Option<String>,
+    update: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    source: String,
+    target: Option<String>,
+    #[serde(default = "default_mode")]
+    mode: Mode,
+    union_options: Option<Vec<String>>,
+}
+
+fn default_mode() -> Mode {
+    Mode::Union
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJail {
+    root: String,
+    layers: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "in_file_order")]
+    upper: Vec<(String, String)>,
+    update: Option<Vec<String>>,
+    start: Option<Vec<String>>,
+    stop: Option<Vec<String>>,
+}
+
+/// A TOML table as a list of its entries in file order (`--all` means file order).
+fn in_file_order<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Entries<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Entries(std::marker::PhantomData))
+}
+
+fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
+    let d = raw.defaults;
+    let upper_root = abs_path(d.upper_root.as_deref().unwrap_or("/usr/local/var/jlayers"))
+        .map_err(|e| format!("defaults: upper_root: {e}"))?;
+    let log_dir = abs_path(d.log_dir.as_deref().unwrap_or("/var/log/jlayers"))
+        .map_err(|e| format!("defaults: log_dir: {e}"))?;
+    let lock_default = match os {
+        Os::FreeBsd => "/var/run/jlayers",
+        Os::Linux => "/run/jlayers",
+    };
+    let lock_dir = abs_path(d.lock_dir.as_deref().unwrap_or(lock_default))
+        .map_err(|e| format!("defaults: lock_dir: {e}"))?;
+    let update = d.update.unwrap_or_else(|| {
+        ["portmaster", "-a", "-G", "--no-confirm"]
+            .map(String::from)
+            .to_vec()
+    });
+    if update.is_empty() {
+        return Err("defaults: update: empty command".into());
+    }
+
+    let mut layers: Vec<Layer> = Vec::new();
+    for l in raw.layer {
+        let ctx = |m: String| format!("layer {}: {m}", l.name);
+        if l.name.is_empty() || l.name.contains(['/', '\0']) || l.name.trim() != l.name {
+            return Err(ctx("bad layer name".into()));
+        }
+        if layers.iter().any(|o| o.name == l.name) {
+            return Err(ctx("duplicate layer name".into()));
+        }
+        let source = abs_path(&l.source).map_err(|e| ctx(format!("source: {e}")))?;
+        let target = match &l.target {
+            Some(t) => rel_path(t).map_err(|e| ctx(format!("target: {e}")))?,
+            None => rel_path(l.source.trim_start_matches('/'))
+                .map_err(|e| ctx(format!("target (from source): {e}")))?,
+        };
+        let union_options = l.union_options.unwrap_or_else(|| vec!["noatime".into()]);
+        if union_options
+            .iter()
+            .any(|o| o.is_empty() || o.contains(','))
+        {
+            return Err(ctx(
+                "union_options: each entry is one option, without commas".into(),
+            ));
+        }
+        layers.push(Layer {
+            name: l.name,
+            source,
+            target,
+            mode: l.mode,
+            union_options,
+        });
+    }
+    // A nested layer is mounted after its parent: the file order must say so.
+    for (i, l) in layers.iter().enumerate() {
+        if let Some(p) = layers[i + 1..]
+            .iter()
+            .find(|p| nested(&l.target, &p.target))
+        {
+            return Err(format!(
+                "layer {}: listed before its parent layer {} (mounted inside it)",
+                l.name, p.name
+            ));
+        }
+        if let Some(p) = layers[..i].iter().find(|p| p.target == l.target) {
+            return Err(format!("layer {}: same target as layer {}", l.name, p.name));
+        }
+    }
+
+    let mut jails = Vec::new();
+    for (name, j) in raw.jail {
+        let ctx = |m: String| format!("jail {name}: {m}");
+        if !valid_jail_name(&name) {
+            return Err(ctx(
+                "bad jail name (letters, digits, '-' and '_' only)".into()
+            ));
+        }
+        let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
+        let idx: Vec<usize> = match &j.layers {
+            None => (0..layers.len()).collect(),
+            Some(names) => {
+                let mut idx = Vec::new();
+                for n in names {
+                    let i = layers
+                        .iter()
+                        .position(|l| &l.name == n)
+                        .ok_or_else(|| ctx(format!("unknown layer {n}")))?;
+                    if idx.contains(&i) {
+                        return Err(ctx(format!("layer {n} listed twice")));
+                    }
+                    idx.push(i);
+                }
+                idx
+            }
+        };
+        for (k, &i) in idx.iter().enumerate() {
+            if let Some(&p) = idx[k + 1..]
+                .iter()
+                .find(|&&p| nested(&layers[i].target, &layers[p].target))
+            {
+                return Err(ctx(format!(
+                    "layer {}: listed before its parent layer {}",
+                    layers[i].name, layers[p].name
+                )));
+            }
+        }
+        let mut uppers = BTreeMap::new();
+        let mut given: HashSet<&str> = HashSet::new();
+        for (lname, p) in &j.upper {
+            let i = layers
+                .iter()
+                .position(|l| &l.name == lname)
+                .ok_or_else(|| ctx(format!("upper.{lname}: unknown layer {lname}")))?;
+            let layer = &layers[i];
+            let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
+            if !idx.contains(&i) {
+                return Err(lctx(
+                    "upper given for a layer this jail does not use".into(),
+                ));
+            }
+            if layer.mode != Mode::Union {
+                return Err(lctx(
+                    "upper given for a layer that is not a union layer".into(),
+                ));
+            }
+            let up = if p.starts_with('/') {
+                Upper::Host(abs_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
+            } else {
+                Upper::InRoot(rel_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
+            };
+            given.insert(lname);
+            uppers.insert(i, up);
+        }
+        for &i in &idx {
+            let layer = &layers[i];
+            if layer.mode != Mode::Union || given.contains(layer.name.as_str()) {
+                continue;
+            }
+            uppers.insert(i, Upper::Host(upper_root.join(&name).join(&layer.name)));
+        }
+        for (&i, up) in &uppers {
+            let layer = &layers[i];
+            let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
+            let upath = up.path(&root);
+            let target = root.join(&layer.target);
+            if upath.starts_with(&layer.source) {
+                return Err(lctx(format!(
+                    "upper dir {} is inside the layer's source",
+                    upath.display()
+                )));
+            }
+            if upath.starts_with(&target) {
+                return Err(lctx(format!(
+                    "upper dir {} is inside the layer's target",
+                    upath.display()
+                )));
+            }
+            if target.starts_with(&upath) || layer.source.starts_with(&upath) {
+                return Err(lctx(format!(
+                    "upper dir {} contains the layer's source or target",
+                    upath.display()
+                )));
+            }
+        }
+        if os == Os::FreeBsd {
+            let mut paths = vec![root.clone()];
+            for &i in &idx {
+                paths.push(layers[i].source.clone());
+                paths.push(root.join(&layers[i].target));
+            }
+            paths.extend(uppers.values().map(|u| u.path(&root)));
+            if let Some(p) = paths.iter().find(|p| has_white_space(p)) {
+                return Err(ctx(format!(
+                    "path with white space: {} (the mount -p table cannot carry it on FreeBSD)",
+                    p.display()
+                )));
+            }
+        }
+        for (what, cmd) in [
+            ("update", &j.update),
+            ("start", &j.start),
+            ("stop", &j.stop),
+        ] {
+            if cmd.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(ctx(format!("{what}: empty command")));
+            }
+        }
+        jails.push(Jail {
+            name,
+            root,
+            layers: idx,
+            uppers,
+            update: j.update,
+            start: j.start,
+            stop: j.stop,
+        });
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        upper_root,
+        log_dir,
+        lock_dir,
+        update,
+        layers,
+        jails,
+    })
+}
+
+/// Jail names end up in file names, `service jail onestart NAME` and jls(8).
+fn valid_jail_name(n: &str) -> bool {
+    !n.is_empty()
+        && n != "-"
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn has_white_space(p: &Path) -> bool {
+    p.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(|b| b.is_ascii_whitespace())
+}
+
+/// `inner` lies strictly below `outer` (both relative, normalised).
+fn nested(inner: &Path, outer: &Path) -> bool {
+    inner != outer && inner.starts_with(outer)
+}
+
+/// An absolute path, normalised (no `.`, no `..`, no trailing slash).
+fn abs_path(s: &str) -> Result<PathBuf, String> {
+    let p = Path::new(s);
+    if !p.is_absolute() {
+        return Err(format!("{s:?} is not an absolute path"));
+    }
+    normal(p, s)
+}
+
+/// A path relative to a jail root: not absolute, no `..`, not empty.
+fn rel_path(s: &str) -> Result<PathBuf, String> {
+    let p = Path::new(s);
+    if p.is_absolute() {
+        return Err(format!(
+            "{s:?} is absolute; give it relative to the jail root"
+        ));
+    }
+    let n = normal(p, s)?;
+    if n.as_os_str().is_empty() {
+        return Err(format!("{s:?} names the jail root itself"));
+    }
+    Ok(n)
+}
+
+fn normal(p: &Path, s: &str) -> Result<PathBuf, String> {
+    if s.contains('\0') {
+        return Err("path contains a NUL byte".into());
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => return Err(format!("{s:?} contains '..'")),
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{ExitCode, code_of};
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/jlayers.conf"), Os::Linux)
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text).unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::Config);
+        format!("{e:#}")
+    }
+
+    const SPEC: &str = r#"
+[defaults]
+upper_root = "/usr/local/var/jlayers"
+log_dir    = "/var/log/jlayers"
+lock_dir   = "/var/run/jlayers"
+update     = ["portmaster", "-a", "-G", "--no-confirm"]
+
+[[layer]]
+name   = "ports"
+source = "/usr/ports"
+target = "usr/ports"
+mode   = "union"
+union_options = ["noatime"]
+
+[[layer]]
+name   = "distfiles"
+source = "/usr/ports/distfiles"
+target = "usr/ports/distfiles"
+mode   = "shared"
+
+[jail.server]
+root   = "/usr/local/var/jails/192.168.0.100"
+upper.ports = "usr/tmp/foo"
+
+[jail.web]
+root   = "/usr/local/var/jails/192.168.0.101"
+"#;
+
+    #[test]
+    fn spec_example() {
+        let c = parse(SPEC).unwrap();
+        assert_eq!(c.layers.len(), 2);
+        assert_eq!(
+            c.jails.iter().map(|j| &j.name[..]).collect::<Vec<_>>(),
+            ["server", "web"]
+        );
+        let s = &c.jails[0];
+        assert_eq!(s.layers, [0, 1]);
+        assert_eq!(s.uppers[&0], Upper::InRoot("usr/tmp/foo".into()));
+        assert_eq!(
+            c.jails[1].uppers[&0],
+            Upper::Host("/usr/local/var/jlayers/web/ports".into())
+        );
+        assert!(!c.jails[1].uppers.contains_key(&1));
+    }
+
+    #[test]
+    fn defaults_and_file_order() {
+        let c = parse(
+            "[[layer]]\nname='p'\nsource='/usr/ports/'\n[jail.zz]\nroot='/j/zz'\n[jail.aa]\nroot='/j/aa'\n",
+        )
+        .unwrap();
+        assert_eq!(c.layers[0].target, Path::new("usr/ports"));
+        assert_eq!(c.layers[0].mode, Mode::Union);
+        assert_eq!(c.layers[0].union_options, ["noatime"]);
+        assert_eq!(c.lock_dir, Path::new("/run/jlayers"));
+        assert_eq!(c.update, ["portmaster", "-a", "-G", "--no-confirm"]);
+        assert_eq!(c.jails[0].name, "zz");
+        let f = Config::parse("[jail.a]\nroot='/j'\n", Path::new("x"), Os::FreeBsd).unwrap();
+        assert_eq!(f.lock_dir, Path::new("/var/run/jlayers"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let m = err("[[layer]]\nname = 'p'\nsource = '/usr/ports'\n  colour = 'red'\n");
+        assert!(
+            m.starts_with("/etc/jlayers.conf:4:3: unknown field `colour`"),
+            "{m}"
+        );
+        let m = err("[jail.a]\nroot='/j'\nstrat = ['x']\n");
+        assert!(
+            m.starts_with("/etc/jlayers.conf:3:1: unknown field `strat`"),
+            "{m}"
+        );
+        let m = err("[defaults]\nupper_rot = '/x'\n");
+        assert!(m.contains(":2:1: unknown field `upper_rot`"), "{m}");
+        let m = err("[[layer]]\nname='p'\nsource='/p'\nmode='unoin'\n");
+        assert!(m.contains(":4:6: unknown variant `unoin`"), "{m}");
+        assert!(!err("[x\n").contains('\n'));
+    }
+
+    #[test]
+    fn validation_rules() {
+        let l = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+        let cases: &[(&str, &str)] = &[
+            (&format!("{l}{l}"), "layer p: duplicate layer name"),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nlayers=['q']\n"),
+                "jail a: unknown layer q",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nupper.q='x'\n"),
+                "jail a: upper.q: unknown layer q",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='j'\n"),
+                "jail a: root: \"j\" is not an absolute path",
+            ),
+            (
+                "[[layer]]\nname='p'\nsource='usr/ports'\n",
+                "layer p: source: \"usr/ports\" is not an absolute path",
+            ),
+            (
+                "[[layer]]\nname='p'\nsource='/p'\ntarget='/usr/ports'\n",
+                "layer p: target: \"/usr/ports\" is absolute",
+            ),
+            (
+                "[[layer]]\nname='p'\nsource='/p'\ntarget='usr/../../etc'\n",
+                "layer p: target: \"usr/../../etc\" contains '..'",
+            ),
+            (
+                "[[layer]]\nname='d'\nsource='/d'\ntarget='usr/ports/distfiles'\n[[layer]]\nname='p'\nsource='/p'\ntarget='usr/ports'\n",
+                "layer d: listed before its parent layer p",
+            ),
+            (
+                "[[layer]]\nname='p'\nsource='/p'\ntarget='usr/ports'\n[[layer]]\nname='d'\nsource='/d'\ntarget='usr/ports/distfiles'\n[jail.a]\nroot='/j'\nlayers=['d','p']\n",
+                "jail a: layer d: listed before its parent layer p",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nupper.p='usr/ports/up'\n"),
+                "jail a: layer p: upper dir /j/usr/ports/up is inside the layer's target",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nupper.p='/usr/ports/up'\n"),
+                "jail a: layer p: upper dir /usr/ports/up is inside the layer's source",
+            ),
+            (
+                &format!("[defaults]\nupper_root='/usr/ports/x'\n{l}[jail.a]\nroot='/j'\n"),
+                "jail a: layer p: upper dir /usr/ports/x/a/p is inside the layer's source",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nupper.p='../x'\n"),
+                "jail a: layer p: upper: \"../x\" contains '..'",
+            ),
+            (
+                &format!("{l}[jail.'a.b']\nroot='/j'\n"),
+                "jail a.b: bad jail name",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nupdate=[]\n"),
+                "jail a: update: empty command",
+            ),
+        ];
+        for (text, want) in cases {
+            let m = err(text);
+            assert!(m.contains(want), "want {want:?} in {m:?}");
+        }
+    }
+
+    #[test]
+    fn white_space_only_refused_on_freebsd() {
+        let text = "[[layer]]\nname='p'\nsource='/usr/my ports'\n[jail.a]\nroot='/j'\n";
+        assert!(parse(text).is_ok());
+        let e = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::Config);
+        assert!(format!("{e:#}").contains("jail a: path with white space: /usr/my ports"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Exit codes: the contract's sysexits, and how an error carries one to the edge.
+//!
+//! Errors are `anyhow` chains all the way up. Where the cause is classified, a
+//! [`Fail`] is put in the chain (as the root error or as a context layer); the tool's
+//! edge asks [`code_of`] for it. An error nobody classified is an operating failure (69).
+
+use std::fmt;
+
+/// The exit statuses of SPEC.md, "Exit status (sysexits)".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    /// EX_USAGE: bad flags, unknown jail name, nothing named.
+    Usage = 64,
+    /// EX_NOINPUT: a source or root directory is missing.
+    NoInput = 66,
+    /// EX_UNAVAILABLE: a mount, unmount, start, stop or update command failed.
+    Unavailable = 69,
+    /// EX_CANTCREAT: an upper or work dir cannot be created.
+    CantCreate = 73,
+    /// EX_TEMPFAIL: busy mount, live upper, jail locked, timeout.
+    TempFail = 75,
+    /// EX_NOPERM: not root, or a symlink in a target path.
+    NoPerm = 77,
+    /// EX_CONFIG: configuration file invalid.
+    Config = 78,
+    /// 128 + SIGINT.
+    Interrupted = 130,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        std::process::ExitCode::from(c as u8)
+    }
+}
+
+/// An error (or a context layer) that says which exit status it means.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: ExitCode,
+    pub msg: String,
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Fail {}
+
+/// A new classified error.
+pub fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fail {
+        code,
+        msg: msg.into(),
+    })
+}
+
+/// The exit status an error stands for: the outermost [`Fail`] in its chain.
+pub fn code_of(err: &anyhow::Error) -> ExitCode {
+    // anyhow's downcast sees through context layers, both to context values and
+    // to the root error.
+    err.downcast_ref::<Fail>()
+        .map_or(ExitCode::Unavailable, |f| f.code)
+}
+
+/// Attach a classified context to any error.
+pub trait OrFail<T> {
+    fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T>;
+}
+
+impl<T, E> OrFail<T> for Result<T, E>
+where
+    E: Into<anyhow::Error>,
+{
+    fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.map_err(|e| e.into().context(Fail { code, msg: msg() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn code_survives_contexts() {
+        let e: anyhow::Result<()> = Err(fail(ExitCode::NoPerm, "symlink"));
+        let e = e.context("layer").context("jail").unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::NoPerm);
+        assert_eq!(format!("{e:#}"), "jail: layer: symlink");
+    }
+
+    #[test]
+    fn context_code_and_default() {
+        let io: Result<(), std::io::Error> = Err(std::io::Error::other("boom"));
+        let e = io
+            .or_fail(ExitCode::CantCreate, || "mkdir x".into())
+            .unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::CantCreate);
+        assert_eq!(format!("{e:#}"), "mkdir x: boom");
+        assert_eq!(code_of(&anyhow::anyhow!("plain")), ExitCode::Unavailable);
+    }
+}

@@ -1,0 +1,16 @@
+//! jlayers: per-jail copy-on-write views of a shared host tree (nullfs + unionfs on
+//! FreeBSD, bind + overlayfs on Linux). The four tools are thin front ends to this
+//! crate; the contract is SPEC.md.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod exit;
+pub mod lock;
+pub mod mounts;
+pub mod plan;
+pub mod platform;
+pub mod report;
+pub mod signals;
+pub mod stack;
+pub mod target;

@@ -1,0 +1,376 @@
+//! Linux: bind mounts and overlayfs, by system call; the table from mountinfo.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+
+use super::{Os, Platform};
+use crate::exit::{ExitCode, fail};
+use crate::mounts::Mount;
+use crate::plan::Step;
+
+pub struct Linux;
+
+impl Platform for Linux {
+    fn os(&self) -> Os {
+        Os::Linux
+    }
+
+    fn needs_work_dir(&self) -> bool {
+        true
+    }
+
+    fn mounts(&self) -> Result<Vec<Mount>> {
+        let raw = std::fs::read("/proc/self/mountinfo")
+            .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
+        Ok(parse_mountinfo(&raw))
+    }
+
+    fn matches(&self, step: &Step, m: &Mount) -> bool {
+        match step {
+            Step::Null { source, read_only } => *read_only == m.read_only() && bind_of(source, m),
+            Step::Union { upper, .. } => {
+                m.fstype == "overlay" && m.fs_option("upperdir") == Some(upper.as_os_str())
+            }
+        }
+    }
+
+    fn mount(&self, step: &Step, target: &Path, dir: BorrowedFd<'_>) -> Result<()> {
+        // Mount on the directory we opened without following links, not on a path a
+        // jail could re-point between the check and the mount.
+        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        match step {
+            Step::Null { source, read_only } => {
+                nix::mount::mount(
+                    Some(source.as_path()),
+                    &at,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| mount_error(e, "bind mount", target))?;
+                if *read_only {
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    if let Err(e) =
+                        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+                    {
+                        let _ = nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW);
+                        return Err(mount_error(e, "read-only remount", target));
+                    }
+                }
+                Ok(())
+            }
+            Step::Union {
+                upper,
+                work,
+                options,
+            } => {
+                let (flags, data) = overlay_args(target, upper, work.as_deref(), options);
+                nix::mount::mount(
+                    Some("overlay"),
+                    &at,
+                    Some("overlay"),
+                    flags,
+                    Some(data.as_os_str()),
+                )
+                .map_err(|e| mount_error(e, "overlay mount", target))
+            }
+        }
+    }
+
+    fn unmount(&self, target: &Path, force: bool) -> Result<()> {
+        let mut flags = MntFlags::UMOUNT_NOFOLLOW;
+        if force {
+            flags |= MntFlags::MNT_DETACH;
+        }
+        nix::mount::umount2(target, flags).map_err(|e| match e {
+            Errno::EBUSY => fail(
+                ExitCode::TempFail,
+                format!(
+                    "unmount {}: busy: {}",
+                    target.display(),
+                    self.busy_hint(target)
+                ),
+            ),
+            Errno::EPERM => fail(
+                ExitCode::NoPerm,
+                format!("unmount {}: not permitted (run as root)", target.display()),
+            ),
+            e => fail(
+                ExitCode::Unavailable,
+                format!("unmount {}: {}", target.display(), e.desc()),
+            ),
+        })
+    }
+
+    fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec!["mount".into()];
+        match step {
+            Step::Null { source, read_only } => {
+                argv.push("--bind".into());
+                if *read_only {
+                    argv.extend(["-o".into(), "ro".into()]);
+                }
+                argv.push(source.into());
+            }
+            Step::Union {
+                upper,
+                work,
+                options,
+            } => {
+                let (flags, data) = overlay_args(target, upper, work.as_deref(), options);
+                let mut o: Vec<u8> = Vec::new();
+                for (flag, name) in FLAG_NAMES {
+                    if flags.contains(*flag) {
+                        o.extend_from_slice(name.as_bytes());
+                        o.push(b',');
+                    }
+                }
+                o.extend_from_slice(data.as_bytes());
+                argv.extend(["-t".into(), "overlay".into(), "overlay".into(), "-o".into()]);
+                argv.push(OsString::from_vec(o));
+            }
+        }
+        argv.push(target.into());
+        argv
+    }
+
+    fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec!["umount".into()];
+        if force {
+            argv.push("-l".into());
+        }
+        argv.push(target.into());
+        argv
+    }
+
+    fn busy_hint(&self, target: &Path) -> String {
+        format!(
+            "a process has a file open or its working directory below it, or a chroot is running there (see: fuser -vm {})",
+            target.display()
+        )
+    }
+
+    fn jail_running(&self, _jail: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn service_command(&self, _jail: &str, _start: bool) -> Option<Vec<OsString>> {
+        None
+    }
+
+    fn exec_command(
+        &self,
+        _jail: &str,
+        root: &Path,
+        env: &[(&str, &str)],
+        cmd: &[String],
+    ) -> Command {
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]).env_clear().envs(env.iter().copied());
+        let root = root.to_path_buf();
+        // SAFETY: chroot(2) and chdir(2) are async-signal-safe; nothing allocates.
+        let croot = std::ffi::CString::new(root.into_os_string().into_vec()).unwrap_or_default();
+        unsafe {
+            c.pre_exec(move || {
+                if libc::chroot(croot.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+}
+
+/// Per-mount flags that `union_options` may name; the rest go to overlay itself.
+const FLAG_NAMES: &[(MsFlags, &str)] = &[
+    (MsFlags::MS_RDONLY, "ro"),
+    (MsFlags::MS_NOATIME, "noatime"),
+    (MsFlags::MS_NODIRATIME, "nodiratime"),
+    (MsFlags::MS_RELATIME, "relatime"),
+    (MsFlags::MS_NODEV, "nodev"),
+    (MsFlags::MS_NOSUID, "nosuid"),
+    (MsFlags::MS_NOEXEC, "noexec"),
+];
+
+/// The overlay mount's flags and option string. The lower layer is the target itself:
+/// the bind mount below, exactly as unionfs takes the mount point's contents.
+fn overlay_args(
+    target: &Path,
+    upper: &Path,
+    work: Option<&Path>,
+    options: &[String],
+) -> (MsFlags, OsString) {
+    let mut flags = MsFlags::empty();
+    let mut data: Vec<u8> = Vec::new();
+    for o in options {
+        match FLAG_NAMES.iter().find(|(_, n)| n == o) {
+            Some((f, _)) => flags |= *f,
+            None => {
+                data.extend_from_slice(o.as_bytes());
+                data.push(b',');
+            }
+        }
+    }
+    data.extend_from_slice(b"lowerdir=");
+    escape_option(target.as_os_str(), &mut data);
+    data.extend_from_slice(b",upperdir=");
+    escape_option(upper.as_os_str(), &mut data);
+    if let Some(w) = work {
+        data.extend_from_slice(b",workdir=");
+        escape_option(w.as_os_str(), &mut data);
+    }
+    (flags, OsString::from_vec(data))
+}
+
+/// overlayfs option values escape `,`, `:` and `\` with a backslash.
+fn escape_option(v: &OsStr, out: &mut Vec<u8>) {
+    for &b in v.as_bytes() {
+        if matches!(b, b',' | b':' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
+    let code = match e {
+        Errno::EPERM | Errno::EACCES => ExitCode::NoPerm,
+        Errno::EBUSY => ExitCode::TempFail,
+        _ => ExitCode::Unavailable,
+    };
+    let hint = if code == ExitCode::NoPerm {
+        " (run as root)"
+    } else {
+        ""
+    };
+    fail(
+        code,
+        format!("{what} on {}: {}{hint}", target.display(), e.desc()),
+    )
+}
+
+/// Whether `m` is a bind mount of `source`: same device, and the mounted directory
+/// is `source`'s path within its file system.
+fn bind_of(source: &Path, m: &Mount) -> bool {
+    let Ok(st) = nix::sys::stat::stat(source) else {
+        return false;
+    };
+    let dev = (
+        nix::sys::stat::major(st.st_dev) as u32,
+        nix::sys::stat::minor(st.st_dev) as u32,
+    );
+    if m.dev != Some(dev) {
+        return false;
+    }
+    if m.root == Path::new("/") {
+        // The whole file system: source must be its root directory.
+        let parent = source.parent().unwrap_or(source);
+        return nix::sys::stat::stat(parent)
+            .map_or(true, |p| p.st_dev != st.st_dev || parent == source);
+    }
+    source.ends_with(m.root.strip_prefix("/").unwrap_or(&m.root))
+}
+
+/// `/proc/self/mountinfo` (proc(5)): octal escapes decoded, lines in mount order.
+/// A line that does not parse is skipped rather than failing the whole table.
+pub fn parse_mountinfo(raw: &[u8]) -> Vec<Mount> {
+    raw.split(|&b| b == b'\n').filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &[u8]) -> Option<Mount> {
+    let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let sep = f.iter().position(|&x| x == b"-")?;
+    if sep < 6 || f.len() < sep + 3 {
+        return None;
+    }
+    let dev = std::str::from_utf8(f[2]).ok()?;
+    let (maj, min) = dev.split_once(':')?;
+    Some(Mount {
+        source: OsString::from_vec(unescape(f[sep + 2])),
+        target: PathBuf::from(OsString::from_vec(unescape(f[4]))),
+        fstype: String::from_utf8_lossy(&unescape(f[sep + 1])).into_owned(),
+        options: String::from_utf8_lossy(f[5])
+            .split(',')
+            .map(String::from)
+            .collect(),
+        fs_options: f
+            .get(sep + 3)
+            .map(|o| {
+                o.split(|&b| b == b',')
+                    .map(|x| OsString::from_vec(unescape(x)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        root: PathBuf::from(OsString::from_vec(unescape(f[3]))),
+        dev: Some((maj.parse().ok()?, min.parse().ok()?)),
+    })
+}
+
+/// Decode the kernel's `\NNN` octal escapes.
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_and_order() {
+        let raw = b"22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+63 22 254:0 /tmp/t/lo /tmp/my\\040dir\\011tab\\012nl\\134x rw,relatime - ext4 /dev/vda rw,discard\n\
+66 63 0:39 / /tmp/my\\040dir\\011tab\\012nl\\134x rw,noatime - overlay overlay rw,lowerdir=/a\\054b,upperdir=/u\\040p,workdir=/w\n\
+70 22 0:40 / /mnt/\\377bad ro - tmpfs tmpfs rw\n";
+        let t = parse_mountinfo(raw);
+        assert_eq!(t.len(), 4);
+        let weird = Path::new("/tmp/my dir\ttab\nnl\\x");
+        assert_eq!(t[1].target, weird);
+        assert_eq!(t[1].root, Path::new("/tmp/t/lo"));
+        assert_eq!(t[1].dev, Some((254, 0)));
+        assert_eq!(t[2].target, weird);
+        assert_eq!(t[2].fstype, "overlay");
+        assert_eq!(t[2].fs_option("upperdir"), Some(OsStr::new("/u p")));
+        assert_eq!(t[2].fs_option("lowerdir"), Some(OsStr::new("/a,b")));
+        assert!(t[2].options.contains(&"noatime".to_string()));
+        assert_eq!(t[3].target.as_os_str().as_bytes(), b"/mnt/\xffbad");
+        assert!(t[3].read_only());
+    }
+
+    #[test]
+    fn overlay_options_escape() {
+        let (flags, data) = overlay_args(
+            Path::new("/j/a,b"),
+            Path::new("/u:p"),
+            Some(Path::new("/w\\x")),
+            &["noatime".into(), "redirect_dir=on".into()],
+        );
+        assert_eq!(flags, MsFlags::MS_NOATIME);
+        assert_eq!(
+            data,
+            OsStr::new("redirect_dir=on,lowerdir=/j/a\\,b,upperdir=/u\\:p,workdir=/w\\\\x")
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The two backends. Each performs plan steps and reads the mount table; ordering,
+//! idempotence and rollback live in [`crate::stack`], once for both.
+
+use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::exit::{ExitCode, fail};
+use crate::mounts::Mount;
+use crate::plan::Step;
+
+pub mod freebsd;
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+/// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Os {
+    FreeBsd,
+    Linux,
+}
+
+impl Os {
+    pub fn current() -> Result<Os> {
+        match std::env::var_os("JLAYERS_PLATFORM") {
+            None => Ok(if cfg!(target_os = "freebsd") {
+                Os::FreeBsd
+            } else {
+                Os::Linux
+            }),
+            Some(v) if v == "freebsd" => Ok(Os::FreeBsd),
+            Some(v) if v == "linux" => Ok(Os::Linux),
+            Some(v) => Err(fail(
+                ExitCode::Usage,
+                format!(
+                    "JLAYERS_PLATFORM={}: expected freebsd or linux",
+                    v.to_string_lossy()
+                ),
+            )),
+        }
+    }
+}
+
+/// What a backend does.
+pub trait Platform: Sync {
+    fn os(&self) -> Os;
+
+    /// Overlay needs a work dir beside the upper; unionfs does not.
+    fn needs_work_dir(&self) -> bool;
+
+    /// The whole mount table, in mount order.
+    fn mounts(&self) -> Result<Vec<Mount>>;
+
+    /// Whether `m` is the mount that `step` makes (file system type and source).
+    fn matches(&self, step: &Step, m: &Mount) -> bool;
+
+    /// Perform `step` on `target`; `dir` is the target opened without following links.
+    fn mount(&self, step: &Step, target: &Path, dir: BorrowedFd<'_>) -> Result<()>;
+
+    /// Remove the top mount at `target` (forced: `umount -f`, lazy detach).
+    fn unmount(&self, target: &Path, force: bool) -> Result<()>;
+
+    /// The sh command that performs `step`, for `-n`.
+    fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString>;
+
+    /// The sh command that removes the top mount at `target`, for `-n`.
+    fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString>;
+
+    /// What probably holds a busy mount, for the error message.
+    fn busy_hint(&self, target: &Path) -> String;
+
+    /// Whether the jail is running. Linux chroots have no such state: false.
+    fn jail_running(&self, jail: &str) -> Result<bool>;
+
+    /// The command that starts (or stops) the jail when its config gives none;
+    /// `None` where the platform has no notion of a running jail.
+    fn service_command(&self, jail: &str, start: bool) -> Option<Vec<OsString>>;
+
+    /// The command that runs `cmd` inside the jail with `env` as its whole
+    /// environment (besides what the platform itself must set).
+    fn exec_command(
+        &self,
+        jail: &str,
+        root: &Path,
+        env: &[(&str, &str)],
+        cmd: &[String],
+    ) -> Command;
+}
+
+/// The backend for `os`.
+pub fn backend(os: Os) -> Result<Box<dyn Platform>> {
+    match os {
+        Os::FreeBsd => Ok(Box::new(freebsd::FreeBsd)),
+        #[cfg(target_os = "linux")]
+        Os::Linux => Ok(Box::new(linux::Linux)),
+        #[cfg(not(target_os = "linux"))]
+        Os::Linux => Err(fail(
+            ExitCode::Usage,
+            "the Linux backend runs only on Linux",
+        )),
+    }
+}
+
+/// Run a base-system tool; a failure carries the tool's own first stderr line.
+pub fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
+    let name = argv[0].to_string_lossy().into_owned();
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(code, format!("{name}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let line = line.strip_prefix(&format!("{name}: ")).unwrap_or(line);
+    let code = if line.contains("Device busy") || line.contains("busy") {
+        ExitCode::TempFail
+    } else if line.contains("Operation not permitted") {
+        ExitCode::NoPerm
+    } else {
+        code
+    };
+    let status = match out.status.code() {
+        Some(c) => format!("exit {c}"),
+        None => "killed by a signal".into(),
+    };
+    Err(fail(
+        code,
+        if line.is_empty() {
+            format!("{name} failed ({status})")
+        } else {
+            format!("{name}: {line}")
+        },
+    ))
+}

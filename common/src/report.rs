@@ -1,0 +1,144 @@
+//! What the tools say: messages on stderr as `TOOL: JAIL: LAYER: what happened`,
+//! records on stdout as TAB-separated lines. A closed stdout (`| head`) is not an error.
+
+use std::ffi::OsStr;
+use std::io::{ErrorKind, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// stderr messages of one tool run.
+#[derive(Debug, Clone, Copy)]
+pub struct Messages {
+    pub tool: &'static str,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Messages {
+    /// An error with its whole chain on one line.
+    pub fn error(&self, err: &anyhow::Error) {
+        self.emit(&[], &format!("{err:#}"));
+    }
+
+    /// A warning: shown unless `-q`.
+    pub fn warn(&self, scope: &[&str], msg: &str) {
+        if !self.quiet {
+            self.emit(scope, msg);
+        }
+    }
+
+    /// A progress note: shown with `-v`.
+    pub fn info(&self, scope: &[&str], msg: &str) {
+        if self.verbose && !self.quiet {
+            self.emit(scope, msg);
+        }
+    }
+
+    fn emit(&self, scope: &[&str], msg: &str) {
+        let mut line = String::from(self.tool);
+        for s in scope {
+            line.push_str(": ");
+            line.push_str(s);
+        }
+        line.push_str(": ");
+        // One message, one line, whatever a path held.
+        line.push_str(&msg.replace('\n', "\\n"));
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Write one record (already joined) to stdout; after EPIPE, drop records silently.
+fn out(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        } else {
+            eprintln!("stdout: {e}");
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One report line: fields joined by one TAB. Paths are written as their bytes.
+pub fn record(fields: &[&OsStr]) {
+    let mut line = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(b'\t');
+        }
+        line.extend_from_slice(f.as_bytes());
+    }
+    line.push(b'\n');
+    out(&line);
+}
+
+/// One sh command line, each word quoted as needed.
+pub fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
+    let mut line = Vec::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            line.push(b' ');
+        }
+        line.extend_from_slice(&sh_quote(a.as_ref()));
+    }
+    line.push(b'\n');
+    out(&line);
+}
+
+/// Quote a word for sh(1): as is when plainly safe, else in single quotes.
+pub fn sh_quote(w: &OsStr) -> Vec<u8> {
+    let b = w.as_bytes();
+    let safe = |c: &u8| c.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(c);
+    if !b.is_empty() && b.iter().all(safe) {
+        return b.to_vec();
+    }
+    let mut q = vec![b'\''];
+    for &c in b {
+        if c == b'\'' {
+            q.extend_from_slice(b"'\\''");
+        } else {
+            q.push(c);
+        }
+    }
+    q.push(b'\'');
+    q
+}
+
+/// Sizes as the report prints them: `1.36 GiB`, or exact bytes with `-b`.
+pub fn size(bytes: u64, exact: bool) -> String {
+    if exact {
+        bytes.to_string()
+    } else {
+        humansize::format_size(bytes, humansize::BINARY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        let q = |s: &str| String::from_utf8(sh_quote(OsStr::new(s))).unwrap();
+        assert_eq!(q("/usr/ports"), "/usr/ports");
+        assert_eq!(q("a b"), "'a b'");
+        assert_eq!(q("it's"), "'it'\\''s'");
+        assert_eq!(q(""), "''");
+        assert_eq!(q("a\nb"), "'a\nb'");
+        assert_eq!(q("$x"), "'$x'");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(1_460_288_880, false), "1.36 GiB");
+        assert_eq!(size(1234, true), "1234");
+        assert_eq!(size(0, false), "0 B");
+    }
+}

@@ -1,0 +1,41 @@
+//! SIGINT and SIGTERM become a flag that long operations poll, so that every tool
+//! can stop cleanly: roll back, restore, report what was done, exit 130.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catch SIGINT and SIGTERM from now on.
+pub fn install() {
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// `Err(130)` once interrupted.
+pub fn check() -> anyhow::Result<()> {
+    if interrupted() {
+        Err(crate::exit::fail(
+            crate::exit::ExitCode::Interrupted,
+            "interrupted",
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! Paths below a jail root, walked without following any symbolic link.
+//!
+//! The jail's root user owns everything below the root: a symlink planted at
+//! `usr` or `usr/ports` would otherwise aim a host-side mount (or mkdir) at any host
+//! directory. Like jail(8)'s `check_path()` for mount.fstab, every component is
+//! opened relative to its parent with `O_NOFOLLOW | O_DIRECTORY`; missing ones are
+//! created with `mkdirat` on the parent's descriptor.
+
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
+
+use crate::exit::{ExitCode, fail};
+
+/// Open `root/rel`, creating missing directories when `create`. `Ok(None)`: missing
+/// and not created (`missing` then names the first absent path).
+pub fn open_beneath(root: &Path, rel: &Path, create: bool) -> Result<Beneath> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = open(root, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ENOENT | Errno::ENOTDIR => fail(
+            ExitCode::NoInput,
+            format!("jail root {} does not exist", root.display()),
+        ),
+        e => fail(
+            ExitCode::NoInput,
+            format!("jail root {}: {}", root.display(), e.desc()),
+        ),
+    })?;
+    let mut here = root.to_path_buf();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            return Err(fail(
+                ExitCode::Config,
+                format!("{}: not a plain relative path", rel.display()),
+            ));
+        };
+        here.push(name);
+        let mut made = false;
+        loop {
+            match openat(&dir, name, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+                Ok(fd) => {
+                    dir = fd;
+                    break;
+                }
+                Err(Errno::ENOENT) if !create => return Ok(Beneath::Missing(here)),
+                Err(Errno::ENOENT) if !made => {
+                    match mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => made = true,
+                        Err(e) => {
+                            return Err(fail(
+                                ExitCode::CantCreate,
+                                format!("cannot create {}: {}", here.display(), e.desc()),
+                            ));
+                        }
+                    }
+                }
+                // O_NOFOLLOW on a link: ELOOP on Linux, EMLINK on FreeBSD; ENOTDIR
+                // for other non-directories. Look before saying which.
+                Err(e) => return Err(refusal(&dir, name, &here, e)),
+            }
+        }
+    }
+    Ok(Beneath::Dir(dir, here))
+}
+
+/// The result of [`open_beneath`].
+#[derive(Debug)]
+pub enum Beneath {
+    /// The directory, opened, and its path.
+    Dir(OwnedFd, PathBuf),
+    /// The first missing component's path.
+    Missing(PathBuf),
+}
+
+fn refusal(dir: &OwnedFd, name: &std::ffi::OsStr, here: &Path, e: Errno) -> anyhow::Error {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => fail(
+            ExitCode::NoPerm,
+            format!(
+                "{} is a symbolic link; refusing to follow it (the jail could aim it at any host directory)",
+                here.display()
+            ),
+        ),
+        Ok(_) => fail(
+            ExitCode::CantCreate,
+            format!("{} exists and is not a directory", here.display()),
+        ),
+        Err(_) => fail(
+            ExitCode::CantCreate,
+            format!("{}: {}", here.display(), e.desc()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::code_of;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn creates_and_refuses_links() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let Beneath::Missing(m) = open_beneath(root, Path::new("usr/ports"), false).unwrap() else {
+            panic!("should be missing")
+        };
+        assert_eq!(m, root.join("usr"));
+        assert!(matches!(
+            open_beneath(root, Path::new("usr/ports"), true).unwrap(),
+            Beneath::Dir(..)
+        ));
+        assert!(root.join("usr/ports").is_dir());
+
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path(), root.join("usr/local")).unwrap();
+        for create in [false, true] {
+            let e = open_beneath(root, Path::new("usr/local/x"), create).unwrap_err();
+            assert_eq!(code_of(&e), ExitCode::NoPerm, "{e:#}");
+            assert!(format!("{e:#}").contains("usr/local is a symbolic link"));
+        }
+        assert!(!outside.path().join("x").exists());
+        symlink("/nonexistent", root.join("usr/dangling")).unwrap();
+        let e = open_beneath(root, Path::new("usr/dangling"), true).unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::NoPerm);
+        std::fs::write(root.join("usr/file"), "").unwrap();
+        let e = open_beneath(root, Path::new("usr/file/x"), true).unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::CantCreate);
+        let e = open_beneath(&root.join("nope"), Path::new("x"), true).unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::NoInput);
+    }
+}
