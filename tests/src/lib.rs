@@ -1,1 +1,260 @@
+//! Test harness for the jlayers tools: every test runs in a private mount namespace
+//! of its own, with its own temp dir, and drives the real binaries.
+//!
+//! The namespace belongs to a fresh thread (unshare(CLONE_NEWNS) acts on the calling
+//! thread), so tests run in parallel and children inherit the thread's view. Nothing
+//! mounted here is visible to the host; the namespace dies with the thread.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+
+/// Which backend the tools run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Linux,
+    /// `JLAYERS_PLATFORM=freebsd` with the simulated userland first on PATH.
+    FreeBsdSim,
+}
+
+pub struct Sandbox {
+    /// The test's temp dir; everything it makes lives below.
+    pub dir: PathBuf,
+    pub backend: Backend,
+}
+
+/// Run `body` in a new thread with a private mount namespace and a temp dir.
+/// Fails (never skips) when the namespace cannot be had.
+pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
+    let tmp = tempfile::Builder::new().prefix("jlayers-test.").tempdir().expect("temp dir");
+    let dir = tmp.path().canonicalize().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_private_namespace();
+            let sb = Sandbox { dir: dir.clone(), backend };
+            body(&sb);
+        })
+        .join()
+        .map_err(|p| std::panic::resume_unwind(p))
+        .ok();
+    });
+    // The namespace is gone with its last thread and children: no mounts remain
+    // below the temp dir, so removing it touches nothing else.
+    drop(tmp);
+}
+
+fn enter_private_namespace() {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
+        panic!(
+            "cannot create a private mount namespace ({e}): run the tests as root, or in a \
+             user+mount namespace: unshare -Urm --propagation private cargo test --workspace"
+        );
+    }
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .expect("make / private in the test's mount namespace");
+}
+
+/// The directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for t in ["jmount", "junmount"] {
+        assert!(
+            dir.join(t).is_file(),
+            "{} missing: build the tools first (cargo build --workspace)",
+            dir.join(t).display()
+        );
+    }
+    dir
+}
+
+/// The simulated FreeBSD userland's directory.
+pub fn sim_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("freebsd-sim")
+}
+
+/// One mount as the test reads it from its thread's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct M {
+    pub target: PathBuf,
+    pub fstype: String,
+}
+
+impl Sandbox {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Write a config, replacing `@T` with the temp dir.
+    pub fn conf(&self, text: &str) -> PathBuf {
+        let p = self.path("jlayers.conf");
+        std::fs::write(&p, text.replace("@T", self.dir.to_str().unwrap())).unwrap();
+        p
+    }
+
+    /// A tool command with a clean, backend-specific environment.
+    pub fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(bin_dir().join(tool));
+        c.env_remove("JLAYERS_CONF").env("LC_ALL", "C");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        match self.backend {
+            Backend::Linux => {
+                c.env("JLAYERS_PLATFORM", "linux");
+            }
+            Backend::FreeBsdSim => {
+                let mut p = sim_dir().into_os_string();
+                p.push(":");
+                p.push(&path);
+                c.env("JLAYERS_PLATFORM", "freebsd")
+                    .env("PATH", p)
+                    .env("SIM_STATE", self.path("sim-state"));
+            }
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Run a tool with `-c <temp>/jlayers.conf` and the given arguments.
+    pub fn run(&self, tool: &str, args: &[&str]) -> Out {
+        let conf = self.path("jlayers.conf");
+        let out = self.cmd(tool).arg("-c").arg(conf).args(args).output().unwrap();
+        Out::from(out)
+    }
+
+    /// Mounts whose mount point lies in the temp dir, in mount order.
+    pub fn mounts(&self) -> Vec<M> {
+        read_mounts()
+            .into_iter()
+            .filter(|m| m.target.starts_with(&self.dir))
+            .collect()
+    }
+
+    /// Mounts at one path.
+    pub fn mounts_at(&self, rel: &str) -> Vec<String> {
+        let p = self.path(rel);
+        self.mounts().into_iter().filter(|m| m.target == p).map(|m| m.fstype).collect()
+    }
+
+    /// A shell command in the test's namespace.
+    pub fn sh(&self, script: &str) -> Out {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script).current_dir(&self.dir).stdin(Stdio::null());
+        Out::from(c.output().unwrap())
+    }
+
+    /// The standard scene: a small ports tree, distfiles, two jails.
+    pub fn scene(&self) {
+        for d in ["ports/editors/vim", "ports/Mk", "distfiles", "j1/usr", "j2/usr"] {
+            std::fs::create_dir_all(self.path(d)).unwrap();
+        }
+        std::fs::write(self.path("ports/editors/vim/Makefile"), "PORTNAME=vim\n").unwrap();
+        std::fs::write(self.path("ports/Mk/bsd.port.mk"), "# framework\n").unwrap();
+        std::fs::write(self.path("distfiles/vim-9.1.tar.xz"), "xz").unwrap();
+        self.conf(SCENE_CONF);
+    }
+}
+
+/// Two jails, a union `ports` layer and a nested `shared` distfiles layer.
+pub const SCENE_CONF: &str = r#"
+[defaults]
+upper_root = "@T/upper"
+lock_dir   = "@T/run"
+log_dir    = "@T/log"
+
+[[layer]]
+name   = "ports"
+source = "@T/ports"
+target = "usr/ports"
+
+[[layer]]
+name   = "distfiles"
+source = "@T/distfiles"
+target = "usr/ports/distfiles"
+mode   = "shared"
+
+[jail.j1]
+root = "@T/j1"
+
+[jail.j2]
+root = "@T/j2"
+"#;
+
+/// This thread's mount table (`/proc/thread-self`: the namespace is per thread).
+pub fn read_mounts() -> Vec<M> {
+    let raw = std::fs::read("/proc/thread-self/mountinfo").unwrap();
+    raw.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&[u8]> = l.split(|&b| b == b' ').collect();
+            let sep = f.iter().position(|&x| x == b"-").unwrap();
+            M {
+                target: PathBuf::from(OsString::from_vec(unescape(f[4]))),
+                fstype: String::from_utf8_lossy(f[sep + 1]).into_owned(),
+            }
+        })
+        .collect()
+}
+
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 3 < s.len() {
+            let o = &s[i + 1..i + 4];
+            out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub raw_stdout: Vec<u8>,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            raw_stdout: o.stdout,
+        }
+    }
+}
+
+impl Out {
+    /// Assert the exit status, showing the whole run when it differs.
+    #[track_caller]
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.code, want, "exit status; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.code(0)
+    }
+
+    #[track_caller]
+    pub fn err_has(&self, s: &str) -> &Self {
+        assert!(self.stderr.contains(s), "stderr lacks {s:?}:\n{}", self.stderr);
+        self
+    }
+}
+
+pub fn os(s: &str) -> &OsStr {
+    OsStr::from_bytes(s.as_bytes())
+}

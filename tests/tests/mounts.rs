@@ -1,0 +1,357 @@
+//! jmount and junmount with real mounts, each test in its own mount namespace.
+//! Every scenario runs on the Linux backend and, through the simulated userland,
+//! on the FreeBSD backend.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, symlink};
+
+use jlayers_tests::{Backend, Sandbox, sandbox};
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod linux {
+            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::Linux) })*
+        }
+        mod freebsd_sim {
+            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::FreeBsdSim) })*
+        }
+    };
+}
+
+on_both!(
+    copy_on_write_two_jails,
+    idempotent,
+    half_stack_completed,
+    rollback_after_later_layer_fails,
+    nested_layers_order,
+    symlink_at_each_component_refused,
+    symlinked_upper_inside_root_refused,
+    foreign_mount_left_alone,
+    lock_contention,
+    missing_root_or_source,
+    dry_run_piped_to_sh_is_jmount,
+    readonly_layer,
+    busy_mount,
+    awkward_paths,
+);
+
+fn read(sb: &Sandbox, rel: &str) -> Option<String> {
+    fs::read_to_string(sb.path(rel)).ok()
+}
+
+/// A union stack as mountinfo shows it: the bind mount, then overlay on top.
+#[track_caller]
+fn assert_union_stack(sb: &Sandbox, rel: &str) {
+    let at = sb.mounts_at(rel);
+    assert_eq!(at.len(), 2, "{rel}: {at:?}");
+    assert_eq!(at[1], "overlay", "{rel}: {at:?}");
+}
+
+fn copy_on_write_two_jails(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["--all"]).ok();
+        assert_union_stack(sb, "j1/usr/ports");
+        assert_union_stack(sb, "j2/usr/ports");
+
+        // A build-like write through j1 lands in j1's upper dir only.
+        fs::create_dir_all(sb.path("j1/usr/ports/editors/vim/work")).unwrap();
+        fs::write(sb.path("j1/usr/ports/editors/vim/work/.build_done.vim"), "done").unwrap();
+        fs::write(sb.path("j1/usr/ports/editors/vim/Makefile"), "PORTNAME=vim-patched\n").unwrap();
+        assert!(sb.path("upper/j1/ports/editors/vim/work/.build_done.vim").is_file());
+        assert!(!sb.path("ports/editors/vim/work").exists());
+        assert!(!sb.path("j2/usr/ports/editors/vim/work").exists());
+        assert_eq!(read(sb, "ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim\n");
+        assert_eq!(read(sb, "j2/usr/ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim\n");
+
+        // Deleting a host file inside j2 hides it there only: the whiteout is in
+        // j2's upper dir.
+        fs::remove_file(sb.path("j2/usr/ports/Mk/bsd.port.mk")).unwrap();
+        assert!(!sb.path("j2/usr/ports/Mk/bsd.port.mk").exists());
+        assert!(sb.path("ports/Mk/bsd.port.mk").is_file());
+        assert!(sb.path("j1/usr/ports/Mk/bsd.port.mk").is_file());
+        let wh = fs::symlink_metadata(sb.path("upper/j2/ports/Mk/bsd.port.mk")).unwrap();
+        assert!(wh.file_type().is_char_device(), "whiteout in j2's upper");
+
+        sb.run("junmount", &["--all"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        // Upper contents survive junmount and come back with the next jmount.
+        assert!(sb.path("upper/j1/ports/editors/vim/work/.build_done.vim").is_file());
+        sb.run("jmount", &["j1", "j2"]).ok();
+        assert_eq!(read(sb, "j1/usr/ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim-patched\n");
+        assert!(!sb.path("j2/usr/ports/Mk/bsd.port.mk").exists());
+        assert!(sb.path("j1/usr/ports/Mk/bsd.port.mk").exists());
+        sb.run("junmount", &["j2", "j1"]).ok();
+        assert!(sb.mounts().is_empty());
+        assert_eq!(read(sb, "ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim\n");
+    });
+}
+
+fn idempotent(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let o = sb.run("jmount", &["--all"]);
+        o.ok();
+        assert_eq!(o.stdout, "");
+        assert_eq!(o.stderr, "", "silent on success");
+        let once = sb.mounts();
+        sb.run("jmount", &["--all"]).ok();
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(sb.mounts(), once);
+        sb.run("junmount", &["--all"]).ok();
+        let again = sb.run("junmount", &["--all"]);
+        again.ok();
+        assert_eq!(again.stderr, "");
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+fn half_stack_completed(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        // Only the bottom of j1's ports stack is there, as after a crash.
+        sb.run("jmount", &["j1"]).ok();
+        sb.sh("umount j1/usr/ports/distfiles && umount j1/usr/ports").ok();
+        assert_eq!(sb.mounts_at("j1/usr/ports").len(), 1);
+        let o = sb.run("jmount", &["-v", "j1"]);
+        o.ok().err_has("union mount of").err_has("distfiles: null mount of");
+        assert!(!o.stderr.contains("ports: null mount of"), "{}", o.stderr);
+        assert_union_stack(sb, "j1/usr/ports");
+        assert_eq!(sb.mounts().len(), 3);
+    });
+}
+
+fn rollback_after_later_layer_fails(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        // The distfiles target cannot be made: a file stands in the way, inside the
+        // union, i.e. in j1's upper dir.
+        fs::create_dir_all(sb.path("upper/j1/ports")).unwrap();
+        fs::write(sb.path("upper/j1/ports/distfiles"), "in the way").unwrap();
+        let o = sb.run("jmount", &["--all"]);
+        o.code(73).err_has("jmount: j1: distfiles: ").err_has("is not a directory");
+        // j1: no half stack left behind; j2 is mounted all the same.
+        assert!(sb.mounts_at("j1/usr/ports").is_empty(), "{:?}", sb.mounts());
+        assert_union_stack(sb, "j2/usr/ports");
+        assert_eq!(sb.mounts_at("j2/usr/ports/distfiles").len(), 1);
+    });
+}
+
+fn nested_layers_order(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let o = sb.run("jmount", &["-v", "j1"]);
+        o.ok();
+        let order: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
+        assert_eq!(
+            order,
+            [sb.path("j1/usr/ports"), sb.path("j1/usr/ports"), sb.path("j1/usr/ports/distfiles")]
+        );
+        // The shared layer writes through to the host.
+        fs::write(sb.path("j1/usr/ports/distfiles/new.tar.gz"), "gz").unwrap();
+        assert!(sb.path("distfiles/new.tar.gz").is_file());
+        assert!(!sb.path("upper/j1/ports/distfiles/new.tar.gz").exists());
+        let o = sb.run("junmount", &["-v", "j1"]);
+        o.ok();
+        let lines: Vec<_> = o.stderr.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", o.stderr);
+        assert!(lines[0].starts_with("junmount: j1: distfiles: unmounted"), "{}", o.stderr);
+        assert!(lines[1].starts_with("junmount: j1: ports: unmounted"));
+        assert!(lines[2].starts_with("junmount: j1: ports: unmounted"));
+    });
+}
+
+fn symlink_at_each_component_refused(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        fs::create_dir_all(sb.path("host-secret")).unwrap();
+        sb.conf(&jlayers_tests::SCENE_CONF.replace("\"usr/ports\"", "\"usr/local/ports\""));
+        for link in ["j1/usr", "j1/usr/local", "j1/usr/local/ports"] {
+            let _ = fs::remove_dir_all(sb.path("j1"));
+            fs::create_dir_all(sb.path(link)).unwrap();
+            fs::remove_dir(sb.path(link)).unwrap();
+            symlink(sb.path("host-secret"), sb.path(link)).unwrap();
+            let o = sb.run("jmount", &["j1"]);
+            o.code(77).err_has("is a symbolic link");
+            assert!(sb.mounts().is_empty(), "{link}: {:?}", sb.mounts());
+            assert_eq!(fs::read_dir(sb.path("host-secret")).unwrap().count(), 0, "{link}: host dir untouched");
+            sb.run("junmount", &["j1"]).ok();
+        }
+    });
+}
+
+fn symlinked_upper_inside_root_refused(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        fs::create_dir_all(sb.path("host-secret")).unwrap();
+        let conf = jlayers_tests::SCENE_CONF.replace("root = \"@T/j1\"", "root = \"@T/j1\"\nupper.ports = \"usr/tmp/foo\"");
+        sb.conf(&conf);
+        symlink(sb.path("host-secret"), sb.path("j1/usr/tmp")).unwrap();
+        sb.run("jmount", &["j1"]).code(77).err_has("usr/tmp is a symbolic link");
+        assert!(sb.mounts().is_empty());
+        assert_eq!(fs::read_dir(sb.path("host-secret")).unwrap().count(), 0);
+        // The recipe's layout, without the plant, works.
+        fs::remove_file(sb.path("j1/usr/tmp")).unwrap();
+        sb.run("jmount", &["j1"]).ok();
+        fs::write(sb.path("j1/usr/ports/x"), "").unwrap();
+        assert!(sb.path("j1/usr/tmp/foo/x").is_file());
+        sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+fn foreign_mount_left_alone(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        fs::create_dir_all(sb.path("j1/usr/ports")).unwrap();
+        sb.sh("mount -t tmpfs jail-tmpfs j1/usr/ports").ok();
+        sb.run("jmount", &["j1"]).code(69).err_has("tmpfs from jail-tmpfs is mounted there");
+        assert_eq!(sb.mounts_at("j1/usr/ports"), ["tmpfs"]);
+        let o = sb.run("junmount", &["j1"]);
+        o.ok().err_has("not by jlayers; left alone");
+        assert_eq!(sb.mounts_at("j1/usr/ports"), ["tmpfs"]);
+    });
+}
+
+fn lock_contention(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        fs::create_dir_all(sb.path("run")).unwrap();
+        // Another run holds j1's lock (flock(1) in a child, which outlives nothing).
+        let mut holder = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 9>run/j1.lock; flock -n 9 || exit 3; echo 4242 >&9; echo locked; exec sleep 30")
+            .current_dir(&sb.dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "locked\n");
+        let o = sb.run("jmount", &["j1", "j2"]);
+        o.code(75).err_has("jmount: j1: locked by another jlayers run (pid 4242");
+        assert!(sb.mounts_at("j1/usr/ports").is_empty());
+        assert_eq!(sb.mounts_at("j2/usr/ports").len(), 2, "the other jail goes on");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        sb.run("jmount", &["j1"]).ok();
+        sb.run("junmount", &["--all"]).ok();
+    });
+}
+
+fn missing_root_or_source(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        fs::remove_dir_all(sb.path("j2")).unwrap();
+        sb.run("jmount", &["j2", "j1"]).code(66).err_has("jmount: j2: jail root").err_has("does not exist");
+        assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
+        sb.run("junmount", &["j1"]).ok();
+        fs::remove_dir_all(sb.path("distfiles")).unwrap();
+        sb.run("jmount", &["j1"]).code(66).err_has("jmount: j1: distfiles: source");
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+fn dry_run_piped_to_sh_is_jmount(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let plan = sb.run("jmount", &["-n", "--all"]);
+        plan.ok();
+        assert!(sb.mounts().is_empty(), "-n changes nothing");
+        assert!(!sb.path("upper").exists(), "-n creates nothing");
+        let by_sh = sb.sh(&format!("PATH={}:$PATH; set -e\n{}", jlayers_tests::sim_dir().display(), plan.stdout));
+        by_sh.ok();
+        let via_sh = sb.mounts();
+        // jmount agrees that the job is done, and junmount takes it all down.
+        sb.run("jmount", &["--all"]).ok();
+        assert_eq!(sb.mounts(), via_sh);
+        sb.run("junmount", &["--all"]).ok();
+        assert!(sb.mounts().is_empty());
+        sb.run("jmount", &["--all"]).ok();
+        assert_eq!(sb.mounts(), via_sh);
+        // And the teardown plan does the same as junmount.
+        let down = sb.run("junmount", &["-n", "--all"]);
+        down.ok();
+        assert_eq!(down.stdout.lines().count(), 6, "{}", down.stdout);
+        sb.sh(&format!("PATH={}:$PATH; set -e\n{}", jlayers_tests::sim_dir().display(), down.stdout)).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+fn readonly_layer(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.conf(&jlayers_tests::SCENE_CONF.replace("mode   = \"shared\"", "mode   = \"readonly\""));
+        sb.run("jmount", &["j1"]).ok();
+        let e = fs::write(sb.path("j1/usr/ports/distfiles/x"), "").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(sb.mounts().len(), 3);
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+fn busy_mount(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        // A process with its working directory inside holds the union busy.
+        let mut user = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(sb.path("j1/usr/ports/editors"))
+            .spawn()
+            .unwrap();
+        let o = sb.run("junmount", &["j1"]);
+        o.code(75).err_has("busy");
+        user.kill().unwrap();
+        user.wait().unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+        // -f detaches even while busy.
+        sb.run("jmount", &["j1"]).ok();
+        let mut user = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(sb.path("j1/usr/ports/editors"))
+            .spawn()
+            .unwrap();
+        sb.run("junmount", &["-f", "j1"]).ok();
+        assert!(sb.mounts().is_empty());
+        user.kill().unwrap();
+        user.wait().unwrap();
+    });
+}
+
+fn awkward_paths(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        // Something with a non-UTF-8 name is mounted elsewhere in the table.
+        let odd = sb.dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"odd\xff name"));
+        fs::create_dir_all(&odd).unwrap();
+        nix::mount::mount(Some("tmpfs"), &odd, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+        if b == Backend::FreeBsdSim {
+            // FreeBSD refuses white space in paths (mount -p cannot carry it).
+            sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", "@T/j 1"));
+            sb.run("jmount", &["j1"]).code(78).err_has("white space");
+            sb.run("jmount", &["j2"]).code(78);
+            sb.conf(jlayers_tests::SCENE_CONF);
+            sb.run("jmount", &["j1"]).ok();
+            sb.run("junmount", &["j1"]).ok();
+            return;
+        }
+        let weird = "jail with space\ttab\nnewline,comma:colon\\back";
+        fs::create_dir_all(sb.path(weird).join("usr")).unwrap();
+        let escaped = weird.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n");
+        sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", &format!("@T/{escaped}")));
+        sb.run("jmount", &["j1"]).ok();
+        assert_union_stack(sb, &format!("{weird}/usr/ports"));
+        fs::write(sb.path(weird).join("usr/ports/new"), "x").unwrap();
+        assert!(sb.path("upper/j1/ports/new").is_file());
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(sb.mounts().len(), 4);
+        let plan = sb.run("junmount", &["-n", "j1"]);
+        assert!(plan.stdout.contains("'"), "quoted: {}", plan.stdout);
+        sb.run("junmount", &["j1"]).ok();
+        assert_eq!(sb.mounts().len(), 1, "only the tmpfs is left");
+    });
+}
+
