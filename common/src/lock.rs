@@ -42,7 +42,7 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
             // The pid is for the message of whoever comes second.
             let _ = lock.set_len(0);
             let _ = lock.rewind();
-            let _ = write!(lock, "{}\n", std::process::id());
+            let _ = writeln!(lock, "{}", std::process::id());
             Ok(JailLock { _lock: Some(lock) })
         }
         Err((mut file, Errno::EWOULDBLOCK)) => {

@@ -66,19 +66,27 @@ impl Engine<'_> {
                 }
             }
         }
-        let mut table = self.platform.mounts()?;
-        let mut mounted_here: Vec<&Path> = Vec::new();
+        let table = self.platform.mounts(&plan.root)?;
+        // Targets this run mounted on: whatever was mounted at or below them before
+        // is hidden now, so a nested stack sees nothing of its own there.
+        let mut covered: Vec<&Path> = Vec::new();
         for s in &plan.stacks {
-            // A stack nested in one this run just mounted sees a new tree: look again.
-            if mounted_here.iter().any(|t| s.target.starts_with(t)) {
-                table = self.platform.mounts()?;
-                mounted_here.clear();
-            }
+            let visible: Vec<Mount>;
+            let view: &[Mount] = if covered.iter().any(|c| s.target.starts_with(c)) {
+                visible = table
+                    .iter()
+                    .filter(|m| !covered.iter().any(|c| m.target.starts_with(c)))
+                    .cloned()
+                    .collect();
+                &visible
+            } else {
+                &table
+            };
             let before = made.len();
-            self.mount_stack(plan, s, &table, made)
+            self.mount_stack(plan, s, view, made)
                 .with_context(|| s.layer.clone())?;
             if made.len() > before {
-                mounted_here.push(&s.target);
+                covered.push(&s.target);
             }
         }
         Ok(())
@@ -239,7 +247,7 @@ impl Engine<'_> {
                 ),
             ));
         }
-        let table = self.platform.mounts()?;
+        let table = self.platform.mounts(&plan.root)?;
         for s in plan.stacks.iter().rev() {
             self.unmount_stack(plan, s, &table, force)
                 .with_context(|| s.layer.clone())?;

@@ -99,6 +99,13 @@ impl Sandbox {
     /// A tool command with a clean, backend-specific environment.
     pub fn cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(bin_dir().join(tool));
+        self.backend_env(&mut c);
+        c
+    }
+
+    /// The backend's environment: for the FreeBSD simulation, its tools first on
+    /// PATH and its state dir.
+    pub fn backend_env(&self, c: &mut Command) {
         c.env_remove("JLAYERS_CONF").env("LC_ALL", "C");
         let path = std::env::var_os("PATH").unwrap_or_default();
         match self.backend {
@@ -115,7 +122,6 @@ impl Sandbox {
             }
         }
         c.stdin(Stdio::null());
-        c
     }
 
     /// Run a tool with `-c <temp>/jlayers.conf` and the given arguments.
@@ -139,10 +145,19 @@ impl Sandbox {
         self.mounts().into_iter().filter(|m| m.target == p).map(|m| m.fstype).collect()
     }
 
-    /// A shell command in the test's namespace.
+    /// A shell command in the test's namespace, with the host's tools.
     pub fn sh(&self, script: &str) -> Out {
         let mut c = Command::new("sh");
         c.arg("-c").arg(script).current_dir(&self.dir).stdin(Stdio::null());
+        Out::from(c.output().unwrap())
+    }
+
+    /// A shell command with the backend's tools (the simulated FreeBSD userland
+    /// first on PATH for that backend): what an admin's `jmount -n | sh` runs.
+    pub fn sh_backend(&self, script: &str) -> Out {
+        let mut c = Command::new("sh");
+        self.backend_env(&mut c);
+        c.arg("-c").arg(script).current_dir(&self.dir);
         Out::from(c.output().unwrap())
     }
 

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -25,7 +26,7 @@ impl Platform for FreeBsd {
         false
     }
 
-    fn mounts(&self) -> Result<Vec<Mount>> {
+    fn mounts(&self, _scope: &Path) -> Result<Arc<Vec<Mount>>> {
         let out = Command::new("mount")
             .arg("-p")
             .stdin(Stdio::null())
@@ -38,7 +39,7 @@ impl Platform for FreeBsd {
                 format!("mount -p: {}", err.lines().next().unwrap_or("failed")),
             ));
         }
-        Ok(parse_mount_p(&String::from_utf8_lossy(&out.stdout)))
+        Ok(Arc::new(parse_mount_p(&String::from_utf8_lossy(&out.stdout))))
     }
 
     fn matches(&self, step: &Step, m: &Mount) -> bool {

@@ -1,6 +1,10 @@
 //! Linux: bind mounts and overlayfs, by system call; the table from mountinfo.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
@@ -10,47 +14,55 @@ use std::process::Command;
 use anyhow::Result;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{Os, Platform};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
 
-pub struct Linux;
+/// The Linux backend. It keeps the mount table it read, with the open mountinfo
+/// file: the kernel flags that file (POLLPRI) whenever the namespace's mounts change,
+/// so a run over hundreds of jails reads the table once instead of once a jail.
+#[derive(Default)]
+pub struct Linux {
+    cache: Mutex<Option<Cache>>,
+}
 
-impl Platform for Linux {
-    fn os(&self) -> Os {
-        Os::Linux
+struct Cache {
+    file: File,
+    table: Arc<Vec<Mount>>,
+    /// Targets this process mounted or unmounted on since the table was read.
+    touched: Vec<PathBuf>,
+}
+
+/// Whether the namespace's mounts changed since the last poll (which acknowledges).
+fn changed(file: &File) -> bool {
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+        Err(_) => true,
     }
+}
 
-    fn needs_work_dir(&self) -> bool {
-        true
-    }
-
-    fn mounts(&self) -> Result<Vec<Mount>> {
-        let raw = std::fs::read("/proc/self/mountinfo")
+impl Linux {
+    fn read_table(file: &mut File) -> Result<Vec<Mount>> {
+        let mut raw = Vec::with_capacity(64 * 1024);
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut raw))
             .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
         Ok(parse_mountinfo(&raw))
     }
 
-    fn matches(&self, step: &Step, m: &Mount) -> bool {
-        match step {
-            Step::Null { source, read_only } => *read_only == m.read_only() && bind_of(source, m),
-            Step::Union { upper, .. } => {
-                m.fstype == "overlay" && m.fs_option("upperdir") == Some(upper.as_os_str())
-            }
-        }
-    }
-
-    fn mount(&self, step: &Step, target: &Path, dir: BorrowedFd<'_>) -> Result<()> {
-        // Mount on the directory we opened without following links, not on a path a
-        // jail could re-point between the check and the mount.
-        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    fn mount_at(&self, step: &Step, target: &Path, at: &Path) -> Result<()> {
         match step {
             Step::Null { source, read_only } => {
                 nix::mount::mount(
                     Some(source.as_path()),
-                    &at,
+                    at,
                     None::<&str>,
                     MsFlags::MS_BIND,
                     None::<&str>,
@@ -75,7 +87,7 @@ impl Platform for Linux {
                 let (flags, data) = overlay_args(target, upper, work.as_deref(), options);
                 nix::mount::mount(
                     Some("overlay"),
-                    &at,
+                    at,
                     Some("overlay"),
                     flags,
                     Some(data.as_os_str()),
@@ -83,6 +95,65 @@ impl Platform for Linux {
                 .map_err(|e| mount_error(e, "overlay mount", target))
             }
         }
+        }
+
+    /// Around a mount or unmount of ours: a change seen before it is someone
+    /// else's (drop the table); the one after it is ours (note where).
+    fn our_change<T>(&self, target: &Path, op: impl FnOnce() -> T) -> T {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_some_and(|c| changed(&c.file)) {
+            *guard = None;
+        }
+        let r = op();
+        if let Some(c) = guard.as_mut() {
+            changed(&c.file);
+            c.touched.push(target.to_path_buf());
+        }
+        r
+    }
+}
+
+impl Platform for Linux {
+    fn os(&self) -> Os {
+        Os::Linux
+    }
+
+    fn needs_work_dir(&self) -> bool {
+        true
+    }
+
+    fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>> {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = guard.as_mut() {
+            let near = |t: &PathBuf| t.starts_with(scope) || scope.starts_with(t);
+            if !changed(&c.file) && !c.touched.iter().any(near) {
+                return Ok(c.table.clone());
+            }
+            c.table = Arc::new(Self::read_table(&mut c.file)?);
+            c.touched.clear();
+            return Ok(c.table.clone());
+        }
+        let mut file = File::open("/proc/self/mountinfo")
+            .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
+        let table = Arc::new(Self::read_table(&mut file)?);
+        *guard = Some(Cache { file, table: table.clone(), touched: Vec::new() });
+        Ok(table)
+    }
+
+    fn matches(&self, step: &Step, m: &Mount) -> bool {
+        match step {
+            Step::Null { source, read_only } => *read_only == m.read_only() && bind_of(source, m),
+            Step::Union { upper, .. } => {
+                m.fstype == "overlay" && m.fs_option("upperdir") == Some(upper.as_os_str())
+            }
+        }
+    }
+
+    fn mount(&self, step: &Step, target: &Path, dir: BorrowedFd<'_>) -> Result<()> {
+        // Mount on the directory we opened without following links, not on a path a
+        // jail could re-point between the check and the mount.
+        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        self.our_change(target, || self.mount_at(step, target, &at))
     }
 
     fn unmount(&self, target: &Path, force: bool) -> Result<()> {
@@ -90,26 +161,19 @@ impl Platform for Linux {
         if force {
             flags |= MntFlags::MNT_DETACH;
         }
-        nix::mount::umount2(target, flags).map_err(|e| match e {
-            Errno::EBUSY => fail(
-                ExitCode::TempFail,
-                format!(
-                    "unmount {}: busy: {}",
-                    target.display(),
-                    self.busy_hint(target)
+        self.our_change(target, || nix::mount::umount2(target, flags))
+            .map_err(|e| match e {
+                Errno::EBUSY => fail(
+                    ExitCode::TempFail,
+                    format!("unmount {}: busy: {}", target.display(), self.busy_hint(target)),
                 ),
-            ),
-            Errno::EPERM => fail(
-                ExitCode::NoPerm,
-                format!("unmount {}: not permitted (run as root)", target.display()),
-            ),
-            e => fail(
-                ExitCode::Unavailable,
-                format!("unmount {}: {}", target.display(), e.desc()),
-            ),
-        })
+                Errno::EPERM => fail(
+                    ExitCode::NoPerm,
+                    format!("unmount {}: not permitted (run as root)", target.display()),
+                ),
+                e => fail(ExitCode::Unavailable, format!("unmount {}: {}", target.display(), e.desc())),
+            })
     }
-
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["mount".into()];
         match step {

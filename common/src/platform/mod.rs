@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -51,8 +52,9 @@ pub trait Platform: Sync {
     /// Overlay needs a work dir beside the upper; unionfs does not.
     fn needs_work_dir(&self) -> bool;
 
-    /// The whole mount table, in mount order.
-    fn mounts(&self) -> Result<Vec<Mount>>;
+    /// The mount table, in mount order; exact at and below `scope` (a backend may
+    /// serve what it read before when nothing there can have changed since).
+    fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>>;
 
     /// Whether `m` is the mount that `step` makes (file system type and source).
     fn matches(&self, step: &Step, m: &Mount) -> bool;
@@ -95,7 +97,7 @@ pub fn backend(os: Os) -> Result<Box<dyn Platform>> {
     match os {
         Os::FreeBsd => Ok(Box::new(freebsd::FreeBsd)),
         #[cfg(target_os = "linux")]
-        Os::Linux => Ok(Box::new(linux::Linux)),
+        Os::Linux => Ok(Box::new(linux::Linux::default())),
         #[cfg(not(target_os = "linux"))]
         Os::Linux => Err(fail(
             ExitCode::Usage,

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Benchmark: jmount --all / junmount --all for JAILS jails x 2 layers (a union ports
+# layer and a nested shared distfiles layer: 3 mounts a jail) against a sh loop that
+# runs mount(8)/umount(8) for the same stacks. Runs in its own mount namespace on a
+# tmpfs; prints the median of ROUNDS runs of each and the ratios.
+#   usage: bench/mount.sh [JAILS] [ROUNDS]     (root; builds --release first)
+set -eu
+JAILS=${1:-200}
+ROUNDS=${2:-7}
+top=$(cd "$(dirname "$0")/.." && pwd)
+if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
+    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jmount -p junmount
+    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
+fi
+bin=$top/target/release
+T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
+trap 'umount -R "$T" 2>/dev/null; rm -rf "$T"' EXIT
+mount -t tmpfs bench "$T"
+mkdir -p "$T/ports/editors/vim" "$T/ports/distfiles" "$T/distfiles"
+{
+    printf '[defaults]\nupper_root = "%s/upper"\nlock_dir = "%s/run"\n' "$T" "$T"
+    printf '[[layer]]\nname = "ports"\nsource = "%s/ports"\ntarget = "usr/ports"\n' "$T"
+    printf '[[layer]]\nname = "distfiles"\nsource = "%s/distfiles"\ntarget = "usr/ports/distfiles"\nmode = "shared"\n' "$T"
+    for i in $(seq "$JAILS"); do printf '[jail.j%d]\nroot = "%s/jails/j%d"\n' "$i" "$T" "$i"; done
+} > "$T/jlayers.conf"
+for i in $(seq "$JAILS"); do mkdir -p "$T/jails/j$i/usr/ports/distfiles" "$T/upper/j$i/ports" "$T/upper/j$i/ports.work"; done
+
+loop_up() {
+    for i in $(seq "$JAILS"); do
+        r=$T/jails/j$i; u=$T/upper/j$i/ports
+        mount --bind "$T/ports" "$r/usr/ports"
+        mount -t overlay overlay -o "noatime,lowerdir=$r/usr/ports,upperdir=$u,workdir=$u.work" "$r/usr/ports"
+        mount --bind "$T/distfiles" "$r/usr/ports/distfiles"
+    done
+}
+loop_down() {
+    for i in $(seq "$JAILS"); do
+        r=$T/jails/j$i
+        umount "$r/usr/ports/distfiles"; umount "$r/usr/ports"; umount "$r/usr/ports"
+    done
+}
+now() { date +%s%N; }
+count() { grep -c " $T/jails/" /proc/self/mountinfo || true; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for r in $(seq "$ROUNDS"); do
+    t0=$(now); loop_up; t1=$(now)
+    [ "$(count)" = $((JAILS * 3)) ] || { echo "sh loop mounted $(count)"; exit 1; }
+    loop_down; t2=$(now)
+    t3=$(now); ${JMOUNT_WRAP:-} "$bin/jmount" -c "$T/jlayers.conf" --all; t4=$(now)
+    [ "$(count)" = $((JAILS * 3)) ] || { echo "jmount mounted $(count)"; exit 1; }
+    "$bin/junmount" -c "$T/jlayers.conf" --all; t5=$(now)
+    [ "$(count)" = 0 ] || { echo "junmount left $(count)"; exit 1; }
+    echo "$((t1 - t0)) $((t2 - t1)) $((t4 - t3)) $((t5 - t4))" >> "$T/times"
+done
+col() { awk -v c="$1" '{print $c}' "$T/times" | median; }
+lu=$(col 1); ld=$(col 2); ju=$(col 3); jd=$(col 4)
+ms() { awk -v n="$1" 'BEGIN {printf "%.1f ms", n / 1e6}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+echo "jails: $JAILS x 2 layers ($((JAILS * 3)) mounts), median of $ROUNDS runs"
+printf 'mount:   jmount --all   %s   sh loop %s   ratio %s\n' "$(ms "$ju")" "$(ms "$lu")" "$(ratio "$ju" "$lu")"
+printf 'unmount: junmount --all %s   sh loop %s   ratio %s\n' "$(ms "$jd")" "$(ms "$ld")" "$(ratio "$jd" "$ld")"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The whole jlayers life cycle on a throwaway sandbox: its own mount namespace and a
+# temp dir, touching nothing else on the machine. Run as root after building:
+#   cargo build --release --locked && sudo scripts/sandbox.sh
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+bin=${JLAYERS_BIN:-$top/target/release}
+if [ "${JLAYERS_SANDBOX_NS:-}" != 1 ]; then
+    exec env JLAYERS_SANDBOX_NS=1 unshare --mount --propagation private "$0" "$@"
+fi
+T=$(mktemp -d /tmp/jlayers-sandbox.XXXXXX)
+trap 'umount -R -l "$T" 2>/dev/null || true; rm -rf "$T"' EXIT
+say() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+say "a small ports tree and two jails in $T"
+mkdir -p "$T/ports/editors/vim" "$T/ports/Mk" "$T/ports/distfiles" "$T/jails/server/usr" "$T/jails/web/usr"
+echo "PORTNAME= vim" > "$T/ports/editors/vim/Makefile"
+echo "# framework" > "$T/ports/Mk/bsd.port.mk"
+cat > "$T/jlayers.conf" <<CONF
+[defaults]
+upper_root = "$T/upper"
+lock_dir   = "$T/run"
+log_dir    = "$T/log"
+
+[[layer]]
+name   = "ports"
+source = "$T/ports"
+target = "usr/ports"
+
+[[layer]]
+name   = "distfiles"
+source = "$T/ports/distfiles"
+target = "usr/ports/distfiles"
+mode   = "shared"
+
+[jail.server]
+root        = "$T/jails/server"
+upper.ports = "usr/tmp/foo"
+
+[jail.web]
+root = "$T/jails/web"
+CONF
+cat "$T/jlayers.conf"
+export JLAYERS_CONF=$T/jlayers.conf
+( cd "$T/ports" && find . -type f | sort | xargs sha256sum ) > "$T/host.before"
+
+say "what jmount would do"
+run "$bin/jmount" -n --all
+say "mount both jails"
+run "$bin/jmount" -v --all
+
+say "a build-like write in each jail"
+mkdir -p "$T/jails/server/usr/ports/editors/vim/work" "$T/jails/web/usr/ports/editors/vim/work"
+echo built > "$T/jails/server/usr/ports/editors/vim/work/.build_done.vim._usr_local"
+echo patched >> "$T/jails/web/usr/ports/editors/vim/Makefile"
+rm "$T/jails/web/usr/ports/Mk/bsd.port.mk"
+echo "tarball" > "$T/jails/server/usr/ports/distfiles/vim-9.1.tar.gz"
+run ls -la "$T/jails/server/usr/tmp/foo/editors/vim/work" "$T/upper/web/ports/Mk"
+
+say "unmount both jails"
+run "$bin/junmount" -v --all
+echo "left mounted under $T: $(grep -c " $T" /proc/self/mountinfo || true)"
+
+say "the host tree is untouched but for the shared distfiles"
+( cd "$T/ports" && find . -type f | sort | xargs sha256sum ) > "$T/host.after"
+diff "$T/host.before" "$T/host.after" || true
+grep -v distfiles "$T/host.after" | diff <(grep -v distfiles "$T/host.before") - && echo "ports tree: unchanged"
+echo "sandbox done; $T is removed on exit"

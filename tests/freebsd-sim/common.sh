@@ -1,0 +1,21 @@
+# SIMULATION of FreeBSD tools for jlayers' tests: shared helpers. Not FreeBSD.
+: "${SIM_STATE:?SIM_STATE must name the simulation's state directory}"
+mkdir -p "$SIM_STATE/running" "$SIM_STATE/jails" "$SIM_STATE/work"
+touch "$SIM_STATE/mounts" "$SIM_STATE/zfs"
+PROG=${0##*/}
+
+# The id of the newest mount at a mount point (paths here carry no white space).
+newest_mount_id() {
+    awk -v mp="$1" '$5 == mp { id = $1 } END { print id }' /proc/self/mountinfo
+}
+
+record() { # id type device
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$SIM_STATE/mounts"
+}
+
+real_dir() { # the realpath(3) of an existing directory, or the tool's error
+    if [ ! -e "$1" ]; then
+        echo "$PROG: $1: No such file or directory" >&2; exit 64
+    fi
+    realpath -e -- "$1"
+}

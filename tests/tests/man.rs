@@ -1,0 +1,51 @@
+//! Man pages: lint-clean mdoc, and every flag in a tool's --help documented there.
+
+use std::path::Path;
+use std::process::Command;
+
+const TOOLS: &[&str] = &["jmount", "junmount"];
+
+fn man_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../man"))
+}
+
+#[test]
+fn every_help_flag_is_in_the_page() {
+    for tool in TOOLS {
+        let out = Command::new(jlayers_tests::bin_dir().join(tool)).arg("--help").output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let page = std::fs::read_to_string(man_dir().join(format!("{tool}.8"))).unwrap();
+        let mut flags: Vec<&str> = help
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .collect();
+        flags.sort();
+        flags.dedup();
+        assert!(flags.len() >= 6, "{tool}: too few flags read from --help: {flags:?}");
+        for f in flags {
+            // mdoc writes --dry-run as `Fl -dry-run`.
+            let mdoc = format!("Fl {}", &f[1..]);
+            assert!(page.contains(&mdoc), "{tool}.8 does not document {f} (want `{mdoc}`)");
+        }
+    }
+}
+
+#[test]
+fn pages_are_lint_clean() {
+    let mut pages: Vec<_> = std::fs::read_dir(man_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "5" || e == "8"))
+        .collect();
+    pages.sort();
+    for t in TOOLS {
+        assert!(pages.contains(&man_dir().join(format!("{t}.8"))), "{t}.8 missing");
+    }
+    let out = Command::new("mandoc")
+        .args(["-Tlint", "-Wwarning"])
+        .args(&pages)
+        .output()
+        .unwrap_or_else(|e| panic!("mandoc is needed for this test (apt-get install mandoc): {e}"));
+    let msgs = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && msgs.trim().is_empty(), "mandoc -Tlint:\n{msgs}");
+}
