@@ -30,12 +30,18 @@ pub struct Sandbox {
 /// Run `body` in a new thread with a private mount namespace and a temp dir.
 /// Fails (never skips) when the namespace cannot be had.
 pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
-    let tmp = tempfile::Builder::new().prefix("jlayers-test.").tempdir().expect("temp dir");
+    let tmp = tempfile::Builder::new()
+        .prefix("jlayers-test.")
+        .tempdir()
+        .expect("temp dir");
     let dir = tmp.path().canonicalize().unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
             enter_private_namespace();
-            let sb = Sandbox { dir: dir.clone(), backend };
+            let sb = Sandbox {
+                dir: dir.clone(),
+                backend,
+            };
             body(&sb);
         })
         .join()
@@ -54,8 +60,14 @@ fn enter_private_namespace() {
              user+mount namespace: unshare -Urm --propagation private cargo test --workspace"
         );
     }
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .expect("make / private in the test's mount namespace");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private in the test's mount namespace");
 }
 
 /// The directory holding the workspace's built binaries (target/debug).
@@ -127,7 +139,13 @@ impl Sandbox {
     /// Run a tool with `-c <temp>/jlayers.conf` and the given arguments.
     pub fn run(&self, tool: &str, args: &[&str]) -> Out {
         let conf = self.path("jlayers.conf");
-        let out = self.cmd(tool).arg("-c").arg(conf).args(args).output().unwrap();
+        let out = self
+            .cmd(tool)
+            .arg("-c")
+            .arg(conf)
+            .args(args)
+            .output()
+            .unwrap();
         Out::from(out)
     }
 
@@ -142,13 +160,20 @@ impl Sandbox {
     /// Mounts at one path.
     pub fn mounts_at(&self, rel: &str) -> Vec<String> {
         let p = self.path(rel);
-        self.mounts().into_iter().filter(|m| m.target == p).map(|m| m.fstype).collect()
+        self.mounts()
+            .into_iter()
+            .filter(|m| m.target == p)
+            .map(|m| m.fstype)
+            .collect()
     }
 
     /// A shell command in the test's namespace, with the host's tools.
     pub fn sh(&self, script: &str) -> Out {
         let mut c = Command::new("sh");
-        c.arg("-c").arg(script).current_dir(&self.dir).stdin(Stdio::null());
+        c.arg("-c")
+            .arg(script)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
         Out::from(c.output().unwrap())
     }
 
@@ -163,7 +188,13 @@ impl Sandbox {
 
     /// The standard scene: a small ports tree, distfiles, two jails.
     pub fn scene(&self) {
-        for d in ["ports/editors/vim", "ports/Mk", "distfiles", "j1/usr", "j2/usr"] {
+        for d in [
+            "ports/editors/vim",
+            "ports/Mk",
+            "distfiles",
+            "j1/usr",
+            "j2/usr",
+        ] {
             std::fs::create_dir_all(self.path(d)).unwrap();
         }
         std::fs::write(self.path("ports/editors/vim/Makefile"), "PORTNAME=vim\n").unwrap();
@@ -254,7 +285,11 @@ impl Out {
     /// Assert the exit status, showing the whole run when it differs.
     #[track_caller]
     pub fn code(&self, want: i32) -> &Self {
-        assert_eq!(self.code, want, "exit status; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, want,
+            "exit status; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -265,7 +300,11 @@ impl Out {
 
     #[track_caller]
     pub fn err_has(&self, s: &str) -> &Self {
-        assert!(self.stderr.contains(s), "stderr lacks {s:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}:\n{}",
+            self.stderr
+        );
         self
     }
 }

@@ -10,9 +10,15 @@ fn usage_errors_are_64() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
         for tool in ["jmount", "junmount"] {
-            sb.run(tool, &[]).code(64).err_has(&format!("{tool}: no jail named"));
-            sb.run(tool, &["nosuch"]).code(64).err_has("nosuch: no such jail in");
-            sb.run(tool, &["--bogus"]).code(64).err_has(&format!("{tool}: unexpected argument '--bogus'"));
+            sb.run(tool, &[])
+                .code(64)
+                .err_has(&format!("{tool}: no jail named"));
+            sb.run(tool, &["nosuch"])
+                .code(64)
+                .err_has("nosuch: no such jail in");
+            sb.run(tool, &["--bogus"])
+                .code(64)
+                .err_has(&format!("{tool}: unexpected argument '--bogus'"));
             sb.run(tool, &["--all", "j1"]).code(64);
             sb.run(tool, &["-q", "-v", "j1"]).code(64);
             let o = sb.run(tool, &["nosuch"]);
@@ -42,9 +48,17 @@ fn jail_names_from_stdin() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
         let mut c = sb.cmd("jmount");
-        c.arg("-c").arg(sb.path("jlayers.conf")).arg("-").stdin(Stdio::piped());
+        c.arg("-c")
+            .arg(sb.path("jlayers.conf"))
+            .arg("-")
+            .stdin(Stdio::piped());
         let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(b"j2\n\nj1\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"j2\n\nj1\n")
+            .unwrap();
         assert!(child.wait().unwrap().success());
         assert_eq!(sb.mounts().len(), 6);
         sb.run("junmount", &["--all"]).ok();
@@ -55,17 +69,33 @@ fn jail_names_from_stdin() {
 fn config_errors_are_78_with_position() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        let conf = sb.conf("[[layer]]\nname = \"ports\"\nsource = \"/usr/ports\"\n  mdoe = \"union\"\n");
+        let conf =
+            sb.conf("[[layer]]\nname = \"ports\"\nsource = \"/usr/ports\"\n  mdoe = \"union\"\n");
         let o = sb.run("jmount", &["--all"]);
-        o.code(78).err_has(&format!("jmount: {}:4:3: unknown field `mdoe`", conf.display()));
+        o.code(78).err_has(&format!(
+            "jmount: {}:4:3: unknown field `mdoe`",
+            conf.display()
+        ));
         assert_eq!(o.stderr.lines().count(), 1);
         sb.conf("[[layer]]\nname='p'\nsource='/p'\n[[layer]]\nname='p'\nsource='/q'\n[jail.a]\nroot='/j'\n");
-        sb.run("junmount", &["a"]).code(78).err_has("layer p: duplicate layer name");
-        let o = sb.cmd("jmount").args(["-c", "/nonexistent/jlayers.conf", "--all"]).output().unwrap();
+        sb.run("junmount", &["a"])
+            .code(78)
+            .err_has("layer p: duplicate layer name");
+        let o = sb
+            .cmd("jmount")
+            .args(["-c", "/nonexistent/jlayers.conf", "--all"])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(78));
         // $JLAYERS_CONF is the default path.
         sb.scene();
-        let o = sb.cmd("jmount").env("JLAYERS_CONF", sb.path("jlayers.conf")).arg("-n").arg("j1").output().unwrap();
+        let o = sb
+            .cmd("jmount")
+            .env("JLAYERS_CONF", sb.path("jlayers.conf"))
+            .arg("-n")
+            .arg("j1")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(String::from_utf8_lossy(&o.stdout).contains("mount"));
     });
@@ -90,7 +120,14 @@ fn broken_pipe_is_not_an_error() {
 fn bad_platform_is_a_usage_error() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        let o = sb.cmd("jmount").env("JLAYERS_PLATFORM", "solaris").args(["-c"]).arg(sb.path("jlayers.conf")).arg("j1").output().unwrap();
+        let o = sb
+            .cmd("jmount")
+            .env("JLAYERS_PLATFORM", "solaris")
+            .args(["-c"])
+            .arg(sb.path("jlayers.conf"))
+            .arg("j1")
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(64));
     });
 }

@@ -12,7 +12,10 @@ fn man_dir() -> &'static Path {
 #[test]
 fn every_help_flag_is_in_the_page() {
     for tool in TOOLS {
-        let out = Command::new(jlayers_tests::bin_dir().join(tool)).arg("--help").output().unwrap();
+        let out = Command::new(jlayers_tests::bin_dir().join(tool))
+            .arg("--help")
+            .output()
+            .unwrap();
         let help = String::from_utf8(out.stdout).unwrap();
         let page = std::fs::read_to_string(man_dir().join(format!("{tool}.8"))).unwrap();
         let mut flags: Vec<&str> = help
@@ -21,11 +24,17 @@ fn every_help_flag_is_in_the_page() {
             .collect();
         flags.sort();
         flags.dedup();
-        assert!(flags.len() >= 6, "{tool}: too few flags read from --help: {flags:?}");
+        assert!(
+            flags.len() >= 6,
+            "{tool}: too few flags read from --help: {flags:?}"
+        );
         for f in flags {
             // mdoc writes --dry-run as `Fl -dry-run`.
             let mdoc = format!("Fl {}", &f[1..]);
-            assert!(page.contains(&mdoc), "{tool}.8 does not document {f} (want `{mdoc}`)");
+            assert!(
+                page.contains(&mdoc),
+                "{tool}.8 does not document {f} (want `{mdoc}`)"
+            );
         }
     }
 }
@@ -39,13 +48,20 @@ fn pages_are_lint_clean() {
         .collect();
     pages.sort();
     for t in TOOLS {
-        assert!(pages.contains(&man_dir().join(format!("{t}.8"))), "{t}.8 missing");
+        assert!(
+            pages.contains(&man_dir().join(format!("{t}.8"))),
+            "{t}.8 missing"
+        );
     }
     let out = Command::new("mandoc")
         .args(["-Tlint", "-Wwarning"])
         .args(&pages)
         .output()
         .unwrap_or_else(|e| panic!("mandoc is needed for this test (apt-get install mandoc): {e}"));
-    let msgs = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && msgs.trim().is_empty(), "mandoc -Tlint:\n{msgs}");
+    let msgs =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && msgs.trim().is_empty(),
+        "mandoc -Tlint:\n{msgs}"
+    );
 }

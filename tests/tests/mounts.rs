@@ -56,13 +56,30 @@ fn copy_on_write_two_jails(b: Backend) {
 
         // A build-like write through j1 lands in j1's upper dir only.
         fs::create_dir_all(sb.path("j1/usr/ports/editors/vim/work")).unwrap();
-        fs::write(sb.path("j1/usr/ports/editors/vim/work/.build_done.vim"), "done").unwrap();
-        fs::write(sb.path("j1/usr/ports/editors/vim/Makefile"), "PORTNAME=vim-patched\n").unwrap();
-        assert!(sb.path("upper/j1/ports/editors/vim/work/.build_done.vim").is_file());
+        fs::write(
+            sb.path("j1/usr/ports/editors/vim/work/.build_done.vim"),
+            "done",
+        )
+        .unwrap();
+        fs::write(
+            sb.path("j1/usr/ports/editors/vim/Makefile"),
+            "PORTNAME=vim-patched\n",
+        )
+        .unwrap();
+        assert!(
+            sb.path("upper/j1/ports/editors/vim/work/.build_done.vim")
+                .is_file()
+        );
         assert!(!sb.path("ports/editors/vim/work").exists());
         assert!(!sb.path("j2/usr/ports/editors/vim/work").exists());
-        assert_eq!(read(sb, "ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim\n");
-        assert_eq!(read(sb, "j2/usr/ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim\n");
+        assert_eq!(
+            read(sb, "ports/editors/vim/Makefile").unwrap(),
+            "PORTNAME=vim\n"
+        );
+        assert_eq!(
+            read(sb, "j2/usr/ports/editors/vim/Makefile").unwrap(),
+            "PORTNAME=vim\n"
+        );
 
         // Deleting a host file inside j2 hides it there only: the whiteout is in
         // j2's upper dir.
@@ -76,14 +93,23 @@ fn copy_on_write_two_jails(b: Backend) {
         sb.run("junmount", &["--all"]).ok();
         assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
         // Upper contents survive junmount and come back with the next jmount.
-        assert!(sb.path("upper/j1/ports/editors/vim/work/.build_done.vim").is_file());
+        assert!(
+            sb.path("upper/j1/ports/editors/vim/work/.build_done.vim")
+                .is_file()
+        );
         sb.run("jmount", &["j1", "j2"]).ok();
-        assert_eq!(read(sb, "j1/usr/ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim-patched\n");
+        assert_eq!(
+            read(sb, "j1/usr/ports/editors/vim/Makefile").unwrap(),
+            "PORTNAME=vim-patched\n"
+        );
         assert!(!sb.path("j2/usr/ports/Mk/bsd.port.mk").exists());
         assert!(sb.path("j1/usr/ports/Mk/bsd.port.mk").exists());
         sb.run("junmount", &["j2", "j1"]).ok();
         assert!(sb.mounts().is_empty());
-        assert_eq!(read(sb, "ports/editors/vim/Makefile").unwrap(), "PORTNAME=vim\n");
+        assert_eq!(
+            read(sb, "ports/editors/vim/Makefile").unwrap(),
+            "PORTNAME=vim\n"
+        );
     });
 }
 
@@ -111,10 +137,13 @@ fn half_stack_completed(b: Backend) {
         sb.scene();
         // Only the bottom of j1's ports stack is there, as after a crash.
         sb.run("jmount", &["j1"]).ok();
-        sb.sh("umount j1/usr/ports/distfiles && umount j1/usr/ports").ok();
+        sb.sh("umount j1/usr/ports/distfiles && umount j1/usr/ports")
+            .ok();
         assert_eq!(sb.mounts_at("j1/usr/ports").len(), 1);
         let o = sb.run("jmount", &["-v", "j1"]);
-        o.ok().err_has("union mount of").err_has("distfiles: null mount of");
+        o.ok()
+            .err_has("union mount of")
+            .err_has("distfiles: null mount of");
         assert!(!o.stderr.contains("ports: null mount of"), "{}", o.stderr);
         assert_union_stack(sb, "j1/usr/ports");
         assert_eq!(sb.mounts().len(), 3);
@@ -129,7 +158,9 @@ fn rollback_after_later_layer_fails(b: Backend) {
         fs::create_dir_all(sb.path("upper/j1/ports")).unwrap();
         fs::write(sb.path("upper/j1/ports/distfiles"), "in the way").unwrap();
         let o = sb.run("jmount", &["--all"]);
-        o.code(73).err_has("jmount: j1: distfiles: ").err_has("is not a directory");
+        o.code(73)
+            .err_has("jmount: j1: distfiles: ")
+            .err_has("is not a directory");
         // j1: no half stack left behind; j2 is mounted all the same.
         assert!(sb.mounts_at("j1/usr/ports").is_empty(), "{:?}", sb.mounts());
         assert_union_stack(sb, "j2/usr/ports");
@@ -145,7 +176,11 @@ fn nested_layers_order(b: Backend) {
         let order: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
         assert_eq!(
             order,
-            [sb.path("j1/usr/ports"), sb.path("j1/usr/ports"), sb.path("j1/usr/ports/distfiles")]
+            [
+                sb.path("j1/usr/ports"),
+                sb.path("j1/usr/ports"),
+                sb.path("j1/usr/ports/distfiles")
+            ]
         );
         // The shared layer writes through to the host.
         fs::write(sb.path("j1/usr/ports/distfiles/new.tar.gz"), "gz").unwrap();
@@ -155,7 +190,11 @@ fn nested_layers_order(b: Backend) {
         o.ok();
         let lines: Vec<_> = o.stderr.lines().collect();
         assert_eq!(lines.len(), 3, "{}", o.stderr);
-        assert!(lines[0].starts_with("junmount: j1: distfiles: unmounted"), "{}", o.stderr);
+        assert!(
+            lines[0].starts_with("junmount: j1: distfiles: unmounted"),
+            "{}",
+            o.stderr
+        );
         assert!(lines[1].starts_with("junmount: j1: ports: unmounted"));
         assert!(lines[2].starts_with("junmount: j1: ports: unmounted"));
     });
@@ -174,7 +213,11 @@ fn symlink_at_each_component_refused(b: Backend) {
             let o = sb.run("jmount", &["j1"]);
             o.code(77).err_has("is a symbolic link");
             assert!(sb.mounts().is_empty(), "{link}: {:?}", sb.mounts());
-            assert_eq!(fs::read_dir(sb.path("host-secret")).unwrap().count(), 0, "{link}: host dir untouched");
+            assert_eq!(
+                fs::read_dir(sb.path("host-secret")).unwrap().count(),
+                0,
+                "{link}: host dir untouched"
+            );
             sb.run("junmount", &["j1"]).ok();
         }
     });
@@ -184,10 +227,15 @@ fn symlinked_upper_inside_root_refused(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
         fs::create_dir_all(sb.path("host-secret")).unwrap();
-        let conf = jlayers_tests::SCENE_CONF.replace("root = \"@T/j1\"", "root = \"@T/j1\"\nupper.ports = \"usr/tmp/foo\"");
+        let conf = jlayers_tests::SCENE_CONF.replace(
+            "root = \"@T/j1\"",
+            "root = \"@T/j1\"\nupper.ports = \"usr/tmp/foo\"",
+        );
         sb.conf(&conf);
         symlink(sb.path("host-secret"), sb.path("j1/usr/tmp")).unwrap();
-        sb.run("jmount", &["j1"]).code(77).err_has("usr/tmp is a symbolic link");
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("usr/tmp is a symbolic link");
         assert!(sb.mounts().is_empty());
         assert_eq!(fs::read_dir(sb.path("host-secret")).unwrap().count(), 0);
         // The recipe's layout, without the plant, works.
@@ -204,7 +252,9 @@ fn foreign_mount_left_alone(b: Backend) {
         sb.scene();
         fs::create_dir_all(sb.path("j1/usr/ports")).unwrap();
         sb.sh("mount -t tmpfs jail-tmpfs j1/usr/ports").ok();
-        sb.run("jmount", &["j1"]).code(69).err_has("tmpfs from jail-tmpfs is mounted there");
+        sb.run("jmount", &["j1"])
+            .code(69)
+            .err_has("tmpfs from jail-tmpfs is mounted there");
         assert_eq!(sb.mounts_at("j1/usr/ports"), ["tmpfs"]);
         let o = sb.run("junmount", &["j1"]);
         o.ok().err_has("not by jlayers; left alone");
@@ -225,12 +275,21 @@ fn lock_contention(b: Backend) {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
         assert_eq!(line, "locked\n");
         let o = sb.run("jmount", &["j1", "j2"]);
-        o.code(75).err_has("jmount: j1: locked by another jlayers run (pid 4242");
+        o.code(75)
+            .err_has("jmount: j1: locked by another jlayers run (pid 4242");
         assert!(sb.mounts_at("j1/usr/ports").is_empty());
-        assert_eq!(sb.mounts_at("j2/usr/ports").len(), 2, "the other jail goes on");
+        assert_eq!(
+            sb.mounts_at("j2/usr/ports").len(),
+            2,
+            "the other jail goes on"
+        );
         holder.kill().unwrap();
         holder.wait().unwrap();
         sb.run("jmount", &["j1"]).ok();
@@ -242,11 +301,16 @@ fn missing_root_or_source(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
         fs::remove_dir_all(sb.path("j2")).unwrap();
-        sb.run("jmount", &["j2", "j1"]).code(66).err_has("jmount: j2: jail root").err_has("does not exist");
+        sb.run("jmount", &["j2", "j1"])
+            .code(66)
+            .err_has("jmount: j2: jail root")
+            .err_has("does not exist");
         assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
         sb.run("junmount", &["j1"]).ok();
         fs::remove_dir_all(sb.path("distfiles")).unwrap();
-        sb.run("jmount", &["j1"]).code(66).err_has("jmount: j1: distfiles: source");
+        sb.run("jmount", &["j1"])
+            .code(66)
+            .err_has("jmount: j1: distfiles: source");
         assert!(sb.mounts().is_empty());
     });
 }
@@ -325,9 +389,18 @@ fn awkward_paths(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
         // Something with a non-UTF-8 name is mounted elsewhere in the table.
-        let odd = sb.dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"odd\xff name"));
+        let odd = sb
+            .dir
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"odd\xff name"));
         fs::create_dir_all(&odd).unwrap();
-        nix::mount::mount(Some("tmpfs"), &odd, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &odd,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
         if b == Backend::FreeBsdSim {
             // FreeBSD refuses white space in paths (mount -p cannot carry it).
             sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", "@T/j 1"));
@@ -340,7 +413,10 @@ fn awkward_paths(b: Backend) {
         }
         let weird = "jail with space\ttab\nnewline,comma:colon\\back";
         fs::create_dir_all(sb.path(weird).join("usr")).unwrap();
-        let escaped = weird.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n");
+        let escaped = weird
+            .replace('\\', "\\\\")
+            .replace('\t', "\\t")
+            .replace('\n', "\\n");
         sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", &format!("@T/{escaped}")));
         sb.run("jmount", &["j1"]).ok();
         assert_union_stack(sb, &format!("{weird}/usr/ports"));
@@ -354,4 +430,3 @@ fn awkward_paths(b: Backend) {
         assert_eq!(sb.mounts().len(), 1, "only the tmpfs is left");
     });
 }
-

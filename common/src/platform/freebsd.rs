@@ -39,7 +39,9 @@ impl Platform for FreeBsd {
                 format!("mount -p: {}", err.lines().next().unwrap_or("failed")),
             ));
         }
-        Ok(Arc::new(parse_mount_p(&String::from_utf8_lossy(&out.stdout))))
+        Ok(Arc::new(parse_mount_p(&String::from_utf8_lossy(
+            &out.stdout,
+        ))))
     }
 
     fn matches(&self, step: &Step, m: &Mount) -> bool {
@@ -168,13 +170,14 @@ pub fn parse_mount_p(text: &str) -> Vec<Mount> {
 mod tests {
     use super::*;
 
-    /// Real `mount -p` output of a FreeBSD 14.1 host with the recipe's jail mounted.
-    const MOUNT_P: &str = "zroot/ROOT/default\t/\t\t\tzfs\trw,noatime\t\t0 0\n\
+    /// `mount -p` of a FreeBSD 14 host with the recipe's jail mounted, padded as
+    /// sbin/mount/mount.c putfsent() pads it.
+    const MOUNT_P: &str = "zroot/ROOT/default\t/\t\t\tzfs\trw,noatime \t0 0\n\
 devfs\t\t\t/dev\t\t\tdevfs\trw\t\t0 0\n\
 /dev/gpt/efiboot0\t/boot/efi\t\tmsdosfs\trw\t\t2 2\n\
-zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime\t\t0 0\n\
+zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime \t0 0\n\
 /usr/ports\t\t/usr/local/var/jails/192.168.0.100/usr/ports nullfs\trw\t\t0 0\n\
-/usr/local/var/jails/192.168.0.100/usr/tmp/foo /usr/local/var/jails/192.168.0.100/usr/ports unionfs\trw,noatime\t0 0\n\
+/usr/local/var/jails/192.168.0.100/usr/tmp/foo /usr/local/var/jails/192.168.0.100/usr/ports unionfs\trw,noatime \t0 0\n\
 /usr/ports\t\t/usr/local/var/jails/192.168.0.101/usr/ports nullfs\tro\t\t0 0\n";
 
     #[test]

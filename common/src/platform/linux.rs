@@ -3,13 +3,13 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::{Arc, Mutex};
 use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use nix::errno::Errno;
@@ -95,7 +95,7 @@ impl Linux {
                 .map_err(|e| mount_error(e, "overlay mount", target))
             }
         }
-        }
+    }
 
     /// Around a mount or unmount of ours: a change seen before it is someone
     /// else's (drop the table); the one after it is ours (note where).
@@ -136,7 +136,11 @@ impl Platform for Linux {
         let mut file = File::open("/proc/self/mountinfo")
             .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
         let table = Arc::new(Self::read_table(&mut file)?);
-        *guard = Some(Cache { file, table: table.clone(), touched: Vec::new() });
+        *guard = Some(Cache {
+            file,
+            table: table.clone(),
+            touched: Vec::new(),
+        });
         Ok(table)
     }
 
@@ -165,13 +169,20 @@ impl Platform for Linux {
             .map_err(|e| match e {
                 Errno::EBUSY => fail(
                     ExitCode::TempFail,
-                    format!("unmount {}: busy: {}", target.display(), self.busy_hint(target)),
+                    format!(
+                        "unmount {}: busy: {}",
+                        target.display(),
+                        self.busy_hint(target)
+                    ),
                 ),
                 Errno::EPERM => fail(
                     ExitCode::NoPerm,
                     format!("unmount {}: not permitted (run as root)", target.display()),
                 ),
-                e => fail(ExitCode::Unavailable, format!("unmount {}: {}", target.display(), e.desc())),
+                e => fail(
+                    ExitCode::Unavailable,
+                    format!("unmount {}: {}", target.display(), e.desc()),
+                ),
             })
     }
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
