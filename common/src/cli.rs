@@ -114,3 +114,42 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     }
     Ok(out)
 }
+
+/// An age or duration as the tools take it: a number and a unit, `s`, `m`, `h`, `d`
+/// or `w` (`90s`, `12h`, `7d`); a bare number is seconds.
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 12h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d, w)")),
+    };
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("2w"), Ok(Duration::from_secs(14 * 86400)));
+        assert!(parse_age("7y").is_err());
+        assert!(parse_age("h").is_err());
+        assert!(parse_age("").is_err());
+    }
+}

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod mounts;
 pub mod plan;
 pub mod platform;
+pub mod prune;
 pub mod report;
 pub mod signals;
 pub mod stack;

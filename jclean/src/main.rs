@@ -1,1 +1,43 @@
-fn main() {}
+//! jclean(8): prune the upper dirs of union layers, in parallel, and report.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Empty the upper dir of each union layer of the named jails, so that they see the
+/// pristine host tree again, and report what was freed: one line per upper dir,
+/// JAIL, LAYER, FILES, SIZE, UPPER_PATH, TAB-separated.
+#[derive(Parser)]
+#[command(name = "jclean", version)]
+struct Args {
+    #[command(flatten)]
+    common: jlayers::cli::Common,
+
+    /// Keep paths matching GLOB, relative to the upper dir (e.g. 'distfiles/**'),
+    /// with their parents; repeatable
+    #[arg(long = "keep", value_name = "GLOB")]
+    keep: Vec<String>,
+
+    /// Only remove entries not modified for AGE (e.g. 12h, 7d)
+    #[arg(long = "older-than", value_name = "AGE", value_parser = jlayers::cli::parse_age)]
+    older_than: Option<Duration>,
+
+    /// Worker threads [default: all cores]
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Exact byte counts instead of human sizes
+    #[arg(short = 'b', long = "bytes")]
+    bytes: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Args = jlayers::cli::parse("jclean");
+    let opts = jlayers::cmd::jclean::Opts {
+        keep: args.keep,
+        older_than: args.older_than,
+        jobs: args.jobs,
+        bytes: args.bytes,
+    };
+    jlayers::cmd::jclean::main(&args.common, &opts).into()
+}

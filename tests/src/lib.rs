@@ -38,6 +38,16 @@ pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
     std::thread::scope(|s| {
         s.spawn(|| {
             enter_private_namespace();
+            // The test's files live on a tmpfs of its own: fast, and gone with the
+            // namespace.
+            mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("mode=0755"),
+            )
+            .expect("tmpfs on the test's temp dir");
             let sb = Sandbox {
                 dir: dir.clone(),
                 backend,
@@ -70,18 +80,57 @@ fn enter_private_namespace() {
     .expect("make / private in the test's mount namespace");
 }
 
-/// The directory holding the workspace's built binaries (target/debug).
+/// The tools under test.
+pub const TOOLS: &[&str] = &["jmount", "junmount", "jclean"];
+
+/// The directory holding the workspace's built binaries (target/debug). Fails when
+/// a binary is missing or older than its sources: `cargo test -p jlayers-tests`
+/// alone does not rebuild them.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    for t in ["jmount", "junmount"] {
-        assert!(
-            dir.join(t).is_file(),
-            "{} missing: build the tools first (cargo build --workspace)",
-            dir.join(t).display()
-        );
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let common = newest(&ws.join("common/src"));
+        for t in TOOLS {
+            let bin = dir.join(t);
+            let built = std::fs::metadata(&bin)
+                .and_then(|m| m.modified())
+                .map_err(|_| {
+                    format!(
+                        "{} missing: build the tools first (cargo build --workspace)",
+                        bin.display()
+                    )
+                })?;
+            if built < common.max(newest(&ws.join(t).join("src"))) {
+                return Err(format!(
+                    "{} is older than its sources: run cargo build --workspace",
+                    bin.display()
+                ));
+            }
+        }
+        Ok(dir)
+    })
+    .clone()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The newest modification time of the files below `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut t = std::time::SystemTime::UNIX_EPOCH;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let m = if p.is_dir() {
+                newest(&p)
+            } else {
+                e.metadata().and_then(|m| m.modified()).unwrap_or(t)
+            };
+            t = t.max(m);
+        }
     }
-    dir
+    t
 }
 
 /// The simulated FreeBSD userland's directory.
@@ -149,11 +198,12 @@ impl Sandbox {
         Out::from(out)
     }
 
-    /// Mounts whose mount point lies in the temp dir, in mount order.
+    /// Mounts whose mount point lies in the temp dir (not its own tmpfs), in mount
+    /// order.
     pub fn mounts(&self) -> Vec<M> {
         read_mounts()
             .into_iter()
-            .filter(|m| m.target.starts_with(&self.dir))
+            .filter(|m| m.target.starts_with(&self.dir) && m.target != self.dir)
             .collect()
     }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const TOOLS: &[&str] = &["jmount", "junmount"];
+use jlayers_tests::TOOLS;
 
 fn man_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../man"))

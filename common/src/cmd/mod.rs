@@ -10,6 +10,7 @@ use crate::platform::{self, Os, Platform};
 use crate::report::Messages;
 use crate::signals;
 
+pub mod jclean;
 pub mod jmount;
 pub mod junmount;
 

@@ -1,0 +1,286 @@
+//! jclean(8): empty the upper dirs of union layers and report what was freed.
+
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use globset::{Glob, GlobSetBuilder};
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::{Mode, fstat};
+
+use crate::cli::Common;
+use crate::config::{Jail, Upper};
+use crate::exit::{ExitCode, fail};
+use crate::lock::lock_jail;
+use crate::plan::{State, Step, plan};
+use crate::prune::{Rules, Tally, prune, recreate};
+use crate::report::{Messages, record, size};
+use crate::signals;
+use crate::target::{Beneath, open_beneath};
+
+use super::{Setup, each_jail, run};
+
+/// jclean's own flags.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub keep: Vec<String>,
+    pub older_than: Option<Duration>,
+    pub jobs: Option<usize>,
+    pub bytes: bool,
+}
+
+/// Files and bytes freed, summed over upper dirs.
+#[derive(Default)]
+struct Total {
+    lines: usize,
+    files: u64,
+    bytes: u64,
+}
+
+pub fn main(args: &Common, opts: &Opts) -> ExitCode {
+    run("jclean", args, |s| {
+        let rules = match rules(opts, args.dry_run) {
+            Ok(r) => r,
+            Err(e) => {
+                s.msg.error(&e);
+                return ExitCode::Usage;
+            }
+        };
+        let pool = match rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.jobs.unwrap_or(0))
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                s.msg.error(&anyhow::anyhow!("thread pool: {e}"));
+                return ExitCode::Unavailable;
+            }
+        };
+        let mut total = Total::default();
+        let status = each_jail(s, |jail| {
+            pool.install(|| clean_jail(s, jail, &rules, opts, &mut total))
+        });
+        if total.lines > 1 {
+            record(&[
+                "total".as_ref(),
+                "-".as_ref(),
+                total.files.to_string().as_ref(),
+                size(total.bytes, opts.bytes).as_ref(),
+                "-".as_ref(),
+            ]);
+        }
+        status
+    })
+}
+
+fn rules(opts: &Opts, dry_run: bool) -> Result<Rules> {
+    let keep = if opts.keep.is_empty() {
+        None
+    } else {
+        let mut b = GlobSetBuilder::new();
+        for g in &opts.keep {
+            let glob = Glob::new(g.trim_start_matches("./"))
+                .map_err(|e| fail(ExitCode::Usage, format!("--keep {g}: {e}")))?;
+            b.add(glob);
+        }
+        Some(
+            b.build()
+                .map_err(|e| fail(ExitCode::Usage, format!("--keep: {e}")))?,
+        )
+    };
+    if opts.jobs == Some(0) {
+        return Err(fail(ExitCode::Usage, "--jobs: give at least 1"));
+    }
+    Ok(Rules {
+        keep,
+        older_than: opts.older_than.map(|age| SystemTime::now() - age),
+        dry_run,
+    })
+}
+
+fn clean_jail(s: &Setup, jail: &Jail, rules: &Rules, opts: &Opts, total: &mut Total) -> Result<()> {
+    let _lock = (!rules.dry_run)
+        .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
+        .transpose()?;
+    let plan = plan(&s.cfg, jail, &*s.platform);
+    let table = s.platform.mounts(&plan.root)?;
+    let mut first_err = None;
+    for stack in &plan.stacks {
+        let (Some(up), Some(Step::Union { upper, .. })) = (&stack.upper, stack.steps.last()) else {
+            continue;
+        };
+        signals::check()?;
+        // A live upper must not change under a mounted union (undefined behaviour
+        // on both platforms): refuse the layer, delete nothing.
+        let live = stack.state(&table, &*s.platform) != State::Mounted(0)
+            || table.iter().any(|m| s.platform.matches(&stack.steps[1], m));
+        let r = if live {
+            Err(fail(
+                ExitCode::TempFail,
+                format!(
+                    "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
+                    upper.display(),
+                    stack.target.display()
+                ),
+            ))
+        } else {
+            clean_upper(
+                s,
+                &plan.root,
+                up,
+                upper,
+                &table,
+                rules,
+                opts,
+                &jail.name,
+                &stack.layer,
+                total,
+            )
+        };
+        if let Err(e) = r.with_context(|| stack.layer.clone()) {
+            if signals::interrupted() {
+                return Err(e);
+            }
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn clean_upper(
+    s: &Setup,
+    root: &Path,
+    up: &Upper,
+    upper: &Path,
+    table: &[crate::mounts::Mount],
+    rules: &Rules,
+    opts: &Opts,
+    jail: &str,
+    layer: &str,
+    total: &mut Total,
+) -> Result<()> {
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    // The upper dir and its parent, opened the way their owner allows: a host path
+    // as configured, a path inside the jail without following links.
+    let (dir, parent): (Option<OwnedFd>, Option<OwnedFd>) = match up {
+        Upper::Host(_) => {
+            let dir = match open(upper, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+                Ok(fd) => Some(fd),
+                Err(nix::errno::Errno::ENOENT) => None,
+                Err(e) => {
+                    return Err(fail(
+                        ExitCode::Unavailable,
+                        format!("{}: {}", upper.display(), e.desc()),
+                    ));
+                }
+            };
+            let parent = upper.parent().unwrap_or(Path::new("/"));
+            (dir, open(parent, dir_flags, Mode::empty()).ok())
+        }
+        Upper::InRoot(rel) => {
+            let dir = match open_beneath(root, rel, false)? {
+                Beneath::Dir(fd, _) => Some(fd),
+                Beneath::Missing(_) => None,
+            };
+            let parent = match open_beneath(root, rel.parent().unwrap_or(Path::new("")), false)? {
+                Beneath::Dir(fd, _) => Some(fd),
+                Beneath::Missing(_) => None,
+            };
+            (dir, parent)
+        }
+    };
+    let tally = Tally::default();
+    if let Some(dir) = &dir {
+        let mounts: Vec<PathBuf> = table
+            .iter()
+            .filter(|m| m.target.starts_with(upper) && m.target != upper)
+            .map(|m| m.target.clone())
+            .collect();
+        let st = fstat(dir).map_err(|e| {
+            fail(
+                ExitCode::Unavailable,
+                format!("{}: {}", upper.display(), e.desc()),
+            )
+        })?;
+        let kept = with_progress(&s.msg, &tally, opts.bytes, || {
+            prune(dir, upper, &mounts, rules, &tally)
+        })
+        .map_err(|e| {
+            fail(
+                ExitCode::Unavailable,
+                format!("{}: {}", upper.display(), e.desc()),
+            )
+        })?;
+        if !kept && !rules.dry_run && !signals::interrupted() {
+            if let (Some(parent), Some(name)) = (&parent, upper.file_name()) {
+                recreate(parent, name, &st).map_err(|e| {
+                    fail(
+                        ExitCode::CantCreate,
+                        format!("{}: cannot make it again: {}", upper.display(), e.desc()),
+                    )
+                })?;
+            }
+        }
+    }
+    for (path, why) in tally
+        .skipped
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        s.msg
+            .warn(&[jail, layer], &format!("{}: {why}", path.display()));
+    }
+    let files = tally.files.load(Ordering::Relaxed);
+    let bytes = tally.bytes.load(Ordering::Relaxed);
+    record(&[
+        OsStr::new(jail),
+        OsStr::new(layer),
+        files.to_string().as_ref(),
+        size(bytes, opts.bytes).as_ref(),
+        upper.as_os_str(),
+    ]);
+    total.lines += 1;
+    total.files += files;
+    total.bytes += bytes;
+    signals::check()
+}
+
+/// Run `work` with a progress line on stderr (files, bytes, rate) when stderr is
+/// a terminal; nothing otherwise.
+fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnce() -> T) -> T {
+    if msg.quiet || !std::io::stderr().is_terminal() {
+        return work();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let done = AtomicBool::new(false);
+    let start = Instant::now();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let files = tally.files.load(Ordering::Relaxed);
+                let bytes = tally.bytes.load(Ordering::Relaxed);
+                let rate = files as f64 / start.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{files} files, {} freed, {rate:.0} files/s",
+                    size(bytes, exact)
+                ));
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = work();
+        done.store(true, Ordering::Relaxed);
+        bar.finish_and_clear();
+        r
+    })
+}

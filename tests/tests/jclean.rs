@@ -1,0 +1,353 @@
+//! jclean with real trees, mounts and signals, each test in its own namespace.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use jlayers_tests::{Backend, Sandbox, sandbox};
+
+/// Files in a canary dir outside every upper, with their contents.
+fn canary(sb: &Sandbox) -> std::path::PathBuf {
+    let c = sb.path("canary");
+    fs::create_dir_all(c.join("sub")).unwrap();
+    fs::write(c.join("precious"), "keep me").unwrap();
+    fs::write(c.join("sub/precious"), "keep me too").unwrap();
+    c
+}
+
+#[track_caller]
+fn assert_canary(c: &Path) {
+    assert_eq!(fs::read_to_string(c.join("precious")).unwrap(), "keep me");
+    assert_eq!(
+        fs::read_to_string(c.join("sub/precious")).unwrap(),
+        "keep me too"
+    );
+}
+
+fn entries(p: &Path) -> usize {
+    fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+}
+
+fn lines(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let c = canary(sb);
+        let up = sb.path("upper/j1/ports");
+        fs::create_dir_all(up.join("a/b")).unwrap();
+        symlink(&c, up.join("top-link")).unwrap();
+        symlink(c.join("precious"), up.join("a/file-link")).unwrap();
+        symlink(&c, up.join("a/b/nested-link")).unwrap();
+        symlink("/nonexistent/dangling", up.join("a/dangling")).unwrap();
+        let o = sb.run("jclean", &["-b", "j1"]);
+        o.ok();
+        assert_canary(&c);
+        assert_eq!(entries(&up), 0);
+        assert_eq!(
+            lines(&o.stdout)[0][2],
+            "4",
+            "four links removed: {}",
+            o.stdout
+        );
+    });
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_go_and_the_tree_is_pristine_again() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        let j = sb.path("j1/usr/ports");
+        fs::remove_file(j.join("Mk/bsd.port.mk")).unwrap();
+        fs::remove_dir_all(j.join("editors")).unwrap();
+        fs::create_dir_all(j.join("editors/new")).unwrap(); // opaque over the lower dir
+        fs::write(j.join("editors/new/x"), "x").unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        let up = sb.path("upper/j1/ports");
+        assert!(entries(&up) > 0);
+        let meta = fs::metadata(&up).unwrap();
+        sb.run("jclean", &["j1"]).ok();
+        assert_eq!(entries(&up), 0);
+        let after = fs::metadata(&up).unwrap();
+        assert_eq!(
+            (after.uid(), after.gid(), after.mode()),
+            (meta.uid(), meta.gid(), meta.mode())
+        );
+        sb.run("jmount", &["j1"]).ok();
+        assert!(j.join("Mk/bsd.port.mk").is_file());
+        assert!(j.join("editors/vim/Makefile").is_file());
+        assert!(!j.join("editors/new").exists());
+        sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+#[test]
+fn owner_and_mode_kept() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let up = sb.path("upper/j1/ports");
+        fs::create_dir_all(up.join("d")).unwrap();
+        fs::write(up.join("d/f"), "x").unwrap();
+        std::os::unix::fs::chown(&up, Some(1234), Some(5678)).unwrap();
+        fs::set_permissions(&up, fs::Permissions::from_mode(0o2751)).unwrap();
+        sb.run("jclean", &["j1"]).ok();
+        let m = fs::metadata(&up).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o2751));
+        assert_eq!(entries(&up), 0);
+    });
+}
+
+#[test]
+fn mount_inside_upper_is_skipped_and_reported() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let up = sb.path("upper/j1/ports");
+        fs::create_dir_all(up.join("mnt")).unwrap();
+        fs::write(up.join("junk"), "x").unwrap();
+        let c = canary(sb);
+        sb.sh(&format!(
+            "mount --bind {} {}",
+            c.display(),
+            up.join("mnt").display()
+        ))
+        .ok();
+        let o = sb.run("jclean", &["j1"]);
+        o.ok()
+            .err_has("mnt: another file system is mounted here; skipped");
+        assert_canary(&c);
+        assert!(!up.join("junk").exists());
+        // A tmpfs (another device) as well.
+        sb.sh(&format!(
+            "umount {0} && mount -t tmpfs t {0} && touch {0}/t",
+            up.join("mnt").display()
+        ))
+        .ok();
+        sb.run("jclean", &["j1"]).ok().err_has("skipped");
+        assert!(up.join("mnt/t").exists());
+    });
+}
+
+#[test]
+fn mounted_layer_refused_nothing_deleted() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        fs::write(sb.path("j1/usr/ports/new"), "x").unwrap();
+        let o = sb.run("jclean", &["j1", "j2"]);
+        o.code(75)
+            .err_has("jclean: j1: ports: ")
+            .err_has("nothing deleted (junmount it first)");
+        assert!(sb.path("upper/j1/ports/new").is_file());
+        assert_eq!(
+            lines(&o.stdout).len(),
+            1,
+            "j2 is still cleaned: {}",
+            o.stdout
+        );
+        sb.run("jclean", &["-n", "j1"]).code(75);
+        sb.run("junmount", &["j1"]).ok();
+        sb.run("jclean", &["j1"]).ok();
+        assert!(!sb.path("upper/j1/ports/new").exists());
+    });
+}
+
+#[test]
+fn keep_and_older_than() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let up = sb.path("upper/j1/ports");
+        for d in ["distfiles/sub", "editors/vim/work", "old"] {
+            fs::create_dir_all(up.join(d)).unwrap();
+        }
+        fs::write(up.join("distfiles/sub/a.tar.gz"), "a").unwrap();
+        fs::write(up.join("editors/vim/work/.build_done.vim"), "b").unwrap();
+        fs::write(up.join("old/stale"), "c").unwrap();
+        fs::write(up.join("fresh"), "d").unwrap();
+        sb.sh(&format!(
+            "touch -d '10 days ago' {0}/old/stale {0}/old",
+            up.display()
+        ))
+        .ok();
+        let o = sb.run("jclean", &["--older-than", "7d", "j1"]);
+        o.ok();
+        assert!(!up.join("old").exists(), "old dir and its old file removed");
+        assert!(up.join("fresh").exists() && up.join("editors/vim/work/.build_done.vim").exists());
+        assert_eq!(lines(&o.stdout)[0][2], "1");
+        sb.run("jclean", &["--keep", "distfiles/**", "j1"]).ok();
+        assert!(up.join("distfiles/sub/a.tar.gz").is_file());
+        assert!(!up.join("editors").exists() && !up.join("fresh").exists());
+        sb.run("jclean", &["--keep", "[", "j1"])
+            .code(64)
+            .err_has("--keep [");
+        sb.run("jclean", &["--older-than", "7y", "j1"]).code(64);
+        sb.run("jclean", &["-j", "0", "j1"]).code(64);
+    });
+}
+
+/// A ports-like upper: FILES files of varied sizes in nested work dirs.
+fn build_tree(root: &Path, ports: usize) {
+    for p in 0..ports {
+        let w = root.join(format!("cat{}/port{p}/work/src/lib", p % 7));
+        fs::create_dir_all(&w).unwrap();
+        for f in 0..20 {
+            fs::write(w.join(format!("f{f}.c")), vec![b'x'; (f * 1500) % 9000]).unwrap();
+        }
+        fs::write(
+            root.join(format!("cat{}/port{p}/work/.build_done.port{p}", p % 7)),
+            "",
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn report_matches_find_and_du_with_total() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let (u1, u2) = (sb.path("upper/j1/ports"), sb.path("upper/j2/ports"));
+        build_tree(&u1, 30);
+        build_tree(&u2, 5);
+        fs::hard_link(u1.join("cat0/port0/work/src/lib/f3.c"), u1.join("hardlink")).unwrap();
+        let expect = |u: &Path| {
+            let files = sb
+                .sh(&format!(
+                    "find {} -mindepth 1 ! -type d | wc -l",
+                    u.display()
+                ))
+                .stdout
+                .trim()
+                .to_string();
+            let du = sb.sh(&format!(
+                "echo $(( $(du -s -B1 {0} | cut -f1) - $(stat -c '%b*%B' {0}) ))",
+                u.display()
+            ));
+            (files, du.stdout.trim().to_string())
+        };
+        let (f1, s1) = expect(&u1);
+        let (f2, s2) = expect(&u2);
+        let dry = sb.run("jclean", &["-n", "-b", "--all"]);
+        dry.ok();
+        assert!(u1.join("hardlink").exists(), "-n deletes nothing");
+        let o = sb.run("jclean", &["-b", "--all"]);
+        o.ok();
+        assert_eq!(o.stdout, dry.stdout, "-n counts what a run frees");
+        let want = format!(
+            "j1\tports\t{f1}\t{s1}\t{}\nj2\tports\t{f2}\t{s2}\t{}\ntotal\t-\t{}\t{}\t-\n",
+            u1.display(),
+            u2.display(),
+            f1.parse::<u64>().unwrap() + f2.parse::<u64>().unwrap(),
+            s1.parse::<u64>().unwrap() + s2.parse::<u64>().unwrap()
+        );
+        assert_eq!(o.stdout, want);
+        assert_eq!(entries(&u1) + entries(&u2), 0);
+        // Human sizes by default; one upper: no total line.
+        build_tree(&u1, 1);
+        let h = sb.run("jclean", &["j1"]);
+        assert!(h.stdout.contains(" KiB\t"), "{}", h.stdout);
+        assert_eq!(h.stdout.lines().count(), 1);
+    });
+}
+
+#[test]
+fn sigint_stops_within_a_second_with_a_report() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let up = sb.path("upper/j1/ports");
+        build_tree(&up, 2500); // 52,500 files
+        let child = sb
+            .cmd("jclean")
+            .args(["-c"])
+            .arg(sb.path("jlayers.conf"))
+            .args(["-b", "-j", "1", "j1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let t = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stopped in {:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let rec = lines(&stdout);
+        assert_eq!(rec.len(), 1, "{stdout}");
+        let freed: u64 = rec[0][2].parse().unwrap();
+        assert!(freed > 0 && freed < 52_500, "partial: {freed}");
+        let left = sb
+            .sh(&format!("find {} ! -type d | wc -l", up.display()))
+            .stdout
+            .trim()
+            .parse::<u64>()
+            .unwrap();
+        assert_eq!(
+            left + freed,
+            52_500,
+            "the report says exactly what was removed"
+        );
+    });
+}
+
+#[test]
+fn racing_symlink_swaps_never_reach_the_canary() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let c = canary(sb);
+        let up = sb.path("upper/j1/ports");
+        for round in 0..40 {
+            for d in 0..8 {
+                let dir = up.join(format!("d{d}/x"));
+                fs::create_dir_all(&dir).unwrap();
+                for f in 0..40 {
+                    fs::write(dir.join(format!("f{f}")), "").unwrap();
+                }
+            }
+            let mut child = sb
+                .cmd("jclean")
+                .arg("-c")
+                .arg(sb.path("jlayers.conf"))
+                .arg("j1")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            // Swap directories for symlinks to the canary while jclean runs.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                for d in 0..8 {
+                    let x = up.join(format!("d{d}/x"));
+                    let moved = up.join(format!("d{d}/x.moved"));
+                    if fs::rename(&x, &moved).is_ok() {
+                        let _ = symlink(&c, &x);
+                    }
+                }
+            }
+            child.wait().unwrap();
+            assert_canary(&c);
+            assert_eq!(entries(&c), 2, "round {round}");
+            // What the race left behind is cleaned next time.
+            sb.run("jclean", &["j1"]).ok();
+            assert_canary(&c);
+        }
+    });
+}
