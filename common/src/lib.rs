@@ -15,3 +15,4 @@ pub mod report;
 pub mod signals;
 pub mod stack;
 pub mod target;
+pub mod update;

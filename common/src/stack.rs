@@ -31,12 +31,16 @@ pub struct Made {
 
 impl Engine<'_> {
     /// Mount what is missing of every stack, in order. On failure, everything this
-    /// call mounted is unmounted again before the error is returned.
+    /// call mounted is unmounted again before the error is returned. With `dry_run`
+    /// the mounts it would make are printed and returned.
     pub fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
         let mut made = Vec::new();
         match self.mount_all(plan, &mut made) {
             Ok(()) => Ok(made),
             Err(e) => {
+                if self.dry_run {
+                    return Err(e);
+                }
                 if let Err(re) = self.undo(plan, &made) {
                     self.msg.error(&re.context(format!(
                         "{}: rollback incomplete, mounts left in place",
@@ -121,9 +125,15 @@ impl Engine<'_> {
         if done == s.steps.len() {
             self.msg.info(&[&plan.jail, &s.layer], "already mounted");
         }
+        let made_here = || Made {
+            layer: s.layer.clone(),
+            target: s.target.clone(),
+            target_rel: s.target_rel.clone(),
+        };
         for step in &s.steps[done..] {
             if self.dry_run {
                 sh_line(&self.platform.mount_command(step, &s.target));
+                made.push(made_here());
                 continue;
             }
             signals::check()?;
@@ -139,11 +149,7 @@ impl Engine<'_> {
             self.platform
                 .mount(step, &s.target, std::os::fd::AsFd::as_fd(&dir))?;
             drop(dir);
-            made.push(Made {
-                layer: s.layer.clone(),
-                target: s.target.clone(),
-                target_rel: s.target_rel.clone(),
-            });
+            made.push(made_here());
             let what = match step {
                 Step::Null {
                     source,
@@ -212,10 +218,14 @@ impl Engine<'_> {
         }
     }
 
-    /// Unmount mounts this run made, newest first.
+    /// Unmount mounts this run made, newest first (`dry_run`: print how).
     pub fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
         let mut first = None;
         for m in made.iter().rev() {
+            if self.dry_run {
+                sh_line(&self.platform.unmount_command(&m.target, false));
+                continue;
+            }
             let r = self
                 .platform
                 .unmount(&m.target, false)

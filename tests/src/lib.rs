@@ -81,7 +81,7 @@ fn enter_private_namespace() {
 }
 
 /// The tools under test.
-pub const TOOLS: &[&str] = &["jmount", "junmount", "jclean"];
+pub const TOOLS: &[&str] = &["jmount", "junmount", "jclean", "jupdate"];
 
 /// The directory holding the workspace's built binaries (target/debug). Fails when
 /// a binary is missing or older than its sources: `cargo test -p jlayers-tests`

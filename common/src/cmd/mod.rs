@@ -13,6 +13,7 @@ use crate::signals;
 pub mod jclean;
 pub mod jmount;
 pub mod junmount;
+pub mod jupdate;
 
 /// What every tool loads before it works on jails.
 pub struct Setup {

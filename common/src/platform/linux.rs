@@ -248,8 +248,17 @@ impl Platform for Linux {
         env: &[(&str, &str)],
         cmd: &[String],
     ) -> Command {
-        let mut c = Command::new(&cmd[0]);
-        c.args(&cmd[1..]).env_clear().envs(env.iter().copied());
+        // A clean environment, as a login would give: PATH and HOME, the caller's
+        // TERM (for -i), then what jupdate sets.
+        let mut c = Command::new(in_jail_path(root, &cmd[0]));
+        c.args(&cmd[1..])
+            .env_clear()
+            .env("PATH", JAIL_PATH)
+            .env("HOME", "/root");
+        if let Some(term) = std::env::var_os("TERM") {
+            c.env("TERM", term);
+        }
+        c.envs(env.iter().copied());
         let root = root.to_path_buf();
         // SAFETY: chroot(2) and chdir(2) are async-signal-safe; nothing allocates.
         let croot = std::ffi::CString::new(root.into_os_string().into_vec()).unwrap_or_default();
@@ -263,6 +272,23 @@ impl Platform for Linux {
         }
         c
     }
+}
+
+/// The jail's PATH as a login gives it.
+const JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+
+/// Where `prog` is inside the jail, by its PATH. std would search the host's PATH
+/// before chroot(2) takes effect, so the search is done here, in the jail's tree
+/// (an entry is enough: it may be a link that makes sense only inside).
+fn in_jail_path(root: &Path, prog: &str) -> PathBuf {
+    if prog.contains('/') {
+        return PathBuf::from(prog);
+    }
+    JAIL_PATH
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| std::fs::symlink_metadata(root.join(p.strip_prefix("/").unwrap_or(p))).is_ok())
+        .unwrap_or_else(|| PathBuf::from(prog))
 }
 
 /// Per-mount flags that `union_options` may name; the rest go to overlay itself.

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark jclean against its peers, pair by pair on fresh copies of one synthetic
+# ports-like tree (bench/gen_tree.py), in one run, on a tmpfs in a private mount
+# namespace:
+#   prune: jclean vs rm -rf, jclean vs rmz          (lower is better; ratios)
+#   count: jclean -n vs du -s, jclean -n vs diskus  (warm cache)
+#   peak RSS of jclean (-n and real) at 1M files
+# usage: bench/clean.sh [FILES] [RUNS] [BIG]   default 150000 files, 5 runs, 1000000
+# Needs hyperfine (apt-get install hyperfine) and rmz, diskus (cargo install rmz diskus).
+set -euo pipefail
+FILES=${1:-150000}
+RUNS=${2:-5}
+BIG=${3:-1000000}
+top=$(cd "$(dirname "$0")/.." && pwd)
+export PATH=$HOME/.cargo/bin:$PATH
+for t in hyperfine rmz diskus python3; do
+    command -v $t >/dev/null || { echo "clean.sh: $t is needed (see the header)" >&2; exit 1; }
+done
+if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
+    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jclean
+    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
+fi
+bin=$top/target/release
+T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
+trap 'umount -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
+mount -t tmpfs -o size=80% bench "$T"
+mkdir -p "$T/jail" "$T/ports"
+cat > "$T/jlayers.conf" <<CONF
+[defaults]
+upper_root = "$T/up"
+lock_dir = "$T/run"
+[[layer]]
+name = "ports"
+source = "$T/ports"
+target = "usr/ports"
+[jail.b]
+root = "$T/jail"
+CONF
+python3 "$top/bench/gen_tree.py" "$T/src" "$FILES"
+U=$T/up/b/ports
+mkdir -p "$T/up/b"
+fresh() { rm -rf "$1"; cp -a "$T/src" "$1"; }
+export -f fresh; export T U
+
+json=$T/h.json
+median() { python3 -c "import json,sys; r=json.load(open('$json'))['results']; print(' '.join('%.4f' % x['median'] for x in r))"; }
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+
+echo "== prune ($FILES files, median of $RUNS fresh copies each)"
+hyperfine -N --style basic --runs "$RUNS" --export-json "$json" \
+    --prepare "bash -c 'fresh $U'" "$bin/jclean -c $T/jlayers.conf -q b" \
+    --prepare "bash -c 'fresh $T/rm'" "rm -rf $T/rm" \
+    --prepare "bash -c 'fresh $T/rmz'" "rmz $T/rmz" >/dev/null
+read -r jc rm rz <<<"$(median)"
+echo "jclean ${jc}s  rm -rf ${rm}s  rmz ${rz}s"
+echo "prune ratio: jclean/rm -rf $(ratio "$jc" "$rm")   jclean/rmz $(ratio "$jc" "$rz")"
+
+echo "== count (warm cache)"
+fresh "$U"
+hyperfine -N --style basic --runs "$RUNS" --warmup 1 --export-json "$json" \
+    "$bin/jclean -c $T/jlayers.conf -n -b b" "du -s $U" "diskus $U" >/dev/null
+read -r jn du dk <<<"$(median)"
+echo "jclean -n ${jn}s  du -s ${du}s  diskus ${dk}s"
+echo "count ratio: jclean -n/du -s $(ratio "$jn" "$du")   jclean -n/diskus $(ratio "$jn" "$dk")"
+
+echo "== peak RSS at $BIG files"
+rm -rf "$U" "$T/src"
+python3 "$top/bench/gen_tree.py" "$U" "$BIG" >/dev/null
+/usr/bin/time -f "jclean -n: %M KiB peak RSS, %e s" "$bin/jclean" -c "$T/jlayers.conf" -n -b b
+/usr/bin/time -f "jclean:    %M KiB peak RSS, %e s" "$bin/jclean" -c "$T/jlayers.conf" -b b

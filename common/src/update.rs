@@ -1,0 +1,280 @@
+//! Running the updater inside one jail (jupdate): the child's environment, its log,
+//! its time limit, and killing its whole process group.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::exit::{ExitCode, OrFail, fail};
+use crate::platform::Platform;
+use crate::signals;
+
+/// What the updater sees: no questions (BATCH), no pager, a dumb terminal.
+pub const BATCH_ENV: &[(&str, &str)] = &[("BATCH", "yes"), ("PAGER", "cat"), ("TERM", "dumb")];
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The command exited non-zero (its status, or 128 + signal).
+    Failed(i32),
+    /// Killed at the time limit (with the status it ended with).
+    Timeout(i32),
+    /// Killed because jupdate was interrupted.
+    Interrupted(i32),
+}
+
+impl Outcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Timeout(_) => "timeout",
+            Outcome::Failed(_) | Outcome::Interrupted(_) => "failed",
+        }
+    }
+
+    pub fn status(self) -> i32 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Failed(c) | Outcome::Timeout(c) | Outcome::Interrupted(c) => c,
+        }
+    }
+
+    /// The tool's exit status for this jail.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Ok => ExitCode::Ok,
+            Outcome::Failed(_) => ExitCode::Unavailable,
+            Outcome::Timeout(_) => ExitCode::TempFail,
+            Outcome::Interrupted(_) => ExitCode::Interrupted,
+        }
+    }
+}
+
+/// One run of the updater.
+pub struct Run<'a> {
+    pub platform: &'a dyn Platform,
+    pub jail: &'a str,
+    pub root: &'a Path,
+    pub cmd: &'a [String],
+    pub log: &'a Path,
+    pub timeout: Option<Duration>,
+    /// The command gets this terminal; nothing is captured.
+    pub interactive: bool,
+    /// Told each line of output as it comes (for a spinner).
+    pub on_line: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Run<'_> {
+    pub fn run(&self) -> Result<Outcome> {
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
+                format!("log dir {}", dir.display())
+            })?;
+        }
+        let mut log = File::create(self.log).or_fail(ExitCode::CantCreate, || {
+            format!("log {}", self.log.display())
+        })?;
+        writeln!(
+            log,
+            "jupdate: {}: {}: {}",
+            self.jail,
+            utc_timestamp(SystemTime::now()),
+            self.cmd.join(" ")
+        )
+        .or_fail(ExitCode::CantCreate, || {
+            format!("log {}", self.log.display())
+        })?;
+
+        let env: Vec<(&str, &str)> = if self.interactive {
+            Vec::new()
+        } else {
+            BATCH_ENV.to_vec()
+        };
+        let mut c = self
+            .platform
+            .exec_command(self.jail, self.root, &env, self.cmd);
+        // Its own process group, so that a timeout kills everything it started.
+        c.process_group(0);
+        if self.interactive {
+            writeln!(log, "(interactive: the output went to the terminal)").ok();
+        } else {
+            // Straight into the log, not through a pipe: a daemon the update
+            // restarts may keep its output open long after the update ends.
+            let out = log
+                .try_clone()
+                .or_fail(ExitCode::CantCreate, || "log".into())?;
+            let err = log
+                .try_clone()
+                .or_fail(ExitCode::CantCreate, || "log".into())?;
+            c.stdin(Stdio::null()).stdout(out).stderr(err);
+        }
+        let mut child = c.spawn().or_fail(ExitCode::Unavailable, || {
+            format!("cannot run {}", self.cmd[0])
+        })?;
+        self.wait(&mut child)
+    }
+
+    /// Wait for the child, killing its process group at the time limit or on
+    /// SIGINT/SIGTERM.
+    fn wait(&self, child: &mut Child) -> Result<Outcome> {
+        let start = Instant::now();
+        let pgid = Pid::from_raw(child.id() as i32);
+        let mut seen = 0u64;
+        let mut last_look = Instant::now();
+        loop {
+            if last_look.elapsed() >= Duration::from_millis(250) {
+                last_look = Instant::now();
+                self.latest_line(&mut seen);
+            }
+            if let Some(st) = child
+                .try_wait()
+                .or_fail(ExitCode::Unavailable, || "wait".into())?
+            {
+                return Ok(match status_code(st) {
+                    0 => Outcome::Ok,
+                    c => Outcome::Failed(c),
+                });
+            }
+            let timed_out = self.timeout.is_some_and(|t| start.elapsed() >= t);
+            if timed_out || signals::interrupted() {
+                let code = kill_group(child, pgid);
+                return Ok(if timed_out {
+                    Outcome::Timeout(code)
+                } else {
+                    Outcome::Interrupted(code)
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Tell `on_line` the newest complete line the log has gained.
+    fn latest_line(&self, seen: &mut u64) {
+        let Ok(mut f) = File::open(self.log) else {
+            return;
+        };
+        let len = f.metadata().map_or(0, |m| m.len());
+        if len <= *seen {
+            return;
+        }
+        // Only the tail matters for a one-line display.
+        let from = (*seen).max(len.saturating_sub(4096));
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(from))
+            .and_then(|_| f.read_to_end(&mut buf))
+            .is_err()
+        {
+            return;
+        }
+        *seen = len;
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+            (self.on_line)(line.trim_end());
+        }
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after a grace period; then reap the leader and
+/// make sure no member is left.
+fn kill_group(child: &mut Child, pgid: Pid) -> i32 {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut status = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            status = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Whatever of the group is left (or ignored SIGTERM) goes now.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let st = match status {
+        Some(st) => st,
+        None => match child.wait() {
+            Ok(st) => st,
+            Err(_) => return 137,
+        },
+    };
+    status_code(st)
+}
+
+fn status_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+/// The last `n` lines of a log, for stderr (so that cron mails them).
+pub fn tail(log: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// `2026-11-23 20:55:00 UTC`, without a time zone database.
+pub fn utc_timestamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Run a start or stop command on the host.
+pub fn run_host(argv: &[std::ffi::OsString]) -> Result<()> {
+    crate::platform::run_tool(argv, ExitCode::Unavailable)
+}
+
+/// Refuse an empty command early with the contract's usage status.
+pub fn check_command(cmd: &[String]) -> Result<()> {
+    if cmd.is_empty() {
+        return Err(fail(ExitCode::Usage, "empty update command"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_467_300);
+        assert_eq!(utc_timestamp(t), "2026-11-23 20:55:00 UTC");
+        assert_eq!(
+            utc_timestamp(SystemTime::UNIX_EPOCH),
+            "1970-01-01 00:00:00 UTC"
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(utc_timestamp(leap), "2000-02-29 00:00:00 UTC");
+    }
+}

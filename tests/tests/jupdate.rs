@@ -1,0 +1,368 @@
+//! jupdate with real chroots (a static busybox in each jail root) and a stand-in
+//! portmaster, on Linux and through the simulated FreeBSD userland.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use jlayers_tests::{Backend, Sandbox, sandbox};
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod linux {
+            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::Linux) })*
+        }
+        mod freebsd_sim {
+            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::FreeBsdSim) })*
+        }
+    };
+}
+
+on_both!(
+    product_lands_in_the_upper_with_a_clean_environment,
+    one_failing_jail_does_not_stop_the_other,
+    two_at_a_time,
+    timeout_kills_the_process_group,
+    state_is_restored,
+    interrupt_restores_and_exits_130,
+);
+
+/// What stands in for portmaster: builds into /usr/ports, shows its environment
+/// and what its stdin holds.
+const PORTMASTER: &str = r#"#!/bin/sh
+echo "portmaster $*"
+env | sort
+mkdir -p /usr/ports/editors/vim/work && echo built > /usr/ports/editors/vim/work/.build_done.vim
+if read line; then echo "stdin: $line"; else echo "stdin: EOF"; fi
+"#;
+
+/// A jail root with a static busybox as its userland.
+fn jail_root(sb: &Sandbox, name: &str) {
+    let root = sb.path(name);
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| fs::metadata(p).is_ok())
+        .expect("a static busybox is needed for these tests (apt-get install busybox-static)");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("usr/local/sbin")).unwrap();
+    fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "env", "sort", "mkdir", "echo", "sleep", "touch", "cat", "ls", "test", "[",
+    ] {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let pm = root.join("usr/local/sbin/portmaster");
+    fs::write(&pm, PORTMASTER).unwrap();
+    fs::set_permissions(&pm, fs::Permissions::from_mode(0o755)).unwrap();
+    // For the simulated jls/jexec/service: where the jail lives.
+    fs::create_dir_all(sb.path("sim-state/jails")).unwrap();
+    fs::write(
+        sb.path("sim-state/jails").join(name),
+        root.to_str().unwrap(),
+    )
+    .unwrap();
+}
+
+fn scene(sb: &Sandbox) {
+    sb.scene();
+    jail_root(sb, "j1");
+    jail_root(sb, "j2");
+}
+
+fn running(sb: &Sandbox, jail: &str) -> bool {
+    sb.path("sim-state/running").join(jail).exists()
+}
+
+fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        let o = Out(sb
+            .cmd("jupdate")
+            .env("LEAKME", "1")
+            .arg("-c")
+            .arg(sb.path("jlayers.conf"))
+            .arg("j1")
+            .output()
+            .unwrap());
+        o.ok();
+        let log = sb.path("log/j1.log");
+        let stdout = o.stdout();
+        let f: Vec<&str> = stdout.trim_end().split('\t').collect();
+        assert_eq!(f.len(), 5, "{}", o.stdout());
+        assert_eq!(
+            (f[0], f[1], f[2], f[4]),
+            ("j1", "ok", "0", log.to_str().unwrap())
+        );
+        f[3].parse::<u64>().unwrap();
+        let text = fs::read_to_string(&log).unwrap();
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.starts_with("jupdate: j1: 20")
+                && header.ends_with(" UTC: portmaster -a -G --no-confirm"),
+            "{header}"
+        );
+        for want in [
+            "portmaster -a -G --no-confirm",
+            "BATCH=yes",
+            "PAGER=cat",
+            "TERM=dumb",
+            "stdin: EOF",
+        ] {
+            assert!(text.contains(want), "log lacks {want}:\n{text}");
+        }
+        assert!(
+            !text.contains("LEAKME"),
+            "the caller's environment leaked:\n{text}"
+        );
+        if b == Backend::FreeBsdSim {
+            // jexec -l: only HOME, SHELL, TERM, USER and the login class survive.
+            assert!(
+                text.contains("USER=root") && text.contains("SHELL="),
+                "{text}"
+            );
+        }
+        assert!(
+            sb.path("upper/j1/ports/editors/vim/work/.build_done.vim")
+                .is_file()
+        );
+        assert!(
+            !sb.path("ports/editors/vim/work").exists(),
+            "host tree untouched"
+        );
+        assert!(
+            sb.mounts().is_empty(),
+            "layers unmounted again: {:?}",
+            sb.mounts()
+        );
+        assert!(!running(sb, "j1"));
+    });
+}
+
+fn one_failing_jail_does_not_stop_the_other(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        fs::write(
+            sb.path("j1/usr/local/sbin/portmaster"),
+            "#!/bin/sh\necho 'Aborting update'\nexit 1\n",
+        )
+        .unwrap();
+        let o = sb.run("jupdate", &["--all"]);
+        o.code(69)
+            .err_has("jupdate: j1: update failed with status 1")
+            .err_has("jupdate: j1: log: Aborting update");
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{}", o.stdout);
+        assert!(lines[0].starts_with("j1\tfailed\t1\t"));
+        assert!(lines[1].starts_with("j2\tok\t0\t"));
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+fn two_at_a_time(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        // Each update waits at a barrier in the shared distfiles dir until the other
+        // has arrived: only two at a time can pass (no timing involved).
+        let barrier = "touch /usr/ports/distfiles/arrived.$1; i=0; \
+            while [ ! -e /usr/ports/distfiles/arrived.$2 ]; do sleep 0.05; i=$((i+1)); [ $i -gt 400 ] && exit 9; done; echo met";
+        let conf = jlayers_tests::SCENE_CONF
+            .replace("root = \"@T/j1\"", &format!("root = \"@T/j1\"\nupdate = [\"sh\", \"-c\", \"{barrier}\", \"-\", \"a\", \"b\"]"))
+            .replace("root = \"@T/j2\"", &format!("root = \"@T/j2\"\nupdate = [\"sh\", \"-c\", \"{barrier}\", \"-\", \"b\", \"a\"]"));
+        sb.conf(&conf);
+        let o = sb.run("jupdate", &["-j", "2", "--all"]);
+        o.ok();
+        assert_eq!(
+            o.stdout.lines().filter(|l| l.contains("\tok\t")).count(),
+            2,
+            "{}",
+            o.stdout
+        );
+        assert!(
+            fs::read_to_string(sb.path("log/j2.log"))
+                .unwrap()
+                .contains("met")
+        );
+    });
+}
+
+fn timeout_kills_the_process_group(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        let t = Instant::now();
+        let o = sb.run(
+            "jupdate",
+            &[
+                "--timeout",
+                "1s",
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "sleep 60 & echo $! > /usr/ports/distfiles/bg.pid; sleep 70",
+            ],
+        );
+        o.code(75).err_has("timed out");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert!(o.stdout.starts_with("j1\ttimeout\t"), "{}", o.stdout);
+        let pid = fs::read_to_string(sb.path("distfiles/bg.pid")).unwrap();
+        // Gone, or a zombie waiting for init to reap it: not running in any case.
+        let alive = || {
+            fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let t = Instant::now();
+        while alive() && t.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(), "background child {} survived", pid.trim());
+        assert!(sb.mounts().is_empty());
+        assert!(!running(sb, "j1"));
+    });
+}
+
+fn state_is_restored(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        // Mounted (and, on FreeBSD, running) before: so it stays.
+        sb.run("jmount", &["j1"]).ok();
+        if b == Backend::FreeBsdSim {
+            sb.sh_backend("service jail onestart j1").ok();
+        }
+        let before = sb.mounts();
+        sb.run("jupdate", &["j1"]).ok();
+        assert_eq!(sb.mounts(), before);
+        assert_eq!(running(sb, "j1"), b == Backend::FreeBsdSim);
+        // Neither mounted nor running: started and mounted for the run only.
+        let probe = "ls /usr/ports/editors/vim > /usr/ports/distfiles/seen";
+        sb.run("jupdate", &["j2", "--", "sh", "-c", probe]).ok();
+        assert_eq!(
+            fs::read_to_string(sb.path("distfiles/seen")).unwrap(),
+            "Makefile\n"
+        );
+        assert!(sb.mounts_at("j2/usr/ports").is_empty());
+        assert!(!running(sb, "j2"));
+        // And after a failure too.
+        sb.run("jupdate", &["j2", "--", "sh", "-c", "exit 4"])
+            .code(69);
+        assert!(sb.mounts_at("j2/usr/ports").is_empty());
+        assert!(!running(sb, "j2"));
+        if b == Backend::FreeBsdSim {
+            sb.sh_backend("service jail onestop j1").ok();
+        }
+        sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+fn interrupt_restores_and_exits_130(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        let child = sb
+            .cmd("jupdate")
+            .arg("-c")
+            .arg(sb.path("jlayers.conf"))
+            .args([
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "touch /usr/ports/distfiles/started; sleep 60",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !sb.path("distfiles/started").exists() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("j1\tfailed\t"));
+        assert!(sb.mounts().is_empty());
+        assert!(!running(sb, "j1"));
+    });
+}
+
+#[test]
+fn interactive_takes_one_jail_and_the_terminal() {
+    sandbox(Backend::Linux, |sb| {
+        scene(sb);
+        sb.run("jupdate", &["-i", "--all"])
+            .code(64)
+            .err_has("-i works on exactly one jail");
+        sb.run("jupdate", &["-i", "j1", "j2"]).code(64);
+        // The command's output goes to jupdate's own stdout and stdin, not the log.
+        let o = sb.run(
+            "jupdate",
+            &[
+                "-i",
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "echo on-the-terminal; echo TERM=$TERM",
+            ],
+        );
+        o.ok();
+        assert!(o.stdout.starts_with("on-the-terminal\n"), "{}", o.stdout);
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        assert!(
+            !log.lines().any(|l| l == "on-the-terminal") && log.contains("interactive"),
+            "{log}"
+        );
+    });
+}
+
+#[test]
+fn dry_run_prints_and_changes_nothing() {
+    sandbox(Backend::FreeBsdSim, |sb| {
+        scene(sb);
+        let o = sb.run("jupdate", &["-n", "j1"]);
+        o.ok();
+        let root = sb.path("j1");
+        let r = root.display();
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert!(lines.contains(&"service jail onestart j1"), "{}", o.stdout);
+        assert!(
+            lines.contains(
+                &"jexec -l j1 env BATCH=yes PAGER=cat TERM=dumb portmaster -a -G --no-confirm"
+            ),
+            "{}",
+            o.stdout
+        );
+        assert!(lines.contains(&"service jail onestop j1"));
+        assert_eq!(lines.last().unwrap(), &format!("umount {r}/usr/ports"));
+        assert!(sb.mounts().is_empty() && !sb.path("log").exists() && !running(sb, "j1"));
+    });
+}
+
+/// A finished run.
+struct Out(std::process::Output);
+impl Out {
+    fn ok(&self) {
+        assert!(
+            self.0.status.success(),
+            "{}",
+            String::from_utf8_lossy(&self.0.stderr)
+        );
+    }
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+}
