@@ -58,6 +58,22 @@ rm "$T/jails/web/usr/ports/Mk/bsd.port.mk"
 echo "tarball" > "$T/jails/server/usr/ports/distfiles/vim-9.1.tar.gz"
 run ls -la "$T/jails/server/usr/tmp/foo/editors/vim/work" "$T/upper/web/ports/Mk"
 
+say "update the ports inside each jail (a stand-in portmaster in a busybox chroot)"
+if command -v busybox >/dev/null; then
+    for j in server web; do
+        mkdir -p "$T/jails/$j/bin" "$T/jails/$j/usr/local/sbin"
+        cp "$(command -v busybox)" "$T/jails/$j/bin/busybox"
+        for a in sh mkdir echo; do ln -sf busybox "$T/jails/$j/bin/$a"; done
+        printf '#!/bin/sh\necho "portmaster $*: BATCH=$BATCH"\nmkdir -p /usr/ports/editors/vim/work\necho updated > /usr/ports/editors/vim/work/.update_done\n' \
+            > "$T/jails/$j/usr/local/sbin/portmaster"
+        chmod +x "$T/jails/$j/usr/local/sbin/portmaster"
+    done
+    run "$bin/jupdate" -j 2 --all
+    run cat "$T/log/server.log"
+else
+    echo "(busybox not installed: apt-get install busybox-static to see jupdate run)"
+fi
+
 say "unmount both jails"
 run "$bin/junmount" -v --all
 echo "left mounted under $T: $(grep -c " $T" /proc/self/mountinfo || true)"
@@ -66,4 +82,7 @@ say "the host tree is untouched but for the shared distfiles"
 ( cd "$T/ports" && find . -type f | sort | xargs sha256sum ) > "$T/host.after"
 diff "$T/host.before" "$T/host.after" || true
 grep -v distfiles "$T/host.after" | diff <(grep -v distfiles "$T/host.before") - && echo "ports tree: unchanged"
+say "prune what the jails wrote: the upper dirs, with a report"
+run "$bin/jclean" --all
+run ls -A "$T/upper/web/ports" "$T/jails/server/usr/tmp/foo"
 echo "sandbox done; $T is removed on exit"

@@ -129,6 +129,7 @@ impl Run<'_> {
         let pgid = Pid::from_raw(child.id() as i32);
         let mut seen = 0u64;
         let mut last_look = Instant::now();
+        let mut nap = Duration::from_millis(1);
         loop {
             if last_look.elapsed() >= Duration::from_millis(250) {
                 last_look = Instant::now();
@@ -152,7 +153,10 @@ impl Run<'_> {
                     Outcome::Interrupted(code)
                 });
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Short naps first (most per-jail overhead is here), then at most 50 ms
+            // between looks at the clock and the interrupt flag.
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(50));
         }
     }
 }
