@@ -26,7 +26,6 @@ pub struct Engine<'a> {
 pub struct Made {
     pub layer: String,
     pub target: PathBuf,
-    pub target_rel: PathBuf,
 }
 
 impl Engine<'_> {
@@ -128,7 +127,6 @@ impl Engine<'_> {
         let made_here = || Made {
             layer: s.layer.clone(),
             target: s.target.clone(),
-            target_rel: s.target_rel.clone(),
         };
         for step in &s.steps[done..] {
             if self.dry_run {
@@ -218,31 +216,50 @@ impl Engine<'_> {
         }
     }
 
-    /// Unmount mounts this run made, newest first (`dry_run`: print how).
+    /// Unmount the mounts this run made, newest first (`dry_run`: print how). What
+    /// is gone already (a jail's stop hook may have run junmount) is not missed:
+    /// each stack loses at most the mounts this run added that are still on top.
     pub fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
-        let mut first = None;
-        for m in made.iter().rev() {
-            if self.dry_run {
+        if self.dry_run {
+            for m in made.iter().rev() {
                 sh_line(&self.platform.unmount_command(&m.target, false));
+            }
+            return Ok(());
+        }
+        if made.is_empty() {
+            return Ok(());
+        }
+        let table = self.platform.mounts(&plan.root)?;
+        for s in plan.stacks.iter().rev() {
+            let ours = made.iter().filter(|m| m.target == s.target).count();
+            if ours == 0 {
                 continue;
             }
-            let r = self
-                .platform
-                .unmount(&m.target, false)
-                .with_context(|| m.layer.clone());
-            match r {
-                Ok(()) => self.msg.info(
-                    &[&plan.jail, &m.layer],
-                    &format!("unmounted {}", m.target.display()),
-                ),
-                Err(e) => {
-                    first.get_or_insert(e);
-                    // What lies below a mount that stays cannot come off either.
-                    break;
+            let n = match s.state(&table, self.platform) {
+                State::Mounted(n) => n.min(ours),
+                State::Foreign { top, .. } => {
+                    return Err(fail(
+                        ExitCode::Unavailable,
+                        format!(
+                            "{}: {} is mounted on top; left alone",
+                            s.target.display(),
+                            top.describe()
+                        ),
+                    ))
+                    .context(s.layer.clone());
                 }
+            };
+            for _ in 0..n {
+                self.platform
+                    .unmount(&s.target, false)
+                    .with_context(|| s.layer.clone())?;
+                self.msg.info(
+                    &[&plan.jail, &s.layer],
+                    &format!("unmounted {}", s.target.display()),
+                );
             }
         }
-        first.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Take down every stack, nested layers first, each newest mount first; only

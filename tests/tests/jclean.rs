@@ -137,7 +137,16 @@ fn mount_inside_upper_is_skipped_and_reported() {
 
 #[test]
 fn mounted_layer_refused_nothing_deleted() {
-    sandbox(Backend::Linux, |sb| {
+    mounted_layer_refused_on(Backend::Linux);
+}
+
+#[test]
+fn mounted_layer_refused_nothing_deleted_freebsd_sim() {
+    mounted_layer_refused_on(Backend::FreeBsdSim);
+}
+
+fn mounted_layer_refused_on(b: Backend) {
+    sandbox(b, |sb| {
         sb.scene();
         sb.run("jmount", &["j1"]).ok();
         fs::write(sb.path("j1/usr/ports/new"), "x").unwrap();

@@ -366,3 +366,57 @@ impl Out {
         String::from_utf8_lossy(&self.0.stdout).into_owned()
     }
 }
+
+#[test]
+fn configured_start_and_stop_run_as_hooks_under_the_lock() {
+    sandbox(Backend::Linux, |sb| {
+        scene(sb);
+        // The jail's own start/stop commands call jmount/junmount, as jail.conf's
+        // exec.prestart/exec.poststop hooks do: they run while jupdate holds the
+        // jail's lock, as its children, and must not be refused.
+        let bin = jlayers_tests::bin_dir();
+        let conf = sb.path("jlayers.conf");
+        let hook = |tool: &str, mark: &str| {
+            format!(
+                "[\"sh\", \"-c\", \"{} -c {} j1 && touch {}\"]",
+                bin.join(tool).display(),
+                conf.display(),
+                sb.path(mark).display()
+            )
+        };
+        let text = jlayers_tests::SCENE_CONF.replace(
+            "root = \"@T/j1\"",
+            &format!(
+                "root = \"@T/j1\"\nstart = {}\nstop = {}",
+                hook("jmount", "started"),
+                hook("junmount", "stopped")
+            ),
+        );
+        sb.conf(&text);
+        let o = sb.run(
+            "jupdate",
+            &["j1", "--", "sh", "-c", "ls /usr/ports/editors"],
+        );
+        o.ok();
+        assert!(
+            sb.path("started").exists() && sb.path("stopped").exists(),
+            "{}",
+            o.stderr
+        );
+        assert!(
+            fs::read_to_string(sb.path("log/j1.log"))
+                .unwrap()
+                .contains("vim")
+        );
+        assert!(sb.mounts().is_empty());
+        // A failing start command fails the jail, and the layers come off again.
+        sb.conf(
+            &jlayers_tests::SCENE_CONF
+                .replace("root = \"@T/j1\"", "root = \"@T/j1\"\nstart = [\"false\"]"),
+        );
+        sb.run("jupdate", &["j1"])
+            .code(69)
+            .err_has("jupdate: j1: start: false failed");
+        assert!(sb.mounts().is_empty());
+    });
+}
