@@ -13,6 +13,20 @@ use std::process::{Command, Output, Stdio};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 
+/// Define each scenario `fn name(Backend)` as two tests, `linux::name` and
+/// `freebsd_sim::name`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod linux {
+            $(#[test] fn $name() { super::$name($crate::Backend::Linux) })*
+        }
+        mod freebsd_sim {
+            $(#[test] fn $name() { super::$name($crate::Backend::FreeBsdSim) })*
+        }
+    };
+}
+
 /// Which backend the tools run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -8,16 +8,7 @@ use std::time::{Duration, Instant};
 
 use jlayers_tests::{Backend, Sandbox, sandbox};
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod linux {
-            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::Linux) })*
-        }
-        mod freebsd_sim {
-            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::FreeBsdSim) })*
-        }
-    };
-}
+use jlayers_tests::on_both;
 
 on_both!(
     product_lands_in_the_upper_with_a_clean_environment,

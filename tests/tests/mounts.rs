@@ -7,16 +7,7 @@ use std::os::unix::fs::{FileTypeExt, symlink};
 
 use jlayers_tests::{Backend, Sandbox, sandbox};
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod linux {
-            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::Linux) })*
-        }
-        mod freebsd_sim {
-            $(#[test] fn $name() { super::$name(jlayers_tests::Backend::FreeBsdSim) })*
-        }
-    };
-}
+use jlayers_tests::on_both;
 
 on_both!(
     copy_on_write_two_jails,
@@ -360,28 +351,27 @@ fn busy_mount(b: Backend) {
         sb.scene();
         sb.run("jmount", &["j1"]).ok();
         // A process with its working directory inside holds the union busy.
-        let mut user = std::process::Command::new("sleep")
-            .arg("30")
-            .current_dir(sb.path("j1/usr/ports/editors"))
-            .spawn()
-            .unwrap();
+        let user = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .current_dir(sb.path("j1/usr/ports/editors"))
+                .spawn()
+                .unwrap()
+        };
+        let mut busy = user();
         let o = sb.run("junmount", &["j1"]);
         o.code(75).err_has("busy");
-        user.kill().unwrap();
-        user.wait().unwrap();
+        busy.kill().unwrap();
+        busy.wait().unwrap();
         sb.run("junmount", &["j1"]).ok();
         assert!(sb.mounts().is_empty());
         // -f detaches even while busy.
         sb.run("jmount", &["j1"]).ok();
-        let mut user = std::process::Command::new("sleep")
-            .arg("30")
-            .current_dir(sb.path("j1/usr/ports/editors"))
-            .spawn()
-            .unwrap();
+        let mut busy = user();
         sb.run("junmount", &["-f", "j1"]).ok();
         assert!(sb.mounts().is_empty());
-        user.kill().unwrap();
-        user.wait().unwrap();
+        busy.kill().unwrap();
+        busy.wait().unwrap();
     });
 }
 
