@@ -12,7 +12,7 @@ use anyhow::Result;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::exit::{ExitCode, OrFail, fail};
+use crate::exit::{ExitCode, OrFail};
 use crate::platform::Platform;
 use crate::signals;
 
@@ -256,14 +256,6 @@ pub fn utc_timestamp(t: SystemTime) -> String {
 /// Run a start or stop command on the host.
 pub fn run_host(argv: &[std::ffi::OsString]) -> Result<()> {
     crate::platform::run_tool(argv, ExitCode::Unavailable)
-}
-
-/// Refuse an empty command early with the contract's usage status.
-pub fn check_command(cmd: &[String]) -> Result<()> {
-    if cmd.is_empty() {
-        return Err(fail(ExitCode::Usage, "empty update command"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

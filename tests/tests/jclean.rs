@@ -1,6 +1,7 @@
 //! jclean with real trees, mounts and signals, each test in its own namespace.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Stdio;
@@ -47,14 +48,17 @@ fn symlinks_are_never_followed() {
         symlink(c.join("precious"), up.join("a/file-link")).unwrap();
         symlink(&c, up.join("a/b/nested-link")).unwrap();
         symlink("/nonexistent/dangling", up.join("a/dangling")).unwrap();
+        // Names need not be UTF-8.
+        let odd = std::ffi::OsStr::from_bytes(b"a/\xff\xfe-not-utf8");
+        fs::write(up.join(odd), "x").unwrap();
         let o = sb.run("jclean", &["-b", "j1"]);
         o.ok();
         assert_canary(&c);
         assert_eq!(entries(&up), 0);
         assert_eq!(
             lines(&o.stdout)[0][2],
-            "4",
-            "four links removed: {}",
+            "5",
+            "four links and a file removed: {}",
             o.stdout
         );
     });

@@ -220,33 +220,43 @@ fn timeout_kills_the_process_group(b: Backend) {
 fn state_is_restored(b: Backend) {
     sandbox(b, |sb| {
         scene(sb);
-        // Mounted (and, on FreeBSD, running) before: so it stays.
-        sb.run("jmount", &["j1"]).ok();
-        if b == Backend::FreeBsdSim {
-            sb.sh_backend("service jail onestart j1").ok();
+        // Every combination of mounted and (FreeBSD only) running before the run is
+        // what is found after it, on success and on failure alike.
+        let runs: &[bool] = if b == Backend::FreeBsdSim {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &mounted in &[false, true] {
+            for &run_before in runs {
+                for cmd in [
+                    "ls /usr/ports/editors/vim > /usr/ports/distfiles/seen",
+                    "exit 4",
+                ] {
+                    if mounted {
+                        sb.run("jmount", &["j1"]).ok();
+                    }
+                    if run_before {
+                        sb.sh_backend("service jail onestart j1").ok();
+                    }
+                    let before = sb.mounts();
+                    let o = sb.run("jupdate", &["j1", "--", "sh", "-c", cmd]);
+                    o.code(if cmd == "exit 4" { 69 } else { 0 });
+                    let case = format!("mounted={mounted} running={run_before} cmd={cmd}");
+                    assert_eq!(sb.mounts(), before, "{case}");
+                    assert_eq!(running(sb, "j1"), run_before, "{case}");
+                    if run_before {
+                        sb.sh_backend("service jail onestop j1").ok();
+                    }
+                    sb.run("junmount", &["j1"]).ok();
+                }
+            }
         }
-        let before = sb.mounts();
-        sb.run("jupdate", &["j1"]).ok();
-        assert_eq!(sb.mounts(), before);
-        assert_eq!(running(sb, "j1"), b == Backend::FreeBsdSim);
-        // Neither mounted nor running: started and mounted for the run only.
-        let probe = "ls /usr/ports/editors/vim > /usr/ports/distfiles/seen";
-        sb.run("jupdate", &["j2", "--", "sh", "-c", probe]).ok();
+        // The layers were in place for the command.
         assert_eq!(
             fs::read_to_string(sb.path("distfiles/seen")).unwrap(),
             "Makefile\n"
         );
-        assert!(sb.mounts_at("j2/usr/ports").is_empty());
-        assert!(!running(sb, "j2"));
-        // And after a failure too.
-        sb.run("jupdate", &["j2", "--", "sh", "-c", "exit 4"])
-            .code(69);
-        assert!(sb.mounts_at("j2/usr/ports").is_empty());
-        assert!(!running(sb, "j2"));
-        if b == Backend::FreeBsdSim {
-            sb.sh_backend("service jail onestop j1").ok();
-        }
-        sb.run("junmount", &["j1"]).ok();
     });
 }
 
