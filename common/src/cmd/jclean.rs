@@ -16,7 +16,8 @@ use crate::cli::Common;
 use crate::config::{Jail, Upper};
 use crate::exit::{ExitCode, fail};
 use crate::lock::lock_jail;
-use crate::plan::{State, Step, plan};
+use crate::mounts::Mount;
+use crate::plan::{JailPlan, Stack, State, Step, plan};
 use crate::prune::{Rules, Tally, prune, recreate};
 use crate::report::{Messages, record, size};
 use crate::signals;
@@ -61,9 +62,12 @@ pub fn main(args: &Common, opts: &Opts) -> ExitCode {
             }
         };
         let mut total = Total::default();
-        let status = each_jail(s, |jail| {
-            pool.install(|| clean_jail(s, jail, &rules, opts, &mut total))
-        });
+        let cleaner = Cleaner {
+            s,
+            rules: &rules,
+            opts,
+        };
+        let status = each_jail(s, |jail| pool.install(|| cleaner.jail(jail, &mut total)));
         if total.lines > 1 {
             record(&[
                 "total".as_ref(),
@@ -102,153 +106,153 @@ fn rules(opts: &Opts, dry_run: bool) -> Result<Rules> {
     })
 }
 
-fn clean_jail(s: &Setup, jail: &Jail, rules: &Rules, opts: &Opts, total: &mut Total) -> Result<()> {
-    let _lock = (!rules.dry_run)
-        .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
-        .transpose()?;
-    let plan = plan(&s.cfg, jail, &*s.platform);
-    let table = s.platform.mounts(&plan.root)?;
-    let mut first_err = None;
-    for stack in &plan.stacks {
-        let (Some(up), Some(Step::Union { upper, .. })) = (&stack.upper, stack.steps.last()) else {
-            continue;
-        };
-        signals::check()?;
-        // A live upper must not change under a mounted union (undefined behaviour
-        // on both platforms): refuse the layer, delete nothing.
-        let live = stack.state(&table, &*s.platform) != State::Mounted(0)
-            || table.iter().any(|m| s.platform.matches(&stack.steps[1], m));
-        let r = if live {
-            Err(fail(
-                ExitCode::TempFail,
-                format!(
-                    "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
-                    upper.display(),
-                    stack.target.display()
-                ),
-            ))
-        } else {
-            clean_upper(
-                s,
-                &plan.root,
-                up,
-                upper,
-                &table,
-                rules,
-                opts,
-                &jail.name,
-                &stack.layer,
-                total,
-            )
-        };
-        if let Err(e) = r.with_context(|| stack.layer.clone()) {
-            if signals::interrupted() {
-                return Err(e);
-            }
-            first_err.get_or_insert(e);
-        }
-    }
-    first_err.map_or(Ok(()), Err)
+/// One run's settings, shared by every jail and upper dir.
+struct Cleaner<'a> {
+    s: &'a Setup,
+    rules: &'a Rules,
+    opts: &'a Opts,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn clean_upper(
-    s: &Setup,
-    root: &Path,
-    up: &Upper,
-    upper: &Path,
-    table: &[crate::mounts::Mount],
-    rules: &Rules,
-    opts: &Opts,
-    jail: &str,
-    layer: &str,
-    total: &mut Total,
-) -> Result<()> {
-    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    // The upper dir and its parent, opened the way their owner allows: a host path
-    // as configured, a path inside the jail without following links.
-    let (dir, parent): (Option<OwnedFd>, Option<OwnedFd>) = match up {
-        Upper::Host(_) => {
-            let dir = match open(upper, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
-                Ok(fd) => Some(fd),
-                Err(nix::errno::Errno::ENOENT) => None,
-                Err(e) => {
-                    return Err(fail(
-                        ExitCode::Unavailable,
-                        format!("{}: {}", upper.display(), e.desc()),
-                    ));
+impl Cleaner<'_> {
+    fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
+        let (s, rules) = (self.s, self.rules);
+        let _lock = (!rules.dry_run)
+            .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
+            .transpose()?;
+        let plan = plan(&s.cfg, jail, &*s.platform);
+        let table = s.platform.mounts(&plan.root)?;
+        let mut first_err = None;
+        for stack in &plan.stacks {
+            let (Some(up), Some(Step::Union { upper, .. })) = (&stack.upper, stack.steps.last())
+            else {
+                continue;
+            };
+            signals::check()?;
+            // A live upper must not change under a mounted union (undefined behaviour
+            // on both platforms): refuse the layer, delete nothing.
+            let live = stack.state(&table, &*s.platform) != State::Mounted(0)
+                || table.iter().any(|m| s.platform.matches(&stack.steps[1], m));
+            let r = if live {
+                Err(fail(
+                    ExitCode::TempFail,
+                    format!(
+                        "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
+                        upper.display(),
+                        stack.target.display()
+                    ),
+                ))
+            } else {
+                self.upper(&plan, stack, up, upper, &table, total)
+            };
+            if let Err(e) = r.with_context(|| stack.layer.clone()) {
+                if signals::interrupted() {
+                    return Err(e);
                 }
-            };
-            let parent = upper.parent().unwrap_or(Path::new("/"));
-            (dir, open(parent, dir_flags, Mode::empty()).ok())
-        }
-        Upper::InRoot(rel) => {
-            let dir = match open_beneath(root, rel, false)? {
-                Beneath::Dir(fd, _) => Some(fd),
-                Beneath::Missing(_) => None,
-            };
-            let parent = match open_beneath(root, rel.parent().unwrap_or(Path::new("")), false)? {
-                Beneath::Dir(fd, _) => Some(fd),
-                Beneath::Missing(_) => None,
-            };
-            (dir, parent)
-        }
-    };
-    let tally = Tally::default();
-    if let Some(dir) = &dir {
-        let mounts: Vec<PathBuf> = table
-            .iter()
-            .filter(|m| m.target.starts_with(upper) && m.target != upper)
-            .map(|m| m.target.clone())
-            .collect();
-        let st = fstat(dir).map_err(|e| {
-            fail(
-                ExitCode::Unavailable,
-                format!("{}: {}", upper.display(), e.desc()),
-            )
-        })?;
-        let kept = with_progress(&s.msg, &tally, opts.bytes, || {
-            prune(dir, upper, &mounts, rules, &tally)
-        })
-        .map_err(|e| {
-            fail(
-                ExitCode::Unavailable,
-                format!("{}: {}", upper.display(), e.desc()),
-            )
-        })?;
-        if !kept && !rules.dry_run && !signals::interrupted() {
-            if let (Some(parent), Some(name)) = (&parent, upper.file_name()) {
-                recreate(parent, name, &st).map_err(|e| {
-                    fail(
-                        ExitCode::CantCreate,
-                        format!("{}: cannot make it again: {}", upper.display(), e.desc()),
-                    )
-                })?;
+                first_err.get_or_insert(e);
             }
         }
+        first_err.map_or(Ok(()), Err)
     }
-    for (path, why) in tally
-        .skipped
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
-        s.msg
-            .warn(&[jail, layer], &format!("{}: {why}", path.display()));
+
+    /// Prune one upper dir and print its report line.
+    fn upper(
+        &self,
+        plan: &JailPlan,
+        stack: &Stack,
+        up: &Upper,
+        upper: &Path,
+        table: &[Mount],
+        total: &mut Total,
+    ) -> Result<()> {
+        let (s, rules, opts) = (self.s, self.rules, self.opts);
+        let (root, jail, layer) = (&plan.root, plan.jail.as_str(), stack.layer.as_str());
+        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        // The upper dir and its parent, opened the way their owner allows: a host path
+        // as configured, a path inside the jail without following links.
+        let (dir, parent): (Option<OwnedFd>, Option<OwnedFd>) = match up {
+            Upper::Host(_) => {
+                let dir = match open(upper, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+                    Ok(fd) => Some(fd),
+                    Err(nix::errno::Errno::ENOENT) => None,
+                    Err(e) => {
+                        return Err(fail(
+                            ExitCode::Unavailable,
+                            format!("{}: {}", upper.display(), e.desc()),
+                        ));
+                    }
+                };
+                let parent = upper.parent().unwrap_or(Path::new("/"));
+                (dir, open(parent, dir_flags, Mode::empty()).ok())
+            }
+            Upper::InRoot(rel) => {
+                let dir = match open_beneath(root, rel, false)? {
+                    Beneath::Dir(fd, _) => Some(fd),
+                    Beneath::Missing(_) => None,
+                };
+                let parent = match open_beneath(root, rel.parent().unwrap_or(Path::new("")), false)?
+                {
+                    Beneath::Dir(fd, _) => Some(fd),
+                    Beneath::Missing(_) => None,
+                };
+                (dir, parent)
+            }
+        };
+        let tally = Tally::default();
+        if let Some(dir) = &dir {
+            let mounts: Vec<PathBuf> = table
+                .iter()
+                .filter(|m| m.target.starts_with(upper) && m.target != upper)
+                .map(|m| m.target.clone())
+                .collect();
+            let st = fstat(dir).map_err(|e| {
+                fail(
+                    ExitCode::Unavailable,
+                    format!("{}: {}", upper.display(), e.desc()),
+                )
+            })?;
+            let kept = with_progress(&s.msg, &tally, opts.bytes, || {
+                prune(dir, upper, &mounts, rules, &tally)
+            })
+            .map_err(|e| {
+                fail(
+                    ExitCode::Unavailable,
+                    format!("{}: {}", upper.display(), e.desc()),
+                )
+            })?;
+            if !kept && !rules.dry_run && !signals::interrupted() {
+                if let (Some(parent), Some(name)) = (&parent, upper.file_name()) {
+                    recreate(parent, name, &st).map_err(|e| {
+                        fail(
+                            ExitCode::CantCreate,
+                            format!("{}: cannot make it again: {}", upper.display(), e.desc()),
+                        )
+                    })?;
+                }
+            }
+        }
+        for (path, why) in tally
+            .skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            s.msg
+                .warn(&[jail, layer], &format!("{}: {why}", path.display()));
+        }
+        let files = tally.files.load(Ordering::Relaxed);
+        let bytes = tally.bytes.load(Ordering::Relaxed);
+        record(&[
+            OsStr::new(jail),
+            OsStr::new(layer),
+            files.to_string().as_ref(),
+            size(bytes, opts.bytes).as_ref(),
+            upper.as_os_str(),
+        ]);
+        total.lines += 1;
+        total.files += files;
+        total.bytes += bytes;
+        signals::check()
     }
-    let files = tally.files.load(Ordering::Relaxed);
-    let bytes = tally.bytes.load(Ordering::Relaxed);
-    record(&[
-        OsStr::new(jail),
-        OsStr::new(layer),
-        files.to_string().as_ref(),
-        size(bytes, opts.bytes).as_ref(),
-        upper.as_os_str(),
-    ]);
-    total.lines += 1;
-    total.files += files;
-    total.bytes += bytes;
-    signals::check()
 }
 
 /// Run `work` with a progress line on stderr (files, bytes, rate) when stderr is
