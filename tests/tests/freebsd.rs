@@ -222,3 +222,38 @@ fn tool_errors_carry_the_tools_own_line() {
         assert!(Path::new(&jlayers_tests::sim_dir().join("README.md")).is_file());
     });
 }
+
+#[test]
+fn interrupted_jmount_rolls_back_and_exits_130() {
+    sandbox(Backend::FreeBsdSim, |sb| {
+        sb.scene();
+        let child = sb
+            .cmd("jmount")
+            .env("SIM_MOUNT_DELAY", "1")
+            .arg("-c")
+            .arg(sb.path("jlayers.conf"))
+            .args(["j1", "j2"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The null mount is made, the union mount is under way.
+        let t = std::time::Instant::now();
+        while sb.mounts().is_empty() && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("jmount: j1: "));
+        assert!(sb.mounts().is_empty(), "rolled back: {:?}", sb.mounts());
+    });
+}
