@@ -182,15 +182,17 @@ impl Walk<'_> {
 
     /// A non-directory entry. Returns "kept".
     fn file(&self, dir: &OwnedFd, name: &CStr, rel: &Path) -> bool {
-        let rel_name = rel.join(OsStr::from_bytes(name.to_bytes()));
-        if self.kept_by_glob(&rel_name) {
+        // The relative path is only needed to match --keep and to name a failure.
+        let rel_name = || rel.join(OsStr::from_bytes(name.to_bytes()));
+        if self.rules.keep.is_some() && self.kept_by_glob(&rel_name()) {
             return true;
         }
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return false,
             Err(e) => {
-                self.tally.skip(self.upper.join(&rel_name), e.desc().into());
+                self.tally
+                    .skip(self.upper.join(rel_name()), e.desc().into());
                 return true;
             }
         };
@@ -209,7 +211,8 @@ impl Walk<'_> {
                     return self.subdir(dir, OsStr::from_bytes(name.to_bytes()), rel);
                 }
                 Err(e) => {
-                    self.tally.skip(self.upper.join(&rel_name), e.desc().into());
+                    self.tally
+                        .skip(self.upper.join(rel_name()), e.desc().into());
                     return true;
                 }
             }
