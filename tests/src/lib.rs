@@ -373,6 +373,20 @@ impl Out {
     }
 }
 
+/// Once `ready` holds (or after 10 s), send SIGINT to `child` and collect it.
+pub fn interrupt_when(child: std::process::Child, ready: impl Fn() -> bool) -> Output {
+    let t = std::time::Instant::now();
+    while !ready() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn os(s: &str) -> &OsStr {
     OsStr::from_bytes(s.as_bytes())
 }

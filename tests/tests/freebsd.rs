@@ -236,17 +236,8 @@ fn interrupted_jmount_rolls_back_and_exits_130() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // The null mount is made, the union mount is under way.
-        let t = std::time::Instant::now();
-        while sb.mounts().is_empty() && t.elapsed() < std::time::Duration::from_secs(10) {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let out = child.wait_with_output().unwrap();
+        // Once the null mount is made, the union mount is under way.
+        let out = jlayers_tests::interrupt_when(child, || !sb.mounts().is_empty());
         assert_eq!(
             out.status.code(),
             Some(130),

@@ -278,16 +278,7 @@ fn interrupt_restores_and_exits_130(b: Backend) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let t = Instant::now();
-        while !sb.path("distfiles/started").exists() && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = jlayers_tests::interrupt_when(child, || sb.path("distfiles/started").exists());
         assert_eq!(
             out.status.code(),
             Some(130),
