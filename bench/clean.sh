@@ -6,6 +6,7 @@
 #   count: jclean -n vs du -s, jclean -n vs diskus  (warm cache)
 #   peak RSS of jclean (-n and real) at 1M files
 # usage: bench/clean.sh [FILES] [RUNS] [BIG]   default 150000 files, 5 runs, 1000000
+#        BENCH_ON_DISK=1 bench/clean.sh ...     on /tmp's file system, not a tmpfs
 # Needs hyperfine (apt-get install hyperfine) and rmz, diskus (cargo install rmz diskus).
 set -euo pipefail
 FILES=${1:-150000}
@@ -23,7 +24,8 @@ fi
 bin=$top/target/release
 T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
 trap 'umount -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
-mount -t tmpfs -o size=80% bench "$T"
+# BENCH_ON_DISK=1: measure on the file system of /tmp instead of a tmpfs.
+[ "${BENCH_ON_DISK:-}" = 1 ] || mount -t tmpfs -o size=80% bench "$T"
 mkdir -p "$T/jail" "$T/ports"
 cat > "$T/jlayers.conf" <<CONF
 [defaults]
