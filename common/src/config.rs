@@ -70,6 +70,8 @@ pub struct Config {
     pub update: Vec<String>,
     pub layers: Vec<Layer>,
     pub jails: Vec<Jail>,
+    /// The jails' roots as found on disk, looked up once per run.
+    roots: std::sync::OnceLock<crate::plan::Roots>,
 }
 
 impl Upper {
@@ -123,8 +125,8 @@ impl Config {
         build(raw, path, os).map_err(|m| fail(ExitCode::Config, format!("{}: {m}", path.display())))
     }
 
-    pub fn jail(&self, name: &str) -> Option<&Jail> {
-        self.jails.iter().find(|j| j.name == name)
+    pub fn roots(&self) -> &crate::plan::Roots {
+        self.roots.get_or_init(|| crate::plan::Roots::of(self))
     }
 }
 
@@ -407,6 +409,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
             stop: j.stop,
         });
     }
+    shared_paths(&jails, &layers)?;
     Ok(Config {
         path: path.to_path_buf(),
         upper_root,
@@ -415,7 +418,48 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         update,
         layers,
         jails,
+        roots: Default::default(),
     })
+}
+
+/// Rules across jails: one root per jail; no upper dir that is, holds or shares
+/// a tree with a jail root or another layer's upper dir (two stacks writing one
+/// tree, or a jclean of one emptying the other).
+fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
+    for (k, j) in jails.iter().enumerate() {
+        if let Some(o) = jails[..k].iter().find(|o| o.root == j.root) {
+            return Err(format!(
+                "jail {}: same root as jail {}: {}",
+                j.name,
+                o.name,
+                j.root.display()
+            ));
+        }
+    }
+    let uppers: Vec<(&Jail, &str, PathBuf)> = jails
+        .iter()
+        .flat_map(|j| {
+            j.uppers
+                .iter()
+                .map(move |(&i, u)| (j, layers[i].name.as_str(), u.path(&j.root)))
+        })
+        .collect();
+    for (k, (j, l, u)) in uppers.iter().enumerate() {
+        let ctx = format!("jail {}: layer {l}: upper dir {}", j.name, u.display());
+        if let Some(r) = jails.iter().find(|r| r.root.starts_with(u)) {
+            return Err(format!("{ctx} is or holds the root of jail {}", r.name));
+        }
+        if let Some((oj, ol, _)) = uppers[..k]
+            .iter()
+            .find(|(_, _, o)| o.starts_with(u) || u.starts_with(o))
+        {
+            return Err(format!(
+                "{ctx} is, holds or lies in the upper dir of jail {}: layer {ol}",
+                oj.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Jail names end up in file names, `service jail onestart NAME` and jls(8).
@@ -633,6 +677,20 @@ root   = "/usr/local/var/jails/192.168.0.101"
             (
                 &format!("{l}[jail.a]\nroot='/j'\nupdate=[]\n"),
                 "jail a: update: empty command",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\n[jail.b]\nroot='/j/'\n"),
+                "jail b: same root as jail a: /j",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/u/b'\n"),
+                "jail a: layer p: upper dir /u is or holds the root of jail b",
+            ),
+            (
+                &format!(
+                    "{l}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/j/b'\nupper.p='/u/b'\n"
+                ),
+                "jail b: layer p: upper dir /u/b is, holds or lies in the upper dir of jail a: layer p",
             ),
         ];
         for (text, want) in cases {

@@ -19,6 +19,8 @@ pub struct Mount {
     pub root: PathBuf,
     /// Linux only: the device number (`major:minor`) of the mounted file system.
     pub dev: Option<(u32, u32)>,
+    /// Linux only: the mount id (mountinfo's first field, statx's `stx_mnt_id`).
+    pub id: Option<u64>,
 }
 
 impl Mount {

@@ -3,11 +3,17 @@
 //! jmount applies a stack bottom-up, junmount removes it top-down, `-n` prints it.
 //! Both platforms perform the same steps; only how a step is done differs.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Result;
 
 use crate::config::{Config, Jail, Mode, Upper};
+use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::platform::Platform;
+use crate::target::Place;
 
 /// One mount.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,9 +22,9 @@ pub enum Step {
     Null { source: PathBuf, read_only: bool },
     /// unionfs (FreeBSD) / overlay (Linux) of the upper dir over what the target shows.
     Union {
-        upper: PathBuf,
+        upper: Place,
         /// Linux's overlay work dir, a sibling of `upper`; `None` on FreeBSD.
-        work: Option<PathBuf>,
+        work: Option<Place>,
         options: Vec<String>,
     },
 }
@@ -27,13 +33,8 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Stack {
     pub layer: String,
-    pub mode: Mode,
-    /// Relative to the jail root.
-    pub target_rel: PathBuf,
-    /// `root/target_rel`.
-    pub target: PathBuf,
-    /// The union layer's upper dir, as configured.
-    pub upper: Option<Upper>,
+    /// Beneath the jail root.
+    pub target: Place,
     /// Bottom first.
     pub steps: Vec<Step>,
 }
@@ -62,61 +63,156 @@ fn real(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// The plan for one jail.
-pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> JailPlan {
-    let root = real(&jail.root);
-    let stacks = jail
-        .layers
-        .iter()
-        .map(|&i| {
-            let layer = &cfg.layers[i];
-            let target = root.join(&layer.target);
-            let source = real(&layer.source);
-            let upper = jail.uppers.get(&i).cloned();
-            let mut steps = vec![Step::Null {
-                source,
-                read_only: layer.mode == Mode::Readonly,
-            }];
-            if let Some(up) = &upper {
-                let upath = match up {
-                    Upper::Host(p) => real(p),
-                    Upper::InRoot(rel) => root.join(rel),
-                };
-                steps.push(Step::Union {
-                    work: platform.needs_work_dir().then(|| work_dir(&upath)),
-                    upper: upath,
-                    options: layer.union_options.clone(),
-                });
+/// Every jail root of the file, canonical, with its device and inode: an upper dir
+/// that lies in any of them is reached only beneath that root.
+#[derive(Clone, Debug, Default)]
+pub struct Roots(Vec<(PathBuf, Option<(u64, u64)>)>);
+
+impl Roots {
+    pub fn of(cfg: &Config) -> Roots {
+        Roots(
+            cfg.jails
+                .iter()
+                .map(|j| {
+                    let r = real(&j.root);
+                    let id = std::fs::metadata(&r).ok().map(|m| (m.dev(), m.ino()));
+                    (r, id)
+                })
+                .collect(),
+        )
+    }
+
+    fn containing(&self, p: &Path) -> Option<&Path> {
+        self.0
+            .iter()
+            .map(|(r, _)| r.as_path())
+            .filter(|r| p.starts_with(r))
+            .max_by_key(|r| r.as_os_str().len())
+    }
+
+    fn same_dir(&self, m: &std::fs::Metadata) -> Option<&Path> {
+        self.0
+            .iter()
+            .find(|(_, id)| *id == Some((m.dev(), m.ino())))
+            .map(|(r, _)| r.as_path())
+    }
+
+    /// Where an upper dir written as a host path really lies. Components are
+    /// resolved one by one, host links followed, until the walk enters a jail root
+    /// (by path, or as the same directory reached another way): from there on the
+    /// jail owns every component, so the rest is kept as a path beneath that root.
+    pub fn locate(&self, path: &Path) -> Place {
+        let mut rest: Vec<OsString> = comps(path);
+        rest.reverse();
+        let mut here = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(c) = rest.pop() {
+            if c == ".." {
+                here.pop();
+                continue;
             }
-            Stack {
-                layer: layer.name.clone(),
-                mode: layer.mode,
-                target_rel: layer.target.clone(),
-                target,
-                upper,
-                steps,
+            let next = here.join(&c);
+            let root = self.containing(&next).map(Path::to_path_buf).or_else(|| {
+                let m = std::fs::metadata(&next).ok()?;
+                self.same_dir(&m).map(Path::to_path_buf)
+            });
+            if let Some(root) = root {
+                let mut rel = next
+                    .strip_prefix(&root)
+                    .unwrap_or(Path::new(""))
+                    .to_path_buf();
+                rel.extend(rest.iter().rev());
+                return Place::beneath(&root, &rel);
             }
-        })
-        .collect();
-    JailPlan {
-        jail: jail.name.clone(),
-        root,
-        stacks,
+            match std::fs::read_link(&next) {
+                Ok(target) if links < 40 => {
+                    links += 1;
+                    if target.is_absolute() {
+                        here = PathBuf::from("/");
+                    }
+                    let mut t = comps(&target);
+                    t.reverse();
+                    rest.extend(t);
+                }
+                _ => here = next,
+            }
+        }
+        Place::host(here)
     }
 }
 
+fn comps(p: &Path) -> Vec<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan for one jail.
+pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
+    let root = real(&jail.root);
+    let mut stacks = Vec::new();
+    for &i in &jail.layers {
+        let layer = &cfg.layers[i];
+        let mut steps = vec![Step::Null {
+            source: real(&layer.source),
+            read_only: layer.mode == Mode::Readonly,
+        }];
+        if let Some(up) = jail.uppers.get(&i) {
+            let upper = match up {
+                Upper::Host(p) => cfg.roots().locate(p),
+                Upper::InRoot(rel) => Place::beneath(&root, rel),
+            };
+            if upper.root.is_some() && upper.rel().as_os_str().is_empty() {
+                return Err(fail(
+                    ExitCode::Config,
+                    format!(
+                        "{}: upper dir {} is a jail root",
+                        layer.name,
+                        upper.path.display()
+                    ),
+                ));
+            }
+            steps.push(Step::Union {
+                work: platform.needs_work_dir().then(|| work_dir(&upper)),
+                upper,
+                options: layer.union_options.clone(),
+            });
+        }
+        stacks.push(Stack {
+            layer: layer.name.clone(),
+            target: Place::beneath(&root, &layer.target),
+            steps,
+        });
+    }
+    Ok(JailPlan {
+        jail: jail.name.clone(),
+        root,
+        stacks,
+    })
+}
+
 /// Overlay's work dir: beside the upper, on its file system, never inside it.
-pub fn work_dir(upper: &Path) -> PathBuf {
-    let mut name = upper.file_name().unwrap_or_default().to_os_string();
-    name.push(".work");
-    upper.with_file_name(name)
+pub fn work_dir(upper: &Place) -> Place {
+    upper.with_suffix(".work")
 }
 
 impl Stack {
     /// Read this stack's state from the table: the plan's steps must sit on top of
     /// the target's mounts as a consistent prefix, bottom step first.
+    /// The mounts at this stack's target, in mount order.
+    pub fn at<'t>(&self, table: &'t [Mount]) -> Vec<&'t Mount> {
+        table
+            .iter()
+            .filter(|m| m.target == self.target.path)
+            .collect()
+    }
+
     pub fn state(&self, table: &[Mount], platform: &dyn Platform) -> State {
-        let at: Vec<&Mount> = table.iter().filter(|m| m.target == self.target).collect();
+        let at = self.at(table);
         for n in (1..=self.steps.len().min(at.len())).rev() {
             let top = &at[at.len() - n..];
             if self.steps[..n]
@@ -145,6 +241,31 @@ mod tests {
 
     #[test]
     fn work_dir_is_a_sibling() {
-        assert_eq!(work_dir(Path::new("/a/b/up")), Path::new("/a/b/up.work"));
+        let w = work_dir(&Place::beneath(Path::new("/j"), Path::new("a/up")));
+        assert_eq!(w, Place::beneath(Path::new("/j"), Path::new("a/up.work")));
+    }
+
+    #[test]
+    fn uppers_in_a_jail_root_are_beneath_it() {
+        let t = tempfile::tempdir().unwrap();
+        let t = t.path().canonicalize().unwrap();
+        std::fs::create_dir_all(t.join("jails/j1/usr/tmp")).unwrap();
+        std::fs::create_dir_all(t.join("host")).unwrap();
+        std::os::unix::fs::symlink(t.join("jails"), t.join("alias")).unwrap();
+        std::os::unix::fs::symlink("../jails/j1/usr", t.join("host/rel")).unwrap();
+        let roots = Roots(vec![(t.join("jails/j1"), None)]);
+        let want = Place::beneath(&t.join("jails/j1"), Path::new("usr/tmp/foo"));
+        // Written under the root, through a host link to it, through a relative one.
+        assert_eq!(roots.locate(&t.join("jails/j1/usr/tmp/foo")), want);
+        assert_eq!(roots.locate(&t.join("alias/j1/usr/tmp/foo")), want);
+        assert_eq!(roots.locate(&t.join("host/rel/tmp/foo")), want);
+        // A jail link below the root is never followed by the host.
+        std::os::unix::fs::symlink("/etc", t.join("jails/j1/usr/tmp/evil")).unwrap();
+        assert_eq!(
+            roots.locate(&t.join("jails/j1/usr/tmp/evil/x")).root,
+            Some(t.join("jails/j1"))
+        );
+        let host = roots.locate(&t.join("host/up"));
+        assert_eq!((host.path, host.root), (t.join("host/up"), None));
     }
 }

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::config::Upper;
-use crate::exit::{ExitCode, OrFail, fail};
+use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::{JailPlan, Stack, State, Step, work_dir};
-use crate::platform::{Os, Platform};
+use crate::plan::{JailPlan, Stack, State, Step};
+use crate::platform::{MountId, Os, Platform};
 use crate::report::{Messages, sh_line};
 use crate::signals;
-use crate::target::{Beneath, open_beneath};
+use crate::target::{Beneath, Place};
 
 /// Runs plans on one platform; with `dry_run` it prints sh commands instead.
 pub struct Engine<'a> {
@@ -75,7 +74,7 @@ impl Engine<'_> {
         let mut covered: Vec<&Path> = Vec::new();
         for s in &plan.stacks {
             let visible: Vec<Mount>;
-            let view: &[Mount] = if covered.iter().any(|c| s.target.starts_with(c)) {
+            let view: &[Mount] = if covered.iter().any(|c| s.target.path.starts_with(c)) {
                 visible = table
                     .iter()
                     .filter(|m| !covered.iter().any(|c| m.target.starts_with(c)))
@@ -89,7 +88,7 @@ impl Engine<'_> {
             self.mount_stack(plan, s, view, made)
                 .with_context(|| s.layer.clone())?;
             if made.len() > before {
-                covered.push(&s.target);
+                covered.push(&s.target.path);
             }
         }
         Ok(())
@@ -102,12 +101,13 @@ impl Engine<'_> {
         table: &[Mount],
         made: &mut Vec<Made>,
     ) -> Result<()> {
-        if let Some(up) = &s.upper {
-            self.ensure_upper(&plan.root, up)?;
+        if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
+            self.ensure_dir(upper)?;
+            if let Some(w) = work {
+                self.ensure_dir(w)?;
+            }
         }
-        if let Beneath::Missing(_) = open_beneath(&plan.root, &s.target_rel, !self.dry_run)? {
-            print_mkdir(&s.target);
-        }
+        self.ensure_dir(&s.target)?;
         let done = match s.state(table, self.platform) {
             State::Mounted(n) => n,
             State::Foreign { top, .. } => {
@@ -115,7 +115,7 @@ impl Engine<'_> {
                     ExitCode::Unavailable,
                     format!(
                         "{}: {} is mounted there, not as planned; not stacking on it (junmount it first)",
-                        s.target.display(),
+                        s.target.path.display(),
                         top.describe()
                     ),
                 ));
@@ -124,29 +124,28 @@ impl Engine<'_> {
         if done == s.steps.len() {
             self.msg.info(&[&plan.jail, &s.layer], "already mounted");
         }
+        // The mount each step must go on top of: what the table shows there now,
+        // then what this run mounted.
+        let mut below: Option<MountId> = match (done, s.at(table).last()) {
+            (0, _) | (_, None) => None,
+            (_, Some(top)) if !self.dry_run => Some(self.platform.pin(&s.target, top)?),
+            _ => None,
+        };
         let made_here = || Made {
             layer: s.layer.clone(),
-            target: s.target.clone(),
+            target: s.target.path.clone(),
         };
         for step in &s.steps[done..] {
             if self.dry_run {
-                sh_line(&self.platform.mount_command(step, &s.target));
+                sh_line(&self.platform.mount_command(step, &s.target.path));
                 made.push(made_here());
                 continue;
             }
             signals::check()?;
             if let Step::Union { upper, .. } = step {
-                self.warn_zfs(plan, s, upper, table);
+                self.warn_zfs(plan, s, &upper.path, table);
             }
-            let Beneath::Dir(dir, _) = open_beneath(&plan.root, &s.target_rel, false)? else {
-                return Err(fail(
-                    ExitCode::CantCreate,
-                    format!("{} vanished", s.target.display()),
-                ));
-            };
-            self.platform
-                .mount(step, &s.target, std::os::fd::AsFd::as_fd(&dir))?;
-            drop(dir);
+            below = Some(self.platform.mount(step, &s.target, below.as_ref())?);
             made.push(made_here());
             let what = match step {
                 Step::Null {
@@ -154,43 +153,21 @@ impl Engine<'_> {
                     read_only: true,
                 } => format!("read-only null mount of {}", source.display()),
                 Step::Null { source, .. } => format!("null mount of {}", source.display()),
-                Step::Union { upper, .. } => format!("union mount of {}", upper.display()),
+                Step::Union { upper, .. } => format!("union mount of {}", upper.path.display()),
             };
             self.msg.info(
                 &[&plan.jail, &s.layer],
-                &format!("{what} on {}", s.target.display()),
+                &format!("{what} on {}", s.target.path.display()),
             );
         }
         Ok(())
     }
 
-    /// Create the upper dir (and overlay's work dir beside it) if missing.
-    fn ensure_upper(&self, root: &Path, up: &Upper) -> Result<()> {
-        let mut dirs = match up {
-            Upper::Host(p) => vec![(None, p.clone())],
-            Upper::InRoot(rel) => vec![(Some(rel.clone()), root.join(rel))],
-        };
-        if self.platform.needs_work_dir() {
-            let (rel, abs) = &dirs[0];
-            dirs.push((rel.as_deref().map(work_dir), work_dir(abs)));
-        }
-        for (rel, abs) in dirs {
-            match rel {
-                // Inside the jail: the same no-symlink walk as targets.
-                Some(rel) => {
-                    if let Beneath::Missing(_) = open_beneath(root, &rel, !self.dry_run)? {
-                        print_mkdir(&abs);
-                    }
-                }
-                None if self.dry_run => {
-                    if !abs.is_dir() {
-                        print_mkdir(&abs);
-                    }
-                }
-                None => std::fs::create_dir_all(&abs).or_fail(ExitCode::CantCreate, || {
-                    format!("cannot create {}", abs.display())
-                })?,
-            }
+    /// Create a directory if missing (`dry_run`: print how); one below a jail root
+    /// with the no-symlink walk.
+    fn ensure_dir(&self, p: &Place) -> Result<()> {
+        if let Beneath::Missing(_) = p.open(!self.dry_run)? {
+            print_mkdir(&p.path);
         }
         Ok(())
     }
@@ -210,7 +187,7 @@ impl Engine<'_> {
                 &format!(
                     "upper dir {} is on ZFS, which has no whiteouts: deleting or renaming a file of {} inside the jail will fail (EOPNOTSUPP); put the upper dir on UFS or tmpfs",
                     upper.display(),
-                    s.target.display()
+                    s.target.path.display()
                 ),
             );
         }
@@ -231,7 +208,7 @@ impl Engine<'_> {
         }
         let table = self.platform.mounts(&plan.root)?;
         for s in plan.stacks.iter().rev() {
-            let ours = made.iter().filter(|m| m.target == s.target).count();
+            let ours = made.iter().filter(|m| m.target == s.target.path).count();
             if ours == 0 {
                 continue;
             }
@@ -242,22 +219,41 @@ impl Engine<'_> {
                         ExitCode::Unavailable,
                         format!(
                             "{}: {} is mounted on top; left alone",
-                            s.target.display(),
+                            s.target.path.display(),
                             top.describe()
                         ),
                     ))
                     .context(s.layer.clone());
                 }
             };
-            for _ in 0..n {
-                self.platform
-                    .unmount(&s.target, false)
-                    .with_context(|| s.layer.clone())?;
-                self.msg.info(
-                    &[&plan.jail, &s.layer],
-                    &format!("unmounted {}", s.target.display()),
-                );
+            self.take_down(plan, s, &table, n, false)
+                .with_context(|| s.layer.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Unmount the top `n` mounts at the stack's target, each one checked to be the
+    /// table's through a descriptor opened beneath the root.
+    fn take_down(
+        &self,
+        plan: &JailPlan,
+        s: &Stack,
+        table: &[Mount],
+        n: usize,
+        force: bool,
+    ) -> Result<()> {
+        let at = s.at(table);
+        for top in at.iter().rev().take(n) {
+            if self.dry_run {
+                sh_line(&self.platform.unmount_command(&s.target.path, force));
+                continue;
             }
+            let id = self.platform.pin(&s.target, top)?;
+            self.platform.unmount(&s.target, &id, force)?;
+            self.msg.info(
+                &[&plan.jail, &s.layer],
+                &format!("unmounted {}", s.target.path.display()),
+            );
         }
         Ok(())
     }
@@ -296,7 +292,7 @@ impl Engine<'_> {
                     &[&plan.jail, &s.layer],
                     &format!(
                         "{}: {} is mounted there, not by jlayers; left alone",
-                        s.target.display(),
+                        s.target.path.display(),
                         top.describe()
                     ),
                 );
@@ -307,7 +303,7 @@ impl Engine<'_> {
                     ExitCode::Unavailable,
                     format!(
                         "{}: {} is mounted on top of this layer; left alone (unmount it first)",
-                        s.target.display(),
+                        s.target.path.display(),
                         top.describe()
                     ),
                 ));
@@ -317,21 +313,9 @@ impl Engine<'_> {
             self.msg.info(&[&plan.jail, &s.layer], "not mounted");
             return Ok(());
         }
-        // Same rule as for mounting: no symlink on the way (and hold no descriptor
-        // in it while unmounting).
-        open_beneath(&plan.root, &s.target_rel, false)?;
-        for _ in 0..n {
-            if self.dry_run {
-                sh_line(&self.platform.unmount_command(&s.target, force));
-                continue;
-            }
-            self.platform.unmount(&s.target, force)?;
-            self.msg.info(
-                &[&plan.jail, &s.layer],
-                &format!("unmounted {}", s.target.display()),
-            );
-        }
-        Ok(())
+        // Same rule as for mounting: no symlink on the way, even for -n.
+        s.target.open(false)?;
+        self.take_down(plan, s, table, n, force)
     }
 }
 

@@ -6,6 +6,7 @@
 //! opened relative to its parent with `O_NOFOLLOW | O_DIRECTORY`; missing ones are
 //! created with `mkdirat` on the parent's descriptor.
 
+use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
@@ -65,6 +66,102 @@ pub fn open_beneath(root: &Path, rel: &Path, create: bool) -> Result<Beneath> {
         }
     }
     Ok(Beneath::Dir(dir, here))
+}
+
+/// A directory as the host must reach it: below a jail root (every component the
+/// jail's root user could swap is walked without following links), or by a host
+/// path that no jail controls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The absolute path: for messages, the mount table and `-n`.
+    pub path: PathBuf,
+    /// The jail root it lies beneath, if any.
+    pub root: Option<PathBuf>,
+}
+
+impl Place {
+    pub fn host(path: PathBuf) -> Place {
+        Place { path, root: None }
+    }
+
+    /// `root/rel`, reached only beneath `root`.
+    pub fn beneath(root: &Path, rel: &Path) -> Place {
+        Place {
+            path: root.join(rel),
+            root: Some(root.to_path_buf()),
+        }
+    }
+
+    /// The path below the jail root (empty for a host place).
+    pub fn rel(&self) -> &Path {
+        match &self.root {
+            Some(r) => self.path.strip_prefix(r).unwrap_or(Path::new("")),
+            None => Path::new(""),
+        }
+    }
+
+    /// The directory that holds this one, reached the same way, and this one's name.
+    pub fn split(&self) -> Option<(Place, &OsStr)> {
+        let name = self.path.file_name()?;
+        if self.root.is_some() && self.rel().as_os_str().is_empty() {
+            return None;
+        }
+        let parent = Place {
+            path: self.path.parent()?.to_path_buf(),
+            root: self.root.clone(),
+        };
+        Some((parent, name))
+    }
+
+    /// A sibling with `suffix` added to the name (overlay's work dir).
+    pub fn with_suffix(&self, suffix: &str) -> Place {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        Place {
+            path: self.path.with_file_name(name),
+            root: self.root.clone(),
+        }
+    }
+
+    /// Open the directory (creating what is missing when `create`).
+    pub fn open(&self, create: bool) -> Result<Beneath> {
+        match &self.root {
+            Some(root) => open_beneath(root, self.rel(), create),
+            None => open_host(&self.path, create),
+        }
+    }
+
+    /// Open the directory, which must exist.
+    pub fn open_dir(&self) -> Result<OwnedFd> {
+        match self.open(false)? {
+            Beneath::Dir(fd, _) => Ok(fd),
+            Beneath::Missing(p) => Err(fail(
+                ExitCode::NoInput,
+                format!("{} does not exist", p.display()),
+            )),
+        }
+    }
+}
+
+/// A host directory: links in it are the administrator's and are followed.
+fn open_host(path: &Path, create: bool) -> Result<Beneath> {
+    if create {
+        std::fs::create_dir_all(path).map_err(|e| {
+            fail(
+                ExitCode::CantCreate,
+                format!("cannot create {}: {e}", path.display()),
+            )
+        })?;
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match open(path, flags, Mode::empty()) {
+        Ok(fd) => Ok(Beneath::Dir(fd, path.to_path_buf())),
+        Err(Errno::ENOENT) => Ok(Beneath::Missing(path.to_path_buf())),
+        Err(e) => Err(fail(
+            ExitCode::CantCreate,
+            format!("{}: {}", path.display(), e.desc()),
+        )),
+    }
 }
 
 /// The result of [`open_beneath`].

@@ -2,18 +2,16 @@
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
-use nix::fcntl::{OFlag, open};
-use nix::sys::stat::{Mode, fstat};
+use nix::sys::stat::fstat;
 
 use crate::cli::Common;
-use crate::config::{Jail, Upper};
+use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
 use crate::lock::lock_jail;
 use crate::mounts::Mount;
@@ -21,7 +19,7 @@ use crate::plan::{JailPlan, Stack, State, Step, plan};
 use crate::prune::{Rules, Tally, prune, recreate};
 use crate::report::{Messages, record, size};
 use crate::signals;
-use crate::target::{Beneath, open_beneath};
+use crate::target::{Beneath, Place};
 
 use super::{Setup, each_jail, run};
 
@@ -119,12 +117,11 @@ impl Cleaner<'_> {
         let _lock = (!rules.dry_run)
             .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
             .transpose()?;
-        let plan = plan(&s.cfg, jail, &*s.platform);
+        let plan = plan(&s.cfg, jail, &*s.platform)?;
         let table = s.platform.mounts(&plan.root)?;
         let mut first_err = None;
         for stack in &plan.stacks {
-            let (Some(up), Some(Step::Union { upper, .. })) = (&stack.upper, stack.steps.last())
-            else {
+            let Some(Step::Union { upper, .. }) = stack.steps.last() else {
                 continue;
             };
             signals::check()?;
@@ -137,12 +134,12 @@ impl Cleaner<'_> {
                     ExitCode::TempFail,
                     format!(
                         "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
-                        upper.display(),
-                        stack.target.display()
+                        upper.path.display(),
+                        stack.target.path.display()
                     ),
                 ))
             } else {
-                self.upper(&plan, stack, up, upper, &table, total)
+                self.upper(&plan, stack, upper, &table, total)
             };
             if let Err(e) = r.with_context(|| stack.layer.clone()) {
                 if signals::interrupted() {
@@ -159,43 +156,24 @@ impl Cleaner<'_> {
         &self,
         plan: &JailPlan,
         stack: &Stack,
-        up: &Upper,
-        upper: &Path,
+        up: &Place,
         table: &[Mount],
         total: &mut Total,
     ) -> Result<()> {
         let (s, rules, opts) = (self.s, self.rules, self.opts);
-        let (root, jail, layer) = (&plan.root, plan.jail.as_str(), stack.layer.as_str());
-        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        // The upper dir and its parent, opened the way their owner allows: a host path
-        // as configured, a path inside the jail without following links.
-        let (dir, parent): (Option<OwnedFd>, Option<OwnedFd>) = match up {
-            Upper::Host(_) => {
-                let dir = match open(upper, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
-                    Ok(fd) => Some(fd),
-                    Err(nix::errno::Errno::ENOENT) => None,
-                    Err(e) => {
-                        return Err(fail(
-                            ExitCode::Unavailable,
-                            format!("{}: {}", upper.display(), e.desc()),
-                        ));
-                    }
-                };
-                let parent = upper.parent().unwrap_or(Path::new("/"));
-                (dir, open(parent, dir_flags, Mode::empty()).ok())
-            }
-            Upper::InRoot(rel) => {
-                let dir = match open_beneath(root, rel, false)? {
-                    Beneath::Dir(fd, _) => Some(fd),
-                    Beneath::Missing(_) => None,
-                };
-                let parent = match open_beneath(root, rel.parent().unwrap_or(Path::new("")), false)?
-                {
-                    Beneath::Dir(fd, _) => Some(fd),
-                    Beneath::Missing(_) => None,
-                };
-                (dir, parent)
-            }
+        let (jail, layer, upper) = (plan.jail.as_str(), stack.layer.as_str(), up.path.as_path());
+        // The upper dir and its parent, opened the way their owner allows: a host
+        // path as configured, a path inside a jail without following links.
+        let dir = match up.open(false)? {
+            Beneath::Dir(fd, _) => Some(fd),
+            Beneath::Missing(_) => None,
+        };
+        let parent = match up.split() {
+            Some((p, _)) => match p.open(false)? {
+                Beneath::Dir(fd, _) => Some(fd),
+                Beneath::Missing(_) => None,
+            },
+            None => None,
         };
         let tally = Tally::default();
         if let Some(dir) = &dir {

@@ -20,7 +20,7 @@ pub fn main(args: &Common) -> ExitCode {
                 .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
                 .transpose()?;
             engine
-                .mount_jail(&plan(&s.cfg, jail, &*s.platform))
+                .mount_jail(&plan(&s.cfg, jail, &*s.platform)?)
                 .map(drop)
         })
     })

@@ -19,7 +19,7 @@ pub fn main(args: &Common, force: bool) -> ExitCode {
             let _lock = (!args.dry_run)
                 .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
                 .transpose()?;
-            engine.unmount_jail(&plan(&s.cfg, jail, &*s.platform), force)
+            engine.unmount_jail(&plan(&s.cfg, jail, &*s.platform)?, force)
         })
     })
 }

@@ -172,7 +172,7 @@ fn in_jail(
         msg: s.msg,
         dry_run,
     };
-    let plan = plan(&s.cfg, jail, &*s.platform);
+    let plan = plan(&s.cfg, jail, &*s.platform)?;
     let made = engine.mount_jail(&plan)?;
 
     let mut started = None;

@@ -3,17 +3,18 @@
 //! OS; tested here against the simulated userland under `tests/freebsd-sim/`.
 
 use std::ffi::OsString;
-use std::os::fd::BorrowedFd;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{Os, Platform, run_tool};
+use super::{MountId, Os, Platform, changed, run_tool};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
+use crate::target::Place;
 
 pub struct FreeBsd;
 
@@ -51,20 +52,85 @@ impl Platform for FreeBsd {
                     && m.source == source.as_os_str()
                     && *read_only == m.read_only()
             }
-            Step::Union { upper, .. } => m.fstype == "unionfs" && m.source == upper.as_os_str(),
+            Step::Union { upper, .. } => {
+                m.fstype == "unionfs" && m.source == upper.path.as_os_str()
+            }
         }
     }
 
-    fn mount(&self, step: &Step, target: &Path, _dir: BorrowedFd<'_>) -> Result<()> {
-        run_tool(&self.mount_command(step, target), ExitCode::Unavailable)
+    fn pin(&self, target: &Place, top: &Mount) -> Result<MountId> {
+        let fs = fs_at(target)?;
+        if fs.on != top.target || fs.fstype != top.fstype {
+            return Err(changed(
+                target,
+                "the top mount is not the one in the mount table",
+            ));
+        }
+        Ok(fs.id)
     }
 
-    fn unmount(&self, target: &Path, force: bool) -> Result<()> {
-        run_tool(&self.unmount_command(target, force), ExitCode::Unavailable).map_err(|e| {
+    /// mount_nullfs and mount_unionfs take paths and realpath(3) them: a jail that
+    /// swaps a component in the instant between the check and nmount(2) can move
+    /// the mount. There is no descriptor-based mount call to close that window; the
+    /// new mount is checked afterwards instead, through a descriptor opened beneath
+    /// the root, and a mount that landed anywhere else is unmounted again.
+    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<MountId> {
+        if let Some(b) = below {
+            if fs_at(target)?.id != *b {
+                return Err(changed(target, "the mount below is not the one checked"));
+            }
+        }
+        let before = self.mounts(&target.path)?;
+        run_tool(
+            &self.mount_command(step, &target.path),
+            ExitCode::Unavailable,
+        )?;
+        let want = step_fstype(step);
+        match fs_at(target) {
+            Ok(fs) if fs.on == target.path && fs.fstype == want && Some(&fs.id) != below => {
+                return Ok(fs.id);
+            }
+            _ => {}
+        }
+        // Undo what this mount made anywhere: the mounts of this step that are new.
+        let after = self.mounts(&target.path)?;
+        let mut old: Vec<&Mount> = before.iter().collect();
+        for m in after.iter() {
+            if let Some(i) = old.iter().position(|o| *o == m) {
+                old.remove(i);
+            } else if self.matches(step, m) {
+                let place = match &target.root {
+                    Some(r) if m.target.starts_with(r) => Place {
+                        path: m.target.clone(),
+                        root: Some(r.clone()),
+                    },
+                    _ => Place::host(m.target.clone()),
+                };
+                if let Ok(fs) = fs_at(&place) {
+                    let _ = self.unmount(&place, &fs.id, false);
+                }
+            }
+        }
+        Err(changed(
+            target,
+            "the new mount was not at the planned path; undone",
+        ))
+    }
+
+    /// umount(8) given a file system ID unmounts exactly that file system
+    /// (unmount(2) with MNT_BYFSID), wherever its mount point is by now.
+    fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()> {
+        let mut argv: Vec<OsString> = vec!["umount".into()];
+        if force {
+            argv.push("-f".into());
+        }
+        argv.push(id.0.clone().into());
+        run_tool(&argv, ExitCode::Unavailable).map_err(|e| {
             if crate::exit::code_of(&e) == ExitCode::TempFail {
+                let t = &target.path;
                 e.context(crate::exit::Fail {
                     code: ExitCode::TempFail,
-                    msg: format!("{} is busy: {}", target.display(), self.busy_hint(target)),
+                    msg: format!("{} is busy: {}", t.display(), self.busy_hint(t)),
                 })
             } else {
                 e
@@ -87,7 +153,7 @@ impl Platform for FreeBsd {
                 if !options.is_empty() {
                     argv.extend(["-o".into(), options.join(",").into()]);
                 }
-                argv.push(upper.into());
+                argv.push(upper.path.clone().into());
             }
         }
         argv.push(target.into());
@@ -143,6 +209,107 @@ impl Platform for FreeBsd {
     }
 }
 
+fn step_fstype(step: &Step) -> &'static str {
+    match step {
+        Step::Null { .. } => "nullfs",
+        Step::Union { .. } => "unionfs",
+    }
+}
+
+/// What statfs(2) says of the file system a descriptor lies in.
+#[derive(Debug)]
+struct Fs {
+    /// `f_fsid` as umount(8) takes it: its bytes in memory order, in hex.
+    id: MountId,
+    /// `f_mntonname`.
+    on: PathBuf,
+    /// `f_fstypename`.
+    fstype: String,
+}
+
+/// statfs(2) of the top mount at `place`, opened beneath its jail root.
+fn fs_at(place: &Place) -> Result<Fs> {
+    let fd = place.open_dir()?;
+    fs_of(&fd).map_err(|e| {
+        fail(
+            ExitCode::Unavailable,
+            format!("{}: statfs: {}", place.path.display(), e.desc()),
+        )
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(target_os = "freebsd")]
+fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
+    use std::ffi::CStr;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: a zeroed statfs is valid; the kernel fills it; the names are
+    // NUL-terminated arrays inside it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    let id = unsafe {
+        std::slice::from_raw_parts(
+            (&st.f_fsid as *const libc::fsid_t).cast::<u8>(),
+            std::mem::size_of::<libc::fsid_t>(),
+        )
+    };
+    let on = unsafe { CStr::from_ptr(st.f_mntonname.as_ptr()) };
+    let ty = unsafe { CStr::from_ptr(st.f_fstypename.as_ptr()) };
+    Ok(Fs {
+        id: MountId(hex(id)),
+        on: PathBuf::from(std::ffi::OsStr::from_bytes(on.to_bytes())),
+        fstype: ty.to_string_lossy().into_owned(),
+    })
+}
+
+/// SIMULATION SUPPORT, not FreeBSD: on Linux the FreeBSD backend runs only against
+/// the simulated userland of the tests. Linux's statfs has no mount point or type
+/// name, so they come from the mount the descriptor lies in (statx's mount id, in
+/// mountinfo), the type as the simulation recorded it; the "file system ID" is the
+/// mount id, which the simulated umount(8) takes back.
+#[cfg(target_os = "linux")]
+fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
+    use std::os::fd::AsFd;
+    let id = super::linux::mount_id(fd.as_fd())?;
+    let raw = std::fs::read("/proc/self/mountinfo").map_err(|_| nix::errno::Errno::EIO)?;
+    let m = super::linux::parse_mountinfo(&raw)
+        .into_iter()
+        .find(|m| m.id == Some(id))
+        .ok_or(nix::errno::Errno::ENOENT)?;
+    let state = std::env::var_os("SIM_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let sim = std::fs::read_to_string(state.join("mounts")).unwrap_or_default();
+    let fstype = sim
+        .lines()
+        .filter_map(|l| {
+            l.split('\t')
+                .collect::<Vec<_>>()
+                .get(..2)
+                .map(|f| (f[0], f[1]))
+        })
+        .filter(|(i, _)| *i == id.to_string())
+        .map(|(_, t)| t.to_string())
+        .last()
+        .unwrap_or(m.fstype);
+    Ok(Fs {
+        id: MountId(hex(&id.to_be_bytes())),
+        on: m.target,
+        fstype,
+    })
+}
+
+#[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
+fn fs_of(_fd: &OwnedFd) -> nix::Result<Fs> {
+    Err(nix::errno::Errno::ENOSYS)
+}
+
 /// `mount -p` (fstab(5) format): fields separated by runs of tabs or spaces.
 pub fn parse_mount_p(text: &str) -> Vec<Mount> {
     text.lines()
@@ -161,6 +328,7 @@ pub fn parse_mount_p(text: &str) -> Vec<Mount> {
                 fs_options: Vec::new(),
                 root: PathBuf::from("/"),
                 dev: None,
+                id: None,
             })
         })
         .collect()
@@ -216,7 +384,7 @@ zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime \t0 0\n\
             ["mount_nullfs", "-o", "ro", "/usr/ports", "/j/usr/ports"]
         );
         let union = Step::Union {
-            upper: "/u".into(),
+            upper: Place::host("/u".into()),
             work: None,
             options: vec!["noatime".into(), "below".into()],
         };

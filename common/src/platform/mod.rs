@@ -2,7 +2,6 @@
 //! idempotence and rollback live in [`crate::stack`], once for both.
 
 use std::ffi::OsString;
-use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use anyhow::Result;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
+use crate::target::Place;
 
 pub mod freebsd;
 #[cfg(target_os = "linux")]
@@ -45,6 +45,22 @@ impl Os {
     }
 }
 
+/// One mount, as a backend names it for good: Linux's mount id, FreeBSD's file
+/// system ID (in the hexadecimal form umount(8) takes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountId(pub String);
+
+/// The error for a target that is no longer what was checked: a jail changed it.
+pub fn changed(target: &Place, what: &str) -> anyhow::Error {
+    fail(
+        ExitCode::NoPerm,
+        format!(
+            "{}: {what}: the path changed while jlayers worked on it (a jail's root user can do that); nothing done there",
+            target.path.display()
+        ),
+    )
+}
+
 /// What a backend does.
 pub trait Platform: Sync {
     fn os(&self) -> Os;
@@ -59,11 +75,18 @@ pub trait Platform: Sync {
     /// Whether `m` is the mount that `step` makes (file system type and source).
     fn matches(&self, step: &Step, m: &Mount) -> bool;
 
-    /// Perform `step` on `target`; `dir` is the target opened without following links.
-    fn mount(&self, step: &Step, target: &Path, dir: BorrowedFd<'_>) -> Result<()>;
+    /// Identify the top mount at `target`, which the table shows as `top`, by what
+    /// a descriptor opened beneath the jail root finds there now.
+    fn pin(&self, target: &Place, top: &Mount) -> Result<MountId>;
 
-    /// Remove the top mount at `target` (forced: `umount -f`, lazy detach).
-    fn unmount(&self, target: &Path, force: bool) -> Result<()>;
+    /// Perform `step` on `target`, opened beneath the jail root; `below` is the
+    /// mount that must be on top there first (the stack's previous step). Returns
+    /// the new mount, checked to be on top at `target`, or undoes it and fails.
+    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<MountId>;
+
+    /// Remove mount `id`, the top one at `target` (forced: `umount -f`, lazy
+    /// detach), never a mount a changed path would lead to.
+    fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()>;
 
     /// The sh command that performs `step`, for `-n`.
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString>;

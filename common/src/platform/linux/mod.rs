@@ -3,8 +3,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsFd;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,10 +15,15 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{Os, Platform};
+use super::{MountId, Os, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
+use crate::target::Place;
+
+mod api;
+
+pub use api::mount_id;
 
 /// The Linux backend. It keeps the mount table it read, with the open mountinfo
 /// file: the kernel flags that file (POLLPRI) whenever the namespace's mounts change,
@@ -37,7 +41,7 @@ struct Cache {
 }
 
 /// Whether the namespace's mounts changed since the last poll (which acknowledges).
-fn changed(file: &File) -> bool {
+fn table_changed(file: &File) -> bool {
     let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
     match poll(&mut fds, PollTimeout::ZERO) {
         Ok(0) => false,
@@ -57,42 +61,39 @@ impl Linux {
         Ok(parse_mountinfo(&raw))
     }
 
-    fn mount_at(&self, step: &Step, target: &Path, at: &Path) -> Result<()> {
+    /// A detached mount of what `step` mounts; `lower` is the target's top (the
+    /// union's lower layer).
+    fn make(&self, step: &Step, target: &Path, lower: BorrowedFd<'_>) -> Result<OwnedFd> {
         match step {
             Step::Null { source, read_only } => {
-                nix::mount::mount(
-                    Some(source.as_path()),
-                    at,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(|e| mount_error(e, "bind mount", target))?;
+                let tree = api::open_tree_clone(source)
+                    .map_err(|e| mount_error(e, "bind mount", target))?;
                 if *read_only {
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                    if let Err(e) =
-                        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-                    {
-                        let _ = nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW);
-                        return Err(mount_error(e, "read-only remount", target));
-                    }
+                    api::set_read_only(tree.as_fd())
+                        .map_err(|e| mount_error(e, "read-only bind mount", target))?;
                 }
-                Ok(())
+                Ok(tree)
             }
             Step::Union {
                 upper,
                 work,
                 options,
             } => {
-                let (flags, data) = overlay_args(target, upper, work.as_deref(), options);
-                nix::mount::mount(
-                    Some("overlay"),
-                    at,
-                    Some("overlay"),
-                    flags,
-                    Some(data.as_os_str()),
-                )
-                .map_err(|e| mount_error(e, "overlay mount", target))
+                let up = upper.open_dir()?;
+                let wk = match work {
+                    Some(w) => w.open_dir()?,
+                    None => return Err(fail(ExitCode::Unavailable, "overlay needs a work dir")),
+                };
+                let by_path =
+                    std::env::var_os("JLAYERS_OVERLAY_LAYERS").is_some_and(|v| v == "paths");
+                if !by_path {
+                    match overlay(upper, options, Layers::Fds(lower, up.as_fd(), wk.as_fd())) {
+                        Err(OverlayError::Refused) => {}
+                        r => return r.map_err(|e| e.into_error(target)),
+                    }
+                }
+                overlay(upper, options, Layers::Paths(lower, up.as_fd(), wk.as_fd()))
+                    .map_err(|e| e.into_error(target))
             }
         }
     }
@@ -101,12 +102,12 @@ impl Linux {
     /// else's (drop the table); the one after it is ours (note where).
     fn our_change<T>(&self, target: &Path, op: impl FnOnce() -> T) -> T {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_some_and(|c| changed(&c.file)) {
+        if guard.as_ref().is_some_and(|c| table_changed(&c.file)) {
             *guard = None;
         }
         let r = op();
         if let Some(c) = guard.as_mut() {
-            changed(&c.file);
+            table_changed(&c.file);
             c.touched.push(target.to_path_buf());
         }
         r
@@ -126,7 +127,7 @@ impl Platform for Linux {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = guard.as_mut() {
             let near = |t: &PathBuf| t.starts_with(scope) || scope.starts_with(t);
-            if !changed(&c.file) && !c.touched.iter().any(near) {
+            if !table_changed(&c.file) && !c.touched.iter().any(near) {
                 return Ok(c.table.clone());
             }
             c.table = Arc::new(Self::read_table(&mut c.file)?);
@@ -147,44 +148,94 @@ impl Platform for Linux {
     fn matches(&self, step: &Step, m: &Mount) -> bool {
         match step {
             Step::Null { source, read_only } => *read_only == m.read_only() && bind_of(source, m),
+            // jlayers names the overlay after its upper dir (the source field, as
+            // unionfs shows it); the kernel's upperdir= is the upper's real path.
             Step::Union { upper, .. } => {
-                m.fstype == "overlay" && m.fs_option("upperdir") == Some(upper.as_os_str())
+                m.fstype == "overlay"
+                    && (m.source == upper.path.as_os_str()
+                        || m.fs_option("upperdir") == Some(upper.path.as_os_str()))
             }
         }
     }
 
-    fn mount(&self, step: &Step, target: &Path, dir: BorrowedFd<'_>) -> Result<()> {
-        // Mount on the directory we opened without following links, not on a path a
-        // jail could re-point between the check and the mount.
-        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-        self.our_change(target, || self.mount_at(step, target, &at))
+    fn pin(&self, target: &Place, top: &Mount) -> Result<MountId> {
+        // The id read from the table; unmount checks it against what a descriptor
+        // opened beneath the root finds, right before acting.
+        top.id
+            .map(|id| MountId(id.to_string()))
+            .ok_or_else(|| changed(target, "no mount id in the mount table"))
     }
 
-    fn unmount(&self, target: &Path, force: bool) -> Result<()> {
+    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<MountId> {
+        let pin = target.open_dir()?;
+        if let Some(b) = below {
+            if id_of(pin.as_fd(), target)? != *b {
+                return Err(changed(target, "the mount below is not the one checked"));
+            }
+        }
+        let new = self.make(step, &target.path, pin.as_fd())?;
+        self.our_change(&target.path, || {
+            api::move_mount_onto(new.as_fd(), pin.as_fd())
+        })
+        .map_err(|e| mount_error(e, "attach mount", &target.path))?;
+        drop(pin);
+        // The planned path, walked again without following links, must lead to the
+        // new mount; else it went where a jail moved the directory: undo it.
+        let id = id_of(new.as_fd(), target)?;
+        let there = target.open_dir().ok().map(|fd| id_of(fd.as_fd(), target));
+        if !matches!(there, Some(Ok(ref t)) if *t == id) {
+            let _ = self.our_change(&target.path, || api::detach(new.as_fd()));
+            return Err(changed(
+                target,
+                "the new mount was not at the planned path; undone",
+            ));
+        }
+        Ok(id)
+    }
+
+    fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()> {
+        let Some((parent, name)) = target.split() else {
+            return Err(changed(target, "no parent directory"));
+        };
+        let dir = parent.open_dir()?;
+        let now = api::mount_id_at(dir.as_fd(), name).map_err(|e| {
+            fail(
+                ExitCode::Unavailable,
+                format!("{}: {}", target.path.display(), e.desc()),
+            )
+        })?;
+        if now.to_string() != id.0 {
+            return Err(changed(
+                target,
+                "the top mount is not the one in the mount table",
+            ));
+        }
+        // The parent is pinned; only the last component is looked up, and a link
+        // there is not followed. The name is a mount point, which nobody in this
+        // namespace can rename or replace.
+        let path = api::fd_path(dir.as_fd()).join(name);
         let mut flags = MntFlags::UMOUNT_NOFOLLOW;
         if force {
             flags |= MntFlags::MNT_DETACH;
         }
-        self.our_change(target, || nix::mount::umount2(target, flags))
+        let t = &target.path;
+        self.our_change(t, || nix::mount::umount2(&path, flags))
             .map_err(|e| match e {
                 Errno::EBUSY => fail(
                     ExitCode::TempFail,
-                    format!(
-                        "unmount {}: busy: {}",
-                        target.display(),
-                        self.busy_hint(target)
-                    ),
+                    format!("unmount {}: busy: {}", t.display(), self.busy_hint(t)),
                 ),
                 Errno::EPERM => fail(
                     ExitCode::NoPerm,
-                    format!("unmount {}: not permitted (run as root)", target.display()),
+                    format!("unmount {}: not permitted (run as root)", t.display()),
                 ),
                 e => fail(
                     ExitCode::Unavailable,
-                    format!("unmount {}: {}", target.display(), e.desc()),
+                    format!("unmount {}: {}", t.display(), e.desc()),
                 ),
             })
     }
+
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["mount".into()];
         match step {
@@ -200,7 +251,12 @@ impl Platform for Linux {
                 work,
                 options,
             } => {
-                let (flags, data) = overlay_args(target, upper, work.as_deref(), options);
+                let (flags, data) = overlay_args(
+                    target,
+                    &upper.path,
+                    work.as_ref().map(|w| w.path.as_path()),
+                    options,
+                );
                 let mut o: Vec<u8> = Vec::new();
                 for (flag, name) in FLAG_NAMES {
                     if flags.contains(*flag) {
@@ -209,7 +265,12 @@ impl Platform for Linux {
                     }
                 }
                 o.extend_from_slice(data.as_bytes());
-                argv.extend(["-t".into(), "overlay".into(), "overlay".into(), "-o".into()]);
+                argv.extend([
+                    "-t".into(),
+                    "overlay".into(),
+                    upper.path.clone().into(),
+                    "-o".into(),
+                ]);
                 argv.push(OsString::from_vec(o));
             }
         }
@@ -301,6 +362,122 @@ const FLAG_NAMES: &[(MsFlags, &str)] = &[
     (MsFlags::MS_NOSUID, "nosuid"),
     (MsFlags::MS_NOEXEC, "noexec"),
 ];
+
+/// The same flags as fsmount(2) attributes.
+fn mount_attr(flags: MsFlags) -> u64 {
+    let mut a = 0;
+    for (f, attr) in [
+        (MsFlags::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOATIME, libc::MOUNT_ATTR_NOATIME),
+        (MsFlags::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
+        (MsFlags::MS_NODEV, libc::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
+    ] {
+        if flags.contains(f) {
+            a |= attr;
+        }
+    }
+    a
+}
+
+/// How overlay is told its layers (lower, upper, work): as descriptors (Linux 6.13
+/// and later), or else as `/proc/self/fd/N` paths, which name exactly what the
+/// descriptors pin, but which the kernel records as such in mountinfo.
+enum Layers<'a> {
+    Fds(BorrowedFd<'a>, BorrowedFd<'a>, BorrowedFd<'a>),
+    Paths(BorrowedFd<'a>, BorrowedFd<'a>, BorrowedFd<'a>),
+}
+
+enum OverlayError {
+    /// The kernel does not take layers as descriptors: try paths.
+    Refused,
+    Failed(Errno, String, &'static str),
+    Long,
+}
+
+impl OverlayError {
+    fn into_error(self, target: &Path) -> anyhow::Error {
+        match self {
+            OverlayError::Failed(e, log, what) => {
+                let err = mount_error(e, what, target);
+                if log.is_empty() {
+                    err
+                } else {
+                    err.context(format!("overlay: {log}"))
+                }
+            }
+            OverlayError::Refused | OverlayError::Long => fail(
+                ExitCode::Unavailable,
+                format!(
+                    "overlay mount on {}: the upper path is 256 bytes or longer, which this kernel's overlay can only take as a descriptor (Linux 6.13)",
+                    target.display()
+                ),
+            ),
+        }
+    }
+}
+
+/// A detached overlay mount, named after its upper dir (the `source`), which is how
+/// jlayers recognises it in the mount table whatever the kernel shows of its layers.
+fn overlay(upper: &Place, options: &[String], layers: Layers<'_>) -> Result<OwnedFd, OverlayError> {
+    let failed = |what: &'static str| move |e: Errno| OverlayError::Failed(e, String::new(), what);
+    let fs = api::Overlay::new().map_err(failed("overlay file system"))?;
+    let name = upper.path.as_os_str();
+    let named = name.len() < 256 && fs.set("source", name).is_ok();
+    let mut flags = MsFlags::empty();
+    for o in options {
+        match FLAG_NAMES.iter().find(|(_, n)| n == o) {
+            Some((f, _)) => flags |= *f,
+            None => match o.split_once('=') {
+                Some((k, v)) => fs.set(k, OsStr::new(v)),
+                None => fs.flag(o),
+            }
+            .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay option"))?,
+        }
+    }
+    match layers {
+        Layers::Fds(lower, up, work) => {
+            if let Err(e) = fs.set_fd("lowerdir+", lower) {
+                return Err(if e == Errno::EINVAL {
+                    OverlayError::Refused
+                } else {
+                    OverlayError::Failed(e, fs.log(), "overlay lower layer")
+                });
+            }
+            fs.set_fd("upperdir", up)
+                .and_then(|()| fs.set_fd("workdir", work))
+                .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay layers"))?;
+        }
+        Layers::Paths(lower, up, work) => {
+            if !named {
+                return Err(OverlayError::Long);
+            }
+            for (k, fd) in [("lowerdir", lower), ("upperdir", up), ("workdir", work)] {
+                fs.set(k, api::fd_path(fd).as_os_str())
+                    .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay layers"))?;
+            }
+        }
+    }
+    fs.mount(mount_attr(flags))
+        .map_err(|(e, log)| OverlayError::Failed(e, log, "overlay mount"))
+}
+
+/// The mount id of what `fd` pins.
+fn id_of(fd: BorrowedFd<'_>, target: &Place) -> Result<MountId> {
+    api::mount_id(fd)
+        .map(|id| MountId(id.to_string()))
+        .map_err(|e| {
+            fail(
+                ExitCode::Unavailable,
+                format!(
+                    "{}: mount id: {} (jlayers needs Linux 5.12 or later)",
+                    target.path.display(),
+                    e.desc()
+                ),
+            )
+        })
+}
 
 /// The overlay mount's flags and option string. The lower layer is the target itself:
 /// the bind mount below, exactly as unionfs takes the mount point's contents.
@@ -413,6 +590,7 @@ fn parse_line(line: &[u8]) -> Option<Mount> {
             .unwrap_or_default(),
         root: PathBuf::from(OsString::from_vec(unescape(f[3]))),
         dev: Some((maj.parse().ok()?, min.parse().ok()?)),
+        id: std::str::from_utf8(f[0]).ok()?.parse().ok(),
     })
 }
 

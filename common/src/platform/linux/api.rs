@@ -1,0 +1,200 @@
+//! The Linux mount API that works on descriptors: `open_tree(2)`, `move_mount(2)`,
+//! `mount_setattr(2)` (5.12), `fsopen`/`fsconfig`/`fsmount` (5.2), and statx's
+//! mount id (5.8). A mount made this way is attached to the directory a descriptor
+//! pins, never to a path the kernel would look up again.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+fn cstr(s: &OsStr) -> nix::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
+    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+}
+
+/// `/proc/self/fd/N`: as a path, it names exactly what the descriptor pins.
+pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// A detached copy of the mount at `source` (a bind mount not yet attached).
+pub fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
+    let s = cstr(source.as_os_str())?;
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    // SAFETY: a valid C string; the result is a new descriptor we own.
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, s.as_ptr(), flags) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Make a (detached) mount read-only before anyone can see it.
+pub fn set_read_only(mnt: BorrowedFd<'_>) -> nix::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the struct outlives the call and its size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Attach the mount `mnt` on the directory `onto` (on top of what is mounted there).
+pub fn move_mount_onto(mnt: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> nix::Result<()> {
+    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: empty C strings; both descriptors are open.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            onto.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix::Result<u64> {
+    // SAFETY: zeroed statx is a valid value; the kernel fills it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r != 0 {
+        return Err(Errno::last());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// The id of the mount that `fd` lies in (mountinfo's first field).
+pub fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    statx_mnt_id(fd, &CString::default(), libc::AT_EMPTY_PATH)
+}
+
+/// The id of the top mount at `dir/name`, not following a link there.
+pub fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<u64> {
+    statx_mnt_id(dir, &cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// Detach the mount whose root `mnt` is, lazily: used only to undo a mount this
+/// run has just made (the descriptor itself keeps it busy).
+pub fn detach(mnt: BorrowedFd<'_>) -> nix::Result<()> {
+    nix::mount::umount2(&fd_path(mnt), nix::mount::MntFlags::MNT_DETACH)
+}
+
+/// A new overlay file system being configured (`fsopen`, `fsconfig`, `fsmount`).
+pub struct Overlay(OwnedFd);
+
+impl Overlay {
+    pub fn new() -> nix::Result<Overlay> {
+        // SAFETY: a static C string; the result is a new descriptor we own.
+        let fd = check(unsafe {
+            libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC)
+        })?;
+        Ok(Overlay(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    fn config(
+        &self,
+        cmd: libc::c_uint,
+        key: Option<&str>,
+        value: *const libc::c_void,
+        aux: libc::c_int,
+    ) -> nix::Result<()> {
+        let key = key.map(|k| CString::new(k).unwrap_or_default());
+        let kp = key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr());
+        // SAFETY: key and value point to live data for the call (or are null).
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, self.0.as_raw_fd(), cmd, kp, value, aux) })
+            .map(drop)
+    }
+
+    /// `key=value` (at most 255 bytes: fsconfig's limit for strings).
+    pub fn set(&self, key: &str, value: &OsStr) -> nix::Result<()> {
+        let v = cstr(value)?;
+        self.config(libc::FSCONFIG_SET_STRING, Some(key), v.as_ptr().cast(), 0)
+    }
+
+    /// A flag option (`key` alone).
+    pub fn flag(&self, key: &str) -> nix::Result<()> {
+        self.config(libc::FSCONFIG_SET_FLAG, Some(key), std::ptr::null(), 0)
+    }
+
+    /// A layer given as a descriptor (Linux 6.13 overlayfs).
+    pub fn set_fd(&self, key: &str, fd: BorrowedFd<'_>) -> nix::Result<()> {
+        self.config(
+            libc::FSCONFIG_SET_FD,
+            Some(key),
+            std::ptr::null(),
+            fd.as_raw_fd(),
+        )
+    }
+
+    /// Create the file system and a detached mount of it with `attr` flags.
+    pub fn mount(self, attr: u64) -> Result<OwnedFd, (Errno, String)> {
+        let e = |o: &Overlay| (Errno::last(), o.log());
+        if self
+            .config(libc::FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)
+            .is_err()
+        {
+            return Err(e(&self));
+        }
+        // SAFETY: a configured context; the result is a new descriptor we own.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.0.as_raw_fd(),
+                libc::FSMOUNT_CLOEXEC,
+                attr,
+            )
+        };
+        if fd < 0 {
+            return Err(e(&self));
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// What the file system said about a failure (the context's message log).
+    pub fn log(&self) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = nix::unistd::read(&self.0, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf[..n]);
+            out.push(
+                line.trim_start_matches(['e', 'w', 'i', ' '])
+                    .trim()
+                    .to_string(),
+            );
+        }
+        out.join("; ")
+    }
+}
