@@ -286,17 +286,14 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
         .map(PathBuf::from)
         .unwrap_or_default();
     let sim = std::fs::read_to_string(state.join("mounts")).unwrap_or_default();
+    let id_s = id.to_string();
     let fstype = sim
         .lines()
-        .filter_map(|l| {
-            l.split('\t')
-                .collect::<Vec<_>>()
-                .get(..2)
-                .map(|f| (f[0], f[1]))
+        .rev()
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            (f.next() == Some(&id_s)).then(|| f.next().map(String::from))?
         })
-        .filter(|(i, _)| *i == id.to_string())
-        .map(|(_, t)| t.to_string())
-        .last()
         .unwrap_or(m.fstype);
     Ok(Fs {
         id: MountId(hex(&id.to_be_bytes())),
