@@ -10,7 +10,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[cfg(target_os = "linux")]
 use nix::mount::{MsFlags, mount};
+#[cfg(target_os = "linux")]
 use nix::sched::{CloneFlags, unshare};
 
 /// Define each scenario `fn name(Backend)` as two tests, `linux::name` and
@@ -51,17 +53,7 @@ pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
     let dir = tmp.path().canonicalize().unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
-            enter_private_namespace();
-            // The test's files live on a tmpfs of its own: fast, and gone with the
-            // namespace.
-            mount(
-                Some("tmpfs"),
-                &dir,
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some("mode=0755"),
-            )
-            .expect("tmpfs on the test's temp dir");
+            enter_private_namespace(&dir);
             let sb = Sandbox {
                 dir: dir.clone(),
                 backend,
@@ -77,7 +69,10 @@ pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
     drop(tmp);
 }
 
-fn enter_private_namespace() {
+/// A private mount namespace for this thread, and a tmpfs of its own on `dir`:
+/// the test's files are fast, and gone with the namespace.
+#[cfg(target_os = "linux")]
+fn enter_private_namespace(dir: &Path) {
     if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
         panic!(
             "cannot create a private mount namespace ({e}): run the tests as root, or in a \
@@ -92,6 +87,24 @@ fn enter_private_namespace() {
         None::<&str>,
     )
     .expect("make / private in the test's mount namespace");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .expect("tmpfs on the test's temp dir");
+}
+
+/// FreeBSD has no mount namespaces: the end-to-end tests cannot keep their mounts
+/// from the host's table there, so they refuse to run rather than touch it.
+#[cfg(not(target_os = "linux"))]
+fn enter_private_namespace(_dir: &Path) {
+    panic!(
+        "the end-to-end tests need a private mount namespace, which only Linux has; \
+         on FreeBSD, run the library's unit tests (cargo test -p jlayers)"
+    );
 }
 
 /// The tools under test.
@@ -229,6 +242,16 @@ impl Sandbox {
             .filter(|m| m.target == p)
             .map(|m| m.fstype)
             .collect()
+    }
+
+    /// Mount a tmpfs at `p` with the host's mount(8) (a foreign mount for jlayers).
+    pub fn tmpfs(&self, p: &Path) {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(p)
+            .status()
+            .expect("run mount(8)");
+        assert!(st.success(), "mount -t tmpfs tmpfs {}", p.display());
     }
 
     /// A shell command in the test's namespace, with the host's tools.

@@ -1,5 +1,7 @@
 //! The FreeBSD backend: golden tests of the exact commands it runs, and what only
 //! FreeBSD has (running jails, ZFS uppers), through the simulated userland.
+// The simulated FreeBSD userland is Linux (bind mounts, overlayfs).
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::path::Path;

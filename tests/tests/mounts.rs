@@ -383,14 +383,7 @@ fn awkward_paths(b: Backend) {
             .dir
             .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"odd\xff name"));
         fs::create_dir_all(&odd).unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
-            &odd,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
+        sb.tmpfs(&odd);
         if b == Backend::FreeBsdSim {
             // FreeBSD refuses white space in paths (mount -p cannot carry it).
             sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", "@T/j 1"));
