@@ -192,12 +192,27 @@ fn in_jail(
             let c = s.platform.exec_command(&jail.name, &plan.root, env, &cmd);
             let mut argv: Vec<OsString> = Vec::new();
             if s.platform.os() == Os::Linux {
-                argv.extend([
-                    "chroot".into(),
-                    plan.root.clone().into_os_string(),
-                    "env".into(),
-                    "-i".into(),
-                ]);
+                // The sandbox as util-linux would make it (jupdate does it by
+                // system call, with pivot_root instead of chroot).
+                argv.extend(
+                    [
+                        "unshare",
+                        "--mount",
+                        "--pid",
+                        "--ipc",
+                        "--uts",
+                        "--fork",
+                        "--propagation",
+                        "private",
+                        "setpriv",
+                        "--no-new-privs",
+                        "--inh-caps=-all",
+                        "--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+sys_chroot,+mknod,+audit_write,+setfcap",
+                        "chroot",
+                    ]
+                    .map(OsString::from),
+                );
+                argv.extend([plan.root.clone().into_os_string(), "env".into(), "-i".into()]);
                 argv.extend(c.get_envs().filter_map(|(k, v)| {
                     let mut kv = k.to_os_string();
                     kv.push("=");

@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -22,6 +21,7 @@ use crate::plan::Step;
 use crate::target::Place;
 
 mod api;
+mod sandbox;
 
 pub use api::mount_id;
 
@@ -304,7 +304,7 @@ impl Platform for Linux {
 
     fn exec_command(
         &self,
-        _jail: &str,
+        jail: &str,
         root: &Path,
         env: &[(&str, &str)],
         cmd: &[String],
@@ -320,17 +320,7 @@ impl Platform for Linux {
             c.env("TERM", term);
         }
         c.envs(env.iter().copied());
-        let root = root.to_path_buf();
-        // SAFETY: chroot(2) and chdir(2) are async-signal-safe; nothing allocates.
-        let croot = std::ffi::CString::new(root.into_os_string().into_vec()).unwrap_or_default();
-        unsafe {
-            c.pre_exec(move || {
-                if libc::chroot(croot.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        sandbox::confine(&mut c, root, jail);
         c
     }
 }
@@ -339,7 +329,7 @@ impl Platform for Linux {
 const JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
 
 /// Where `prog` is inside the jail, by its PATH. std would search the host's PATH
-/// before chroot(2) takes effect, so the search is done here, in the jail's tree
+/// before the sandbox's pivot_root(2) takes effect, so the search is done here, in the jail's tree
 /// (an entry is enough: it may be a link that makes sense only inside).
 fn in_jail_path(root: &Path, prog: &str) -> PathBuf {
     if prog.contains('/') {
