@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step};
-use crate::platform::{MountId, Os, Platform};
+use crate::platform::{MountId, Mounted, Os, Platform};
 use crate::report::{Messages, sh_line};
 use crate::signals;
 use crate::target::{Beneath, Place};
@@ -27,30 +27,33 @@ pub struct Made {
     pub target: PathBuf,
 }
 
+/// While a run mounts: what each mount pinned, to take it back if a later one fails.
+type Pinned = Vec<(Made, Option<Mounted>)>;
+
 impl Engine<'_> {
     /// Mount what is missing of every stack, in order. On failure, everything this
     /// call mounted is unmounted again before the error is returned. With `dry_run`
     /// the mounts it would make are printed and returned.
     pub fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
-        let mut made = Vec::new();
-        match self.mount_all(plan, &mut made) {
-            Ok(()) => Ok(made),
-            Err(e) => {
-                if self.dry_run {
-                    return Err(e);
-                }
-                if let Err(re) = self.undo(plan, &made) {
-                    self.msg.error(&re.context(format!(
-                        "{}: rollback incomplete, mounts left in place",
-                        plan.jail
-                    )));
-                }
-                Err(e)
+        let mut made: Pinned = Vec::new();
+        let r = self.mount_all(plan, &mut made);
+        if r.is_ok() || self.dry_run {
+            // Dropping the descriptors: they would keep the mounts busy.
+            return r.map(|()| made.into_iter().map(|(m, _)| m).collect());
+        }
+        for (m, mounted) in made.into_iter().rev() {
+            let Some(mounted) = mounted else { continue };
+            if let Err(re) = self.platform.discard(mounted) {
+                self.msg.error(&re.context(format!(
+                    "{}: {}: rollback incomplete, mounts left in place",
+                    plan.jail, m.layer
+                )));
             }
         }
+        r.map(|()| Vec::new())
     }
 
-    fn mount_all(&self, plan: &JailPlan, made: &mut Vec<Made>) -> Result<()> {
+    fn mount_all(&self, plan: &JailPlan, made: &mut Pinned) -> Result<()> {
         if !plan.root.is_dir() {
             return Err(fail(
                 ExitCode::NoInput,
@@ -99,7 +102,7 @@ impl Engine<'_> {
         plan: &JailPlan,
         s: &Stack,
         table: &[Mount],
-        made: &mut Vec<Made>,
+        made: &mut Pinned,
     ) -> Result<()> {
         if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
             self.ensure_dir(upper)?;
@@ -138,15 +141,16 @@ impl Engine<'_> {
         for step in &s.steps[done..] {
             if self.dry_run {
                 sh_line(&self.platform.mount_command(step, &s.target.path));
-                made.push(made_here());
+                made.push((made_here(), None));
                 continue;
             }
             signals::check()?;
             if let Step::Union { upper, .. } = step {
                 self.warn_zfs(plan, s, &upper.path, table);
             }
-            below = Some(self.platform.mount(step, &s.target, below.as_ref())?);
-            made.push(made_here());
+            let m = self.platform.mount(step, &s.target, below.as_ref())?;
+            below = Some(m.id.clone());
+            made.push((made_here(), Some(m)));
             let what = match step {
                 Step::Null {
                     source,

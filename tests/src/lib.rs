@@ -116,6 +116,11 @@ pub const TOOLS: &[&str] = &["jmount", "junmount", "jclean", "jupdate"];
 pub fn bin_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
+        // Another build's tools (e.g. an older commit's, to measure a race test
+        // against the code it was written for).
+        if let Some(d) = std::env::var_os("JLAYERS_TEST_BIN_DIR") {
+            return Ok(PathBuf::from(d));
+        }
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -242,6 +247,28 @@ impl Sandbox {
             .filter(|m| m.target == p)
             .map(|m| m.fstype)
             .collect()
+    }
+
+    /// A jail root `name` whose userland is a static busybox with these applets in
+    /// `/bin`, registered with the simulated jls/jexec/service.
+    pub fn busybox_root(&self, name: &str, applets: &[&str]) -> PathBuf {
+        let root = self.path(name);
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok())
+            .expect("a static busybox is needed for these tests (apt-get install busybox-static)");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        for applet in applets {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        std::fs::create_dir_all(self.path("sim-state/jails")).unwrap();
+        std::fs::write(
+            self.path("sim-state/jails").join(name),
+            root.to_str().unwrap(),
+        )
+        .unwrap();
+        root
     }
 
     /// Mount a tmpfs at `p` with the host's mount(8) (a foreign mount for jlayers).

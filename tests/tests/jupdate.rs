@@ -2,7 +2,7 @@
 //! portmaster, on Linux and through the simulated FreeBSD userland.
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -30,29 +30,16 @@ if read line; then echo "stdin: $line"; else echo "stdin: EOF"; fi
 
 /// A jail root with a static busybox as its userland.
 fn jail_root(sb: &Sandbox, name: &str) {
-    let root = sb.path(name);
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| fs::metadata(p).is_ok())
-        .expect("a static busybox is needed for these tests (apt-get install busybox-static)");
-    fs::create_dir_all(root.join("bin")).unwrap();
+    let root = sb.busybox_root(
+        name,
+        &[
+            "sh", "env", "sort", "mkdir", "echo", "sleep", "touch", "cat", "ls", "test", "[",
+        ],
+    );
     fs::create_dir_all(root.join("usr/local/sbin")).unwrap();
-    fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "env", "sort", "mkdir", "echo", "sleep", "touch", "cat", "ls", "test", "[",
-    ] {
-        symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
     let pm = root.join("usr/local/sbin/portmaster");
     fs::write(&pm, PORTMASTER).unwrap();
     fs::set_permissions(&pm, fs::Permissions::from_mode(0o755)).unwrap();
-    // For the simulated jls/jexec/service: where the jail lives.
-    fs::create_dir_all(sb.path("sim-state/jails")).unwrap();
-    fs::write(
-        sb.path("sim-state/jails").join(name),
-        root.to_str().unwrap(),
-    )
-    .unwrap();
 }
 
 fn scene(sb: &Sandbox) {

@@ -212,7 +212,11 @@ fn in_jail(
                     ]
                     .map(OsString::from),
                 );
-                argv.extend([plan.root.clone().into_os_string(), "env".into(), "-i".into()]);
+                argv.extend([
+                    plan.root.clone().into_os_string(),
+                    "env".into(),
+                    "-i".into(),
+                ]);
                 argv.extend(c.get_envs().filter_map(|(k, v)| {
                     let mut kv = k.to_os_string();
                     kv.push("=");

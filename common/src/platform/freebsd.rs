@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{MountId, Os, Platform, changed, run_tool};
+use super::{MountId, Mounted, Os, Platform, changed, run_tool};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
@@ -74,7 +74,7 @@ impl Platform for FreeBsd {
     /// the mount. There is no descriptor-based mount call to close that window; the
     /// new mount is checked afterwards instead, through a descriptor opened beneath
     /// the root, and a mount that landed anywhere else is unmounted again.
-    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<MountId> {
+    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
         if let Some(b) = below {
             if fs_at(target)?.id != *b {
                 return Err(changed(target, "the mount below is not the one checked"));
@@ -85,10 +85,29 @@ impl Platform for FreeBsd {
             &self.mount_command(step, &target.path),
             ExitCode::Unavailable,
         )?;
-        let want = step_fstype(step);
+        let (want, from) = match step {
+            Step::Null { source, .. } => ("nullfs", source.as_os_str()),
+            Step::Union { upper, .. } => ("unionfs", upper.path.as_os_str()),
+        };
         match fs_at(target) {
+            Ok(fs)
+                if fs.on == target.path
+                    && fs.fstype == want
+                    && fs.from == from
+                    && Some(&fs.id) != below =>
+            {
+                return Ok(Mounted {
+                    id: fs.id,
+                    fd: None,
+                });
+            }
             Ok(fs) if fs.on == target.path && fs.fstype == want && Some(&fs.id) != below => {
-                return Ok(fs.id);
+                // On the target, but of something else (a link swapped into the
+                // source or upper path): take it off again.
+                let _ = self.discard(Mounted {
+                    id: fs.id,
+                    fd: None,
+                });
             }
             _ => {}
         }
@@ -115,6 +134,10 @@ impl Platform for FreeBsd {
             target,
             "the new mount was not at the planned path; undone",
         ))
+    }
+
+    fn discard(&self, made: Mounted) -> Result<()> {
+        run_tool(&["umount".into(), made.id.0.into()], ExitCode::Unavailable)
     }
 
     /// umount(8) given a file system ID unmounts exactly that file system
@@ -209,13 +232,6 @@ impl Platform for FreeBsd {
     }
 }
 
-fn step_fstype(step: &Step) -> &'static str {
-    match step {
-        Step::Null { .. } => "nullfs",
-        Step::Union { .. } => "unionfs",
-    }
-}
-
 /// What statfs(2) says of the file system a descriptor lies in.
 #[derive(Debug)]
 struct Fs {
@@ -225,6 +241,8 @@ struct Fs {
     on: PathBuf,
     /// `f_fstypename`.
     fstype: String,
+    /// `f_mntfromname`, without unionfs's `<above>:` (`<below>:`) prefix.
+    from: OsString,
 }
 
 /// statfs(2) of the top mount at `place`, opened beneath its jail root.
@@ -260,11 +278,17 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
         )
     };
     let on = unsafe { CStr::from_ptr(st.f_mntonname.as_ptr()) };
+    let from = unsafe { CStr::from_ptr(st.f_mntfromname.as_ptr()) }.to_bytes();
+    let from = [b"<above>:".as_slice(), b"<below>:"]
+        .iter()
+        .find_map(|p| from.strip_prefix(*p))
+        .unwrap_or(from);
     let ty = unsafe { CStr::from_ptr(st.f_fstypename.as_ptr()) };
     Ok(Fs {
         id: MountId(hex(id)),
         on: PathBuf::from(std::ffi::OsStr::from_bytes(on.to_bytes())),
         fstype: ty.to_string_lossy().into_owned(),
+        from: std::ffi::OsStr::from_bytes(from).to_os_string(),
     })
 }
 
@@ -287,18 +311,19 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
         .unwrap_or_default();
     let sim = std::fs::read_to_string(state.join("mounts")).unwrap_or_default();
     let id_s = id.to_string();
-    let fstype = sim
+    let (fstype, from) = sim
         .lines()
         .rev()
         .find_map(|l| {
-            let mut f = l.split('\t');
-            (f.next() == Some(&id_s)).then(|| f.next().map(String::from))?
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 3 && f[0] == id_s).then(|| (f[1].to_string(), OsString::from(f[2])))
         })
-        .unwrap_or(m.fstype);
+        .unwrap_or((m.fstype, m.source));
     Ok(Fs {
         id: MountId(hex(&id.to_be_bytes())),
         on: m.target,
         fstype,
+        from,
     })
 }
 

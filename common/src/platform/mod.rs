@@ -50,6 +50,13 @@ impl Os {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountId(pub String);
 
+/// A mount just made: its id, and (Linux) a descriptor of its root.
+#[derive(Debug)]
+pub struct Mounted {
+    pub id: MountId,
+    pub fd: Option<std::os::fd::OwnedFd>,
+}
+
 /// The error for a target that is no longer what was checked: a jail changed it.
 pub fn changed(target: &Place, what: &str) -> anyhow::Error {
     fail(
@@ -82,7 +89,11 @@ pub trait Platform: Sync {
     /// Perform `step` on `target`, opened beneath the jail root; `below` is the
     /// mount that must be on top there first (the stack's previous step). Returns
     /// the new mount, checked to be on top at `target`, or undoes it and fails.
-    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<MountId>;
+    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted>;
+
+    /// Take back a mount this run has just made, by what `mount` pinned: no path
+    /// is looked up, so a jail racing the rollback cannot make it miss.
+    fn discard(&self, made: Mounted) -> Result<()>;
 
     /// Remove mount `id`, the top one at `target` (forced: `umount -f`, lazy
     /// detach), never a mount a changed path would lead to.

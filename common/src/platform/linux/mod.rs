@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{MountId, Os, Platform, changed};
+use super::{MountId, Mounted, Os, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
@@ -166,7 +166,7 @@ impl Platform for Linux {
             .ok_or_else(|| changed(target, "no mount id in the mount table"))
     }
 
-    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<MountId> {
+    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
         let pin = target.open_dir()?;
         if let Some(b) = below {
             if id_of(pin.as_fd(), target)? != *b {
@@ -190,7 +190,19 @@ impl Platform for Linux {
                 "the new mount was not at the planned path; undone",
             ));
         }
-        Ok(id)
+        Ok(Mounted { id, fd: Some(new) })
+    }
+
+    fn discard(&self, made: Mounted) -> Result<()> {
+        // Lazily: the descriptor itself keeps the mount busy.
+        let Some(fd) = made.fd else { return Ok(()) };
+        self.our_change(Path::new("/"), || api::detach(fd.as_fd()))
+            .map_err(|e| {
+                fail(
+                    ExitCode::Unavailable,
+                    format!("detach mount {}: {}", made.id.0, e.desc()),
+                )
+            })
     }
 
     fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()> {

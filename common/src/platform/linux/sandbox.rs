@@ -77,8 +77,20 @@ fn enter(root: &CString, host: &CString, last_cap: u32) -> std::io::Result<()> {
         }
         // pid 1 of the new namespace.
         let none = std::ptr::null::<libc::c_char>();
-        ok(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
-        ok(libc::mount(root.as_ptr(), root.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+        ok(libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        ok(libc::mount(
+            root.as_ptr(),
+            root.as_ptr(),
+            none,
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ))?;
         ok(libc::chdir(root.as_ptr()))?;
         ok(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
         // The host's tree was stacked under the new root: detach it.
@@ -149,10 +161,22 @@ unsafe fn drop_privileges(last_cap: u32) -> std::io::Result<()> {
     unsafe {
         for cap in 0..=last_cap.min(63) {
             if keep & (1 << cap) == 0 {
-                ok(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+                ok(libc::prctl(
+                    libc::PR_CAPBSET_DROP,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ))?;
             }
         }
-        ok(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0))?;
+        ok(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
         #[repr(C)]
         struct Header {
             version: u32,
@@ -175,7 +199,9 @@ unsafe fn drop_privileges(last_cap: u32) -> std::io::Result<()> {
             inheritable: 0,
         };
         let data = [half(keep), half(keep >> 32)];
-        ok(libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int)?;
+        ok(
+            libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int,
+        )?;
         ok(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
     }
 }

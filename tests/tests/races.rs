@@ -1,0 +1,344 @@
+//! A hostile jail against the host-side tools: a racer thread swaps a directory the
+//! jail owns for a symlink to a host directory (renameat2 RENAME_EXCHANGE, in a
+//! tight loop) while jmount or junmount runs, many times over. Each case counts the
+//! runs in which the jail won (a hit) and requires none. Run with --nocapture to see
+//! tries and hits; JLAYERS_TEST_BIN_DIR measures another build's tools.
+#![cfg(target_os = "linux")]
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jlayers_tests::{Backend, Sandbox, on_both, read_mounts, sandbox};
+
+on_both!(absolute_upper_inside_root_is_beneath_it);
+
+// The races run on the Linux backend. On FreeBSD, mount_nullfs and mount_unionfs
+// take paths (jlayers checks each new mount afterwards and unmounts by file system
+// ID); the simulated userland can only model that with Linux path lookups, which
+// would make these tests measure the simulation.
+#[test]
+fn in_root_upper_swapped_during_jmount_linux() {
+    in_root_upper_swapped_during_jmount(Backend::Linux)
+}
+#[test]
+fn usr_swapped_during_jmount_linux() {
+    usr_swapped_during_jmount(Backend::Linux)
+}
+#[test]
+fn usr_swapped_during_junmount_linux() {
+    usr_swapped_during_junmount(Backend::Linux)
+}
+#[test]
+fn usr_swapped_during_readonly_jmount_linux() {
+    usr_swapped_during_readonly_jmount(Backend::Linux)
+}
+
+/// Tries per case: enough that the code before descriptor pinning lost every case.
+const TRIES: usize = 150;
+
+/// Swap `a` and `b` (one a directory, the other a symlink) until `stop`.
+fn race(a: &Path, b: &Path, stop: &AtomicBool) {
+    let a = CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = CString::new(b.as_os_str().as_bytes()).unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: two valid C strings.
+        unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+    }
+}
+
+/// Run `work` while `dir` (a directory) and `dir.x` (a symlink to `host`) trade
+/// places; afterwards `dir` is the directory again.
+fn racing<T>(dir: &Path, host: &Path, work: impl FnOnce() -> T) -> T {
+    let evil = dir.with_extension("x");
+    if fs::symlink_metadata(&evil).is_err() {
+        symlink(host, &evil).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| race(dir, &evil, &stop));
+        let r = work();
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    if fs::symlink_metadata(dir).unwrap().file_type().is_symlink() {
+        race_once(dir, &evil);
+    }
+    r
+}
+
+fn race_once(a: &Path, b: &Path) {
+    let a = CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: two valid C strings.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "swap back");
+}
+
+/// Every file below `dir`, relative, sorted: what the host had there.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(base).unwrap().to_path_buf());
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(base, &p, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Take every mount in the sandbox down (lazily), whatever state a run left.
+fn reset(sb: &Sandbox) {
+    for m in sb.mounts().iter().rev() {
+        let _ = nix::mount::umount2(&m.target, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The file systems mounted at `p`, in order, with their mount options.
+fn at(p: &Path) -> Vec<(String, bool)> {
+    let raw = fs::read("/proc/thread-self/mountinfo").unwrap();
+    let mut out = Vec::new();
+    for l in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let f: Vec<&[u8]> = l.split(|&b| b == b' ').collect();
+        if f[4] == p.as_os_str().as_bytes() {
+            let sep = f.iter().position(|&x| x == b"-").unwrap();
+            let ro = f[5].split(|&b| b == b',').any(|o| o == b"ro");
+            out.push((String::from_utf8_lossy(f[sep + 1]).into_owned(), ro));
+        }
+    }
+    out
+}
+
+fn report(name: &str, b: Backend, hits: usize) {
+    eprintln!("race {name} ({b:?}): {TRIES} tries, {hits} hits");
+    assert_eq!(hits, 0, "{name}: the jail won {hits} of {TRIES} races");
+}
+
+/// A host directory the jail aims at: `host/ports` holding a secret file.
+fn host_tree(sb: &Sandbox) -> PathBuf {
+    let host = sb.path("host");
+    fs::create_dir_all(host.join("ports")).unwrap();
+    fs::write(host.join("ports/secret"), "host only").unwrap();
+    host
+}
+
+/// Rows 1-3: an upper dir inside the jail root. With its parent swapped for a link
+/// to a host dir, overlay's upperdir= and workdir= would land there: the jail's
+/// writes reach the host, and overlay empties a host dir named work/.
+fn in_root_upper_swapped_during_jmount(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let conf = jlayers_tests::SCENE_CONF.replace(
+            "[jail.j1]\nroot = \"@T/j1\"",
+            "[jail.j1]\nroot = \"@T/j1\"\nupper.ports = \"var/up/ports\"",
+        );
+        sb.conf(&conf);
+        let host = sb.path("host2");
+        let plant = || {
+            for d in ["ports", "ports.work/work"] {
+                fs::create_dir_all(host.join(d)).unwrap();
+            }
+            fs::write(host.join("ports.work/work/precious"), "keep").unwrap();
+        };
+        plant();
+        fs::create_dir_all(sb.path("j1/var/up")).unwrap();
+        let before = listing(&host);
+        let mut hits = 0;
+        for i in 0..TRIES {
+            let o = racing(&sb.path("j1/var/up"), &host, || sb.run("jmount", &["j1"]));
+            if o.code == 0 {
+                // A build-like write inside the jail must not reach the host.
+                let _ = fs::write(sb.path(&format!("j1/usr/ports/probe{i}")), "jail");
+            }
+            if listing(&host) != before {
+                hits += 1;
+                let _ = fs::remove_dir_all(&host);
+                plant();
+            }
+            reset(sb);
+        }
+        report("in-root upper swapped during jmount", b, hits);
+    });
+}
+
+/// Rows 4 and 6: `usr` swapped while jmount works. The jail must never end up with
+/// a bare (read-write) bind of the host source, a mount of it anywhere else, or an
+/// overlay whose lower layer is a host dir of its choosing.
+fn usr_swapped_during_jmount(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let host = host_tree(sb);
+        let target = sb.path("j1/usr/ports");
+        let mut hits = 0;
+        for _ in 0..TRIES {
+            racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
+            let stack: Vec<String> = at(&target).into_iter().map(|m| m.0).collect();
+            let elsewhere = sb.mounts().iter().any(|m| !m.target.starts_with(&target));
+            let bare = stack.len() == 1;
+            let sees_host = target.join("secret").exists();
+            if elsewhere || bare || sees_host {
+                hits += 1;
+            }
+            reset(sb);
+        }
+        report("usr swapped during jmount", b, hits);
+    });
+}
+
+/// Row 5: `usr` swapped during junmount. A host mount where the jail points
+/// (`host/ports`) must survive.
+fn usr_swapped_during_junmount(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let host = host_tree(sb);
+        let decoy = host.join("ports");
+        let mut hits = 0;
+        for _ in 0..TRIES {
+            sb.tmpfs(&decoy);
+            sb.run("jmount", &["j1"]).ok();
+            racing(&sb.path("j1/usr"), &host, || sb.run("junmount", &["j1"]));
+            if at(&decoy).is_empty() {
+                hits += 1;
+            }
+            reset(sb);
+        }
+        report("usr swapped during junmount", b, hits);
+    });
+}
+
+/// Row 7: a readonly layer. The read-only setting must never hit a host mount the
+/// jail points at, and the jail's layer must never stay writable.
+fn usr_swapped_during_readonly_jmount(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.conf(&jlayers_tests::SCENE_CONF.replace(
+            "target = \"usr/ports\"\n",
+            "target = \"usr/ports\"\nmode = \"readonly\"\n",
+        ));
+        let host = host_tree(sb);
+        let decoy = host.join("ports");
+        let target = sb.path("j1/usr/ports");
+        let mut hits = 0;
+        for _ in 0..TRIES {
+            sb.tmpfs(&decoy);
+            racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
+            let decoy_ro = at(&decoy).iter().any(|m| m.1);
+            let writable = at(&target).first().is_some_and(|m| !m.1);
+            if decoy_ro || writable {
+                hits += 1;
+            }
+            reset(sb);
+        }
+        report("usr swapped during readonly jmount", b, hits);
+    });
+}
+
+/// No race needed: an upper written as an absolute path inside the jail root is
+/// still the jail's. A link the jail plants on its way must stop jmount (nothing
+/// made on the host) and jclean (nothing deleted there).
+fn absolute_upper_inside_root_is_beneath_it(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let conf = jlayers_tests::SCENE_CONF.replace(
+            "[jail.j1]\nroot = \"@T/j1\"",
+            "[jail.j1]\nroot = \"@T/j1\"\nupper.ports = \"@T/j1/usr/tmp/foo\"",
+        );
+        sb.conf(&conf);
+        let host = sb.path("host3");
+        fs::create_dir_all(host.join("foo")).unwrap();
+        fs::write(host.join("foo/precious"), "keep").unwrap();
+        symlink(&host, sb.path("j1/usr/tmp")).unwrap();
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("usr/tmp is a symbolic link");
+        assert!(sb.mounts().is_empty());
+        sb.run("jclean", &["j1"])
+            .code(77)
+            .err_has("usr/tmp is a symbolic link");
+        assert_eq!(
+            listing(&host),
+            [Path::new("foo"), Path::new("foo/precious")]
+        );
+        // The same upper_root under the jails' parent.
+        fs::remove_file(sb.path("j1/usr/tmp")).unwrap();
+        let conf = jlayers_tests::SCENE_CONF.replace("@T/upper", "@T");
+        sb.conf(&conf);
+        symlink(&host, sb.path("j1/ports")).unwrap();
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("j1/ports is a symbolic link");
+        sb.run("jclean", &["j1"]).code(77);
+        assert_eq!(
+            listing(&host),
+            [Path::new("foo"), Path::new("foo/precious")]
+        );
+        assert!(read_mounts().iter().all(|m| !m.target.starts_with(&host)));
+    });
+}
+
+/// jupdate's updater on Linux is root in a sandbox, not in a chroot: it cannot
+/// mount (a new /proc would lead to /proc/PID/root, the host's tree), and nothing
+/// it names leads out of the jail root.
+#[test]
+fn updater_cannot_reach_the_host() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        sb.busybox_root(
+            "j1",
+            &[
+                "sh", "mount", "mkdir", "echo", "ls", "chown", "mknod", "cat",
+            ],
+        );
+        let escaped = sb.path("escaped");
+        let script = format!(
+            "mkdir -p /proc /mnt; \
+             mount -t proc proc /proc && echo MOUNTED-PROC; \
+             mount -t tmpfs tmpfs /mnt && echo MOUNTED-TMPFS; \
+             echo pwned > /proc/1/root{e}; echo pwned > /../../..{e}; \
+             echo x > /owned && chown 1234:1234 /owned && echo CHOWN-OK; \
+             mknod /null c 1 3 && echo MKNOD-OK; \
+             echo sandbox-done",
+            e = escaped.display()
+        );
+        let o = sb.run("jupdate", &["j1", "--", "sh", "-c", &script]);
+        o.ok();
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        // What the updater printed, below the log's header (which holds the script).
+        let log = log.split_once('\n').map_or("", |(_, rest)| rest);
+        assert!(log.contains("sandbox-done"), "{log}");
+        assert!(!log.contains("MOUNTED"), "the updater could mount:\n{log}");
+        assert!(!escaped.exists(), "the updater wrote a host file:\n{log}");
+        // Root inside still builds ports: chown and mknod work.
+        assert!(
+            log.contains("CHOWN-OK") && log.contains("MKNOD-OK"),
+            "{log}"
+        );
+        assert!(sb.path("j1/owned").exists());
+    });
+}
