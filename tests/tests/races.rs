@@ -342,3 +342,35 @@ fn updater_cannot_reach_the_host() {
         assert!(sb.path("j1/owned").exists());
     });
 }
+
+/// Kernels before 6.13 take overlay layers only as paths: jmount then names the
+/// pinned descriptors as `/proc/self/fd/N` (the branch forced here), and still
+/// recognises its overlay by its source, the upper dir.
+#[test]
+fn overlay_layers_as_proc_fd_paths() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let run = |tool: &str| {
+            jlayers_tests::Out::from(
+                sb.cmd(tool)
+                    .env("JLAYERS_OVERLAY_LAYERS", "paths")
+                    .arg("-c")
+                    .arg(sb.path("jlayers.conf"))
+                    .arg("j1")
+                    .output()
+                    .unwrap(),
+            )
+        };
+        run("jmount").ok();
+        assert_eq!(at(&sb.path("j1/usr/ports")).len(), 2);
+        let info = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+        let overlay = info.lines().find(|l| l.contains(" - overlay ")).unwrap();
+        assert!(overlay.contains("upperdir=/proc/self/fd/"), "{overlay}");
+        fs::write(sb.path("j1/usr/ports/built"), "x").unwrap();
+        assert!(sb.path("upper/j1/ports/built").exists());
+        assert!(!sb.path("ports/built").exists());
+        run("jmount").ok();
+        run("junmount").ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
