@@ -135,8 +135,15 @@ fn at(p: &Path) -> Vec<(String, bool)> {
     out
 }
 
-fn report(name: &str, b: Backend, hits: usize) {
-    eprintln!("race {name} ({b:?}): {TRIES} tries, {hits} hits");
+/// Run `one` TRIES times (it returns whether the jail won), resetting the mounts
+/// after each; report, and require that the jail never won.
+fn tries(sb: &Sandbox, name: &str, mut one: impl FnMut(usize) -> bool) {
+    let mut hits = 0;
+    for i in 0..TRIES {
+        hits += usize::from(one(i));
+        reset(sb);
+    }
+    eprintln!("race {name} ({:?}): {TRIES} tries, {hits} hits", sb.backend);
     assert_eq!(hits, 0, "{name}: the jail won {hits} of {TRIES} races");
 }
 
@@ -169,21 +176,19 @@ fn in_root_upper_swapped_during_jmount(b: Backend) {
         plant();
         fs::create_dir_all(sb.path("j1/var/up")).unwrap();
         let before = listing(&host);
-        let mut hits = 0;
-        for i in 0..TRIES {
+        tries(sb, "in-root upper swapped during jmount", |i| {
             let o = racing(&sb.path("j1/var/up"), &host, || sb.run("jmount", &["j1"]));
             if o.code == 0 {
                 // A build-like write inside the jail must not reach the host.
                 let _ = fs::write(sb.path(&format!("j1/usr/ports/probe{i}")), "jail");
             }
-            if listing(&host) != before {
-                hits += 1;
+            let hit = listing(&host) != before;
+            if hit {
                 let _ = fs::remove_dir_all(&host);
                 plant();
             }
-            reset(sb);
-        }
-        report("in-root upper swapped during jmount", b, hits);
+            hit
+        });
     });
 }
 
@@ -195,19 +200,13 @@ fn usr_swapped_during_jmount(b: Backend) {
         sb.scene();
         let host = host_tree(sb);
         let target = sb.path("j1/usr/ports");
-        let mut hits = 0;
-        for _ in 0..TRIES {
+        tries(sb, "usr swapped during jmount", |_| {
             racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
-            let stack: Vec<String> = at(&target).into_iter().map(|m| m.0).collect();
             let elsewhere = sb.mounts().iter().any(|m| !m.target.starts_with(&target));
-            let bare = stack.len() == 1;
+            let bare = at(&target).len() == 1;
             let sees_host = target.join("secret").exists();
-            if elsewhere || bare || sees_host {
-                hits += 1;
-            }
-            reset(sb);
-        }
-        report("usr swapped during jmount", b, hits);
+            elsewhere || bare || sees_host
+        });
     });
 }
 
@@ -218,17 +217,12 @@ fn usr_swapped_during_junmount(b: Backend) {
         sb.scene();
         let host = host_tree(sb);
         let decoy = host.join("ports");
-        let mut hits = 0;
-        for _ in 0..TRIES {
+        tries(sb, "usr swapped during junmount", |_| {
             sb.tmpfs(&decoy);
             sb.run("jmount", &["j1"]).ok();
             racing(&sb.path("j1/usr"), &host, || sb.run("junmount", &["j1"]));
-            if at(&decoy).is_empty() {
-                hits += 1;
-            }
-            reset(sb);
-        }
-        report("usr swapped during junmount", b, hits);
+            at(&decoy).is_empty()
+        });
     });
 }
 
@@ -244,18 +238,13 @@ fn usr_swapped_during_readonly_jmount(b: Backend) {
         let host = host_tree(sb);
         let decoy = host.join("ports");
         let target = sb.path("j1/usr/ports");
-        let mut hits = 0;
-        for _ in 0..TRIES {
+        tries(sb, "usr swapped during readonly jmount", |_| {
             sb.tmpfs(&decoy);
             racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
             let decoy_ro = at(&decoy).iter().any(|m| m.1);
             let writable = at(&target).first().is_some_and(|m| !m.1);
-            if decoy_ro || writable {
-                hits += 1;
-            }
-            reset(sb);
-        }
-        report("usr swapped during readonly jmount", b, hits);
+            decoy_ro || writable
+        });
     });
 }
 
