@@ -65,7 +65,7 @@ pub fn open_beneath(root: &Path, rel: &Path, create: bool) -> Result<Beneath> {
             }
         }
     }
-    Ok(Beneath::Dir(dir, here))
+    Ok(Beneath::Dir(dir))
 }
 
 /// A directory as the host must reach it: below a jail root (every component the
@@ -134,7 +134,7 @@ impl Place {
     /// Open the directory, which must exist.
     pub fn open_dir(&self) -> Result<OwnedFd> {
         match self.open(false)? {
-            Beneath::Dir(fd, _) => Ok(fd),
+            Beneath::Dir(fd) => Ok(fd),
             Beneath::Missing(p) => Err(fail(
                 ExitCode::NoInput,
                 format!("{} does not exist", p.display()),
@@ -155,7 +155,7 @@ fn open_host(path: &Path, create: bool) -> Result<Beneath> {
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     match open(path, flags, Mode::empty()) {
-        Ok(fd) => Ok(Beneath::Dir(fd, path.to_path_buf())),
+        Ok(fd) => Ok(Beneath::Dir(fd)),
         Err(Errno::ENOENT) => Ok(Beneath::Missing(path.to_path_buf())),
         Err(e) => Err(fail(
             ExitCode::CantCreate,
@@ -167,8 +167,8 @@ fn open_host(path: &Path, create: bool) -> Result<Beneath> {
 /// The result of [`open_beneath`].
 #[derive(Debug)]
 pub enum Beneath {
-    /// The directory, opened, and its path.
-    Dir(OwnedFd, PathBuf),
+    /// The directory, opened.
+    Dir(OwnedFd),
     /// The first missing component's path.
     Missing(PathBuf),
 }

@@ -155,17 +155,21 @@ fn host_tree(sb: &Sandbox) -> PathBuf {
     host
 }
 
+/// The scene's configuration with j1's ports upper at `upper`.
+fn j1_upper(sb: &Sandbox, upper: &str) {
+    let root = "[jail.j1]\nroot = \"@T/j1\"";
+    sb.conf(
+        &jlayers_tests::SCENE_CONF.replace(root, &format!("{root}\nupper.ports = \"{upper}\"")),
+    );
+}
+
 /// Rows 1-3: an upper dir inside the jail root. With its parent swapped for a link
 /// to a host dir, overlay's upperdir= and workdir= would land there: the jail's
 /// writes reach the host, and overlay empties a host dir named work/.
 fn in_root_upper_swapped_during_jmount(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
-        let conf = jlayers_tests::SCENE_CONF.replace(
-            "[jail.j1]\nroot = \"@T/j1\"",
-            "[jail.j1]\nroot = \"@T/j1\"\nupper.ports = \"var/up/ports\"",
-        );
-        sb.conf(&conf);
+        j1_upper(sb, "var/up/ports");
         let host = sb.path("host2");
         let plant = || {
             for d in ["ports", "ports.work/work"] {
@@ -254,11 +258,7 @@ fn usr_swapped_during_readonly_jmount(b: Backend) {
 fn absolute_upper_inside_root_is_beneath_it(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
-        let conf = jlayers_tests::SCENE_CONF.replace(
-            "[jail.j1]\nroot = \"@T/j1\"",
-            "[jail.j1]\nroot = \"@T/j1\"\nupper.ports = \"@T/j1/usr/tmp/foo\"",
-        );
-        sb.conf(&conf);
+        j1_upper(sb, "@T/j1/usr/tmp/foo");
         let host = sb.path("host3");
         fs::create_dir_all(host.join("foo")).unwrap();
         fs::write(host.join("foo/precious"), "keep").unwrap();

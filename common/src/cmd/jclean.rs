@@ -165,12 +165,12 @@ impl Cleaner<'_> {
         // The upper dir and its parent, opened the way their owner allows: a host
         // path as configured, a path inside a jail without following links.
         let dir = match up.open(false)? {
-            Beneath::Dir(fd, _) => Some(fd),
+            Beneath::Dir(fd) => Some(fd),
             Beneath::Missing(_) => None,
         };
         let parent = match up.split() {
             Some((p, _)) => match p.open(false)? {
-                Beneath::Dir(fd, _) => Some(fd),
+                Beneath::Dir(fd) => Some(fd),
                 Beneath::Missing(_) => None,
             },
             None => None,
