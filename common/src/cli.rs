@@ -115,15 +115,16 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// The longest age or timeout taken: 100 years. Anything longer means "never" and
+/// would overflow the clock arithmetic.
+pub const MAX_AGE_SECS: u64 = 100 * 365 * 86400;
+
 /// An age or duration as the tools take it: a number and a unit, `s`, `m`, `h`, `d`
-/// or `w` (`90s`, `12h`, `7d`); a bare number is seconds.
+/// or `w` (`90s`, `12h`, `7d`); a bare number is seconds. At most 100 years.
 pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 12h or 7d"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -132,9 +133,38 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
         "w" => 7 * 86400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d, w)")),
     };
-    n.checked_mul(mult)
+    if num.is_empty() {
+        return Err(format!(
+            "{s:?}: expected a number and a unit, e.g. 12h or 7d"
+        ));
+    }
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&secs| secs <= MAX_AGE_SECS)
         .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?}: too large"))
+        .ok_or_else(|| format!("{s:?}: too large (at most 100 years, 5214w)"))
+}
+
+/// A timeout: an age of at least one second.
+pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_age(s)?;
+    if d.is_zero() {
+        return Err(format!("{:?}: give at least 1s", s.trim()));
+    }
+    Ok(d)
+}
+
+/// The most worker threads or jails at a time: more buys nothing on any machine
+/// jlayers runs on, and each thread costs a stack and start-up time.
+pub const MAX_JOBS: usize = 256;
+
+/// `-j N`: 1 to [`MAX_JOBS`].
+pub fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_JOBS).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: give a number from 1 to {MAX_JOBS}")),
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +181,29 @@ mod tests {
         assert!(parse_age("7y").is_err());
         assert!(parse_age("h").is_err());
         assert!(parse_age("").is_err());
+        // Found by hand: these overflowed the clock arithmetic (issue 9).
+        for big in [
+            "18446744073709551615",
+            "20000000000000w",
+            "110000000000000d",
+            "5215w",
+        ] {
+            assert!(parse_age(big).unwrap_err().contains("too large"), "{big}");
+        }
+        assert_eq!(
+            parse_age("5214w"),
+            Ok(Duration::from_secs(5214 * 7 * 86400))
+        );
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        assert!(parse_timeout("0").is_err());
+    }
+
+    #[test]
+    fn jobs() {
+        assert_eq!(parse_jobs("1"), Ok(1));
+        assert_eq!(parse_jobs("256"), Ok(256));
+        for bad in ["0", "257", "3000", "100000", "-1", "x", ""] {
+            assert!(parse_jobs(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// stderr messages of one tool run.
@@ -25,6 +26,11 @@ impl Messages {
         if !self.quiet {
             self.emit(scope, msg);
         }
+    }
+
+    /// A problem that fails the run, with its scope: shown even with `-q`.
+    pub fn problem(&self, scope: &[&str], msg: &str) {
+        self.emit(scope, msg);
     }
 
     /// A progress note: shown with `-v`.
@@ -81,12 +87,21 @@ pub fn record(fields: &[&OsStr]) {
 
 /// One sh command line, each word quoted as needed.
 pub fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
+    sh_line_with_inputs(argv, &[]);
+}
+
+/// One sh command line with files opened for reading on descriptors: `CMD... 3<PATH`.
+pub fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
     let mut line = Vec::new();
     for (i, a) in argv.iter().enumerate() {
         if i > 0 {
             line.push(b' ');
         }
         line.extend_from_slice(&sh_quote(a.as_ref()));
+    }
+    for (fd, path) in inputs {
+        line.extend_from_slice(format!(" {fd}<").as_bytes());
+        line.extend_from_slice(&sh_quote(path.as_os_str()));
     }
     line.push(b'\n');
     out(&line);

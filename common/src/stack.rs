@@ -140,7 +140,7 @@ impl Engine<'_> {
         };
         for step in &s.steps[done..] {
             if self.dry_run {
-                sh_line(&self.platform.mount_command(step, &s.target.path));
+                self.platform.print_mount(step, &s.target.path);
                 made.push((made_here(), None));
                 continue;
             }

@@ -22,8 +22,8 @@ struct Args {
     #[arg(long = "older-than", value_name = "AGE", value_parser = jlayers::cli::parse_age)]
     older_than: Option<Duration>,
 
-    /// Worker threads [default: all cores]
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    /// Worker threads, 1 to 256 [default: all cores]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = jlayers::cli::parse_jobs)]
     jobs: Option<usize>,
 
     /// Exact byte counts instead of human sizes

@@ -16,8 +16,9 @@ struct Args {
     #[command(flatten)]
     common: jlayers::cli::Common,
 
-    /// Jails updated at a time
-    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1)]
+    /// Jails updated at a time (1 to 256)
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+          value_parser = jlayers::cli::parse_jobs)]
     jobs: usize,
 
     /// Directory for <jail>.log [default: log_dir of the configuration]
@@ -25,7 +26,7 @@ struct Args {
     log_dir: Option<PathBuf>,
 
     /// Time limit per jail (e.g. 30m, 6h): the command's process group is killed
-    #[arg(long = "timeout", value_name = "AGE", value_parser = jlayers::cli::parse_age)]
+    #[arg(long = "timeout", value_name = "AGE", value_parser = jlayers::cli::parse_timeout)]
     timeout: Option<Duration>,
 
     /// One jail only: the command gets the terminal (default command: portmaster -ai)

@@ -19,3 +19,15 @@ real_dir() { # the realpath(3) of an existing directory, or the tool's error
     fi
     realpath -e -- "$1"
 }
+
+# Test hook: SIM_KILL_AT="TOOL N" kills the calling jlayers tool with SIGKILL right
+# after the N-th call of TOOL in this state dir did its work, as a crash or power loss
+# between two steps would.
+sim_done() {
+    [ -n "${SIM_KILL_AT:-}" ] || return 0
+    set -- $SIM_KILL_AT
+    [ "$1" = "$PROG" ] || return 0
+    n=$(( $(cat "$SIM_STATE/calls.$PROG" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" > "$SIM_STATE/calls.$PROG"
+    [ "$n" != "$2" ] || kill -9 "$PPID"
+}

@@ -123,9 +123,11 @@ fn mount_inside_upper_is_skipped_and_reported() {
             up.join("mnt").display()
         ))
         .ok();
-        let o = sb.run("jclean", &["j1"]);
-        o.ok()
-            .err_has("mnt: another file system is mounted here; skipped");
+        // Left behind means not done: exit 69, naming what was left, even with -q.
+        let o = sb.run("jclean", &["-q", "j1"]);
+        o.code(69)
+            .err_has("mnt: another file system is mounted here; skipped")
+            .err_has("not emptied, 1 entry left");
         assert_canary(&c);
         assert!(!up.join("junk").exists());
         // A tmpfs (another device) as well.
@@ -134,7 +136,7 @@ fn mount_inside_upper_is_skipped_and_reported() {
             up.join("mnt").display()
         ))
         .ok();
-        sb.run("jclean", &["j1"]).ok().err_has("skipped");
+        sb.run("jclean", &["j1"]).code(69).err_has("skipped");
         assert!(up.join("mnt/t").exists());
     });
 }

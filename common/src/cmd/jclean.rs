@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
-use nix::sys::stat::fstat;
 
 use crate::cli::Common;
 use crate::config::Jail;
@@ -16,7 +15,7 @@ use crate::exit::{ExitCode, fail};
 use crate::lock::lock_jail;
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step, plan};
-use crate::prune::{Rules, Tally, prune, recreate};
+use crate::prune::{Rules, Tally, prune};
 use crate::report::{Messages, record, size};
 use crate::signals;
 use crate::target::{Beneath, Place};
@@ -94,9 +93,6 @@ fn rules(opts: &Opts, dry_run: bool) -> Result<Rules> {
                 .map_err(|e| fail(ExitCode::Usage, format!("--keep: {e}")))?,
         )
     };
-    if opts.jobs == Some(0) {
-        return Err(fail(ExitCode::Usage, "--jobs: give at least 1"));
-    }
     Ok(Rules {
         keep,
         older_than: opts.older_than.map(|age| SystemTime::now() - age),
@@ -162,18 +158,11 @@ impl Cleaner<'_> {
     ) -> Result<()> {
         let (s, rules, opts) = (self.s, self.rules, self.opts);
         let (jail, layer, upper) = (plan.jail.as_str(), stack.layer.as_str(), up.path.as_path());
-        // The upper dir and its parent, opened the way their owner allows: a host
+        // The upper dir, opened the way its owner allows: a host
         // path as configured, a path inside a jail without following links.
         let dir = match up.open(false)? {
             Beneath::Dir(fd) => Some(fd),
             Beneath::Missing(_) => None,
-        };
-        let parent = match up.split() {
-            Some((p, _)) => match p.open(false)? {
-                Beneath::Dir(fd) => Some(fd),
-                Beneath::Missing(_) => None,
-            },
-            None => None,
         };
         let tally = Tally::default();
         if let Some(dir) = &dir {
@@ -182,13 +171,9 @@ impl Cleaner<'_> {
                 .filter(|m| m.target.starts_with(upper) && m.target != upper)
                 .map(|m| m.target.clone())
                 .collect();
-            let st = fstat(dir).map_err(|e| {
-                fail(
-                    ExitCode::Unavailable,
-                    format!("{}: {}", upper.display(), e.desc()),
-                )
-            })?;
-            let kept = with_progress(&s.msg, &tally, opts.bytes, || {
+            // The upper dir itself is never removed: at every instant it is the old
+            // upper, partly emptied, with its owner, mode and flags.
+            with_progress(&s.msg, &tally, opts.bytes, || {
                 prune(dir, upper, &mounts, rules, &tally)
             })
             .map_err(|e| {
@@ -197,25 +182,23 @@ impl Cleaner<'_> {
                     format!("{}: {}", upper.display(), e.desc()),
                 )
             })?;
-            if !kept && !rules.dry_run && !signals::interrupted() {
-                if let (Some(parent), Some(name)) = (&parent, upper.file_name()) {
-                    recreate(parent, name, &st).map_err(|e| {
-                        fail(
-                            ExitCode::CantCreate,
-                            format!("{}: cannot make it again: {}", upper.display(), e.desc()),
-                        )
-                    })?;
-                }
-            }
         }
-        for (path, why) in tally
+        let left = tally
             .skipped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        // What was left for any reason but a rule fails the layer, and is named even
+        // with -q (cron mails it).
+        const NAMED: usize = 20;
+        for (path, why) in left.iter().take(NAMED) {
             s.msg
-                .warn(&[jail, layer], &format!("{}: {why}", path.display()));
+                .problem(&[jail, layer], &format!("{}: {why}", path.display()));
+        }
+        if left.len() > NAMED {
+            s.msg.problem(
+                &[jail, layer],
+                &format!("... and {} more left", left.len() - NAMED),
+            );
         }
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
@@ -229,7 +212,22 @@ impl Cleaner<'_> {
         total.lines += 1;
         total.files += files;
         total.bytes += bytes;
-        signals::check()
+        signals::check()?;
+        if !left.is_empty() {
+            return Err(fail(
+                ExitCode::Unavailable,
+                format!(
+                    "{}: not emptied, {} left (named above)",
+                    upper.display(),
+                    if left.len() == 1 {
+                        "1 entry".to_string()
+                    } else {
+                        format!("{} entries", left.len())
+                    }
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

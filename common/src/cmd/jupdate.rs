@@ -44,11 +44,6 @@ pub fn main(args: &Common, opts: &Opts) -> ExitCode {
                 .error(&fail(ExitCode::Usage, "-i works on exactly one jail"));
             return ExitCode::Usage;
         }
-        if opts.jobs == 0 {
-            s.msg
-                .error(&fail(ExitCode::Usage, "--jobs: give at least 1"));
-            return ExitCode::Usage;
-        }
         let bars =
             (!args.quiet && !opts.interactive && !args.dry_run && std::io::stderr().is_terminal())
                 .then(indicatif::MultiProgress::new);

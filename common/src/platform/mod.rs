@@ -102,6 +102,11 @@ pub trait Platform: Sync {
     /// The sh command that performs `step`, for `-n`.
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString>;
 
+    /// Print `step` for `-n` as one sh command line that does exactly that mount.
+    fn print_mount(&self, step: &Step, target: &Path) {
+        crate::report::sh_line(&self.mount_command(step, target));
+    }
+
     /// The sh command that removes the top mount at `target`, for `-n`.
     fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString>;
 

@@ -269,25 +269,52 @@ impl Platform for Linux {
                     work.as_ref().map(|w| w.path.as_path()),
                     options,
                 );
-                let mut o: Vec<u8> = Vec::new();
-                for (flag, name) in FLAG_NAMES {
-                    if flags.contains(*flag) {
-                        o.extend_from_slice(name.as_bytes());
-                        o.push(b',');
-                    }
-                }
-                o.extend_from_slice(data.as_bytes());
                 argv.extend([
                     "-t".into(),
                     "overlay".into(),
                     upper.path.clone().into(),
                     "-o".into(),
+                    options_word(flags, &data),
                 ]);
-                argv.push(OsString::from_vec(o));
             }
         }
         argv.push(target.into());
         argv
+    }
+
+    /// mount(8) splits `-o` at commas outside double quotes and has no escape for a
+    /// quote itself, so a layer path holding `"` (or `,` `:` `\\`, which overlayfs
+    /// needs escaped) goes in as `/proc/self/fd/N`, opened by sh on that descriptor:
+    /// the same mount, whatever the path holds.
+    fn print_mount(&self, step: &Step, target: &Path) {
+        let Step::Union {
+            upper,
+            work,
+            options,
+        } = step
+        else {
+            return crate::report::sh_line(&self.mount_command(step, target));
+        };
+        let odd = |p: &Path| {
+            p.as_os_str()
+                .as_bytes()
+                .iter()
+                .any(|b| b"\",:\\".contains(b))
+        };
+        let mut layers = vec![target, upper.path.as_path()];
+        layers.extend(work.as_ref().map(|w| w.path.as_path()));
+        if !layers.iter().any(|p| odd(p)) {
+            return crate::report::sh_line(&self.mount_command(step, target));
+        }
+        let inputs: Vec<(u32, &Path)> = (3..).zip(layers).collect();
+        let fd = |i: u32| PathBuf::from(format!("/proc/self/fd/{i}"));
+        let wk = work.as_ref().map(|_| fd(5));
+        let (flags, data) = overlay_args(&fd(3), &fd(4), wk.as_deref(), options);
+        let mut argv = self.mount_command(step, target);
+        // The options word is the one before the target.
+        let at = argv.len() - 2;
+        argv[at] = options_word(flags, &data);
+        crate::report::sh_line_with_inputs(&argv, &inputs);
     }
 
     fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString> {
@@ -509,6 +536,19 @@ fn overlay_args(
         escape_option(w.as_os_str(), &mut data);
     }
     (flags, OsString::from_vec(data))
+}
+
+/// mount(8)'s `-o` word: flag names, then the overlay's own options.
+fn options_word(flags: MsFlags, data: &OsStr) -> OsString {
+    let mut o: Vec<u8> = Vec::new();
+    for (flag, name) in FLAG_NAMES {
+        if flags.contains(*flag) {
+            o.extend_from_slice(name.as_bytes());
+            o.push(b',');
+        }
+    }
+    o.extend_from_slice(data.as_bytes());
+    OsString::from_vec(o)
 }
 
 /// overlayfs option values escape `,`, `:` and `\` with a backslash.
