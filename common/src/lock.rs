@@ -1,9 +1,9 @@
 //! One `flock(2)` lock file per jail, so that runs from cron never race each other.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use nix::errno::Errno;
@@ -14,8 +14,23 @@ use crate::exit::{ExitCode, OrFail, fail};
 /// Held for as long as it lives; the kernel drops it if the process dies.
 #[derive(Debug)]
 pub struct JailLock {
-    _lock: Option<Flock<File>>,
+    lock: Option<Flock<File>>,
 }
+
+impl Drop for JailLock {
+    /// Empty the file before letting go: an empty lock file means "being taken",
+    /// never a stale pid (a run killed with -9 leaves its pid, which the next
+    /// holder overwrites at once and a waiter checks for life).
+    fn drop(&mut self) {
+        if let Some(l) = &self.lock {
+            let _ = l.set_len(0);
+        }
+    }
+}
+
+/// How long a second run waits for the holder's pid to appear in the file, or for
+/// a dying holder to let go.
+const PID_WAIT: Duration = Duration::from_secs(1);
 
 /// Take `<dir>/<jail>.lock`, or fail at once (75) naming the holder's pid.
 ///
@@ -27,45 +42,79 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
         format!("lock dir {}", dir.display())
     })?;
     let path = dir.join(format!("{jail}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(&path)
-        .or_fail(ExitCode::CantCreate, || {
-            format!("lock file {}", path.display())
-        })?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut lock) => {
-            // The pid is for the message of whoever comes second.
-            let _ = lock.set_len(0);
-            let _ = lock.rewind();
-            let _ = writeln!(lock, "{}", std::process::id());
-            Ok(JailLock { _lock: Some(lock) })
-        }
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut s = String::new();
-            let _ = file.read_to_string(&mut s);
-            let pid: Option<u32> = s.trim().parse().ok();
-            if pid.is_some_and(is_ancestor) {
-                return Ok(JailLock { _lock: None });
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .or_fail(ExitCode::CantCreate, || {
+                format!("lock file {}", path.display())
+            })
+    };
+    let start = Instant::now();
+    let mut file = open()?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                // The pid, for the message of whoever comes second: written whole
+                // at offset 0, then the file cut to it, so that it never reads empty
+                // or half-written while held.
+                let line = format!("{}\n", std::process::id());
+                let _ = lock.write_all_at(line.as_bytes(), 0);
+                let _ = lock.set_len(line.len() as u64);
+                return Ok(JailLock { lock: Some(lock) });
             }
-            let holder = pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
-            Err(fail(
-                ExitCode::TempFail,
-                format!(
-                    "locked by another jlayers run ({holder}, {})",
-                    path.display()
-                ),
-            ))
+            Err((f, Errno::EWOULDBLOCK)) => {
+                let pid = holder(&f);
+                if pid.is_some_and(is_ancestor) {
+                    return Ok(JailLock { lock: None });
+                }
+                // Between the holder's flock and its write the file is empty (or
+                // names a dead run): look again, briefly.
+                if pid.is_none_or(|p| !alive(p)) && start.elapsed() < PID_WAIT {
+                    std::thread::sleep(Duration::from_millis(5));
+                    file = f;
+                    continue;
+                }
+                let holder = pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
+                return Err(fail(
+                    ExitCode::TempFail,
+                    format!(
+                        "locked by another jlayers run ({holder}, {})",
+                        path.display()
+                    ),
+                ));
+            }
+            Err((_, e)) => {
+                return Err(fail(
+                    ExitCode::CantCreate,
+                    format!("lock {}: {}", path.display(), e.desc()),
+                ));
+            }
         }
-        Err((_, e)) => Err(fail(
-            ExitCode::CantCreate,
-            format!("lock {}: {}", path.display(), e.desc()),
-        )),
     }
+}
+
+/// The pid on the lock file's first line.
+fn holder(f: &File) -> Option<u32> {
+    let mut buf = [0u8; 32];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.split('\n').next()?.trim().parse().ok().filter(|&p| p > 0)
+}
+
+/// Whether process `pid` exists.
+fn alive(pid: u32) -> bool {
+    let Ok(p) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
+        Err(Errno::ESRCH)
+    )
 }
 
 /// Whether `pid` is this process's parent, grandparent, ...

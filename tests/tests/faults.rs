@@ -429,3 +429,48 @@ on_both!(
     kill9_mount_and_unmount_converge,
     dry_run_is_the_run_for_any_path
 );
+
+/// Two runs racing for one jail: the loser exits 75 and always names the winner's
+/// pid, never "pid unknown" (the file is empty between the winner's flock and its
+/// write).
+#[test]
+fn lock_always_names_its_holder() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let mut contended = 0;
+        for round in 0..150 {
+            let a = spawn_one(sb, "jmount", "j1");
+            let b = spawn_one(sb, "jmount", "j1");
+            let (pa, pb) = (a.id(), b.id());
+            let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+            for (o, other) in [(&oa, pb), (&ob, pa)] {
+                let err = String::from_utf8_lossy(&o.stderr);
+                match o.status.code() {
+                    Some(0) => {}
+                    Some(75) => {
+                        contended += 1;
+                        assert!(
+                            err.contains(&format!("(pid {other},")),
+                            "round {round}: {err}"
+                        );
+                    }
+                    c => panic!("round {round}: exit {c:?}: {err}"),
+                }
+            }
+            sb.run("junmount", &["j1"]).ok();
+        }
+        assert!(contended > 0, "the two runs never met; the test proves nothing");
+        eprintln!("{contended} of 150 rounds contended");
+    });
+}
+
+fn spawn_one(sb: &Sandbox, tool: &str, jail: &str) -> Child {
+    sb.cmd(tool)
+        .arg("-c")
+        .arg(sb.path("jlayers.conf"))
+        .arg(jail)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
