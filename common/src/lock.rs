@@ -103,7 +103,12 @@ fn holder(f: &File) -> Option<u32> {
     let mut buf = [0u8; 32];
     let n = f.read_at(&mut buf, 0).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
-    text.split('\n').next()?.trim().parse().ok().filter(|&p| p > 0)
+    text.split('\n')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
 }
 
 /// Whether process `pid` exists.

@@ -459,7 +459,10 @@ fn lock_always_names_its_holder() {
             }
             sb.run("junmount", &["j1"]).ok();
         }
-        assert!(contended > 0, "the two runs never met; the test proves nothing");
+        assert!(
+            contended > 0,
+            "the two runs never met; the test proves nothing"
+        );
         eprintln!("{contended} of 150 rounds contended");
     });
 }
@@ -473,4 +476,26 @@ fn spawn_one(sb: &Sandbox, tool: &str, jail: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// A source on a mount that is itself a bind of a subdirectory (as `/` is in a
+/// container or after pivot_root): mountinfo's root field of jmount's bind is the
+/// path within the file system, not the source's path, and junmount still knows
+/// the mounts for its own.
+#[test]
+fn mounts_recognised_whatever_the_root_field() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        sb.sh(
+            "mkdir store && mv ports store/ports && mkdir ports && mount --bind store/ports ports",
+        )
+        .ok();
+        sb.run("jmount", &["--all"]).ok();
+        assert_eq!(sb.mounts().len(), 7, "the ports bind and 3 mounts a jail");
+        sb.run("jmount", &["--all"]).ok();
+        assert_eq!(sb.mounts().len(), 7, "nothing mounted twice");
+        sb.run("junmount", &["--all"]).ok();
+        let left: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
+        assert_eq!(left, [sb.path("ports")], "only the foreign bind is left");
+    });
 }

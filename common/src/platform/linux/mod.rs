@@ -1,5 +1,6 @@
 //! Linux: bind mounts and overlayfs, by system call; the table from mountinfo.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -31,7 +32,13 @@ pub use api::mount_id;
 #[derive(Default)]
 pub struct Linux {
     cache: Mutex<Option<Cache>>,
+    /// Sources' bind identities (see [`Linux::bind_root`]), worked out once a run.
+    binds: Mutex<HashMap<PathBuf, Option<BindRoot>>>,
 }
+
+/// How a bind mount of a source shows in mountinfo: the device of its file system
+/// and the source directory's path within that file system (the root field).
+type BindRoot = ((u32, u32), PathBuf);
 
 struct Cache {
     file: File,
@@ -98,6 +105,36 @@ impl Linux {
         }
     }
 
+    /// Where a bind mount of `source` shows in mountinfo. The root field is the
+    /// directory's path within its file system, not within this process's view:
+    /// it is the root of the mount holding `source` plus `source`'s path below that
+    /// mount's point. (They differ whenever that mount is itself a bind of a
+    /// subdirectory, as `/` is in a container or after pivot_root.)
+    fn bind_root(&self, source: &Path) -> Option<BindRoot> {
+        let mut binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = binds.get(source) {
+            return known.clone();
+        }
+        let found = (|| {
+            let real = std::fs::canonicalize(source).ok()?;
+            let fd = nix::fcntl::open(
+                &real,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()?;
+            let id = api::mount_id(fd.as_fd()).ok()?;
+            let table = self.mounts(&real).ok()?;
+            let holder = table.iter().rev().find(|m| m.id == Some(id))?;
+            let below = real.strip_prefix(&holder.target).ok()?;
+            Some((holder.dev?, holder.root.join(below)))
+        })();
+        binds.insert(source.to_path_buf(), found.clone());
+        found
+    }
+
     /// Around a mount or unmount of ours: a change seen before it is someone
     /// else's (drop the table); the one after it is ours (note where).
     fn our_change<T>(&self, target: &Path, op: impl FnOnce() -> T) -> T {
@@ -147,7 +184,12 @@ impl Platform for Linux {
 
     fn matches(&self, step: &Step, m: &Mount) -> bool {
         match step {
-            Step::Null { source, read_only } => *read_only == m.read_only() && bind_of(source, m),
+            Step::Null { source, read_only } => {
+                *read_only == m.read_only()
+                    && self
+                        .bind_root(source)
+                        .is_some_and(|(dev, root)| m.dev == Some(dev) && m.root == root)
+            }
             // jlayers names the overlay after its upper dir (the source field, as
             // unionfs shows it); the kernel's upperdir= is the upper's real path.
             Step::Union { upper, .. } => {
@@ -576,28 +618,6 @@ fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
         code,
         format!("{what} on {}: {}{hint}", target.display(), e.desc()),
     )
-}
-
-/// Whether `m` is a bind mount of `source`: same device, and the mounted directory
-/// is `source`'s path within its file system.
-fn bind_of(source: &Path, m: &Mount) -> bool {
-    let Ok(st) = nix::sys::stat::stat(source) else {
-        return false;
-    };
-    let dev = (
-        nix::sys::stat::major(st.st_dev) as u32,
-        nix::sys::stat::minor(st.st_dev) as u32,
-    );
-    if m.dev != Some(dev) {
-        return false;
-    }
-    if m.root == Path::new("/") {
-        // The whole file system: source must be its root directory.
-        let parent = source.parent().unwrap_or(source);
-        return nix::sys::stat::stat(parent)
-            .map_or(true, |p| p.st_dev != st.st_dev || parent == source);
-    }
-    source.ends_with(m.root.strip_prefix("/").unwrap_or(&m.root))
 }
 
 /// `/proc/self/mountinfo` (proc(5)): octal escapes decoded, lines in mount order.
