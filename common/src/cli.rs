@@ -2,7 +2,8 @@
 //! the selection of jails.
 
 use std::ffi::OsString;
-use std::io::BufRead;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -79,13 +80,12 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     let mut names: Vec<OsString> = Vec::new();
     for n in &args.jails {
         if n == "-" {
-            for line in std::io::stdin().lock().split(b'\n') {
-                let line = line.map_err(|e| fail(ExitCode::Usage, format!("stdin: {e}")))?;
-                let line = String::from_utf8_lossy(&line).trim().to_string();
-                if !line.is_empty() {
-                    names.push(line.into());
-                }
-            }
+            let mut raw = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut raw)
+                .map_err(|e| fail(ExitCode::Usage, format!("stdin: {e}")))?;
+            names.extend(names_from(&raw));
         } else {
             names.push(n.clone());
         }
@@ -113,6 +113,17 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
         }
     }
     Ok(out)
+}
+
+/// Jail names as read from stdin: one a line, surrounding white space (a CR
+/// too) dropped, blank lines skipped. Bytes are kept as they are: a name that is
+/// not UTF-8 matches no jail and is reported as given.
+pub fn names_from(raw: &[u8]) -> Vec<OsString> {
+    raw.split(|&b| b == b'\n')
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty())
+        .map(|l| std::ffi::OsStr::from_bytes(l).to_os_string())
+        .collect()
 }
 
 /// The longest age or timeout taken: 100 years. Anything longer means "never" and

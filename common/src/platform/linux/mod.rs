@@ -661,9 +661,11 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
+        // `\NNN` up to \377 (one byte); anything else is taken literally.
         if s[i] == b'\\'
             && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && (b'0'..=b'3').contains(&s[i + 1])
+            && s[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
             i += 4;
