@@ -2,6 +2,7 @@
 //! FreeBSD, bind + overlayfs on Linux). The four tools are thin front ends to this
 //! crate; the contract is SPEC.md.
 
+pub mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod config;

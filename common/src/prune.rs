@@ -549,7 +549,7 @@ impl Walk<'_> {
 /// directory it removes, and undelete(2) removes one by name. Only the upper dir's
 /// own are left after a walk, since it is never removed.
 #[cfg(target_os = "freebsd")]
-mod whiteouts {
+pub(crate) mod whiteouts {
     use std::ffi::{CStr, CString, OsStr};
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
@@ -571,7 +571,7 @@ mod whiteouts {
 
     /// The names of the whiteouts in `dir` (struct dirent of FreeBSD 12 and later:
     /// d_reclen at 16, d_type at 18, d_namlen at 20, d_name at 24).
-    fn list(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
+    pub fn list(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
         let fd = nix::unistd::dup(dir)?;
         // SAFETY: lseek on a descriptor this function owns.
         if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {

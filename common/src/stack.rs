@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, code_of, fail};
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::{MountId, Mounted, Os, Platform};
@@ -253,13 +253,54 @@ impl Engine<'_> {
                 continue;
             }
             let id = self.platform.pin(&s.target, top)?;
-            self.platform.unmount(&s.target, &id, force)?;
+            self.platform
+                .unmount(&s.target, &id, force)
+                .map_err(|e| self.name_holders(plan, &s.target.path, e))?;
             self.msg.info(
                 &[&plan.jail, &s.layer],
                 &format!("unmounted {}", s.target.path.display()),
             );
         }
         Ok(())
+    }
+
+    /// A busy unmount's error, with what holds the mount: each process as `pid
+    /// command (how, jail)`, or the platform's hint when none is found.
+    fn name_holders(&self, plan: &JailPlan, target: &Path, e: anyhow::Error) -> anyhow::Error {
+        if code_of(&e) != ExitCode::TempFail {
+            return e;
+        }
+        let holders = self.platform.holders(target);
+        if holders.is_empty() {
+            return fail(
+                ExitCode::TempFail,
+                format!("{e:#}: {}", self.platform.busy_hint(target)),
+            );
+        }
+        let named: Vec<String> = holders
+            .iter()
+            .map(|h| {
+                let mut what = h.how.join(", ");
+                let place = h.jail.as_ref().map(|j| format!("jail {j}")).or_else(|| {
+                    h.root.as_ref().map(|r| {
+                        if *r == plan.root {
+                            format!("jail {}", plan.jail)
+                        } else {
+                            format!("root {}", r.display())
+                        }
+                    })
+                });
+                if let Some(p) = place {
+                    what.push_str("; ");
+                    what.push_str(&p);
+                }
+                format!("pid {} {} ({what})", h.pid, h.command)
+            })
+            .collect();
+        fail(
+            ExitCode::TempFail,
+            format!("{e:#}: held by {}", named.join(", ")),
+        )
     }
 
     /// Take down every stack, nested layers first, each newest mount first; only

@@ -13,6 +13,18 @@ struct Args {
     #[command(flatten)]
     common: jlayers::cli::Common,
 
+    /// List every entry of each upper dir with what it is to the host tree:
+    /// JAIL, LAYER, KIND (new, copy, modified, stale, whiteout, opaque, dir), SIZE,
+    /// PATH; deletes nothing (implies -n)
+    #[arg(long = "list")]
+    list: bool,
+
+    /// Prune only entries of KIND (new, copy, modified, stale, whiteout), e.g.
+    /// 'stale': host files changed since the jail's copy; repeatable
+    #[arg(long = "only", value_name = "KIND", value_parser = jlayers::changes::Kind::parse_prunable,
+          conflicts_with_all = ["keep", "older_than"])]
+    only: Vec<jlayers::changes::Kind>,
+
     /// Keep paths matching GLOB, relative to the upper dir (e.g. 'distfiles/**'),
     /// with their parents; repeatable
     #[arg(long = "keep", value_name = "GLOB")]
@@ -34,10 +46,14 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args: Args = jlayers::cli::parse("jclean");
     let opts = jlayers::cmd::jclean::Opts {
+        list: args.list,
+        only: args.only,
         keep: args.keep,
         older_than: args.older_than,
         jobs: args.jobs,
         bytes: args.bytes,
     };
-    jlayers::cmd::jclean::main(&args.common, &opts).into()
+    let mut common = args.common;
+    common.dry_run |= args.list;
+    jlayers::cmd::jclean::main(&common, &opts).into()
 }

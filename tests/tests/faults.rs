@@ -253,7 +253,16 @@ fn spawn(sb: &Sandbox, tool: &str, env: Option<(&str, &str)>) -> Child {
     if let Some((k, v)) = env {
         c.env(k, v);
     }
+    // Its own process group, so that a kill takes the tools it runs too (as a
+    // power loss would): an orphaned mount_unionfs finishing later is another run.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     c.spawn().unwrap()
+}
+
+/// SIGKILL to a child's whole process group.
+fn kill_group(child: &mut Child) {
+    let _ = kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGKILL);
+    child.wait().unwrap();
 }
 
 /// How long a whole run of `tool` takes here, to spread the kills over it.
@@ -289,8 +298,7 @@ fn kill9_mount_and_unmount_converge(b: Backend) {
             }
             let mut child = spawn(sb, tool, None);
             std::thread::sleep(full.mul_f64(rng.below(1000) as f64 / 1000.0));
-            let _ = child.kill();
-            child.wait().unwrap();
+            kill_group(&mut child);
             let why = format!("round {round}, {tool} killed, seed {}", rng.0);
             assert_uppers(&uppers, true, &why);
             let next = ["jmount", "junmount"][rng.below(2) as usize];
@@ -368,8 +376,7 @@ fn kill9_clean_converges_upper_never_missing() {
                 fill();
                 let mut child = spawn(sb, "jclean", None);
                 std::thread::sleep(full.mul_f64(rng.below(1000) as f64 / 1000.0));
-                let _ = child.kill();
-                child.wait().unwrap();
+                kill_group(&mut child);
                 let why = format!("round {round}, seed {}", rng.0);
                 assert_uppers(&uppers, false, &why);
                 sb.run("jclean", &["--all"]).ok();

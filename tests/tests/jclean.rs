@@ -366,3 +366,88 @@ fn racing_symlink_swaps_never_reach_the_canary() {
         }
     });
 }
+
+/// `jclean --list`: every entry of the upper with what it is to the host tree; and
+/// `--only stale` prunes just the copies the host has changed since, so that the
+/// jail sees the new host file and keeps its own work.
+fn what_each_jail_changed(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        for (f, text) in [
+            ("ports/Mk/gone.mk", "# the jail deletes this\n"),
+            ("ports/Mk/stale.mk", "# old upstream\n"),
+            ("ports/lang/perl/Makefile", "PORTNAME=perl\n"),
+        ] {
+            fs::create_dir_all(sb.path(f).parent().unwrap()).unwrap();
+            fs::write(sb.path(f), text).unwrap();
+        }
+        sb.run("jmount", &["j1"]).ok();
+        let j = sb.path("j1/usr/ports");
+        fs::write(j.join("new-file"), "mine").unwrap();
+        fs::write(j.join("Mk/bsd.port.mk"), "# changed in the jail\n").unwrap();
+        // A mode change copies the file up unchanged.
+        for f in ["editors/vim/Makefile", "Mk/stale.mk"] {
+            fs::set_permissions(j.join(f), fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        fs::remove_file(j.join("Mk/gone.mk")).unwrap();
+        fs::remove_dir_all(j.join("lang")).unwrap();
+        fs::create_dir(j.join("lang")).unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        // Upstream changes a file the jail holds a copy of.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(sb.path("ports/Mk/stale.mk"), "# new upstream\n").unwrap();
+
+        let up = sb.path("upper/j1/ports");
+        let o = sb.run("jclean", &["--list", "-b", "j1"]);
+        o.ok();
+        let mut got: Vec<(String, String)> = lines(&o.stdout)
+            .into_iter()
+            .map(|f| {
+                assert_eq!((f[0].as_str(), f[1].as_str()), ("j1", "ports"), "{f:?}");
+                let rel = Path::new(&f[4]).strip_prefix(&up).unwrap();
+                (rel.to_string_lossy().into_owned(), f[2].clone())
+            })
+            .collect();
+        got.sort();
+        let want = [
+            ("Mk", "dir"),
+            ("Mk/bsd.port.mk", "modified"),
+            ("Mk/gone.mk", "whiteout"),
+            ("Mk/stale.mk", "stale"),
+            // The nested layer's mount point, made through the union.
+            ("distfiles", "dir"),
+            ("editors", "dir"),
+            ("editors/vim", "dir"),
+            ("editors/vim/Makefile", "copy"),
+            ("lang", "opaque"),
+            ("new-file", "new"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want, "{}", o.stdout);
+        assert!(up.join("new-file").exists(), "--list deletes nothing");
+
+        sb.run("jclean", &["--only", "dir", "j1"]).code(64);
+        let o = sb.run("jclean", &["--only", "stale", "-b", "j1"]);
+        o.ok();
+        assert_eq!(lines(&o.stdout)[0][2], "1", "{}", o.stdout);
+        assert!(!up.join("Mk/stale.mk").exists());
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(
+            fs::read_to_string(j.join("Mk/stale.mk")).unwrap(),
+            "# new upstream\n"
+        );
+        assert_eq!(
+            fs::read_to_string(j.join("Mk/bsd.port.mk")).unwrap(),
+            "# changed in the jail\n"
+        );
+        assert!(j.join("new-file").exists() && !j.join("Mk/gone.mk").exists());
+        // Mounted: refused, as for a whole prune.
+        sb.run("jclean", &["--list", "j1"]).code(75);
+        sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+jlayers_tests::on_both!(what_each_jail_changed);

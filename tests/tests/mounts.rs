@@ -24,6 +24,7 @@ on_both!(
     readonly_layer,
     busy_mount,
     awkward_paths,
+    busy_unmount_names_its_holders,
 );
 
 fn read(sb: &Sandbox, rel: &str) -> Option<String> {
@@ -360,7 +361,9 @@ fn busy_mount(b: Backend) {
         };
         let mut busy = user();
         let o = sb.run("junmount", &["j1"]);
-        o.code(75).err_has("busy");
+        o.code(75)
+            .err_has("busy")
+            .err_has(&format!("held by pid {} sleep (cwd)", busy.id()));
         busy.kill().unwrap();
         busy.wait().unwrap();
         sb.run("junmount", &["j1"]).ok();
@@ -411,5 +414,52 @@ fn awkward_paths(b: Backend) {
         assert!(plan.stdout.contains("'"), "quoted: {}", plan.stdout);
         sb.run("junmount", &["j1"]).ok();
         assert_eq!(sb.mounts().len(), 1, "only the tmpfs is left");
+    });
+}
+
+/// A busy unmount names what holds it: a process in the jail with its working
+/// directory below the target, by pid, command and jail.
+fn busy_unmount_names_its_holders(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let root = sb.busybox_root("j1", &["sh", "sleep"]);
+        sb.run("jmount", &["j1"]).ok();
+        let mut c = match b {
+            Backend::Linux => {
+                let mut c = std::process::Command::new("chroot");
+                c.arg(&root);
+                c
+            }
+            Backend::FreeBsdSim => {
+                sb.sh_backend("service jail onestart j1").ok();
+                let mut c = std::process::Command::new("jexec");
+                sb.backend_env(&mut c);
+                c.arg("j1");
+                c
+            }
+        };
+        let mut holder = c
+            .args(["/bin/sh", "-c", "cd /usr/ports && exec sleep 30"])
+            .spawn()
+            .unwrap();
+        // Wait until it sits below the target.
+        let cwd = format!("/proc/{}/cwd", holder.id());
+        let t = std::time::Instant::now();
+        while fs::read_link(&cwd).ok() != Some(sb.path("j1/usr/ports"))
+            && t.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if b == Backend::FreeBsdSim {
+            // (A running jail is refused before any unmount is tried.)
+            fs::remove_file(sb.path("sim-state/running/j1")).unwrap();
+        }
+        let o = sb.run("junmount", &["j1"]);
+        o.code(75)
+            .err_has(&format!("held by pid {} sleep (cwd; jail j1)", holder.id()));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
     });
 }

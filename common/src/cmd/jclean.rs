@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
+use crate::changes::{self, Kind};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
@@ -25,6 +26,10 @@ use super::{Setup, each_jail, run};
 /// jclean's own flags.
 #[derive(Debug, Clone, Default)]
 pub struct Opts {
+    /// List every entry with its kind (implies -n).
+    pub list: bool,
+    /// Prune only entries of these kinds.
+    pub only: Vec<Kind>,
     pub keep: Vec<String>,
     pub older_than: Option<Duration>,
     pub jobs: Option<usize>,
@@ -164,6 +169,13 @@ impl Cleaner<'_> {
             Beneath::Dir(fd) => Some(fd),
             Beneath::Missing(_) => None,
         };
+        if opts.list || !opts.only.is_empty() {
+            let source = match &stack.steps[0] {
+                Step::Null { source, .. } => source.as_path(),
+                Step::Union { .. } => return Ok(()),
+            };
+            return self.by_kind(jail, layer, upper, source, dir.as_ref(), total);
+        }
         let tally = Tally::default();
         if let Some(dir) = &dir {
             let mounts: Vec<PathBuf> = table
@@ -224,6 +236,83 @@ impl Cleaner<'_> {
                     } else {
                         format!("{} entries", left.len())
                     }
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Cleaner<'_> {
+    /// `--list` and `--only`: each entry by what it is to the host tree; list it
+    /// (`JAIL LAYER KIND SIZE PATH`), or remove it when its kind is asked for; then
+    /// the layer's report line, as for a whole prune.
+    fn by_kind(
+        &self,
+        jail: &str,
+        layer: &str,
+        upper: &std::path::Path,
+        source: &std::path::Path,
+        dir: Option<&std::os::fd::OwnedFd>,
+        total: &mut Total,
+    ) -> Result<()> {
+        let (s, opts) = (self.s, self.opts);
+        let prune = !opts.list && !self.rules.dry_run;
+        let (mut files, mut bytes) = (0u64, 0u64);
+        let problems = match dir {
+            None => Vec::new(),
+            Some(dir) => changes::walk(dir, source, |e| {
+                let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
+                if !wanted {
+                    return false;
+                }
+                if opts.list {
+                    record(&[
+                        OsStr::new(jail),
+                        OsStr::new(layer),
+                        OsStr::new(e.kind.name()),
+                        size(e.size, opts.bytes).as_ref(),
+                        upper.join(e.rel).as_os_str(),
+                    ]);
+                    return false;
+                }
+                files += 1;
+                bytes += e.size;
+                prune
+            })
+            .map_err(|e| {
+                fail(
+                    ExitCode::Unavailable,
+                    format!("{}: {}", upper.display(), e.desc()),
+                )
+            })?,
+        };
+        for (rel, why) in &problems {
+            s.msg.problem(
+                &[jail, layer],
+                &format!("{}: {why}", upper.join(rel).display()),
+            );
+        }
+        if !opts.list {
+            record(&[
+                OsStr::new(jail),
+                OsStr::new(layer),
+                files.to_string().as_ref(),
+                size(bytes, opts.bytes).as_ref(),
+                upper.as_os_str(),
+            ]);
+            total.lines += 1;
+            total.files += files;
+            total.bytes += bytes;
+        }
+        signals::check()?;
+        if !problems.is_empty() {
+            return Err(fail(
+                ExitCode::Unavailable,
+                format!(
+                    "{}: {} entries not read or not removed (named above)",
+                    upper.display(),
+                    problems.len()
                 ),
             ));
         }

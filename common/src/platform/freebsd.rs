@@ -2,7 +2,7 @@
 //! `mount_unionfs`, `umount`, `mount -p`, `jls`, `jexec`, `service`. Built on every
 //! OS; tested here against the simulated userland under `tests/freebsd-sim/`.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -150,11 +150,10 @@ impl Platform for FreeBsd {
         argv.push(id.0.clone().into());
         run_tool(&argv, ExitCode::Unavailable).map_err(|e| {
             if crate::exit::code_of(&e) == ExitCode::TempFail {
-                let t = &target.path;
-                e.context(crate::exit::Fail {
-                    code: ExitCode::TempFail,
-                    msg: format!("{} is busy: {}", t.display(), self.busy_hint(t)),
-                })
+                fail(
+                    ExitCode::TempFail,
+                    format!("unmount {}: busy", target.path.display()),
+                )
             } else {
                 e
             }
@@ -190,6 +189,42 @@ impl Platform for FreeBsd {
         }
         argv.push(target.into());
         argv
+    }
+
+    /// fstat(1) -f lists what is open on the file system mounted there (working
+    /// and root directories, text, mappings, descriptors); ps(1) and jls(8) name
+    /// each holder's jail.
+    fn holders(&self, target: &Path) -> Vec<super::Holder> {
+        let out = |argv: &[&OsStr]| -> Option<String> {
+            let o = Command::new(argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let listing =
+            out(&["fstat".as_ref(), "-f".as_ref(), target.as_os_str()]).unwrap_or_default();
+        let mut holders = parse_fstat(&listing);
+        for h in &mut holders {
+            let pid = h.pid.to_string();
+            let jid = out(&[
+                "ps".as_ref(),
+                "-o".as_ref(),
+                "jid=".as_ref(),
+                "-p".as_ref(),
+                pid.as_ref(),
+            ]);
+            if let Some(jid) = jid.filter(|j| !j.is_empty() && j != "0") {
+                h.jail = out(&["jls".as_ref(), "-j".as_ref(), jid.as_ref(), "name".as_ref()])
+                    .filter(|n| !n.is_empty())
+                    .or(Some(jid));
+            }
+        }
+        holders
     }
 
     fn busy_hint(&self, target: &Path) -> String {
@@ -332,6 +367,42 @@ fn fs_of(_fd: &OwnedFd) -> nix::Result<Fs> {
     Err(nix::errno::Errno::ENOSYS)
 }
 
+/// fstat(1) output: a header, then `USER CMD PID FD MOUNT ...` per open file; one
+/// holder per pid, with how it holds the file system.
+pub fn parse_fstat(text: &str) -> Vec<super::Holder> {
+    let mut out: Vec<super::Holder> = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        let (Some(cmd), Some(Ok(pid)), Some(fd)) =
+            (f.get(1), f.get(2).map(|p| p.parse::<u32>()), f.get(3))
+        else {
+            continue;
+        };
+        let how = match *fd {
+            "wd" => "cwd",
+            "root" => "root",
+            "jail" => "jail root",
+            "text" => "executable",
+            "mmap" => "mapping",
+            "tr" => "trace file",
+            "ctty" => "terminal",
+            _ => "open file",
+        };
+        match out.iter_mut().find(|h| h.pid == pid) {
+            Some(h) if !h.how.contains(&how) => h.how.push(how),
+            Some(_) => {}
+            None => out.push(super::Holder {
+                pid,
+                command: cmd.to_string(),
+                jail: None,
+                root: None,
+                how: vec![how],
+            }),
+        }
+    }
+    out
+}
+
 /// `mount -p` (fstab(5) format): fields separated by runs of tabs or spaces.
 pub fn parse_mount_p(text: &str) -> Vec<Mount> {
     text.lines()
@@ -391,6 +462,23 @@ zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime \t0 0\n\
         );
         assert!(t[5].options.contains(&"noatime".to_string()));
         assert!(t[6].read_only() && !t[4].read_only());
+    }
+
+    #[test]
+    fn fstat_holders() {
+        let text = "USER     CMD          PID   FD MOUNT      INUM MODE         SZ|DV R/W\n\
+root     sleep       1234 text /          123 -r-xr-xr-x   12345  r\n\
+root     sleep       1234   wd /j/usr/ports  5 drwxr-xr-x     512  r\n\
+root     make        1300    3 /j/usr/ports 77 -rw-r--r--    2048  r\n\
+root     make        1300   wd /j/usr/ports  5 drwxr-xr-x     512  r\n\
+root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
+        let h = parse_fstat(text);
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].pid, h[0].command.as_str()), (1234, "sleep"));
+        assert_eq!(h[0].how, ["executable", "cwd"]);
+        assert_eq!((h[1].pid, h[1].command.as_str()), (1300, "make"));
+        assert_eq!(h[1].how, ["open file", "cwd"]);
+        assert!(parse_fstat("").is_empty());
     }
 
     #[test]

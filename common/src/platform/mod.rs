@@ -2,7 +2,7 @@
 //! idempotence and rollback live in [`crate::stack`], once for both.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -16,6 +16,19 @@ use crate::target::Place;
 pub mod freebsd;
 #[cfg(target_os = "linux")]
 pub mod linux;
+
+/// A process that keeps a mount busy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    /// The jail it runs in, when the platform says (FreeBSD: the jail's name).
+    pub jail: Option<String>,
+    /// Its root directory when not `/` (Linux: a chroot's or jail's root).
+    pub root: Option<PathBuf>,
+    /// How it holds the mount: cwd, root, open file, mapping, ...
+    pub how: Vec<&'static str>,
+}
 
 /// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +123,10 @@ pub trait Platform: Sync {
     /// The sh command that removes the top mount at `target`, for `-n`.
     fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString>;
 
-    /// What probably holds a busy mount, for the error message.
+    /// The processes that keep the mount at `target` busy.
+    fn holders(&self, target: &Path) -> Vec<Holder>;
+
+    /// What probably holds a busy mount, when no process is found holding it.
     fn busy_hint(&self, target: &Path) -> String;
 
     /// Whether the jail is running. Linux chroots have no such state: false.

@@ -22,6 +22,7 @@ use crate::plan::Step;
 use crate::target::Place;
 
 mod api;
+mod holders;
 mod sandbox;
 
 pub use api::mount_id;
@@ -275,10 +276,7 @@ impl Platform for Linux {
         let t = &target.path;
         self.our_change(t, || nix::mount::umount2(&path, flags))
             .map_err(|e| match e {
-                Errno::EBUSY => fail(
-                    ExitCode::TempFail,
-                    format!("unmount {}: busy: {}", t.display(), self.busy_hint(t)),
-                ),
+                Errno::EBUSY => fail(ExitCode::TempFail, format!("unmount {}: busy", t.display())),
                 Errno::EPERM => fail(
                     ExitCode::NoPerm,
                     format!("unmount {}: not permitted (run as root)", t.display()),
@@ -366,6 +364,10 @@ impl Platform for Linux {
         }
         argv.push(target.into());
         argv
+    }
+
+    fn holders(&self, target: &Path) -> Vec<super::Holder> {
+        holders::holders(target)
     }
 
     fn busy_hint(&self, target: &Path) -> String {
