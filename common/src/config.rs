@@ -35,6 +35,9 @@ pub struct Layer {
     pub target: PathBuf,
     pub mode: Mode,
     pub union_options: Vec<String>,
+    /// `upper_fs = "tmpfs"` for this layer in every jail: `Some(size)` (`None`:
+    /// the kernel's default size), unless a jail says otherwise.
+    pub tmpfs: Option<Option<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +49,8 @@ pub struct Jail {
     pub layers: Vec<usize>,
     /// Upper dir of each of this jail's union layers, by layer index.
     pub uppers: BTreeMap<usize, Upper>,
+    /// The union layers whose upper dir is a tmpfs of its own, with its size.
+    pub tmpfs: BTreeMap<usize, Option<String>>,
     pub update: Option<Vec<String>>,
     pub start: Option<Vec<String>>,
     pub stop: Option<Vec<String>>,
@@ -171,6 +176,40 @@ struct RawLayer {
     #[serde(default = "default_mode")]
     mode: Mode,
     union_options: Option<Vec<String>>,
+    upper_fs: Option<UpperFs>,
+    upper_size: Option<String>,
+}
+
+/// What an upper dir is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum UpperFs {
+    /// A directory on the file system it lies in.
+    Dir,
+    /// A tmpfs of its own, mounted by jmount and gone with junmount.
+    Tmpfs,
+}
+
+/// `upper_fs` and `upper_size` together: `Some(size)` for a tmpfs.
+fn upper_fs(fs: Option<UpperFs>, size: Option<String>) -> Result<Option<Option<String>>, String> {
+    match (fs, size) {
+        (Some(UpperFs::Tmpfs), size) => {
+            if let Some(s) = &size {
+                let digits = s.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
+                if digits.is_empty()
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                    || s.len() - digits.len() > 1
+                {
+                    return Err(format!(
+                        "upper_size: {s:?}: a number of bytes with an optional k, m, g or t (e.g. \"4g\")"
+                    ));
+                }
+            }
+            Ok(Some(size))
+        }
+        (_, Some(_)) => Err("upper_size: only with upper_fs = \"tmpfs\"".into()),
+        (Some(UpperFs::Dir) | None, None) => Ok(None),
+    }
 }
 
 fn default_mode() -> Mode {
@@ -187,6 +226,8 @@ struct RawJail {
     update: Option<Vec<String>>,
     start: Option<Vec<String>>,
     stop: Option<Vec<String>>,
+    upper_fs: Option<UpperFs>,
+    upper_size: Option<String>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -257,12 +298,17 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
                 "union_options: each entry is one option, without commas".into(),
             ));
         }
+        let tmpfs = upper_fs(l.upper_fs, l.upper_size).map_err(ctx)?;
+        if tmpfs.is_some() && l.mode != Mode::Union {
+            return Err(ctx("upper_fs: only a union layer has an upper dir".into()));
+        }
         layers.push(Layer {
             name: l.name,
             source,
             target,
             mode: l.mode,
             union_options,
+            tmpfs,
         });
     }
     // A nested layer is mounted after its parent: the file order must say so.
@@ -352,6 +398,21 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
             }
             uppers.insert(i, Upper::Host(upper_root.join(&name).join(&layer.name)));
         }
+        // A jail's upper_fs (set or not: "dir" too) decides for all its union layers;
+        // else each layer's own.
+        let jail_fs = j.upper_fs.is_some() || j.upper_size.is_some();
+        let jail_tmpfs = upper_fs(j.upper_fs, j.upper_size).map_err(ctx)?;
+        let tmpfs: BTreeMap<usize, Option<String>> = uppers
+            .keys()
+            .filter_map(|&i| {
+                let t = if jail_fs {
+                    jail_tmpfs.clone()
+                } else {
+                    layers[i].tmpfs.clone()
+                };
+                t.map(|size| (i, size))
+            })
+            .collect();
         for (&i, up) in &uppers {
             let layer = &layers[i];
             let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
@@ -404,6 +465,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
             root,
             layers: idx,
             uppers,
+            tmpfs,
             update: j.update,
             start: j.start,
             stop: j.stop,
@@ -620,6 +682,7 @@ root   = "/usr/local/var/jails/192.168.0.101"
     #[test]
     fn validation_rules() {
         let l = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+        let shared = "[[layer]]\nname='p'\nsource='/usr/ports'\nmode='shared'\nupper_fs='tmpfs'\n";
         let cases: &[(&str, &str)] = &[
             (&format!("{l}{l}"), "layer p: duplicate layer name"),
             (
@@ -692,11 +755,46 @@ root   = "/usr/local/var/jails/192.168.0.101"
                 ),
                 "jail b: layer p: upper dir /u/b is, holds or lies in the upper dir of jail a: layer p",
             ),
+            (
+                &format!("{l}upper_size='4g'\n[jail.a]\nroot='/j'\n"),
+                "layer p: upper_size: only with upper_fs = \"tmpfs\"",
+            ),
+            (
+                &format!("{l}upper_fs='tmpfs'\nupper_size='4x'\n[jail.a]\nroot='/j'\n"),
+                "layer p: upper_size: \"4x\": a number of bytes",
+            ),
+            (
+                &format!("{l}upper_fs='zfs'\n[jail.a]\nroot='/j'\n"),
+                "unknown variant `zfs`",
+            ),
+            (
+                &format!("{shared}[jail.a]\nroot='/j'\n"),
+                "layer p: upper_fs: only a union layer has an upper dir",
+            ),
+            (
+                &format!("{l}[jail.a]\nroot='/j'\nupper_size='1g'\n"),
+                "jail a: upper_size: only with upper_fs",
+            ),
         ];
         for (text, want) in cases {
             let m = err(text);
             assert!(m.contains(want), "want {want:?} in {m:?}");
         }
+    }
+
+    #[test]
+    fn tmpfs_uppers_per_layer_or_per_jail() {
+        let text = "[[layer]]\nname='p'\nsource='/usr/ports'\nupper_fs='tmpfs'\nupper_size='2g'\n\
+                    [[layer]]\nname='q'\nsource='/usr/src'\n\
+                    [jail.a]\nroot='/j/a'\n\
+                    [jail.b]\nroot='/j/b'\nupper_fs='tmpfs'\n\
+                    [jail.c]\nroot='/j/c'\nupper_fs='dir'\n";
+        let c = parse(text).unwrap();
+        let t = |j: usize| c.jails[j].tmpfs.clone().into_iter().collect::<Vec<_>>();
+        // The layer's own setting; a jail's decides for all its union layers.
+        assert_eq!(t(0), [(0, Some("2g".to_string()))]);
+        assert_eq!(t(1), [(0, None), (1, None)]);
+        assert!(t(2).is_empty());
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum Step {
         work: Option<Place>,
         options: Vec<String>,
     },
+    /// A tmpfs of its own for a union layer's upper (and, on Linux, work) dir,
+    /// mounted on the upper's place before the layer's stack; `size` as tmpfs takes
+    /// it (`4g`), `None` for the kernel's default.
+    Tmpfs { size: Option<String> },
 }
 
 /// One layer's stack on one jail's target.
@@ -176,8 +180,26 @@ pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPl
                     ),
                 ));
             }
+            let (upper, work) = match jail.tmpfs.get(&i) {
+                // The tmpfs is mounted on the upper's place and the upper dir is
+                // `upper` in it, with Linux's work dir `work` beside it (overlay
+                // wants both on one file system, the work dir not inside the upper).
+                Some(size) => {
+                    stacks.push(Stack {
+                        layer: layer.name.clone(),
+                        target: upper.clone(),
+                        steps: vec![Step::Tmpfs { size: size.clone() }],
+                    });
+                    let work = platform.needs_work_dir().then(|| upper.join("work"));
+                    (upper.join("upper"), work)
+                }
+                None => {
+                    let work = platform.needs_work_dir().then(|| work_dir(&upper));
+                    (upper, work)
+                }
+            };
             steps.push(Step::Union {
-                work: platform.needs_work_dir().then(|| work_dir(&upper)),
+                work,
                 upper,
                 options: layer.union_options.clone(),
             });

@@ -158,6 +158,7 @@ impl Engine<'_> {
                 } => format!("read-only null mount of {}", source.display()),
                 Step::Null { source, .. } => format!("null mount of {}", source.display()),
                 Step::Union { upper, .. } => format!("union mount of {}", upper.path.display()),
+                Step::Tmpfs { .. } => "tmpfs for the upper dir".to_string(),
             };
             self.msg.info(
                 &[&plan.jail, &s.layer],
@@ -189,7 +190,7 @@ impl Engine<'_> {
             self.msg.warn(
                 &[&plan.jail, &s.layer],
                 &format!(
-                    "upper dir {} is on ZFS, which has no whiteouts: deleting or renaming a file of {} inside the jail will fail (EOPNOTSUPP); put the upper dir on UFS or tmpfs",
+                    "upper dir {} is on ZFS, which has no whiteouts: deleting or renaming a file of {} inside the jail will fail (EOPNOTSUPP); put the upper dir on UFS, or set upper_fs = \"tmpfs\" for it (jlayers.conf(5))",
                     upper.display(),
                     s.target.path.display()
                 ),

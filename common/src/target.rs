@@ -114,6 +114,14 @@ impl Place {
     }
 
     /// A sibling with `suffix` added to the name (overlay's work dir).
+    /// `self/name`, reached the same way.
+    pub fn join(&self, name: &str) -> Place {
+        Place {
+            path: self.path.join(name),
+            root: self.root.clone(),
+        }
+    }
+
     pub fn with_suffix(&self, suffix: &str) -> Place {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);

@@ -198,7 +198,7 @@ fn zfs_upper_warns_once_per_layer() {
             "{}",
             warnings[0]
         );
-        assert!(warnings[0].contains("put the upper dir on UFS or tmpfs"));
+        assert!(warnings[0].contains("put the upper dir on UFS, or set upper_fs = \"tmpfs\""));
         sb.run("junmount", &["--all"]).ok();
         let o = sb.run("jmount", &["-q", "--all"]);
         o.ok();

@@ -25,6 +25,7 @@ on_both!(
     busy_mount,
     awkward_paths,
     busy_unmount_names_its_holders,
+    tmpfs_uppers,
 );
 
 fn read(sb: &Sandbox, rel: &str) -> Option<String> {
@@ -461,5 +462,76 @@ fn busy_unmount_names_its_holders(b: Backend) {
         holder.wait().unwrap();
         sb.run("junmount", &["j1"]).ok();
         assert!(sb.mounts().is_empty());
+    });
+}
+
+/// `upper_fs = "tmpfs"`: jmount mounts a tmpfs for the upper before the stack,
+/// junmount removes it after, so nothing the jail wrote survives; `-n` prints it,
+/// a failed jmount takes it back, a nested layer works over it, jclean refuses it
+/// while mounted and finds nothing after.
+fn tmpfs_uppers(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let conf = jlayers_tests::SCENE_CONF.replace(
+            "[jail.j1]\nroot = \"@T/j1\"\n",
+            "[jail.j1]\nroot = \"@T/j1\"\nupper_fs = \"tmpfs\"\nupper_size = \"64m\"\n",
+        );
+        sb.conf(&conf);
+        let plan = sb.run("jmount", &["-n", "j1"]);
+        plan.ok();
+        let first_mount = plan
+            .stdout
+            .lines()
+            .find(|l| l.contains("mount"))
+            .unwrap_or_default();
+        assert!(
+            first_mount.contains("-t tmpfs -o mode=0755,size=64m tmpfs"),
+            "the tmpfs first:\n{}",
+            plan.stdout
+        );
+        assert!(sb.mounts().is_empty(), "-n changes nothing");
+
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(sb.mounts_at("upper/j1/ports"), ["tmpfs"]);
+        let j = sb.path("j1/usr/ports");
+        fs::write(j.join("built"), "x").unwrap();
+        fs::write(j.join("distfiles/fetched"), "y").unwrap();
+        assert!(!sb.path("ports/built").exists(), "copy-on-write");
+        assert!(
+            sb.path("distfiles/fetched").is_file(),
+            "the nested shared layer"
+        );
+        let upper = "upper/j1/ports/upper";
+        assert!(sb.path(upper).join("built").is_file());
+        sb.run("jclean", &["j1"]).code(75);
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(sb.mounts().len(), 4, "idempotent");
+
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+        assert!(
+            !sb.path(upper).join("built").exists(),
+            "nothing survives junmount"
+        );
+        let o = sb.run("jclean", &["-b", "j1"]);
+        o.ok();
+        assert!(o.stdout.starts_with("j1\tports\t0\t0\t"), "{}", o.stdout);
+
+        // A failure after the tmpfs is mounted takes it back with the rest.
+        fs::write(
+            sb.path("ports/distfiles"),
+            "a file where a mount point goes",
+        )
+        .unwrap();
+        sb.run("jmount", &["j1"]).code(73);
+        assert!(
+            sb.mounts().is_empty(),
+            "rolled back: {:?}",
+            sb.mounts_at("upper/j1/ports")
+        );
+        fs::remove_file(sb.path("ports/distfiles")).unwrap();
+        sb.run("jmount", &["j1"]).ok();
+        assert!(!j.join("built").exists(), "a fresh upper");
+        sb.run("junmount", &["j1"]).ok();
     });
 }

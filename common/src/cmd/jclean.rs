@@ -128,8 +128,15 @@ impl Cleaner<'_> {
             signals::check()?;
             // A live upper must not change under a mounted union (undefined behaviour
             // on both platforms): refuse the layer, delete nothing.
+            // A tmpfs upper is live while its tmpfs is mounted (junmount discards it).
+            let tmpfs_up = plan.stacks.iter().any(|t| {
+                t.layer == stack.layer
+                    && matches!(t.steps[..], [Step::Tmpfs { .. }])
+                    && t.state(&table, &*s.platform) != State::Mounted(0)
+            });
             let live = stack.state(&table, &*s.platform) != State::Mounted(0)
-                || table.iter().any(|m| s.platform.matches(&stack.steps[1], m));
+                || table.iter().any(|m| s.platform.matches(&stack.steps[1], m))
+                || tmpfs_up;
             let r = if live {
                 Err(fail(
                     ExitCode::TempFail,
@@ -172,7 +179,7 @@ impl Cleaner<'_> {
         if opts.list || !opts.only.is_empty() {
             let source = match &stack.steps[0] {
                 Step::Null { source, .. } => source.as_path(),
-                Step::Union { .. } => return Ok(()),
+                _ => return Ok(()),
             };
             return self.by_kind(jail, layer, upper, source, dir.as_ref(), total);
         }

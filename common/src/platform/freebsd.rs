@@ -55,6 +55,8 @@ impl Platform for FreeBsd {
             Step::Union { upper, .. } => {
                 m.fstype == "unionfs" && m.source == upper.path.as_os_str()
             }
+            // tmpfs(5) names every mount of it "tmpfs".
+            Step::Tmpfs { .. } => m.fstype == "tmpfs",
         }
     }
 
@@ -88,6 +90,7 @@ impl Platform for FreeBsd {
         let (want, from) = match step {
             Step::Null { source, .. } => ("nullfs", source.as_os_str()),
             Step::Union { upper, .. } => ("unionfs", upper.path.as_os_str()),
+            Step::Tmpfs { .. } => ("tmpfs", OsStr::new("tmpfs")),
         };
         match fs_at(target) {
             Ok(fs)
@@ -176,6 +179,11 @@ impl Platform for FreeBsd {
                     argv.extend(["-o".into(), options.join(",").into()]);
                 }
                 argv.push(upper.path.clone().into());
+            }
+            Step::Tmpfs { size } => {
+                argv.extend(["mount".into(), "-t".into(), "tmpfs".into(), "-o".into()]);
+                argv.push(super::tmpfs_options(size).into());
+                argv.push("tmpfs".into());
             }
         }
         argv.push(target.into());

@@ -17,6 +17,15 @@ pub mod freebsd;
 #[cfg(target_os = "linux")]
 pub mod linux;
 
+/// A tmpfs upper's options, the same for mount(8) on both systems: the root
+/// directory 0755 (not tmpfs's default 1777: it is the upper dir), and the size.
+pub fn tmpfs_options(size: &Option<String>) -> String {
+    match size {
+        Some(s) => format!("mode=0755,size={s}"),
+        None => "mode=0755".into(),
+    }
+}
+
 /// A process that keeps a mount busy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {

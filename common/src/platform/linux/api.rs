@@ -3,7 +3,7 @@
 //! mount id (5.8). A mount made this way is attached to the directory a descriptor
 //! pins, never to a path the kernel would look up again.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -109,16 +109,17 @@ pub fn detach(mnt: BorrowedFd<'_>) -> nix::Result<()> {
     nix::mount::umount2(&fd_path(mnt), nix::mount::MntFlags::MNT_DETACH)
 }
 
-/// A new overlay file system being configured (`fsopen`, `fsconfig`, `fsmount`).
-pub struct Overlay(OwnedFd);
+/// A new file system (overlay, tmpfs) being configured (`fsopen`, `fsconfig`,
+/// `fsmount`).
+pub struct NewFs(OwnedFd);
 
-impl Overlay {
-    pub fn new() -> nix::Result<Overlay> {
-        // SAFETY: a static C string; the result is a new descriptor we own.
+impl NewFs {
+    pub fn new(fstype: &CStr) -> nix::Result<NewFs> {
+        // SAFETY: a C string; the result is a new descriptor we own.
         let fd = check(unsafe {
-            libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC)
+            libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC)
         })?;
-        Ok(Overlay(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        Ok(NewFs(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
     fn config(
@@ -158,7 +159,7 @@ impl Overlay {
 
     /// Create the file system and a detached mount of it with `attr` flags.
     pub fn mount(self, attr: u64) -> Result<OwnedFd, (Errno, String)> {
-        let e = |o: &Overlay| (Errno::last(), o.log());
+        let e = |o: &NewFs| (Errno::last(), o.log());
         if self
             .config(libc::FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)
             .is_err()

@@ -82,6 +82,20 @@ impl Linux {
                 }
                 Ok(tree)
             }
+            Step::Tmpfs { size } => {
+                let err = |e: Errno| mount_error(e, "tmpfs", target);
+                let fs = api::NewFs::new(c"tmpfs").map_err(err)?;
+                fs.set("source", OsStr::new("tmpfs")).map_err(err)?;
+                // The root is the upper (or holds it): 0755, not tmpfs's 1777.
+                fs.set("mode", OsStr::new("0755")).map_err(err)?;
+                if let Some(s) = size {
+                    fs.set("size", OsStr::new(s)).map_err(err)?;
+                }
+                fs.mount(0).map_err(|(e, log)| {
+                    let m = mount_error(e, "tmpfs", target);
+                    if log.is_empty() { m } else { m.context(log) }
+                })
+            }
             Step::Union {
                 upper,
                 work,
@@ -198,6 +212,7 @@ impl Platform for Linux {
                     && (m.source == upper.path.as_os_str()
                         || m.fs_option("upperdir") == Some(upper.path.as_os_str()))
             }
+            Step::Tmpfs { .. } => m.fstype == "tmpfs",
         }
     }
 
@@ -291,6 +306,11 @@ impl Platform for Linux {
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["mount".into()];
         match step {
+            Step::Tmpfs { size } => {
+                argv.extend(["-t".into(), "tmpfs".into(), "-o".into()]);
+                argv.push(super::tmpfs_options(size).into());
+                argv.push("tmpfs".into());
+            }
             Step::Null { source, read_only } => {
                 argv.push("--bind".into());
                 if *read_only {
@@ -495,7 +515,7 @@ impl OverlayError {
 /// jlayers recognises it in the mount table whatever the kernel shows of its layers.
 fn overlay(upper: &Place, options: &[String], layers: Layers<'_>) -> Result<OwnedFd, OverlayError> {
     let failed = |what: &'static str| move |e: Errno| OverlayError::Failed(e, String::new(), what);
-    let fs = api::Overlay::new().map_err(failed("overlay file system"))?;
+    let fs = api::NewFs::new(c"overlay").map_err(failed("overlay file system"))?;
     let name = upper.path.as_os_str();
     let named = name.len() < 256 && fs.set("source", name).is_ok();
     let mut flags = MsFlags::empty();
