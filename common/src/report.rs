@@ -56,6 +56,45 @@ impl Messages {
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// `--json`: records go to stdout as JSON Lines instead of TAB-separated lines.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Choose the record format for this run.
+pub fn set_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// A path as a JSON string: its bytes as UTF-8, any that are not as U+FFFD.
+pub fn path_json(p: &Path) -> serde_json::Value {
+    serde_json::Value::String(p.to_string_lossy().into_owned())
+}
+
+/// One record in this run's format: the TAB fields, or the JSON object (which gets
+/// `"tool"` first).
+pub fn emit(tool: &str, fields: &[&OsStr], object: serde_json::Value) {
+    if json() {
+        json_record(tool, object);
+    } else {
+        record(fields);
+    }
+}
+
+/// One JSON Lines record: `{"tool": TOOL, ...object}`.
+pub fn json_record(tool: &str, object: serde_json::Value) {
+    let mut map = serde_json::Map::new();
+    map.insert("tool".into(), tool.into());
+    if let serde_json::Value::Object(o) = object {
+        map.extend(o);
+    }
+    let mut line = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap_or_default();
+    line.push(b'\n');
+    out(&line);
+}
+
 /// Write one record (already joined) to stdout; after EPIPE, drop records silently.
 fn out(bytes: &[u8]) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {

@@ -2,6 +2,7 @@
 //! mounts, what counts as already done, and how a failed run is rolled back.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
@@ -13,11 +14,48 @@ use crate::report::{Messages, sh_line};
 use crate::signals;
 use crate::target::{Beneath, Place};
 
-/// Runs plans on one platform; with `dry_run` it prints sh commands instead.
+/// Runs plans on one platform; with `dry_run` it prints sh commands instead (or,
+/// with `--json`, only records what it would do).
 pub struct Engine<'a> {
     pub platform: &'a dyn Platform,
     pub msg: Messages,
     pub dry_run: bool,
+    /// What was done (or would be), for the JSON records.
+    pub journal: Mutex<Vec<Done>>,
+}
+
+/// One change a run made (or, with `-n`, would make) to a layer.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub layer: String,
+    pub what: Did,
+}
+
+#[derive(Clone, Debug)]
+pub enum Did {
+    Mkdir(PathBuf),
+    /// A mount made: its kind (`null`, `union`, `tmpfs`), source and target.
+    Mount(&'static str, PathBuf, PathBuf),
+    /// A mount removed, the same way.
+    Unmount(&'static str, PathBuf, PathBuf),
+}
+
+/// A step's kind, as the JSON records name it.
+pub fn kind(step: &Step) -> &'static str {
+    match step {
+        Step::Null { .. } => "null",
+        Step::Union { .. } => "union",
+        Step::Tmpfs { .. } => "tmpfs",
+    }
+}
+
+/// What a step mounts: the source a record shows.
+fn source(step: &Step) -> PathBuf {
+    match step {
+        Step::Null { source, .. } => source.clone(),
+        Step::Union { upper, .. } => upper.path.clone(),
+        Step::Tmpfs { .. } => PathBuf::from("tmpfs"),
+    }
 }
 
 /// One mount this run made: enough to take it down again.
@@ -30,7 +68,35 @@ pub struct Made {
 /// While a run mounts: what each mount pinned, to take it back if a later one fails.
 type Pinned = Vec<(Made, Option<Mounted>)>;
 
-impl Engine<'_> {
+impl<'a> Engine<'a> {
+    pub fn new(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Engine<'a> {
+        Engine {
+            platform,
+            msg,
+            dry_run,
+            journal: Mutex::default(),
+        }
+    }
+
+    /// sh lines for `-n`, unless the records are JSON.
+    fn print_sh(&self) -> bool {
+        self.dry_run && !crate::report::json()
+    }
+
+    fn note(&self, layer: &str, what: Did) {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Done {
+                layer: layer.to_string(),
+                what,
+            });
+    }
+
+    /// What was done since the last call.
+    pub fn take_journal(&self) -> Vec<Done> {
+        std::mem::take(&mut *self.journal.lock().unwrap_or_else(|p| p.into_inner()))
+    }
     /// Mount what is missing of every stack, in order. On failure, everything this
     /// call mounted is unmounted again before the error is returned. With `dry_run`
     /// the mounts it would make are printed and returned.
@@ -105,12 +171,12 @@ impl Engine<'_> {
         made: &mut Pinned,
     ) -> Result<()> {
         if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
-            self.ensure_dir(upper)?;
+            self.ensure_dir(s, upper)?;
             if let Some(w) = work {
-                self.ensure_dir(w)?;
+                self.ensure_dir(s, w)?;
             }
         }
-        self.ensure_dir(&s.target)?;
+        self.ensure_dir(s, &s.target)?;
         let done = match s.state(table, self.platform) {
             State::Mounted(n) => n,
             State::Foreign { top, .. } => {
@@ -139,8 +205,14 @@ impl Engine<'_> {
             target: s.target.path.clone(),
         };
         for step in &s.steps[done..] {
+            self.note(
+                &s.layer,
+                Did::Mount(kind(step), source(step), s.target.path.clone()),
+            );
             if self.dry_run {
-                self.platform.print_mount(step, &s.target.path);
+                if self.print_sh() {
+                    self.platform.print_mount(step, &s.target.path);
+                }
                 made.push((made_here(), None));
                 continue;
             }
@@ -170,9 +242,12 @@ impl Engine<'_> {
 
     /// Create a directory if missing (`dry_run`: print how); one below a jail root
     /// with the no-symlink walk.
-    fn ensure_dir(&self, p: &Place) -> Result<()> {
+    fn ensure_dir(&self, s: &Stack, p: &Place) -> Result<()> {
         if let Beneath::Missing(_) = p.open(!self.dry_run)? {
-            print_mkdir(&p.path);
+            self.note(&s.layer, Did::Mkdir(p.path.clone()));
+            if self.print_sh() {
+                print_mkdir(&p.path);
+            }
         }
         Ok(())
     }
@@ -203,7 +278,7 @@ impl Engine<'_> {
     /// each stack loses at most the mounts this run added that are still on top.
     pub fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
         if self.dry_run {
-            for m in made.iter().rev() {
+            for m in made.iter().rev().filter(|_| self.print_sh()) {
                 sh_line(&self.platform.unmount_command(&m.target, false));
             }
             return Ok(());
@@ -248,15 +323,22 @@ impl Engine<'_> {
         force: bool,
     ) -> Result<()> {
         let at = s.at(table);
-        for top in at.iter().rev().take(n) {
+        for (i, top) in at.iter().rev().take(n).enumerate() {
+            // The top mounts are the plan's steps n-1, n-2, ... 0.
+            let step = &s.steps[n - 1 - i];
+            let did = Did::Unmount(kind(step), source(step), s.target.path.clone());
             if self.dry_run {
-                sh_line(&self.platform.unmount_command(&s.target.path, force));
+                self.note(&s.layer, did);
+                if self.print_sh() {
+                    sh_line(&self.platform.unmount_command(&s.target.path, force));
+                }
                 continue;
             }
             let id = self.platform.pin(&s.target, top)?;
             self.platform
                 .unmount(&s.target, &id, force)
                 .map_err(|e| self.name_holders(plan, &s.target.path, e))?;
+            self.note(&s.layer, did);
             self.msg.info(
                 &[&plan.jail, &s.layer],
                 &format!("unmounted {}", s.target.path.display()),

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,22 +17,55 @@ use crate::lock::lock_jail;
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step, plan};
 use crate::prune::{Rules, Tally, prune};
-use crate::report::{Messages, record, size};
+use crate::report::{Messages, emit, path_json, size};
 use crate::signals;
 use crate::target::{Beneath, Place};
+use serde_json::json;
 
 use super::{Setup, each_jail, run};
 
+/// Empty the upper dir of each union layer of the named jails, so that they see the
+/// pristine host tree again, and report what was freed: one line per upper dir,
+/// JAIL, LAYER, FILES, SIZE, UPPER_PATH, TAB-separated.
+#[derive(clap::Parser, Debug)]
+#[command(name = "jclean", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
 /// jclean's own flags.
-#[derive(Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct Opts {
-    /// List every entry with its kind (implies -n).
+    /// List every entry of each upper dir with what it is to the host tree:
+    /// JAIL, LAYER, KIND (new, copy, modified, stale, whiteout, opaque, dir), SIZE,
+    /// PATH; deletes nothing (implies -n)
+    #[arg(long = "list")]
     pub list: bool,
-    /// Prune only entries of these kinds.
+
+    /// Prune only entries of KIND (new, copy, modified, stale, whiteout), e.g.
+    /// 'stale': host files changed since the jail's copy; repeatable
+    #[arg(long = "only", value_name = "KIND", value_parser = Kind::parse_prunable,
+          conflicts_with_all = ["keep", "older_than"])]
     pub only: Vec<Kind>,
+
+    /// Keep paths matching GLOB, relative to the upper dir (e.g. 'distfiles/**'),
+    /// with their parents; repeatable
+    #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
+
+    /// Only remove entries not modified for AGE (e.g. 12h, 7d)
+    #[arg(long = "older-than", value_name = "AGE", value_parser = crate::cli::parse_age)]
     pub older_than: Option<Duration>,
+
+    /// Worker threads, 1 to 256 [default: all cores]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::cli::parse_jobs)]
     pub jobs: Option<usize>,
+
+    /// Exact byte counts instead of human sizes
+    #[arg(short = 'b', long = "bytes")]
     pub bytes: bool,
 }
 
@@ -44,7 +77,12 @@ struct Total {
     bytes: u64,
 }
 
-pub fn main(args: &Common, opts: &Opts) -> ExitCode {
+pub fn main(cli: &Cli) -> ExitCode {
+    let opts = &cli.opts;
+    // --list deletes nothing.
+    let mut common = cli.common.clone();
+    common.dry_run |= opts.list;
+    let args = &common;
     run("jclean", args, |s| {
         let rules = match rules(opts, args.dry_run) {
             Ok(r) => r,
@@ -71,13 +109,18 @@ pub fn main(args: &Common, opts: &Opts) -> ExitCode {
         };
         let status = each_jail(s, |jail| pool.install(|| cleaner.jail(jail, &mut total)));
         if total.lines > 1 {
-            record(&[
-                "total".as_ref(),
-                "-".as_ref(),
-                total.files.to_string().as_ref(),
-                size(total.bytes, opts.bytes).as_ref(),
-                "-".as_ref(),
-            ]);
+            emit(
+                "jclean",
+                &[
+                    "total".as_ref(),
+                    "-".as_ref(),
+                    total.files.to_string().as_ref(),
+                    size(total.bytes, opts.bytes).as_ref(),
+                    "-".as_ref(),
+                ],
+                json!({"total": true, "jail": null, "layer": null, "files": total.files,
+                       "bytes": total.bytes, "upper": null}),
+            );
         }
         status
     })
@@ -221,16 +264,7 @@ impl Cleaner<'_> {
         }
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
-        record(&[
-            OsStr::new(jail),
-            OsStr::new(layer),
-            files.to_string().as_ref(),
-            size(bytes, opts.bytes).as_ref(),
-            upper.as_os_str(),
-        ]);
-        total.lines += 1;
-        total.files += files;
-        total.bytes += bytes;
+        self.report(jail, layer, files, bytes, upper, total);
         signals::check()?;
         if !left.is_empty() {
             return Err(fail(
@@ -274,13 +308,19 @@ impl Cleaner<'_> {
                     return false;
                 }
                 if opts.list {
-                    record(&[
-                        OsStr::new(jail),
-                        OsStr::new(layer),
-                        OsStr::new(e.kind.name()),
-                        size(e.size, opts.bytes).as_ref(),
-                        upper.join(e.rel).as_os_str(),
-                    ]);
+                    let path = upper.join(e.rel);
+                    emit(
+                        "jclean",
+                        &[
+                            OsStr::new(jail),
+                            OsStr::new(layer),
+                            OsStr::new(e.kind.name()),
+                            size(e.size, opts.bytes).as_ref(),
+                            path.as_os_str(),
+                        ],
+                        json!({"jail": jail, "layer": layer, "kind": e.kind.name(),
+                               "bytes": e.size, "path": path_json(&path)}),
+                    );
                     return false;
                 }
                 files += 1;
@@ -301,16 +341,7 @@ impl Cleaner<'_> {
             );
         }
         if !opts.list {
-            record(&[
-                OsStr::new(jail),
-                OsStr::new(layer),
-                files.to_string().as_ref(),
-                size(bytes, opts.bytes).as_ref(),
-                upper.as_os_str(),
-            ]);
-            total.lines += 1;
-            total.files += files;
-            total.bytes += bytes;
+            self.report(jail, layer, files, bytes, upper, total);
         }
         signals::check()?;
         if !problems.is_empty() {
@@ -324,6 +355,35 @@ impl Cleaner<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+impl Cleaner<'_> {
+    /// One upper dir's report line, counted into the total.
+    fn report(
+        &self,
+        jail: &str,
+        layer: &str,
+        files: u64,
+        bytes: u64,
+        upper: &Path,
+        total: &mut Total,
+    ) {
+        emit(
+            "jclean",
+            &[
+                OsStr::new(jail),
+                OsStr::new(layer),
+                files.to_string().as_ref(),
+                size(bytes, self.opts.bytes).as_ref(),
+                upper.as_os_str(),
+            ],
+            json!({"jail": jail, "layer": layer, "files": files, "bytes": bytes,
+                   "upper": path_json(upper), "changed": files > 0 && !self.rules.dry_run}),
+        );
+        total.lines += 1;
+        total.files += files;
+        total.bytes += bytes;
     }
 }
 

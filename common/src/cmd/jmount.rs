@@ -6,22 +6,30 @@ use crate::lock::lock_jail;
 use crate::plan::plan;
 use crate::stack::Engine;
 
-use super::{each_jail, run};
+use super::{each_jail, layer_records, run};
 
-pub fn main(args: &Common) -> ExitCode {
+/// Stack each jail's layers: null mount of the host tree, then union mount of the
+/// jail's upper dir on top. Silent on success.
+#[derive(clap::Parser, Debug)]
+#[command(name = "jmount", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn main(cli: &Cli) -> ExitCode {
+    let args = &cli.common;
     run("jmount", args, |s| {
-        let engine = Engine {
-            platform: &*s.platform,
-            msg: s.msg,
-            dry_run: args.dry_run,
-        };
+        let engine = Engine::new(&*s.platform, s.msg, args.dry_run);
         each_jail(s, |jail| {
             let _lock = (!args.dry_run)
                 .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
                 .transpose()?;
-            engine
-                .mount_jail(&plan(&s.cfg, jail, &*s.platform)?)
-                .map(drop)
+            let plan = plan(&s.cfg, jail, &*s.platform)?;
+            engine.take_journal();
+            engine.mount_jail(&plan)?;
+            layer_records("jmount", &plan, &engine.take_journal());
+            Ok(())
         })
     })
 }

@@ -16,29 +16,65 @@ use crate::exit::{ExitCode, code_of, fail};
 use crate::lock::lock_jail;
 use crate::plan::plan;
 use crate::platform::Os;
-use crate::report::{record, sh_line};
+use crate::report::{emit, path_json, sh_line};
 use crate::signals;
 use crate::stack::Engine;
 use crate::update::{BATCH_ENV, Outcome, Run, run_host, tail};
+use serde_json::json;
 
 use super::{Setup, run};
 
+/// Run the ports updater inside each jail with its layers mounted: take the jail's
+/// lock, mount its layers and start it if needed, run the command, then stop and
+/// unmount what was not running or mounted before. One report line per jail:
+/// JAIL, ok|failed|timeout, EXIT_CODE, SECONDS, LOG_PATH, TAB-separated.
+#[derive(clap::Parser, Debug)]
+#[command(name = "jupdate", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
 /// jupdate's own flags.
-#[derive(Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Opts {
+    /// Jails updated at a time (1 to 256)
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+          value_parser = crate::cli::parse_jobs)]
     pub jobs: usize,
+
+    /// Directory for <jail>.log [default: log_dir of the configuration]
+    #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+
+    /// Time limit per jail (e.g. 30m, 6h): the command's process group is killed
+    #[arg(long = "timeout", value_name = "AGE", value_parser = crate::cli::parse_timeout)]
     pub timeout: Option<Duration>,
+
+    /// One jail only: the command gets the terminal (default command: portmaster -ai)
+    #[arg(short = 'i', long = "interactive")]
     pub interactive: bool,
-    /// `-- CMD ARGS...`: the command for this run.
+
+    /// The command to run instead of the configured one
+    #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
 }
 
 /// How many log lines go to stderr when a jail fails.
 const TAIL: usize = 10;
 
-pub fn main(args: &Common, opts: &Opts) -> ExitCode {
+pub fn main(cli: &Cli) -> ExitCode {
+    let (args, opts) = (&cli.common, &cli.opts);
     run("jupdate", args, |s| {
+        if args.dry_run && args.json() {
+            s.msg.error(&fail(
+                ExitCode::Usage,
+                "-n prints sh commands, --json records of a run: give one of them",
+            ));
+            return ExitCode::Usage;
+        }
         if opts.interactive && s.jails.len() != 1 {
             s.msg
                 .error(&fail(ExitCode::Usage, "-i works on exactly one jail"));
@@ -115,19 +151,29 @@ fn update_jail(
             |_| ExitCode::Ok,
         );
     }
-    let secs = start.elapsed().as_secs().to_string();
+    let secs = start.elapsed().as_secs();
     let (word, status, code) = match &r {
-        Ok(Some(o)) => (o.word(), o.status().to_string(), o.exit_code()),
-        Ok(None) => ("ok", "0".to_string(), ExitCode::Ok),
-        Err(e) => ("failed", "-".to_string(), code_of(e)),
+        Ok(Some(o)) => (o.word(), Some(o.status()), o.exit_code()),
+        Ok(None) => ("ok", Some(0), ExitCode::Ok),
+        Err(e) => ("failed", None, code_of(e)),
     };
-    record(&[
-        jail.name.as_ref(),
-        word.as_ref(),
-        status.as_ref(),
-        secs.as_ref(),
-        log.as_os_str(),
-    ]);
+    let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
+                            "seconds": secs, "log": path_json(&log)});
+    if let Err(e) = &r {
+        object["error"] = json!(format!("{e:#}"));
+        object["exit"] = json!(code.code());
+    }
+    emit(
+        "jupdate",
+        &[
+            jail.name.as_ref(),
+            word.as_ref(),
+            status.map_or("-".to_string(), |c| c.to_string()).as_ref(),
+            secs.to_string().as_ref(),
+            log.as_os_str(),
+        ],
+        object,
+    );
     match r {
         Err(e) => s.msg.error(&e),
         Ok(Some(o)) if o != Outcome::Ok => {
@@ -162,11 +208,7 @@ fn in_jail(
     let _lock = (!dry_run)
         .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
         .transpose()?;
-    let engine = Engine {
-        platform: &*s.platform,
-        msg: s.msg,
-        dry_run,
-    };
+    let engine = Engine::new(&*s.platform, s.msg, dry_run);
     let plan = plan(&s.cfg, jail, &*s.platform)?;
     let made = engine.mount_jail(&plan)?;
 

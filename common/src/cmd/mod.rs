@@ -60,6 +60,7 @@ pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> Ex
         }
         if let Err(e) = work(jail).with_context(|| jail.name.clone()) {
             setup.msg.error(&e);
+            failed_json(setup.msg.tool, &jail.name, &e);
             if status == ExitCode::Ok {
                 status = code_of(&e);
             }
@@ -72,9 +73,61 @@ pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> Ex
     }
 }
 
+/// jmount's and junmount's `--json` records: one object per layer of the plan, with
+/// what this run changed there (`changed` true exactly when it made a directory or
+/// a mount, or removed one) and the mounts it made or removed.
+pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::stack::Done]) {
+    use crate::report::path_json;
+    use crate::stack::Did;
+    if !crate::report::json() {
+        return;
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for st in &plan.stacks {
+        // A tmpfs upper is a stack of its own under the layer's name.
+        if seen.contains(&st.layer.as_str())
+            || matches!(st.steps[..], [crate::plan::Step::Tmpfs { .. }])
+        {
+            continue;
+        }
+        seen.push(&st.layer);
+        let mine: Vec<&Did> = done
+            .iter()
+            .filter(|d| d.layer == st.layer)
+            .map(|d| &d.what)
+            .collect();
+        let mounts: Vec<serde_json::Value> = mine
+            .iter()
+            .filter_map(|d| match d {
+                Did::Mount(k, src, t) | Did::Unmount(k, src, t) => {
+                    Some(serde_json::json!({"type": k, "source": path_json(src), "target": path_json(t)}))
+                }
+                Did::Mkdir(_) => None,
+            })
+            .collect();
+        crate::report::json_record(
+            tool,
+            serde_json::json!({"jail": plan.jail, "layer": st.layer,
+                               "target": path_json(&st.target.path),
+                               "changed": !mine.is_empty(), "mounts": mounts}),
+        );
+    }
+}
+
+/// With `--json`, a failed jail is a record too: `{"tool", "jail", "error", "exit"}`.
+pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
+    if crate::report::json() {
+        crate::report::json_record(
+            tool,
+            serde_json::json!({"jail": jail, "error": format!("{e:#}"), "exit": code_of(e).code()}),
+        );
+    }
+}
+
 /// Load, then run; a failure before any jail is worked on is reported here.
 pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitCode) -> ExitCode {
     signals::install();
+    crate::report::set_json(args.json());
     match Setup::load(tool, args) {
         Ok(setup) => body(&setup),
         Err(e) => {

@@ -1,0 +1,66 @@
+#!/bin/sh
+# Install jlayers under a PREFIX, each file where hier(7) (FreeBSD) or the FHS
+# (Linux) expects it:
+#   sbin/jmount junmount jclean jupdate        system administration tools
+#   share/man/man8/*.8, share/man/man5/jlayers.conf.5
+#   etc/jlayers.conf.sample                    FreeBSD (the tools read PREFIX/etc/jlayers.conf)
+#   share/doc/jlayers/jlayers.conf.sample      Linux (the tools read /etc/jlayers.conf)
+#   etc/periodic/weekly/450.jupdate, 460.jclean    FreeBSD: periodic(8) jobs
+#   share/bash-completion/completions/TOOL, share/zsh/site-functions/_TOOL,
+#   share/fish/vendor_completions.d/TOOL.fish
+#
+# usage: scripts/install.sh [-o freebsd|linux] [-b BINDIR] [-d DESTDIR] [PREFIX]
+#   -o  the layout (default: this system's); -b  where the built tools are
+#   (default: target/release); -d  a staging root (as DESTDIR or the ports'
+#   STAGEDIR); PREFIX defaults to /usr/local.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+os=$(uname -s | tr '[:upper:]' '[:lower:]')
+bin=$top/target/release
+dest=
+while getopts o:b:d: opt; do
+    case $opt in
+    o) os=$OPTARG ;;
+    b) bin=$OPTARG ;;
+    d) dest=$OPTARG ;;
+    *) echo "usage: install.sh [-o freebsd|linux] [-b BINDIR] [-d DESTDIR] [PREFIX]" >&2; exit 64 ;;
+    esac
+done
+shift $((OPTIND - 1))
+prefix=${1:-/usr/local}
+case $os in
+freebsd|linux) ;;
+*) echo "install.sh: $os: give -o freebsd or -o linux" >&2; exit 64 ;;
+esac
+root=$dest$prefix
+tools="jmount junmount jclean jupdate"
+for t in $tools; do
+    [ -x "$bin/$t" ] || { echo "install.sh: $bin/$t missing: build first (make)" >&2; exit 66; }
+done
+
+install -d -m 755 "$root/sbin" "$root/share/man/man8" "$root/share/man/man5"
+for t in $tools; do
+    install -m 555 "$bin/$t" "$root/sbin/$t"
+    install -m 444 "$top/man/$t.8" "$root/share/man/man8/$t.8"
+done
+install -m 444 "$top/man/jlayers.conf.5" "$root/share/man/man5/jlayers.conf.5"
+
+if [ "$os" = freebsd ]; then
+    install -d -m 755 "$root/etc/periodic/weekly"
+    install -m 644 "$top/examples/jlayers.conf.sample" "$root/etc/jlayers.conf.sample"
+    for p in 450.jupdate 460.jclean; do
+        sed "s|%%PREFIX%%|$prefix|g" "$top/freebsd/periodic/weekly/$p" > "$root/etc/periodic/weekly/$p"
+        chmod 555 "$root/etc/periodic/weekly/$p"
+    done
+else
+    install -d -m 755 "$root/share/doc/jlayers"
+    install -m 644 "$top/examples/jlayers.conf.sample" "$root/share/doc/jlayers/jlayers.conf.sample"
+fi
+
+install -d -m 755 "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" \
+    "$root/share/fish/vendor_completions.d"
+for t in $tools; do
+    install -m 444 "$top/completions/bash/$t" "$root/share/bash-completion/completions/$t"
+    install -m 444 "$top/completions/zsh/_$t" "$root/share/zsh/site-functions/_$t"
+    install -m 444 "$top/completions/fish/$t.fish" "$root/share/fish/vendor_completions.d/$t.fish"
+done

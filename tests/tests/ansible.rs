@@ -1,0 +1,143 @@
+//! A real ansible-playbook run of `examples/ansible` against localhost (local
+//! connection) in the test's own mount namespace: the first run reports the
+//! configuration and the mounts as changed, the second run nothing, and the mount
+//! table matches the configuration after each.
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jlayers_tests::{Backend, Out, Sandbox, bin_dir, sandbox};
+
+/// ansible-playbook from the venv scripts/deps.sh makes (or `$JLAYERS_ANSIBLE`).
+fn ansible_playbook() -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p = std::env::var_os("JLAYERS_ANSIBLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target/tools/ansible/bin/ansible-playbook"));
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/deps.sh (it installs ansible-core from PyPI in a venv)",
+        p.display()
+    );
+    p
+}
+
+fn play(sb: &Sandbox, playbook: &Path) -> Out {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let home = sb.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = Command::new(playbook)
+        .args(["-i"])
+        .arg(sb.path("hosts.ini"))
+        .arg("-e")
+        .arg(format!("@{}", sb.path("vars.json").display()))
+        .arg(ws.join("examples/ansible/site.yml"))
+        .env("HOME", &home)
+        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
+        .env("ANSIBLE_REMOTE_TEMP", home.join("tmp"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .env("ANSIBLE_ROLES_PATH", ws.join("examples/ansible/roles"))
+        .env_remove("JLAYERS_CONF")
+        .output()
+        .unwrap();
+    Out::from(out)
+}
+
+/// The PLAY RECAP line for localhost.
+fn recap(o: &Out) -> String {
+    o.stdout
+        .lines()
+        .find(|l| l.starts_with("localhost") && l.contains("changed="))
+        .unwrap_or_else(|| panic!("no recap line:\n{}\n{}", o.stdout, o.stderr))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn playbook_reports_changes_once() {
+    let playbook = ansible_playbook();
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        std::fs::remove_file(sb.path("jlayers.conf")).unwrap();
+        // The play's become is off for localhost: the test runs as root already.
+        std::fs::write(
+            sb.path("hosts.ini"),
+            "[jailhosts]\nlocalhost ansible_connection=local ansible_become=false \
+             ansible_python_interpreter=/usr/bin/python3\n",
+        )
+        .unwrap();
+        let t = |p: &str| sb.path(p).to_string_lossy().into_owned();
+        let vars = serde_json::json!({
+            "jlayers_bin_dir": bin_dir(),
+            "jlayers_conf": t("jlayers.conf"),
+            "jlayers_upper_root": t("upper"),
+            "jlayers_lock_dir": t("run"),
+            "jlayers_log_dir": t("log"),
+            "jlayers_layers": [
+                {"name": "ports", "source": t("ports"), "target": "usr/ports"},
+                {"name": "distfiles", "source": t("distfiles"), "target": "usr/ports/distfiles", "mode": "shared"},
+            ],
+            "jlayers_jails": [
+                {"name": "j1", "root": t("j1")},
+                {"name": "j2", "root": t("j2"), "upper_fs": "tmpfs", "upper_size": "16m"},
+            ],
+            // No cron(8) jobs on the machine running the tests.
+            "jlayers_schedule": false,
+        });
+        std::fs::write(sb.path("vars.json"), vars.to_string()).unwrap();
+        let want = |sb: &Sandbox| {
+            let mut m: Vec<String> = sb
+                .mounts()
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {}",
+                        m.fstype,
+                        m.target.strip_prefix(&sb.dir).unwrap().display()
+                    )
+                })
+                .collect();
+            m.sort();
+            m
+        };
+        let first = play(sb, &playbook);
+        first.ok();
+        let r1 = recap(&first);
+        eprintln!("first run:  {r1}");
+        assert!(
+            r1.contains("changed=2") && r1.contains("failed=0"),
+            "{r1}\n{}",
+            first.stdout
+        );
+        let after_first = want(sb);
+        assert_eq!(
+            after_first.len(),
+            7,
+            "3 mounts a jail and j2's tmpfs: {after_first:?}"
+        );
+        assert_eq!(sb.mounts_at("upper/j2/ports"), ["tmpfs"]);
+        assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
+        assert_eq!(sb.mounts_at("j2/usr/ports/distfiles").len(), 1);
+
+        let second = play(sb, &playbook);
+        second.ok();
+        let r2 = recap(&second);
+        eprintln!("second run: {r2}");
+        assert!(
+            r2.contains("changed=0") && r2.contains("failed=0"),
+            "{r2}\n{}",
+            second.stdout
+        );
+        assert_eq!(
+            want(sb),
+            after_first,
+            "the mount table still matches the config"
+        );
+
+        sb.run("junmount", &["--all"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}

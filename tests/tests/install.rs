@@ -1,0 +1,181 @@
+//! What an administrator installs: `scripts/install.sh` (behind `make install`) puts
+//! each file where hier(7) or the FHS expects it, the port's pkg-plist lists exactly
+//! what it installs on FreeBSD, and the generated files in the repository (shell
+//! completions, the port's Makefile.crates) are current.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jlayers_tests::bin_dir;
+
+fn ws() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Every file below `dir`, relative to it.
+fn files(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+fn install(os: &str, dest: &Path) {
+    let st = Command::new("sh")
+        .arg(ws().join("scripts/install.sh"))
+        .args(["-o", os, "-b"])
+        .arg(bin_dir())
+        .arg("-d")
+        .arg(dest)
+        .arg("/usr/local")
+        .status()
+        .unwrap();
+    assert!(st.success(), "install.sh -o {os}");
+}
+
+#[test]
+fn freebsd_layout_is_the_ports_plist() {
+    let t = tempfile::tempdir().unwrap();
+    install("freebsd", t.path());
+    let root = t.path().join("usr/local");
+    // The ports framework compresses man pages; @sample installs the sample.
+    let got: BTreeSet<String> = files(&root)
+        .into_iter()
+        .map(|f| {
+            if f.starts_with("share/man/") {
+                format!("{f}.gz")
+            } else {
+                f
+            }
+        })
+        .collect();
+    let plist =
+        std::fs::read_to_string(ws().join("freebsd/ports/sysutils/jlayers/pkg-plist")).unwrap();
+    let want: BTreeSet<String> = plist
+        .lines()
+        .map(|l| l.strip_prefix("@sample ").unwrap_or(l).to_string())
+        .collect();
+    assert_eq!(got, want, "pkg-plist and install.sh -o freebsd disagree");
+    // periodic(8) scripts: the PREFIX filled in, valid sh, off unless enabled.
+    for p in ["450.jupdate", "460.jclean"] {
+        let f = root.join("etc/periodic/weekly").join(p);
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("%%PREFIX%%") && text.contains("/usr/local/sbin/j"),
+            "{p}"
+        );
+        let st = Command::new("sh").arg("-n").arg(&f).status().unwrap();
+        assert!(st.success(), "sh -n {p}");
+        let out = Command::new("/bin/sh")
+            .arg(&f)
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{p} does nothing unless enabled"
+        );
+        assert!(out.stdout.is_empty(), "{p}");
+    }
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("sbin/jmount"), 0o555);
+    assert_eq!(mode("share/man/man8/jmount.8"), 0o444);
+}
+
+#[test]
+fn linux_layout_follows_the_fhs() {
+    let t = tempfile::tempdir().unwrap();
+    install("linux", t.path());
+    let got = files(&t.path().join("usr/local"));
+    for f in [
+        "sbin/jmount",
+        "sbin/jupdate",
+        "share/man/man8/jclean.8",
+        "share/man/man5/jlayers.conf.5",
+        "share/doc/jlayers/jlayers.conf.sample",
+        "share/bash-completion/completions/jmount",
+        "share/zsh/site-functions/_jclean",
+        "share/fish/vendor_completions.d/jupdate.fish",
+    ] {
+        assert!(got.contains(f), "{f} not installed: {got:?}");
+    }
+    assert!(
+        !got.iter().any(|f| f.starts_with("etc/")),
+        "nothing in PREFIX/etc on Linux"
+    );
+    assert_eq!(got.len(), 4 + 5 + 1 + 12);
+}
+
+#[test]
+fn sample_configuration_is_valid() {
+    let text = std::fs::read_to_string(ws().join("examples/jlayers.conf.sample")).unwrap();
+    for os in [jlayers::platform::Os::FreeBsd, jlayers::platform::Os::Linux] {
+        jlayers::config::Config::parse(&text, Path::new("jlayers.conf.sample"), os).unwrap();
+    }
+}
+
+#[test]
+fn completions_are_current() {
+    let t = tempfile::tempdir().unwrap();
+    jlayers::cli::write_completions(t.path()).unwrap();
+    let repo = ws().join("completions");
+    assert_eq!(files(t.path()), files(&repo));
+    for f in files(t.path()) {
+        assert!(
+            std::fs::read(t.path().join(&f)).unwrap() == std::fs::read(repo.join(&f)).unwrap(),
+            "completions/{f} is stale: cargo run --example completions -p jlayers -- completions"
+        );
+    }
+    let bash = std::fs::read_to_string(repo.join("bash/jclean")).unwrap();
+    assert!(bash.contains("--older-than") && bash.contains("--json"));
+}
+
+#[test]
+fn ports_crates_are_cargo_lock() {
+    let lock = std::fs::read_to_string(ws().join("Cargo.lock")).unwrap();
+    let mut want = Vec::new();
+    let (mut name, mut version) = (String::new(), String::new());
+    for line in lock.lines() {
+        let val = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
+        if line.starts_with("name = ") {
+            name = val(line);
+        } else if line.starts_with("version = ") {
+            version = val(line);
+        } else if line.starts_with("source = \"registry+") {
+            want.push(format!("{name}-{version}"));
+        }
+    }
+    let crates =
+        std::fs::read_to_string(ws().join("freebsd/ports/sysutils/jlayers/Makefile.crates"))
+            .unwrap();
+    let got: Vec<String> = crates
+        .split_whitespace()
+        .filter(|w| *w != "CARGO_CRATES=" && *w != "\\")
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        got, want,
+        "Makefile.crates is stale: run scripts/ports-crates.sh"
+    );
+}
