@@ -230,6 +230,19 @@ impl Sandbox {
         Out::from(out)
     }
 
+    /// Start a tool with `-c <temp>/jlayers.conf` and the arguments, its output
+    /// piped (for tests that signal or race it).
+    pub fn spawn(&self, tool: &str, args: &[&str]) -> std::process::Child {
+        self.cmd(tool)
+            .arg("-c")
+            .arg(self.path("jlayers.conf"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Mounts whose mount point lies in the temp dir (not its own tmpfs), in mount
     /// order.
     pub fn mounts(&self) -> Vec<M> {

@@ -175,15 +175,7 @@ fn most_jobs_obey_sigterm_at_once() {
         sb.scene();
         let up = sb.path("upper/j1/ports");
         tree(&up, 1500); // 30,000 files
-        let child = sb
-            .cmd("jclean")
-            .arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .args(["-j", "256", "-b", "j1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = sb.spawn("jclean", &["-j", "256", "-b", "j1"]);
         std::thread::sleep(Duration::from_millis(100));
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
         let t = Instant::now();
@@ -253,16 +245,22 @@ fn spawn(sb: &Sandbox, tool: &str, env: Option<(&str, &str)>) -> Child {
     if let Some((k, v)) = env {
         c.env(k, v);
     }
-    // Its own process group, so that a kill takes the tools it runs too (as a
-    // power loss would): an orphaned mount_unionfs finishing later is another run.
+    // Its own process group, so that what it started can be waited for.
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
     c.spawn().unwrap()
 }
 
-/// SIGKILL to a child's whole process group.
-fn kill_group(child: &mut Child) {
-    let _ = kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGKILL);
+/// SIGKILL to the tool alone, as `kill -9 PID` does; then wait until what it had
+/// started (the simulation's mount_unionfs, say) is done too, as the system call a
+/// FreeBSD tool was in completes before anything else sees the mount table.
+fn kill_tool(child: &mut Child) {
+    let _ = child.kill();
     child.wait().unwrap();
+    let group = Pid::from_raw(-(child.id() as i32));
+    let t = Instant::now();
+    while kill(group, None).is_ok() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// How long a whole run of `tool` takes here, to spread the kills over it.
@@ -298,7 +296,7 @@ fn kill9_mount_and_unmount_converge(b: Backend) {
             }
             let mut child = spawn(sb, tool, None);
             std::thread::sleep(full.mul_f64(rng.below(1000) as f64 / 1000.0));
-            kill_group(&mut child);
+            kill_tool(&mut child);
             let why = format!("round {round}, {tool} killed, seed {}", rng.0);
             assert_uppers(&uppers, true, &why);
             let next = ["jmount", "junmount"][rng.below(2) as usize];
@@ -376,7 +374,7 @@ fn kill9_clean_converges_upper_never_missing() {
                 fill();
                 let mut child = spawn(sb, "jclean", None);
                 std::thread::sleep(full.mul_f64(rng.below(1000) as f64 / 1000.0));
-                kill_group(&mut child);
+                kill_tool(&mut child);
                 let why = format!("round {round}, seed {}", rng.0);
                 assert_uppers(&uppers, false, &why);
                 sb.run("jclean", &["--all"]).ok();
@@ -446,8 +444,8 @@ fn lock_always_names_its_holder() {
         sb.scene();
         let mut contended = 0;
         for round in 0..150 {
-            let a = spawn_one(sb, "jmount", "j1");
-            let b = spawn_one(sb, "jmount", "j1");
+            let a = sb.spawn("jmount", &["j1"]);
+            let b = sb.spawn("jmount", &["j1"]);
             let (pa, pb) = (a.id(), b.id());
             let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
             for (o, other) in [(&oa, pb), (&ob, pa)] {
@@ -472,17 +470,6 @@ fn lock_always_names_its_holder() {
         );
         eprintln!("{contended} of 150 rounds contended");
     });
-}
-
-fn spawn_one(sb: &Sandbox, tool: &str, jail: &str) -> Child {
-    sb.cmd(tool)
-        .arg("-c")
-        .arg(sb.path("jlayers.conf"))
-        .arg(jail)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// A source on a mount that is itself a bind of a subdirectory (as `/` is in a

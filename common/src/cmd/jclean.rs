@@ -249,38 +249,11 @@ impl Cleaner<'_> {
             .skipped
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
-        // What was left for any reason but a rule fails the layer, and is named even
-        // with -q (cron mails it).
-        const NAMED: usize = 20;
-        for (path, why) in left.iter().take(NAMED) {
-            s.msg
-                .problem(&[jail, layer], &format!("{}: {why}", path.display()));
-        }
-        if left.len() > NAMED {
-            s.msg.problem(
-                &[jail, layer],
-                &format!("... and {} more left", left.len() - NAMED),
-            );
-        }
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
         self.report(jail, layer, files, bytes, upper, total);
         signals::check()?;
-        if !left.is_empty() {
-            return Err(fail(
-                ExitCode::Unavailable,
-                format!(
-                    "{}: not emptied, {} left (named above)",
-                    upper.display(),
-                    if left.len() == 1 {
-                        "1 entry".to_string()
-                    } else {
-                        format!("{} entries", left.len())
-                    }
-                ),
-            ));
-        }
-        Ok(())
+        self.left_behind(jail, layer, upper, &left)
     }
 }
 
@@ -297,7 +270,7 @@ impl Cleaner<'_> {
         dir: Option<&std::os::fd::OwnedFd>,
         total: &mut Total,
     ) -> Result<()> {
-        let (s, opts) = (self.s, self.opts);
+        let opts = self.opts;
         let prune = !opts.list && !self.rules.dry_run;
         let (mut files, mut bytes) = (0u64, 0u64);
         let problems = match dir {
@@ -334,31 +307,54 @@ impl Cleaner<'_> {
                 )
             })?,
         };
-        for (rel, why) in &problems {
-            s.msg.problem(
-                &[jail, layer],
-                &format!("{}: {why}", upper.join(rel).display()),
-            );
-        }
         if !opts.list {
             self.report(jail, layer, files, bytes, upper, total);
         }
         signals::check()?;
-        if !problems.is_empty() {
-            return Err(fail(
-                ExitCode::Unavailable,
-                format!(
-                    "{}: {} entries not read or not removed (named above)",
-                    upper.display(),
-                    problems.len()
-                ),
-            ));
-        }
-        Ok(())
+        let left: Vec<(PathBuf, String)> = problems
+            .into_iter()
+            .map(|(rel, why)| (upper.join(rel), why))
+            .collect();
+        self.left_behind(jail, layer, upper, &left)
     }
 }
 
 impl Cleaner<'_> {
+    /// What was left for any reason but a rule fails the layer (69), and is named
+    /// even with -q (cron mails it): the first 20, then how many more.
+    fn left_behind(
+        &self,
+        jail: &str,
+        layer: &str,
+        upper: &Path,
+        left: &[(PathBuf, String)],
+    ) -> Result<()> {
+        const NAMED: usize = 20;
+        for (path, why) in left.iter().take(NAMED) {
+            self.s
+                .msg
+                .problem(&[jail, layer], &format!("{}: {why}", path.display()));
+        }
+        if left.len() > NAMED {
+            self.s.msg.problem(
+                &[jail, layer],
+                &format!("... and {} more left", left.len() - NAMED),
+            );
+        }
+        let entries = match left.len() {
+            0 => return Ok(()),
+            1 => "1 entry".to_string(),
+            n => format!("{n} entries"),
+        };
+        Err(fail(
+            ExitCode::Unavailable,
+            format!(
+                "{}: not emptied, {entries} left (named above)",
+                upper.display()
+            ),
+        ))
+    }
+
     /// One upper dir's report line, counted into the total.
     fn report(
         &self,
