@@ -82,6 +82,8 @@ say "the host tree is untouched but for the shared distfiles"
 ( cd "$T/ports" && find . -type f | sort | xargs sha256sum ) > "$T/host.after"
 diff "$T/host.before" "$T/host.after" || true
 grep -v distfiles "$T/host.after" | diff <(grep -v distfiles "$T/host.before") - && echo "ports tree: unchanged"
+say "what each jail changed, entry by entry, as the host tree sees it"
+run "$bin/jclean" --list --all
 say "prune what the jails wrote: the upper dirs, with a report"
 run "$bin/jclean" --all
 run ls -A "$T/upper/web/ports" "$T/jails/server/usr/tmp/foo"
