@@ -124,10 +124,8 @@ pub fn walk(
                 continue;
             };
             if file_type(st.st_mode) == file_type(libc::S_IFDIR) {
-                let flags =
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                match openat(&dir, name.as_c_str(), flags, Mode::empty()) {
-                    Ok(sub) if fstat(&sub).is_ok_and(|s| s.st_dev == dev) => {
+                match enter(&dir, &name, dev) {
+                    Ok(sub) => {
                         let kind = if opaque(&sub, &st) {
                             Kind::Opaque
                         } else {
@@ -140,11 +138,7 @@ pub fn walk(
                         });
                         todo.push((sub, rel_name));
                     }
-                    Ok(_) => problems.push((
-                        rel_name,
-                        "another file system is mounted here; skipped".into(),
-                    )),
-                    Err(e) => problems.push((rel_name, format!("cannot open: {}", e.desc()))),
+                    Err(why) => problems.push((rel_name, why)),
                 }
                 continue;
             }
@@ -167,6 +161,17 @@ pub fn walk(
         }
     }
     Ok(problems)
+}
+
+/// Open a subdirectory to walk it: never through a link, never onto another file
+/// system (a mount inside the upper is skipped and named).
+fn enter(dir: &OwnedFd, name: &CStr, dev: nix::libc::dev_t) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(sub) if fstat(&sub).is_ok_and(|s| s.st_dev == dev) => Ok(sub),
+        Ok(_) => Err("another file system is mounted here; skipped".into()),
+        Err(e) => Err(format!("cannot open: {}", e.desc())),
+    }
 }
 
 /// The names in `dir` but `.` and `..`.

@@ -1,4 +1,4 @@
-//! The configuration file (SPEC.md, "Configuration"): parsing and every validation rule.
+//! The configuration file (jlayers.conf(5)): parsing and every validation rule.
 //!
 //! Parse errors name `FILE:LINE:COLUMN`; semantic errors name the jail and layer.
 //! Every failure here is exit 78.
@@ -254,17 +254,51 @@ where
 }
 
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
-    let d = raw.defaults;
-    let upper_root = abs_path(d.upper_root.as_deref().unwrap_or("/usr/local/var/jlayers"))
-        .map_err(|e| format!("defaults: upper_root: {e}"))?;
-    let log_dir = abs_path(d.log_dir.as_deref().unwrap_or("/var/log/jlayers"))
-        .map_err(|e| format!("defaults: log_dir: {e}"))?;
+    let Defaults {
+        upper_root,
+        log_dir,
+        lock_dir,
+        update,
+    } = defaults(raw.defaults, os)?;
+    let mut layers: Vec<Layer> = Vec::new();
+    for l in raw.layer {
+        let layer = build_layer(l, &layers)?;
+        layers.push(layer);
+    }
+    check_nesting(&layers)?;
+    let mut jails = Vec::new();
+    for (name, j) in raw.jail {
+        jails.push(build_jail(name, j, &layers, &upper_root, os)?);
+    }
+    shared_paths(&jails, &layers)?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        upper_root,
+        log_dir,
+        lock_dir,
+        update,
+        layers,
+        jails,
+        roots: Default::default(),
+    })
+}
+
+/// `[defaults]`, with the platform's defaults filled in.
+struct Defaults {
+    upper_root: PathBuf,
+    log_dir: PathBuf,
+    lock_dir: PathBuf,
+    update: Vec<String>,
+}
+
+fn defaults(d: RawDefaults, os: Os) -> Result<Defaults, String> {
+    let path = |key: &str, v: Option<String>, default: &str| {
+        abs_path(v.as_deref().unwrap_or(default)).map_err(|e| format!("defaults: {key}: {e}"))
+    };
     let lock_default = match os {
         Os::FreeBsd => "/var/run/jlayers",
         Os::Linux => "/run/jlayers",
     };
-    let lock_dir = abs_path(d.lock_dir.as_deref().unwrap_or(lock_default))
-        .map_err(|e| format!("defaults: lock_dir: {e}"))?;
     let update = d.update.unwrap_or_else(|| {
         ["portmaster", "-a", "-G", "--no-confirm"]
             .map(String::from)
@@ -273,45 +307,54 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     if update.is_empty() {
         return Err("defaults: update: empty command".into());
     }
+    Ok(Defaults {
+        upper_root: path("upper_root", d.upper_root, "/usr/local/var/jlayers")?,
+        log_dir: path("log_dir", d.log_dir, "/var/log/jlayers")?,
+        lock_dir: path("lock_dir", d.lock_dir, lock_default)?,
+        update,
+    })
+}
 
-    let mut layers: Vec<Layer> = Vec::new();
-    for l in raw.layer {
-        let ctx = |m: String| format!("layer {}: {m}", l.name);
-        if l.name.is_empty() || l.name.contains(['/', '\0']) || l.name.trim() != l.name {
-            return Err(ctx("bad layer name".into()));
-        }
-        if layers.iter().any(|o| o.name == l.name) {
-            return Err(ctx("duplicate layer name".into()));
-        }
-        let source = abs_path(&l.source).map_err(|e| ctx(format!("source: {e}")))?;
-        let target = match &l.target {
-            Some(t) => rel_path(t).map_err(|e| ctx(format!("target: {e}")))?,
-            None => rel_path(l.source.trim_start_matches('/'))
-                .map_err(|e| ctx(format!("target (from source): {e}")))?,
-        };
-        let union_options = l.union_options.unwrap_or_else(|| vec!["noatime".into()]);
-        if union_options
-            .iter()
-            .any(|o| o.is_empty() || o.contains(','))
-        {
-            return Err(ctx(
-                "union_options: each entry is one option, without commas".into(),
-            ));
-        }
-        let tmpfs = upper_fs(l.upper_fs, l.upper_size).map_err(ctx)?;
-        if tmpfs.is_some() && l.mode != Mode::Union {
-            return Err(ctx("upper_fs: only a union layer has an upper dir".into()));
-        }
-        layers.push(Layer {
-            name: l.name,
-            source,
-            target,
-            mode: l.mode,
-            union_options,
-            tmpfs,
-        });
+/// One `[[layer]]`, checked against the layers before it.
+fn build_layer(l: RawLayer, before: &[Layer]) -> Result<Layer, String> {
+    let ctx = |m: String| format!("layer {}: {m}", l.name);
+    if l.name.is_empty() || l.name.contains(['/', '\0']) || l.name.trim() != l.name {
+        return Err(ctx("bad layer name".into()));
     }
-    // A nested layer is mounted after its parent: the file order must say so.
+    if before.iter().any(|o| o.name == l.name) {
+        return Err(ctx("duplicate layer name".into()));
+    }
+    let source = abs_path(&l.source).map_err(|e| ctx(format!("source: {e}")))?;
+    let target = match &l.target {
+        Some(t) => rel_path(t).map_err(|e| ctx(format!("target: {e}")))?,
+        None => rel_path(l.source.trim_start_matches('/'))
+            .map_err(|e| ctx(format!("target (from source): {e}")))?,
+    };
+    let union_options = l.union_options.unwrap_or_else(|| vec!["noatime".into()]);
+    if union_options
+        .iter()
+        .any(|o| o.is_empty() || o.contains(','))
+    {
+        return Err(ctx(
+            "union_options: each entry is one option, without commas".into(),
+        ));
+    }
+    let tmpfs = upper_fs(l.upper_fs, l.upper_size).map_err(ctx)?;
+    if tmpfs.is_some() && l.mode != Mode::Union {
+        return Err(ctx("upper_fs: only a union layer has an upper dir".into()));
+    }
+    Ok(Layer {
+        name: l.name,
+        source,
+        target,
+        mode: l.mode,
+        union_options,
+        tmpfs,
+    })
+}
+
+/// A nested layer is mounted after its parent: the file order must say so.
+fn check_nesting(layers: &[Layer]) -> Result<(), String> {
     for (i, l) in layers.iter().enumerate() {
         if let Some(p) = layers[i + 1..]
             .iter()
@@ -326,162 +369,192 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
             return Err(format!("layer {}: same target as layer {}", l.name, p.name));
         }
     }
+    Ok(())
+}
 
-    let mut jails = Vec::new();
-    for (name, j) in raw.jail {
-        let ctx = |m: String| format!("jail {name}: {m}");
-        if !valid_jail_name(&name) {
-            return Err(ctx(
-                "bad jail name (letters, digits, '-' and '_' only)".into()
+/// One `[jail.NAME]`.
+fn build_jail(
+    name: String,
+    j: RawJail,
+    layers: &[Layer],
+    upper_root: &Path,
+    os: Os,
+) -> Result<Jail, String> {
+    let ctx = |m: String| format!("jail {name}: {m}");
+    if !valid_jail_name(&name) {
+        return Err(ctx(
+            "bad jail name (letters, digits, '-' and '_' only)".into()
+        ));
+    }
+    let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
+    let idx = jail_layers(&name, j.layers.as_deref(), layers)?;
+    let uppers = jail_uppers(&name, &j.upper, &idx, layers, upper_root)?;
+    // A jail's upper_fs (set or not: "dir" too) decides for all its union layers;
+    // else each layer's own.
+    let jail_fs = j.upper_fs.is_some() || j.upper_size.is_some();
+    let jail_tmpfs = upper_fs(j.upper_fs, j.upper_size).map_err(ctx)?;
+    let tmpfs: BTreeMap<usize, Option<String>> = uppers
+        .keys()
+        .filter_map(|&i| {
+            let t = if jail_fs {
+                jail_tmpfs.clone()
+            } else {
+                layers[i].tmpfs.clone()
+            };
+            t.map(|size| (i, size))
+        })
+        .collect();
+    check_uppers(&name, &root, &uppers, layers)?;
+    if os == Os::FreeBsd {
+        let mut paths = vec![root.clone()];
+        for &i in &idx {
+            paths.push(layers[i].source.clone());
+            paths.push(root.join(&layers[i].target));
+        }
+        paths.extend(uppers.values().map(|u| u.path(&root)));
+        if let Some(p) = paths.iter().find(|p| has_white_space(p)) {
+            return Err(ctx(format!(
+                "path with white space: {} (the mount -p table cannot carry it on FreeBSD)",
+                p.display()
+            )));
+        }
+    }
+    for (what, cmd) in [
+        ("update", &j.update),
+        ("start", &j.start),
+        ("stop", &j.stop),
+    ] {
+        if cmd.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(ctx(format!("{what}: empty command")));
+        }
+    }
+    Ok(Jail {
+        name,
+        root,
+        layers: idx,
+        uppers,
+        tmpfs,
+        update: j.update,
+        start: j.start,
+        stop: j.stop,
+    })
+}
+
+/// The layers a jail gets, as indices, in its order; parents before nested ones.
+fn jail_layers(
+    name: &str,
+    names: Option<&[String]>,
+    layers: &[Layer],
+) -> Result<Vec<usize>, String> {
+    let ctx = |m: String| format!("jail {name}: {m}");
+    let idx: Vec<usize> = match names {
+        None => (0..layers.len()).collect(),
+        Some(names) => {
+            let mut idx = Vec::new();
+            for n in names {
+                let i = layers
+                    .iter()
+                    .position(|l| &l.name == n)
+                    .ok_or_else(|| ctx(format!("unknown layer {n}")))?;
+                if idx.contains(&i) {
+                    return Err(ctx(format!("layer {n} listed twice")));
+                }
+                idx.push(i);
+            }
+            idx
+        }
+    };
+    for (k, &i) in idx.iter().enumerate() {
+        if let Some(&p) = idx[k + 1..]
+            .iter()
+            .find(|&&p| nested(&layers[i].target, &layers[p].target))
+        {
+            return Err(ctx(format!(
+                "layer {}: listed before its parent layer {}",
+                layers[i].name, layers[p].name
+            )));
+        }
+    }
+    Ok(idx)
+}
+
+/// The upper dir of each of a jail's union layers: as given (`upper.LAYER`), else
+/// `<upper_root>/<jail>/<layer>`.
+fn jail_uppers(
+    name: &str,
+    given: &[(String, String)],
+    idx: &[usize],
+    layers: &[Layer],
+    upper_root: &Path,
+) -> Result<BTreeMap<usize, Upper>, String> {
+    let mut uppers = BTreeMap::new();
+    let mut named: HashSet<&str> = HashSet::new();
+    for (lname, p) in given {
+        let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
+        let i = layers
+            .iter()
+            .position(|l| &l.name == lname)
+            .ok_or_else(|| format!("jail {name}: upper.{lname}: unknown layer {lname}"))?;
+        if !idx.contains(&i) {
+            return Err(lctx(
+                "upper given for a layer this jail does not use".into(),
             ));
         }
-        let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
-        let idx: Vec<usize> = match &j.layers {
-            None => (0..layers.len()).collect(),
-            Some(names) => {
-                let mut idx = Vec::new();
-                for n in names {
-                    let i = layers
-                        .iter()
-                        .position(|l| &l.name == n)
-                        .ok_or_else(|| ctx(format!("unknown layer {n}")))?;
-                    if idx.contains(&i) {
-                        return Err(ctx(format!("layer {n} listed twice")));
-                    }
-                    idx.push(i);
-                }
-                idx
-            }
+        if layers[i].mode != Mode::Union {
+            return Err(lctx(
+                "upper given for a layer that is not a union layer".into(),
+            ));
+        }
+        let up = if p.starts_with('/') {
+            Upper::Host(abs_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
+        } else {
+            Upper::InRoot(rel_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
         };
-        for (k, &i) in idx.iter().enumerate() {
-            if let Some(&p) = idx[k + 1..]
-                .iter()
-                .find(|&&p| nested(&layers[i].target, &layers[p].target))
-            {
-                return Err(ctx(format!(
-                    "layer {}: listed before its parent layer {}",
-                    layers[i].name, layers[p].name
-                )));
-            }
-        }
-        let mut uppers = BTreeMap::new();
-        let mut given: HashSet<&str> = HashSet::new();
-        for (lname, p) in &j.upper {
-            let i = layers
-                .iter()
-                .position(|l| &l.name == lname)
-                .ok_or_else(|| ctx(format!("upper.{lname}: unknown layer {lname}")))?;
-            let layer = &layers[i];
-            let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
-            if !idx.contains(&i) {
-                return Err(lctx(
-                    "upper given for a layer this jail does not use".into(),
-                ));
-            }
-            if layer.mode != Mode::Union {
-                return Err(lctx(
-                    "upper given for a layer that is not a union layer".into(),
-                ));
-            }
-            let up = if p.starts_with('/') {
-                Upper::Host(abs_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
-            } else {
-                Upper::InRoot(rel_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
-            };
-            given.insert(lname);
-            uppers.insert(i, up);
-        }
-        for &i in &idx {
-            let layer = &layers[i];
-            if layer.mode != Mode::Union || given.contains(layer.name.as_str()) {
-                continue;
-            }
-            uppers.insert(i, Upper::Host(upper_root.join(&name).join(&layer.name)));
-        }
-        // A jail's upper_fs (set or not: "dir" too) decides for all its union layers;
-        // else each layer's own.
-        let jail_fs = j.upper_fs.is_some() || j.upper_size.is_some();
-        let jail_tmpfs = upper_fs(j.upper_fs, j.upper_size).map_err(ctx)?;
-        let tmpfs: BTreeMap<usize, Option<String>> = uppers
-            .keys()
-            .filter_map(|&i| {
-                let t = if jail_fs {
-                    jail_tmpfs.clone()
-                } else {
-                    layers[i].tmpfs.clone()
-                };
-                t.map(|size| (i, size))
-            })
-            .collect();
-        for (&i, up) in &uppers {
-            let layer = &layers[i];
-            let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
-            let upath = up.path(&root);
-            let target = root.join(&layer.target);
-            if upath.starts_with(&layer.source) {
-                return Err(lctx(format!(
-                    "upper dir {} is inside the layer's source",
-                    upath.display()
-                )));
-            }
-            if upath.starts_with(&target) {
-                return Err(lctx(format!(
-                    "upper dir {} is inside the layer's target",
-                    upath.display()
-                )));
-            }
-            if target.starts_with(&upath) || layer.source.starts_with(&upath) {
-                return Err(lctx(format!(
-                    "upper dir {} contains the layer's source or target",
-                    upath.display()
-                )));
-            }
-        }
-        if os == Os::FreeBsd {
-            let mut paths = vec![root.clone()];
-            for &i in &idx {
-                paths.push(layers[i].source.clone());
-                paths.push(root.join(&layers[i].target));
-            }
-            paths.extend(uppers.values().map(|u| u.path(&root)));
-            if let Some(p) = paths.iter().find(|p| has_white_space(p)) {
-                return Err(ctx(format!(
-                    "path with white space: {} (the mount -p table cannot carry it on FreeBSD)",
-                    p.display()
-                )));
-            }
-        }
-        for (what, cmd) in [
-            ("update", &j.update),
-            ("start", &j.start),
-            ("stop", &j.stop),
-        ] {
-            if cmd.as_ref().is_some_and(|c| c.is_empty()) {
-                return Err(ctx(format!("{what}: empty command")));
-            }
-        }
-        jails.push(Jail {
-            name,
-            root,
-            layers: idx,
-            uppers,
-            tmpfs,
-            update: j.update,
-            start: j.start,
-            stop: j.stop,
-        });
+        named.insert(lname);
+        uppers.insert(i, up);
     }
-    shared_paths(&jails, &layers)?;
-    Ok(Config {
-        path: path.to_path_buf(),
-        upper_root,
-        log_dir,
-        lock_dir,
-        update,
-        layers,
-        jails,
-        roots: Default::default(),
-    })
+    for &i in idx {
+        let layer = &layers[i];
+        if layer.mode != Mode::Union || named.contains(layer.name.as_str()) {
+            continue;
+        }
+        uppers.insert(i, Upper::Host(upper_root.join(name).join(&layer.name)));
+    }
+    Ok(uppers)
+}
+
+/// An upper dir is neither inside nor around its layer's source or target.
+fn check_uppers(
+    name: &str,
+    root: &Path,
+    uppers: &BTreeMap<usize, Upper>,
+    layers: &[Layer],
+) -> Result<(), String> {
+    for (&i, up) in uppers {
+        let layer = &layers[i];
+        let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
+        let upath = up.path(root);
+        let target = root.join(&layer.target);
+        if upath.starts_with(&layer.source) {
+            return Err(lctx(format!(
+                "upper dir {} is inside the layer's source",
+                upath.display()
+            )));
+        }
+        if upath.starts_with(&target) {
+            return Err(lctx(format!(
+                "upper dir {} is inside the layer's target",
+                upath.display()
+            )));
+        }
+        if target.starts_with(&upath) || layer.source.starts_with(&upath) {
+            return Err(lctx(format!(
+                "upper dir {} contains the layer's source or target",
+                upath.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Rules across jails: one root per jail; no upper dir that is, holds or shares

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// The exit statuses of SPEC.md, "Exit status (sysexits)".
+/// The exit statuses the man pages give (EXIT STATUS; sysexits(3) values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum ExitCode {

@@ -1,6 +1,6 @@
 //! jlayers: per-jail copy-on-write views of a shared host tree (nullfs + unionfs on
 //! FreeBSD, bind + overlayfs on Linux). The four tools are thin front ends to this
-//! crate; the contract is SPEC.md.
+//! crate; the contract is their man pages (man/).
 
 pub mod changes;
 pub mod cli;

@@ -49,6 +49,19 @@ pub fn kind(step: &Step) -> &'static str {
     }
 }
 
+/// A step, for `-v`.
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Null {
+            source,
+            read_only: true,
+        } => format!("read-only null mount of {}", source.display()),
+        Step::Null { source, .. } => format!("null mount of {}", source.display()),
+        Step::Union { upper, .. } => format!("union mount of {}", upper.path.display()),
+        Step::Tmpfs { .. } => "tmpfs for the upper dir".to_string(),
+    }
+}
+
 /// What a step mounts: the source a record shows.
 fn source(step: &Step) -> PathBuf {
     match step {
@@ -170,26 +183,7 @@ impl<'a> Engine<'a> {
         table: &[Mount],
         made: &mut Pinned,
     ) -> Result<()> {
-        if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
-            self.ensure_dir(s, upper)?;
-            if let Some(w) = work {
-                self.ensure_dir(s, w)?;
-            }
-        }
-        self.ensure_dir(s, &s.target)?;
-        let done = match s.state(table, self.platform) {
-            State::Mounted(n) => n,
-            State::Foreign { top, .. } => {
-                return Err(fail(
-                    ExitCode::Unavailable,
-                    format!(
-                        "{}: {} is mounted there, not as planned; not stacking on it (junmount it first)",
-                        s.target.path.display(),
-                        top.describe()
-                    ),
-                ));
-            }
-        };
+        let done = self.prepare(s, table)?;
         if done == s.steps.len() {
             self.msg.info(&[&plan.jail, &s.layer], "already mounted");
         }
@@ -223,21 +217,34 @@ impl<'a> Engine<'a> {
             let m = self.platform.mount(step, &s.target, below.as_ref())?;
             below = Some(m.id.clone());
             made.push((made_here(), Some(m)));
-            let what = match step {
-                Step::Null {
-                    source,
-                    read_only: true,
-                } => format!("read-only null mount of {}", source.display()),
-                Step::Null { source, .. } => format!("null mount of {}", source.display()),
-                Step::Union { upper, .. } => format!("union mount of {}", upper.path.display()),
-                Step::Tmpfs { .. } => "tmpfs for the upper dir".to_string(),
-            };
             self.msg.info(
                 &[&plan.jail, &s.layer],
-                &format!("{what} on {}", s.target.path.display()),
+                &format!("{} on {}", describe(step), s.target.path.display()),
             );
         }
         Ok(())
+    }
+
+    /// Make the stack's directories and read how much of it is mounted already.
+    fn prepare(&self, s: &Stack, table: &[Mount]) -> Result<usize> {
+        if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
+            self.ensure_dir(s, upper)?;
+            if let Some(w) = work {
+                self.ensure_dir(s, w)?;
+            }
+        }
+        self.ensure_dir(s, &s.target)?;
+        match s.state(table, self.platform) {
+            State::Mounted(n) => Ok(n),
+            State::Foreign { top, .. } => Err(fail(
+                ExitCode::Unavailable,
+                format!(
+                    "{}: {} is mounted there, not as planned; not stacking on it (junmount it first)",
+                    s.target.path.display(),
+                    top.describe()
+                ),
+            )),
+        }
     }
 
     /// Create a directory if missing (`dry_run`: print how); one below a jail root

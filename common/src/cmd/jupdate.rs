@@ -15,7 +15,6 @@ use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
 use crate::lock::lock_jail;
 use crate::plan::plan;
-use crate::platform::Os;
 use crate::report::{emit, path_json, sh_line};
 use crate::signals;
 use crate::stack::Engine;
@@ -226,44 +225,7 @@ fn in_jail(
         let cmd = update_command(s, jail, opts);
         if dry_run {
             let env: &[(&str, &str)] = if opts.interactive { &[] } else { BATCH_ENV };
-            let c = s.platform.exec_command(&jail.name, &plan.root, env, &cmd);
-            let mut argv: Vec<OsString> = Vec::new();
-            if s.platform.os() == Os::Linux {
-                // The sandbox as util-linux would make it (jupdate does it by
-                // system call, with pivot_root instead of chroot).
-                argv.extend(
-                    [
-                        "unshare",
-                        "--mount",
-                        "--pid",
-                        "--ipc",
-                        "--uts",
-                        "--fork",
-                        "--propagation",
-                        "private",
-                        "setpriv",
-                        "--no-new-privs",
-                        "--inh-caps=-all",
-                        "--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+sys_chroot,+mknod,+audit_write,+setfcap",
-                        "chroot",
-                    ]
-                    .map(OsString::from),
-                );
-                argv.extend([
-                    plan.root.clone().into_os_string(),
-                    "env".into(),
-                    "-i".into(),
-                ]);
-                argv.extend(c.get_envs().filter_map(|(k, v)| {
-                    let mut kv = k.to_os_string();
-                    kv.push("=");
-                    kv.push(v?);
-                    Some(kv)
-                }));
-            }
-            argv.push(c.get_program().to_os_string());
-            argv.extend(c.get_args().map(|a| a.to_os_string()));
-            sh_line(&argv);
+            sh_line(&s.platform.exec_sh_argv(&jail.name, &plan.root, env, &cmd));
             return Ok(None);
         }
         Run {

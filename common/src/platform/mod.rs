@@ -154,6 +154,20 @@ pub trait Platform: Sync {
         env: &[(&str, &str)],
         cmd: &[String],
     ) -> Command;
+
+    /// [`Platform::exec_command`] as one sh command line, for `-n`.
+    fn exec_sh_argv(
+        &self,
+        jail: &str,
+        root: &Path,
+        env: &[(&str, &str)],
+        cmd: &[String],
+    ) -> Vec<OsString> {
+        let c = self.exec_command(jail, root, env, cmd);
+        let mut argv = vec![c.get_program().to_os_string()];
+        argv.extend(c.get_args().map(|a| a.to_os_string()));
+        argv
+    }
 }
 
 /// The backend for `os`.

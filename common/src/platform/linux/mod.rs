@@ -426,6 +426,45 @@ impl Platform for Linux {
         sandbox::confine(&mut c, root, jail);
         c
     }
+
+    /// The sandbox as util-linux would make it (jupdate does it by system call,
+    /// with pivot_root instead of chroot), then the command with its environment.
+    fn exec_sh_argv(
+        &self,
+        jail: &str,
+        root: &Path,
+        env: &[(&str, &str)],
+        cmd: &[String],
+    ) -> Vec<OsString> {
+        let c = self.exec_command(jail, root, env, cmd);
+        let mut argv: Vec<OsString> = [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--ipc",
+            "--uts",
+            "--fork",
+            "--propagation",
+            "private",
+            "setpriv",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+sys_chroot,+mknod,+audit_write,+setfcap",
+            "chroot",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        argv.extend([root.as_os_str().to_os_string(), "env".into(), "-i".into()]);
+        argv.extend(c.get_envs().filter_map(|(k, v)| {
+            let mut kv = k.to_os_string();
+            kv.push("=");
+            kv.push(v?);
+            Some(kv)
+        }));
+        argv.push(c.get_program().to_os_string());
+        argv.extend(c.get_args().map(|a| a.to_os_string()));
+        argv
+    }
 }
 
 /// The jail's PATH as a login gives it.
