@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::exit::{ExitCode, code_of, fail};
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step};
-use crate::platform::{MountId, Mounted, Os, Platform};
+use crate::platform::{MountId, Mounted, Platform};
 use crate::report::{Messages, sh_line};
 use crate::signals;
 use crate::target::{Beneath, Place};
@@ -47,6 +47,18 @@ pub fn kind(step: &Step) -> &'static str {
         Step::Union { .. } => "union",
         Step::Tmpfs { .. } => "tmpfs",
     }
+}
+
+/// A foreign mount on top of a stack this run would take down.
+fn on_top(s: &Stack, top: &Mount, what: &str) -> anyhow::Error {
+    fail(
+        ExitCode::Unavailable,
+        format!(
+            "{}: {} is mounted on top of this layer; {what}",
+            s.target.path.display(),
+            top.describe()
+        ),
+    )
 }
 
 /// A step, for `-v`.
@@ -212,7 +224,7 @@ impl<'a> Engine<'a> {
             }
             signals::check()?;
             if let Step::Union { upper, .. } = step {
-                self.warn_zfs(plan, s, &upper.path, table);
+                self.warn_upper(plan, s, &upper.path, table);
             }
             let m = self.platform.mount(step, &s.target, below.as_ref())?;
             below = Some(m.id.clone());
@@ -259,24 +271,10 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// unionfs on ZFS cannot whiteout: say what breaks, once per layer.
-    fn warn_zfs(&self, plan: &JailPlan, s: &Stack, upper: &Path, table: &[Mount]) {
-        if self.platform.os() != Os::FreeBsd {
-            return;
-        }
-        let fs = table
-            .iter()
-            .filter(|m| upper.starts_with(&m.target))
-            .max_by_key(|m| m.target.as_os_str().len());
-        if fs.is_some_and(|m| m.fstype == "zfs") {
-            self.msg.warn(
-                &[&plan.jail, &s.layer],
-                &format!(
-                    "upper dir {} is on ZFS, which has no whiteouts: deleting or renaming a file of {} inside the jail will fail (EOPNOTSUPP); put the upper dir on UFS, or set upper_fs = \"tmpfs\" for it (jlayers.conf(5))",
-                    upper.display(),
-                    s.target.path.display()
-                ),
-            );
+    /// What the platform says about an upper dir's file system, before mounting.
+    fn warn_upper(&self, plan: &JailPlan, s: &Stack, upper: &Path, table: &[Mount]) {
+        if let Some(w) = self.platform.upper_warning(upper, &s.target.path, table) {
+            self.msg.warn(&[&plan.jail, &s.layer], &w);
         }
     }
 
@@ -302,15 +300,7 @@ impl<'a> Engine<'a> {
             let n = match s.state(&table, self.platform) {
                 State::Mounted(n) => n.min(ours),
                 State::Foreign { top, .. } => {
-                    return Err(fail(
-                        ExitCode::Unavailable,
-                        format!(
-                            "{}: {} is mounted on top; left alone",
-                            s.target.path.display(),
-                            top.describe()
-                        ),
-                    ))
-                    .context(s.layer.clone());
+                    return Err(on_top(s, &top, "left alone")).context(s.layer.clone());
                 }
             };
             self.take_down(plan, s, &table, n, false)
@@ -434,14 +424,7 @@ impl<'a> Engine<'a> {
                 return Ok(());
             }
             State::Foreign { top, ours: true } => {
-                return Err(fail(
-                    ExitCode::Unavailable,
-                    format!(
-                        "{}: {} is mounted on top of this layer; left alone (unmount it first)",
-                        s.target.path.display(),
-                        top.describe()
-                    ),
-                ));
+                return Err(on_top(s, &top, "left alone (unmount it first)"));
             }
         };
         if n == 0 {

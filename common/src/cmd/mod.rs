@@ -73,6 +73,28 @@ pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> Ex
     }
 }
 
+/// jmount and junmount: for each jail, under its lock, `act` on its plan, then the
+/// layers' `--json` records.
+pub fn stack_tool(
+    tool: &'static str,
+    args: &Common,
+    act: impl Fn(&crate::stack::Engine, &crate::plan::JailPlan) -> Result<()>,
+) -> ExitCode {
+    run(tool, args, |s| {
+        let engine = crate::stack::Engine::new(&*s.platform, s.msg, args.dry_run);
+        each_jail(s, |jail| {
+            let _lock = (!args.dry_run)
+                .then(|| crate::lock::lock_jail(&s.cfg.lock_dir, &jail.name))
+                .transpose()?;
+            let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
+            engine.take_journal();
+            act(&engine, &plan)?;
+            layer_records(tool, &plan, &engine.take_journal());
+            Ok(())
+        })
+    })
+}
+
 /// jmount's and junmount's `--json` records: one object per layer of the plan, with
 /// what this run changed there (`changed` true exactly when it made a directory or
 /// a mount, or removed one) and the mounts it made or removed.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{MountId, Mounted, Os, Platform, changed, run_tool};
+use super::{MountId, Mounted, Platform, changed, run_tool};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
@@ -19,10 +19,6 @@ use crate::target::Place;
 pub struct FreeBsd;
 
 impl Platform for FreeBsd {
-    fn os(&self) -> Os {
-        Os::FreeBsd
-    }
-
     fn needs_work_dir(&self) -> bool {
         false
     }
@@ -197,6 +193,21 @@ impl Platform for FreeBsd {
         }
         argv.push(target.into());
         argv
+    }
+
+    /// unionfs on ZFS cannot whiteout: say what breaks.
+    fn upper_warning(&self, upper: &Path, target: &Path, table: &[Mount]) -> Option<String> {
+        let fs = table
+            .iter()
+            .filter(|m| upper.starts_with(&m.target))
+            .max_by_key(|m| m.target.as_os_str().len())?;
+        (fs.fstype == "zfs").then(|| {
+            format!(
+                "upper dir {} is on ZFS, which has no whiteouts: deleting or renaming a file of {} inside the jail will fail (EOPNOTSUPP); put the upper dir on UFS, or set upper_fs = \"tmpfs\" for it (jlayers.conf(5))",
+                upper.display(),
+                target.display()
+            )
+        })
     }
 
     /// fstat(1) -f lists what is open on the file system mounted there (working

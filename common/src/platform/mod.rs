@@ -17,6 +17,13 @@ pub mod freebsd;
 #[cfg(target_os = "linux")]
 pub mod linux;
 
+/// A command's program and arguments.
+pub fn argv_of(c: &Command) -> Vec<OsString> {
+    let mut argv = vec![c.get_program().to_os_string()];
+    argv.extend(c.get_args().map(|a| a.to_os_string()));
+    argv
+}
+
 /// A tmpfs upper's options, the same for mount(8) on both systems: the root
 /// directory 0755 (not tmpfs's default 1777: it is the upper dir), and the size.
 pub fn tmpfs_options(size: &Option<String>) -> String {
@@ -92,8 +99,6 @@ pub fn changed(target: &Place, what: &str) -> anyhow::Error {
 
 /// What a backend does.
 pub trait Platform: Sync {
-    fn os(&self) -> Os;
-
     /// Overlay needs a work dir beside the upper; unionfs does not.
     fn needs_work_dir(&self) -> bool;
 
@@ -132,6 +137,12 @@ pub trait Platform: Sync {
     /// The sh command that removes the top mount at `target`, for `-n`.
     fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString>;
 
+    /// A warning about the file system an upper dir lies in, for a union on
+    /// `target` (FreeBSD: ZFS has no whiteouts).
+    fn upper_warning(&self, _upper: &Path, _target: &Path, _table: &[Mount]) -> Option<String> {
+        None
+    }
+
     /// The processes that keep the mount at `target` busy.
     fn holders(&self, target: &Path) -> Vec<Holder>;
 
@@ -163,10 +174,7 @@ pub trait Platform: Sync {
         env: &[(&str, &str)],
         cmd: &[String],
     ) -> Vec<OsString> {
-        let c = self.exec_command(jail, root, env, cmd);
-        let mut argv = vec![c.get_program().to_os_string()];
-        argv.extend(c.get_args().map(|a| a.to_os_string()));
-        argv
+        argv_of(&self.exec_command(jail, root, env, cmd))
     }
 }
 

@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{MountId, Mounted, Os, Platform, changed};
+use super::{MountId, Mounted, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
@@ -167,10 +167,6 @@ impl Linux {
 }
 
 impl Platform for Linux {
-    fn os(&self) -> Os {
-        Os::Linux
-    }
-
     fn needs_work_dir(&self) -> bool {
         true
     }
@@ -461,8 +457,7 @@ impl Platform for Linux {
             kv.push(v?);
             Some(kv)
         }));
-        argv.push(c.get_program().to_os_string());
-        argv.extend(c.get_args().map(|a| a.to_os_string()));
+        argv.extend(super::argv_of(&c));
         argv
     }
 }
