@@ -438,16 +438,32 @@ impl Out {
 
 /// Once `ready` holds (or after 10 s), send SIGINT to `child` and collect it.
 pub fn interrupt_when(child: std::process::Child, ready: impl Fn() -> bool) -> Output {
+    signal_when(child, nix::sys::signal::Signal::SIGINT, ready).0
+}
+
+/// Once `ready` holds (or after 10 s), send `sig` to `child`; collect it, and how
+/// long it took to exit after the signal.
+pub fn signal_when(
+    child: std::process::Child,
+    sig: nix::sys::signal::Signal,
+    ready: impl Fn() -> bool,
+) -> (Output, std::time::Duration) {
     let t = std::time::Instant::now();
     while !ready() && t.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    child.wait_with_output().unwrap()
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+    let t = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    (out, t.elapsed())
+}
+
+/// A readiness check for [`signal_when`]: true once at least `n` inodes were
+/// freed on the file system holding `p` (a prune is under way).
+pub fn inodes_freed(p: &Path, n: u64) -> impl Fn() -> bool + '_ {
+    let free = |p: &Path| nix::sys::statvfs::statvfs(p).map_or(0, |s| s.files_free());
+    let start = free(p);
+    move || free(p) >= start + n
 }
 
 pub fn os(s: &str) -> &OsStr {

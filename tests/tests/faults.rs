@@ -175,16 +175,10 @@ fn most_jobs_obey_sigterm_at_once() {
         sb.scene();
         let up = sb.path("upper/j1/ports");
         tree(&up, 1500); // 30,000 files
+        let ready = jlayers_tests::inodes_freed(&up, 100);
         let child = sb.spawn("jclean", &["-j", "256", "-b", "j1"]);
-        std::thread::sleep(Duration::from_millis(100));
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        let t = Instant::now();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            t.elapsed()
-        );
+        let (out, took) = jlayers_tests::signal_when(child, Signal::SIGTERM, ready);
+        assert!(took < Duration::from_secs(1), "took {took:?}");
         assert_eq!(out.status.code(), Some(130), "{out:?}");
     });
 }

@@ -277,20 +277,11 @@ fn sigint_stops_within_a_second_with_a_report() {
         sb.scene();
         let up = sb.path("upper/j1/ports");
         build_tree(&up, 2500); // 52,500 files
+        let ready = jlayers_tests::inodes_freed(&up, 1000);
         let child = sb.spawn("jclean", &["-b", "-j", "1", "j1"]);
-        std::thread::sleep(Duration::from_millis(150));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let t = Instant::now();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "stopped in {:?}",
-            t.elapsed()
-        );
+        let (out, took) =
+            jlayers_tests::signal_when(child, nix::sys::signal::Signal::SIGINT, ready);
+        assert!(took < Duration::from_secs(1), "stopped in {took:?}");
         assert_eq!(
             out.status.code(),
             Some(130),
