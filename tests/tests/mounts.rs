@@ -411,8 +411,19 @@ fn awkward_paths(b: Backend) {
         assert!(sb.path("upper/j1/ports/new").is_file());
         sb.run("jmount", &["j1"]).ok();
         assert_eq!(sb.mounts().len(), 4);
+        // The -n plan, as sh reads it, is exactly the commands meant: the path with
+        // its space, tab, newline, comma, colon and backslash is one word each time.
         let plan = sb.run("junmount", &["-n", "j1"]);
-        assert!(plan.stdout.contains("'"), "quoted: {}", plan.stdout);
+        let words = sb.sh(&format!(
+            "umount() {{ printf 'umount|'; for w; do printf '%s|' \"$w\"; done; echo; }}\n{}",
+            plan.stdout
+        ));
+        let t = sb.path(weird).join("usr/ports");
+        let want = format!(
+            "umount|{0}/distfiles|\numount|{0}|\numount|{0}|\n",
+            t.display()
+        );
+        assert_eq!(words.stdout, want, "-n plan:\n{}", plan.stdout);
         sb.run("junmount", &["j1"]).ok();
         assert_eq!(sb.mounts().len(), 1, "only the tmpfs is left");
     });
