@@ -484,29 +484,39 @@ impl Walk<'_> {
                 }
                 continue;
             }
-            let done = stack.pop().unwrap_or_else(|| unreachable!());
-            let Some(parent) = stack.last_mut() else {
-                return done.kept;
-            };
-            if parent.fd.is_none() {
-                parent.fd = self.back_up(&done, parent);
-            }
-            drop(done.fd);
-            let kept = match &parent.fd {
-                Some(pfd) => self.remove_dir(pfd, &done.name, &done.st, &done.rel, done.kept),
-                None => {
-                    // The way back is gone: this frame and every one without a
-                    // descriptor stay, up to the nearest that still has one.
-                    while stack.last().is_some_and(|f| f.fd.is_none()) {
-                        stack.pop();
-                    }
-                    true
-                }
-            };
-            if let Some(p) = stack.last_mut() {
-                p.kept |= kept;
+            if let Some(kept) = self.finish(&mut stack) {
+                return kept;
             }
         }
+    }
+
+    /// The top frame of a deep walk is done: remove its directory (through its
+    /// parent, reopened by `..` if need be) and tell the parent what stayed.
+    /// `Some(kept)` when it was the last frame.
+    fn finish(&self, stack: &mut Vec<Frame>) -> Option<bool> {
+        let done = stack.pop()?;
+        let Some(parent) = stack.last_mut() else {
+            return Some(done.kept);
+        };
+        if parent.fd.is_none() {
+            parent.fd = self.back_up(&done, parent);
+        }
+        drop(done.fd);
+        let kept = match &parent.fd {
+            Some(pfd) => self.remove_dir(pfd, &done.name, &done.st, &done.rel, done.kept),
+            None => {
+                // The way back is gone: this frame and every one without a
+                // descriptor stay, up to the nearest that still has one.
+                while stack.last().is_some_and(|f| f.fd.is_none()) {
+                    stack.pop();
+                }
+                true
+            }
+        };
+        if let Some(p) = stack.last_mut() {
+            p.kept |= kept;
+        }
+        None
     }
 
     /// The parent of the finished frame `done`, through `..`, if it is still the

@@ -150,14 +150,19 @@ fn update_jail(
             |_| ExitCode::Ok,
         );
     }
-    let secs = start.elapsed().as_secs();
+    report(s, jail, &log, start.elapsed().as_secs(), r)
+}
+
+/// A jail's report line (or JSON object), and on a failure the message and the
+/// last lines of its log on stderr. Returns the jail's exit status.
+fn report(s: &Setup, jail: &Jail, log: &Path, secs: u64, r: Result<Option<Outcome>>) -> ExitCode {
     let (word, status, code) = match &r {
         Ok(Some(o)) => (o.word(), Some(o.status()), o.exit_code()),
         Ok(None) => ("ok", Some(0), ExitCode::Ok),
         Err(e) => ("failed", None, code_of(e)),
     };
     let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
-                            "seconds": secs, "log": path_json(&log)});
+                            "seconds": secs, "log": path_json(log)});
     if let Err(e) = &r {
         object["error"] = json!(format!("{e:#}"));
         object["exit"] = json!(code.code());
@@ -186,7 +191,7 @@ fn update_jail(
                 ),
             };
             s.msg.error(&anyhow::anyhow!("{}: {what}", jail.name));
-            for line in tail(&log, TAIL) {
+            for line in tail(log, TAIL) {
                 s.msg.warn(&[&jail.name, "log"], &line);
             }
         }
