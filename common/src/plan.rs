@@ -101,6 +101,20 @@ impl Roots {
             .map(|(r, _)| r.as_path())
     }
 
+    /// Two jails whose roots are the same directory (however written: through a
+    /// host link, say), by index: their stacks would land on one target.
+    pub fn shared(&self) -> Option<(usize, usize)> {
+        for (i, (_, a)) in self.0.iter().enumerate() {
+            if let Some(j) = self.0[i + 1..]
+                .iter()
+                .position(|(_, b)| a.is_some() && a == b)
+            {
+                return Some((i, i + 1 + j));
+            }
+        }
+        None
+    }
+
     /// Where an upper dir written as a host path really lies. Components are
     /// resolved one by one, host links followed, until the walk enters a jail root
     /// (by path, or as the same directory reached another way): from there on the

@@ -487,3 +487,22 @@ fn mounts_recognised_whatever_the_root_field() {
         assert_eq!(left, [sb.path("ports")], "only the foreign bind is left");
     });
 }
+
+/// Two jails whose roots are one directory through a host link would stack twice
+/// on one target under two locks: refused (78) before anything is mounted.
+#[test]
+fn same_root_through_a_link_is_refused() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        std::os::unix::fs::symlink(sb.path("j1"), sb.path("j1-alias")).unwrap();
+        sb.conf(&format!(
+            "{}[jail.alias]\nroot = \"@T/j1-alias\"\n",
+            jlayers_tests::SCENE_CONF
+        ));
+        sb.run("jmount", &["--all"])
+            .code(78)
+            .err_has("jail alias: same root as jail j1");
+        sb.run("jmount", &["j2"]).code(78);
+        assert!(sb.mounts().is_empty());
+    });
+}

@@ -36,6 +36,20 @@ impl Setup {
             .clone()
             .unwrap_or_else(|| Config::default_path(os));
         let cfg = Config::load(&path, os)?;
+        if let Some((a, b)) = cfg.roots().shared() {
+            let (a, b) = (&cfg.jails[a], &cfg.jails[b]);
+            return Err(crate::exit::fail(
+                ExitCode::Config,
+                format!(
+                    "{}: jail {}: same root as jail {}: {} is {}",
+                    path.display(),
+                    b.name,
+                    a.name,
+                    b.root.display(),
+                    a.root.display()
+                ),
+            ));
+        }
         let jails = cli::select(&cfg, args)?;
         Ok(Setup {
             cfg,
