@@ -12,7 +12,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
@@ -176,7 +175,7 @@ fn enter(dir: &OwnedFd, name: &CStr, dev: nix::libc::dev_t) -> Result<OwnedFd, S
 
 /// The names in `dir` but `.` and `..`.
 fn names(dir: &OwnedFd) -> nix::Result<Vec<CString>> {
-    let mut listing = Dir::from_fd(nix::unistd::dup(dir)?)?;
+    let mut listing = crate::prune::listing(dir)?;
     let mut out = Vec::new();
     for e in listing.iter() {
         let e = e?;

@@ -226,8 +226,7 @@ impl Walk<'_> {
     fn list(&self, dir: &OwnedFd, rel: &Path) -> (Vec<CString>, bool) {
         let mut kept = false;
         let mut subdirs = Vec::new();
-        let listing = nix::unistd::dup(dir).and_then(Dir::from_fd);
-        let mut listing = match listing {
+        let mut listing = match listing(dir) {
             Ok(l) => l,
             Err(e) => {
                 self.tally
@@ -539,7 +538,7 @@ impl Walk<'_> {
     /// After a walk that kept nothing, the upper must be empty; whatever appeared
     /// in it meanwhile (the jail writing) is named, not ignored.
     fn left_over(&self, dir: &OwnedFd) {
-        let Ok(mut listing) = nix::unistd::dup(dir).and_then(Dir::from_fd) else {
+        let Ok(mut listing) = listing(dir) else {
             return;
         };
         for entry in listing.iter().flatten() {
@@ -552,6 +551,14 @@ impl Walk<'_> {
             }
         }
     }
+}
+
+/// A fresh listing of `dir` from its first entry. The duplicate descriptor shares
+/// the file offset, which an earlier listing left at the end.
+pub(crate) fn listing(dir: &OwnedFd) -> nix::Result<Dir> {
+    let fd = nix::unistd::dup(dir)?;
+    nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekSet)?;
+    Dir::from_fd(fd)
 }
 
 /// Whiteouts: entries a union mount's deletions leave in a UFS upper dir. readdir(3)
@@ -669,4 +676,52 @@ pub(crate) mod whiteouts {
 #[cfg(not(target_os = "freebsd"))]
 mod whiteouts {
     pub fn remove(_: &std::os::fd::OwnedFd, _: &std::path::Path, _: &super::Tally) {}
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    /// The check after a walk lists the upper from its start, though a raw
+    /// listing before it left the shared offset at the end.
+    #[test]
+    fn left_over_sees_entries_after_a_listing() {
+        let t = tempfile::tempdir().unwrap();
+        for f in ["a", "b"] {
+            std::fs::write(t.path().join(f), "").unwrap();
+        }
+        let dir: OwnedFd = std::fs::File::open(t.path()).unwrap().into();
+        // Read the directory raw, as the whiteout scan's getdirentries(2) does on
+        // FreeBSD: the shared offset is left at the end.
+        let mut buf = [0u8; 4096];
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                std::os::fd::AsRawFd::as_raw_fd(&dir),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        assert!(n > 0);
+        let rules = Rules {
+            keep: None,
+            older_than: None,
+            dry_run: true,
+        };
+        let tally = Tally::default();
+        let w = Walk {
+            rules: &rules,
+            tally: &tally,
+            dev: 0,
+            mounts: &[],
+            upper: t.path(),
+            par_depth: 1,
+        };
+        w.left_over(&dir);
+        let left = tally.skipped.into_inner().unwrap();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|(_, why)| why.contains("appeared")));
+    }
 }
