@@ -6,7 +6,7 @@ fn main() -> std::process::ExitCode {
     let dir = std::env::args_os()
         .nth(1)
         .unwrap_or_else(|| "completions".into());
-    match jlayers::cli::write_completions(std::path::Path::new(&dir)) {
+    match jlayers::cmd::write_completions(std::path::Path::new(&dir)) {
         Ok(files) => {
             for f in files {
                 println!("{}", f.display());

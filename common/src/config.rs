@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use crate::exit::{ExitCode, fail};
-use crate::platform::Os;
+use crate::os::Os;
 
 /// How a layer is stacked on its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -76,7 +76,7 @@ pub struct Config {
     pub layers: Vec<Layer>,
     pub jails: Vec<Jail>,
     /// The jails' roots as found on disk, looked up once per run.
-    roots: std::sync::OnceLock<crate::plan::Roots>,
+    roots: std::sync::OnceLock<crate::roots::Roots>,
 }
 
 impl Upper {
@@ -130,8 +130,9 @@ impl Config {
         build(raw, path, os).map_err(|m| fail(ExitCode::Config, format!("{}: {m}", path.display())))
     }
 
-    pub fn roots(&self) -> &crate::plan::Roots {
-        self.roots.get_or_init(|| crate::plan::Roots::of(self))
+    pub fn roots(&self) -> &crate::roots::Roots {
+        self.roots
+            .get_or_init(|| crate::roots::Roots::of(self.jails.iter().map(|j| j.root.as_path())))
     }
 }
 

@@ -138,7 +138,7 @@ fn sample_configuration_is_valid() {
 #[test]
 fn completions_are_current() {
     let t = tempfile::tempdir().unwrap();
-    jlayers::cli::write_completions(t.path()).unwrap();
+    jlayers::cmd::write_completions(t.path()).unwrap();
     let repo = ws().join("completions");
     assert_eq!(files(t.path()), files(&repo));
     for f in files(t.path()) {

@@ -87,6 +87,46 @@ pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> Ex
     }
 }
 
+/// A completion file's name for a tool.
+type FileName = fn(&str) -> String;
+
+/// The shells completions are made for: the shell, its directory, its file names.
+pub const SHELLS: [(clap_complete::Shell, &str, FileName); 3] = [
+    (clap_complete::Shell::Bash, "bash", |t| t.to_string()),
+    (clap_complete::Shell::Zsh, "zsh", |t| format!("_{t}")),
+    (clap_complete::Shell::Fish, "fish", |t| format!("{t}.fish")),
+];
+
+/// Each tool's command line, for completions.
+pub fn commands() -> Vec<clap::Command> {
+    use clap::CommandFactory;
+    vec![
+        jmount::Cli::command(),
+        junmount::Cli::command(),
+        jclean::Cli::command(),
+        jupdate::Cli::command(),
+    ]
+}
+
+/// Write shell completions for the four tools below `dir`: `bash/TOOL`,
+/// `zsh/_TOOL`, `fish/TOOL.fish`. Returns the files written.
+pub fn write_completions(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::new();
+    for (shell, sub, file) in SHELLS {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d)?;
+        for mut cmd in commands() {
+            let name = cmd.get_name().to_string();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, name.clone(), &mut out);
+            let path = d.join(file(&name));
+            std::fs::write(&path, out)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
 /// jmount and junmount: for each jail, under its lock, `act` on its plan, then the
 /// layers' `--json` records.
 pub fn stack_tool(

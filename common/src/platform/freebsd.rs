@@ -13,7 +13,7 @@ use anyhow::Result;
 use super::{MountId, Mounted, Platform, changed, run_tool};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::Step;
+use crate::step::Step;
 use crate::target::Place;
 
 pub struct FreeBsd;

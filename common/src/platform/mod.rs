@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::Step;
+use crate::step::Step;
 use crate::target::Place;
 
 pub mod freebsd;
@@ -46,33 +46,7 @@ pub struct Holder {
     pub how: Vec<&'static str>,
 }
 
-/// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Os {
-    FreeBsd,
-    Linux,
-}
-
-impl Os {
-    pub fn current() -> Result<Os> {
-        match std::env::var_os("JLAYERS_PLATFORM") {
-            None => Ok(if cfg!(target_os = "freebsd") {
-                Os::FreeBsd
-            } else {
-                Os::Linux
-            }),
-            Some(v) if v == "freebsd" => Ok(Os::FreeBsd),
-            Some(v) if v == "linux" => Ok(Os::Linux),
-            Some(v) => Err(fail(
-                ExitCode::Usage,
-                format!(
-                    "JLAYERS_PLATFORM={}: expected freebsd or linux",
-                    v.to_string_lossy()
-                ),
-            )),
-        }
-    }
-}
+pub use crate::os::Os;
 
 /// One mount, as a backend names it for good: Linux's mount id, FreeBSD's file
 /// system ID (in the hexadecimal form umount(8) takes).

@@ -18,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::{MountId, Mounted, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::Step;
+use crate::step::Step;
 use crate::target::Place;
 
 mod api;

@@ -1,0 +1,35 @@
+//! Which platform's rules apply: the build's OS, or `JLAYERS_PLATFORM`. Its own
+//! module, so that the configuration (whose rules depend on it) and the backends
+//! both use it without importing each other.
+
+use anyhow::Result;
+
+use crate::exit::{ExitCode, fail};
+
+/// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Os {
+    FreeBsd,
+    Linux,
+}
+
+impl Os {
+    pub fn current() -> Result<Os> {
+        match std::env::var_os("JLAYERS_PLATFORM") {
+            None => Ok(if cfg!(target_os = "freebsd") {
+                Os::FreeBsd
+            } else {
+                Os::Linux
+            }),
+            Some(v) if v == "freebsd" => Ok(Os::FreeBsd),
+            Some(v) if v == "linux" => Ok(Os::Linux),
+            Some(v) => Err(fail(
+                ExitCode::Usage,
+                format!(
+                    "JLAYERS_PLATFORM={}: expected freebsd or linux",
+                    v.to_string_lossy()
+                ),
+            )),
+        }
+    }
+}
