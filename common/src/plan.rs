@@ -124,6 +124,11 @@ impl Stack {
             .collect()
     }
 
+    /// Whether this is the tmpfs stack a layer's upper dir gets (`upper_fs`).
+    pub fn is_upper_tmpfs(&self) -> bool {
+        matches!(self.steps[..], [Step::Tmpfs { .. }])
+    }
+
     pub fn state(&self, table: &[Mount], platform: &dyn Platform) -> State {
         let at = self.at(table);
         for n in (1..=self.steps.len().min(at.len())).rev() {

@@ -132,16 +132,15 @@ fn par_depth(threads: usize) -> usize {
     spare.clamp(1, PAR_DEPTH as u64) as usize
 }
 
-/// Prune everything below the open upper dir `dir`. Returns whether anything was
-/// kept (by a rule, a mount, an error or an interrupt); what was kept for any reason
-/// but a rule is on `tally.skipped`.
+/// Prune everything below the open upper dir `dir`. What was kept for any reason
+/// but a rule (a mount, an error, a race with the jail) is on `tally.skipped`.
 pub fn prune(
     dir: &OwnedFd,
     upper: &Path,
     mounts: &[PathBuf],
     rules: &Rules,
     tally: &Tally,
-) -> nix::Result<bool> {
+) -> nix::Result<()> {
     let st = fstat(dir)?;
     let w = Walk {
         rules,
@@ -156,12 +155,7 @@ pub fn prune(
         whiteouts::remove(dir, upper, tally);
         w.left_over(dir);
     }
-    Ok(kept
-        || !tally
-            .skipped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty())
+    Ok(())
 }
 
 fn mtime(st: &FileStat) -> SystemTime {

@@ -357,6 +357,8 @@ root = "@T/j2"
 "#;
 
 /// This thread's mount table (`/proc/thread-self`: the namespace is per thread).
+/// Read with the harness's own few lines rather than jlayers' parser, so that the
+/// tests check the tools against an independent reading of the table.
 pub fn read_mounts() -> Vec<M> {
     let raw = std::fs::read("/proc/thread-self/mountinfo").unwrap();
     raw.split(|&b| b == b'\n')

@@ -40,21 +40,29 @@ fn usr_swapped_during_readonly_jmount_linux() {
 /// Tries per case: enough that the code before descriptor pinning lost every case.
 const TRIES: usize = 150;
 
+/// Exchange `a` and `b` in one step (renameat2 RENAME_EXCHANGE); 0 on success.
+fn exchange(a: &CString, b: &CString) -> libc::c_int {
+    // SAFETY: two valid C strings.
+    unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    }
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
 /// Swap `a` and `b` (one a directory, the other a symlink) until `stop`.
 fn race(a: &Path, b: &Path, stop: &AtomicBool) {
-    let a = CString::new(a.as_os_str().as_bytes()).unwrap();
-    let b = CString::new(b.as_os_str().as_bytes()).unwrap();
+    let (a, b) = (c_path(a), c_path(b));
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: two valid C strings.
-        unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                a.as_ptr(),
-                libc::AT_FDCWD,
-                b.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
+        exchange(&a, &b);
     }
 }
 
@@ -79,19 +87,7 @@ fn racing<T>(dir: &Path, host: &Path, work: impl FnOnce() -> T) -> T {
 }
 
 fn race_once(a: &Path, b: &Path) {
-    let a = CString::new(a.as_os_str().as_bytes()).unwrap();
-    let b = CString::new(b.as_os_str().as_bytes()).unwrap();
-    // SAFETY: two valid C strings.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    assert_eq!(r, 0, "swap back");
+    assert_eq!(exchange(&c_path(a), &c_path(b)), 0, "swap back");
 }
 
 /// Every file below `dir`, relative, sorted: what the host had there.

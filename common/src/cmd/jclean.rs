@@ -174,7 +174,7 @@ impl Cleaner<'_> {
             // A tmpfs upper is live while its tmpfs is mounted (junmount discards it).
             let tmpfs_up = plan.stacks.iter().any(|t| {
                 t.layer == stack.layer
-                    && matches!(t.steps[..], [Step::Tmpfs { .. }])
+                    && t.is_upper_tmpfs()
                     && t.state(&table, &*s.platform) != State::Mounted(0)
             });
             let live = stack.state(&table, &*s.platform) != State::Mounted(0)

@@ -161,9 +161,7 @@ pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::st
     let mut seen: Vec<&str> = Vec::new();
     for st in &plan.stacks {
         // A tmpfs upper is a stack of its own under the layer's name.
-        if seen.contains(&st.layer.as_str())
-            || matches!(st.steps[..], [crate::plan::Step::Tmpfs { .. }])
-        {
+        if seen.contains(&st.layer.as_str()) || st.is_upper_tmpfs() {
             continue;
         }
         seen.push(&st.layer);
