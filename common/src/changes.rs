@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::UnlinkatFlags;
 
+use crate::action::Sink;
 use crate::signals;
 
 /// What an upper entry is to the host tree.
@@ -92,6 +93,7 @@ pub type Problems = Vec<(PathBuf, String)>;
 pub fn walk(
     upper: &OwnedFd,
     source: &Path,
+    sink: &dyn Sink,
     mut each: impl FnMut(&Entry) -> bool,
 ) -> nix::Result<Problems> {
     let dev = fstat(upper)?.st_dev;
@@ -152,8 +154,8 @@ pub fn walk(
                 rel: &rel_name,
                 size,
             }) {
-                match unlinkat(&dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
-                    Ok(()) | Err(Errno::ENOENT) => {}
+                match sink.unlink(&dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(_) | Err(Errno::ENOENT) => {}
                     Err(e) => problems.push((rel_name, format!("cannot remove: {}", e.desc()))),
                 }
             }

@@ -72,6 +72,17 @@ pub fn code_of(err: &anyhow::Error) -> ExitCode {
         .map_or(ExitCode::Unavailable, |f| f.code)
 }
 
+/// The exit status a failed system call means, the one mapping of errno for
+/// every backend: not permitted 77, busy 75, anything else `otherwise`.
+pub fn of_errno(e: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
+    use nix::errno::Errno;
+    match e {
+        Errno::EPERM | Errno::EACCES => ExitCode::NoPerm,
+        Errno::EBUSY => ExitCode::TempFail,
+        _ => otherwise,
+    }
+}
+
 /// Attach a classified context to any error.
 pub trait OrFail<T> {
     fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T>;

@@ -2,6 +2,7 @@
 //! FreeBSD, bind + overlayfs on Linux). The four tools are thin front ends to this
 //! crate; the contract is their man pages (man/).
 
+pub mod action;
 pub mod changes;
 pub mod cli;
 pub mod cmd;
@@ -20,3 +21,4 @@ pub mod stack;
 pub mod step;
 pub mod target;
 pub mod update;
+pub mod upper;

@@ -13,21 +13,24 @@ pub struct Mount {
     pub fstype: String,
     /// Per-mount options (`rw`/`ro`, `noatime`, ...).
     pub options: Vec<String>,
-    /// Linux only: file system options (overlay's `upperdir=` lives here), unescaped.
-    pub fs_options: Vec<OsString>,
-    /// Linux only: the directory of the file system that is mounted here (bind mounts).
-    pub root: PathBuf,
-    /// Linux only: the device number (`major:minor`) of the mounted file system.
-    pub dev: Option<(u32, u32)>,
-    /// Linux only: the mount id (mountinfo's first field, statx's `stx_mnt_id`).
-    pub id: Option<u64>,
+    /// What only Linux's mountinfo tells; `None` from FreeBSD's `mount -p`.
+    pub linux: Option<LinuxInfo>,
 }
 
-impl Mount {
-    pub fn read_only(&self) -> bool {
-        self.options.iter().any(|o| o == "ro")
-    }
+/// The Linux backend's own fields of a mountinfo line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxInfo {
+    /// The mount id (mountinfo's first field, statx's `stx_mnt_id`).
+    pub id: u64,
+    /// The device number (`major:minor`) of the mounted file system.
+    pub dev: (u32, u32),
+    /// The directory of the file system that is mounted here (bind mounts).
+    pub root: PathBuf,
+    /// File system options (overlay's `upperdir=` lives here), unescaped.
+    pub fs_options: Vec<OsString>,
+}
 
+impl LinuxInfo {
     /// The value of a `key=value` file system option.
     pub fn fs_option(&self, key: &str) -> Option<&OsStr> {
         self.fs_options.iter().find_map(|o| {
@@ -36,6 +39,17 @@ impl Mount {
             // SAFETY: split right after an ASCII '=' of a valid OsStr.
             Some(unsafe { OsStr::from_encoded_bytes_unchecked(rest) })
         })
+    }
+}
+
+impl Mount {
+    pub fn read_only(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+
+    /// The Linux mount id, if the table gave one.
+    pub fn linux_id(&self) -> Option<u64> {
+        self.linux.as_ref().map(|l| l.id)
     }
 
     /// A one-word description for messages: `TYPE from SOURCE`.

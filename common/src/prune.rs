@@ -28,9 +28,10 @@ use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::UnlinkatFlags;
 use rayon::prelude::*;
 
+use crate::action::Sink;
 use crate::signals;
 
 /// What to prune, and what to leave.
@@ -39,8 +40,6 @@ pub struct Rules {
     pub keep: Option<GlobSet>,
     /// Only entries last modified before this.
     pub older_than: Option<SystemTime>,
-    /// Count only.
-    pub dry_run: bool,
 }
 
 /// Running totals, shared by the workers (and the progress bar).
@@ -96,6 +95,8 @@ impl Tally {
 
 struct Walk<'a> {
     rules: &'a Rules,
+    /// Where each removal goes: done, or (`-n`) only counted.
+    sink: &'a dyn Sink,
     tally: &'a Tally,
     dev: u64,
     /// Mount points below the upper dir, from the mount table.
@@ -140,10 +141,12 @@ pub fn prune(
     mounts: &[PathBuf],
     rules: &Rules,
     tally: &Tally,
+    sink: &dyn Sink,
 ) -> nix::Result<()> {
     let st = fstat(dir)?;
     let w = Walk {
         rules,
+        sink,
         tally,
         dev: st.st_dev as u64,
         mounts,
@@ -151,9 +154,11 @@ pub fn prune(
         par_depth: par_depth(rayon::current_num_threads()),
     };
     let kept = w.dir(dir, Path::new(""), 0);
-    if !kept && !rules.dry_run && !signals::interrupted() {
-        whiteouts::remove(dir, upper, tally);
-        w.left_over(dir);
+    if !kept && !signals::interrupted() {
+        sink.after(&mut || {
+            whiteouts::remove(dir, upper, tally);
+            w.left_over(dir);
+        });
     }
     Ok(())
 }
@@ -288,22 +293,19 @@ impl Walk<'_> {
             return Done::Kept;
         }
         let counts = self.tally.first_sight(&st);
-        if !self.rules.dry_run {
-            match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
-                Ok(()) => {}
-                Err(Errno::ENOENT) => return Done::Gone,
-                // A directory swapped in since the stat: walk it as one.
-                Err(Errno::EISDIR) | Err(Errno::EPERM)
-                    if fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                        .is_ok_and(|st| is_dir(&st)) =>
-                {
-                    return Done::Dir;
-                }
-                Err(e) => {
-                    self.tally
-                        .skip(self.upper.join(rel_name()), e.desc().into());
-                    return Done::Kept;
-                }
+        match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(_) => {}
+            Err(Errno::ENOENT) => return Done::Gone,
+            // A directory swapped in since the stat: walk it as one.
+            Err(Errno::EISDIR) | Err(Errno::EPERM)
+                if fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)) =>
+            {
+                return Done::Dir;
+            }
+            Err(e) => {
+                self.tally
+                    .skip(self.upper.join(rel_name()), e.desc().into());
+                return Done::Kept;
             }
         }
         self.tally.freed(&st, false, counts);
@@ -377,20 +379,18 @@ impl Walk<'_> {
         if kept || self.too_new(st) {
             return true;
         }
-        if !self.rules.dry_run {
-            match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => {}
-                // Swapped for a symlink or file after the walk: remove that instead
-                // (what was walked went elsewhere, and is found there or named).
-                Err(Errno::ENOTDIR) => {
-                    let up = rel.parent().unwrap_or(Path::new(""));
-                    return !matches!(self.file(parent, name, up), Done::Gone);
-                }
-                Err(e) => {
-                    self.tally
-                        .skip(self.upper.join(rel), format!("cannot remove: {}", e.desc()));
-                    return true;
-                }
+        match self.sink.unlink(parent, name, UnlinkatFlags::RemoveDir) {
+            Ok(_) | Err(Errno::ENOENT) => {}
+            // Swapped for a symlink or file after the walk: remove that instead
+            // (what was walked went elsewhere, and is found there or named).
+            Err(Errno::ENOTDIR) => {
+                let up = rel.parent().unwrap_or(Path::new(""));
+                return !matches!(self.file(parent, name, up), Done::Gone);
+            }
+            Err(e) => {
+                self.tally
+                    .skip(self.upper.join(rel), format!("cannot remove: {}", e.desc()));
+                return true;
             }
         }
         self.tally.freed(st, true, true);
@@ -702,11 +702,17 @@ mod tests {
         let rules = Rules {
             keep: None,
             older_than: None,
-            dry_run: true,
         };
         let tally = Tally::default();
+        let linux = crate::platform::linux::Linux::default();
+        let msg = crate::report::Messages {
+            tool: "test",
+            level: crate::report::Verbosity::Normal,
+        };
+        let sink = crate::action::sink(&linux, msg, true);
         let w = Walk {
             rules: &rules,
+            sink: &*sink,
             tally: &tally,
             dev: 0,
             mounts: &[],

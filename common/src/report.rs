@@ -7,12 +7,32 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// How much a run says on stderr: `-q`, the default, `-v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Errors and problems only.
+    Quiet,
+    /// And warnings.
+    Normal,
+    /// And a line per action.
+    Verbose,
+}
+
+impl Verbosity {
+    pub fn of(quiet: bool, verbose: bool) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+}
+
 /// stderr messages of one tool run.
 #[derive(Debug, Clone, Copy)]
 pub struct Messages {
     pub tool: &'static str,
-    pub quiet: bool,
-    pub verbose: bool,
+    pub level: Verbosity,
 }
 
 impl Messages {
@@ -23,7 +43,7 @@ impl Messages {
 
     /// A warning: shown unless `-q`.
     pub fn warn(&self, scope: &[&str], msg: &str) {
-        if !self.quiet {
+        if self.level > Verbosity::Quiet {
             self.emit(scope, msg);
         }
     }
@@ -35,7 +55,7 @@ impl Messages {
 
     /// A progress note: shown with `-v`.
     pub fn info(&self, scope: &[&str], msg: &str) {
-        if self.verbose && !self.quiet {
+        if self.level == Verbosity::Verbose {
             self.emit(scope, msg);
         }
     }

@@ -2,51 +2,23 @@
 //! mounts, what counts as already done, and how a failed run is rolled back.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
-use crate::exit::{ExitCode, code_of, fail};
+use crate::action::{Action, Actor, At, Below, Busy, Effect, Sink};
+use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step};
-use crate::platform::{MountId, Mounted, Platform};
-use crate::report::{Messages, sh_line};
-use crate::signals;
+use crate::platform::{Mounted, Platform};
+use crate::report::Messages;
 use crate::target::{Beneath, Place};
 
-/// Runs plans on one platform; with `dry_run` it prints sh commands instead (or,
-/// with `--json`, only records what it would do).
+/// Runs plans on one platform, handing every change to its [`Actor`]: done, or
+/// printed (`-n`), and recorded either way.
 pub struct Engine<'a> {
     pub platform: &'a dyn Platform,
     pub msg: Messages,
-    pub dry_run: bool,
-    /// What was done (or would be), for the JSON records.
-    pub journal: Mutex<Vec<Done>>,
-}
-
-/// One change a run made (or, with `-n`, would make) to a layer.
-#[derive(Clone, Debug)]
-pub struct Done {
-    pub layer: String,
-    pub what: Did,
-}
-
-#[derive(Clone, Debug)]
-pub enum Did {
-    Mkdir(PathBuf),
-    /// A mount made: its kind (`null`, `union`, `tmpfs`), source and target.
-    Mount(&'static str, PathBuf, PathBuf),
-    /// A mount removed, the same way.
-    Unmount(&'static str, PathBuf, PathBuf),
-}
-
-/// A step's kind, as the JSON records name it.
-pub fn kind(step: &Step) -> &'static str {
-    match step {
-        Step::Null { .. } => "null",
-        Step::Union { .. } => "union",
-        Step::Tmpfs { .. } => "tmpfs",
-    }
+    pub actor: Actor<'a>,
 }
 
 /// A foreign mount on top of a stack this run would take down.
@@ -61,28 +33,6 @@ fn on_top(s: &Stack, top: &Mount, what: &str) -> anyhow::Error {
     )
 }
 
-/// A step, for `-v`.
-fn describe(step: &Step) -> String {
-    match step {
-        Step::Null {
-            source,
-            read_only: true,
-        } => format!("read-only null mount of {}", source.display()),
-        Step::Null { source, .. } => format!("null mount of {}", source.display()),
-        Step::Union { upper, .. } => format!("union mount of {}", upper.path.display()),
-        Step::Tmpfs { .. } => "tmpfs for the upper dir".to_string(),
-    }
-}
-
-/// What a step mounts: the source a record shows.
-fn source(step: &Step) -> PathBuf {
-    match step {
-        Step::Null { source, .. } => source.clone(),
-        Step::Union { upper, .. } => upper.path.clone(),
-        Step::Tmpfs { .. } => PathBuf::from("tmpfs"),
-    }
-}
-
 /// One mount this run made: enough to take it down again.
 #[derive(Clone, Debug)]
 pub struct Made {
@@ -93,42 +43,30 @@ pub struct Made {
 /// While a run mounts: what each mount pinned, to take it back if a later one fails.
 type Pinned = Vec<(Made, Option<Mounted>)>;
 
+/// Where a stack's actions happen.
+fn at<'p>(plan: &'p JailPlan, s: &'p Stack) -> At<'p> {
+    At {
+        jail: &plan.jail,
+        root: &plan.root,
+        layer: &s.layer,
+    }
+}
+
 impl<'a> Engine<'a> {
-    pub fn new(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Engine<'a> {
+    pub fn new(platform: &'a dyn Platform, msg: Messages, sink: Box<dyn Sink + 'a>) -> Engine<'a> {
         Engine {
             platform,
             msg,
-            dry_run,
-            journal: Mutex::default(),
+            actor: Actor::new(sink),
         }
     }
 
-    /// sh lines for `-n`, unless the records are JSON.
-    fn print_sh(&self) -> bool {
-        self.dry_run && !crate::report::json()
-    }
-
-    fn note(&self, layer: &str, what: Did) {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Done {
-                layer: layer.to_string(),
-                what,
-            });
-    }
-
-    /// What was done since the last call.
-    pub fn take_journal(&self) -> Vec<Done> {
-        std::mem::take(&mut *self.journal.lock().unwrap_or_else(|p| p.into_inner()))
-    }
     /// Mount what is missing of every stack, in order. On failure, everything this
-    /// call mounted is unmounted again before the error is returned. With `dry_run`
-    /// the mounts it would make are printed and returned.
+    /// call mounted is unmounted again before the error is returned.
     pub fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
         let mut made: Pinned = Vec::new();
         let r = self.mount_all(plan, &mut made);
-        if r.is_ok() || self.dry_run {
+        if r.is_ok() {
             // Dropping the descriptors: they would keep the mounts busy.
             return r.map(|()| made.into_iter().map(|(m, _)| m).collect());
         }
@@ -162,7 +100,7 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        let table = self.platform.mounts(&plan.root)?;
+        let table = self.actor.sink.mounts(&plan.root)?;
         // Targets this run mounted on: whatever was mounted at or below them before
         // is hidden now, so a nested stack sees nothing of its own there.
         let mut covered: Vec<&Path> = Vec::new();
@@ -195,57 +133,47 @@ impl<'a> Engine<'a> {
         table: &[Mount],
         made: &mut Pinned,
     ) -> Result<()> {
-        let done = self.prepare(s, table)?;
+        let done = self.prepare(plan, s, table)?;
         if done == s.steps.len() {
             self.msg.info(&[&plan.jail, &s.layer], "already mounted");
         }
         // The mount each step must go on top of: what the table shows there now,
         // then what this run mounted.
-        let mut below: Option<MountId> = match (done, s.at(table).last()) {
+        let mut below = match (done, s.at(table).last()) {
             (0, _) | (_, None) => None,
-            (_, Some(top)) if !self.dry_run => Some(self.platform.pin(&s.target, top)?),
-            _ => None,
-        };
-        let made_here = || Made {
-            layer: s.layer.clone(),
-            target: s.target.path.clone(),
+            (_, Some(top)) => Some(Below::Table(top)),
         };
         for step in &s.steps[done..] {
-            self.note(
-                &s.layer,
-                Did::Mount(kind(step), source(step), s.target.path.clone()),
-            );
-            if self.dry_run {
-                if self.print_sh() {
-                    self.platform.print_mount(step, &s.target.path);
+            let action = Action::Mount {
+                step,
+                target: &s.target,
+                below: below.take(),
+                table,
+            };
+            let made_here = Made {
+                layer: s.layer.clone(),
+                target: s.target.path.clone(),
+            };
+            match self.actor.act(&at(plan, s), action)? {
+                Effect::Mounted(m) => {
+                    below = Some(Below::Made(m.id.clone()));
+                    made.push((made_here, Some(m)));
                 }
-                made.push((made_here(), None));
-                continue;
+                _ => made.push((made_here, None)),
             }
-            signals::check()?;
-            if let Step::Union { upper, .. } = step {
-                self.warn_upper(plan, s, &upper.path, table);
-            }
-            let m = self.platform.mount(step, &s.target, below.as_ref())?;
-            below = Some(m.id.clone());
-            made.push((made_here(), Some(m)));
-            self.msg.info(
-                &[&plan.jail, &s.layer],
-                &format!("{} on {}", describe(step), s.target.path.display()),
-            );
         }
         Ok(())
     }
 
     /// Make the stack's directories and read how much of it is mounted already.
-    fn prepare(&self, s: &Stack, table: &[Mount]) -> Result<usize> {
+    fn prepare(&self, plan: &JailPlan, s: &Stack, table: &[Mount]) -> Result<usize> {
         if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
-            self.ensure_dir(s, upper)?;
+            self.ensure_dir(plan, s, upper)?;
             if let Some(w) = work {
-                self.ensure_dir(s, w)?;
+                self.ensure_dir(plan, s, w)?;
             }
         }
-        self.ensure_dir(s, &s.target)?;
+        self.ensure_dir(plan, s, &s.target)?;
         match s.state(table, self.platform) {
             State::Mounted(n) => Ok(n),
             State::Foreign { top, .. } => Err(fail(
@@ -259,39 +187,23 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Create a directory if missing (`dry_run`: print how); one below a jail root
-    /// with the no-symlink walk.
-    fn ensure_dir(&self, s: &Stack, p: &Place) -> Result<()> {
-        if let Beneath::Missing(_) = p.open(!self.dry_run)? {
-            self.note(&s.layer, Did::Mkdir(p.path.clone()));
-            if self.print_sh() {
-                print_mkdir(&p.path);
-            }
+    /// Create a directory if missing; one below a jail root with the no-symlink walk
+    /// (which, for `-n` too, refuses a link on the way).
+    fn ensure_dir(&self, plan: &JailPlan, s: &Stack, p: &Place) -> Result<()> {
+        if let Beneath::Missing(_) = p.open(false)? {
+            self.actor.act(&at(plan, s), Action::Mkdir(p))?;
         }
         Ok(())
     }
 
-    /// What the platform says about an upper dir's file system, before mounting.
-    fn warn_upper(&self, plan: &JailPlan, s: &Stack, upper: &Path, table: &[Mount]) {
-        if let Some(w) = self.platform.upper_warning(upper, &s.target.path, table) {
-            self.msg.warn(&[&plan.jail, &s.layer], &w);
-        }
-    }
-
-    /// Unmount the mounts this run made, newest first (`dry_run`: print how). What
-    /// is gone already (a jail's stop hook may have run junmount) is not missed:
-    /// each stack loses at most the mounts this run added that are still on top.
+    /// Unmount the mounts this run made, newest first. What is gone already (a
+    /// jail's stop hook may have run junmount) is not missed: each stack loses at
+    /// most the mounts this run added that are still on top.
     pub fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
-        if self.dry_run {
-            for m in made.iter().rev().filter(|_| self.print_sh()) {
-                sh_line(&self.platform.unmount_command(&m.target, false));
-            }
-            return Ok(());
-        }
         if made.is_empty() {
             return Ok(());
         }
-        let table = self.platform.mounts(&plan.root)?;
+        let table = self.actor.sink.mounts(&plan.root)?;
         for s in plan.stacks.iter().rev() {
             let ours = made.iter().filter(|m| m.target == s.target.path).count();
             if ours == 0 {
@@ -303,7 +215,7 @@ impl<'a> Engine<'a> {
                     return Err(on_top(s, &top, "left alone")).context(s.layer.clone());
                 }
             };
-            self.take_down(plan, s, &table, n, false)
+            self.take_down(plan, s, &table, n, Busy::Fail)
                 .with_context(|| s.layer.clone())?;
         }
         Ok(())
@@ -317,76 +229,26 @@ impl<'a> Engine<'a> {
         s: &Stack,
         table: &[Mount],
         n: usize,
-        force: bool,
+        busy: Busy,
     ) -> Result<()> {
-        let at = s.at(table);
-        for (i, top) in at.iter().rev().take(n).enumerate() {
+        let at_target = s.at(table);
+        for (i, top) in at_target.iter().rev().take(n).enumerate() {
             // The top mounts are the plan's steps n-1, n-2, ... 0.
-            let step = &s.steps[n - 1 - i];
-            let did = Did::Unmount(kind(step), source(step), s.target.path.clone());
-            if self.dry_run {
-                self.note(&s.layer, did);
-                if self.print_sh() {
-                    sh_line(&self.platform.unmount_command(&s.target.path, force));
-                }
-                continue;
-            }
-            let id = self.platform.pin(&s.target, top)?;
-            self.platform
-                .unmount(&s.target, &id, force)
-                .map_err(|e| self.name_holders(plan, &s.target.path, e))?;
-            self.note(&s.layer, did);
-            self.msg.info(
-                &[&plan.jail, &s.layer],
-                &format!("unmounted {}", s.target.path.display()),
-            );
+            let action = Action::Unmount {
+                step: &s.steps[n - 1 - i],
+                target: &s.target,
+                top,
+                busy,
+            };
+            self.actor.act(&at(plan, s), action)?;
         }
         Ok(())
     }
 
-    /// A busy unmount's error, with what holds the mount: each process as `pid
-    /// command (how, jail)`, or the platform's hint when none is found.
-    fn name_holders(&self, plan: &JailPlan, target: &Path, e: anyhow::Error) -> anyhow::Error {
-        if code_of(&e) != ExitCode::TempFail {
-            return e;
-        }
-        let holders = self.platform.holders(target);
-        if holders.is_empty() {
-            return fail(
-                ExitCode::TempFail,
-                format!("{e:#}: {}", self.platform.busy_hint(target)),
-            );
-        }
-        let named: Vec<String> = holders
-            .iter()
-            .map(|h| {
-                let mut what = h.how.join(", ");
-                let place = h.jail.as_ref().map(|j| format!("jail {j}")).or_else(|| {
-                    h.root.as_ref().map(|r| {
-                        if *r == plan.root {
-                            format!("jail {}", plan.jail)
-                        } else {
-                            format!("root {}", r.display())
-                        }
-                    })
-                });
-                if let Some(p) = place {
-                    what.push_str("; ");
-                    what.push_str(&p);
-                }
-                format!("pid {} {} ({what})", h.pid, h.command)
-            })
-            .collect();
-        fail(
-            ExitCode::TempFail,
-            format!("{e:#}: held by {}", named.join(", ")),
-        )
-    }
-
     /// Take down every stack, nested layers first, each newest mount first; only
     /// mounts the plan would have made are touched.
-    pub fn unmount_jail(&self, plan: &JailPlan, force: bool) -> Result<()> {
-        if !force && self.platform.jail_running(&plan.jail)? {
+    pub fn unmount_jail(&self, plan: &JailPlan, busy: Busy) -> Result<()> {
+        if busy == Busy::Fail && self.platform.jail_running(&plan.jail)? {
             return Err(fail(
                 ExitCode::TempFail,
                 format!(
@@ -395,21 +257,15 @@ impl<'a> Engine<'a> {
                 ),
             ));
         }
-        let table = self.platform.mounts(&plan.root)?;
+        let table = self.actor.sink.mounts(&plan.root)?;
         for s in plan.stacks.iter().rev() {
-            self.unmount_stack(plan, s, &table, force)
+            self.unmount_stack(plan, s, &table, busy)
                 .with_context(|| s.layer.clone())?;
         }
         Ok(())
     }
 
-    fn unmount_stack(
-        &self,
-        plan: &JailPlan,
-        s: &Stack,
-        table: &[Mount],
-        force: bool,
-    ) -> Result<()> {
+    fn unmount_stack(&self, plan: &JailPlan, s: &Stack, table: &[Mount], busy: Busy) -> Result<()> {
         let n = match s.state(table, self.platform) {
             State::Mounted(n) => n,
             State::Foreign { top, ours: false } => {
@@ -433,11 +289,6 @@ impl<'a> Engine<'a> {
         }
         // Same rule as for mounting: no symlink on the way, even for -n.
         s.target.open(false)?;
-        self.take_down(plan, s, table, n, force)
+        self.take_down(plan, s, table, n, busy)
     }
-}
-
-/// `-n`: a directory the real run would create.
-fn print_mkdir(p: &Path) {
-    sh_line(&["mkdir".as_ref(), "-p".as_ref(), p.as_os_str()]);
 }

@@ -73,6 +73,17 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The updater's environment: none of jupdate's for `-i`.
+    fn env(&self) -> &'static [(&'static str, &'static str)] {
+        if self.interactive { &[] } else { BATCH_ENV }
+    }
+
+    /// The command as one sh line, for `-n`.
+    pub fn sh_argv(&self) -> Vec<std::ffi::OsString> {
+        self.platform
+            .exec_sh_argv(self.jail, self.root, self.env(), self.cmd)
+    }
+
     pub fn run(&self) -> Result<Outcome> {
         if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
@@ -93,14 +104,9 @@ impl Run<'_> {
             format!("log {}", self.log.display())
         })?;
 
-        let env: Vec<(&str, &str)> = if self.interactive {
-            Vec::new()
-        } else {
-            BATCH_ENV.to_vec()
-        };
         let mut c = self
             .platform
-            .exec_command(self.jail, self.root, &env, self.cmd);
+            .exec_command(self.jail, self.root, self.env(), self.cmd);
         // Its own process group, so that a timeout kills everything it started.
         c.process_group(0);
         if self.interactive {
@@ -251,11 +257,6 @@ pub fn utc_timestamp(t: SystemTime) -> String {
         rem / 60 % 60,
         rem % 60
     )
-}
-
-/// Run a start or stop command on the host.
-pub fn run_host(argv: &[std::ffi::OsString]) -> Result<()> {
-    crate::platform::run_tool(argv, ExitCode::Unavailable)
 }
 
 #[cfg(test)]

@@ -119,9 +119,10 @@ proptest! {
         let t = jlayers::platform::linux::parse_mountinfo(&line);
         prop_assert_eq!(t.len(), 1);
         let m = &t[0];
-        prop_assert_eq!(m.id, Some(id));
-        prop_assert_eq!(m.dev, Some((maj, min)));
-        prop_assert_eq!(&m.root, &PathBuf::from(OsString::from_vec(root)));
+        let l = m.linux.as_ref().unwrap();
+        prop_assert_eq!(l.id, id);
+        prop_assert_eq!(l.dev, (maj, min));
+        prop_assert_eq!(&l.root, &PathBuf::from(OsString::from_vec(root)));
         prop_assert_eq!(&m.target, &PathBuf::from(OsString::from_vec(target)));
         prop_assert_eq!(&m.source, &OsString::from_vec(source));
         prop_assert_eq!(&m.fstype, &fstype);

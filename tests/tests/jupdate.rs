@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use jlayers_tests::{Backend, Sandbox, sandbox};
+use jlayers_tests::{Backend, Out, Sandbox, sandbox};
 
 use jlayers_tests::on_both;
 
@@ -17,6 +17,7 @@ on_both!(
     timeout_kills_the_process_group,
     state_is_restored,
     interrupt_restores_and_exits_130,
+    dry_run_prints_and_changes_nothing,
 );
 
 /// What stands in for portmaster: builds into /usr/ports, shows its environment
@@ -55,19 +56,19 @@ fn running(sb: &Sandbox, jail: &str) -> bool {
 fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
     sandbox(b, |sb| {
         scene(sb);
-        let o = Out(sb
-            .cmd("jupdate")
-            .env("LEAKME", "1")
-            .arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .arg("j1")
-            .output()
-            .unwrap());
+        let o = Out::from(
+            sb.cmd("jupdate")
+                .env("LEAKME", "1")
+                .arg("-c")
+                .arg(sb.path("jlayers.conf"))
+                .arg("j1")
+                .output()
+                .unwrap(),
+        );
         o.ok();
         let log = sb.path("log/j1.log");
-        let stdout = o.stdout();
-        let f: Vec<&str> = stdout.trim_end().split('\t').collect();
-        assert_eq!(f.len(), 5, "{}", o.stdout());
+        let f: Vec<&str> = o.stdout.trim_end().split('\t').collect();
+        assert_eq!(f.len(), 5, "{}", o.stdout);
         assert_eq!(
             (f[0], f[1], f[2], f[4]),
             ("j1", "ok", "0", log.to_str().unwrap())
@@ -315,42 +316,40 @@ fn interactive_takes_one_jail_and_the_terminal() {
     });
 }
 
-#[test]
-fn dry_run_prints_and_changes_nothing() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+/// `-n` prints the run: jmount's plan, the start, the updater, the stop, and
+/// exactly the unmounts that take back what it mounted, newest first.
+fn dry_run_prints_and_changes_nothing(b: Backend) {
+    sandbox(b, |sb| {
         scene(sb);
+        let plan = sb.run("jmount", &["-n", "j1"]);
+        plan.ok();
         let o = sb.run("jupdate", &["-n", "j1"]);
         o.ok();
-        let root = sb.path("j1");
-        let r = root.display();
+        assert!(o.stdout.starts_with(&plan.stdout), "{}", o.stdout);
         let lines: Vec<&str> = o.stdout.lines().collect();
-        assert!(lines.contains(&"service jail onestart j1"), "{}", o.stdout);
-        assert!(
-            lines.contains(
+        let mounted: Vec<&str> = plan
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("mount"))
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect();
+        assert_eq!(mounted.len(), 3, "{}", plan.stdout);
+        let undo: Vec<String> = mounted
+            .iter()
+            .rev()
+            .map(|t| format!("umount {t}"))
+            .collect();
+        assert_eq!(lines[lines.len() - 3..], undo, "{}", o.stdout);
+        if b == Backend::FreeBsdSim {
+            assert!(lines.contains(&"service jail onestart j1"), "{}", o.stdout);
+            assert!(lines.contains(
                 &"jexec -l j1 env BATCH=yes PAGER=cat TERM=dumb portmaster -a -G --no-confirm"
-            ),
-            "{}",
-            o.stdout
-        );
-        assert!(lines.contains(&"service jail onestop j1"));
-        assert_eq!(lines.last().unwrap(), &format!("umount {r}/usr/ports"));
-        assert!(sb.mounts().is_empty() && !sb.path("log").exists() && !running(sb, "j1"));
+            ));
+            assert!(lines.contains(&"service jail onestop j1"));
+            assert!(!running(sb, "j1"));
+        }
+        assert!(sb.mounts().is_empty() && !sb.path("log").exists());
     });
-}
-
-/// A finished run.
-struct Out(std::process::Output);
-impl Out {
-    fn ok(&self) {
-        assert!(
-            self.0.status.success(),
-            "{}",
-            String::from_utf8_lossy(&self.0.stderr)
-        );
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
 }
 
 #[test]

@@ -2,24 +2,25 @@
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
+use crate::action::Sink;
 use crate::changes::{self, Kind};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
-use crate::lock::lock_jail;
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step, plan};
-use crate::prune::{Rules, Tally, prune};
-use crate::report::{Messages, emit, path_json, size};
+use crate::prune::{Rules, Tally};
+use crate::report::{Messages, Verbosity, emit, path_json, size};
 use crate::signals;
-use crate::target::{Beneath, Place};
+use crate::target::Place;
+use crate::upper::UpperDir;
 use serde_json::json;
 
 use super::{Setup, each_jail, run};
@@ -78,13 +79,9 @@ struct Total {
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    let opts = &cli.opts;
-    // --list deletes nothing.
-    let mut common = cli.common.clone();
-    common.dry_run |= opts.list;
-    let args = &common;
+    let (args, opts) = (&cli.common, &cli.opts);
     run("jclean", args, |s| {
-        let rules = match rules(opts, args.dry_run) {
+        let rules = match rules(opts) {
             Ok(r) => r,
             Err(e) => {
                 s.msg.error(&e);
@@ -106,6 +103,8 @@ pub fn main(cli: &Cli) -> ExitCode {
             s,
             rules: &rules,
             opts,
+            // --list deletes nothing.
+            sink: s.sink(args.dry_run || opts.list),
         };
         let status = each_jail(s, |jail| pool.install(|| cleaner.jail(jail, &mut total)));
         if total.lines > 1 {
@@ -126,7 +125,7 @@ pub fn main(cli: &Cli) -> ExitCode {
     })
 }
 
-fn rules(opts: &Opts, dry_run: bool) -> Result<Rules> {
+fn rules(opts: &Opts) -> Result<Rules> {
     let keep = if opts.keep.is_empty() {
         None
     } else {
@@ -144,7 +143,6 @@ fn rules(opts: &Opts, dry_run: bool) -> Result<Rules> {
     Ok(Rules {
         keep,
         older_than: opts.older_than.map(|age| SystemTime::now() - age),
-        dry_run,
     })
 }
 
@@ -153,14 +151,20 @@ struct Cleaner<'a> {
     s: &'a Setup,
     rules: &'a Rules,
     opts: &'a Opts,
+    sink: Box<dyn Sink + 'a>,
+}
+
+/// One upper dir to clean: the jail's and layer's names, and its stack.
+struct Layer<'a> {
+    jail: &'a str,
+    stack: &'a Stack,
+    place: &'a Place,
 }
 
 impl Cleaner<'_> {
     fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
-        let (s, rules) = (self.s, self.rules);
-        let _lock = (!rules.dry_run)
-            .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
-            .transpose()?;
+        let s = self.s;
+        let _lock = self.sink.lock(&s.cfg.lock_dir, &jail.name)?;
         let plan = plan(&s.cfg, jail, &*s.platform)?;
         let table = s.platform.mounts(&plan.root)?;
         let mut first_err = None;
@@ -169,28 +173,21 @@ impl Cleaner<'_> {
                 continue;
             };
             signals::check()?;
-            // A live upper must not change under a mounted union (undefined behaviour
-            // on both platforms): refuse the layer, delete nothing.
-            // A tmpfs upper is live while its tmpfs is mounted (junmount discards it).
-            let tmpfs_up = plan.stacks.iter().any(|t| {
-                t.layer == stack.layer
-                    && t.is_upper_tmpfs()
-                    && t.state(&table, &*s.platform) != State::Mounted(0)
-            });
-            let live = stack.state(&table, &*s.platform) != State::Mounted(0)
-                || table.iter().any(|m| s.platform.matches(&stack.steps[1], m))
-                || tmpfs_up;
-            let r = if live {
-                Err(fail(
+            let layer = Layer {
+                jail: &plan.jail,
+                stack,
+                place: upper,
+            };
+            let r = match live(s, &plan, stack, &table) {
+                true => Err(fail(
                     ExitCode::TempFail,
                     format!(
                         "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
                         upper.path.display(),
                         stack.target.path.display()
                     ),
-                ))
-            } else {
-                self.upper(&plan, stack, upper, &table, total)
+                )),
+                false => self.upper(&layer, &table, total),
             };
             if let Err(e) = r.with_context(|| stack.layer.clone()) {
                 if signals::interrupted() {
@@ -203,46 +200,21 @@ impl Cleaner<'_> {
     }
 
     /// Prune one upper dir and print its report line.
-    fn upper(
-        &self,
-        plan: &JailPlan,
-        stack: &Stack,
-        up: &Place,
-        table: &[Mount],
-        total: &mut Total,
-    ) -> Result<()> {
-        let (s, rules, opts) = (self.s, self.rules, self.opts);
-        let (jail, layer, upper) = (plan.jail.as_str(), stack.layer.as_str(), up.path.as_path());
-        // The upper dir, opened the way its owner allows: a host
-        // path as configured, a path inside a jail without following links.
-        let dir = match up.open(false)? {
-            Beneath::Dir(fd) => Some(fd),
-            Beneath::Missing(_) => None,
-        };
+    fn upper(&self, l: &Layer, table: &[Mount], total: &mut Total) -> Result<()> {
+        let (rules, opts) = (self.rules, self.opts);
+        let dir = UpperDir::open(l.place)?;
         if opts.list || !opts.only.is_empty() {
-            let source = match &stack.steps[0] {
-                Step::Null { source, .. } => source.as_path(),
-                _ => return Ok(()),
-            };
-            return self.by_kind(jail, layer, upper, source, dir.as_ref(), total);
+            return self.by_kind(l, dir.as_ref(), total);
         }
         let tally = Tally::default();
         if let Some(dir) = &dir {
             let mounts: Vec<PathBuf> = table
                 .iter()
-                .filter(|m| m.target.starts_with(upper) && m.target != upper)
+                .filter(|m| m.target.starts_with(&dir.path) && m.target != dir.path)
                 .map(|m| m.target.clone())
                 .collect();
-            // The upper dir itself is never removed: at every instant it is the old
-            // upper, partly emptied, with its owner, mode and flags.
-            with_progress(&s.msg, &tally, opts.bytes, || {
-                prune(dir, upper, &mounts, rules, &tally)
-            })
-            .map_err(|e| {
-                fail(
-                    ExitCode::Unavailable,
-                    format!("{}: {}", upper.display(), e.desc()),
-                )
+            with_progress(&self.s.msg, &tally, opts.bytes, || {
+                dir.empty(&mounts, rules, &tally, &*self.sink)
             })?;
         }
         let left = tally
@@ -251,95 +223,93 @@ impl Cleaner<'_> {
             .unwrap_or_else(|p| p.into_inner());
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
-        self.report(jail, layer, files, bytes, upper, total);
+        self.report(l, files, bytes, total);
         signals::check()?;
-        self.left_behind(jail, layer, upper, &left)
+        self.left_behind(l, &left)
     }
+}
+
+/// Whether a layer's upper is live: a live upper must not change under a mounted
+/// union (undefined behaviour on both platforms). A tmpfs upper is live while its
+/// tmpfs is mounted (junmount discards it).
+fn live(s: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
+    let mounted = |st: &Stack| st.state(table, &*s.platform) != State::Mounted(0);
+    let tmpfs_up = plan
+        .stacks
+        .iter()
+        .any(|t| t.layer == stack.layer && t.is_upper_tmpfs() && mounted(t));
+    mounted(stack) || table.iter().any(|m| s.platform.matches(&stack.steps[1], m)) || tmpfs_up
 }
 
 impl Cleaner<'_> {
     /// `--list` and `--only`: each entry by what it is to the host tree; list it
     /// (`JAIL LAYER KIND SIZE PATH`), or remove it when its kind is asked for; then
     /// the layer's report line, as for a whole prune.
-    fn by_kind(
-        &self,
-        jail: &str,
-        layer: &str,
-        upper: &std::path::Path,
-        source: &std::path::Path,
-        dir: Option<&std::os::fd::OwnedFd>,
-        total: &mut Total,
-    ) -> Result<()> {
+    fn by_kind(&self, l: &Layer, dir: Option<&UpperDir>, total: &mut Total) -> Result<()> {
         let opts = self.opts;
-        let prune = !opts.list && !self.rules.dry_run;
+        let Step::Null { source, .. } = &l.stack.steps[0] else {
+            return Ok(());
+        };
         let (mut files, mut bytes) = (0u64, 0u64);
         let problems = match dir {
             None => Vec::new(),
-            Some(dir) => changes::walk(dir, source, |e| {
+            Some(dir) => dir.changes(source, &*self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
-                if !wanted {
+                if wanted && opts.list {
+                    self.list_line(l, e);
                     return false;
                 }
-                if opts.list {
-                    let path = upper.join(e.rel);
-                    emit(
-                        "jclean",
-                        &[
-                            OsStr::new(jail),
-                            OsStr::new(layer),
-                            OsStr::new(e.kind.name()),
-                            size(e.size, opts.bytes).as_ref(),
-                            path.as_os_str(),
-                        ],
-                        json!({"jail": jail, "layer": layer, "kind": e.kind.name(),
-                               "bytes": e.size, "path": path_json(&path)}),
-                    );
-                    return false;
+                if wanted {
+                    files += 1;
+                    bytes += e.size;
                 }
-                files += 1;
-                bytes += e.size;
-                prune
-            })
-            .map_err(|e| {
-                fail(
-                    ExitCode::Unavailable,
-                    format!("{}: {}", upper.display(), e.desc()),
-                )
+                wanted
             })?,
         };
         if !opts.list {
-            self.report(jail, layer, files, bytes, upper, total);
+            self.report(l, files, bytes, total);
         }
         signals::check()?;
         let left: Vec<(PathBuf, String)> = problems
             .into_iter()
-            .map(|(rel, why)| (upper.join(rel), why))
+            .map(|(rel, why)| (l.place.path.join(rel), why))
             .collect();
-        self.left_behind(jail, layer, upper, &left)
+        self.left_behind(l, &left)
+    }
+
+    /// `--list`: `JAIL LAYER KIND SIZE PATH`.
+    fn list_line(&self, l: &Layer, e: &changes::Entry) {
+        let path = l.place.path.join(e.rel);
+        let (jail, layer) = (l.jail, l.stack.layer.as_str());
+        emit(
+            "jclean",
+            &[
+                OsStr::new(jail),
+                OsStr::new(layer),
+                OsStr::new(e.kind.name()),
+                size(e.size, self.opts.bytes).as_ref(),
+                path.as_os_str(),
+            ],
+            json!({"jail": jail, "layer": layer, "kind": e.kind.name(),
+                   "bytes": e.size, "path": path_json(&path)}),
+        );
     }
 }
 
 impl Cleaner<'_> {
     /// What was left for any reason but a rule fails the layer (69), and is named
     /// even with -q (cron mails it): the first 20, then how many more.
-    fn left_behind(
-        &self,
-        jail: &str,
-        layer: &str,
-        upper: &Path,
-        left: &[(PathBuf, String)],
-    ) -> Result<()> {
+    fn left_behind(&self, l: &Layer, left: &[(PathBuf, String)]) -> Result<()> {
         const NAMED: usize = 20;
+        let scope = [l.jail, l.stack.layer.as_str()];
         for (path, why) in left.iter().take(NAMED) {
             self.s
                 .msg
-                .problem(&[jail, layer], &format!("{}: {why}", path.display()));
+                .problem(&scope, &format!("{}: {why}", path.display()));
         }
         if left.len() > NAMED {
-            self.s.msg.problem(
-                &[jail, layer],
-                &format!("... and {} more left", left.len() - NAMED),
-            );
+            let more = format!("... and {} more left", left.len() - NAMED);
+            self.s.msg.problem(&scope, &more);
         }
         let entries = match left.len() {
             0 => return Ok(()),
@@ -350,21 +320,17 @@ impl Cleaner<'_> {
             ExitCode::Unavailable,
             format!(
                 "{}: not emptied, {entries} left (named above)",
-                upper.display()
+                l.place.path.display()
             ),
         ))
     }
 
     /// One upper dir's report line, counted into the total.
-    fn report(
-        &self,
-        jail: &str,
-        layer: &str,
-        files: u64,
-        bytes: u64,
-        upper: &Path,
-        total: &mut Total,
-    ) {
+    fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total) {
+        let (jail, layer, upper) = (l.jail, l.stack.layer.as_str(), &l.place.path);
+        // Whether anything was removed: not for -n.
+        let mut changed = false;
+        self.sink.after(&mut || changed = files > 0);
         emit(
             "jclean",
             &[
@@ -375,7 +341,7 @@ impl Cleaner<'_> {
                 upper.as_os_str(),
             ],
             json!({"jail": jail, "layer": layer, "files": files, "bytes": bytes,
-                   "upper": path_json(upper), "changed": files > 0 && !self.rules.dry_run}),
+                   "upper": path_json(upper), "changed": changed}),
         );
         total.lines += 1;
         total.files += files;
@@ -386,7 +352,7 @@ impl Cleaner<'_> {
 /// Run `work` with a progress line on stderr (files, bytes, rate) when stderr is
 /// a terminal; nothing otherwise.
 fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnce() -> T) -> T {
-    if msg.quiet || !std::io::stderr().is_terminal() {
+    if msg.level == Verbosity::Quiet || !std::io::stderr().is_terminal() {
         return work();
     }
     let bar = indicatif::ProgressBar::new_spinner();

@@ -1,5 +1,6 @@
 //! junmount(8): take each jail's layers down in exact reverse.
 
+use crate::action::Busy;
 use crate::cli::Common;
 use crate::exit::ExitCode;
 
@@ -21,6 +22,10 @@ pub struct Cli {
 
 pub fn main(cli: &Cli) -> ExitCode {
     stack_tool("junmount", &cli.common, |engine, plan| {
-        engine.unmount_jail(plan, cli.force)
+        let busy = match cli.force {
+            true => Busy::Force,
+            false => Busy::Fail,
+        };
+        engine.unmount_jail(plan, busy)
     })
 }

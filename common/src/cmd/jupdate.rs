@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::action::{Action, At, Effect};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
-use crate::lock::lock_jail;
 use crate::plan::plan;
-use crate::report::{emit, path_json, sh_line};
+use crate::report::{emit, path_json};
 use crate::signals;
 use crate::stack::Engine;
-use crate::update::{BATCH_ENV, Outcome, Run, run_host, tail};
+use crate::update::{Outcome, Run, tail};
 use serde_json::json;
 
 use super::{Setup, run};
@@ -29,6 +29,8 @@ use super::{Setup, run};
 /// JAIL, ok|failed|timeout, EXIT_CODE, SECONDS, LOG_PATH, TAB-separated.
 #[derive(clap::Parser, Debug)]
 #[command(name = "jupdate", version)]
+// -n prints sh commands, --json records of a run: not both.
+#[command(mut_arg("dry_run", |a| a.conflicts_with_all(["json", "libxo"])))]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -67,21 +69,15 @@ const TAIL: usize = 10;
 pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
     run("jupdate", args, |s| {
-        if args.dry_run && args.json() {
-            s.msg.error(&fail(
-                ExitCode::Usage,
-                "-n prints sh commands, --json records of a run: give one of them",
-            ));
-            return ExitCode::Usage;
-        }
         if opts.interactive && s.jails.len() != 1 {
             s.msg
                 .error(&fail(ExitCode::Usage, "-i works on exactly one jail"));
             return ExitCode::Usage;
         }
-        let bars =
-            (!args.quiet && !opts.interactive && !args.dry_run && std::io::stderr().is_terminal())
-                .then(indicatif::MultiProgress::new);
+        // A jail's spinner is made when its updater starts (never for -n).
+        let bars = (!args.quiet && !opts.interactive && std::io::stderr().is_terminal())
+            .then(indicatif::MultiProgress::new);
+        let engine = s.engine(args);
         let results: Vec<Mutex<ExitCode>> =
             s.jails.iter().map(|_| Mutex::new(ExitCode::Ok)).collect();
         let next = AtomicUsize::new(0);
@@ -94,7 +90,7 @@ pub fn main(cli: &Cli) -> ExitCode {
                             break;
                         }
                         let jail = &s.cfg.jails[s.jails[i]];
-                        let code = update_jail(s, jail, opts, args.dry_run, bars.as_ref());
+                        let code = update_jail(s, &engine, jail, opts, bars.as_ref());
                         *results[i].lock().unwrap_or_else(|p| p.into_inner()) = code;
                     }
                 });
@@ -114,48 +110,41 @@ pub fn main(cli: &Cli) -> ExitCode {
 /// One jail, start to finish; its report line and messages are printed here.
 fn update_jail(
     s: &Setup,
+    engine: &Engine,
     jail: &Jail,
     opts: &Opts,
-    dry_run: bool,
     bars: Option<&indicatif::MultiProgress>,
 ) -> ExitCode {
     let start = Instant::now();
     let log_dir = opts.log_dir.as_deref().unwrap_or(&s.cfg.log_dir);
     let log = log_dir.join(format!("{}.log", jail.name));
-    let bar = bars.map(|m| {
-        let b = m.add(indicatif::ProgressBar::new_spinner());
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {wide_msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b.set_prefix(jail.name.clone());
-        b.enable_steady_tick(Duration::from_millis(120));
-        b
-    });
-    let on_line = |line: &str| {
-        if let Some(b) = &bar {
-            b.set_message(line.to_string());
-        }
-    };
-    let r = in_jail(s, jail, opts, dry_run, &log, &on_line).with_context(|| jail.name.clone());
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    if dry_run {
-        return r.map_or_else(
-            |e| {
-                s.msg.error(&e);
-                code_of(&e)
-            },
-            |_| ExitCode::Ok,
-        );
-    }
-    report(s, jail, &log, start.elapsed().as_secs(), r)
+    let r = in_jail(s, engine, jail, opts, &log, bars).with_context(|| jail.name.clone());
+    report(s, engine, jail, &log, start.elapsed().as_secs(), r)
+}
+
+/// A spinner with the jail's latest log line, while its updater runs.
+fn spinner(bars: &indicatif::MultiProgress, jail: &str) -> indicatif::ProgressBar {
+    let b = bars.add(indicatif::ProgressBar::new_spinner());
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix}: {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b.set_prefix(jail.to_string());
+    b.enable_steady_tick(Duration::from_millis(120));
+    b
 }
 
 /// A jail's report line (or JSON object), and on a failure the message and the
 /// last lines of its log on stderr. Returns the jail's exit status.
-fn report(s: &Setup, jail: &Jail, log: &Path, secs: u64, r: Result<Option<Outcome>>) -> ExitCode {
+/// With -n there is no run to report: only a failure, as a message.
+fn report(
+    s: &Setup,
+    engine: &Engine,
+    jail: &Jail,
+    log: &Path,
+    secs: u64,
+    r: Result<Option<Outcome>>,
+) -> ExitCode {
     let (word, status, code) = match &r {
         Ok(Some(o)) => (o.word(), Some(o.status()), o.exit_code()),
         Ok(None) => ("ok", Some(0), ExitCode::Ok),
@@ -167,17 +156,21 @@ fn report(s: &Setup, jail: &Jail, log: &Path, secs: u64, r: Result<Option<Outcom
         object["error"] = json!(format!("{e:#}"));
         object["exit"] = json!(code.code());
     }
-    emit(
-        "jupdate",
-        &[
-            jail.name.as_ref(),
-            word.as_ref(),
-            status.map_or("-".to_string(), |c| c.to_string()).as_ref(),
-            secs.to_string().as_ref(),
-            log.as_os_str(),
-        ],
-        object,
+    let (status, secs) = (
+        status.map_or("-".into(), |c| c.to_string()),
+        secs.to_string(),
     );
+    let fields: [&std::ffi::OsStr; 5] = [
+        jail.name.as_ref(),
+        word.as_ref(),
+        status.as_ref(),
+        secs.as_ref(),
+        log.as_os_str(),
+    ];
+    engine
+        .actor
+        .sink
+        .after(&mut || emit("jupdate", &fields, object.clone()));
     match r {
         Err(e) => s.msg.error(&e),
         Ok(Some(o)) if o != Outcome::Ok => {
@@ -200,40 +193,42 @@ fn report(s: &Setup, jail: &Jail, log: &Path, secs: u64, r: Result<Option<Outcom
     code
 }
 
-/// Lock, mount, start, run, and restore what was found. `Ok(None)`: dry run.
+/// Lock, mount, start, run, and restore what was found. `Ok(None)`: printed, not run.
 fn in_jail(
     s: &Setup,
+    engine: &Engine,
     jail: &Jail,
     opts: &Opts,
-    dry_run: bool,
     log: &Path,
-    on_line: &(dyn Fn(&str) + Sync),
+    bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
-    let _lock = (!dry_run)
-        .then(|| lock_jail(&s.cfg.lock_dir, &jail.name))
-        .transpose()?;
-    let engine = Engine::new(&*s.platform, s.msg, dry_run);
+    let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
     let plan = plan(&s.cfg, jail, &*s.platform)?;
     let made = engine.mount_jail(&plan)?;
-
-    let mut started = None;
+    let at = At {
+        jail: &jail.name,
+        root: &plan.root,
+        layer: "",
+    };
+    let mut started = false;
     let result = (|| -> Result<Option<Outcome>> {
         if !s.platform.jail_running(&jail.name)? {
             let start =
                 command(&jail.start).or_else(|| s.platform.service_command(&jail.name, true));
             if let Some(cmd) = start {
-                host(&cmd, dry_run).context("start")?;
-                started = Some(());
+                engine.actor.act(&at, Action::Host(&cmd)).context("start")?;
+                started = true;
             }
         }
         signals::check()?;
         let cmd = update_command(s, jail, opts);
-        if dry_run {
-            let env: &[(&str, &str)] = if opts.interactive { &[] } else { BATCH_ENV };
-            sh_line(&s.platform.exec_sh_argv(&jail.name, &plan.root, env, &cmd));
-            return Ok(None);
-        }
-        Run {
+        let bar = bars.map(|b| spinner(b, &jail.name));
+        let on_line = |line: &str| {
+            if let Some(b) = &bar {
+                b.set_message(line.to_string());
+            }
+        };
+        let run = Run {
             platform: &*s.platform,
             jail: &jail.name,
             root: &plan.root,
@@ -241,19 +236,29 @@ fn in_jail(
             log,
             timeout: opts.timeout,
             interactive: opts.interactive,
-            on_line,
+            on_line: &on_line,
+        };
+        let effect = engine.actor.act(&at, Action::Update(&run));
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
-        .run()
-        .map(Some)
+        match effect? {
+            Effect::Updated(o) => Ok(Some(o)),
+            _ => Ok(None),
+        }
     })();
 
     // Put back what was found, whatever happened: stop what was started, unmount
     // what was mounted. The first error wins.
     let mut restore: Result<()> = Ok(());
-    if started.is_some() {
+    if started {
         let stop = command(&jail.stop).or_else(|| s.platform.service_command(&jail.name, false));
         if let Some(cmd) = stop {
-            restore = host(&cmd, dry_run).context("stop");
+            restore = engine
+                .actor
+                .act(&at, Action::Host(&cmd))
+                .map(drop)
+                .context("stop");
         }
     }
     let undo = engine.undo(&plan, &made);
@@ -275,13 +280,4 @@ fn update_command(s: &Setup, jail: &Jail, opts: &Opts) -> Vec<String> {
 
 fn command(c: &Option<Vec<String>>) -> Option<Vec<OsString>> {
     c.as_ref().map(|v| v.iter().map(OsString::from).collect())
-}
-
-fn host(cmd: &[OsString], dry_run: bool) -> Result<()> {
-    if dry_run {
-        sh_line(cmd);
-        Ok(())
-    } else {
-        run_host(cmd)
-    }
 }

@@ -3,12 +3,14 @@
 
 use anyhow::{Context, Result};
 
+use crate::action::Sink;
 use crate::cli::{self, Common};
 use crate::config::{Config, Jail};
 use crate::exit::{ExitCode, code_of};
 use crate::platform::{self, Os, Platform};
-use crate::report::Messages;
+use crate::report::{Messages, Verbosity};
 use crate::signals;
+use crate::stack::Engine;
 
 pub mod jclean;
 pub mod jmount;
@@ -27,8 +29,7 @@ impl Setup {
     pub fn load(tool: &'static str, args: &Common) -> Result<Setup> {
         let msg = Messages {
             tool,
-            quiet: args.quiet,
-            verbose: args.verbose,
+            level: Verbosity::of(args.quiet, args.verbose),
         };
         let os = Os::current()?;
         let path = args
@@ -57,6 +58,16 @@ impl Setup {
             msg,
             jails,
         })
+    }
+
+    /// Where this run's actions go: done, or printed for `-n`.
+    pub fn sink(&self, dry_run: bool) -> Box<dyn Sink + '_> {
+        crate::action::sink(&*self.platform, self.msg, dry_run)
+    }
+
+    /// The engine that applies and removes plans, for this run.
+    pub fn engine(&self, args: &Common) -> Engine<'_> {
+        Engine::new(&*self.platform, self.msg, self.sink(args.dry_run))
     }
 
     pub fn selected(&self) -> impl Iterator<Item = &Jail> {
@@ -132,18 +143,16 @@ pub fn write_completions(dir: &std::path::Path) -> std::io::Result<Vec<std::path
 pub fn stack_tool(
     tool: &'static str,
     args: &Common,
-    act: impl Fn(&crate::stack::Engine, &crate::plan::JailPlan) -> Result<()>,
+    act: impl Fn(&Engine, &crate::plan::JailPlan) -> Result<()>,
 ) -> ExitCode {
     run(tool, args, |s| {
-        let engine = crate::stack::Engine::new(&*s.platform, s.msg, args.dry_run);
+        let engine = s.engine(args);
         each_jail(s, |jail| {
-            let _lock = (!args.dry_run)
-                .then(|| crate::lock::lock_jail(&s.cfg.lock_dir, &jail.name))
-                .transpose()?;
+            let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
             let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
-            engine.take_journal();
+            engine.actor.recorder.take();
             act(&engine, &plan)?;
-            layer_records(tool, &plan, &engine.take_journal());
+            layer_records(tool, &plan, &engine.actor.recorder.take());
             Ok(())
         })
     })
@@ -152,9 +161,9 @@ pub fn stack_tool(
 /// jmount's and junmount's `--json` records: one object per layer of the plan, with
 /// what this run changed there (`changed` true exactly when it made a directory or
 /// a mount, or removed one) and the mounts it made or removed.
-pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::stack::Done]) {
+pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::action::Done]) {
+    use crate::action::Did;
     use crate::report::path_json;
-    use crate::stack::Did;
     if !crate::report::json() {
         return;
     }
@@ -207,8 +216,7 @@ pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitC
         Err(e) => {
             Messages {
                 tool,
-                quiet: false,
-                verbose: false,
+                level: Verbosity::Normal,
             }
             .error(&e);
             code_of(&e)

@@ -13,7 +13,7 @@ use anyhow::Result;
 use super::{MountId, Mounted, Platform, changed, run_tool};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::step::Step;
+use crate::step::{Busy, Step};
 use crate::target::Place;
 
 pub struct FreeBsd;
@@ -54,6 +54,10 @@ impl Platform for FreeBsd {
             // tmpfs(5) names every mount of it "tmpfs".
             Step::Tmpfs { .. } => m.fstype == "tmpfs",
         }
+    }
+
+    fn planned(&self, step: &Step, target: &Path) -> Mount {
+        super::planned_line(step, target, "nullfs", "unionfs")
     }
 
     fn pin(&self, target: &Place, top: &Mount) -> Result<MountId> {
@@ -125,7 +129,7 @@ impl Platform for FreeBsd {
                     _ => Place::host(m.target.clone()),
                 };
                 if let Ok(fs) = fs_at(&place) {
-                    let _ = self.unmount(&place, &fs.id, false);
+                    let _ = self.unmount(&place, &fs.id, Busy::Fail);
                 }
             }
         }
@@ -141,9 +145,9 @@ impl Platform for FreeBsd {
 
     /// umount(8) given a file system ID unmounts exactly that file system
     /// (unmount(2) with MNT_BYFSID), wherever its mount point is by now.
-    fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()> {
+    fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()> {
         let mut argv: Vec<OsString> = vec!["umount".into()];
-        if force {
+        if busy == Busy::Force {
             argv.push("-f".into());
         }
         argv.push(id.0.clone().into());
@@ -186,9 +190,9 @@ impl Platform for FreeBsd {
         argv
     }
 
-    fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString> {
+    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["umount".into()];
-        if force {
+        if busy == Busy::Force {
             argv.push("-f".into());
         }
         argv.push(target.into());
@@ -358,7 +362,7 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
     let raw = std::fs::read("/proc/self/mountinfo").map_err(|_| nix::errno::Errno::EIO)?;
     let m = super::linux::parse_mountinfo(&raw)
         .into_iter()
-        .find(|m| m.id == Some(id))
+        .find(|m| m.linux_id() == Some(id))
         .ok_or(nix::errno::Errno::ENOENT)?;
     let state = std::env::var_os("SIM_STATE")
         .map(PathBuf::from)
@@ -437,10 +441,7 @@ pub fn parse_mount_p(text: &str) -> Vec<Mount> {
                 target: PathBuf::from(f[1]),
                 fstype: f[2].to_string(),
                 options: f[3].split(',').map(String::from).collect(),
-                fs_options: Vec::new(),
-                root: PathBuf::from("/"),
-                dev: None,
-                id: None,
+                linux: None,
             })
         })
         .collect()
@@ -521,7 +522,10 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
             p.mount_command(&union, t),
             ["mount_unionfs", "-o", "noatime,below", "/u", "/j/usr/ports"]
         );
-        assert_eq!(p.unmount_command(t, true), ["umount", "-f", "/j/usr/ports"]);
+        assert_eq!(
+            p.unmount_command(t, Busy::Force),
+            ["umount", "-f", "/j/usr/ports"]
+        );
         let c = p.exec_command(
             "server",
             t,

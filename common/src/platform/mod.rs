@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::step::Step;
+use crate::step::{Busy, Step};
 use crate::target::Place;
 
 pub mod freebsd;
@@ -30,6 +30,30 @@ pub fn tmpfs_options(size: &Option<String>) -> String {
     match size {
         Some(s) => format!("mode=0755,size={s}"),
         None => "mode=0755".into(),
+    }
+}
+
+/// A mount table line as a backend shows the mount of `step` on `target`, its
+/// file system named `null` for a null and `union` for a union step.
+pub fn planned_line(step: &Step, target: &Path, null: &str, union: &str) -> Mount {
+    let (source, fstype) = match step {
+        Step::Null { source, .. } => (source.as_os_str(), null),
+        Step::Union { upper, .. } => (upper.path.as_os_str(), union),
+        Step::Tmpfs { .. } => (std::ffi::OsStr::new("tmpfs"), "tmpfs"),
+    };
+    let ro = matches!(
+        step,
+        Step::Null {
+            read_only: true,
+            ..
+        }
+    );
+    Mount {
+        source: source.to_os_string(),
+        target: target.to_path_buf(),
+        fstype: fstype.to_string(),
+        options: vec![if ro { "ro" } else { "rw" }.to_string()],
+        linux: None,
     }
 }
 
@@ -98,7 +122,11 @@ pub trait Platform: Sync {
 
     /// Remove mount `id`, the top one at `target` (forced: `umount -f`, lazy
     /// detach), never a mount a changed path would lead to.
-    fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()>;
+    fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()>;
+
+    /// The mount table's line for the mount `step` makes on `target`: what `-n`
+    /// takes as made, so that it prints exactly what a run would take down again.
+    fn planned(&self, step: &Step, target: &Path) -> Mount;
 
     /// The sh command that performs `step`, for `-n`.
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString>;
@@ -109,7 +137,7 @@ pub trait Platform: Sync {
     }
 
     /// The sh command that removes the top mount at `target`, for `-n`.
-    fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString>;
+    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString>;
 
     /// A warning about the file system an upper dir lies in, for a union on
     /// `target` (FreeBSD: ZFS has no whiteouts).
@@ -166,6 +194,21 @@ pub fn backend(os: Os) -> Result<Box<dyn Platform>> {
     }
 }
 
+/// The errno a tool's message names by its strerror(3) text (FreeBSD's and
+/// Linux's wording), for [`crate::exit::of_errno`].
+fn errno_in(line: &str) -> Option<nix::errno::Errno> {
+    use nix::errno::Errno;
+    if line.contains("busy") {
+        Some(Errno::EBUSY)
+    } else if line.contains("Operation not permitted") {
+        Some(Errno::EPERM)
+    } else if line.contains("Permission denied") {
+        Some(Errno::EACCES)
+    } else {
+        None
+    }
+}
+
 /// Run a base-system tool; a failure carries the tool's own first stderr line.
 pub fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
     let name = argv[0].to_string_lossy().into_owned();
@@ -184,13 +227,7 @@ pub fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
         .unwrap_or("")
         .trim();
     let line = line.strip_prefix(&format!("{name}: ")).unwrap_or(line);
-    let code = if line.contains("Device busy") || line.contains("busy") {
-        ExitCode::TempFail
-    } else if line.contains("Operation not permitted") {
-        ExitCode::NoPerm
-    } else {
-        code
-    };
+    let code = errno_in(line).map_or(code, |e| crate::exit::of_errno(e, code));
     let status = match out.status.code() {
         Some(c) => format!("exit {c}"),
         None => "killed by a signal".into(),

@@ -17,8 +17,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{MountId, Mounted, Platform, changed};
 use crate::exit::{ExitCode, fail};
-use crate::mounts::Mount;
-use crate::step::Step;
+use crate::mounts::{LinuxInfo, Mount};
+use crate::step::{Busy, Step};
 use crate::target::Place;
 
 mod api;
@@ -142,9 +142,10 @@ impl Linux {
             .ok()?;
             let id = api::mount_id(fd.as_fd()).ok()?;
             let table = self.mounts(&real).ok()?;
-            let holder = table.iter().rev().find(|m| m.id == Some(id))?;
+            let holder = table.iter().rev().find(|m| m.linux_id() == Some(id))?;
             let below = real.strip_prefix(&holder.target).ok()?;
-            Some((holder.dev?, holder.root.join(below)))
+            let info = holder.linux.as_ref()?;
+            Some((info.dev, info.root.join(below)))
         })();
         binds.insert(source.to_path_buf(), found.clone());
         found
@@ -199,23 +200,40 @@ impl Platform for Linux {
                 *read_only == m.read_only()
                     && self
                         .bind_root(source)
-                        .is_some_and(|(dev, root)| m.dev == Some(dev) && m.root == root)
+                        .zip(m.linux.as_ref())
+                        .is_some_and(|((dev, root), l)| l.dev == dev && l.root == root)
             }
             // jlayers names the overlay after its upper dir (the source field, as
             // unionfs shows it); the kernel's upperdir= is the upper's real path.
             Step::Union { upper, .. } => {
                 m.fstype == "overlay"
                     && (m.source == upper.path.as_os_str()
-                        || m.fs_option("upperdir") == Some(upper.path.as_os_str()))
+                        || m.linux.as_ref().and_then(|l| l.fs_option("upperdir"))
+                            == Some(upper.path.as_os_str()))
             }
             Step::Tmpfs { .. } => m.fstype == "tmpfs",
         }
     }
 
+    /// A bind mount shows its source's file system type; what identifies it is
+    /// the device and root field, as [`Linux::bind_root`] finds them.
+    fn planned(&self, step: &Step, target: &Path) -> Mount {
+        let mut m = super::planned_line(step, target, "bind", "overlay");
+        if let Step::Null { source, .. } = step {
+            m.linux = self.bind_root(source).map(|(dev, root)| LinuxInfo {
+                id: 0,
+                dev,
+                root,
+                fs_options: Vec::new(),
+            });
+        }
+        m
+    }
+
     fn pin(&self, target: &Place, top: &Mount) -> Result<MountId> {
         // The id read from the table; unmount checks it against what a descriptor
         // opened beneath the root finds, right before acting.
-        top.id
+        top.linux_id()
             .map(|id| MountId(id.to_string()))
             .ok_or_else(|| changed(target, "no mount id in the mount table"))
     }
@@ -259,7 +277,7 @@ impl Platform for Linux {
             })
     }
 
-    fn unmount(&self, target: &Place, id: &MountId, force: bool) -> Result<()> {
+    fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()> {
         let Some((parent, name)) = target.split() else {
             return Err(changed(target, "no parent directory"));
         };
@@ -281,21 +299,19 @@ impl Platform for Linux {
         // namespace can rename or replace.
         let path = api::fd_path(dir.as_fd()).join(name);
         let mut flags = MntFlags::UMOUNT_NOFOLLOW;
-        if force {
+        if busy == Busy::Force {
             flags |= MntFlags::MNT_DETACH;
         }
         let t = &target.path;
         self.our_change(t, || nix::mount::umount2(&path, flags))
-            .map_err(|e| match e {
-                Errno::EBUSY => fail(ExitCode::TempFail, format!("unmount {}: busy", t.display())),
-                Errno::EPERM => fail(
-                    ExitCode::NoPerm,
-                    format!("unmount {}: not permitted (run as root)", t.display()),
-                ),
-                e => fail(
-                    ExitCode::Unavailable,
-                    format!("unmount {}: {}", t.display(), e.desc()),
-                ),
+            .map_err(|e| {
+                let why = match e {
+                    Errno::EBUSY => "busy".to_string(),
+                    Errno::EPERM => "not permitted (run as root)".to_string(),
+                    e => e.desc().to_string(),
+                };
+                let code = crate::exit::of_errno(e, ExitCode::Unavailable);
+                fail(code, format!("unmount {}: {why}", t.display()))
             })
     }
 
@@ -373,9 +389,9 @@ impl Platform for Linux {
         crate::report::sh_line_with_inputs(&argv, &inputs);
     }
 
-    fn unmount_command(&self, target: &Path, force: bool) -> Vec<OsString> {
+    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["umount".into()];
-        if force {
+        if busy == Busy::Force {
             argv.push("-l".into());
         }
         argv.push(target.into());
@@ -660,11 +676,7 @@ fn escape_option(v: &OsStr, out: &mut Vec<u8>) {
 }
 
 fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
-    let code = match e {
-        Errno::EPERM | Errno::EACCES => ExitCode::NoPerm,
-        Errno::EBUSY => ExitCode::TempFail,
-        _ => ExitCode::Unavailable,
-    };
+    let code = crate::exit::of_errno(e, ExitCode::Unavailable);
     let hint = if code == ExitCode::NoPerm {
         " (run as root)"
     } else {
@@ -698,17 +710,19 @@ fn parse_line(line: &[u8]) -> Option<Mount> {
             .split(',')
             .map(String::from)
             .collect(),
-        fs_options: f
-            .get(sep + 3)
-            .map(|o| {
-                o.split(|&b| b == b',')
-                    .map(|x| OsString::from_vec(unescape(x)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        root: PathBuf::from(OsString::from_vec(unescape(f[3]))),
-        dev: Some((maj.parse().ok()?, min.parse().ok()?)),
-        id: std::str::from_utf8(f[0]).ok()?.parse().ok(),
+        linux: Some(LinuxInfo {
+            id: std::str::from_utf8(f[0]).ok()?.parse().ok()?,
+            dev: (maj.parse().ok()?, min.parse().ok()?),
+            root: PathBuf::from(OsString::from_vec(unescape(f[3]))),
+            fs_options: f
+                .get(sep + 3)
+                .map(|o| {
+                    o.split(|&b| b == b',')
+                        .map(|x| OsString::from_vec(unescape(x)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
     })
 }
 
@@ -747,12 +761,14 @@ mod tests {
         assert_eq!(t.len(), 4);
         let weird = Path::new("/tmp/my dir\ttab\nnl\\x");
         assert_eq!(t[1].target, weird);
-        assert_eq!(t[1].root, Path::new("/tmp/t/lo"));
-        assert_eq!(t[1].dev, Some((254, 0)));
+        let l1 = t[1].linux.as_ref().unwrap();
+        assert_eq!(l1.root, Path::new("/tmp/t/lo"));
+        assert_eq!(l1.dev, (254, 0));
         assert_eq!(t[2].target, weird);
         assert_eq!(t[2].fstype, "overlay");
-        assert_eq!(t[2].fs_option("upperdir"), Some(OsStr::new("/u p")));
-        assert_eq!(t[2].fs_option("lowerdir"), Some(OsStr::new("/a,b")));
+        let l2 = t[2].linux.as_ref().unwrap();
+        assert_eq!(l2.fs_option("upperdir"), Some(OsStr::new("/u p")));
+        assert_eq!(l2.fs_option("lowerdir"), Some(OsStr::new("/a,b")));
         assert!(t[2].options.contains(&"noatime".to_string()));
         assert_eq!(t[3].target.as_os_str().as_bytes(), b"/mnt/\xffbad");
         assert!(t[3].read_only());

@@ -1,0 +1,65 @@
+//! An upper dir as jclean handles it: opened once, the way its owner allows (a
+//! host path as configured; a path inside a jail beneath the root, no link
+//! followed), then emptied, measured or listed through that one descriptor.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::action::Sink;
+use crate::changes::{self, Entry, Problems};
+use crate::exit::{ExitCode, fail};
+use crate::prune::{Rules, Tally, prune};
+use crate::target::{Beneath, Place};
+
+/// An open upper dir.
+pub struct UpperDir {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl UpperDir {
+    /// Open the upper dir at `place`; `None` when there is none (nothing to do).
+    pub fn open(place: &Place) -> Result<Option<UpperDir>> {
+        Ok(match place.open(false)? {
+            Beneath::Dir(fd) => Some(UpperDir {
+                path: place.path.clone(),
+                fd,
+            }),
+            Beneath::Missing(_) => None,
+        })
+    }
+
+    /// Remove what `rules` allow below it, each removal through `sink` (counted
+    /// only for `-n`), skipping `mounts` (mount points below it). The upper dir
+    /// itself is never removed: at every instant it is the old upper, partly
+    /// emptied, with its owner, mode and flags.
+    pub fn empty(
+        &self,
+        mounts: &[PathBuf],
+        rules: &Rules,
+        tally: &Tally,
+        sink: &dyn Sink,
+    ) -> Result<()> {
+        prune(&self.fd, &self.path, mounts, rules, tally, sink).map_err(|e| self.failed(e))
+    }
+
+    /// Tell `each` what every entry is to the host tree `source`; remove (through
+    /// `sink`) each for which it returns true.
+    pub fn changes(
+        &self,
+        source: &Path,
+        sink: &dyn Sink,
+        each: impl FnMut(&Entry) -> bool,
+    ) -> Result<Problems> {
+        changes::walk(&self.fd, source, sink, each).map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: nix::errno::Errno) -> anyhow::Error {
+        fail(
+            ExitCode::Unavailable,
+            format!("{}: {}", self.path.display(), e.desc()),
+        )
+    }
+}
