@@ -20,7 +20,7 @@ use crate::report::{Messages, sh_line};
 use crate::signals;
 pub use crate::step::Busy;
 use crate::step::Step;
-use crate::target::Place;
+use crate::target::{Missing, Place};
 use crate::update::{Outcome, Run};
 
 /// Where an action happens: the jail (its name and root) and the layer.
@@ -117,7 +117,7 @@ pub struct Perform<'a> {
 impl Sink for Perform<'_> {
     fn act(&self, at: &At, action: Action) -> Result<Effect> {
         match action {
-            Action::Mkdir(place) => place.open(true).map(|_| Effect::Done),
+            Action::Mkdir(place) => place.open(Missing::Create).map(|_| Effect::Done),
             Action::Mount {
                 step,
                 target,

@@ -96,22 +96,46 @@ pub fn walk(
     sink: &dyn Sink,
     mut each: impl FnMut(&Entry) -> bool,
 ) -> nix::Result<Problems> {
-    let dev = fstat(upper)?.st_dev;
-    let mut problems = Problems::new();
-    // Directories still to list: their descriptor and path below the upper.
-    let mut todo: Vec<(OwnedFd, PathBuf)> = vec![(nix::unistd::dup(upper)?, PathBuf::new())];
-    while let Some((dir, rel)) = todo.pop() {
+    let mut w = Walker {
+        source,
+        sink,
+        dev: fstat(upper)?.st_dev,
+        problems: Problems::new(),
+        todo: vec![(nix::unistd::dup(upper)?, PathBuf::new())],
+    };
+    while let Some((dir, rel)) = w.todo.pop() {
         if signals::interrupted() {
             break;
         }
-        let names = match names(&dir) {
+        w.dir(&dir, &rel, &mut each);
+    }
+    Ok(w.problems)
+}
+
+/// A walk under way.
+struct Walker<'a> {
+    source: &'a Path,
+    sink: &'a dyn Sink,
+    dev: nix::libc::dev_t,
+    problems: Problems,
+    /// Directories still to list: their descriptor and path below the upper.
+    todo: Vec<(OwnedFd, PathBuf)>,
+}
+
+type Each<'e> = dyn FnMut(&Entry) -> bool + 'e;
+
+impl Walker<'_> {
+    /// One directory: its whiteouts and files told, its subdirectories told and
+    /// queued.
+    fn dir(&mut self, dir: &OwnedFd, rel: &Path, each: &mut Each) {
+        let names = match names(dir) {
             Ok(n) => n,
             Err(e) => {
-                problems.push((rel, format!("cannot read: {}", e.desc())));
-                continue;
+                let why = format!("cannot read: {}", e.desc());
+                return self.problems.push((rel.to_path_buf(), why));
             }
         };
-        for name in whiteout_names(&dir) {
+        for name in whiteout_names(dir) {
             let rel_name = rel.join(OsStr::from_bytes(name.to_bytes()));
             each(&Entry {
                 kind: Kind::Whiteout,
@@ -121,47 +145,56 @@ pub fn walk(
         }
         for name in names {
             let rel_name = rel.join(OsStr::from_bytes(name.to_bytes()));
-            let Ok(st) = fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            let Ok(st) = fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
                 continue;
             };
             if file_type(st.st_mode) == file_type(libc::S_IFDIR) {
-                match enter(&dir, &name, dev) {
-                    Ok(sub) => {
-                        let kind = if opaque(&sub, &st) {
-                            Kind::Opaque
-                        } else {
-                            Kind::Dir
-                        };
-                        each(&Entry {
-                            kind,
-                            rel: &rel_name,
-                            size: 0,
-                        });
-                        todo.push((sub, rel_name));
-                    }
-                    Err(why) => problems.push((rel_name, why)),
-                }
-                continue;
-            }
-            let kind = if whiteout_file(&st) {
-                Kind::Whiteout
+                self.subdir(dir, &name, &st, rel_name, each);
             } else {
-                against_host(&dir, &name, &st, &source.join(&rel_name))
-            };
-            let size = st.st_blocks as u64 * 512;
-            if each(&Entry {
-                kind,
-                rel: &rel_name,
-                size,
-            }) {
-                match sink.unlink(&dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
-                    Ok(_) | Err(Errno::ENOENT) => {}
-                    Err(e) => problems.push((rel_name, format!("cannot remove: {}", e.desc()))),
+                self.file(dir, &name, &st, rel_name, each);
+            }
+        }
+    }
+
+    fn subdir(&mut self, dir: &OwnedFd, name: &CStr, st: &FileStat, rel: PathBuf, each: &mut Each) {
+        match enter(dir, name, self.dev) {
+            Ok(sub) => {
+                let kind = match opaque(&sub, st) {
+                    true => Kind::Opaque,
+                    false => Kind::Dir,
+                };
+                each(&Entry {
+                    kind,
+                    rel: &rel,
+                    size: 0,
+                });
+                self.todo.push((sub, rel));
+            }
+            Err(why) => self.problems.push((rel, why)),
+        }
+    }
+
+    fn file(&mut self, dir: &OwnedFd, name: &CStr, st: &FileStat, rel: PathBuf, each: &mut Each) {
+        let kind = match whiteout_file(st) {
+            true => Kind::Whiteout,
+            false => against_host(dir, name, st, &self.source.join(&rel)),
+        };
+        let size = st.st_blocks as u64 * 512;
+        let remove = each(&Entry {
+            kind,
+            rel: &rel,
+            size,
+        });
+        if remove {
+            match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    let why = format!("cannot remove: {}", e.desc());
+                    self.problems.push((rel, why));
                 }
             }
         }
     }
-    Ok(problems)
 }
 
 /// Open a subdirectory to walk it: never through a link, never onto another file

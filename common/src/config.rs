@@ -390,35 +390,10 @@ fn build_jail(
     let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
     let idx = jail_layers(&name, j.layers.as_deref(), layers)?;
     let uppers = jail_uppers(&name, &j.upper, &idx, layers, upper_root)?;
-    // A jail's upper_fs (set or not: "dir" too) decides for all its union layers;
-    // else each layer's own.
-    let jail_fs = j.upper_fs.is_some() || j.upper_size.is_some();
-    let jail_tmpfs = upper_fs(j.upper_fs, j.upper_size).map_err(ctx)?;
-    let tmpfs: BTreeMap<usize, Option<String>> = uppers
-        .keys()
-        .filter_map(|&i| {
-            let t = if jail_fs {
-                jail_tmpfs.clone()
-            } else {
-                layers[i].tmpfs.clone()
-            };
-            t.map(|size| (i, size))
-        })
-        .collect();
+    let tmpfs = jail_tmpfs(&j, &uppers, layers).map_err(ctx)?;
     check_uppers(&name, &root, &uppers, layers)?;
     if os == Os::FreeBsd {
-        let mut paths = vec![root.clone()];
-        for &i in &idx {
-            paths.push(layers[i].source.clone());
-            paths.push(root.join(&layers[i].target));
-        }
-        paths.extend(uppers.values().map(|u| u.path(&root)));
-        if let Some(p) = paths.iter().find(|p| has_white_space(p)) {
-            return Err(ctx(format!(
-                "path with white space: {} (the mount -p table cannot carry it on FreeBSD)",
-                p.display()
-            )));
-        }
+        freebsd_paths(&root, &idx, &uppers, layers).map_err(ctx)?;
     }
     for (what, cmd) in [
         ("update", &j.update),
@@ -439,6 +414,51 @@ fn build_jail(
         start: j.start,
         stop: j.stop,
     })
+}
+
+/// Which of a jail's union layers get a tmpfs upper, and its size. A jail's
+/// upper_fs (set or not: "dir" too) decides for all its union layers; else each
+/// layer's own.
+fn jail_tmpfs(
+    j: &RawJail,
+    uppers: &BTreeMap<usize, Upper>,
+    layers: &[Layer],
+) -> Result<BTreeMap<usize, Option<String>>, String> {
+    let jail_fs = j.upper_fs.is_some() || j.upper_size.is_some();
+    let jail_tmpfs = upper_fs(j.upper_fs, j.upper_size.clone())?;
+    Ok(uppers
+        .keys()
+        .filter_map(|&i| {
+            let t = match jail_fs {
+                true => jail_tmpfs.clone(),
+                false => layers[i].tmpfs.clone(),
+            };
+            t.map(|size| (i, size))
+        })
+        .collect())
+}
+
+/// FreeBSD's `mount -p` separates fields with white space: a path holding some
+/// could not be read back.
+fn freebsd_paths(
+    root: &Path,
+    idx: &[usize],
+    uppers: &BTreeMap<usize, Upper>,
+    layers: &[Layer],
+) -> Result<(), String> {
+    let mut paths = vec![root.to_path_buf()];
+    for &i in idx {
+        paths.push(layers[i].source.clone());
+        paths.push(root.join(&layers[i].target));
+    }
+    paths.extend(uppers.values().map(|u| u.path(root)));
+    match paths.iter().find(|p| has_white_space(p)) {
+        Some(p) => Err(format!(
+            "path with white space: {} (the mount -p table cannot carry it on FreeBSD)",
+            p.display()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The layers a jail gets, as indices, in its order; parents before nested ones.

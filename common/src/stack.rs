@@ -11,7 +11,7 @@ use crate::mounts::Mount;
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::{Mounted, Platform};
 use crate::report::Messages;
-use crate::target::{Beneath, Place};
+use crate::target::{Beneath, Missing, Place};
 
 /// Runs plans on one platform, handing every change to its [`Actor`]: done, or
 /// printed (`-n`), and recorded either way.
@@ -190,7 +190,7 @@ impl<'a> Engine<'a> {
     /// Create a directory if missing; one below a jail root with the no-symlink walk
     /// (which, for `-n` too, refuses a link on the way).
     fn ensure_dir(&self, plan: &JailPlan, s: &Stack, p: &Place) -> Result<()> {
-        if let Beneath::Missing(_) = p.open(false)? {
+        if let Beneath::Missing(_) = p.open(Missing::Report)? {
             self.actor.act(&at(plan, s), Action::Mkdir(p))?;
         }
         Ok(())
@@ -288,7 +288,7 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         // Same rule as for mounting: no symlink on the way, even for -n.
-        s.target.open(false)?;
+        s.target.open(Missing::Report)?;
         self.take_down(plan, s, table, n, busy)
     }
 }

@@ -17,9 +17,18 @@ use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 
 use crate::exit::{ExitCode, fail};
 
-/// Open `root/rel`, creating missing directories when `create`. `Ok(None)`: missing
-/// and not created (`missing` then names the first absent path).
-pub fn open_beneath(root: &Path, rel: &Path, create: bool) -> Result<Beneath> {
+/// What opening a directory does about missing components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Create them (mode 0755).
+    Create,
+    /// Say which is missing: [`Beneath::Missing`].
+    Report,
+}
+
+/// Open `root/rel`, creating missing directories if told to; else a missing one is
+/// named by [`Beneath::Missing`].
+pub fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut dir = open(root, flags, Mode::empty()).map_err(|e| match e {
         Errno::ENOENT | Errno::ENOTDIR => fail(
@@ -47,7 +56,9 @@ pub fn open_beneath(root: &Path, rel: &Path, create: bool) -> Result<Beneath> {
                     dir = fd;
                     break;
                 }
-                Err(Errno::ENOENT) if !create => return Ok(Beneath::Missing(here)),
+                Err(Errno::ENOENT) if missing == Missing::Report => {
+                    return Ok(Beneath::Missing(here));
+                }
                 Err(Errno::ENOENT) if !made => {
                     match mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => made = true,
@@ -131,17 +142,17 @@ impl Place {
         }
     }
 
-    /// Open the directory (creating what is missing when `create`).
-    pub fn open(&self, create: bool) -> Result<Beneath> {
+    /// Open the directory (creating what is missing if told to).
+    pub fn open(&self, missing: Missing) -> Result<Beneath> {
         match &self.root {
-            Some(root) => open_beneath(root, self.rel(), create),
-            None => open_host(&self.path, create),
+            Some(root) => open_beneath(root, self.rel(), missing),
+            None => open_host(&self.path, missing),
         }
     }
 
     /// Open the directory, which must exist.
     pub fn open_dir(&self) -> Result<OwnedFd> {
-        match self.open(false)? {
+        match self.open(Missing::Report)? {
             Beneath::Dir(fd) => Ok(fd),
             Beneath::Missing(p) => Err(fail(
                 ExitCode::NoInput,
@@ -152,8 +163,8 @@ impl Place {
 }
 
 /// A host directory: links in it are the administrator's and are followed.
-fn open_host(path: &Path, create: bool) -> Result<Beneath> {
-    if create {
+fn open_host(path: &Path, missing: Missing) -> Result<Beneath> {
+    if missing == Missing::Create {
         std::fs::create_dir_all(path).map_err(|e| {
             fail(
                 ExitCode::CantCreate,
@@ -211,31 +222,33 @@ mod tests {
     fn creates_and_refuses_links() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
-        let Beneath::Missing(m) = open_beneath(root, Path::new("usr/ports"), false).unwrap() else {
+        let Beneath::Missing(m) =
+            open_beneath(root, Path::new("usr/ports"), Missing::Report).unwrap()
+        else {
             panic!("should be missing")
         };
         assert_eq!(m, root.join("usr"));
         assert!(matches!(
-            open_beneath(root, Path::new("usr/ports"), true).unwrap(),
+            open_beneath(root, Path::new("usr/ports"), Missing::Create).unwrap(),
             Beneath::Dir(..)
         ));
         assert!(root.join("usr/ports").is_dir());
 
         let outside = tempfile::tempdir().unwrap();
         symlink(outside.path(), root.join("usr/local")).unwrap();
-        for create in [false, true] {
+        for create in [Missing::Report, Missing::Create] {
             let e = open_beneath(root, Path::new("usr/local/x"), create).unwrap_err();
             assert_eq!(code_of(&e), ExitCode::NoPerm, "{e:#}");
             assert!(format!("{e:#}").contains("usr/local is a symbolic link"));
         }
         assert!(!outside.path().join("x").exists());
         symlink("/nonexistent", root.join("usr/dangling")).unwrap();
-        let e = open_beneath(root, Path::new("usr/dangling"), true).unwrap_err();
+        let e = open_beneath(root, Path::new("usr/dangling"), Missing::Create).unwrap_err();
         assert_eq!(code_of(&e), ExitCode::NoPerm);
         std::fs::write(root.join("usr/file"), "").unwrap();
-        let e = open_beneath(root, Path::new("usr/file/x"), true).unwrap_err();
+        let e = open_beneath(root, Path::new("usr/file/x"), Missing::Create).unwrap_err();
         assert_eq!(code_of(&e), ExitCode::CantCreate);
-        let e = open_beneath(&root.join("nope"), Path::new("x"), true).unwrap_err();
+        let e = open_beneath(&root.join("nope"), Path::new("x"), Missing::Create).unwrap_err();
         assert_eq!(code_of(&e), ExitCode::NoInput);
     }
 }

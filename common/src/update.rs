@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::exit::{ExitCode, OrFail};
-use crate::platform::Platform;
+use crate::platform::{Exec, Platform};
 use crate::signals;
 
 /// What the updater sees: no questions (BATCH), no pager, a dumb terminal.
@@ -78,10 +78,18 @@ impl Run<'_> {
         if self.interactive { &[] } else { BATCH_ENV }
     }
 
+    fn exec(&self) -> Exec<'_> {
+        Exec {
+            jail: self.jail,
+            root: self.root,
+            env: self.env(),
+            cmd: self.cmd,
+        }
+    }
+
     /// The command as one sh line, for `-n`.
     pub fn sh_argv(&self) -> Vec<std::ffi::OsString> {
-        self.platform
-            .exec_sh_argv(self.jail, self.root, self.env(), self.cmd)
+        self.platform.exec_sh_argv(&self.exec())
     }
 
     pub fn run(&self) -> Result<Outcome> {
@@ -104,9 +112,7 @@ impl Run<'_> {
             format!("log {}", self.log.display())
         })?;
 
-        let mut c = self
-            .platform
-            .exec_command(self.jail, self.root, self.env(), self.cmd);
+        let mut c = self.platform.exec_command(&self.exec());
         // Its own process group, so that a timeout kills everything it started.
         c.process_group(0);
         if self.interactive {

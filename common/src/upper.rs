@@ -11,7 +11,7 @@ use crate::action::Sink;
 use crate::changes::{self, Entry, Problems};
 use crate::exit::{ExitCode, fail};
 use crate::prune::{Rules, Tally, prune};
-use crate::target::{Beneath, Place};
+use crate::target::{Beneath, Missing, Place};
 
 /// An open upper dir.
 pub struct UpperDir {
@@ -22,7 +22,7 @@ pub struct UpperDir {
 impl UpperDir {
     /// Open the upper dir at `place`; `None` when there is none (nothing to do).
     pub fn open(place: &Place) -> Result<Option<UpperDir>> {
-        Ok(match place.open(false)? {
+        Ok(match place.open(Missing::Report)? {
             Beneath::Dir(fd) => Some(UpperDir {
                 path: place.path.clone(),
                 fd,

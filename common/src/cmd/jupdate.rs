@@ -15,6 +15,7 @@ use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
 use crate::plan::plan;
+use crate::platform::Service;
 use crate::report::{emit, path_json};
 use crate::signals;
 use crate::stack::Engine;
@@ -205,40 +206,87 @@ fn in_jail(
     let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
     let plan = plan(&s.cfg, jail, &*s.platform)?;
     let made = engine.mount_jail(&plan)?;
-    let at = At {
-        jail: &jail.name,
-        root: &plan.root,
-        layer: "",
+    let j = JailRun {
+        s,
+        engine,
+        jail,
+        opts,
+        at: At {
+            jail: &jail.name,
+            root: &plan.root,
+            layer: "",
+        },
     };
     let mut started = false;
-    let result = (|| -> Result<Option<Outcome>> {
+    let result = (|| {
         if !s.platform.jail_running(&jail.name)? {
-            let start =
-                command(&jail.start).or_else(|| s.platform.service_command(&jail.name, true));
-            if let Some(cmd) = start {
-                engine.actor.act(&at, Action::Host(&cmd)).context("start")?;
-                started = true;
-            }
+            started = j.service(Service::Start).context("start")?;
         }
         signals::check()?;
-        let cmd = update_command(s, jail, opts);
-        let bar = bars.map(|b| spinner(b, &jail.name));
+        j.update(log, bars)
+    })();
+    // Put back what was found, whatever happened: stop what was started, unmount
+    // what was mounted. The first error wins.
+    let restore = match started {
+        true => j.service(Service::Stop).map(drop).context("stop"),
+        false => Ok(()),
+    };
+    let undo = engine.undo(&plan, &made);
+    let result = result?;
+    restore?;
+    undo?;
+    Ok(result)
+}
+
+/// One jail's update, once its layers are mounted.
+struct JailRun<'a> {
+    s: &'a Setup,
+    engine: &'a Engine<'a>,
+    jail: &'a Jail,
+    opts: &'a Opts,
+    at: At<'a>,
+}
+
+impl JailRun<'_> {
+    /// Start or stop the jail: its configured command, else the platform's.
+    /// Whether there was one to run.
+    fn service(&self, to: Service) -> Result<bool> {
+        let configured = match to {
+            Service::Start => &self.jail.start,
+            Service::Stop => &self.jail.stop,
+        };
+        let platform = || self.s.platform.service_command(&self.jail.name, to);
+        let Some(cmd) = command(configured).or_else(platform) else {
+            return Ok(false);
+        };
+        self.engine.actor.act(&self.at, Action::Host(&cmd))?;
+        Ok(true)
+    }
+
+    /// Run the updater, with a spinner showing its latest log line.
+    fn update(
+        &self,
+        log: &Path,
+        bars: Option<&indicatif::MultiProgress>,
+    ) -> Result<Option<Outcome>> {
+        let cmd = update_command(self.s, self.jail, self.opts);
+        let bar = bars.map(|b| spinner(b, &self.jail.name));
         let on_line = |line: &str| {
             if let Some(b) = &bar {
                 b.set_message(line.to_string());
             }
         };
         let run = Run {
-            platform: &*s.platform,
-            jail: &jail.name,
-            root: &plan.root,
+            platform: &*self.s.platform,
+            jail: &self.jail.name,
+            root: self.at.root,
             cmd: &cmd,
             log,
-            timeout: opts.timeout,
-            interactive: opts.interactive,
+            timeout: self.opts.timeout,
+            interactive: self.opts.interactive,
             on_line: &on_line,
         };
-        let effect = engine.actor.act(&at, Action::Update(&run));
+        let effect = self.engine.actor.act(&self.at, Action::Update(&run));
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -246,26 +294,7 @@ fn in_jail(
             Effect::Updated(o) => Ok(Some(o)),
             _ => Ok(None),
         }
-    })();
-
-    // Put back what was found, whatever happened: stop what was started, unmount
-    // what was mounted. The first error wins.
-    let mut restore: Result<()> = Ok(());
-    if started {
-        let stop = command(&jail.stop).or_else(|| s.platform.service_command(&jail.name, false));
-        if let Some(cmd) = stop {
-            restore = engine
-                .actor
-                .act(&at, Action::Host(&cmd))
-                .map(drop)
-                .context("stop");
-        }
     }
-    let undo = engine.undo(&plan, &made);
-    let result = result?;
-    restore?;
-    undo?;
-    Ok(result)
 }
 
 fn update_command(s: &Setup, jail: &Jail, opts: &Opts) -> Vec<String> {

@@ -87,11 +87,8 @@ impl Platform for FreeBsd {
             &self.mount_command(step, &target.path),
             ExitCode::Unavailable,
         )?;
-        let (want, from) = match step {
-            Step::Null { source, .. } => ("nullfs", source.as_os_str()),
-            Step::Union { upper, .. } => ("unionfs", upper.path.as_os_str()),
-            Step::Tmpfs { .. } => ("tmpfs", OsStr::new("tmpfs")),
-        };
+        let want = self.planned(step, &target.path);
+        let (want, from) = (want.fstype.as_str(), want.source.as_os_str());
         match fs_at(target) {
             Ok(fs)
                 if fs.on == target.path
@@ -114,25 +111,7 @@ impl Platform for FreeBsd {
             }
             _ => {}
         }
-        // Undo what this mount made anywhere: the mounts of this step that are new.
-        let after = self.mounts(&target.path)?;
-        let mut old: Vec<&Mount> = before.iter().collect();
-        for m in after.iter() {
-            if let Some(i) = old.iter().position(|o| *o == m) {
-                old.remove(i);
-            } else if self.matches(step, m) {
-                let place = match &target.root {
-                    Some(r) if m.target.starts_with(r) => Place {
-                        path: m.target.clone(),
-                        root: Some(r.clone()),
-                    },
-                    _ => Place::host(m.target.clone()),
-                };
-                if let Ok(fs) = fs_at(&place) {
-                    let _ = self.unmount(&place, &fs.id, Busy::Fail);
-                }
-            }
-        }
+        self.undo_strays(step, target, &before)?;
         Err(changed(
             target,
             "the new mount was not at the planned path; undone",
@@ -190,13 +169,8 @@ impl Platform for FreeBsd {
         argv
     }
 
-    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = vec!["umount".into()];
-        if busy == Busy::Force {
-            argv.push("-f".into());
-        }
-        argv.push(target.into());
-        argv
+    fn force_flag(&self) -> &'static str {
+        "-f"
     }
 
     /// unionfs on ZFS cannot whiteout: say what breaks.
@@ -268,18 +242,16 @@ impl Platform for FreeBsd {
         Ok(st.success())
     }
 
-    fn service_command(&self, jail: &str, start: bool) -> Option<Vec<OsString>> {
-        let verb = if start { "onestart" } else { "onestop" };
+    fn service_command(&self, jail: &str, to: super::Service) -> Option<Vec<OsString>> {
+        let verb = match to {
+            super::Service::Start => "onestart",
+            super::Service::Stop => "onestop",
+        };
         Some(["service", "jail", verb, jail].map(OsString::from).to_vec())
     }
 
-    fn exec_command(
-        &self,
-        jail: &str,
-        _root: &Path,
-        env: &[(&str, &str)],
-        cmd: &[String],
-    ) -> Command {
+    fn exec_command(&self, e: &super::Exec) -> Command {
+        let (jail, env, cmd) = (e.jail, e.env, e.cmd);
         // jexec -l keeps only HOME, SHELL, TERM, USER and the login class: set the
         // rest inside the jail with env(1).
         let mut c = Command::new("jexec");
@@ -287,6 +259,32 @@ impl Platform for FreeBsd {
         c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
         c.args(cmd);
         c
+    }
+}
+
+impl FreeBsd {
+    /// After a mount that did not land on its target: unmount what it made
+    /// anywhere else (the mounts of this step not in the table `before`).
+    fn undo_strays(&self, step: &Step, target: &Place, before: &[Mount]) -> Result<()> {
+        let after = self.mounts(&target.path)?;
+        let mut old: Vec<&Mount> = before.iter().collect();
+        for m in after.iter() {
+            if let Some(i) = old.iter().position(|o| *o == m) {
+                old.remove(i);
+            } else if self.matches(step, m) {
+                let place = match &target.root {
+                    Some(r) if m.target.starts_with(r) => Place {
+                        path: m.target.clone(),
+                        root: Some(r.clone()),
+                    },
+                    _ => Place::host(m.target.clone()),
+                };
+                if let Ok(fs) = fs_at(&place) {
+                    let _ = self.unmount(&place, &fs.id, Busy::Fail);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -526,12 +524,12 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
             p.unmount_command(t, Busy::Force),
             ["umount", "-f", "/j/usr/ports"]
         );
-        let c = p.exec_command(
-            "server",
-            t,
-            &[("BATCH", "yes")],
-            &["portmaster".into(), "-a".into()],
-        );
+        let c = p.exec_command(&super::super::Exec {
+            jail: "server",
+            root: t,
+            env: &[("BATCH", "yes")],
+            cmd: &["portmaster".into(), "-a".into()],
+        });
         let args: Vec<_> = c.get_args().collect();
         assert_eq!(c.get_program(), "jexec");
         assert_eq!(

@@ -57,6 +57,22 @@ pub fn planned_line(step: &Step, target: &Path, null: &str, union: &str) -> Moun
     }
 }
 
+/// A command to run inside a jail.
+pub struct Exec<'a> {
+    pub jail: &'a str,
+    pub root: &'a Path,
+    /// Its whole environment, besides what the platform itself must set.
+    pub env: &'a [(&'a str, &'a str)],
+    pub cmd: &'a [String],
+}
+
+/// A jail's start or stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Start,
+    Stop,
+}
+
 /// A process that keeps a mount busy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -136,8 +152,18 @@ pub trait Platform: Sync {
         crate::report::sh_line(&self.mount_command(step, target));
     }
 
+    /// umount(8)'s flag for [`Busy::Force`]: `-f` on FreeBSD, `-l` (lazy) on Linux.
+    fn force_flag(&self) -> &'static str;
+
     /// The sh command that removes the top mount at `target`, for `-n`.
-    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString>;
+    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec!["umount".into()];
+        if busy == Busy::Force {
+            argv.push(self.force_flag().into());
+        }
+        argv.push(target.into());
+        argv
+    }
 
     /// A warning about the file system an upper dir lies in, for a union on
     /// `target` (FreeBSD: ZFS has no whiteouts).
@@ -156,27 +182,15 @@ pub trait Platform: Sync {
 
     /// The command that starts (or stops) the jail when its config gives none;
     /// `None` where the platform has no notion of a running jail.
-    fn service_command(&self, jail: &str, start: bool) -> Option<Vec<OsString>>;
+    fn service_command(&self, jail: &str, to: Service) -> Option<Vec<OsString>>;
 
     /// The command that runs `cmd` inside the jail with `env` as its whole
     /// environment (besides what the platform itself must set).
-    fn exec_command(
-        &self,
-        jail: &str,
-        root: &Path,
-        env: &[(&str, &str)],
-        cmd: &[String],
-    ) -> Command;
+    fn exec_command(&self, e: &Exec) -> Command;
 
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
-    fn exec_sh_argv(
-        &self,
-        jail: &str,
-        root: &Path,
-        env: &[(&str, &str)],
-        cmd: &[String],
-    ) -> Vec<OsString> {
-        argv_of(&self.exec_command(jail, root, env, cmd))
+    fn exec_sh_argv(&self, e: &Exec) -> Vec<OsString> {
+        argv_of(&self.exec_command(e))
     }
 }
 

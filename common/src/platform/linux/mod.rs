@@ -389,13 +389,8 @@ impl Platform for Linux {
         crate::report::sh_line_with_inputs(&argv, &inputs);
     }
 
-    fn unmount_command(&self, target: &Path, busy: Busy) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = vec!["umount".into()];
-        if busy == Busy::Force {
-            argv.push("-l".into());
-        }
-        argv.push(target.into());
-        argv
+    fn force_flag(&self) -> &'static str {
+        "-l"
     }
 
     fn holders(&self, target: &Path) -> Vec<super::Holder> {
@@ -413,17 +408,12 @@ impl Platform for Linux {
         Ok(false)
     }
 
-    fn service_command(&self, _jail: &str, _start: bool) -> Option<Vec<OsString>> {
+    fn service_command(&self, _jail: &str, _to: super::Service) -> Option<Vec<OsString>> {
         None
     }
 
-    fn exec_command(
-        &self,
-        jail: &str,
-        root: &Path,
-        env: &[(&str, &str)],
-        cmd: &[String],
-    ) -> Command {
+    fn exec_command(&self, e: &super::Exec) -> Command {
+        let (jail, root, env, cmd) = (e.jail, e.root, e.env, e.cmd);
         // A clean environment, as a login would give: PATH and HOME, the caller's
         // TERM (for -i), then what jupdate sets.
         let mut c = Command::new(in_jail_path(root, &cmd[0]));
@@ -441,14 +431,8 @@ impl Platform for Linux {
 
     /// The sandbox as util-linux would make it (jupdate does it by system call,
     /// with pivot_root instead of chroot), then the command with its environment.
-    fn exec_sh_argv(
-        &self,
-        jail: &str,
-        root: &Path,
-        env: &[(&str, &str)],
-        cmd: &[String],
-    ) -> Vec<OsString> {
-        let c = self.exec_command(jail, root, env, cmd);
+    fn exec_sh_argv(&self, e: &super::Exec) -> Vec<OsString> {
+        let (root, c) = (e.root, self.exec_command(e));
         let mut argv: Vec<OsString> = [
             "unshare",
             "--mount",
