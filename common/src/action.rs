@@ -51,6 +51,8 @@ pub enum Action<'a> {
         top: &'a Mount,
         busy: Busy,
     },
+    /// Take back a mount this run has just made (a rollback), by what was pinned.
+    Discard(Mounted),
     /// Run a command on the host (a jail's start or stop).
     Host(&'a [OsString]),
     /// Run the updater inside a jail.
@@ -135,6 +137,7 @@ impl Sink for Perform<'_> {
                 self.msg.info(&[at.jail, at.layer], &done);
                 Ok(Effect::Done)
             }
+            Action::Discard(made) => self.platform.discard(made).map(|()| Effect::Done),
             Action::Host(argv) => {
                 crate::platform::run_tool(argv, ExitCode::Unavailable).map(|()| Effect::Done)
             }
@@ -261,6 +264,8 @@ impl Sink for Dry<'_> {
                 }
                 self.print(&self.platform.unmount_command(&target.path, busy));
             }
+            // Nothing printed was made: nothing to take back.
+            Action::Discard(_) => {}
             Action::Host(argv) => self.print(argv),
             Action::Update(run) => self.print(&run.sh_argv()),
         }
@@ -328,7 +333,7 @@ impl Did {
                 step.source_shown(),
                 target.path.clone(),
             )),
-            Action::Host(_) | Action::Update(_) => None,
+            Action::Discard(_) | Action::Host(_) | Action::Update(_) => None,
         }
     }
 }

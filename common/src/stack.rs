@@ -72,7 +72,12 @@ impl<'a> Engine<'a> {
         }
         for (m, mounted) in made.into_iter().rev() {
             let Some(mounted) = mounted else { continue };
-            if let Err(re) = self.platform.discard(mounted) {
+            let at = At {
+                jail: &plan.jail,
+                root: &plan.root,
+                layer: &m.layer,
+            };
+            if let Err(re) = self.actor.act(&at, Action::Discard(mounted)) {
                 self.msg.error(&re.context(format!(
                     "{}: {}: rollback incomplete, mounts left in place",
                     plan.jail, m.layer
