@@ -5,26 +5,31 @@
 //! thread), so tests run in parallel and children inherit the thread's view. Nothing
 //! mounted here is visible to the host; the namespace dies with the thread.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-#[cfg(target_os = "linux")]
-use nix::mount::{MsFlags, mount};
-#[cfg(target_os = "linux")]
-use nix::sched::{CloneFlags, unshare};
+pub mod userland;
+pub use userland::{M, SIMULATED, UNION_FSTYPE};
 
-/// Define each scenario `fn name(Backend)` as two tests, `linux::name` and
-/// `freebsd_sim::name`.
+/// Define each scenario `fn name(Backend)` as a test per backend the host has:
+/// on Linux `linux::name` and `freebsd_sim::name` (the FreeBSD backend against the
+/// simulated userland), on FreeBSD `freebsd::name` (against the base system).
 #[macro_export]
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
+        #[cfg(target_os = "linux")]
         mod linux {
             $(#[test] fn $name() { super::$name($crate::Backend::Linux) })*
         }
+        #[cfg(target_os = "linux")]
         mod freebsd_sim {
-            $(#[test] fn $name() { super::$name($crate::Backend::FreeBsdSim) })*
+            $(#[test] fn $name() { super::$name($crate::Backend::FreeBsd) })*
+        }
+        #[cfg(target_os = "freebsd")]
+        mod freebsd {
+            $(#[test] fn $name() { super::$name($crate::Backend::FreeBsd) })*
         }
     };
 }
@@ -33,8 +38,9 @@ macro_rules! on_both {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Linux,
-    /// `JLAYERS_PLATFORM=freebsd` with the simulated userland first on PATH.
-    FreeBsdSim,
+    /// `JLAYERS_PLATFORM=freebsd`: on a Linux host with the simulated userland first
+    /// on PATH, on a FreeBSD host with the base system ([`userland`]).
+    FreeBsd,
 }
 
 pub struct Sandbox {
@@ -43,17 +49,21 @@ pub struct Sandbox {
     pub backend: Backend,
 }
 
-/// Run `body` in a new thread with a private mount namespace and a temp dir.
-/// Fails (never skips) when the namespace cannot be had.
+/// Run `body` in a new thread with a temp dir on a tmpfs of its own, on Linux in
+/// a private mount namespace ([`userland`]). Fails (never skips) when what the
+/// host must give cannot be had.
 pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
+    // Held to the end (FreeBSD: one test at a time).
+    let _claim = userland::claim();
     let tmp = tempfile::Builder::new()
         .prefix("jlayers-test.")
         .tempdir()
         .expect("temp dir");
     let dir = tmp.path().canonicalize().unwrap();
-    std::thread::scope(|s| {
+    userland::prepare(&dir);
+    let r = std::thread::scope(|s| {
         s.spawn(|| {
-            enter_private_namespace(&dir);
+            userland::enter_thread(&dir);
             let sb = Sandbox {
                 dir: dir.clone(),
                 backend,
@@ -61,50 +71,15 @@ pub fn sandbox(backend: Backend, body: impl FnOnce(&Sandbox) + Send) {
             body(&sb);
         })
         .join()
-        .map_err(|p| std::panic::resume_unwind(p))
-        .ok();
     });
-    // The namespace is gone with its last thread and children: no mounts remain
-    // below the temp dir, so removing it touches nothing else.
+    // Linux: the namespace is gone with its last thread and children. FreeBSD: the
+    // test's jails and mounts are taken down. No mount remains below the temp dir,
+    // so removing it touches nothing else.
+    userland::cleanup(&dir);
     drop(tmp);
-}
-
-/// A private mount namespace for this thread, and a tmpfs of its own on `dir`:
-/// the test's files are fast, and gone with the namespace.
-#[cfg(target_os = "linux")]
-fn enter_private_namespace(dir: &Path) {
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
-        panic!(
-            "cannot create a private mount namespace ({e}): run the tests as root, or in a \
-             user+mount namespace: unshare -Urm --propagation private cargo test --workspace"
-        );
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
     }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .expect("make / private in the test's mount namespace");
-    mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )
-    .expect("tmpfs on the test's temp dir");
-}
-
-/// FreeBSD has no mount namespaces: the end-to-end tests cannot keep their mounts
-/// from the host's table there, so they refuse to run rather than touch it.
-#[cfg(not(target_os = "linux"))]
-fn enter_private_namespace(_dir: &Path) {
-    panic!(
-        "the end-to-end tests need a private mount namespace, which only Linux has; \
-         on FreeBSD, run the library's unit tests (cargo test -p jlayers)"
-    );
 }
 
 /// The tools under test.
@@ -170,13 +145,6 @@ pub fn sim_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("freebsd-sim")
 }
 
-/// One mount as the test reads it from its thread's namespace.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct M {
-    pub target: PathBuf,
-    pub fstype: String,
-}
-
 impl Sandbox {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
@@ -205,7 +173,10 @@ impl Sandbox {
             Backend::Linux => {
                 c.env("JLAYERS_PLATFORM", "linux");
             }
-            Backend::FreeBsdSim => {
+            Backend::FreeBsd if !SIMULATED => {
+                c.env("JLAYERS_PLATFORM", "freebsd");
+            }
+            Backend::FreeBsd => {
                 let mut p = sim_dir().into_os_string();
                 p.push(":");
                 p.push(&path);
@@ -262,26 +233,21 @@ impl Sandbox {
             .collect()
     }
 
-    /// A jail root `name` whose userland is a static busybox with these applets in
-    /// `/bin`, registered with the simulated jls/jexec/service.
-    pub fn busybox_root(&self, name: &str, applets: &[&str]) -> PathBuf {
+    /// A jail root `name` with these programs in `/bin` (a static busybox on
+    /// Linux, the host's own programs on FreeBSD), known to the FreeBSD userland
+    /// as jail `name` (`service jail onestart NAME` starts it).
+    pub fn jail_root(&self, name: &str, programs: &[&str]) -> PathBuf {
         let root = self.path(name);
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| std::fs::metadata(p).is_ok())
-            .expect("a static busybox is needed for these tests (apt-get install busybox-static)");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-        for applet in applets {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        std::fs::create_dir_all(self.path("sim-state/jails")).unwrap();
-        std::fs::write(
-            self.path("sim-state/jails").join(name),
-            root.to_str().unwrap(),
-        )
-        .unwrap();
+        userland::jail_userland(&root, programs);
+        userland::register_jail(&userland::sim_state(&self.dir), name, &root);
         root
+    }
+
+    /// Whether the FreeBSD userland shows jail `name` running (`jls -j NAME`).
+    pub fn jail_running(&self, name: &str) -> bool {
+        self.sh_backend(&format!("jls -j {name} >/dev/null 2>&1"))
+            .code
+            == 0
     }
 
     /// Mount a tmpfs at `p` with the host's mount(8) (a foreign mount for jlayers).
@@ -356,38 +322,9 @@ root = "@T/j1"
 root = "@T/j2"
 "#;
 
-/// This thread's mount table (`/proc/thread-self`: the namespace is per thread).
-/// Read with the harness's own few lines rather than jlayers' parser, so that the
-/// tests check the tools against an independent reading of the table.
+/// The mount table as the test sees it ([`userland::read_mounts`]).
 pub fn read_mounts() -> Vec<M> {
-    let raw = std::fs::read("/proc/thread-self/mountinfo").unwrap();
-    raw.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let f: Vec<&[u8]> = l.split(|&b| b == b' ').collect();
-            let sep = f.iter().position(|&x| x == b"-").unwrap();
-            M {
-                target: PathBuf::from(OsString::from_vec(unescape(f[4]))),
-                fstype: String::from_utf8_lossy(f[sep + 1]).into_owned(),
-            }
-        })
-        .collect()
-}
-
-fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() {
-            let o = &s[i + 1..i + 4];
-            out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
+    userland::read_mounts()
 }
 
 /// A finished run.

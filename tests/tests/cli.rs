@@ -1,4 +1,6 @@
-//! Command lines, exit statuses and messages that scripts rely on.
+//! Command lines, exit statuses and messages that scripts rely on, through the
+//! Linux backend (the same code parses and reports for both).
+#![cfg(target_os = "linux")]
 
 use std::io::Write;
 use std::process::Stdio;

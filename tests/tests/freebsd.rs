@@ -64,7 +64,7 @@ const DISTFILES: &str =
 
 #[test]
 fn golden_recipe_union() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+    sandbox(Backend::FreeBsd, |sb| {
         recipe_paths(sb);
         recipe_conf(sb, PORTS);
         let o = sb.run("jmount", &["-n", "server"]);
@@ -102,7 +102,7 @@ fn golden_recipe_union() {
 
 #[test]
 fn golden_readonly_shared_nested() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+    sandbox(Backend::FreeBsd, |sb| {
         recipe_paths(sb);
         sb.conf(&format!(
             "[defaults]\nlock_dir = \"@T/run\"\n[[layer]]\nname = \"ports\"\nsource = \"/usr/ports\"\nmode = \"readonly\"\n[jail.server]\nroot = \"{ROOT}\"\n"
@@ -145,7 +145,7 @@ fn golden_readonly_shared_nested() {
 
 #[test]
 fn running_jail_refused_unless_forced() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+    sandbox(Backend::FreeBsd, |sb| {
         recipe_paths(sb);
         recipe_conf(sb, PORTS);
         sb.run("jmount", &["server"]).ok();
@@ -167,7 +167,7 @@ fn running_jail_refused_unless_forced() {
 
 #[test]
 fn zfs_upper_warns_once_per_layer() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+    sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
         // The upper dirs' file system shows as ZFS in the simulated mount -p.
         fs::create_dir_all(sb.path("upper")).unwrap();
@@ -209,7 +209,7 @@ fn zfs_upper_warns_once_per_layer() {
 
 #[test]
 fn tool_errors_carry_the_tools_own_line() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+    sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
         // A mount_unionfs option the tool rejects: its stderr line is the message,
         // and the null mount made before it is rolled back.
@@ -227,7 +227,7 @@ fn tool_errors_carry_the_tools_own_line() {
 
 #[test]
 fn interrupted_jmount_rolls_back_and_exits_130() {
-    sandbox(Backend::FreeBsdSim, |sb| {
+    sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
         let child = sb
             .cmd("jmount")

@@ -1,5 +1,8 @@
 //! jupdate with real chroots (a static busybox in each jail root) and a stand-in
 //! portmaster, on Linux and through the simulated FreeBSD userland.
+// The tests of the Linux backend run on a Linux host only; on FreeBSD their helpers
+// are left unused.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -31,7 +34,7 @@ if read line; then echo "stdin: $line"; else echo "stdin: EOF"; fi
 
 /// A jail root with a static busybox as its userland.
 fn jail_root(sb: &Sandbox, name: &str) {
-    let root = sb.busybox_root(
+    let root = sb.jail_root(
         name,
         &[
             "sh", "env", "sort", "mkdir", "echo", "sleep", "touch", "cat", "ls", "test", "[",
@@ -50,7 +53,7 @@ fn scene(sb: &Sandbox) {
 }
 
 fn running(sb: &Sandbox, jail: &str) -> bool {
-    sb.path("sim-state/running").join(jail).exists()
+    sb.jail_running(jail)
 }
 
 fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
@@ -94,7 +97,7 @@ fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
             !text.contains("LEAKME"),
             "the caller's environment leaked:\n{text}"
         );
-        if b == Backend::FreeBsdSim {
+        if b == Backend::FreeBsd {
             // jexec -l: only HOME, SHELL, TERM, USER and the login class survive.
             assert!(
                 text.contains("USER=root") && text.contains("SHELL="),
@@ -187,21 +190,8 @@ fn timeout_kills_the_process_group(b: Backend) {
         assert!(t.elapsed() < Duration::from_secs(10));
         assert!(o.stdout.starts_with("j1\ttimeout\t"), "{}", o.stdout);
         // Found from the host (in the sandbox's PID namespace, $! means nothing
-        // here): a process running `sleep 6543`, not a zombie.
-        let alive = || {
-            fs::read_dir("/proc").unwrap().flatten().any(|e| {
-                let p = e.path();
-                fs::read(p.join("cmdline"))
-                    .is_ok_and(|c| c.ends_with(format!("sleep\0{secs}\0").as_bytes()))
-                    && fs::read_to_string(p.join("stat")).is_ok_and(|s| {
-                        !s.rsplit(')')
-                            .next()
-                            .unwrap_or("")
-                            .trim_start()
-                            .starts_with('Z')
-                    })
-            })
-        };
+        // here): a live process running `sleep 6543`.
+        let alive = || jlayers_tests::userland::process_alive(&["sleep", secs]);
         let t = Instant::now();
         while alive() && t.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(20));
@@ -217,7 +207,7 @@ fn state_is_restored(b: Backend) {
         scene(sb);
         // Every combination of mounted and (FreeBSD only) running before the run is
         // what is found after it, on success and on failure alike.
-        let runs: &[bool] = if b == Backend::FreeBsdSim {
+        let runs: &[bool] = if b == Backend::FreeBsd {
             &[false, true]
         } else {
             &[false]
@@ -286,6 +276,7 @@ fn interrupt_restores_and_exits_130(b: Backend) {
     });
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn interactive_takes_one_jail_and_the_terminal() {
     sandbox(Backend::Linux, |sb| {
@@ -340,7 +331,7 @@ fn dry_run_prints_and_changes_nothing(b: Backend) {
             .map(|t| format!("umount {t}"))
             .collect();
         assert_eq!(lines[lines.len() - 3..], undo, "{}", o.stdout);
-        if b == Backend::FreeBsdSim {
+        if b == Backend::FreeBsd {
             assert!(lines.contains(&"service jail onestart j1"), "{}", o.stdout);
             assert!(lines.contains(
                 &"jexec -l j1 env BATCH=yes PAGER=cat TERM=dumb portmaster -a -G --no-confirm"
@@ -352,6 +343,7 @@ fn dry_run_prints_and_changes_nothing(b: Backend) {
     });
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn configured_start_and_stop_run_as_hooks_under_the_lock() {
     sandbox(Backend::Linux, |sb| {

@@ -1,6 +1,9 @@
 //! jmount and junmount with real mounts, each test in its own mount namespace.
 //! Every scenario runs on the Linux backend and, through the simulated userland,
 //! on the FreeBSD backend.
+// The tests of the Linux backend run on a Linux host only; on FreeBSD their helpers
+// are left unused.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, symlink};
@@ -32,12 +35,13 @@ fn read(sb: &Sandbox, rel: &str) -> Option<String> {
     fs::read_to_string(sb.path(rel)).ok()
 }
 
-/// A union stack as mountinfo shows it: the bind mount, then overlay on top.
+/// A union stack as the mount table shows it: the null (bind) mount, then the
+/// union on top.
 #[track_caller]
 fn assert_union_stack(sb: &Sandbox, rel: &str) {
     let at = sb.mounts_at(rel);
     assert_eq!(at.len(), 2, "{rel}: {at:?}");
-    assert_eq!(at[1], "overlay", "{rel}: {at:?}");
+    assert_eq!(at[1], jlayers_tests::UNION_FSTYPE, "{rel}: {at:?}");
 }
 
 fn copy_on_write_two_jails(b: Backend) {
@@ -388,7 +392,7 @@ fn awkward_paths(b: Backend) {
             .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"odd\xff name"));
         fs::create_dir_all(&odd).unwrap();
         sb.tmpfs(&odd);
-        if b == Backend::FreeBsdSim {
+        if b == Backend::FreeBsd {
             // FreeBSD refuses white space in paths (mount -p cannot carry it).
             sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", "@T/j 1"));
             sb.run("jmount", &["j1"]).code(78).err_has("white space");
@@ -434,41 +438,57 @@ fn awkward_paths(b: Backend) {
 fn busy_unmount_names_its_holders(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
-        let root = sb.busybox_root("j1", &["sh", "sleep"]);
+        let root = sb.jail_root("j1", &["sh", "sleep"]);
         sb.run("jmount", &["j1"]).ok();
+        // The jail the holder runs in: j1 itself, stopped before junmount (the
+        // simulation's jails keep their processes); on the base system, where
+        // stopping a jail ends its processes, another jail on the same root.
+        let jail = if jlayers_tests::SIMULATED {
+            "j1"
+        } else {
+            "j1holder"
+        };
         let mut c = match b {
             Backend::Linux => {
                 let mut c = std::process::Command::new("chroot");
                 c.arg(&root);
                 c
             }
-            Backend::FreeBsdSim => {
-                sb.sh_backend("service jail onestart j1").ok();
+            Backend::FreeBsd => {
+                if jlayers_tests::SIMULATED {
+                    sb.sh_backend("service jail onestart j1").ok();
+                } else {
+                    let r = root.display();
+                    sb.sh_backend(&format!("jail -c name={jail} path={r} persist"))
+                        .ok();
+                }
                 let mut c = std::process::Command::new("jexec");
                 sb.backend_env(&mut c);
-                c.arg("j1");
+                c.arg(jail);
                 c
             }
         };
         let mut holder = c
-            .args(["/bin/sh", "-c", "cd /usr/ports && exec sleep 30"])
+            .args([
+                "/bin/sh",
+                "-c",
+                "cd /usr/ports && echo > /ready && exec sleep 30",
+            ])
             .spawn()
             .unwrap();
         // Wait until it sits below the target.
-        let cwd = format!("/proc/{}/cwd", holder.id());
         let t = std::time::Instant::now();
-        while fs::read_link(&cwd).ok() != Some(sb.path("j1/usr/ports"))
-            && t.elapsed() < std::time::Duration::from_secs(5)
-        {
+        while !root.join("ready").exists() && t.elapsed() < std::time::Duration::from_secs(5) {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        if b == Backend::FreeBsdSim {
+        if b == Backend::FreeBsd && jlayers_tests::SIMULATED {
             // (A running jail is refused before any unmount is tried.)
-            fs::remove_file(sb.path("sim-state/running/j1")).unwrap();
+            sb.sh_backend("service jail onestop j1").ok();
         }
         let o = sb.run("junmount", &["j1"]);
+        let pid = holder.id();
         o.code(75)
-            .err_has(&format!("held by pid {} sleep (cwd; jail j1)", holder.id()));
+            .err_has(&format!("held by pid {pid} sleep (cwd; jail {jail})"));
         holder.kill().unwrap();
         holder.wait().unwrap();
         sb.run("junmount", &["j1"]).ok();

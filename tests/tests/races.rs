@@ -294,7 +294,7 @@ fn absolute_upper_inside_root_is_beneath_it(b: Backend) {
 fn updater_cannot_reach_the_host() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        sb.busybox_root(
+        sb.jail_root(
             "j1",
             &[
                 "sh", "mount", "mkdir", "echo", "ls", "chown", "mknod", "cat",
