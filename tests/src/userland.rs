@@ -247,16 +247,22 @@ mod freebsd {
     /// Nothing per thread: FreeBSD has no mount namespaces.
     pub fn enter_thread(_dir: &Path) {}
 
-    /// The host's mount table, from `mount -p` (fields separated by white space;
-    /// the tests' paths hold none).
+    /// The host's mount table, from `mount -p`: fields separated by white space,
+    /// which mount(8) does not escape (the tests' own paths hold none); paths as
+    /// their bytes.
     pub fn read_mounts() -> Vec<M> {
-        output(&["mount", "-p"])
-            .lines()
+        use std::os::unix::ffi::OsStrExt;
+        let o = Command::new("mount").arg("-p").output().unwrap();
+        o.stdout
+            .split(|&b| b == b'\n')
             .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
+                let f: Vec<&[u8]> = l
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|w| !w.is_empty())
+                    .collect();
                 (f.len() >= 3).then(|| M {
-                    target: PathBuf::from(f[1]),
-                    fstype: f[2].to_string(),
+                    target: PathBuf::from(std::ffi::OsStr::from_bytes(f[1])),
+                    fstype: String::from_utf8_lossy(f[2]).into_owned(),
                 })
             })
             .collect()

@@ -387,9 +387,16 @@ fn awkward_paths(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
         // Something with a non-UTF-8 name is mounted elsewhere in the table.
+        // (On a FreeBSD host without the space: mount -p does not escape it, and
+        // the harness reads the table to clean up.)
+        let name: &[u8] = if jlayers_tests::SIMULATED {
+            b"odd\xff name"
+        } else {
+            b"odd\xffname"
+        };
         let odd = sb
             .dir
-            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"odd\xff name"));
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
         fs::create_dir_all(&odd).unwrap();
         sb.tmpfs(&odd);
         if b == Backend::FreeBsd {
