@@ -5,14 +5,14 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{MountId, Mounted, Platform, changed};
@@ -23,9 +23,13 @@ use crate::target::Place;
 
 mod api;
 mod holders;
+mod mountinfo;
+mod overlay;
 mod sandbox;
 
 pub use api::mount_id;
+pub use mountinfo::parse_mountinfo;
+use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
 
 /// The Linux backend. It keeps the mount table it read, with the open mountinfo
 /// file: the kernel flags that file (POLLPRI) whenever the namespace's mounts change,
@@ -479,117 +483,6 @@ fn in_jail_path(root: &Path, prog: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(prog))
 }
 
-/// Per-mount flags that `union_options` may name; the rest go to overlay itself.
-const FLAG_NAMES: &[(MsFlags, &str)] = &[
-    (MsFlags::MS_RDONLY, "ro"),
-    (MsFlags::MS_NOATIME, "noatime"),
-    (MsFlags::MS_NODIRATIME, "nodiratime"),
-    (MsFlags::MS_RELATIME, "relatime"),
-    (MsFlags::MS_NODEV, "nodev"),
-    (MsFlags::MS_NOSUID, "nosuid"),
-    (MsFlags::MS_NOEXEC, "noexec"),
-];
-
-/// The same flags as fsmount(2) attributes.
-fn mount_attr(flags: MsFlags) -> u64 {
-    let mut a = 0;
-    for (f, attr) in [
-        (MsFlags::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
-        (MsFlags::MS_NOATIME, libc::MOUNT_ATTR_NOATIME),
-        (MsFlags::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
-        (MsFlags::MS_NODEV, libc::MOUNT_ATTR_NODEV),
-        (MsFlags::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
-        (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
-    ] {
-        if flags.contains(f) {
-            a |= attr;
-        }
-    }
-    a
-}
-
-/// How overlay is told its layers (lower, upper, work): as descriptors (Linux 6.13
-/// and later), or else as `/proc/self/fd/N` paths, which name exactly what the
-/// descriptors pin, but which the kernel records as such in mountinfo.
-enum Layers<'a> {
-    Fds(BorrowedFd<'a>, BorrowedFd<'a>, BorrowedFd<'a>),
-    Paths(BorrowedFd<'a>, BorrowedFd<'a>, BorrowedFd<'a>),
-}
-
-enum OverlayError {
-    /// The kernel does not take layers as descriptors: try paths.
-    Refused,
-    Failed(Errno, String, &'static str),
-    Long,
-}
-
-impl OverlayError {
-    fn into_error(self, target: &Path) -> anyhow::Error {
-        match self {
-            OverlayError::Failed(e, log, what) => {
-                let err = mount_error(e, what, target);
-                if log.is_empty() {
-                    err
-                } else {
-                    err.context(format!("overlay: {log}"))
-                }
-            }
-            OverlayError::Refused | OverlayError::Long => fail(
-                ExitCode::Unavailable,
-                format!(
-                    "overlay mount on {}: the upper path is 256 bytes or longer, which this kernel's overlay can only take as a descriptor (Linux 6.13)",
-                    target.display()
-                ),
-            ),
-        }
-    }
-}
-
-/// A detached overlay mount, named after its upper dir (the `source`), which is how
-/// jlayers recognises it in the mount table whatever the kernel shows of its layers.
-fn overlay(upper: &Place, options: &[String], layers: Layers<'_>) -> Result<OwnedFd, OverlayError> {
-    let failed = |what: &'static str| move |e: Errno| OverlayError::Failed(e, String::new(), what);
-    let fs = api::NewFs::new(c"overlay").map_err(failed("overlay file system"))?;
-    let name = upper.path.as_os_str();
-    let named = name.len() < 256 && fs.set("source", name).is_ok();
-    let mut flags = MsFlags::empty();
-    for o in options {
-        match FLAG_NAMES.iter().find(|(_, n)| n == o) {
-            Some((f, _)) => flags |= *f,
-            None => match o.split_once('=') {
-                Some((k, v)) => fs.set(k, OsStr::new(v)),
-                None => fs.flag(o),
-            }
-            .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay option"))?,
-        }
-    }
-    match layers {
-        Layers::Fds(lower, up, work) => {
-            if let Err(e) = fs.set_fd("lowerdir+", lower) {
-                return Err(if e == Errno::EINVAL {
-                    OverlayError::Refused
-                } else {
-                    OverlayError::Failed(e, fs.log(), "overlay lower layer")
-                });
-            }
-            fs.set_fd("upperdir", up)
-                .and_then(|()| fs.set_fd("workdir", work))
-                .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay layers"))?;
-        }
-        Layers::Paths(lower, up, work) => {
-            if !named {
-                return Err(OverlayError::Long);
-            }
-            for (k, fd) in [("lowerdir", lower), ("upperdir", up), ("workdir", work)] {
-                fs.set(k, api::fd_path(fd).as_os_str())
-                    .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay layers"))?;
-            }
-        }
-    }
-    fs.mount(mount_attr(flags))
-        .map_err(|(e, log)| OverlayError::Failed(e, log, "overlay mount"))
-}
-
 /// The mount id of what `fd` pins.
 fn id_of(fd: BorrowedFd<'_>, target: &Place) -> Result<MountId> {
     api::mount_id(fd)
@@ -606,59 +499,6 @@ fn id_of(fd: BorrowedFd<'_>, target: &Place) -> Result<MountId> {
         })
 }
 
-/// The overlay mount's flags and option string. The lower layer is the target itself:
-/// the bind mount below, exactly as unionfs takes the mount point's contents.
-fn overlay_args(
-    target: &Path,
-    upper: &Path,
-    work: Option<&Path>,
-    options: &[String],
-) -> (MsFlags, OsString) {
-    let mut flags = MsFlags::empty();
-    let mut data: Vec<u8> = Vec::new();
-    for o in options {
-        match FLAG_NAMES.iter().find(|(_, n)| n == o) {
-            Some((f, _)) => flags |= *f,
-            None => {
-                data.extend_from_slice(o.as_bytes());
-                data.push(b',');
-            }
-        }
-    }
-    data.extend_from_slice(b"lowerdir=");
-    escape_option(target.as_os_str(), &mut data);
-    data.extend_from_slice(b",upperdir=");
-    escape_option(upper.as_os_str(), &mut data);
-    if let Some(w) = work {
-        data.extend_from_slice(b",workdir=");
-        escape_option(w.as_os_str(), &mut data);
-    }
-    (flags, OsString::from_vec(data))
-}
-
-/// mount(8)'s `-o` word: flag names, then the overlay's own options.
-fn options_word(flags: MsFlags, data: &OsStr) -> OsString {
-    let mut o: Vec<u8> = Vec::new();
-    for (flag, name) in FLAG_NAMES {
-        if flags.contains(*flag) {
-            o.extend_from_slice(name.as_bytes());
-            o.push(b',');
-        }
-    }
-    o.extend_from_slice(data.as_bytes());
-    OsString::from_vec(o)
-}
-
-/// overlayfs option values escape `,`, `:` and `\` with a backslash.
-fn escape_option(v: &OsStr, out: &mut Vec<u8>) {
-    for &b in v.as_bytes() {
-        if matches!(b, b',' | b':' | b'\\') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-}
-
 fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
     let code = crate::exit::of_errno(e, ExitCode::Unavailable);
     let hint = if code == ExitCode::NoPerm {
@@ -670,106 +510,4 @@ fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
         code,
         format!("{what} on {}: {}{hint}", target.display(), e.desc()),
     )
-}
-
-/// `/proc/self/mountinfo` (proc(5)): octal escapes decoded, lines in mount order.
-/// A line that does not parse is skipped rather than failing the whole table.
-pub fn parse_mountinfo(raw: &[u8]) -> Vec<Mount> {
-    raw.split(|&b| b == b'\n').filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &[u8]) -> Option<Mount> {
-    let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    let sep = f.iter().position(|&x| x == b"-")?;
-    if sep < 6 || f.len() < sep + 3 {
-        return None;
-    }
-    let dev = std::str::from_utf8(f[2]).ok()?;
-    let (maj, min) = dev.split_once(':')?;
-    Some(Mount {
-        source: OsString::from_vec(unescape(f[sep + 2])),
-        target: PathBuf::from(OsString::from_vec(unescape(f[4]))),
-        fstype: String::from_utf8_lossy(&unescape(f[sep + 1])).into_owned(),
-        options: String::from_utf8_lossy(f[5])
-            .split(',')
-            .map(String::from)
-            .collect(),
-        linux: Some(LinuxInfo {
-            id: std::str::from_utf8(f[0]).ok()?.parse().ok()?,
-            dev: (maj.parse().ok()?, min.parse().ok()?),
-            root: PathBuf::from(OsString::from_vec(unescape(f[3]))),
-            fs_options: f
-                .get(sep + 3)
-                .map(|o| {
-                    o.split(|&b| b == b',')
-                        .map(|x| OsString::from_vec(unescape(x)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }),
-    })
-}
-
-/// Decode the kernel's `\NNN` octal escapes.
-fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        // `\NNN` up to \377 (one byte); anything else is taken literally.
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && (b'0'..=b'3').contains(&s[i + 1])
-            && s[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_and_order() {
-        let raw = b"22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
-63 22 254:0 /tmp/t/lo /tmp/my\\040dir\\011tab\\012nl\\134x rw,relatime - ext4 /dev/vda rw,discard\n\
-66 63 0:39 / /tmp/my\\040dir\\011tab\\012nl\\134x rw,noatime - overlay overlay rw,lowerdir=/a\\054b,upperdir=/u\\040p,workdir=/w\n\
-70 22 0:40 / /mnt/\\377bad ro - tmpfs tmpfs rw\n";
-        let t = parse_mountinfo(raw);
-        assert_eq!(t.len(), 4);
-        let weird = Path::new("/tmp/my dir\ttab\nnl\\x");
-        assert_eq!(t[1].target, weird);
-        let l1 = t[1].linux.as_ref().unwrap();
-        assert_eq!(l1.root, Path::new("/tmp/t/lo"));
-        assert_eq!(l1.dev, (254, 0));
-        assert_eq!(t[2].target, weird);
-        assert_eq!(t[2].fstype, "overlay");
-        let l2 = t[2].linux.as_ref().unwrap();
-        assert_eq!(l2.fs_option("upperdir"), Some(OsStr::new("/u p")));
-        assert_eq!(l2.fs_option("lowerdir"), Some(OsStr::new("/a,b")));
-        assert!(t[2].options.contains(&"noatime".to_string()));
-        assert_eq!(t[3].target.as_os_str().as_bytes(), b"/mnt/\xffbad");
-        assert!(t[3].read_only());
-    }
-
-    #[test]
-    fn overlay_options_escape() {
-        let (flags, data) = overlay_args(
-            Path::new("/j/a,b"),
-            Path::new("/u:p"),
-            Some(Path::new("/w\\x")),
-            &["noatime".into(), "redirect_dir=on".into()],
-        );
-        assert_eq!(flags, MsFlags::MS_NOATIME);
-        assert_eq!(
-            data,
-            OsStr::new("redirect_dir=on,lowerdir=/j/a\\,b,upperdir=/u\\:p,workdir=/w\\\\x")
-        );
-    }
 }
