@@ -15,7 +15,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use crate::exit::{ExitCode, code_of, fail};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::Mount;
-use crate::platform::{MountId, Mounted, Platform};
+use crate::platform::{MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
 pub use crate::step::Busy;
@@ -53,8 +53,13 @@ pub enum Action<'a> {
     },
     /// Take back a mount this run has just made (a rollback), by what was pinned.
     Discard(Mounted),
-    /// Run a command on the host (a jail's start or stop).
-    Host(&'a [OsString]),
+    /// Start or stop a jail with `argv`, run on the host (its configured command
+    /// or the platform's); the platform checks the jail's state after it.
+    Service {
+        argv: &'a [OsString],
+        jail: &'a str,
+        to: Service,
+    },
     /// Run the updater inside a jail.
     Update(&'a Run<'a>),
 }
@@ -138,8 +143,8 @@ impl Sink for Perform<'_> {
                 Ok(Effect::Done)
             }
             Action::Discard(made) => self.platform.discard(made).map(|()| Effect::Done),
-            Action::Host(argv) => {
-                crate::platform::run_tool(argv, ExitCode::Unavailable).map(|()| Effect::Done)
+            Action::Service { argv, jail, to } => {
+                self.platform.service(argv, jail, to).map(|()| Effect::Done)
             }
             Action::Update(run) => run.run().map(Effect::Updated),
         }
@@ -266,7 +271,7 @@ impl Sink for Dry<'_> {
             }
             // Nothing printed was made: nothing to take back.
             Action::Discard(_) => {}
-            Action::Host(argv) => self.print(argv),
+            Action::Service { argv, .. } => self.print(argv),
             Action::Update(run) => self.print(&run.sh_argv()),
         }
         Ok(Effect::Done)
@@ -333,7 +338,7 @@ impl Did {
                 step.source_shown(),
                 target.path.clone(),
             )),
-            Action::Discard(_) | Action::Host(_) | Action::Update(_) => None,
+            Action::Discard(_) | Action::Service { .. } | Action::Update(_) => None,
         }
     }
 }

@@ -1,5 +1,6 @@
 # SIMULATION of FreeBSD tools for jlayers' tests: shared helpers. Not FreeBSD.
-: "${SIM_STATE:?SIM_STATE must name the simulation's state directory}"
+# shellcheck shell=sh
+: "${SIM_STATE:?SIM_STATE must name the state directory of the simulation}"
 mkdir -p "$SIM_STATE/running" "$SIM_STATE/jails"
 touch "$SIM_STATE/mounts" "$SIM_STATE/zfs"
 PROG=${0##*/}

@@ -211,15 +211,17 @@ fn zfs_upper_warns_once_per_layer() {
 fn tool_errors_carry_the_tools_own_line() {
     sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
-        // A mount_unionfs option the tool rejects: its stderr line is the message,
-        // and the null mount made before it is rolled back.
+        // A mount_unionfs option value unionfs rejects (nmount(2) fails, EX_OSERR):
+        // its stderr line is the message, and the null mount made before it is
+        // rolled back.
         sb.conf(&jlayers_tests::SCENE_CONF.replace(
             "target = \"usr/ports\"",
-            "target = \"usr/ports\"\nunion_options = [\"bogus\"]",
+            "target = \"usr/ports\"\nunion_options = [\"copymode=bogus\"]",
         ));
-        sb.run("jmount", &["j1"])
-            .code(69)
-            .err_has("jmount: j1: ports: mount_unionfs: bogus: option not supported");
+        sb.run("jmount", &["j1"]).code(69).err_has(&format!(
+            "jmount: j1: ports: mount_unionfs: {}: Invalid copymode: Invalid argument",
+            sb.path("j1/usr/ports").display()
+        ));
         assert!(sb.mounts().is_empty());
         assert!(Path::new(&jlayers_tests::sim_dir().join("README.md")).is_file());
     });
@@ -249,4 +251,205 @@ fn interrupted_jmount_rolls_back_and_exits_130() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("jmount: j1: "));
         assert!(sb.mounts().is_empty(), "rolled back: {:?}", sb.mounts());
     });
+}
+
+/// mount_unionfs passes each -o argument to nmount(2) whole and unionfs ignores
+/// names it does not know: one -o per option, or "copymode=masquerade,noatime" is
+/// an invalid copymode and "noatime,below" an ignored option (mounted above, with
+/// atime).
+#[test]
+fn union_options_one_o_each() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let union_conf = |opts: &str| {
+            sb.conf(&jlayers_tests::SCENE_CONF.replace(
+                "target = \"usr/ports\"",
+                &format!("target = \"usr/ports\"\nunion_options = [{opts}]"),
+            ));
+        };
+        union_conf("\"copymode=masquerade\", \"noatime\"");
+        let o = sb.run("jmount", &["-n", "j1"]);
+        o.ok();
+        let t = sb.path("j1/usr/ports");
+        let u = sb.path("upper/j1/ports");
+        assert!(
+            o.stdout.contains(&format!(
+                "mount_unionfs -o copymode=masquerade -o noatime {} {}\n",
+                u.display(),
+                t.display()
+            )),
+            "{}",
+            o.stdout
+        );
+        sb.run("jmount", &["j1"]).ok();
+        let table = sb.sh_backend("mount -p").stdout;
+        let union = table
+            .lines()
+            .find(|l| l.contains(" unionfs\t") || l.contains("\tunionfs\t"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(union.contains("rw,noatime"), "{union}");
+        sb.run("junmount", &["j1"]).ok();
+
+        union_conf("\"noatime\", \"below\"");
+        let o = sb.run("jmount", &["-n", "j1"]);
+        assert!(
+            o.stdout.contains(&format!(
+                "mount_unionfs -o noatime -o below {} {}\n",
+                u.display(),
+                t.display()
+            )),
+            "{}",
+            o.stdout
+        );
+        sb.run("jmount", &["j1"]).ok();
+        assert!(
+            sb.sh_backend("mount -p").stdout.contains("rw,noatime"),
+            "noatime given to nmount(2)"
+        );
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// nullfs shows its lower file system's read-only bit: a read-write null mount
+/// of a read-only source shows "ro" in mount -p and is still jlayers' own.
+#[test]
+fn rw_null_mount_of_a_readonly_source_is_ours() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        // The distfiles source on a read-only file system of its own.
+        let src = sb.path("distfiles");
+        sb.tmpfs(&src);
+        fs::write(src.join("vim-9.1.tar.xz"), "xz").unwrap();
+        sb.sh(&format!("mount -o remount,ro {}", src.display()))
+            .ok();
+        sb.run("jmount", &["j1"]).ok();
+        let nested = sb.path("j1/usr/ports/distfiles");
+        let table = sb.sh_backend("mount -p").stdout;
+        let line = table
+            .lines()
+            .find(|l| l.contains(&format!("{} nullfs", nested.display())))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(line.contains("\tro"), "nullfs shows the lower's ro: {line}");
+        let n = sb.mounts().len();
+        sb.run("jmount", &["j1"]).ok();
+        assert_eq!(sb.mounts().len(), n, "already mounted: nothing added");
+        sb.run("junmount", &["j1"]).ok();
+        let left: Vec<_> = sb
+            .mounts()
+            .into_iter()
+            .filter(|m| m.target.starts_with(sb.path("j1")))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    });
+}
+
+/// fstat(1) lists mapped files only with -m: a process that holds the mount only
+/// by a mapping is named as its holder.
+#[test]
+fn holder_by_mapping_is_named() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let lib = Path::new("/lib/x86_64-linux-gnu/libm.so.6");
+        assert!(lib.is_file(), "the test maps a copy of {}", lib.display());
+        fs::copy(lib, sb.path("distfiles/libmapped.so")).unwrap();
+        sb.run("jmount", &["j1"]).ok();
+        // ld.so maps the preloaded library and closes it: only the mapping is left.
+        let mut holder = std::process::Command::new("sleep")
+            .arg("30")
+            .env("LD_PRELOAD", sb.path("j1/usr/ports/distfiles/libmapped.so"))
+            .current_dir("/")
+            .spawn()
+            .unwrap();
+        let maps = format!("/proc/{}/maps", holder.id());
+        let t = std::time::Instant::now();
+        while !fs::read_to_string(&maps).is_ok_and(|m| m.contains("libmapped.so"))
+            && t.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let o = sb.run("junmount", &["j1"]);
+        o.code(75)
+            .err_has(&format!("held by pid {} sleep (mapping)", holder.id()));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// rc.d/jail exits 0 when a jail did not start and never fails to stop: jupdate
+/// checks the jail's state after each, and fails with the service's own output.
+#[test]
+fn service_that_did_not_start_or_stop_fails() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        sb.jail_root("j1", &["sh", "true"]);
+        let state = sb.path("sim-state");
+        fs::create_dir_all(state.join("cannot-start")).unwrap();
+        fs::write(
+            state.join("cannot-start/j1"),
+            "jail: j1: mount.devfs: /dev: Operation not supported\n",
+        )
+        .unwrap();
+        let o = sb.run("jupdate", &["j1", "--", "true"]);
+        o.code(69).err_has(
+            "service: the jail is not running after it (jls -j j1): Starting jails: cannot start jail \"j1\": jail: j1: mount.devfs: /dev: Operation not supported .",
+        );
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+
+        fs::remove_file(state.join("cannot-start/j1")).unwrap();
+        fs::create_dir_all(state.join("cannot-stop")).unwrap();
+        fs::write(
+            state.join("cannot-stop/j1"),
+            "jail: j1: /bin/sh /etc/rc.shutdown: failed\n",
+        )
+        .unwrap();
+        let o = sb.run("jupdate", &["j1", "--", "true"]);
+        o.code(69).err_has(
+            "service: the jail is still running after it (jls -j j1): Stopping jails: j1jail: j1: /bin/sh /etc/rc.shutdown: failed .",
+        );
+        assert!(sb.jail_running("j1"));
+        fs::remove_file(state.join("cannot-stop/j1")).unwrap();
+        sb.sh_backend("service jail onestop j1").ok();
+        sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+/// The simulated umount(8) answers an unknown file system ID as the real one does
+/// (sbin/umount/umount.c: the ID not in the table, statfs(2) of it as a path).
+#[test]
+fn simulated_umount_of_an_unknown_fsid() {
+    sandbox(Backend::FreeBsd, |sb| {
+        fs::create_dir_all(sb.path("sim-state")).unwrap();
+        let o = sb.sh_backend("umount 00000000deadbeef");
+        o.code(1);
+        assert_eq!(
+            o.stderr,
+            "umount: 00000000deadbeef: statfs: No such file or directory\n\
+             umount: 00000000deadbeef: unknown file system\n"
+        );
+    });
+}
+
+/// Each simulated tool says which freebsd-src file it follows, so that it can be
+/// checked against the real tool line by line.
+#[test]
+fn every_simulated_tool_cites_its_source() {
+    for e in fs::read_dir(jlayers_tests::sim_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") || name == "common.sh" {
+            continue;
+        }
+        let text = fs::read_to_string(e.path()).unwrap();
+        let header: String = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            header.contains("SIMULATION") && header.contains("freebsd-src "),
+            "{name}: its header must cite the freebsd-src file it follows"
+        );
+    }
 }

@@ -259,7 +259,12 @@ impl JailRun<'_> {
         let Some(cmd) = command(configured).or_else(platform) else {
             return Ok(false);
         };
-        self.engine.actor.act(&self.at, Action::Host(&cmd))?;
+        let service = Action::Service {
+            argv: &cmd,
+            jail: &self.jail.name,
+            to,
+        };
+        self.engine.actor.act(&self.at, service)?;
         Ok(true)
     }
 

@@ -1,6 +1,12 @@
 //! FreeBSD: the base system's own tools, found on PATH — `mount_nullfs`,
-//! `mount_unionfs`, `umount`, `mount -p`, `jls`, `jexec`, `service`. Built on every
-//! OS; tested here against the simulated userland under `tests/freebsd-sim/`.
+//! `mount_unionfs`, `mount -t tmpfs`, `jls`, `jexec`, `service`, `fstat`, `ps` —
+//! and two system calls for what the tools do less exactly: the mount table from
+//! getfsstat(2) with `MNT_NOWAIT` (`mount -p` waits on every file system: a hung
+//! NFS mount would hang jlayers) and unmount(2) with `MNT_BYFSID` (umount(8)
+//! retries by path when the file system ID is gone). Built on every OS; on Linux
+//! tested against the simulated userland under `tests/freebsd-sim/`, where the
+//! [`kernel`] seam reads `mount -p` and runs `umount FSID` of the simulation
+//! instead of the two system calls (which the simulation cannot intercept).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
@@ -10,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{MountId, Mounted, Platform, changed, run_tool};
+use super::{MountId, Mounted, Platform, changed, run_tool, run_tool_output};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::step::{Busy, Step};
@@ -24,29 +30,18 @@ impl Platform for FreeBsd {
     }
 
     fn mounts(&self, _scope: &Path) -> Result<Arc<Vec<Mount>>> {
-        let out = Command::new("mount")
-            .arg("-p")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| fail(ExitCode::Unavailable, format!("mount -p: {e}")))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(fail(
-                ExitCode::Unavailable,
-                format!("mount -p: {}", err.lines().next().unwrap_or("failed")),
-            ));
-        }
-        Ok(Arc::new(parse_mount_p(&String::from_utf8_lossy(
-            &out.stdout,
-        ))))
+        kernel::table().map(Arc::new)
     }
 
     fn matches(&self, step: &Step, m: &Mount) -> bool {
         match step {
+            // nullfs ORs its lower file system's flags into its own
+            // (nullfs_statfs()): a read-write null mount of a read-only file system
+            // shows "ro". Only a read-only step requires "ro".
             Step::Null { source, read_only } => {
                 m.fstype == "nullfs"
                     && m.source == source.as_os_str()
-                    && *read_only == m.read_only()
+                    && (!*read_only || m.read_only())
             }
             Step::Union { upper, .. } => {
                 m.fstype == "unionfs" && m.source == upper.path.as_os_str()
@@ -119,18 +114,13 @@ impl Platform for FreeBsd {
     }
 
     fn discard(&self, made: Mounted) -> Result<()> {
-        run_tool(&["umount".into(), made.id.0.into()], ExitCode::Unavailable)
+        kernel::unmount(&made.id, false)
     }
 
-    /// umount(8) given a file system ID unmounts exactly that file system
-    /// (unmount(2) with MNT_BYFSID), wherever its mount point is by now.
+    /// unmount(2) with `MNT_BYFSID` unmounts exactly that file system, wherever
+    /// its mount point is by now, and fails when it is gone.
     fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()> {
-        let mut argv: Vec<OsString> = vec!["umount".into()];
-        if busy == Busy::Force {
-            argv.push("-f".into());
-        }
-        argv.push(id.0.clone().into());
-        run_tool(&argv, ExitCode::Unavailable).map_err(|e| {
+        kernel::unmount(id, busy == Busy::Force).map_err(|e| {
             if crate::exit::code_of(&e) == ExitCode::TempFail {
                 fail(
                     ExitCode::TempFail,
@@ -152,10 +142,13 @@ impl Platform for FreeBsd {
                 }
                 argv.push(source.into());
             }
+            // One -o per option: mount_unionfs passes each -o argument to nmount(2)
+            // whole (it does not split on commas), and unionfs ignores names it does
+            // not know, so "-o noatime,below" would be one unknown option.
             Step::Union { upper, options, .. } => {
                 argv.push("mount_unionfs".into());
-                if !options.is_empty() {
-                    argv.extend(["-o".into(), options.join(",").into()]);
+                for o in options {
+                    argv.extend(["-o".into(), o.into()]);
                 }
                 argv.push(upper.path.clone().into());
             }
@@ -188,9 +181,9 @@ impl Platform for FreeBsd {
         })
     }
 
-    /// fstat(1) -f lists what is open on the file system mounted there (working
-    /// and root directories, text, mappings, descriptors); ps(1) and jls(8) name
-    /// each holder's jail.
+    /// fstat(1) -m -f lists what is open on the file system mounted there (working
+    /// and root directories, text, descriptors, and with -m mappings); ps(1) and
+    /// jls(8) name each holder's jail.
     fn holders(&self, target: &Path) -> Vec<super::Holder> {
         let out = |argv: &[&OsStr]| -> Option<String> {
             let o = Command::new(argv[0])
@@ -203,8 +196,13 @@ impl Platform for FreeBsd {
                 .success()
                 .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
         };
-        let listing =
-            out(&["fstat".as_ref(), "-f".as_ref(), target.as_os_str()]).unwrap_or_default();
+        let listing = out(&[
+            "fstat".as_ref(),
+            "-m".as_ref(),
+            "-f".as_ref(),
+            target.as_os_str(),
+        ])
+        .unwrap_or_default();
         let mut holders = parse_fstat(&listing);
         for h in &mut holders {
             let pid = h.pid.to_string();
@@ -250,6 +248,31 @@ impl Platform for FreeBsd {
         Some(["service", "jail", verb, jail].map(OsString::from).to_vec())
     }
 
+    /// `service jail onestart` exits 0 when the jail did not start (rc.d/jail
+    /// prints "cannot start jail" and goes on), `onestop` never fails: the jail's
+    /// state after the command (jls -j) says whether it worked.
+    fn service(&self, argv: &[OsString], jail: &str, to: super::Service) -> Result<()> {
+        let output = run_tool_output(argv, ExitCode::Unavailable)?;
+        let want = to == super::Service::Start;
+        if self.jail_running(jail)? == want {
+            return Ok(());
+        }
+        let said = output.split_whitespace().collect::<Vec<_>>().join(" ");
+        let state = if want { "not running" } else { "still running" };
+        Err(fail(
+            ExitCode::Unavailable,
+            format!(
+                "{}: the jail is {state} after it (jls -j {jail}){}",
+                argv[0].to_string_lossy(),
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                }
+            ),
+        ))
+    }
+
     fn exec_command(&self, e: &super::Exec) -> Command {
         let (jail, env, cmd) = (e.jail, e.env, e.cmd);
         // jexec -l keeps only HOME, SHELL, TERM, USER and the login class: set the
@@ -286,6 +309,185 @@ impl FreeBsd {
         }
         Ok(())
     }
+}
+
+/// The seam between the backend and the kernel for the mount table and unmounts
+/// by file system ID. On FreeBSD the system calls themselves; elsewhere (the
+/// tests on Linux, which cannot intercept system calls) the simulated userland's
+/// `mount -p` and `umount FSID`, the tools an administrator would use: those are
+/// what the simulation exercises, the system calls only a FreeBSD host does.
+mod kernel {
+    #[cfg(target_os = "freebsd")]
+    pub use self::syscalls::{table, unmount};
+    #[cfg(not(target_os = "freebsd"))]
+    pub use self::tools::{table, unmount};
+
+    #[cfg(target_os = "freebsd")]
+    mod syscalls {
+        use std::ffi::{CStr, OsStr};
+        use std::os::unix::ffi::OsStrExt;
+        use std::path::PathBuf;
+
+        use anyhow::Result;
+        use nix::errno::Errno;
+
+        use super::super::{MountId, fsid_path, strip_union_prefix};
+        use crate::exit::{ExitCode, fail, of_errno};
+        use crate::mounts::Mount;
+
+        /// getfsstat(2) with `MNT_NOWAIT`: the kernel's table as it stands, without
+        /// asking any file system (a hung NFS server cannot hang the read), in
+        /// mount order, as mount -p would print it.
+        pub fn table() -> Result<Vec<Mount>> {
+            let err = |e: Errno| fail(ExitCode::Unavailable, format!("getfsstat: {}", e.desc()));
+            loop {
+                // SAFETY: a null buffer asks only for the number of file systems.
+                let n = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+                if n < 0 {
+                    return Err(err(Errno::last()));
+                }
+                // Room for mounts made in between; a full buffer is read again.
+                let room = n as usize + 8;
+                let mut buf: Vec<libc::statfs> = Vec::with_capacity(room);
+                let size = (room * std::mem::size_of::<libc::statfs>()) as libc::c_long;
+                // SAFETY: the kernel writes at most `size` bytes, the capacity of
+                // `buf`, and returns how many entries it wrote.
+                let got = unsafe { libc::getfsstat(buf.as_mut_ptr(), size, libc::MNT_NOWAIT) };
+                if got < 0 {
+                    return Err(err(Errno::last()));
+                }
+                if got as usize == room {
+                    continue;
+                }
+                // SAFETY: the kernel initialised the first `got` entries.
+                unsafe { buf.set_len(got as usize) };
+                return Ok(buf.iter().map(line).collect());
+            }
+        }
+
+        /// One statfs as mount(8)'s putfsent() shows it: the union prefix dropped,
+        /// "rw" unless read-only, then flags2opts()'s names.
+        fn line(st: &libc::statfs) -> Mount {
+            // SAFETY: the kernel NUL-terminates the names inside their arrays.
+            let name = |a: &[libc::c_char]| unsafe { CStr::from_ptr(a.as_ptr()) }.to_bytes();
+            let flags = st.f_flags as i64;
+            let mut options = vec![if flags & libc::MNT_RDONLY as i64 != 0 {
+                "ro"
+            } else {
+                "rw"
+            }];
+            for (bit, opt) in [
+                (libc::MNT_SYNCHRONOUS, "sync"),
+                (libc::MNT_NOEXEC, "noexec"),
+                (libc::MNT_NOSUID, "nosuid"),
+                (libc::MNT_UNION, "union"),
+                (libc::MNT_ASYNC, "async"),
+                (libc::MNT_NOATIME, "noatime"),
+            ] {
+                if flags & bit as i64 != 0 {
+                    options.push(opt);
+                }
+            }
+            Mount {
+                source: OsStr::from_bytes(strip_union_prefix(name(&st.f_mntfromname)))
+                    .to_os_string(),
+                target: PathBuf::from(OsStr::from_bytes(name(&st.f_mntonname))),
+                fstype: String::from_utf8_lossy(name(&st.f_fstypename)).into_owned(),
+                options: options.into_iter().map(String::from).collect(),
+                linux: None,
+            }
+        }
+
+        /// unmount(2) with `MNT_BYFSID` ("FSID:val0:val1", as umount(8) writes
+        /// it): exactly that file system or nothing (ENOENT when it is gone; no
+        /// retry by path).
+        pub fn unmount(id: &MountId, force: bool) -> Result<()> {
+            let path = fsid_path(id).ok_or_else(|| {
+                fail(
+                    ExitCode::Unavailable,
+                    format!("unmount: {}: not a file system ID", id.0),
+                )
+            })?;
+            let mut flags = libc::MNT_BYFSID;
+            if force {
+                flags |= libc::MNT_FORCE;
+            }
+            // SAFETY: a NUL-terminated string the call only reads.
+            if unsafe { libc::unmount(path.as_ptr(), flags) } != 0 {
+                let e = Errno::last();
+                return Err(fail(
+                    of_errno(e, ExitCode::Unavailable),
+                    format!("unmount of file system {}: {}", id.0, e.desc()),
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// SIMULATION SUPPORT, not FreeBSD: the simulated tools stand in for the two
+    /// system calls.
+    #[cfg(not(target_os = "freebsd"))]
+    mod tools {
+        use std::ffi::OsString;
+        use std::process::{Command, Stdio};
+
+        use anyhow::Result;
+
+        use super::super::{MountId, parse_mount_p, run_tool};
+        use crate::exit::{ExitCode, fail};
+        use crate::mounts::Mount;
+
+        pub fn table() -> Result<Vec<Mount>> {
+            let out = Command::new("mount")
+                .arg("-p")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| fail(ExitCode::Unavailable, format!("mount -p: {e}")))?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return Err(fail(
+                    ExitCode::Unavailable,
+                    format!("mount -p: {}", err.lines().next().unwrap_or("failed")),
+                ));
+            }
+            Ok(parse_mount_p(&String::from_utf8_lossy(&out.stdout)))
+        }
+
+        pub fn unmount(id: &MountId, force: bool) -> Result<()> {
+            let mut argv: Vec<OsString> = vec!["umount".into()];
+            if force {
+                argv.push("-f".into());
+            }
+            argv.push(id.0.clone().into());
+            run_tool(&argv, ExitCode::Unavailable)
+        }
+    }
+}
+
+/// The path unmount(2) with `MNT_BYFSID` takes for a file system ID (the fsid_t's
+/// bytes in memory order, in hex): "FSID:val0:val1", as umount(8) writes it and
+/// kern_unmount() reads it back.
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))] // the tests use it
+fn fsid_path(id: &MountId) -> Option<std::ffi::CString> {
+    let hex = id.0.as_bytes();
+    if hex.len() != 16 {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    for (b, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
+        *b = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    let val = |i: usize| i32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    std::ffi::CString::new(format!("FSID:{}:{}", val(0), val(4))).ok()
+}
+
+/// f_mntfromname of a union is its upper dir behind `<above>:` (`<below>:` with
+/// `-o below`); mount -p drops the prefix (putfsent()), and so does jlayers.
+fn strip_union_prefix(from: &[u8]) -> &[u8] {
+    [b"<above>:".as_slice(), b"<below>:"]
+        .iter()
+        .find_map(|p| from.strip_prefix(*p))
+        .unwrap_or(from)
 }
 
 /// What statfs(2) says of the file system a descriptor lies in.
@@ -334,11 +536,7 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
         )
     };
     let on = unsafe { CStr::from_ptr(st.f_mntonname.as_ptr()) };
-    let from = unsafe { CStr::from_ptr(st.f_mntfromname.as_ptr()) }.to_bytes();
-    let from = [b"<above>:".as_slice(), b"<below>:"]
-        .iter()
-        .find_map(|p| from.strip_prefix(*p))
-        .unwrap_or(from);
+    let from = strip_union_prefix(unsafe { CStr::from_ptr(st.f_mntfromname.as_ptr()) }.to_bytes());
     let ty = unsafe { CStr::from_ptr(st.f_fstypename.as_ptr()) };
     Ok(Fs {
         id: MountId(hex(id)),
@@ -356,6 +554,7 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
 #[cfg(target_os = "linux")]
 fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
     use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
     let id = super::linux::mount_id(fd.as_fd())?;
     let raw = std::fs::read("/proc/self/mountinfo").map_err(|_| nix::errno::Errno::EIO)?;
     let m = super::linux::parse_mountinfo(&raw)
@@ -372,7 +571,10 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
         .rev()
         .find_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            (f.len() == 3 && f[0] == id_s).then(|| (f[1].to_string(), OsString::from(f[2])))
+            (f.len() == 3 && f[0] == id_s).then(|| {
+                let from = strip_union_prefix(f[2].as_bytes());
+                (f[1].to_string(), OsStr::from_bytes(from).to_os_string())
+            })
         })
         .unwrap_or((m.fstype, m.source));
     Ok(Fs {
@@ -483,6 +685,25 @@ zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime \t0 0\n\
     }
 
     #[test]
+    fn fsid_path_is_what_kern_unmount_reads() {
+        let id = |s: &str| MountId(s.into());
+        let want = format!(
+            "FSID:{}:{}",
+            i32::from_ne_bytes([0x0a, 0, 0, 0]),
+            i32::from_ne_bytes([0xff, 0xff, 0xff, 0xff])
+        );
+        assert_eq!(
+            fsid_path(&id("0a000000ffffffff"))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            want
+        );
+        assert!(fsid_path(&id("0a00")).is_none());
+        assert!(fsid_path(&id("0a000000fffffffg")).is_none());
+    }
+
+    #[test]
     fn fstat_holders() {
         let text = "USER     CMD          PID   FD MOUNT      INUM MODE         SZ|DV R/W\n\
 root     sleep       1234 text /          123 -r-xr-xr-x   12345  r\n\
@@ -518,7 +739,15 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
         };
         assert_eq!(
             p.mount_command(&union, t),
-            ["mount_unionfs", "-o", "noatime,below", "/u", "/j/usr/ports"]
+            [
+                "mount_unionfs",
+                "-o",
+                "noatime",
+                "-o",
+                "below",
+                "/u",
+                "/j/usr/ports"
+            ]
         );
         assert_eq!(
             p.unmount_command(t, Busy::Force),

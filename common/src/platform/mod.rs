@@ -184,6 +184,14 @@ pub trait Platform: Sync {
     /// `None` where the platform has no notion of a running jail.
     fn service_command(&self, jail: &str, to: Service) -> Option<Vec<OsString>>;
 
+    /// Start or stop `jail` with `argv` (its configured command or
+    /// [`Platform::service_command`]). A platform that knows whether a jail runs
+    /// checks that the command did what it is for: rc.d/jail exits 0 when a jail
+    /// did not start or stop.
+    fn service(&self, argv: &[OsString], _jail: &str, _to: Service) -> Result<()> {
+        run_tool(argv, ExitCode::Unavailable)
+    }
+
     /// The command that runs `cmd` inside the jail with `env` as its whole
     /// environment (besides what the platform itself must set).
     fn exec_command(&self, e: &Exec) -> Command;
@@ -225,16 +233,21 @@ fn errno_in(line: &str) -> Option<nix::errno::Errno> {
 
 /// Run a base-system tool; a failure carries the tool's own first stderr line.
 pub fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
+    run_tool_output(argv, code).map(drop)
+}
+
+/// [`run_tool`], giving back what the tool printed (stdout, then stderr).
+pub fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<String> {
     let name = argv[0].to_string_lossy().into_owned();
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| fail(code, format!("{name}: {e}")))?;
-    if out.status.success() {
-        return Ok(());
-    }
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Ok(format!("{}{stderr}", String::from_utf8_lossy(&out.stdout)));
+    }
     let line = stderr
         .lines()
         .find(|l| !l.trim().is_empty())
