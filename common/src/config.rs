@@ -387,6 +387,13 @@ fn build_jail(
             "bad jail name (letters, digits, '-' and '_' only)".into()
         ));
     }
+    // jls -j and jexec take an all-digit argument as a jail ID, never a name.
+    if os == Os::FreeBsd && name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ctx(
+            "an all-digit jail name is a jail ID to jls(8) and jexec(8): use a name with a letter"
+                .into(),
+        ));
+    }
     let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
     let idx = jail_layers(&name, j.layers.as_deref(), layers)?;
     let uppers = jail_uppers(&name, &j.upper, &idx, layers, upper_root)?;
@@ -889,6 +896,20 @@ root   = "/usr/local/var/jails/192.168.0.101"
         assert_eq!(t(0), [(0, Some("2g".to_string()))]);
         assert_eq!(t(1), [(0, None), (1, None)]);
         assert!(t(2).is_empty());
+    }
+
+    #[test]
+    fn all_digit_jail_name_refused_on_freebsd() {
+        let text = "[[layer]]\nname='p'\nsource='/usr/ports'\n[jail.100]\nroot='/j'\n";
+        assert!(parse(text).is_ok());
+        let e = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::Config);
+        assert!(
+            format!("{e:#}").contains("jail 100: an all-digit jail name is a jail ID"),
+            "{e:#}"
+        );
+        let ok = text.replace("jail.100", "jail.j100");
+        assert!(Config::parse(&ok, Path::new("f"), Os::FreeBsd).is_ok());
     }
 
     #[test]

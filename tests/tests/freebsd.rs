@@ -453,3 +453,57 @@ fn every_simulated_tool_cites_its_source() {
         );
     }
 }
+
+/// The weekly 460.jclean stops exactly the running jails jlayers manages and
+/// starts exactly those again: another jail keeps running, a managed jail that was
+/// down stays down, and it works without jail_enable=YES (service jail stop/start
+/// without names would stop every jail, start only jail_list's, and do nothing at
+/// all without it).
+#[test]
+fn periodic_jclean_restarts_exactly_what_it_stopped() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        for j in ["j1", "j2", "other"] {
+            sb.jail_root(j, &["sh"]);
+        }
+        sb.run("jmount", &["--all"]).ok();
+        fs::write(sb.path("j1/usr/ports/written-in-jail"), "x").unwrap();
+        for j in ["j1", "other"] {
+            sb.sh_backend(&format!("service jail onestart {j}")).ok();
+        }
+        let script = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../freebsd/periodic/weekly/460.jclean"),
+        )
+        .unwrap()
+        .replace(
+            "%%PREFIX%%/sbin/",
+            &format!("{}/", jlayers_tests::bin_dir().display()),
+        );
+        fs::write(sb.path("460.jclean"), script).unwrap();
+        let mut c = std::process::Command::new("sh");
+        sb.backend_env(&mut c);
+        let o = jlayers_tests::Out::from(
+            c.arg(sb.path("460.jclean"))
+                .env("weekly_jclean_enable", "YES")
+                .env(
+                    "weekly_jclean_flags",
+                    format!("-c {} --all", sb.path("jlayers.conf").display()),
+                )
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+        assert!(
+            !sb.path("upper/j1/ports/written-in-jail").exists(),
+            "cleaned"
+        );
+        assert!(sb.jail_running("j1"), "stopped and started again");
+        assert!(sb.jail_running("other"), "not jlayers': left running");
+        assert!(!sb.jail_running("j2"), "was down: left down");
+        assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2, "mounted again");
+        for j in ["j1", "other"] {
+            sb.sh_backend(&format!("service jail onestop {j}")).ok();
+        }
+        sb.run("junmount", &["--all"]).ok();
+    });
+}

@@ -179,3 +179,90 @@ fn ports_crates_are_cargo_lock() {
         "Makefile.crates is stale: run scripts/ports-crates.sh"
     );
 }
+
+/// The port as the ports framework reads it: Makefile.crates included once (by
+/// Mk/Uses/cargo.mk, never again by the Makefile), the tools stripped, and the
+/// distinfo the release steps write (scripts/ports-distinfo.sh, `make makesum`'s
+/// format): TIMESTAMP, then SHA256 and SIZE of the release tarball and of every
+/// crate, in DISTFILES order, the crates' SHA256 those of Cargo.lock.
+#[test]
+fn port_makefile_and_distinfo() {
+    let port = ws().join("freebsd/ports/sysutils/jlayers");
+    let mk = std::fs::read_to_string(port.join("Makefile")).unwrap();
+    assert!(
+        !mk.lines()
+            .any(|l| l.starts_with(".include") && l.contains("Makefile.crates")),
+        "USES=cargo includes Makefile.crates already"
+    );
+    assert!(
+        mk.contains("${STRIP_CMD} ${STAGEDIR}${PREFIX}/sbin/${t}")
+            && mk.contains(".for t in jmount junmount jclean jupdate"),
+        "the installed tools are stripped"
+    );
+
+    let t = tempfile::tempdir().unwrap();
+    let tarball = t.path().join("jlayers-0.1.0.tar.gz");
+    std::fs::write(&tarball, b"release tarball").unwrap();
+    let out = t.path().join("distinfo");
+    let st = Command::new("sh")
+        .arg(ws().join("scripts/ports-distinfo.sh"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&tarball)
+        .status()
+        .unwrap();
+    assert!(st.success(), "scripts/ports-distinfo.sh");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let ts = lines.next().unwrap();
+    assert!(
+        ts.strip_prefix("TIMESTAMP = ")
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "{ts}"
+    );
+    let lock = std::fs::read_to_string(ws().join("Cargo.lock")).unwrap();
+    let mut sums = std::collections::HashMap::new();
+    let (mut name, mut version) = (String::new(), String::new());
+    for line in lock.lines() {
+        let val = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
+        if line.starts_with("name = ") {
+            name = val(line);
+        } else if line.starts_with("version = ") {
+            version = val(line);
+        } else if line.starts_with("checksum = ") {
+            sums.insert(format!("{name}-{version}"), val(line));
+        }
+    }
+    let crates = std::fs::read_to_string(port.join("Makefile.crates")).unwrap();
+    let mut files = vec!["jlayers-0.1.0.tar.gz".to_string()];
+    files.extend(
+        crates
+            .split_whitespace()
+            .filter(|w| *w != "CARGO_CRATES=" && *w != "\\")
+            .map(|c| format!("rust/crates/{c}.crate")),
+    );
+    for f in &files {
+        let sha = lines.next().unwrap_or_default();
+        let hex = sha
+            .strip_prefix(&format!("SHA256 ({f}) = "))
+            .unwrap_or_else(|| panic!("want SHA256 of {f}: {sha}"));
+        assert!(
+            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{sha}"
+        );
+        if let Some(c) = f.strip_prefix("rust/crates/") {
+            assert_eq!(
+                Some(hex),
+                sums.get(c.trim_end_matches(".crate")).map(|s| s.as_str()),
+                "{f}"
+            );
+        }
+        let size = lines.next().unwrap_or_default();
+        assert!(
+            size.strip_prefix(&format!("SIZE ({f}) = "))
+                .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0)),
+            "want SIZE of {f}: {size}"
+        );
+    }
+    assert_eq!(lines.next(), None);
+}
