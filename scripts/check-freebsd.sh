@@ -4,6 +4,7 @@
 # standard library's source (rust-web-src), so std is built for the target here
 # (-Zbuild-std, allowed by RUSTC_BOOTSTRAP). Nothing is linked: this proves the
 # FreeBSD code compiles and is lint-clean, not that it runs.
+#   scripts/check-freebsd.sh [--install]   (--install: only install the toolchain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,6 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+[ "${1:-}" != --install ] || exit 0
 # Debian's cargo, rustc and clippy-driver, not rustup's (which has no std source).
 PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/freebsd \
     /usr/bin/cargo clippy --locked -Zbuild-std=std,panic_abort \

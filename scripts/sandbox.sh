@@ -64,6 +64,7 @@ if command -v busybox >/dev/null; then
         mkdir -p "$T/jails/$j/bin" "$T/jails/$j/usr/local/sbin"
         cp "$(command -v busybox)" "$T/jails/$j/bin/busybox"
         for a in sh mkdir echo; do ln -sf busybox "$T/jails/$j/bin/$a"; done
+        # shellcheck disable=SC2016 # $* and $BATCH expand in the jail
         printf '#!/bin/sh\necho "portmaster $*: BATCH=$BATCH"\nmkdir -p /usr/ports/editors/vim/work\necho updated > /usr/ports/editors/vim/work/.update_done\n' \
             > "$T/jails/$j/usr/local/sbin/portmaster"
         chmod +x "$T/jails/$j/usr/local/sbin/portmaster"

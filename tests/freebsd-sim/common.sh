@@ -26,6 +26,7 @@ real_dir() { # the realpath(3) of an existing directory, or the tool's error
 # between two steps would.
 sim_done() {
     [ -n "${SIM_KILL_AT:-}" ] || return 0
+    # shellcheck disable=SC2086 # "TOOL N": two words
     set -- $SIM_KILL_AT
     [ "$1" = "$PROG" ] || return 0
     n=$(( $(cat "$SIM_STATE/calls.$PROG" 2>/dev/null || echo 0) + 1 ))
