@@ -266,3 +266,20 @@ fn port_makefile_and_distinfo() {
     }
     assert_eq!(lines.next(), None);
 }
+
+/// Every shell script of the project passes shellcheck (scripts/shellcheck.sh, which
+/// CI runs first): scripts/, bench/, the simulated FreeBSD userland, the periodic
+/// scripts.
+#[test]
+fn shell_scripts_pass_shellcheck() {
+    let o = Command::new("sh")
+        .arg(ws().join("scripts/shellcheck.sh"))
+        .output()
+        .expect("run scripts/shellcheck.sh (scripts/deps.sh installs shellcheck)");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
