@@ -350,8 +350,13 @@ fn rw_null_mount_of_a_readonly_source_is_ours() {
 fn holder_by_mapping_is_named() {
     sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
-        let lib = Path::new("/lib/x86_64-linux-gnu/libm.so.6");
-        assert!(lib.is_file(), "the test maps a copy of {}", lib.display());
+        // A copy of a library this test process has mapped (std links libgcc_s).
+        let maps = fs::read_to_string("/proc/self/maps").unwrap();
+        let lib = maps
+            .lines()
+            .filter_map(|l| l.split_ascii_whitespace().nth(5))
+            .find(|p| p.ends_with("/libgcc_s.so.1"))
+            .expect("the test maps a copy of libgcc_s.so.1, which it has mapped itself");
         fs::copy(lib, sb.path("distfiles/libmapped.so")).unwrap();
         sb.run("jmount", &["j1"]).ok();
         // ld.so maps the preloaded library and closes it: only the mapping is left.
@@ -505,5 +510,44 @@ fn periodic_jclean_restarts_exactly_what_it_stopped() {
             sb.sh_backend(&format!("service jail onestop {j}")).ok();
         }
         sb.run("junmount", &["--all"]).ok();
+    });
+}
+
+/// The simulated mount_unionfs is as strict as sbin/mount_unionfs/mount_unionfs.c:
+/// each -o whole (an unknown name ignored), distinct paths (64), nmount(2)'s
+/// failure as EX_OSERR (71) naming the mount point.
+#[test]
+fn simulated_mount_unionfs_is_strict() {
+    sandbox(Backend::FreeBsd, |sb| {
+        for d in ["mp", "up", "mp/inner", "sim-state"] {
+            fs::create_dir_all(sb.path(d)).unwrap();
+        }
+        let (mp, up) = (sb.path("mp"), sb.path("up"));
+        let (mp, up) = (mp.display(), up.display());
+        sb.sh_backend(&format!("mount_unionfs -o noatime,below {up} {mp}"))
+            .ok();
+        let table = sb.sh_backend("mount -p").stdout;
+        let line = table
+            .lines()
+            .find(|l| l.contains("unionfs"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            line.contains("\trw\t") && !line.contains("noatime"),
+            "one unknown option, ignored: {line}"
+        );
+        sb.sh_backend(&format!("umount {mp}")).ok();
+        let o = sb.sh_backend(&format!("mount_unionfs {mp}/inner {mp}"));
+        o.code(64);
+        assert!(
+            o.stderr.ends_with("are not distinct paths\n"),
+            "{}",
+            o.stderr
+        );
+        let o = sb.sh_backend(&format!("mount_unionfs -o copymode=x {up} {mp}"));
+        o.code(71);
+        assert_eq!(
+            o.stderr,
+            format!("mount_unionfs: {mp}: Invalid copymode: Invalid argument\n")
+        );
     });
 }
