@@ -322,6 +322,10 @@ mod kernel {
     #[cfg(not(target_os = "freebsd"))]
     pub use self::tools::{table, unmount};
 
+    /// The libc crate (0.2.191) declares all this needs for FreeBSD: getfsstat,
+    /// unmount, fstatfs, `MNT_NOWAIT`, `MNT_BYFSID`, `MNT_FORCE` and the flag bits,
+    /// with the FreeBSD 12+ `struct statfs` that getfsstat's default symbol fills;
+    /// no extern block of our own.
     #[cfg(target_os = "freebsd")]
     mod syscalls {
         use std::ffi::{CStr, OsStr};
