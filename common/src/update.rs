@@ -64,6 +64,8 @@ pub struct Run<'a> {
     pub jail: &'a str,
     pub root: &'a Path,
     pub cmd: &'a [String],
+    /// The network the updater gets (Linux).
+    pub network: crate::config::Network,
     pub log: &'a Path,
     pub timeout: Option<Duration>,
     /// The command gets this terminal; nothing is captured.
@@ -84,6 +86,7 @@ impl Run<'_> {
             root: self.root,
             env: self.env(),
             cmd: self.cmd,
+            network: self.network,
         }
     }
 
@@ -99,6 +102,16 @@ impl Run<'_> {
             })?;
         }
         let mut log = File::create(self.log).or_fail(ExitCode::CantCreate, || {
+            format!("log {}", self.log.display())
+        })?;
+        // Appending: a build script's `echo x >/dev/stderr` reopens the log through
+        // /proc/self/fd (truncating it); the shared offset would then leave a hole
+        // of NUL bytes before the next line.
+        nix::fcntl::fcntl(
+            &log,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+        )
+        .or_fail(ExitCode::CantCreate, || {
             format!("log {}", self.log.display())
         })?;
         writeln!(

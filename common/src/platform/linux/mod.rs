@@ -429,7 +429,7 @@ impl Platform for Linux {
             c.env("TERM", term);
         }
         c.envs(env.iter().copied());
-        sandbox::confine(&mut c, root, jail);
+        sandbox::confine(&mut c, root, jail, e.network);
         c
     }
 
