@@ -268,3 +268,38 @@ fn no_mount_no_namespaces() {
         }
     });
 }
+
+/// `jupdate -n` prints the sandbox's namespaces (the network one unless the jail
+/// has the host's) and its capability bounding set, CAP_MKNOD not in it.
+#[test]
+fn dry_run_prints_the_isolation() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        fs::write(
+            sb.path("jlayers.conf"),
+            fs::read_to_string(sb.path("jlayers.conf")).unwrap() + "network = \"host\"\n",
+        )
+        .unwrap();
+        let line = |jail: &str| {
+            let o = sb.run("jupdate", &["-n", jail]);
+            o.ok();
+            o.stdout
+                .lines()
+                .find(|l| l.starts_with("unshare "))
+                .unwrap_or_else(|| panic!("no unshare line:\n{}", o.stdout))
+                .to_string()
+        };
+        let j1 = line("j1");
+        assert!(
+            j1.starts_with("unshare --mount --pid --ipc --uts --net --fork "),
+            "{j1}"
+        );
+        assert!(j1.contains("setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,+chown,"));
+        assert!(!j1.contains("mknod"), "{j1}");
+        let j2 = line("j2");
+        assert!(
+            j2.starts_with("unshare --mount --pid --ipc --uts --fork "),
+            "{j2}"
+        );
+    });
+}
