@@ -175,10 +175,14 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
         // The jail's whole tree (its layers too) nodev, in this namespace only.
         set_attr(root, libc::AT_RECURSIVE, libc::MOUNT_ATTR_NODEV)?;
         // The host's nodes, taken while its /dev is in reach: one detached copy of
-        // /dev/null per masked file, one per device.
+        // /dev/null per masked file, one per device (a device the host lacks, in a
+        // minimal container's /dev, is left out).
         let mut devices = [-1; DEVICES.len()];
         for (fd, dev) in devices.iter_mut().zip(DEVICES) {
-            *fd = clone_tree(dev)?;
+            *fd = match clone_tree(dev) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => -1,
+                r => r?,
+            };
         }
         let mut masks = [-1; MASKED_FILES.len()];
         for fd in masks.iter_mut() {
@@ -208,7 +212,7 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
                 c"mode=0555".as_ptr().cast(),
             ))?;
         }
-        for fd in devices.into_iter().chain(masks) {
+        for fd in devices.into_iter().chain(masks).filter(|&fd| fd >= 0) {
             libc::close(fd);
         }
         if plan.network == Network::None {
@@ -428,6 +432,9 @@ unsafe fn mount_dev(devices: &[libc::c_int]) -> std::io::Result<()> {
             c"mode=0755,size=65536k".as_ptr().cast(),
         ))?;
         for (&fd, path) in devices.iter().zip(DEVICES) {
+            if fd < 0 {
+                continue;
+            }
             // A file to bind the node on.
             let f = libc::open(
                 path.as_ptr(),
