@@ -303,3 +303,37 @@ fn dry_run_prints_the_isolation() {
         );
     });
 }
+
+/// A chroot recipe's mounts in the jail root (the host's /dev bound in, its /sys
+/// bound twice) are hidden: the updater sees its own /dev and an empty /sys.
+#[test]
+fn host_dev_and_sys_in_jail_are_hidden() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        assert!(
+            std::path::Path::new("/dev/kmsg").exists(),
+            "the test needs the host's /dev/kmsg"
+        );
+        let mount = |args: &[&str], at: &str| {
+            let st = std::process::Command::new("mount")
+                .args(args)
+                .arg(sb.path(at))
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount {args:?} {at}");
+        };
+        mount(&["--rbind", "/dev"], "d/dev");
+        mount(&["--bind", "/sys"], "d/sys");
+        mount(&["--bind", "/sys"], "d/sys");
+        let out = run(
+            sb,
+            "test -e /dev/kmsg && echo HOST-DEV-SEEN; \
+             test -e /sys/kernel && echo HOST-SYS-SEEN; \
+             test -c /dev/null && echo own-dev; \
+             echo script-done",
+        );
+        assert!(!out.contains("HOST-DEV-SEEN"), "{out}");
+        assert!(!out.contains("HOST-SYS-SEEN"), "{out}");
+        assert!(out.contains("own-dev"), "{out}");
+    });
+}

@@ -598,3 +598,32 @@ unsafe fn drop_privileges(last_cap: u32) -> std::io::Result<()> {
         ok(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every jump of the seccomp program lands inside it, and it ends in a return
+    /// (the kernel refuses a program that does not).
+    #[test]
+    fn seccomp_program_is_well_formed() {
+        let f = no_user_namespaces();
+        assert!(f.len() > 1 && f.len() < 256);
+        for (i, op) in f.iter().enumerate() {
+            if op.code & 0x07 == 0x05 {
+                // BPF_JMP: both branches in range.
+                assert!(i + 1 + (op.jt.max(op.jf) as usize) < f.len(), "jump at {i}");
+            }
+        }
+        assert_eq!(f.last().unwrap().code, 0x06);
+        assert_eq!(f.last().unwrap().k, libc::SECCOMP_RET_ALLOW);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(f.len(), 2 + 2 * 11);
+    }
+
+    #[test]
+    fn no_mknod_in_the_kept_capabilities() {
+        assert_eq!(keep_mask() & (1 << 27), 0);
+        assert_eq!(keep_mask() & (1 << 21), 0); // CAP_SYS_ADMIN
+    }
+}
