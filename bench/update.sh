@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # jupdate's per-jail overhead beyond the command itself: `jupdate JAIL -- /bin/true`
-# (lock, mount, log, run, unmount) against `chroot ROOT /bin/true`, and with the
-# layers already mounted, in one run (hyperfine, mean of RUNS), in a private mount
-# namespace on a tmpfs. Needs hyperfine and busybox-static.
+# (lock, mount, log, sandbox, run, unmount) against `chroot ROOT /bin/true`, and
+# with the layers already mounted, in one run (hyperfine, mean of RUNS), in a
+# private mount namespace on a tmpfs. Needs hyperfine and busybox-static.
+# With JLAYERS_BENCH_BASELINE=DIR (a directory holding another build's jupdate,
+# e.g. the previous commit's target/release), that jupdate runs in the same
+# hyperfine runs and each figure is also given as a ratio to it.
 #   usage: bench/update.sh [RUNS]
 set -euo pipefail
 RUNS=${1:-50}
@@ -12,6 +15,7 @@ if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
     exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
 fi
 bin=$top/target/release
+base=${JLAYERS_BENCH_BASELINE:-}
 T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
 trap 'umount -R -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
 mount -t tmpfs bench "$T"
@@ -19,13 +23,24 @@ mkdir -p "$T/ports/editors/vim" "$T/j/bin"
 cp "$(command -v busybox)" "$T/j/bin/busybox"; ln -s busybox "$T/j/bin/true"
 printf '[defaults]\nupper_root = "%s/up"\nlock_dir = "%s/run"\nlog_dir = "%s/log"\n[[layer]]\nname = "ports"\nsource = "%s/ports"\ntarget = "usr/ports"\n[jail.j]\nroot = "%s/j"\n' \
     "$T" "$T" "$T" "$T" "$T" > "$T/c"
-json=$T/h.json
-hyperfine -N --style basic --runs "$RUNS" --warmup 3 --export-json "$json" \
-    "$bin/jupdate -c $T/c -q j -- /bin/true" "chroot $T/j /bin/true" >/dev/null
-cold=$(python3 -c "import json; r=json.load(open('$json'))['results']; print('%.1f %.1f' % (r[0]['mean']*1e3, r[1]['mean']*1e3))")
+cmds=("$bin/jupdate -c $T/c -q j -- /bin/true")
+[ -z "$base" ] || cmds+=("$base/jupdate -c $T/c -q j -- /bin/true")
+hyperfine -N --style basic --runs "$RUNS" --warmup 3 --export-json "$T/cold.json" \
+    "${cmds[@]}" "chroot $T/j /bin/true" >/dev/null
 "$bin/jmount" -c "$T/c" j
-hyperfine -N --style basic --runs "$RUNS" --warmup 3 --export-json "$json" "$bin/jupdate -c $T/c -q j -- /bin/true" >/dev/null
-warm=$(python3 -c "import json; print('%.1f' % (json.load(open('$json'))['results'][0]['mean']*1e3))")
-read -r jc ch <<<"$cold"
-echo "jupdate (mounts and unmounts): $jc ms   chroot alone: $ch ms   overhead: $(python3 -c "print('%.1f' % ($jc - $ch))") ms"
-echo "jupdate (layers already mounted): $warm ms   overhead: $(python3 -c "print('%.1f' % ($warm - $ch))") ms"
+hyperfine -N --style basic --runs "$RUNS" --warmup 3 --export-json "$T/warm.json" \
+    "${cmds[@]}" >/dev/null
+python3 - "$T" "$base" <<'PY'
+import json, sys
+t, base = sys.argv[1], sys.argv[2]
+def means(f):
+    return [r['mean'] * 1e3 for r in json.load(open('%s/%s.json' % (t, f)))['results']]
+cold, warm = means('cold'), means('warm')
+ch = cold[-1]
+for what, m in (('mounts and unmounts', cold), ('layers already mounted', warm)):
+    line = 'jupdate (%s): %.1f ms   overhead over chroot (%.1f ms): %.1f ms' % (what, m[0], ch, m[0] - ch)
+    if base:
+        line += '   baseline: %.1f ms (overhead %.1f ms); ratio %.2f, overhead ratio %.2f' % (
+            m[1], m[1] - ch, m[0] / m[1], (m[0] - ch) / (m[1] - ch))
+    print(line)
+PY

@@ -2,7 +2,8 @@
 # Install what jlayers' demo and tests need beyond a C linker, git and Rust, on
 # Debian or Ubuntu, as root: mandoc (the man-page lint test), a static busybox (the
 # jail userland of the demo's and the tests' jupdate runs), util-linux, shellcheck
-# (CI lints the shell scripts), and
+# (CI lints the shell scripts), debootstrap (the Debian jail root of the sandbox
+# tests, made by scripts/debian-root.sh), and
 # ansible-core from PyPI in a venv under target/tools (the Ansible example's test).
 # Only what is missing is installed; with everything there it does nothing.
 set -euo pipefail
@@ -13,6 +14,7 @@ command -v mandoc >/dev/null || need+=(mandoc)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 # Debian's python3 has venv but not ensurepip without python3-venv.
 [ -x "$venv/bin/ansible-playbook" ] || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null ||
     need+=(python3-venv)

@@ -54,6 +54,20 @@ pub struct Jail {
     pub update: Option<Vec<String>>,
     pub start: Option<Vec<String>>,
     pub stop: Option<Vec<String>>,
+    /// `network`, when the jail sets it ([`Config::network`] has the resolved one).
+    pub network: Option<Network>,
+}
+
+/// The network jupdate's updater gets on Linux (`network`; on FreeBSD the jail's
+/// jail.conf decides and the key has no effect).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A network namespace of its own with only loopback, up.
+    #[default]
+    None,
+    /// The host's network namespace: every address, port and abstract socket.
+    Host,
 }
 
 /// Where a union layer's upper dir lives.
@@ -75,6 +89,8 @@ pub struct Config {
     pub update: Vec<String>,
     pub layers: Vec<Layer>,
     pub jails: Vec<Jail>,
+    /// `[defaults] network`.
+    pub default_network: Network,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
 }
@@ -130,6 +146,11 @@ impl Config {
         build(raw, path, os).map_err(|m| fail(ExitCode::Config, format!("{}: {m}", path.display())))
     }
 
+    /// The network `jail` gets: its own setting, else `[defaults]`, else none.
+    pub fn network(&self, jail: &Jail) -> Network {
+        jail.network.unwrap_or(self.default_network)
+    }
+
     pub fn roots(&self) -> &crate::roots::Roots {
         self.roots
             .get_or_init(|| crate::roots::Roots::of(self.jails.iter().map(|j| j.root.as_path())))
@@ -166,6 +187,7 @@ struct RawDefaults {
     log_dir: Option<String>,
     lock_dir: Option<String>,
     update: Option<Vec<String>>,
+    network: Option<Network>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +251,7 @@ struct RawJail {
     stop: Option<Vec<String>>,
     upper_fs: Option<UpperFs>,
     upper_size: Option<String>,
+    network: Option<Network>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -255,6 +278,7 @@ where
 }
 
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
+    let default_network = raw.defaults.network.unwrap_or_default();
     let Defaults {
         upper_root,
         log_dir,
@@ -280,6 +304,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         update,
         layers,
         jails,
+        default_network,
         roots: Default::default(),
     })
 }
@@ -420,6 +445,7 @@ fn build_jail(
         update: j.update,
         start: j.start,
         stop: j.stop,
+        network: j.network,
     })
 }
 
@@ -919,5 +945,25 @@ root   = "/usr/local/var/jails/192.168.0.101"
         let e = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
         assert_eq!(code_of(&e), ExitCode::Config);
         assert!(format!("{e:#}").contains("jail a: path with white space: /usr/my ports"));
+    }
+
+    #[test]
+    fn network_per_jail_or_defaults() {
+        let c = parse("[jail.a]\nroot = \"/j/a\"\n[jail.b]\nroot = \"/j/b\"\nnetwork = \"host\"\n")
+            .unwrap();
+        assert_eq!(c.network(&c.jails[0]), Network::None);
+        assert_eq!(c.network(&c.jails[1]), Network::Host);
+        let c = parse(
+            "[defaults]\nnetwork = \"host\"\n[jail.a]\nroot = \"/j/a\"\n\
+             [jail.b]\nroot = \"/j/b\"\nnetwork = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.network(&c.jails[0]), Network::Host);
+        assert_eq!(c.network(&c.jails[1]), Network::None);
+        let e = err("[jail.a]\nroot = \"/j/a\"\nnetwork = \"bridge\"\n");
+        assert!(
+            e.contains(":3:") && e.contains("none") && e.contains("host"),
+            "{e}"
+        );
     }
 }

@@ -64,6 +64,8 @@ pub struct Run<'a> {
     pub jail: &'a str,
     pub root: &'a Path,
     pub cmd: &'a [String],
+    /// The network the updater gets (Linux).
+    pub network: crate::config::Network,
     pub log: &'a Path,
     pub timeout: Option<Duration>,
     /// The command gets this terminal; nothing is captured.
@@ -84,6 +86,7 @@ impl Run<'_> {
             root: self.root,
             env: self.env(),
             cmd: self.cmd,
+            network: self.network,
         }
     }
 
@@ -99,6 +102,16 @@ impl Run<'_> {
             })?;
         }
         let mut log = File::create(self.log).or_fail(ExitCode::CantCreate, || {
+            format!("log {}", self.log.display())
+        })?;
+        // Appending: a build script's `echo x >/dev/stderr` reopens the log through
+        // /proc/self/fd (truncating it); the shared offset would then leave a hole
+        // of NUL bytes before the next line.
+        nix::fcntl::fcntl(
+            &log,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+        )
+        .or_fail(ExitCode::CantCreate, || {
             format!("log {}", self.log.display())
         })?;
         writeln!(
@@ -142,6 +155,7 @@ impl Run<'_> {
         let mut seen = 0u64;
         let mut last_look = Instant::now();
         let mut nap = Duration::from_millis(1);
+        let exited = ExitWatch::new(child);
         loop {
             if last_look.elapsed() >= Duration::from_millis(250) {
                 last_look = Instant::now();
@@ -166,10 +180,52 @@ impl Run<'_> {
                 });
             }
             // Short naps first (most per-jail overhead is here), then at most 50 ms
-            // between looks at the clock and the interrupt flag.
-            std::thread::sleep(nap);
+            // between looks at the clock and the interrupt flag; cut short when the
+            // child exits, where the system can say so.
+            exited.nap(nap);
             nap = (nap * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+/// Wakes a nap when the child exits: its pidfd on Linux (a child that exits right
+/// after a nap began would otherwise cost the whole nap), a plain sleep elsewhere.
+struct ExitWatch(#[cfg(target_os = "linux")] Option<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn new(child: &Child) -> ExitWatch {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::FromRawFd;
+            // SAFETY: pidfd_open takes a pid and flags. The child is not reaped yet,
+            // so its pid is still its own.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::c_int, 0) };
+            if fd < 0 {
+                return ExitWatch(None);
+            }
+            // SAFETY: a new descriptor that nothing else owns.
+            ExitWatch(Some(unsafe {
+                std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+            }))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = child;
+            ExitWatch()
+        }
+    }
+
+    fn nap(&self, d: Duration) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.0 {
+            use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+            use std::os::fd::AsFd;
+            let ms = PollTimeout::try_from(d.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+            // Readable once the child has exited; EINTR (a signal) ends the nap too.
+            let _ = poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], ms);
+            return;
+        }
+        std::thread::sleep(d);
     }
 }
 

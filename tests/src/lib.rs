@@ -140,6 +140,32 @@ fn newest(dir: &Path) -> std::time::SystemTime {
     t
 }
 
+/// The cached Debian bookworm minbase root (target/debian/bookworm-minbase), made
+/// by scripts/debian-root.sh on first use: debootstrap into a temp dir renamed when
+/// complete, under a lock that concurrent test processes share. Fails saying why
+/// when it cannot be made (debootstrap missing, no mirror).
+#[cfg(target_os = "linux")]
+pub fn debian_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let o = Command::new(ws.join("scripts/debian-root.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("scripts/debian-root.sh: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "no Debian jail root for the real-userland tests (scripts/debian-root.sh):\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let out = String::from_utf8_lossy(&o.stdout);
+        Ok(PathBuf::from(out.trim_end()))
+    })
+    .clone()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The simulated FreeBSD userland's directory.
 pub fn sim_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("freebsd-sim")
@@ -240,6 +266,38 @@ impl Sandbox {
         let root = self.path(name);
         userland::jail_userland(&root, programs);
         userland::register_jail(&userland::sim_state(&self.dir), name, &root);
+        root
+    }
+
+    /// A jail root `name` holding a real Debian bookworm userland (minbase, made once
+    /// by debootstrap and cached under target/, see [`debian_root`]): an overlay of
+    /// the cache with an upper dir in the temp dir, so that the jail's writes stay
+    /// in the test.
+    #[cfg(target_os = "linux")]
+    pub fn debian_jail(&self, name: &str) -> PathBuf {
+        let lower = debian_root();
+        let root = self.path(name);
+        let (up, work) = (
+            self.path(&format!("{name}.up")),
+            self.path(&format!("{name}.work")),
+        );
+        for d in [&root, &up, &work] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            up.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("jlayers-debian"),
+            &root,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .expect("overlay of the Debian root");
         root
     }
 

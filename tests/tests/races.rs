@@ -319,11 +319,10 @@ fn updater_cannot_reach_the_host() {
         assert!(log.contains("sandbox-done"), "{log}");
         assert!(!log.contains("MOUNTED"), "the updater could mount:\n{log}");
         assert!(!escaped.exists(), "the updater wrote a host file:\n{log}");
-        // Root inside still builds ports: chown and mknod work.
-        assert!(
-            log.contains("CHOWN-OK") && log.contains("MKNOD-OK"),
-            "{log}"
-        );
+        // Root inside still builds ports: chown works; mknod does not (no device
+        // cgroup guards the nodes it would make: tests/tests/sandbox.rs).
+        assert!(log.contains("CHOWN-OK"), "{log}");
+        assert!(!log.contains("MKNOD-OK"), "{log}");
         assert!(sb.path("j1/owned").exists());
     });
 }

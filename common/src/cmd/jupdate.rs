@@ -286,6 +286,7 @@ impl JailRun<'_> {
             jail: &self.jail.name,
             root: self.at.root,
             cmd: &cmd,
+            network: self.s.cfg.network(self.jail),
             log,
             timeout: self.opts.timeout,
             interactive: self.opts.interactive,

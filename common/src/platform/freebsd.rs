@@ -762,6 +762,7 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
             root: t,
             env: &[("BATCH", "yes")],
             cmd: &["portmaster".into(), "-a".into()],
+            network: crate::config::Network::None,
         });
         let args: Vec<_> = c.get_args().collect();
         assert_eq!(c.get_program(), "jexec");

@@ -64,6 +64,8 @@ pub struct Exec<'a> {
     /// Its whole environment, besides what the platform itself must set.
     pub env: &'a [(&'a str, &'a str)],
     pub cmd: &'a [String],
+    /// Linux: the network the sandbox gives (FreeBSD: the jail's own, from jail.conf).
+    pub network: crate::config::Network,
 }
 
 /// A jail's start or stop.

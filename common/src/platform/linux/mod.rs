@@ -429,31 +429,35 @@ impl Platform for Linux {
             c.env("TERM", term);
         }
         c.envs(env.iter().copied());
-        sandbox::confine(&mut c, root, jail);
+        sandbox::confine(&mut c, root, jail, e.network);
         c
     }
 
-    /// The sandbox as util-linux would make it (jupdate does it by system call,
-    /// with pivot_root instead of chroot), then the command with its environment.
+    /// The sandbox's namespaces, no_new_privs and capabilities as util-linux
+    /// gives them, then the command with its environment. jupdate does more, by
+    /// system call (pivot_root, nodev, its own /proc, /dev and /sys, lo up, no
+    /// user namespaces): jupdate(8) lists what this line lacks.
     fn exec_sh_argv(&self, e: &super::Exec) -> Vec<OsString> {
         let (root, c) = (e.root, self.exec_command(e));
-        let mut argv: Vec<OsString> = [
-            "unshare",
-            "--mount",
-            "--pid",
-            "--ipc",
-            "--uts",
-            "--fork",
-            "--propagation",
-            "private",
-            "setpriv",
-            "--no-new-privs",
-            "--inh-caps=-all",
-            "--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+sys_chroot,+mknod,+audit_write,+setfcap",
-            "chroot",
-        ]
-        .map(OsString::from)
-        .to_vec();
+        let mut argv: Vec<OsString> = ["unshare", "--mount", "--pid", "--ipc", "--uts"]
+            .map(OsString::from)
+            .to_vec();
+        if e.network == crate::config::Network::None {
+            argv.push("--net".into());
+        }
+        argv.extend(
+            [
+                "--fork",
+                "--propagation",
+                "private",
+                "setpriv",
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+sys_chroot,+audit_write,+setfcap",
+                "chroot",
+            ]
+            .map(OsString::from),
+        );
         argv.extend([root.as_os_str().to_os_string(), "env".into(), "-i".into()]);
         argv.extend(c.get_envs().filter_map(|(k, v)| {
             let mut kv = k.to_os_string();

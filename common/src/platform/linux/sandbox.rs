@@ -1,10 +1,24 @@
 //! The jail jupdate runs an updater in on Linux: not a chroot (a root process
 //! escapes one with a second chroot, a new /proc mount, or /proc/PID/root), but
-//! new mount, PID, IPC and UTS namespaces, `pivot_root` into the jail root with the
-//! host's tree detached, and root's capabilities cut down to a container runtime's
-//! default set (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, ...), with
-//! `PR_SET_NO_NEW_PRIVS`. The updater still builds as root: chown, install and
-//! mknod work.
+//! what a container runtime (runc, bubblewrap) makes:
+//!
+//! - new mount, PID, IPC and UTS namespaces, and a network namespace with only
+//!   loopback unless the jail says `network = "host"`;
+//! - `pivot_root` into the jail root with the host's tree detached, the jail's whole
+//!   tree `nodev` (a device node made or planted in it never opens);
+//! - a fresh procfs of the sandbox's PID namespace (never the host's) with runc's
+//!   masked paths covered and its read-only paths read-only;
+//! - a /dev of its own (tmpfs): the host's null, zero, full, random, urandom and tty
+//!   bound in, a new devpts instance, /dev/shm and the /proc/self/fd links; the
+//!   jail root's own /dev is hidden, never written; /sys an empty read-only tmpfs;
+//! - root's capabilities cut down to a container runtime's default set without
+//!   CAP_MKNOD and CAP_NET_RAW (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, ...), with
+//!   `PR_SET_NO_NEW_PRIVS`. The updater still builds as root: chown and install work;
+//! - no user namespaces (a seccomp filter, as Docker's default profile has): in one
+//!   the updater would have every capability again over new mount namespaces.
+//!
+//! A mount point the jail root lacks (or has as a symlink or file) is left alone:
+//! the updater then has no /proc (or /dev, /sys), never a host's one.
 //!
 //! Process tree: jupdate's child unshares and forks pid 1 of the new PID namespace,
 //! which sets up the mounts and forks the updater (pid 2), reaping orphans until
@@ -12,13 +26,17 @@
 //! jupdate sees the updater's status; all three share one process group, which
 //! jupdate's time limit kills.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-/// What the updater keeps: Docker's default capability set without CAP_NET_RAW.
+use crate::config::Network;
+
+/// What the updater keeps: Docker's default capability set without CAP_NET_RAW
+/// and CAP_MKNOD (Docker keeps that one only behind a device cgroup, which jlayers
+/// does not have).
 const KEEP: &[u32] = &[
     0,  // CAP_CHOWN
     1,  // CAP_DAC_OVERRIDE
@@ -30,27 +48,80 @@ const KEEP: &[u32] = &[
     8,  // CAP_SETPCAP
     10, // CAP_NET_BIND_SERVICE
     18, // CAP_SYS_CHROOT
-    27, // CAP_MKNOD
     29, // CAP_AUDIT_WRITE
     31, // CAP_SETFCAP
+];
+
+/// The host's device nodes the sandbox's /dev gets (bound, not made).
+const DEVICES: [&CStr; 6] = [
+    c"/dev/null",
+    c"/dev/zero",
+    c"/dev/full",
+    c"/dev/random",
+    c"/dev/urandom",
+    c"/dev/tty",
+];
+
+/// runc's default masked paths under /proc: files get /dev/null bound over them,
+/// directories an empty read-only tmpfs. A path this kernel lacks is skipped.
+const MASKED_FILES: [&CStr; 7] = [
+    c"/proc/interrupts",
+    c"/proc/kcore",
+    c"/proc/keys",
+    c"/proc/latency_stats",
+    c"/proc/timer_list",
+    c"/proc/timer_stats",
+    c"/proc/sched_debug",
+];
+const MASKED_DIRS: [&CStr; 3] = [c"/proc/acpi", c"/proc/asound", c"/proc/scsi"];
+
+/// runc's default read-only paths: the host's kernel knobs.
+const READ_ONLY: [&CStr; 5] = [
+    c"/proc/bus",
+    c"/proc/fs",
+    c"/proc/irq",
+    c"/proc/sys",
+    c"/proc/sysrq-trigger",
+];
+
+/// The links a userland expects in /dev (debootstrap makes them into its /dev).
+const LINKS: [(&CStr, &CStr); 5] = [
+    (c"/proc/self/fd", c"/dev/fd"),
+    (c"/proc/self/fd/0", c"/dev/stdin"),
+    (c"/proc/self/fd/1", c"/dev/stdout"),
+    (c"/proc/self/fd/2", c"/dev/stderr"),
+    (c"pts/ptmx", c"/dev/ptmx"),
 ];
 
 fn keep_mask() -> u64 {
     KEEP.iter().fold(0, |m, &c| m | 1 << c)
 }
 
+/// Everything the forked child needs, made before the fork (it must not allocate).
+struct Plan {
+    root: CString,
+    host: CString,
+    last_cap: u32,
+    network: Network,
+    filter: Vec<libc::sock_filter>,
+}
+
 /// Make `c` run its program inside a sandbox rooted at `root`, named `name`.
-pub fn confine(c: &mut Command, root: &Path, name: &str) {
-    let root = CString::new(root.as_os_str().as_bytes()).unwrap_or_default();
-    let host = CString::new(name).unwrap_or_default();
-    let last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(63);
+pub fn confine(c: &mut Command, root: &Path, name: &str, network: Network) {
+    let plan = Plan {
+        root: CString::new(root.as_os_str().as_bytes()).unwrap_or_default(),
+        host: CString::new(name).unwrap_or_default(),
+        last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(63),
+        network,
+        filter: no_user_namespaces(),
+    };
     // SAFETY: after fork in a threaded process the closure calls only
     // async-signal-safe system calls on data prepared above; nothing allocates.
     unsafe {
-        c.pre_exec(move || enter(&root, &host, last_cap));
+        c.pre_exec(move || enter(&plan));
     }
 }
 
@@ -62,9 +133,18 @@ fn ok(r: libc::c_int) -> std::io::Result<()> {
     if r == 0 { Ok(()) } else { Err(os_err()) }
 }
 
+fn errno() -> libc::c_int {
+    // SAFETY: reads this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
 /// Runs in the forked child. Returns (to exec the updater) only in pid 2.
-fn enter(root: &CString, host: &CString, last_cap: u32) -> std::io::Result<()> {
-    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+fn enter(plan: &Plan) -> std::io::Result<()> {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if plan.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
     // SAFETY: plain system calls (see confine).
     unsafe {
         ok(libc::unshare(flags))?;
@@ -77,6 +157,7 @@ fn enter(root: &CString, host: &CString, last_cap: u32) -> std::io::Result<()> {
         }
         // pid 1 of the new namespace.
         let none = std::ptr::null::<libc::c_char>();
+        let root = &plan.root;
         ok(libc::mount(
             none,
             c"/".as_ptr(),
@@ -91,16 +172,53 @@ fn enter(root: &CString, host: &CString, last_cap: u32) -> std::io::Result<()> {
             libc::MS_BIND | libc::MS_REC,
             std::ptr::null(),
         ))?;
+        // The jail's whole tree (its layers too) nodev, in this namespace only.
+        set_attr(root, libc::AT_RECURSIVE, libc::MOUNT_ATTR_NODEV)?;
+        // The host's nodes, taken while its /dev is in reach: one detached copy of
+        // /dev/null per masked file, one per device (a device the host lacks, in a
+        // minimal container's /dev, is left out).
+        let mut devices = [-1; DEVICES.len()];
+        for (fd, dev) in devices.iter_mut().zip(DEVICES) {
+            *fd = match clone_tree(dev) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => -1,
+                r => r?,
+            };
+        }
+        let mut masks = [-1; MASKED_FILES.len()];
+        for fd in masks.iter_mut() {
+            *fd = clone_tree(c"/dev/null")?;
+        }
         ok(libc::chdir(root.as_ptr()))?;
         ok(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
         // The host's tree was stacked under the new root: detach it.
         ok(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
         ok(libc::chdir(c"/".as_ptr()))?;
-        // A /proc or /sys the host put in the jail would show the host's processes
-        // and kernel knobs: the updater gets neither.
-        libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH);
-        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
-        libc::sethostname(host.as_ptr(), host.as_bytes().len());
+        // From here on every path resolves inside the jail root.
+        if is_dir(c"/proc") {
+            detach_all(c"/proc");
+            mount_proc(&masks)?;
+        }
+        if is_dir(c"/dev") {
+            detach_all(c"/dev");
+            mount_dev(&devices)?;
+        }
+        if is_dir(c"/sys") {
+            detach_all(c"/sys");
+            ok(libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"mode=0555".as_ptr().cast(),
+            ))?;
+        }
+        for fd in devices.into_iter().chain(masks).filter(|&fd| fd >= 0) {
+            libc::close(fd);
+        }
+        if plan.network == Network::None {
+            loopback_up()?;
+        }
+        libc::sethostname(plan.host.as_ptr(), plan.host.as_bytes().len());
         let updater = libc::fork();
         if updater < 0 {
             return Err(os_err());
@@ -109,7 +227,282 @@ fn enter(root: &CString, host: &CString, last_cap: u32) -> std::io::Result<()> {
             reap_until(updater);
         }
         // pid 2: the updater.
-        drop_privileges(last_cap)
+        drop_privileges(plan.last_cap)?;
+        let prog = libc::sock_fprog {
+            len: plan.filter.len() as libc::c_ushort,
+            filter: plan.filter.as_ptr().cast_mut(),
+        };
+        ok(libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        ))
+    }
+}
+
+/// The system call numbers of unshare, clone and clone3 for each audit arch this
+/// build's processes can run as (a 64-bit kernel runs 32-bit programs too).
+#[cfg(target_arch = "x86_64")]
+const ARCHES: &[(u32, [u32; 3])] = &[
+    (0xC000_003E, [272, 56, 435]),
+    (0x4000_0003, [310, 120, 435]),
+];
+#[cfg(target_arch = "aarch64")]
+const ARCHES: &[(u32, [u32; 3])] = &[
+    (0xC000_00B7, [97, 220, 435]),
+    (0x4000_0028, [337, 120, 435]),
+];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ARCHES: &[(u32, [u32; 3])] = &[];
+
+/// A seccomp program that fails unshare(2) and clone(2) with CLONE_NEWUSER (EPERM)
+/// and clone3(2) (ENOSYS, whose flags a filter cannot read: libc falls back to
+/// clone), and allows everything else.
+fn no_user_namespaces() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let ret = |k| op(RET_K, 0, 0, k);
+    // struct seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low half: the
+    // flags, on these little-endian machines).
+    let mut f = vec![op(LD_W_ABS, 0, 0, 4)];
+    for &(arch, [unshare, clone, clone3]) in ARCHES {
+        let block = [
+            op(LD_W_ABS, 0, 0, 0),
+            // x32 calls are the x86_64 numbers with bit 30 set.
+            op(AND_K, 0, 0, !0x4000_0000),
+            op(JEQ_K, 0, 1, clone3),
+            ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+            op(JEQ_K, 1, 0, unshare),
+            op(JEQ_K, 0, 3, clone),
+            op(LD_W_ABS, 0, 0, 16),
+            op(JSET_K, 0, 1, libc::CLONE_NEWUSER as u32),
+            ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+            ret(libc::SECCOMP_RET_ALLOW),
+        ];
+        f.push(op(JEQ_K, 0, block.len() as u8, arch));
+        f.extend(block);
+    }
+    f.push(ret(libc::SECCOMP_RET_ALLOW));
+    f
+}
+
+/// mount_setattr(2) on the mount at `path` (and below it, with AT_RECURSIVE).
+unsafe fn set_attr(path: &CStr, flags: libc::c_int, set: u64) -> std::io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the struct outlives the call and its size is passed.
+    ok(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    } as libc::c_int)
+}
+
+/// A detached copy of the mount of `path` (open_tree(2) OPEN_TREE_CLONE).
+unsafe fn clone_tree(path: &CStr) -> std::io::Result<libc::c_int> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        Err(os_err())
+    } else {
+        Ok(fd as libc::c_int)
+    }
+}
+
+/// Attach the detached mount `fd` on `path`; false if `path` does not exist.
+unsafe fn attach(fd: libc::c_int, path: &CStr) -> std::io::Result<bool> {
+    // SAFETY: valid C strings; `fd` is open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    match r {
+        0 => Ok(true),
+        _ if errno() == libc::ENOENT => Ok(false),
+        _ => Err(os_err()),
+    }
+}
+
+/// Whether `path` is a directory itself, not a symlink to one: the jail root owns
+/// its /proc, /dev and /sys, and a link would only move the mount elsewhere in it.
+unsafe fn is_dir(path: &CStr) -> bool {
+    // SAFETY: zeroed stat is a valid out-buffer for lstat.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::lstat(path.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// Detach whatever the host mounted at `path` (a /proc of its own, a bound /dev),
+/// stacked mounts too.
+unsafe fn detach_all(path: &CStr) {
+    for _ in 0..64 {
+        // SAFETY: a valid C string.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } != 0 {
+            break;
+        }
+    }
+}
+
+const HIDDEN: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// A procfs of this PID namespace on /proc, masked and read-only as runc's.
+unsafe fn mount_proc(masks: &[libc::c_int]) -> std::io::Result<()> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: plain system calls on valid C strings and open descriptors.
+    unsafe {
+        ok(libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            HIDDEN,
+            std::ptr::null(),
+        ))?;
+        for (&fd, path) in masks.iter().zip(MASKED_FILES) {
+            attach(fd, path)?;
+        }
+        for path in MASKED_DIRS {
+            let r = libc::mount(
+                c"tmpfs".as_ptr(),
+                path.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY | HIDDEN,
+                c"mode=0555".as_ptr().cast(),
+            );
+            if r != 0 && errno() != libc::ENOENT {
+                return Err(os_err());
+            }
+        }
+        for path in READ_ONLY {
+            let r = libc::mount(
+                path.as_ptr(),
+                path.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            );
+            if r != 0 {
+                if errno() == libc::ENOENT {
+                    continue;
+                }
+                return Err(os_err());
+            }
+            ok(libc::mount(
+                none,
+                path.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | HIDDEN,
+                std::ptr::null(),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// A tmpfs on /dev with the host's standard nodes bound in (the tmpfs itself is
+/// nodev: a node made there never opens), a devpts of its own and /dev/shm.
+unsafe fn mount_dev(devices: &[libc::c_int]) -> std::io::Result<()> {
+    // SAFETY: plain system calls on valid C strings and open descriptors.
+    unsafe {
+        ok(libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/dev".as_ptr(),
+            c"tmpfs".as_ptr(),
+            HIDDEN,
+            c"mode=0755,size=65536k".as_ptr().cast(),
+        ))?;
+        for (&fd, path) in devices.iter().zip(DEVICES) {
+            if fd < 0 {
+                continue;
+            }
+            // A file to bind the node on.
+            let f = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600,
+            );
+            if f < 0 {
+                return Err(os_err());
+            }
+            libc::close(f);
+            attach(fd, path)?;
+        }
+        for (dir, fstype, flags, data) in [
+            (
+                c"/dev/pts",
+                c"devpts",
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                c"newinstance,ptmxmode=0666,mode=0620,gid=5",
+            ),
+            (c"/dev/shm", c"tmpfs", HIDDEN, c"mode=1777,size=65536k"),
+        ] {
+            ok(libc::mkdir(dir.as_ptr(), 0o755))?;
+            ok(libc::mount(
+                fstype.as_ptr(),
+                dir.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            ))?;
+        }
+        for (to, link) in LINKS {
+            ok(libc::symlink(to.as_ptr(), link.as_ptr()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Bring up `lo` in the new network namespace (it starts down).
+unsafe fn loopback_up() -> std::io::Result<()> {
+    // struct ifreq: the name, then a union whose first short is ifr_flags.
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _rest: [u8; 22],
+    }
+    const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
+    const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _rest: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: the request outlives the calls and has the kernel's layout.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(os_err());
+        }
+        let mut r = libc::ioctl(s, SIOCGIFFLAGS, &mut req as *mut IfReq);
+        if r == 0 {
+            req.flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(s, SIOCSIFFLAGS, &req as *const IfReq);
+        }
+        let e = os_err();
+        libc::close(s);
+        if r == 0 { Ok(()) } else { Err(e) }
     }
 }
 
@@ -203,5 +596,34 @@ unsafe fn drop_privileges(last_cap: u32) -> std::io::Result<()> {
             libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int,
         )?;
         ok(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every jump of the seccomp program lands inside it, and it ends in a return
+    /// (the kernel refuses a program that does not).
+    #[test]
+    fn seccomp_program_is_well_formed() {
+        let f = no_user_namespaces();
+        assert!(f.len() > 1 && f.len() < 256);
+        for (i, op) in f.iter().enumerate() {
+            if op.code & 0x07 == 0x05 {
+                // BPF_JMP: both branches in range.
+                assert!(i + 1 + (op.jt.max(op.jf) as usize) < f.len(), "jump at {i}");
+            }
+        }
+        assert_eq!(f.last().unwrap().code, 0x06);
+        assert_eq!(f.last().unwrap().k, libc::SECCOMP_RET_ALLOW);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(f.len(), 2 + 2 * 11);
+    }
+
+    #[test]
+    fn no_mknod_in_the_kept_capabilities() {
+        assert_eq!(keep_mask() & (1 << 27), 0);
+        assert_eq!(keep_mask() & (1 << 21), 0); // CAP_SYS_ADMIN
     }
 }

@@ -1,0 +1,339 @@
+//! jupdate's Linux sandbox against a real userland (a Debian bookworm minbase
+//! root made by debootstrap) and against an attacker: the updater is a hostile
+//! root user, each test tries one way out and checks it is shut.
+#![cfg(target_os = "linux")]
+
+use std::fs;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+
+use jlayers_tests::{Backend, Sandbox, sandbox};
+
+/// One Debian jail `d`, with `network` set when given.
+fn debian(sb: &Sandbox, network: Option<&str>) {
+    sb.debian_jail("d");
+    let net = network.map_or(String::new(), |n| format!("network = \"{n}\"\n"));
+    sb.conf(&format!(
+        "[defaults]\nupper_root = \"@T/upper\"\nlock_dir = \"@T/run\"\nlog_dir = \"@T/log\"\n\
+         [jail.d]\nroot = \"@T/d\"\n{net}"
+    ));
+}
+
+/// Run `script` with bash as the updater in jail `d`; its output (the log without
+/// its header line, which holds the script).
+fn run(sb: &Sandbox, script: &str) -> String {
+    let o = sb.run("jupdate", &["d", "--", "bash", "-c", script]);
+    let log = fs::read_to_string(sb.path("log/d.log")).unwrap();
+    let out = match log.strip_prefix("jupdate: d: ") {
+        Some(_) => log
+            .split_once('\n')
+            .map_or("", |(_, rest)| rest)
+            .to_string(),
+        None => log,
+    };
+    assert!(
+        o.code == 0 && out.contains("script-done"),
+        "status {}: {}\nlog:\n{out}",
+        o.code,
+        o.stderr
+    );
+    out
+}
+
+/// The host's procfs, mounted twice in the jail's /proc as a chroot recipe that
+/// runs more than once leaves it: the sandbox must show its own procfs anyway.
+fn host_proc_in_jail(sb: &Sandbox) {
+    for _ in 0..2 {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(sb.path("d/proc"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount the host's proc in the jail");
+    }
+}
+
+/// What build scripts of a real userland do: process substitution and
+/// /dev/std* (links into /proc/self/fd), device nodes, a pseudo-terminal, /proc.
+#[test]
+fn real_userland_runs() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        // `>/dev/stderr` reopens the log through /proc/self/fd, truncating it (as
+        // it would outside any sandbox): first, so that the rest stays.
+        let out = run(
+            sb,
+            "echo to-stderr >/dev/stderr; cat <(echo from-substitution); \
+             echo to-stdout >>/dev/stdout; \
+             test -c /dev/null && test -c /dev/zero && test -c /dev/urandom && echo nodes-ok; \
+             head -c 4 /dev/zero | wc -c; ls /dev/pts; \
+             script -qc tty /dev/null; \
+             echo procs: $(ls /proc | grep -c '^[0-9]') self: $(readlink /proc/self); \
+             test -L /dev/fd && test -d /dev/shm && echo dev-ok; \
+             ls /sys | wc -l; touch /sys/x 2>/dev/null || echo sys-ro; \
+             getent hosts localhost >/dev/null && echo resolv-ok; \
+             echo script-done",
+        );
+        for want in [
+            "to-stderr",
+            "from-substitution",
+            "to-stdout",
+            "nodes-ok",
+            "\n4\n",
+            "ptmx",
+            "/dev/pts/0",
+            "dev-ok",
+            "sys-ro",
+        ] {
+            assert!(out.contains(want), "{want:?} missing:\n{out}");
+        }
+        assert!(!out.contains('\0'), "NUL bytes in the log:\n{out:?}");
+        // pid 1 (the sandbox's init), bash, and what bash runs: a handful, never
+        // the host's hundreds.
+        let n: usize = out
+            .split("procs: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!((2..10).contains(&n), "{n} processes in /proc:\n{out}");
+        // The jail root's own /dev (debootstrap's nodes) was not written.
+        assert!(!sb.path("d.up/dev").exists(), "the jail's /dev was written");
+    });
+}
+
+/// A node the updater makes, or one planted in the jail's tree, never opens a
+/// device: CAP_MKNOD is gone and the tree is nodev in the sandbox.
+#[test]
+fn device_nodes_never_open() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        // Planted by whoever controls the jail's files (c 1 3: the null device).
+        let planted = sb.path("d/tmp/planted");
+        let st = std::process::Command::new("mknod")
+            .arg(&planted)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mknod {}", planted.display());
+        let out = run(
+            sb,
+            "mknod /tmp/made c 1 3 && echo MKNOD-OK; \
+             test -c /tmp/made && echo x > /tmp/made && echo MADE-OPENED; \
+             echo x > /tmp/planted && echo PLANTED-OPENED; \
+             mknod /dev/made c 1 3 && echo DEV-MKNOD-OK; \
+             echo script-done",
+        );
+        for bad in ["MKNOD-OK", "MADE-OPENED", "PLANTED-OPENED"] {
+            assert!(!out.contains(bad), "{bad}:\n{out}");
+        }
+    });
+}
+
+/// /proc is the sandbox's own procfs even when the host's is mounted in the
+/// jail: no host process shows, the kernel's knobs are read-only and the
+/// masked files are empty.
+#[test]
+fn proc_is_the_sandboxes_own() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        host_proc_in_jail(sb);
+        let me = std::process::id();
+        let out = run(
+            sb,
+            &format!(
+                "test -d /proc/{me} && echo HOST-PID-SEEN; \
+                 test -d /proc/self/fd && echo own-proc; \
+                 ls /proc | grep -c '^[0-9]' | sed 's/^/procs: /'; \
+                 echo script-done"
+            ),
+        );
+        assert!(!out.contains("HOST-PID-SEEN"), "{out}");
+        assert!(out.contains("own-proc"), "{out}");
+    });
+}
+
+#[test]
+fn kernel_knobs_read_only_and_masked() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        host_proc_in_jail(sb);
+        // Writes the value it read (a no-op if it ever got through); 'h' to the
+        // sysrq trigger only prints its help to the kernel log.
+        let out = run(
+            sb,
+            "v=$(cat /proc/sys/vm/swappiness) && echo \"$v\" > /proc/sys/vm/swappiness \
+               && echo SYSCTL-WRITTEN; \
+             test -e /proc/sysrq-trigger && { echo h > /proc/sysrq-trigger && echo SYSRQ-WRITTEN; }; \
+             n=$(head -c 16 /proc/kcore 2>/dev/null | wc -c); test \"$n\" -gt 0 && echo KCORE-READ; \
+             n=$(cat /proc/timer_list /proc/keys /proc/sched_debug 2>/dev/null | wc -c); \
+             test \"$n\" -gt 0 && echo MASKED-READ; \
+             touch /proc/sys/kernel/x 2>/dev/null && echo SYS-WRITABLE; \
+             test -r /proc/sys/vm/swappiness && echo sys-readable; \
+             echo script-done",
+        );
+        for bad in [
+            "SYSCTL-WRITTEN",
+            "SYSRQ-WRITTEN",
+            "KCORE-READ",
+            "MASKED-READ",
+            "SYS-WRITABLE",
+        ] {
+            assert!(!out.contains(bad), "{bad}:\n{out}");
+        }
+        assert!(out.contains("sys-readable"), "{out}");
+    });
+}
+
+/// A listener of the test's own on the host's loopback (an ephemeral port) and
+/// on an abstract unix socket (the containerd-shim escape's way in), and the
+/// script that tries both.
+fn host_listeners() -> (std::net::TcpListener, UnixListener, String) {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let name = format!(
+        "jlayers-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let unix = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+    let script = format!(
+        "(exec 3<>/dev/tcp/127.0.0.1/{port}) && echo TCP-REACHED; \
+         perl -MSocket -e 'socket(S, AF_UNIX, SOCK_STREAM, 0) or die; \
+           connect(S, pack_sockaddr_un(\"\\0{name}\")) or die \"unix: $!\\n\"; \
+           print \"UNIX-REACHED\\n\"'; \
+         (exec 3<>/dev/tcp/127.0.0.1/1) 2>&1 | grep -o 'Connection refused' | head -1; \
+         echo script-done"
+    );
+    (tcp, unix, script)
+}
+
+/// `network = "none"` (the default): the updater has loopback (up) and nothing
+/// of the host's.
+#[test]
+fn network_none_reaches_no_host_socket() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        let (_tcp, _unix, script) = host_listeners();
+        let out = run(sb, &script);
+        assert!(!out.contains("TCP-REACHED"), "{out}");
+        assert!(!out.contains("UNIX-REACHED"), "{out}");
+        // Its own loopback is up: a closed port refuses, it is not unreachable.
+        assert!(out.contains("Connection refused"), "{out}");
+        fs::write(
+            sb.path("jlayers.conf"),
+            fs::read_to_string(sb.path("jlayers.conf")).unwrap() + "network = \"none\"\n",
+        )
+        .unwrap();
+        let out = run(sb, &script);
+        assert!(
+            !out.contains("TCP-REACHED") && !out.contains("UNIX-REACHED"),
+            "{out}"
+        );
+    });
+}
+
+/// `network = "host"` shares the host's namespace, as jupdate(8) warns.
+#[test]
+fn network_host_is_the_hosts() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, Some("host"));
+        let (_tcp, _unix, script) = host_listeners();
+        let out = run(sb, &script);
+        assert!(out.contains("TCP-REACHED"), "{out}");
+        assert!(out.contains("UNIX-REACHED"), "{out}");
+    });
+}
+
+/// No mount, no new mount namespace, and no user namespace (in which both would
+/// be allowed again).
+#[test]
+fn no_mount_no_namespaces() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        let out = run(
+            sb,
+            "mount -t tmpfs t /mnt && echo MOUNTED; \
+             mount -t proc p /mnt && echo MOUNTED-PROC; \
+             unshare -m true && echo UNSHARED-M; \
+             unshare -Urm sh -c 'mount -t tmpfs t /mnt && echo MOUNTED-IN-USERNS'; \
+             unshare -U true && echo UNSHARED-U; \
+             echo script-done",
+        );
+        for bad in ["MOUNTED", "UNSHARED-M", "MOUNTED-IN-USERNS", "UNSHARED-U"] {
+            assert!(!out.contains(bad), "{bad}:\n{out}");
+        }
+    });
+}
+
+/// `jupdate -n` prints the sandbox's namespaces (the network one unless the jail
+/// has the host's) and its capability bounding set, CAP_MKNOD not in it.
+#[test]
+fn dry_run_prints_the_isolation() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        fs::write(
+            sb.path("jlayers.conf"),
+            fs::read_to_string(sb.path("jlayers.conf")).unwrap() + "network = \"host\"\n",
+        )
+        .unwrap();
+        let line = |jail: &str| {
+            let o = sb.run("jupdate", &["-n", jail]);
+            o.ok();
+            o.stdout
+                .lines()
+                .find(|l| l.starts_with("unshare "))
+                .unwrap_or_else(|| panic!("no unshare line:\n{}", o.stdout))
+                .to_string()
+        };
+        let j1 = line("j1");
+        assert!(
+            j1.starts_with("unshare --mount --pid --ipc --uts --net --fork "),
+            "{j1}"
+        );
+        assert!(j1.contains("setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,+chown,"));
+        assert!(!j1.contains("mknod"), "{j1}");
+        let j2 = line("j2");
+        assert!(
+            j2.starts_with("unshare --mount --pid --ipc --uts --fork "),
+            "{j2}"
+        );
+    });
+}
+
+/// A chroot recipe's mounts in the jail root (the host's /dev bound in, its /sys
+/// bound twice) are hidden: the updater sees its own /dev and an empty /sys.
+#[test]
+fn host_dev_and_sys_in_jail_are_hidden() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        assert!(
+            std::path::Path::new("/dev/kmsg").exists(),
+            "the test needs the host's /dev/kmsg"
+        );
+        let mount = |args: &[&str], at: &str| {
+            let st = std::process::Command::new("mount")
+                .args(args)
+                .arg(sb.path(at))
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount {args:?} {at}");
+        };
+        mount(&["--rbind", "/dev"], "d/dev");
+        mount(&["--bind", "/sys"], "d/sys");
+        mount(&["--bind", "/sys"], "d/sys");
+        let out = run(
+            sb,
+            "test -e /dev/kmsg && echo HOST-DEV-SEEN; \
+             test -e /sys/kernel && echo HOST-SYS-SEEN; \
+             test -c /dev/null && echo own-dev; \
+             echo script-done",
+        );
+        assert!(!out.contains("HOST-DEV-SEEN"), "{out}");
+        assert!(!out.contains("HOST-SYS-SEEN"), "{out}");
+        assert!(out.contains("own-dev"), "{out}");
+    });
+}
