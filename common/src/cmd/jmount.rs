@@ -15,7 +15,7 @@ pub struct Cli {
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    stack_tool("jmount", &cli.common, |engine, plan| {
+    stack_tool("jmount", &cli.common, false, |engine, plan| {
         engine.mount_jail(plan).map(drop)
     })
 }

@@ -21,7 +21,7 @@ pub struct Cli {
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    stack_tool("junmount", &cli.common, |engine, plan| {
+    stack_tool("junmount", &cli.common, true, |engine, plan| {
         let busy = match cli.force {
             true => Busy::Force,
             false => Busy::Fail,
