@@ -28,7 +28,7 @@ pub struct Common {
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
 
-    /// Print only errors
+    /// Print only errors: no report line for what succeeded
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
 

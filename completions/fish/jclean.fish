@@ -6,7 +6,7 @@ complete -c jclean -l older-than -d 'Only remove entries not modified for AGE (e
 complete -c jclean -s j -l jobs -d 'Worker threads, 1 to 256 [default: all cores]' -r
 complete -c jclean -s a -l all -d 'Every jail in the configuration file, in file order'
 complete -c jclean -s n -l dry-run -d 'Print what would be done; change nothing'
-complete -c jclean -s q -l quiet -d 'Print only errors'
+complete -c jclean -s q -l quiet -d 'Print only errors: no report line for what succeeded'
 complete -c jclean -s v -l verbose -d 'Say what is done, one line per action'
 complete -c jclean -l json -d 'Records as JSON Lines on stdout, one object each, instead of TAB-separated lines'
 complete -c jclean -l list -d 'List every entry of each upper dir with what it is to the host tree: JAIL, LAYER, KIND (new, copy, modified, stale, whiteout, opaque, dir), SIZE, PATH; deletes nothing (implies -n)'

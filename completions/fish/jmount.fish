@@ -2,7 +2,7 @@ complete -c jmount -s c -l config -d 'Configuration file [default: $JLAYERS_CONF
 complete -c jmount -l libxo -d 'FreeBSD\'s spelling of --json (libxo): --libxo json' -r
 complete -c jmount -s a -l all -d 'Every jail in the configuration file, in file order'
 complete -c jmount -s n -l dry-run -d 'Print what would be done; change nothing'
-complete -c jmount -s q -l quiet -d 'Print only errors'
+complete -c jmount -s q -l quiet -d 'Print only errors: no report line for what succeeded'
 complete -c jmount -s v -l verbose -d 'Say what is done, one line per action'
 complete -c jmount -l json -d 'Records as JSON Lines on stdout, one object each, instead of TAB-separated lines'
 complete -c jmount -s h -l help -d 'Print help'

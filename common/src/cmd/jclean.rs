@@ -107,7 +107,7 @@ pub fn main(cli: &Cli) -> ExitCode {
             sink: s.sink(args.dry_run || opts.list),
         };
         let status = each_jail(s, |jail| pool.install(|| cleaner.jail(jail, &mut total)));
-        if total.lines > 1 {
+        if total.lines > 1 && s.msg.level != Verbosity::Quiet {
             emit(
                 "jclean",
                 &[
@@ -223,9 +223,10 @@ impl Cleaner<'_> {
             .unwrap_or_else(|p| p.into_inner());
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
-        self.report(l, files, bytes, total);
+        let r = self.left_behind(l, &left);
+        self.report(l, files, bytes, total, r.is_err());
         signals::check()?;
-        self.left_behind(l, &left)
+        r
     }
 }
 
@@ -266,15 +267,16 @@ impl Cleaner<'_> {
                 wanted
             })?,
         };
-        if !opts.list {
-            self.report(l, files, bytes, total);
-        }
-        signals::check()?;
         let left: Vec<(PathBuf, String)> = problems
             .into_iter()
             .map(|(rel, why)| (l.place.path.join(rel), why))
             .collect();
-        self.left_behind(l, &left)
+        let r = self.left_behind(l, &left);
+        if !opts.list {
+            self.report(l, files, bytes, total, r.is_err());
+        }
+        signals::check()?;
+        r
     }
 
     /// `--list`: `JAIL LAYER KIND SIZE PATH`.
@@ -325,12 +327,27 @@ impl Cleaner<'_> {
         ))
     }
 
-    /// One upper dir's report line, counted into the total.
-    fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total) {
+    /// One upper dir's report line, counted into the total; with `-q` only for a
+    /// layer that `failed`. `-v` names what was pruned on stderr.
+    fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total, failed: bool) {
         let (jail, layer, upper) = (l.jail, l.stack.layer.as_str(), &l.place.path);
         // Whether anything was removed: not for -n.
         let mut changed = false;
         self.sink.after(&mut || changed = files > 0);
+        if changed {
+            let what = format!(
+                "pruned {}: {files} files, {}",
+                upper.display(),
+                size(bytes, self.opts.bytes)
+            );
+            self.s.msg.info(&[jail, layer], &what);
+        }
+        total.lines += 1;
+        total.files += files;
+        total.bytes += bytes;
+        if self.s.msg.level == Verbosity::Quiet && !failed {
+            return;
+        }
         emit(
             "jclean",
             &[
@@ -343,9 +360,6 @@ impl Cleaner<'_> {
             json!({"jail": jail, "layer": layer, "files": files, "bytes": bytes,
                    "upper": path_json(upper), "changed": changed}),
         );
-        total.lines += 1;
-        total.files += files;
-        total.bytes += bytes;
     }
 }
 

@@ -168,10 +168,14 @@ fn report(
         secs.as_ref(),
         log.as_os_str(),
     ];
-    engine
-        .actor
-        .sink
-        .after(&mut || emit("jupdate", &fields, object.clone()));
+    // -q: only errors, so a line only for a jail that did not end ok.
+    let quiet = s.msg.level == crate::report::Verbosity::Quiet && code == ExitCode::Ok;
+    if !quiet {
+        engine
+            .actor
+            .sink
+            .after(&mut || emit("jupdate", &fields, object.clone()));
+    }
     match r {
         Err(e) => s.msg.error(&e),
         Ok(Some(o)) if o != Outcome::Ok => {
@@ -185,8 +189,9 @@ fn report(
                 ),
             };
             s.msg.error(&anyhow::anyhow!("{}: {what}", jail.name));
+            // Part of the failure, so shown with -q too: cron mails them.
             for line in tail(log, TAIL) {
-                s.msg.warn(&[&jail.name, "log"], &line);
+                s.msg.problem(&[&jail.name, "log"], &line);
             }
         }
         Ok(_) => {}

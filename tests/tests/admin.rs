@@ -1,0 +1,79 @@
+//! What an administrator relies on (issue 18): quiet means quiet, stable order,
+//! write errors, not root, the status view, jupdate's diagnostics and log.
+// The tests of the Linux backend run on a Linux host only; on FreeBSD their helpers
+// are left unused.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
+
+use std::fs;
+
+use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
+
+on_both!(quiet_prints_only_errors);
+
+/// A file of `n` bytes in j1's ports upper (the layer is not mounted).
+fn upper_file(sb: &Sandbox, jail: &str, name: &str, n: usize) {
+    let up = sb.path(&format!("upper/{jail}/ports"));
+    fs::create_dir_all(&up).unwrap();
+    fs::write(up.join(name), vec![b'x'; n]).unwrap();
+}
+
+/// `-q`: no report line for what succeeded, a failure's line and message all
+/// the same; `jclean -v` names the upper dirs it pruned.
+fn quiet_prints_only_errors(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        upper_file(sb, "j1", "built", 100);
+        upper_file(sb, "j2", "built", 100);
+        let o = sb.run("jclean", &["-q", "--all"]);
+        o.ok();
+        assert_eq!(o.stdout, "", "-q: nothing for layers that succeeded");
+        assert_eq!(o.stderr, "");
+
+        upper_file(sb, "j1", "built", 100);
+        let o = sb.run("jclean", &["-v", "j1"]);
+        o.ok().err_has(&format!(
+            "jclean: j1: ports: pruned {}: 1 files",
+            sb.path("upper/j1/ports").display()
+        ));
+
+        // A layer that fails (a mount inside the upper is left) keeps its line.
+        let sub = sb.path("upper/j1/ports/sub");
+        fs::create_dir_all(&sub).unwrap();
+        sb.tmpfs(&sub);
+        upper_file(sb, "j2", "built", 100);
+        let o = sb.run("jclean", &["-q", "--all"]);
+        o.code(69).err_has("not emptied");
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", o.stdout);
+        assert!(lines[0].starts_with("j1\tports\t"), "{}", o.stdout);
+        sb.sh(&format!("umount '{}'", sub.display())).ok();
+
+        // jupdate -q: the failed jail's line and message, nothing for the other.
+        for j in ["j1", "j2"] {
+            sb.jail_root(j, &["sh", "test", "env", "echo"]);
+        }
+        fs::write(sb.path("j1/fail"), "").unwrap();
+        let o = sb.run(
+            "jupdate",
+            &[
+                "-q",
+                "--all",
+                "--",
+                "/bin/sh",
+                "-c",
+                "test -e /fail && echo broken && exit 3; exit 0",
+            ],
+        );
+        // The log's last lines are part of the failure: shown with -q (cron mails them).
+        o.code(69)
+            .err_has("jupdate: j1: update failed with status 3")
+            .err_has("jupdate: j1: log: broken");
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", o.stdout);
+        assert!(lines[0].starts_with("j1\tfailed\t3\t"), "{}", o.stdout);
+        fs::remove_file(sb.path("j1/fail")).unwrap();
+        let o = sb.run("jupdate", &["-q", "--all", "--", "/bin/sh", "-c", "exit 0"]);
+        o.ok();
+        assert_eq!(o.stdout, "");
+    });
+}
