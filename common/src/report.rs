@@ -70,7 +70,27 @@ impl Messages {
         // One message, one line, whatever a path held.
         line.push_str(&msg.replace('\n', "\\n"));
         line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        drawn_around(|| {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        });
+    }
+}
+
+/// The progress bars on the terminal while they are drawn: every line written
+/// meanwhile goes through them, so that none lands on a spinner's line.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Draw lines through `bars` from now on (`None`: straight again).
+pub fn set_bars(bars: Option<indicatif::MultiProgress>) {
+    *BARS.lock().unwrap_or_else(|p| p.into_inner()) = bars;
+}
+
+/// Write with the bars cleared (indicatif's suspend), then drawn again.
+fn drawn_around<R>(write: impl FnOnce() -> R) -> R {
+    let bars = BARS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match bars {
+        Some(b) => b.suspend(write),
+        None => write(),
     }
 }
 
@@ -120,8 +140,11 @@ fn out(bytes: &[u8]) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
-    let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+    let r = drawn_around(|| {
+        let mut o = std::io::stdout().lock();
+        o.write_all(bytes).and_then(|()| o.flush())
+    });
+    if let Err(e) = r {
         if e.kind() == ErrorKind::BrokenPipe {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
         } else {

@@ -1,6 +1,6 @@
 complete -c jupdate -s c -l config -d 'Configuration file [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux, /usr/local/etc/jlayers.conf on FreeBSD]' -r -F
 complete -c jupdate -l libxo -d 'FreeBSD\'s spelling of --json (libxo): --libxo json' -r
-complete -c jupdate -s j -l jobs -d 'Jails updated at a time (1 to 256)' -r
+complete -c jupdate -s j -l jobs -d 'Jails updated at a time (1 to 256); reports still come in the order given' -r
 complete -c jupdate -l log-dir -d 'Directory for <jail>.log [default: log_dir of the configuration]' -r -F
 complete -c jupdate -l timeout -d 'Time limit per jail (e.g. 30m, 6h): the command\'s process group is killed' -r
 complete -c jupdate -s a -l all -d 'Every jail in the configuration file, in file order'

@@ -8,7 +8,7 @@ use std::fs;
 
 use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
 
-on_both!(quiet_prints_only_errors);
+on_both!(quiet_prints_only_errors, stable_order);
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
 fn upper_file(sb: &Sandbox, jail: &str, name: &str, n: usize) {
@@ -75,5 +75,57 @@ fn quiet_prints_only_errors(b: Backend) {
         let o = sb.run("jupdate", &["-q", "--all", "--", "/bin/sh", "-c", "exit 0"]);
         o.ok();
         assert_eq!(o.stdout, "");
+    });
+}
+
+/// Reports come in the order the jails were given, whatever finishes first
+/// (`jupdate -j 2`: j1 waits until j2 is done); `jclean --list` sorts each
+/// layer's entries by path.
+fn stable_order(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        for j in ["j1", "j2"] {
+            sb.jail_root(j, &["sh", "test", "[", "env", "sleep", "touch"]);
+        }
+        // j1 ends only once j2 has ended (seen in the shared distfiles dir).
+        let wait = "if [ $1 = j1 ]; then i=0; while [ ! -e /usr/ports/distfiles/j2.done ]; \
+            do sleep 0.05; i=$((i+1)); [ $i -gt 400 ] && exit 9; done; true; \
+            else touch /usr/ports/distfiles/j2.done; fi";
+        let conf = jlayers_tests::SCENE_CONF
+            .replace(
+                "root = \"@T/j1\"",
+                &format!("root = \"@T/j1\"\nupdate = [\"sh\", \"-c\", \"{wait}\", \"-\", \"j1\"]"),
+            )
+            .replace(
+                "root = \"@T/j2\"",
+                &format!("root = \"@T/j2\"\nupdate = [\"sh\", \"-c\", \"{wait}\", \"-\", \"j2\"]"),
+            );
+        sb.conf(&conf);
+        let o = sb.run("jupdate", &["-j", "2", "j1", "j2"]);
+        o.ok();
+        let jails: Vec<&str> = o
+            .stdout
+            .lines()
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        assert_eq!(jails, ["j1", "j2"], "{}", o.stdout);
+
+        // Made in an order that is not the path order.
+        for name in ["m", "zz", "a", "b/c", "0"] {
+            let p = sb.path("upper/j1/ports").join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, "x").unwrap();
+        }
+        let o = sb.run("jclean", &["--list", "j1"]);
+        o.ok();
+        let paths: Vec<String> = o
+            .stdout
+            .lines()
+            .map(|l| l.rsplit('\t').next().unwrap().to_string())
+            .collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+        assert!(paths.len() >= 6, "{}", o.stdout);
     });
 }

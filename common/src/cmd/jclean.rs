@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
 use crate::action::Sink;
-use crate::changes::{self, Kind};
+use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
@@ -42,7 +42,7 @@ pub struct Cli {
 pub struct Opts {
     /// List every entry of each upper dir with what it is to the host tree:
     /// JAIL, LAYER, KIND (new, copy, modified, stale, whiteout, opaque, dir), SIZE,
-    /// PATH; deletes nothing (implies -n)
+    /// PATH, sorted by path; deletes nothing (implies -n)
     #[arg(long = "list")]
     pub list: bool,
 
@@ -252,12 +252,14 @@ impl Cleaner<'_> {
             return Ok(());
         };
         let (mut files, mut bytes) = (0u64, 0u64);
+        // --list: each layer's entries sorted by path, whatever order the walk met them.
+        let mut listed: Vec<(PathBuf, Kind, u64)> = Vec::new();
         let problems = match dir {
             None => Vec::new(),
             Some(dir) => dir.changes(source, &*self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
                 if wanted && opts.list {
-                    self.list_line(l, e);
+                    listed.push((e.rel.to_path_buf(), e.kind, e.size));
                     return false;
                 }
                 if wanted {
@@ -267,6 +269,10 @@ impl Cleaner<'_> {
                 wanted
             })?,
         };
+        listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (rel, kind, size) in &listed {
+            self.list_line(l, rel, *kind, *size);
+        }
         let left: Vec<(PathBuf, String)> = problems
             .into_iter()
             .map(|(rel, why)| (l.place.path.join(rel), why))
@@ -280,20 +286,20 @@ impl Cleaner<'_> {
     }
 
     /// `--list`: `JAIL LAYER KIND SIZE PATH`.
-    fn list_line(&self, l: &Layer, e: &changes::Entry) {
-        let path = l.place.path.join(e.rel);
+    fn list_line(&self, l: &Layer, rel: &std::path::Path, kind: Kind, bytes: u64) {
+        let path = l.place.path.join(rel);
         let (jail, layer) = (l.jail, l.stack.layer.as_str());
         emit(
             "jclean",
             &[
                 OsStr::new(jail),
                 OsStr::new(layer),
-                OsStr::new(e.kind.name()),
-                size(e.size, self.opts.bytes).as_ref(),
+                OsStr::new(kind.name()),
+                size(bytes, self.opts.bytes).as_ref(),
                 path.as_os_str(),
             ],
-            json!({"jail": jail, "layer": layer, "kind": e.kind.name(),
-                   "bytes": e.size, "path": path_json(&path)}),
+            json!({"jail": jail, "layer": layer, "kind": kind.name(),
+                   "bytes": bytes, "path": path_json(&path)}),
         );
     }
 }
@@ -369,7 +375,10 @@ fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnc
     if msg.level == Verbosity::Quiet || !std::io::stderr().is_terminal() {
         return work();
     }
-    let bar = indicatif::ProgressBar::new_spinner();
+    let bars = indicatif::MultiProgress::new();
+    let bar = bars.add(indicatif::ProgressBar::new_spinner());
+    // Messages meanwhile clear the spinner's line first.
+    crate::report::set_bars(Some(bars));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
@@ -393,6 +402,7 @@ fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnc
         let r = work();
         done.store(true, Ordering::Relaxed);
         bar.finish_and_clear();
+        crate::report::set_bars(None);
         r
     })
 }
