@@ -75,13 +75,26 @@ pub fn parse<T: Parser>(tool: &str) -> T {
         Err(e) => {
             use clap::error::ErrorKind::*;
             if matches!(e.kind(), DisplayHelp | DisplayVersion) {
-                let _ = e.print();
+                use std::io::Write;
+                let text = e.render().to_string();
+                let mut o = std::io::stdout().lock();
+                // A closed pipe is no error; anything else is 74.
+                let r = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+                if let Err(err) = r.or_else(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => Ok(()),
+                    _ => Err(e),
+                }) {
+                    let _ = writeln!(std::io::stderr(), "{tool}: stdout: {err}");
+                    std::process::exit(ExitCode::IoErr.code());
+                }
                 std::process::exit(0);
             }
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad usage");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("{tool}: {first} (see '{tool} --help')");
+            // Never a panic when stderr is gone (eprintln! would).
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{tool}: {first} (see '{tool} --help')");
             std::process::exit(ExitCode::Usage.code());
         }
     }

@@ -19,6 +19,8 @@ pub enum ExitCode {
     Unavailable = 69,
     /// EX_CANTCREAT: an upper or work dir cannot be created.
     CantCreate = 73,
+    /// EX_IOERR: writing the output failed (a full disk, an I/O error).
+    IoErr = 74,
     /// EX_TEMPFAIL: busy mount, live upper, jail locked, timeout.
     TempFail = 75,
     /// EX_NOPERM: not root, or a symlink in a target path.

@@ -96,6 +96,40 @@ fn drawn_around<R>(write: impl FnOnce() -> R) -> R {
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Set when a write to stdout failed for any reason but a closed pipe: the run
+/// then exits 74 (EX_IOERR).
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The tool's name, for the one message about a failed stdout.
+static TOOL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Name the tool for messages that no [`Messages`] is at hand for.
+pub fn set_tool(tool: &'static str) {
+    let _ = TOOL.set(tool);
+}
+
+/// Whether a write to stdout failed (not a closed pipe, which is no error).
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// A write to stdout failed with `e`: a closed pipe (`| head`) ends the output
+/// quietly; anything else is said once on stderr (if stderr can take it) and
+/// makes the run exit 74.
+pub fn stdout_error(e: &std::io::Error) {
+    if STDOUT_CLOSED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if e.kind() == ErrorKind::BrokenPipe {
+        return;
+    }
+    STDOUT_FAILED.store(true, Ordering::Relaxed);
+    let tool = TOOL.get().copied().unwrap_or("jlayers");
+    let line = format!("{tool}: stdout: {e}\n");
+    // Never a panic when stderr fails too (eprintln! would).
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// `--json`: records go to stdout as JSON Lines instead of TAB-separated lines.
 static JSON: AtomicBool = AtomicBool::new(false);
 
@@ -145,12 +179,7 @@ fn out(bytes: &[u8]) {
         o.write_all(bytes).and_then(|()| o.flush())
     });
     if let Err(e) = r {
-        if e.kind() == ErrorKind::BrokenPipe {
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        } else {
-            eprintln!("stdout: {e}");
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        }
+        stdout_error(&e);
     }
 }
 

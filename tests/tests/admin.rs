@@ -8,7 +8,7 @@ use std::fs;
 
 use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
 
-on_both!(quiet_prints_only_errors, stable_order);
+on_both!(quiet_prints_only_errors, stable_order, write_errors);
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
 fn upper_file(sb: &Sandbox, jail: &str, name: &str, n: usize) {
@@ -127,5 +127,75 @@ fn stable_order(b: Backend) {
         sorted.sort();
         assert_eq!(paths, sorted);
         assert!(paths.len() >= 6, "{}", o.stdout);
+    });
+}
+
+/// A tool run with stdout and stderr as given, `-c` the test's config.
+fn run_with(
+    sb: &Sandbox,
+    tool: &str,
+    args: &[&str],
+    stdout: std::process::Stdio,
+    stderr: std::process::Stdio,
+) -> jlayers_tests::Out {
+    let o = sb
+        .cmd(tool)
+        .arg("-c")
+        .arg(sb.path("jlayers.conf"))
+        .args(args)
+        .stdout(stdout)
+        .stderr(stderr)
+        .output()
+        .unwrap();
+    jlayers_tests::Out::from(o)
+}
+
+/// A failed write to stdout is 74 with `TOOL: stdout: ...`, also when stderr
+/// fails too (no panic); a closed pipe stays quiet, exit 0.
+fn write_errors(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        upper_file(sb, "j1", "built", 100);
+        let full = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap()
+        };
+        let o = run_with(
+            sb,
+            "jclean",
+            &["-n", "--all"],
+            full().into(),
+            std::process::Stdio::piped(),
+        );
+        o.code(74)
+            .err_has("jclean: stdout: No space left on device");
+        let o = run_with(sb, "jclean", &["-n", "--all"], full().into(), full().into());
+        o.code(74);
+        let o = run_with(sb, "jmount", &["-n", "j1"], full().into(), full().into());
+        o.code(74);
+        assert!(sb.mounts().is_empty());
+        let o = run_with(
+            sb,
+            "jmount",
+            &["--help"],
+            full().into(),
+            std::process::Stdio::piped(),
+        );
+        o.code(74).err_has("jmount: stdout:");
+        // A pipe nobody reads: EPIPE, quiet, 0.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let o = run_with(
+            sb,
+            "jclean",
+            &["-n", "--all"],
+            w.into(),
+            std::process::Stdio::piped(),
+        );
+        o.ok();
+        assert_eq!(o.stderr, "");
+        assert!(sb.path("upper/j1/ports/built").exists());
     });
 }

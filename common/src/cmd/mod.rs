@@ -219,8 +219,9 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
 /// Load, then run; a failure before any jail is worked on is reported here.
 pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitCode) -> ExitCode {
     signals::install();
+    crate::report::set_tool(tool);
     crate::report::set_json(args.json());
-    match Setup::load(tool, args) {
+    let code = match Setup::load(tool, args) {
         Ok(setup) => body(&setup),
         Err(e) => {
             Messages {
@@ -230,5 +231,11 @@ pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitC
             .error(&e);
             code_of(&e)
         }
+    };
+    // Output that did not reach stdout (a full disk): 74, unless a jail failed
+    // first or the run was interrupted.
+    match code {
+        ExitCode::Ok if crate::report::stdout_failed() => ExitCode::IoErr,
+        c => c,
     }
 }
