@@ -222,7 +222,7 @@ fn report(
     engine.actor.sink.after(&mut || ran = true);
     let mut told = Told {
         code,
-        record: (ran && !quiet).then(|| (fields, object)),
+        record: (ran && !quiet).then_some((fields, object)),
         problems: Vec::new(),
     };
     match r {
