@@ -38,7 +38,7 @@ pub struct Messages {
 impl Messages {
     /// An error with its whole chain on one line.
     pub fn error(&self, err: &anyhow::Error) {
-        self.emit(&[], &format!("{err:#}"));
+        self.emit(&[], &crate::exit::message(err));
     }
 
     /// A warning: shown unless `-q`.

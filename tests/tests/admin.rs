@@ -8,7 +8,12 @@ use std::fs;
 
 use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
 
-on_both!(quiet_prints_only_errors, stable_order, write_errors);
+on_both!(
+    quiet_prints_only_errors,
+    stable_order,
+    write_errors,
+    not_root
+);
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
 fn upper_file(sb: &Sandbox, jail: &str, name: &str, n: usize) {
@@ -197,5 +202,47 @@ fn write_errors(b: Backend) {
         o.ok();
         assert_eq!(o.stderr, "");
         assert!(sb.path("upper/j1/ports/built").exists());
+    });
+}
+
+/// Not root: 77 and "(run as root)" wherever permission is the cause, the
+/// default lock dir included (it was 73). Run as nobody, nothing can be made.
+fn not_root(b: Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    sandbox(b, |sb| {
+        sb.scene();
+        fs::set_permissions(&sb.dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let as_nobody = |tool: &str, conf: &str| {
+            let o = sb
+                .cmd(tool)
+                .uid(65534)
+                .gid(65534)
+                .arg("-c")
+                .arg(sb.path(conf))
+                .arg("j1")
+                .output()
+                .unwrap();
+            jlayers_tests::Out::from(o)
+        };
+        // The default lock dir (/run/jlayers, /var/run/jlayers): not ours to make.
+        let default_lock = jlayers_tests::SCENE_CONF.replace("lock_dir   = \"@T/run\"\n", "");
+        assert_ne!(default_lock, jlayers_tests::SCENE_CONF);
+        fs::write(
+            sb.path("default-lock.conf"),
+            default_lock.replace("@T", sb.dir.to_str().unwrap()),
+        )
+        .unwrap();
+        for tool in ["jmount", "junmount", "jclean", "jupdate"] {
+            as_nobody(tool, "default-lock.conf")
+                .code(77)
+                .err_has("(run as root)");
+        }
+        // A lock dir root made: the lock file cannot be created by nobody.
+        fs::create_dir_all(sb.path("run")).unwrap();
+        as_nobody("jmount", "jlayers.conf")
+            .code(77)
+            .err_has("(run as root)");
+        assert!(sb.mounts().is_empty());
     });
 }

@@ -202,7 +202,7 @@ fn report(
     let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
                             "seconds": secs, "log": path_json(log)});
     if let Err(e) = &r {
-        object["error"] = json!(format!("{e:#}"));
+        object["error"] = json!(crate::exit::message(e));
         object["exit"] = json!(code.code());
     }
     let (status, secs) = (
@@ -226,7 +226,7 @@ fn report(
         problems: Vec::new(),
     };
     match r {
-        Err(e) => told.problems.push((Vec::new(), format!("{e:#}"))),
+        Err(e) => told.problems.push((Vec::new(), crate::exit::message(&e))),
         Ok(Some(o)) if o != Outcome::Ok => {
             let what = match o {
                 Outcome::Timeout(_) => format!("timed out; killed (log {})", log.display()),

@@ -211,7 +211,7 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
     if crate::report::json() {
         crate::report::json_record(
             tool,
-            serde_json::json!({"jail": jail, "error": format!("{e:#}"), "exit": code_of(e).code()}),
+            serde_json::json!({"jail": jail, "error": crate::exit::message(e), "exit": code_of(e).code()}),
         );
     }
 }
