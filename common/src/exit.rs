@@ -11,6 +11,8 @@ use std::fmt;
 #[repr(u8)]
 pub enum ExitCode {
     Ok = 0,
+    /// `jmount --status`: some layer shown is not mounted as configured.
+    NotAllMounted = 1,
     /// EX_USAGE: bad flags, unknown jail name, nothing named.
     Usage = 64,
     /// EX_NOINPUT: a source or root directory is missing.

@@ -12,7 +12,8 @@ on_both!(
     quiet_prints_only_errors,
     stable_order,
     write_errors,
-    not_root
+    not_root,
+    status_view,
 );
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
@@ -245,4 +246,82 @@ fn not_root(b: Backend) {
             .err_has("(run as root)");
         assert!(sb.mounts().is_empty());
     });
+}
+
+/// `jmount --status`: JAIL, LAYER, STATE, TARGET per layer; 0 only when every
+/// layer shown is mounted as configured; no lock, no change.
+fn status_view(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let t = |rel: &str| sb.path(rel).display().to_string();
+        let o = sb.run("jmount", &["--status", "--all"]);
+        o.code(1);
+        assert_eq!(
+            o.stdout,
+            format!(
+                "j1\tports\tunmounted\t{}\nj1\tdistfiles\tunmounted\t{}\n\
+                 j2\tports\tunmounted\t{}\nj2\tdistfiles\tunmounted\t{}\n",
+                t("j1/usr/ports"),
+                t("j1/usr/ports/distfiles"),
+                t("j2/usr/ports"),
+                t("j2/usr/ports/distfiles")
+            )
+        );
+        assert!(!sb.path("upper").exists(), "--status made nothing");
+        assert!(!sb.path("run").exists(), "--status took no lock");
+
+        sb.run("jmount", &["--all"]).ok();
+        sb.run("jmount", &["--status", "j1", "j2"]).ok();
+        // The union gone (by hand), the nested layer too: partial, unmounted.
+        sb.sh(&format!(
+            "umount '{0}/distfiles' && umount '{0}'",
+            t("j1/usr/ports")
+        ))
+        .ok();
+        // Something else on j2's nested target.
+        sb.tmpfs(&sb.path("j2/usr/ports/distfiles"));
+        let o = sb.run("jmount", &["--status", "--json", "--all"]);
+        o.code(1);
+        let states: Vec<(String, String, String)> = o
+            .stdout
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["tool"], "jmount");
+                (
+                    v["jail"].as_str().unwrap().to_string(),
+                    v["layer"].as_str().unwrap().to_string(),
+                    v["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String, String)> = [
+            ("j1", "ports", "partial"),
+            ("j1", "distfiles", "unmounted"),
+            ("j2", "ports", "mounted"),
+            ("j2", "distfiles", "foreign"),
+        ]
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+        assert_eq!(states, want);
+        let before = sb.mounts().len();
+        sb.run("jmount", &["--status", "-q", "j2"])
+            .code(1)
+            .ok_or_quiet();
+        assert_eq!(sb.mounts().len(), before, "--status changed nothing");
+        sb.run("jmount", &["--status", "-n", "j2"]).code(64);
+    });
+}
+
+trait Quiet {
+    fn ok_or_quiet(&self);
+}
+
+impl Quiet for jlayers_tests::Out {
+    /// `-q`: no lines at all.
+    #[track_caller]
+    fn ok_or_quiet(&self) {
+        assert_eq!(self.stdout, "");
+    }
 }
