@@ -128,10 +128,67 @@ impl Run<'_> {
                 .or_fail(ExitCode::CantCreate, || "log".into())?;
             c.stdin(Stdio::null()).stdout(out).stderr(err);
         }
-        let mut child = c.spawn().or_fail(ExitCode::Unavailable, || {
-            format!("cannot run {}", self.cmd[0])
-        })?;
-        self.wait(&mut child)
+        let mut child = match c.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.not_found(&mut log).unwrap_or_else(|| {
+                    crate::exit::fail(
+                        ExitCode::Unavailable,
+                        format!("{}: not found in the jail", self.cmd[0]),
+                    )
+                }));
+            }
+            Err(e) => {
+                return Err(e).or_fail(ExitCode::Unavailable, || {
+                    format!("cannot run {}", self.cmd[0])
+                });
+            }
+        };
+        let outcome = self.wait(&mut child)?;
+        // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
+        // the jail is asked whether that is what happened.
+        if outcome == Outcome::Failed(127) && !self.interactive {
+            if let Some(e) = self.not_found(&mut log) {
+                return Err(e);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// When the command is not found in the jail: the error naming the jail's
+    /// PATH (asked of the jail's own sh, as the updater would have been looked
+    /// up), also written to the log. `None` when it is there after all, or the
+    /// jail cannot say.
+    fn not_found(&self, log: &mut File) -> Option<anyhow::Error> {
+        let probe: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            "command -v \"$1\" >/dev/null 2>&1 && exit 0; printf '%s\\n' \"$PATH\"; exit 127",
+            "sh",
+            &self.cmd[0],
+        ]
+        .map(String::from)
+        .to_vec();
+        let exec = Exec {
+            jail: self.jail,
+            root: self.root,
+            env: self.env(),
+            cmd: &probe,
+        };
+        let out = self
+            .platform
+            .exec_command(&exec)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if out.status.code() != Some(127) {
+            return None;
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let what = format!("{}: not found in the jail (PATH={path})", self.cmd[0]);
+        writeln!(log, "jupdate: {}: {what}", self.jail).ok();
+        Some(crate::exit::fail(ExitCode::Unavailable, what))
     }
 
     /// Wait for the child, killing its process group at the time limit or on

@@ -14,6 +14,7 @@ on_both!(
     write_errors,
     not_root,
     status_view,
+    updater_not_found,
 );
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
@@ -324,4 +325,34 @@ impl Quiet for jlayers_tests::Out {
     fn ok_or_quiet(&self) {
         assert_eq!(self.stdout, "");
     }
+}
+
+/// An updater that is not in the jail: where it was looked for, 69, and the same
+/// line in the jail's log.
+fn updater_not_found(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.jail_root("j1", &["sh", "env"]);
+        let o = sb.run("jupdate", &["j1", "--", "portmaster", "-a"]);
+        o.code(69);
+        let line = o
+            .stderr
+            .lines()
+            .find(|l| l.contains("not found"))
+            .unwrap_or_else(|| panic!("{}", o.stderr))
+            .to_string();
+        assert!(
+            line.starts_with("jupdate: j1: portmaster: not found in the jail (PATH=/")
+                && line.contains("/usr/local/sbin")
+                && line.ends_with(')'),
+            "{line}"
+        );
+        assert!(o.stdout.starts_with("j1\tfailed\t-\t"), "{}", o.stdout);
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        assert!(
+            log.lines().any(|l| l == line),
+            "{line:?} not in the log:\n{log}"
+        );
+        assert!(sb.mounts().is_empty());
+    });
 }
