@@ -237,6 +237,37 @@ pub fn sh_quote(w: &OsStr) -> Vec<u8> {
     q
 }
 
+/// A command as one sh line whatever its words hold: [`sh_quote`], but a word
+/// with a control character (a newline) as `$'...'` with escapes (POSIX.1-2024;
+/// FreeBSD's sh, bash, zsh, ksh), so that a log header stays one line.
+pub fn sh_one_line<S: AsRef<OsStr>>(argv: &[S]) -> String {
+    let mut line = Vec::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            line.push(b' ');
+        }
+        let b = a.as_ref().as_bytes();
+        if !b.iter().any(|c| c.is_ascii_control()) {
+            line.extend_from_slice(&sh_quote(a.as_ref()));
+            continue;
+        }
+        line.extend_from_slice(b"$'");
+        for &c in b {
+            match c {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\t' => line.extend_from_slice(b"\\t"),
+                b'\'' | b'\\' => line.extend_from_slice(&[b'\\', c]),
+                c if c.is_ascii_control() => {
+                    line.extend_from_slice(format!("\\x{c:02x}").as_bytes())
+                }
+                c => line.push(c),
+            }
+        }
+        line.push(b'\'');
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 /// Sizes as the report prints them: `1.36 GiB`, or exact bytes with `-b`.
 pub fn size(bytes: u64, exact: bool) -> String {
     if exact {
@@ -259,6 +290,13 @@ mod tests {
         assert_eq!(q(""), "''");
         assert_eq!(q("a\nb"), "'a\nb'");
         assert_eq!(q("$x"), "'$x'");
+    }
+
+    #[test]
+    fn one_line() {
+        let l = sh_one_line(&["sh", "-c", "echo a\necho 'b'", "x y", "$z"]);
+        assert_eq!(l, "sh -c $'echo a\\necho \\'b\\'' 'x y' '$z'");
+        assert!(!l.contains('\n'));
     }
 
     #[test]

@@ -98,15 +98,20 @@ impl Run<'_> {
                 format!("log dir {}", dir.display())
             })?;
         }
-        let mut log = File::create(self.log).or_fail(ExitCode::CantCreate, || {
-            format!("log {}", self.log.display())
-        })?;
+        // Appended: the log keeps each run's history (newsyslog or logrotate,
+        // shipped with the install, rotates it).
+        let mut log = File::options()
+            .append(true)
+            .create(true)
+            .open(self.log)
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })?;
         writeln!(
             log,
-            "jupdate: {}: {}: {}",
-            self.jail,
+            "{}: jupdate: {}",
             utc_timestamp(SystemTime::now()),
-            self.cmd.join(" ")
+            crate::report::sh_one_line(self.cmd)
         )
         .or_fail(ExitCode::CantCreate, || {
             format!("log {}", self.log.display())
@@ -287,9 +292,20 @@ fn status_code(st: std::process::ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
-/// The last `n` lines of a log, for stderr (so that cron mails them).
-pub fn tail(log: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read(log).unwrap_or_default();
+/// The length of a log before a run appends to it: where its lines begin.
+pub fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+/// The last `n` lines a run wrote to a log from offset `from` on, for stderr (so
+/// that cron mails them): never an earlier run's.
+pub fn tail(log: &Path, from: u64, n: usize) -> Vec<String> {
+    let mut text = Vec::new();
+    if let Ok(mut f) = File::open(log) {
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.read_to_end(&mut text);
+        }
+    }
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..]

@@ -15,6 +15,7 @@ on_both!(
     not_root,
     status_view,
     updater_not_found,
+    log_keeps_history,
 );
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
@@ -354,5 +355,67 @@ fn updater_not_found(b: Backend) {
             "{line:?} not in the log:\n{log}"
         );
         assert!(sb.mounts().is_empty());
+    });
+}
+
+/// Each run appends to the jail's log: a one-line header `DATE: jupdate: CMD`
+/// (sh-quoted, a newline as `$'\\n'`), then the output; a failure's tail on
+/// stderr is this run's only.
+fn log_keeps_history(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.jail_root("j1", &["sh", "env", "echo"]);
+        let script = "echo first-run\necho 'it''s'";
+        sb.run("jupdate", &["j1", "--", "sh", "-c", script]).ok();
+        let o = sb.run(
+            "jupdate",
+            &["j1", "--", "sh", "-c", "echo second-run; exit 2"],
+        );
+        o.code(69).err_has("jupdate: j1: log: second-run");
+        assert!(!o.stderr.contains("first-run"), "{}", o.stderr);
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        let headers: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(": jupdate: "))
+            .collect();
+        assert_eq!(headers.len(), 2, "{log}");
+        let date = |h: &str| {
+            let d = &h[..23];
+            let b = d.as_bytes();
+            b[4] == b'-'
+                && b[10] == b' '
+                && d.ends_with(" UTC")
+                && b[..4].iter().all(u8::is_ascii_digit)
+        };
+        assert!(headers.iter().all(|h| date(h)), "{headers:?}");
+        assert_eq!(
+            &headers[0][23..],
+            ": jupdate: sh -c $'echo first-run\\necho \\'it\\'\\'s\\''"
+        );
+        assert_eq!(
+            &headers[1][23..],
+            ": jupdate: sh -c 'echo second-run; exit 2'"
+        );
+        assert!(log.contains("first-run\nits\n"), "{log}");
+        assert!(log.contains("second-run"), "{log}");
+        // The header's command, run by sh, is the command that ran.
+        let cmd = headers[0].split_once(": jupdate: ").unwrap().1;
+        // (FreeBSD's sh reads $'...'; Debian's dash does not, bash does.)
+        let shell = if cfg!(target_os = "linux") {
+            "bash"
+        } else {
+            "sh"
+        };
+        let o = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(format!("set -- {cmd}; printf '%s|' \"$@\""))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("sh|-c|{script}|")
+        );
     });
 }

@@ -19,7 +19,7 @@ use crate::platform::Service;
 use crate::report::{emit, path_json};
 use crate::signals;
 use crate::stack::Engine;
-use crate::update::{Outcome, Run, tail};
+use crate::update::{Outcome, Run, log_len, tail};
 use serde_json::json;
 
 use super::{Setup, run};
@@ -145,8 +145,9 @@ fn update_jail(
     let start = Instant::now();
     let log_dir = opts.log_dir.as_deref().unwrap_or(&s.cfg.log_dir);
     let log = log_dir.join(format!("{}.log", jail.name));
+    let from = log_len(&log);
     let r = in_jail(s, engine, jail, opts, &log, bars).with_context(|| jail.name.clone());
-    report(s, engine, jail, &log, start.elapsed().as_secs(), r)
+    report(s, engine, jail, (&log, from), start.elapsed().as_secs(), r)
 }
 
 /// A spinner with the jail's latest log line, while its updater runs.
@@ -190,7 +191,7 @@ fn report(
     s: &Setup,
     engine: &Engine,
     jail: &Jail,
-    log: &Path,
+    (log, from): (&Path, u64),
     secs: u64,
     r: Result<Option<Outcome>>,
 ) -> Told {
@@ -239,7 +240,7 @@ fn report(
             };
             told.problems.push((vec![jail.name.clone()], what));
             // Part of the failure, so shown with -q too: cron mails them.
-            for line in tail(log, TAIL) {
+            for line in tail(log, from, TAIL) {
                 told.problems
                     .push((vec![jail.name.clone(), "log".into()], line));
             }
