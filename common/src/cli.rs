@@ -15,7 +15,9 @@ use crate::exit::{ExitCode, fail};
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Configuration file [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux,
+    /// Configuration file
+    ///
+    /// [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux,
     /// /usr/local/etc/jlayers.conf on FreeBSD]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -45,6 +47,8 @@ pub struct Common {
     #[arg(long = "libxo", value_name = "FORMAT", value_parser = parse_libxo)]
     pub libxo: Option<String>,
 
+    /// Jails to work on, by name; '-' reads names from standard input
+    ///
     /// Jails to work on, by name from the configuration file; '-' reads names from
     /// standard input, one a line
     #[arg(value_name = "JAIL")]

@@ -419,3 +419,63 @@ fn log_keeps_history(b: Backend) {
         );
     });
 }
+
+/// `-h` is a short summary; `--help` the long one with EXIT STATUS,
+/// ENVIRONMENT, FILES and the manual page; each accurate for its tool.
+#[test]
+fn help_short_and_long() {
+    let help = |tool: &str, flag: &str| {
+        let o = std::process::Command::new(jlayers_tests::bin_dir().join(tool))
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tool} {flag}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for tool in jlayers_tests::TOOLS {
+        let (short, long) = (help(tool, "-h"), help(tool, "--help"));
+        for want in [
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "JLAYERS_CONF",
+            "JLAYERS_PLATFORM",
+            "FILES",
+            &format!("See {tool}(8)"),
+        ] {
+            assert!(long.contains(want), "{tool} --help lacks {want}:\n{long}");
+            assert!(
+                !short.contains(want) || want.starts_with("JLAYERS_CONF"),
+                "{tool} -h has {want}"
+            );
+        }
+        assert!(short.len() * 3 < long.len() * 2, "{tool}: -h is a summary");
+        assert!(long.contains(" 75 ") && long.contains(" 77 "), "{tool}");
+    }
+    // jmount and junmount print no TAB lines (but jmount --status).
+    let jm = help("jmount", "-h");
+    assert!(!jm.contains("TAB"), "{jm}");
+    assert!(!help("junmount", "--help").contains("TAB"));
+    // -n prints runnable sh.
+    for tool in ["jmount", "junmount"] {
+        let h = help(tool, "-h");
+        let n = h.lines().find(|l| l.contains("--dry-run")).unwrap();
+        assert!(
+            n.contains("sh commands") && n.contains("pipe them to sh"),
+            "{n}"
+        );
+    }
+    assert!(help("jmount", "--help").contains("\n  1    --status"));
+    // jupdate names its default command and the timeout's grace.
+    let ju = help("jupdate", "--help");
+    assert!(ju.contains("portmaster -a -G --no-confirm"), "{ju}");
+    assert!(ju.contains("SIGTERM, then SIGKILL 3"), "{ju}");
+    // Ages need units.
+    let jc = help("jclean", "-h");
+    let age = jc.lines().find(|l| l.contains("--older-than")).unwrap();
+    assert!(age.contains("a number and a unit (s, m, h, d"), "{age}");
+    let to = ju
+        .lines()
+        .find(|l| l.contains("Time limit per jail"))
+        .unwrap();
+    assert!(to.contains("a number and a unit"), "{to}");
+}

@@ -25,11 +25,15 @@ use serde_json::json;
 
 use super::{Setup, each_jail, run};
 
-/// Empty the upper dir of each union layer of the named jails, so that they see the
-/// pristine host tree again, and report what was freed: one line per upper dir,
-/// JAIL, LAYER, FILES, SIZE, UPPER_PATH, TAB-separated.
+/// Empty the jails' upper dirs and report what was freed.
+///
+/// Each union layer's upper dir is emptied, so that the jail sees the pristine host
+/// tree again (refused, 75, while the layer is mounted). One line per upper dir:
+/// JAIL, LAYER, FILES, SIZE, UPPER_PATH, TAB-separated, then a total line.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jclean", version)]
+#[command(name = "jclean", version, after_long_help = crate::help::after_long_help("jclean"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Count only: report what would be freed; delete nothing")))]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -57,7 +61,8 @@ pub struct Opts {
     #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
 
-    /// Only remove entries not modified for AGE (e.g. 12h, 7d)
+    /// Only remove entries not modified for AGE, a number and a unit (s, m, h, d,
+    /// w; e.g. 12h, 7d)
     #[arg(long = "older-than", value_name = "AGE", value_parser = crate::cli::parse_age)]
     pub older_than: Option<Duration>,
 

@@ -9,17 +9,28 @@ use crate::report::{emit, path_json};
 
 use super::{each_jail, run, stack_tool};
 
-/// Stack each jail's layers: null mount of the host tree, then union mount of the
-/// jail's upper dir on top. Silent on success.
+/// Stack each jail's layers of a shared host tree; silent on success.
+///
+/// For each jail, each layer in the configuration's order: the upper (and work) dir
+/// is made if missing, the target checked (no symbolic link below the jail root),
+/// then the host tree is null mounted there and, for a union layer, the jail's upper
+/// dir union mounted on top. What is mounted already is left alone, a half-built
+/// stack is completed, and a failure unmounts what the run mounted for that jail.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jmount", version)]
+#[command(name = "jmount", version, after_long_help = crate::help::after_long_help("jmount"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Print the sh commands that would do it (runnable: pipe them to sh); change nothing")))]
+#[command(mut_arg("json", |a| a.help(
+    "Say per layer what was done (--status: its state), as JSON Lines on stdout")))]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
 
-    /// Show each layer's state instead, one line each: JAIL, LAYER, STATE
-    /// (mounted, unmounted, partial, foreign), TARGET; exit 0 when every layer
-    /// shown is mounted as configured, 1 otherwise. Takes no lock, changes nothing
+    /// Show how each layer stands instead; exit 0 if all are mounted, else 1
+    ///
+    /// One line per layer: JAIL, LAYER, STATE (mounted, unmounted, partial,
+    /// foreign), TARGET, TAB-separated; exit 0 when every layer shown is mounted as
+    /// configured, 1 otherwise. Takes no lock, changes nothing.
     #[arg(long = "status", conflicts_with = "dry_run")]
     pub status: bool,
 }

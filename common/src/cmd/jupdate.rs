@@ -24,12 +24,17 @@ use serde_json::json;
 
 use super::{Setup, run};
 
-/// Run the ports updater inside each jail with its layers mounted: take the jail's
-/// lock, mount its layers and start it if needed, run the command, then stop and
-/// unmount what was not running or mounted before. One report line per jail:
-/// JAIL, ok|failed|timeout, EXIT_CODE, SECONDS, LOG_PATH, TAB-separated.
+/// Run the ports updater inside each jail with its layers mounted.
+///
+/// For each jail: take its lock, mount its layers and start it if needed, run the
+/// command (by default portmaster -a -G --no-confirm) with its output appended to
+/// the jail's log, then stop and unmount what was not running or mounted before.
+/// One report line per jail: JAIL, ok|failed|timeout, EXIT_CODE, SECONDS, LOG_PATH,
+/// TAB-separated.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jupdate", version)]
+#[command(name = "jupdate", version, after_long_help = crate::help::after_long_help("jupdate"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Print the run as sh commands (mount, start, update, stop, unmount); change nothing")))]
 // -n prints sh commands, --json records of a run: not both.
 #[command(mut_arg("dry_run", |a| a.conflicts_with_all(["json", "libxo"])))]
 pub struct Cli {
@@ -51,7 +56,10 @@ pub struct Opts {
     #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
-    /// Time limit per jail (e.g. 30m, 6h): the command's process group is killed
+    /// Time limit per jail, a number and a unit (s, m, h, d, w; e.g. 30m, 6h)
+    ///
+    /// At the limit the command's process group gets SIGTERM, then SIGKILL 3
+    /// seconds later; the jail counts as a timeout (75).
     #[arg(long = "timeout", value_name = "AGE", value_parser = crate::cli::parse_timeout)]
     pub timeout: Option<Duration>,
 
@@ -59,7 +67,8 @@ pub struct Opts {
     #[arg(short = 'i', long = "interactive")]
     pub interactive: bool,
 
-    /// The command to run instead of the configured one
+    /// The command to run instead of the configured one [default: the jail's
+    /// update, else that of [defaults], else portmaster -a -G --no-confirm]
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
 }
