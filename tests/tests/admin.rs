@@ -479,3 +479,122 @@ fn help_short_and_long() {
         .unwrap();
     assert!(to.contains("a number and a unit"), "{to}");
 }
+
+/// A page rendered as a reader sees it (mandoc, overstrike removed).
+fn rendered(page: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../man")
+        .join(page);
+    let o = std::process::Command::new("mandoc")
+        .args(["-Tascii"])
+        .arg(&p)
+        .output()
+        .unwrap_or_else(|e| panic!("mandoc is needed for this test (apt-get install mandoc): {e}"));
+    assert!(o.status.success(), "mandoc {page}");
+    // Bold and underline are X\bX and _\bX.
+    let mut out = Vec::new();
+    for &b in &o.stdout {
+        if b == 8 {
+            out.pop();
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The pages say what the tools do: jlayers.conf(5)'s examples, copied, are
+/// valid TOML with arrays of strings; jclean(8)'s sizes are as jclean prints
+/// them; jupdate(8) gives --timeout's grace; README's cron lines are silent on
+/// success.
+#[test]
+fn pages_match_behaviour() {
+    let conf = rendered("jlayers.conf.5");
+    let line = |key: &str, nth: usize| -> String {
+        conf.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(key) && l.contains("= ["))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no `{key} = [...]` example in jlayers.conf(5):\n{conf}"))
+            .to_string()
+    };
+    let text = format!(
+        "[defaults]\n{}\n[[layer]]\nname = \"ports\"\nsource = \"/usr/ports\"\n\
+         [jail.web]\nroot = \"/jails/web\"\n{}\n{}\n{}\n",
+        line("update", 0),
+        line("update", 1),
+        line("start", 0),
+        line("stop", 0)
+    );
+    let cfg = jlayers::config::Config::parse(
+        &text,
+        std::path::Path::new("jlayers.conf"),
+        jlayers::platform::Os::FreeBsd,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    assert_eq!(cfg.update, ["portmaster", "-a", "-G", "--no-confirm"]);
+    let web = &cfg.jails[0];
+    assert!(web.update.is_some() && web.start.is_some() && web.stop.is_some());
+    assert!(conf.contains("array of strings"), "{conf}");
+
+    // Every size in jclean(8)'s examples is one jclean prints.
+    let clean = rendered("jclean.8");
+    let examples = &clean[clean.find("EXAMPLES").unwrap()..];
+    let words: Vec<&str> = examples.split_whitespace().collect();
+    let mut seen = 0;
+    for w in words.windows(2) {
+        let mult: u64 = match w[1] {
+            "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => continue,
+        };
+        let Ok(n) = w[0].parse::<f64>() else { continue };
+        let bytes = (n * mult as f64).round() as u64;
+        let shown = format!("{} {}", w[0], w[1]);
+        assert_eq!(
+            jlayers::report::size(bytes, false),
+            shown,
+            "jclean(8) example"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 5, "sizes in jclean(8)'s examples: {seen}");
+
+    let upd = rendered("jupdate.8");
+    let to = &upd[upd.find("--timeout age").unwrap()..];
+    let to = &to[..to.find("-v, --verbose").unwrap()];
+    let to = to.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        to.contains("SIGTERM, then, 3 seconds later, SIGKILL"),
+        "{to}"
+    );
+
+    // README's crontab: each command silent unless it fails.
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let cron = &readme[readme.find("From cron (`/etc/crontab`)").unwrap()..];
+    let cron = &cron[cron.find("```\n").unwrap() + 4..];
+    let cron = &cron[..cron.find("```").unwrap()];
+    let mut commands = 0;
+    for l in cron.lines() {
+        let cmd = l.split_whitespace().skip_while(|w| *w != "root").skip(1);
+        let cmd = cmd.collect::<Vec<_>>().join(" ");
+        assert!(
+            !cmd.contains("tee"),
+            "tee repeats the report on stdout: {l}"
+        );
+        for part in cmd.split([';', '|']).flat_map(|p| p.split("&&")) {
+            let part = part.trim();
+            commands += 1;
+            assert!(
+                part.contains(" -q ") || part.contains('>'),
+                "not silent on success: {part:?} in {l}"
+            );
+        }
+    }
+    assert!(commands >= 5, "{cron}");
+}
