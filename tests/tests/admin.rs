@@ -16,6 +16,7 @@ on_both!(
     status_view,
     updater_not_found,
     log_keeps_history,
+    no_line_on_a_spinner,
 );
 
 /// A file of `n` bytes in j1's ports upper (the layer is not mounted).
@@ -597,4 +598,86 @@ fn pages_match_behaviour() {
         }
     }
     assert!(commands >= 5, "{cron}");
+}
+
+/// On a terminal, a message printed while another jail's spinner is drawn starts
+/// a line of its own (the spinners are cleared first), never on the spinner's.
+fn no_line_on_a_spinner(b: Backend) {
+    use std::io::Read;
+    sandbox(b, |sb| {
+        sb.scene();
+        for j in ["j1", "j2"] {
+            sb.jail_root(j, &["sh", "test", "[", "env", "echo", "sleep"]);
+        }
+        let script = "if [ $1 = j1 ]; then echo broken; exit 3; fi; \
+            i=0; while [ $i -lt 30 ]; do echo step $i; sleep 0.1; i=$((i+1)); done";
+        let conf = jlayers_tests::SCENE_CONF
+            .replace(
+                "root = \"@T/j1\"",
+                &format!(
+                    "root = \"@T/j1\"\nupdate = [\"sh\", \"-c\", \"{script}\", \"-\", \"j1\"]"
+                ),
+            )
+            .replace(
+                "root = \"@T/j2\"",
+                &format!(
+                    "root = \"@T/j2\"\nupdate = [\"sh\", \"-c\", \"{script}\", \"-\", \"j2\"]"
+                ),
+            );
+        sb.conf(&conf);
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut child = sb
+            .cmd("jupdate")
+            .env("TERM", "xterm")
+            .arg("-c")
+            .arg(sb.path("jlayers.conf"))
+            .args(["-j", "2", "j1", "j2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::from(pty.slave))
+            .spawn()
+            .unwrap();
+        // Read the terminal until jupdate is done (the master sees EOF/EIO then).
+        let mut master = std::fs::File::from(pty.master);
+        let reader = std::thread::spawn(move || {
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+            raw
+        });
+        let st = child.wait().unwrap();
+        // The slave was handed over: the master reads EIO once the child is gone.
+        let raw = reader.join().unwrap();
+        assert_eq!(st.code(), Some(69));
+        let text = String::from_utf8_lossy(&raw);
+        let at = text
+            .find("jupdate: j1: update failed")
+            .unwrap_or_else(|| panic!("{text:?}"));
+        let before = &text[..at];
+        assert!(
+            before.contains(" j2:"),
+            "j2's spinner was drawn before j1's message: {text:?}"
+        );
+        // Right before the message: a new line, or the spinner's line cleared
+        // (indicatif moves to the line's start and erases it: \r, ESC [ ... K).
+        let ok = before.ends_with('\n')
+            || before.ends_with('\r')
+            || before.rfind('\x1b').is_some_and(|i| {
+                let esc = &before[i..];
+                esc.len() <= 8 && (esc.ends_with('K') || esc.ends_with('J') || esc.ends_with('G'))
+            });
+        let tail: String = before
+            .chars()
+            .rev()
+            .take(80)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert!(ok, "the message landed on a spinner's line: {tail:?}");
+    });
 }
