@@ -8,17 +8,16 @@ use std::path::{Path, PathBuf};
 
 use crate::platform::Holder;
 
-/// Processes using anything at or below `target`, in pid order.
+/// Processes using anything at or below `target`, in pid order, as `/proc`
+/// shows them now.
 pub fn holders(target: &Path) -> Vec<Holder> {
-    holders_of(&[target]).pop().unwrap_or_default()
+    scan().iter().filter_map(|u| u.holder(target)).collect()
 }
 
-/// For each of `targets`, the processes using anything at or below it, in pid
-/// order: one pass over `/proc` for all of them.
-pub fn holders_of(targets: &[&Path]) -> Vec<Vec<Holder>> {
-    let mut out = vec![Vec::new(); targets.len()];
+/// Every process's uses, in pid order, this process left out.
+fn scan() -> Vec<Uses> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
+        return Vec::new();
     };
     let me = std::process::id();
     let mut pids: Vec<u32> = procs
@@ -27,15 +26,27 @@ pub fn holders_of(targets: &[&Path]) -> Vec<Vec<Holder>> {
         .filter(|&p| p != me)
         .collect();
     pids.sort_unstable();
-    for pid in pids {
-        let u = Uses::read(pid);
-        for (i, t) in targets.iter().enumerate() {
-            if let Some(h) = u.holder(t) {
-                out[i].push(h);
-            }
-        }
-    }
-    out
+    pids.into_iter().map(Uses::read).collect()
+}
+
+/// For each of `targets`, the processes using anything at or below it, in pid
+/// order. `/proc` is read whole once per run (a run of many jails would
+/// otherwise read it once per jail: seconds for 200 jails); each process found
+/// there is read again now, so that one that has let go is not named. One that
+/// came since is not seen: its unmount then fails busy, and junmount puts back
+/// what it took down.
+pub fn holders_of(targets: &[&Path]) -> Vec<Vec<Holder>> {
+    static SNAPSHOT: std::sync::OnceLock<Vec<Uses>> = std::sync::OnceLock::new();
+    let snap = SNAPSHOT.get_or_init(scan);
+    targets
+        .iter()
+        .map(|t| {
+            snap.iter()
+                .filter(|u| u.holder(t).is_some())
+                .filter_map(|u| Uses::read(u.pid).holder(t))
+                .collect()
+        })
+        .collect()
 }
 
 /// What one process uses, read once.
@@ -45,7 +56,8 @@ struct Uses {
     cwd: Option<PathBuf>,
     root: Option<PathBuf>,
     files: Vec<PathBuf>,
-    maps: Vec<u8>,
+    /// The files it maps, each once.
+    maps: Vec<PathBuf>,
 }
 
 impl Uses {
@@ -65,7 +77,7 @@ impl Uses {
             cwd: link("cwd"),
             root: link("root"),
             files,
-            maps: std::fs::read(dir.join("maps")).unwrap_or_default(),
+            maps: mapped(&dir),
             dir,
         }
     }
@@ -82,13 +94,7 @@ impl Uses {
         if self.files.iter().any(|p| below(p)) {
             how.push("open file");
         }
-        let mapped = self.maps.split(|&b| b == b'\n').any(|line| {
-            // The path is the sixth field, from the first '/' on.
-            line.iter()
-                .position(|&b| b == b'/')
-                .is_some_and(|i| below(Path::new(OsStr::from_bytes(&line[i..]))))
-        });
-        if mapped {
+        if self.maps.iter().any(|p| below(p)) {
             how.push("mapping");
         }
         if how.is_empty() {
@@ -105,4 +111,20 @@ impl Uses {
             how,
         })
     }
+}
+
+/// The files a process maps, each once, from `/proc/PID/maps`.
+fn mapped(dir: &Path) -> Vec<PathBuf> {
+    let maps = std::fs::read(dir.join("maps")).unwrap_or_default();
+    let mut out: Vec<PathBuf> = maps
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            // The path is the sixth field, from the first '/' on.
+            let i = line.iter().position(|&b| b == b'/')?;
+            Some(PathBuf::from(OsStr::from_bytes(&line[i..])))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
