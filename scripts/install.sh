@@ -6,6 +6,9 @@
 #   etc/jlayers.conf.sample                    FreeBSD (the tools read PREFIX/etc/jlayers.conf)
 #   share/doc/jlayers/jlayers.conf.sample      Linux (the tools read /etc/jlayers.conf)
 #   etc/periodic/weekly/450.jupdate, 460.jclean    FreeBSD: periodic(8) jobs
+#   etc/newsyslog.conf.d/jlayers.conf          FreeBSD: jupdate's logs rotated
+#   /etc/logrotate.d/jlayers                   Linux: the same (logrotate reads
+#                                              only /etc, whatever the PREFIX)
 #   share/bash-completion/completions/TOOL, share/zsh/site-functions/_TOOL,
 #   share/fish/vendor_completions.d/TOOL.fish
 #
@@ -52,9 +55,12 @@ if [ "$os" = freebsd ]; then
         sed "s|%%PREFIX%%|$prefix|g" "$top/freebsd/periodic/weekly/$p" > "$root/etc/periodic/weekly/$p"
         chmod 555 "$root/etc/periodic/weekly/$p"
     done
+    install -d -m 755 "$root/etc/newsyslog.conf.d"
+    install -m 644 "$top/freebsd/newsyslog.conf.d/jlayers.conf" "$root/etc/newsyslog.conf.d/jlayers.conf"
 else
-    install -d -m 755 "$root/share/doc/jlayers"
+    install -d -m 755 "$root/share/doc/jlayers" "$dest/etc/logrotate.d"
     install -m 644 "$top/examples/jlayers.conf.sample" "$root/share/doc/jlayers/jlayers.conf.sample"
+    install -m 644 "$top/linux/logrotate.d/jlayers" "$dest/etc/logrotate.d/jlayers"
 fi
 
 install -d -m 755 "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" \

@@ -209,20 +209,7 @@ impl Perform<'_> {
         }
         let named: Vec<String> = holders
             .iter()
-            .map(|h| {
-                let mut what = h.how.join(", ");
-                let place = h.jail.as_ref().map(|j| format!("jail {j}")).or_else(|| {
-                    h.root.as_ref().map(|r| match r == at.root {
-                        true => format!("jail {}", at.jail),
-                        false => format!("root {}", r.display()),
-                    })
-                });
-                if let Some(p) = place {
-                    what.push_str("; ");
-                    what.push_str(&p);
-                }
-                format!("pid {} {} ({what})", h.pid, h.command)
-            })
+            .map(|h| h.describe(at.root, at.jail))
             .collect();
         let held = named.join(", ");
         fail(ExitCode::TempFail, format!("{e:#}: held by {held}"))

@@ -15,7 +15,9 @@ use crate::exit::{ExitCode, fail};
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Configuration file [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux,
+    /// Configuration file
+    ///
+    /// [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux,
     /// /usr/local/etc/jlayers.conf on FreeBSD]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -28,7 +30,7 @@ pub struct Common {
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
 
-    /// Print only errors
+    /// Print only errors: no report line for what succeeded
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -45,6 +47,8 @@ pub struct Common {
     #[arg(long = "libxo", value_name = "FORMAT", value_parser = parse_libxo)]
     pub libxo: Option<String>,
 
+    /// Jails to work on, by name; '-' reads names from standard input
+    ///
     /// Jails to work on, by name from the configuration file; '-' reads names from
     /// standard input, one a line
     #[arg(value_name = "JAIL")]
@@ -75,13 +79,26 @@ pub fn parse<T: Parser>(tool: &str) -> T {
         Err(e) => {
             use clap::error::ErrorKind::*;
             if matches!(e.kind(), DisplayHelp | DisplayVersion) {
-                let _ = e.print();
+                use std::io::Write;
+                let text = e.render().to_string();
+                let mut o = std::io::stdout().lock();
+                // A closed pipe is no error; anything else is 74.
+                let r = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+                if let Err(err) = r.or_else(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => Ok(()),
+                    _ => Err(e),
+                }) {
+                    let _ = writeln!(std::io::stderr(), "{tool}: stdout: {err}");
+                    std::process::exit(ExitCode::IoErr.code());
+                }
                 std::process::exit(0);
             }
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad usage");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("{tool}: {first} (see '{tool} --help')");
+            // Never a panic when stderr is gone (eprintln! would).
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{tool}: {first} (see '{tool} --help')");
             std::process::exit(ExitCode::Usage.code());
         }
     }

@@ -11,6 +11,8 @@ use std::fmt;
 #[repr(u8)]
 pub enum ExitCode {
     Ok = 0,
+    /// `jmount --status`: some layer shown is not mounted as configured.
+    NotAllMounted = 1,
     /// EX_USAGE: bad flags, unknown jail name, nothing named.
     Usage = 64,
     /// EX_NOINPUT: a source or root directory is missing.
@@ -19,6 +21,8 @@ pub enum ExitCode {
     Unavailable = 69,
     /// EX_CANTCREAT: an upper or work dir cannot be created.
     CantCreate = 73,
+    /// EX_IOERR: writing the output failed (a full disk, an I/O error).
+    IoErr = 74,
     /// EX_TEMPFAIL: busy mount, live upper, jail locked, timeout.
     TempFail = 75,
     /// EX_NOPERM: not root, or a symlink in a target path.
@@ -83,6 +87,36 @@ pub fn of_errno(e: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
     }
 }
 
+/// Whether an error was caused by a permission refused (EPERM, EACCES), at any
+/// depth of its chain.
+pub fn refused(err: &anyhow::Error) -> bool {
+    use nix::errno::Errno;
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            || c.downcast_ref::<Errno>()
+                .is_some_and(|e| matches!(e, Errno::EPERM | Errno::EACCES))
+            || {
+                let t = c.to_string();
+                t.contains("Operation not permitted") || t.contains("Permission denied")
+            }
+    })
+}
+
+/// An error as the tools print it: its chain on one line, and `(run as root)`
+/// when a permission refused to a user other than root is the cause.
+pub fn message(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    let hint = code_of(err) == ExitCode::NoPerm
+        && !nix::unistd::geteuid().is_root()
+        && refused(err)
+        && !text.contains("run as root");
+    match hint {
+        true => format!("{text} (run as root)"),
+        false => text,
+    }
+}
+
 /// Attach a classified context to any error.
 pub trait OrFail<T> {
     fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T>;
@@ -92,8 +126,17 @@ impl<T, E> OrFail<T> for Result<T, E>
 where
     E: Into<anyhow::Error>,
 {
+    /// A permission refused is 77 (not permitted) whatever `code` says: the
+    /// cause is who runs the tool, not what it was asked to do.
     fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T> {
-        self.map_err(|e| e.into().context(Fail { code, msg: msg() }))
+        self.map_err(|e| {
+            let e = e.into();
+            let code = match refused(&e) {
+                true => ExitCode::NoPerm,
+                false => code,
+            };
+            e.context(Fail { code, msg: msg() })
+        })
     }
 }
 

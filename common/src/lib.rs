@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod exit;
+pub mod help;
 pub mod lock;
 pub mod mounts;
 pub mod os;

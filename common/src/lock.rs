@@ -89,10 +89,8 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
                 ));
             }
             Err((_, e)) => {
-                return Err(fail(
-                    ExitCode::CantCreate,
-                    format!("lock {}: {}", path.display(), e.desc()),
-                ));
+                let code = crate::exit::of_errno(e, ExitCode::CantCreate);
+                return Err(fail(code, format!("lock {}: {}", path.display(), e.desc())));
             }
         }
     }

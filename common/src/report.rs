@@ -38,7 +38,7 @@ pub struct Messages {
 impl Messages {
     /// An error with its whole chain on one line.
     pub fn error(&self, err: &anyhow::Error) {
-        self.emit(&[], &format!("{err:#}"));
+        self.emit(&[], &crate::exit::message(err));
     }
 
     /// A warning: shown unless `-q`.
@@ -70,11 +70,65 @@ impl Messages {
         // One message, one line, whatever a path held.
         line.push_str(&msg.replace('\n', "\\n"));
         line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        drawn_around(|| {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        });
+    }
+}
+
+/// The progress bars on the terminal while they are drawn: every line written
+/// meanwhile goes through them, so that none lands on a spinner's line.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Draw lines through `bars` from now on (`None`: straight again).
+pub fn set_bars(bars: Option<indicatif::MultiProgress>) {
+    *BARS.lock().unwrap_or_else(|p| p.into_inner()) = bars;
+}
+
+/// Write with the bars cleared (indicatif's suspend), then drawn again.
+fn drawn_around<R>(write: impl FnOnce() -> R) -> R {
+    let bars = BARS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match bars {
+        Some(b) => b.suspend(write),
+        None => write(),
     }
 }
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Set when a write to stdout failed for any reason but a closed pipe: the run
+/// then exits 74 (EX_IOERR).
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The tool's name, for the one message about a failed stdout.
+static TOOL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Name the tool for messages that no [`Messages`] is at hand for.
+pub fn set_tool(tool: &'static str) {
+    let _ = TOOL.set(tool);
+}
+
+/// Whether a write to stdout failed (not a closed pipe, which is no error).
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// A write to stdout failed with `e`: a closed pipe (`| head`) ends the output
+/// quietly; anything else is said once on stderr (if stderr can take it) and
+/// makes the run exit 74.
+pub fn stdout_error(e: &std::io::Error) {
+    if STDOUT_CLOSED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if e.kind() == ErrorKind::BrokenPipe {
+        return;
+    }
+    STDOUT_FAILED.store(true, Ordering::Relaxed);
+    let tool = TOOL.get().copied().unwrap_or("jlayers");
+    let line = format!("{tool}: stdout: {e}\n");
+    // Never a panic when stderr fails too (eprintln! would).
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
 
 /// `--json`: records go to stdout as JSON Lines instead of TAB-separated lines.
 static JSON: AtomicBool = AtomicBool::new(false);
@@ -120,14 +174,12 @@ fn out(bytes: &[u8]) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
-    let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
-        if e.kind() == ErrorKind::BrokenPipe {
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        } else {
-            eprintln!("stdout: {e}");
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        }
+    let r = drawn_around(|| {
+        let mut o = std::io::stdout().lock();
+        o.write_all(bytes).and_then(|()| o.flush())
+    });
+    if let Err(e) = r {
+        stdout_error(&e);
     }
 }
 
@@ -185,6 +237,37 @@ pub fn sh_quote(w: &OsStr) -> Vec<u8> {
     q
 }
 
+/// A command as one sh line whatever its words hold: [`sh_quote`], but a word
+/// with a control character (a newline) as `$'...'` with escapes (POSIX.1-2024;
+/// FreeBSD's sh, bash, zsh, ksh), so that a log header stays one line.
+pub fn sh_one_line<S: AsRef<OsStr>>(argv: &[S]) -> String {
+    let mut line = Vec::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            line.push(b' ');
+        }
+        let b = a.as_ref().as_bytes();
+        if !b.iter().any(|c| c.is_ascii_control()) {
+            line.extend_from_slice(&sh_quote(a.as_ref()));
+            continue;
+        }
+        line.extend_from_slice(b"$'");
+        for &c in b {
+            match c {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\t' => line.extend_from_slice(b"\\t"),
+                b'\'' | b'\\' => line.extend_from_slice(&[b'\\', c]),
+                c if c.is_ascii_control() => {
+                    line.extend_from_slice(format!("\\x{c:02x}").as_bytes())
+                }
+                c => line.push(c),
+            }
+        }
+        line.push(b'\'');
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 /// Sizes as the report prints them: `1.36 GiB`, or exact bytes with `-b`.
 pub fn size(bytes: u64, exact: bool) -> String {
     if exact {
@@ -207,6 +290,13 @@ mod tests {
         assert_eq!(q(""), "''");
         assert_eq!(q("a\nb"), "'a\nb'");
         assert_eq!(q("$x"), "'$x'");
+    }
+
+    #[test]
+    fn one_line() {
+        let l = sh_one_line(&["sh", "-c", "echo a\necho 'b'", "x y", "$z"]);
+        assert_eq!(l, "sh -c $'echo a\\necho \\'b\\'' 'x y' '$z'");
+        assert!(!l.contains('\n'));
     }
 
     #[test]

@@ -220,14 +220,15 @@ impl<'a> Engine<'a> {
                     return Err(on_top(s, &top, "left alone")).context(s.layer.clone());
                 }
             };
-            self.take_down(plan, s, &table, n, Busy::Fail)
+            self.take_down(plan, s, &table, n, Busy::Fail, &mut 0)
                 .with_context(|| s.layer.clone())?;
         }
         Ok(())
     }
 
     /// Unmount the top `n` mounts at the stack's target, each one checked to be the
-    /// table's through a descriptor opened beneath the root.
+    /// table's through a descriptor opened beneath the root. `taken` counts the
+    /// mounts removed, also when a later one fails.
     fn take_down(
         &self,
         plan: &JailPlan,
@@ -235,6 +236,7 @@ impl<'a> Engine<'a> {
         table: &[Mount],
         n: usize,
         busy: Busy,
+        taken: &mut usize,
     ) -> Result<()> {
         let at_target = s.at(table);
         for (i, top) in at_target.iter().rev().take(n).enumerate() {
@@ -246,12 +248,16 @@ impl<'a> Engine<'a> {
                 busy,
             };
             self.actor.act(&at(plan, s), action)?;
+            *taken += 1;
         }
         Ok(())
     }
 
     /// Take down every stack, nested layers first, each newest mount first; only
-    /// mounts the plan would have made are touched.
+    /// mounts the plan would have made are touched. All or nothing: when a target
+    /// it would unmount is held (and not `-f`), nothing is unmounted; when an
+    /// unmount fails busy all the same (a process came in since), what this call
+    /// took down is mounted again.
     pub fn unmount_jail(&self, plan: &JailPlan, busy: Busy) -> Result<()> {
         if busy == Busy::Fail && self.platform.jail_running(&plan.jail)? {
             return Err(fail(
@@ -263,14 +269,36 @@ impl<'a> Engine<'a> {
             ));
         }
         let table = self.actor.sink.mounts(&plan.root)?;
+        // What each stack loses, decided before anything changes.
+        let mut work: Vec<(&Stack, usize)> = Vec::new();
         for s in plan.stacks.iter().rev() {
-            self.unmount_stack(plan, s, &table, busy)
+            let n = self
+                .to_take_down(plan, s, &table)
                 .with_context(|| s.layer.clone())?;
+            if n > 0 {
+                work.push((s, n));
+            }
+        }
+        if busy == Busy::Fail {
+            self.refuse_if_held(plan, &work)?;
+        }
+        let mut taken: Vec<(&Stack, usize)> = Vec::new();
+        for &(s, n) in &work {
+            let mut k = 0;
+            let r = self.take_down(plan, s, &table, n, busy, &mut k);
+            if k > 0 {
+                taken.push((s, n));
+            }
+            if let Err(e) = r {
+                let e = e.context(s.layer.clone());
+                return Err(self.put_back(plan, &taken, e));
+            }
         }
         Ok(())
     }
 
-    fn unmount_stack(&self, plan: &JailPlan, s: &Stack, table: &[Mount], busy: Busy) -> Result<()> {
+    /// How many mounts of the stack to take down; a foreign mount is reported.
+    fn to_take_down(&self, plan: &JailPlan, s: &Stack, table: &[Mount]) -> Result<usize> {
         let n = match s.state(table, self.platform) {
             State::Mounted(n) => n,
             State::Foreign { top, ours: false } => {
@@ -282,7 +310,7 @@ impl<'a> Engine<'a> {
                         top.describe()
                     ),
                 );
-                return Ok(());
+                return Ok(0);
             }
             State::Foreign { top, ours: true } => {
                 return Err(on_top(s, &top, "left alone (unmount it first)"));
@@ -290,10 +318,82 @@ impl<'a> Engine<'a> {
         };
         if n == 0 {
             self.msg.info(&[&plan.jail, &s.layer], "not mounted");
-            return Ok(());
+            return Ok(0);
         }
         // Same rule as for mounting: no symlink on the way, even for -n.
         s.target.open(Missing::Report)?;
-        self.take_down(plan, s, table, n, busy)
+        Ok(n)
+    }
+
+    /// Refuse the jail (75), naming every holder, when any target to unmount is
+    /// held. Only the mounts the table shows are looked at (not `-n`'s ghosts).
+    fn refuse_if_held(&self, plan: &JailPlan, work: &[(&Stack, usize)]) -> Result<()> {
+        let targets: Vec<&Path> = work.iter().map(|(s, _)| s.target.path.as_path()).collect();
+        let found = self.platform.holders_of(&targets);
+        let held: Vec<String> = work
+            .iter()
+            .zip(&found)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|((s, _), h)| {
+                let named: Vec<String> = h
+                    .iter()
+                    .map(|h| h.describe(&plan.root, &plan.jail))
+                    .collect();
+                format!(
+                    "{}: {}: busy: held by {}",
+                    s.layer,
+                    s.target.path.display(),
+                    named.join(", ")
+                )
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        Err(fail(
+            ExitCode::TempFail,
+            format!("{}; nothing unmounted", held.join("; ")),
+        ))
+    }
+
+    /// After an unmount failed midway: mount again what this run took down of the
+    /// jail (each stack as far as it was mounted), and say so in the error.
+    fn put_back(
+        &self,
+        plan: &JailPlan,
+        taken: &[(&Stack, usize)],
+        e: anyhow::Error,
+    ) -> anyhow::Error {
+        if taken.is_empty() {
+            return e.context("nothing unmounted");
+        }
+        let code = crate::exit::code_of(&e);
+        // In mount order, each stack cut to the mounts it had.
+        let again = JailPlan {
+            jail: plan.jail.clone(),
+            root: plan.root.clone(),
+            stacks: plan
+                .stacks
+                .iter()
+                .filter_map(|s| {
+                    let &(_, n) = taken.iter().find(|(t, _)| std::ptr::eq(*t, s))?;
+                    let mut s = s.clone();
+                    s.steps.truncate(n);
+                    Some(s)
+                })
+                .collect(),
+        };
+        let layers: Vec<&str> = again.stacks.iter().map(|s| s.layer.as_str()).collect();
+        let layers = layers.join(", ");
+        match self.mount_jail(&again) {
+            Ok(_) => fail(
+                code,
+                format!("{e:#}; mounted again what this run took down ({layers})"),
+            ),
+            Err(re) => fail(
+                code,
+                format!("{e:#}; mounting again what this run took down ({layers}) failed: {re:#}"),
+            ),
+        }
     }
 }

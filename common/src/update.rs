@@ -101,25 +101,21 @@ impl Run<'_> {
                 format!("log dir {}", dir.display())
             })?;
         }
-        let mut log = File::create(self.log).or_fail(ExitCode::CantCreate, || {
-            format!("log {}", self.log.display())
-        })?;
-        // Appending: a build script's `echo x >/dev/stderr` reopens the log through
-        // /proc/self/fd (truncating it); the shared offset would then leave a hole
-        // of NUL bytes before the next line.
-        nix::fcntl::fcntl(
-            &log,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
-        )
-        .or_fail(ExitCode::CantCreate, || {
-            format!("log {}", self.log.display())
-        })?;
+        // Appended: the log keeps each run's history (newsyslog or logrotate,
+        // shipped with the install, rotates it). O_APPEND also keeps a build script's `echo x >/dev/stderr`, which
+        // reopens the log through /proc/self/fd, from leaving a hole of NUL bytes.
+        let mut log = File::options()
+            .append(true)
+            .create(true)
+            .open(self.log)
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })?;
         writeln!(
             log,
-            "jupdate: {}: {}: {}",
-            self.jail,
+            "{}: jupdate: {}",
             utc_timestamp(SystemTime::now()),
-            self.cmd.join(" ")
+            crate::report::sh_one_line(self.cmd)
         )
         .or_fail(ExitCode::CantCreate, || {
             format!("log {}", self.log.display())
@@ -141,10 +137,67 @@ impl Run<'_> {
                 .or_fail(ExitCode::CantCreate, || "log".into())?;
             c.stdin(Stdio::null()).stdout(out).stderr(err);
         }
-        let mut child = c.spawn().or_fail(ExitCode::Unavailable, || {
-            format!("cannot run {}", self.cmd[0])
-        })?;
-        self.wait(&mut child)
+        let mut child = match c.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.not_found(&mut log).unwrap_or_else(|| {
+                    crate::exit::fail(
+                        ExitCode::Unavailable,
+                        format!("{}: not found in the jail", self.cmd[0]),
+                    )
+                }));
+            }
+            Err(e) => {
+                return Err(e).or_fail(ExitCode::Unavailable, || {
+                    format!("cannot run {}", self.cmd[0])
+                });
+            }
+        };
+        let outcome = self.wait(&mut child)?;
+        // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
+        // the jail is asked whether that is what happened.
+        if outcome == Outcome::Failed(127) && !self.interactive {
+            if let Some(e) = self.not_found(&mut log) {
+                return Err(e);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// When the command is not found in the jail: the error naming the jail's
+    /// PATH (asked of the jail's own sh, as the updater would have been looked
+    /// up), also written to the log. `None` when it is there after all, or the
+    /// jail cannot say.
+    fn not_found(&self, log: &mut File) -> Option<anyhow::Error> {
+        let probe: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            "command -v \"$1\" >/dev/null 2>&1 && exit 0; printf '%s\\n' \"$PATH\"; exit 127",
+            "sh",
+            &self.cmd[0],
+        ]
+        .map(String::from)
+        .to_vec();
+        let exec = Exec {
+            jail: self.jail,
+            root: self.root,
+            env: self.env(),
+            cmd: &probe,
+        };
+        let out = self
+            .platform
+            .exec_command(&exec)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if out.status.code() != Some(127) {
+            return None;
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let what = format!("{}: not found in the jail (PATH={path})", self.cmd[0]);
+        writeln!(log, "jupdate: {}: {what}", self.jail).ok();
+        Some(crate::exit::fail(ExitCode::Unavailable, what))
     }
 
     /// Wait for the child, killing its process group at the time limit or on
@@ -286,9 +339,20 @@ fn status_code(st: std::process::ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
-/// The last `n` lines of a log, for stderr (so that cron mails them).
-pub fn tail(log: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read(log).unwrap_or_default();
+/// The length of a log before a run appends to it: where its lines begin.
+pub fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+/// The last `n` lines a run wrote to a log from offset `from` on, for stderr (so
+/// that cron mails them): never an earlier run's.
+pub fn tail(log: &Path, from: u64, n: usize) -> Vec<String> {
+    let mut text = Vec::new();
+    if let Ok(mut f) = File::open(log) {
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.read_to_end(&mut text);
+        }
+    }
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..]

@@ -101,6 +101,26 @@ fn freebsd_layout_is_the_ports_plist() {
     };
     assert_eq!(mode("sbin/jmount"), 0o555);
     assert_eq!(mode("share/man/man8/jmount.8"), 0o444);
+    // newsyslog.conf(5): jupdate's logs, a glob, nothing to signal.
+    let conf = std::fs::read_to_string(root.join("etc/newsyslog.conf.d/jlayers.conf")).unwrap();
+    let entries: Vec<Vec<&str>> = conf
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(entries.len(), 1, "{conf}");
+    let e = &entries[0];
+    // logfilename mode count size when flags (no owner:group, no pid file).
+    assert_eq!(e.len(), 6, "{e:?}");
+    assert_eq!(e[0], "/var/log/jlayers/*.log");
+    assert!(e[1].len() == 3 && e[1].bytes().all(|b| (b'0'..=b'7').contains(&b)));
+    assert!(e[2].parse::<u32>().is_ok() && (e[3] == "*" || e[3].parse::<u32>().is_ok()));
+    assert!(e[4].starts_with('$') || e[4] == "*" || e[4].starts_with('@'));
+    assert!(
+        e[5].contains('G') && e[5].contains('N'),
+        "glob, no signal: {e:?}"
+    );
+    assert_eq!(mode("etc/newsyslog.conf.d/jlayers.conf"), 0o644);
 }
 
 #[test]
@@ -125,6 +145,32 @@ fn linux_layout_follows_the_fhs() {
         "nothing in PREFIX/etc on Linux"
     );
     assert_eq!(got.len(), 4 + 5 + 1 + 12);
+    // logrotate(8) reads /etc/logrotate.d whatever the PREFIX.
+    let conf = std::fs::read_to_string(t.path().join("etc/logrotate.d/jlayers")).unwrap();
+    let body: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(body.first(), Some(&"/var/log/jlayers/*.log {"), "{conf}");
+    assert_eq!(body.last(), Some(&"}"), "{conf}");
+    for d in &body[1..body.len() - 1] {
+        let known = [
+            "weekly",
+            "rotate",
+            "compress",
+            "delaycompress",
+            "missingok",
+            "notifempty",
+        ];
+        let word = d.split_whitespace().next().unwrap();
+        assert!(known.contains(&word), "unexpected directive {d:?}");
+    }
+    assert_eq!(
+        files(&t.path().join("etc")).len(),
+        1,
+        "only logrotate.d/jlayers in /etc"
+    );
 }
 
 #[test]

@@ -80,8 +80,8 @@ fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
         let text = fs::read_to_string(&log).unwrap();
         let header = text.lines().next().unwrap();
         assert!(
-            header.starts_with("jupdate: j1: 20")
-                && header.ends_with(" UTC: portmaster -a -G --no-confirm"),
+            header.starts_with("20")
+                && header.ends_with(" UTC: jupdate: portmaster -a -G --no-confirm"),
             "{header}"
         );
         for want in [

@@ -18,9 +18,15 @@ fn every_help_flag_is_in_the_page() {
             .unwrap();
         let help = String::from_utf8(out.stdout).unwrap();
         let page = std::fs::read_to_string(man_dir().join(format!("{tool}.8"))).unwrap();
+        // Each option line's long flag (not a flag quoted in a description, such
+        // as the default command's --no-confirm).
         let mut flags: Vec<&str> = help
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .lines()
+            .filter(|l| l.trim_start().starts_with('-'))
+            .filter_map(|l| {
+                l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .find(|w| w.starts_with("--") && w.len() > 2)
+            })
             .collect();
         flags.sort();
         flags.dedup();

@@ -29,6 +29,7 @@ on_both!(
     awkward_paths,
     busy_unmount_names_its_holders,
     tmpfs_uppers,
+    junmount_all_or_nothing,
 );
 
 fn read(sb: &Sandbox, rel: &str) -> Option<String> {
@@ -571,5 +572,72 @@ fn tmpfs_uppers(b: Backend) {
         sb.run("jmount", &["j1"]).ok();
         assert!(!j.join("built").exists(), "a fresh upper");
         sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+/// junmount is all or nothing per jail: a held target refuses the whole jail
+/// before anything is unmounted (the nested distfiles layer, which is free, stays
+/// too); an unmount that fails busy all the same (here a mount below the target,
+/// which no process holds) puts back what the run took down. The `--json`
+/// records say what changed, then the error.
+fn junmount_all_or_nothing(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        let before = sb.mounts().len();
+        assert_eq!(before, 3);
+        let mut busy = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(sb.path("j1/usr/ports/editors"))
+            .spawn()
+            .unwrap();
+        let o = sb.run("junmount", &["--json", "j1"]);
+        o.code(75)
+            .err_has(&format!("held by pid {} sleep (cwd)", busy.id()))
+            .err_has("nothing unmounted");
+        assert_eq!(sb.mounts().len(), before, "nothing of j1 unmounted");
+        let v: Vec<serde_json::Value> = o
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v.len(), 3, "{}", o.stdout);
+        assert_eq!(v[0]["changed"], false);
+        assert_eq!(v[1]["changed"], false);
+        assert_eq!(v[2]["exit"], 75);
+        busy.kill().unwrap();
+        busy.wait().unwrap();
+
+        // Busy with no process to find: distfiles comes off, ports fails, and
+        // distfiles is mounted again.
+        let sub = sb.path("j1/usr/ports/editors");
+        sb.tmpfs(&sub);
+        let o = sb.run("junmount", &["--json", "j1"]);
+        o.code(75)
+            .err_has("busy")
+            .err_has("mounted again what this run took down (distfiles)");
+        assert_eq!(sb.mounts_at("j1/usr/ports/distfiles").len(), 1);
+        assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
+        let v: Vec<serde_json::Value> = o
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v.len(), 3, "{}", o.stdout);
+        assert_eq!(v[0]["layer"], "ports");
+        assert_eq!(v[0]["changed"], false);
+        assert_eq!(v[1]["layer"], "distfiles");
+        assert_eq!(v[1]["changed"], true);
+        let actions: Vec<&str> = v[1]["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["unmount", "mount"]);
+        assert_eq!(v[2]["exit"], 75);
+        sb.sh(&format!("umount '{}'", sub.display())).ok();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
     });
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
 use crate::action::Sink;
-use crate::changes::{self, Kind};
+use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
@@ -25,11 +25,15 @@ use serde_json::json;
 
 use super::{Setup, each_jail, run};
 
-/// Empty the upper dir of each union layer of the named jails, so that they see the
-/// pristine host tree again, and report what was freed: one line per upper dir,
-/// JAIL, LAYER, FILES, SIZE, UPPER_PATH, TAB-separated.
+/// Empty the jails' upper dirs and report what was freed.
+///
+/// Each union layer's upper dir is emptied, so that the jail sees the pristine host
+/// tree again (refused, 75, while the layer is mounted). One line per upper dir:
+/// JAIL, LAYER, FILES, SIZE, UPPER_PATH, TAB-separated, then a total line.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jclean", version)]
+#[command(name = "jclean", version, after_long_help = crate::help::after_long_help("jclean"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Count only: report what would be freed; delete nothing")))]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -42,7 +46,7 @@ pub struct Cli {
 pub struct Opts {
     /// List every entry of each upper dir with what it is to the host tree:
     /// JAIL, LAYER, KIND (new, copy, modified, stale, whiteout, opaque, dir), SIZE,
-    /// PATH; deletes nothing (implies -n)
+    /// PATH, sorted by path; deletes nothing (implies -n)
     #[arg(long = "list")]
     pub list: bool,
 
@@ -57,7 +61,8 @@ pub struct Opts {
     #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
 
-    /// Only remove entries not modified for AGE (e.g. 12h, 7d)
+    /// Only remove entries not modified for AGE, a number and a unit (s, m, h, d,
+    /// w; e.g. 12h, 7d)
     #[arg(long = "older-than", value_name = "AGE", value_parser = crate::cli::parse_age)]
     pub older_than: Option<Duration>,
 
@@ -107,7 +112,7 @@ pub fn main(cli: &Cli) -> ExitCode {
             sink: s.sink(args.dry_run || opts.list),
         };
         let status = each_jail(s, |jail| pool.install(|| cleaner.jail(jail, &mut total)));
-        if total.lines > 1 {
+        if total.lines > 1 && s.msg.level != Verbosity::Quiet {
             emit(
                 "jclean",
                 &[
@@ -223,9 +228,10 @@ impl Cleaner<'_> {
             .unwrap_or_else(|p| p.into_inner());
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
-        self.report(l, files, bytes, total);
+        let r = self.left_behind(l, &left);
+        self.report(l, files, bytes, total, r.is_err());
         signals::check()?;
-        self.left_behind(l, &left)
+        r
     }
 }
 
@@ -251,12 +257,14 @@ impl Cleaner<'_> {
             return Ok(());
         };
         let (mut files, mut bytes) = (0u64, 0u64);
+        // --list: each layer's entries sorted by path, whatever order the walk met them.
+        let mut listed: Vec<(PathBuf, Kind, u64)> = Vec::new();
         let problems = match dir {
             None => Vec::new(),
             Some(dir) => dir.changes(source, &*self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
                 if wanted && opts.list {
-                    self.list_line(l, e);
+                    listed.push((e.rel.to_path_buf(), e.kind, e.size));
                     return false;
                 }
                 if wanted {
@@ -266,32 +274,37 @@ impl Cleaner<'_> {
                 wanted
             })?,
         };
-        if !opts.list {
-            self.report(l, files, bytes, total);
+        listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (rel, kind, size) in &listed {
+            self.list_line(l, rel, *kind, *size);
         }
-        signals::check()?;
         let left: Vec<(PathBuf, String)> = problems
             .into_iter()
             .map(|(rel, why)| (l.place.path.join(rel), why))
             .collect();
-        self.left_behind(l, &left)
+        let r = self.left_behind(l, &left);
+        if !opts.list {
+            self.report(l, files, bytes, total, r.is_err());
+        }
+        signals::check()?;
+        r
     }
 
     /// `--list`: `JAIL LAYER KIND SIZE PATH`.
-    fn list_line(&self, l: &Layer, e: &changes::Entry) {
-        let path = l.place.path.join(e.rel);
+    fn list_line(&self, l: &Layer, rel: &std::path::Path, kind: Kind, bytes: u64) {
+        let path = l.place.path.join(rel);
         let (jail, layer) = (l.jail, l.stack.layer.as_str());
         emit(
             "jclean",
             &[
                 OsStr::new(jail),
                 OsStr::new(layer),
-                OsStr::new(e.kind.name()),
-                size(e.size, self.opts.bytes).as_ref(),
+                OsStr::new(kind.name()),
+                size(bytes, self.opts.bytes).as_ref(),
                 path.as_os_str(),
             ],
-            json!({"jail": jail, "layer": layer, "kind": e.kind.name(),
-                   "bytes": e.size, "path": path_json(&path)}),
+            json!({"jail": jail, "layer": layer, "kind": kind.name(),
+                   "bytes": bytes, "path": path_json(&path)}),
         );
     }
 }
@@ -325,12 +338,27 @@ impl Cleaner<'_> {
         ))
     }
 
-    /// One upper dir's report line, counted into the total.
-    fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total) {
+    /// One upper dir's report line, counted into the total; with `-q` only for a
+    /// layer that `failed`. `-v` names what was pruned on stderr.
+    fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total, failed: bool) {
         let (jail, layer, upper) = (l.jail, l.stack.layer.as_str(), &l.place.path);
         // Whether anything was removed: not for -n.
         let mut changed = false;
         self.sink.after(&mut || changed = files > 0);
+        if changed {
+            let what = format!(
+                "pruned {}: {files} files, {}",
+                upper.display(),
+                size(bytes, self.opts.bytes)
+            );
+            self.s.msg.info(&[jail, layer], &what);
+        }
+        total.lines += 1;
+        total.files += files;
+        total.bytes += bytes;
+        if self.s.msg.level == Verbosity::Quiet && !failed {
+            return;
+        }
         emit(
             "jclean",
             &[
@@ -343,9 +371,6 @@ impl Cleaner<'_> {
             json!({"jail": jail, "layer": layer, "files": files, "bytes": bytes,
                    "upper": path_json(upper), "changed": changed}),
         );
-        total.lines += 1;
-        total.files += files;
-        total.bytes += bytes;
     }
 }
 
@@ -355,7 +380,10 @@ fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnc
     if msg.level == Verbosity::Quiet || !std::io::stderr().is_terminal() {
         return work();
     }
-    let bar = indicatif::ProgressBar::new_spinner();
+    let bars = indicatif::MultiProgress::new();
+    let bar = bars.add(indicatif::ProgressBar::new_spinner());
+    // Messages meanwhile clear the spinner's line first.
+    crate::report::set_bars(Some(bars));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
@@ -379,6 +407,7 @@ fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnc
         let r = work();
         done.store(true, Ordering::Relaxed);
         bar.finish_and_clear();
+        crate::report::set_bars(None);
         r
     })
 }

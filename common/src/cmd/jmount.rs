@@ -1,21 +1,116 @@
-//! jmount(8): stack each jail's layers.
+//! jmount(8): stack each jail's layers; `--status` shows how they stand.
+
+use std::ffi::OsStr;
 
 use crate::cli::Common;
 use crate::exit::ExitCode;
+use crate::plan::{State, plan};
+use crate::report::{emit, path_json};
 
-use super::stack_tool;
+use super::{each_jail, run, stack_tool};
 
-/// Stack each jail's layers: null mount of the host tree, then union mount of the
-/// jail's upper dir on top. Silent on success.
+/// Stack each jail's layers of a shared host tree; silent on success.
+///
+/// For each jail, each layer in the configuration's order: the upper (and work) dir
+/// is made if missing, the target checked (no symbolic link below the jail root),
+/// then the host tree is null mounted there and, for a union layer, the jail's upper
+/// dir union mounted on top. What is mounted already is left alone, a half-built
+/// stack is completed, and a failure unmounts what the run mounted for that jail.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jmount", version)]
+#[command(name = "jmount", version, after_long_help = crate::help::after_long_help("jmount"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Print the sh commands that would do it (runnable: pipe them to sh); change nothing")))]
+#[command(mut_arg("json", |a| a.help(
+    "Say per layer what was done (--status: its state), as JSON Lines on stdout")))]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
+
+    /// Show how each layer stands instead; exit 0 if all are mounted, else 1
+    ///
+    /// One line per layer: JAIL, LAYER, STATE (mounted, unmounted, partial,
+    /// foreign), TARGET, TAB-separated; exit 0 when every layer shown is mounted as
+    /// configured, 1 otherwise. Takes no lock, changes nothing.
+    #[arg(long = "status", conflicts_with = "dry_run")]
+    pub status: bool,
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    stack_tool("jmount", &cli.common, |engine, plan| {
+    if cli.status {
+        return status(&cli.common);
+    }
+    stack_tool("jmount", &cli.common, false, |engine, plan| {
         engine.mount_jail(plan).map(drop)
+    })
+}
+
+/// A layer's state from its stacks' (the layer's own, and a tmpfs upper's).
+fn layer_state(states: &[(State, usize)]) -> &'static str {
+    if states
+        .iter()
+        .any(|(s, _)| matches!(s, State::Foreign { .. }))
+    {
+        return "foreign";
+    }
+    let full = |(s, len): &(State, usize)| *s == State::Mounted(*len);
+    let none = |(s, _): &(State, usize)| *s == State::Mounted(0);
+    if states.iter().all(full) {
+        "mounted"
+    } else if states.iter().all(none) {
+        "unmounted"
+    } else {
+        "partial"
+    }
+}
+
+/// `--status`: read the mount table, say how each layer stands; no lock.
+fn status(args: &Common) -> ExitCode {
+    run("jmount", args, |s| {
+        let mut all_mounted = true;
+        let code = each_jail(s, |jail| {
+            let plan = plan(&s.cfg, jail, &*s.platform)?;
+            let table = s.platform.mounts(&plan.root)?;
+            let mut seen: Vec<&str> = Vec::new();
+            for st in &plan.stacks {
+                if seen.contains(&st.layer.as_str()) {
+                    continue;
+                }
+                seen.push(&st.layer);
+                let states: Vec<(State, usize)> = plan
+                    .stacks
+                    .iter()
+                    .filter(|t| t.layer == st.layer)
+                    .map(|t| (t.state(&table, &*s.platform), t.steps.len()))
+                    .collect();
+                let state = layer_state(&states);
+                all_mounted &= state == "mounted";
+                // The layer's own stack is its last (a tmpfs upper comes first).
+                let target = &plan
+                    .stacks
+                    .iter()
+                    .rfind(|t| t.layer == st.layer)
+                    .unwrap_or(st)
+                    .target
+                    .path;
+                if s.msg.level > crate::report::Verbosity::Quiet {
+                    emit(
+                        "jmount",
+                        &[
+                            OsStr::new(&plan.jail),
+                            OsStr::new(&st.layer),
+                            OsStr::new(state),
+                            target.as_os_str(),
+                        ],
+                        serde_json::json!({"jail": plan.jail, "layer": st.layer,
+                                           "state": state, "target": path_json(target)}),
+                    );
+                }
+            }
+            Ok(())
+        });
+        match code {
+            ExitCode::Ok if !all_mounted => ExitCode::NotAllMounted,
+            c => c,
+        }
     })
 }

@@ -6,10 +6,17 @@ use crate::exit::ExitCode;
 
 use super::stack_tool;
 
-/// Take each jail's layers down in exact reverse order, nested layers first, each
-/// stack newest mount first. Only mounts jmount's plan would have made are touched.
+/// Take each jail's layers down in exact reverse order; silent on success.
+///
+/// Nested layers first, each stack newest mount first; only mounts jmount's plan
+/// would have made are touched. All or nothing per jail: if any target is held,
+/// nothing of the jail is unmounted (75, the holders named).
 #[derive(clap::Parser, Debug)]
-#[command(name = "junmount", version)]
+#[command(name = "junmount", version, after_long_help = crate::help::after_long_help("junmount"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Print the sh commands that would do it (runnable: pipe them to sh); change nothing")))]
+#[command(mut_arg("json", |a| a.help(
+    "Say per layer what was done, as JSON Lines on stdout")))]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -21,7 +28,7 @@ pub struct Cli {
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    stack_tool("junmount", &cli.common, |engine, plan| {
+    stack_tool("junmount", &cli.common, true, |engine, plan| {
         let busy = match cli.force {
             true => Busy::Force,
             false => Busy::Fail,

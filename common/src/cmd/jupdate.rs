@@ -19,17 +19,22 @@ use crate::platform::Service;
 use crate::report::{emit, path_json};
 use crate::signals;
 use crate::stack::Engine;
-use crate::update::{Outcome, Run, tail};
+use crate::update::{Outcome, Run, log_len, tail};
 use serde_json::json;
 
 use super::{Setup, run};
 
-/// Run the ports updater inside each jail with its layers mounted: take the jail's
-/// lock, mount its layers and start it if needed, run the command, then stop and
-/// unmount what was not running or mounted before. One report line per jail:
-/// JAIL, ok|failed|timeout, EXIT_CODE, SECONDS, LOG_PATH, TAB-separated.
+/// Run the ports updater inside each jail with its layers mounted.
+///
+/// For each jail: take its lock, mount its layers and start it if needed, run the
+/// command (by default portmaster -a -G --no-confirm) with its output appended to
+/// the jail's log, then stop and unmount what was not running or mounted before.
+/// One report line per jail: JAIL, ok|failed|timeout, EXIT_CODE, SECONDS, LOG_PATH,
+/// TAB-separated.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jupdate", version)]
+#[command(name = "jupdate", version, after_long_help = crate::help::after_long_help("jupdate"))]
+#[command(mut_arg("dry_run", |a| a.help(
+    "Print the run as sh commands (mount, start, update, stop, unmount); change nothing")))]
 // -n prints sh commands, --json records of a run: not both.
 #[command(mut_arg("dry_run", |a| a.conflicts_with_all(["json", "libxo"])))]
 pub struct Cli {
@@ -42,7 +47,7 @@ pub struct Cli {
 /// jupdate's own flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Opts {
-    /// Jails updated at a time (1 to 256)
+    /// Jails updated at a time (1 to 256); reports still come in the order given
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
           value_parser = crate::cli::parse_jobs)]
     pub jobs: usize,
@@ -51,7 +56,10 @@ pub struct Opts {
     #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
-    /// Time limit per jail (e.g. 30m, 6h): the command's process group is killed
+    /// Time limit per jail, a number and a unit (s, m, h, d, w; e.g. 30m, 6h)
+    ///
+    /// At the limit the command's process group gets SIGTERM, then SIGKILL 3
+    /// seconds later; the jail counts as a timeout (75).
     #[arg(long = "timeout", value_name = "AGE", value_parser = crate::cli::parse_timeout)]
     pub timeout: Option<Duration>,
 
@@ -59,7 +67,8 @@ pub struct Opts {
     #[arg(short = 'i', long = "interactive")]
     pub interactive: bool,
 
-    /// The command to run instead of the configured one
+    /// The command to run instead of the configured one [default: the jail's
+    /// update, else that of [defaults], else portmaster -a -G --no-confirm]
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
 }
@@ -78,9 +87,14 @@ pub fn main(cli: &Cli) -> ExitCode {
         // A jail's spinner is made when its updater starts (never for -n).
         let bars = (!args.quiet && !opts.interactive && std::io::stderr().is_terminal())
             .then(indicatif::MultiProgress::new);
+        crate::report::set_bars(bars.clone());
         let engine = s.engine(args);
         let results: Vec<Mutex<ExitCode>> =
             s.jails.iter().map(|_| Mutex::new(ExitCode::Ok)).collect();
+        // Reports in the order the jails were given: each jail's is held until
+        // those before it are out.
+        let told: Mutex<(usize, Vec<Option<Told>>)> =
+            Mutex::new((0, s.jails.iter().map(|_| None).collect()));
         let next = AtomicUsize::new(0);
         std::thread::scope(|sc| {
             for _ in 0..opts.jobs.min(s.jails.len()) {
@@ -91,12 +105,33 @@ pub fn main(cli: &Cli) -> ExitCode {
                             break;
                         }
                         let jail = &s.cfg.jails[s.jails[i]];
-                        let code = update_jail(s, &engine, jail, opts, bars.as_ref());
-                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = code;
+                        let t = update_jail(s, &engine, jail, opts, bars.as_ref());
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = t.code;
+                        let mut told = told.lock().unwrap_or_else(|p| p.into_inner());
+                        told.1[i] = Some(t);
+                        loop {
+                            let k = told.0;
+                            let Some(t) = told.1.get_mut(k).and_then(Option::take) else {
+                                break;
+                            };
+                            t.print(s);
+                            told.0 += 1;
+                        }
                     }
                 });
             }
         });
+        // Interrupted: what finished is told all the same, in order.
+        for t in told
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .into_iter()
+            .flatten()
+        {
+            t.print(s);
+        }
+        crate::report::set_bars(None);
         if signals::interrupted() {
             return ExitCode::Interrupted;
         }
@@ -108,19 +143,20 @@ pub fn main(cli: &Cli) -> ExitCode {
     })
 }
 
-/// One jail, start to finish; its report line and messages are printed here.
+/// One jail, start to finish; its report line and messages, to be printed.
 fn update_jail(
     s: &Setup,
     engine: &Engine,
     jail: &Jail,
     opts: &Opts,
     bars: Option<&indicatif::MultiProgress>,
-) -> ExitCode {
+) -> Told {
     let start = Instant::now();
     let log_dir = opts.log_dir.as_deref().unwrap_or(&s.cfg.log_dir);
     let log = log_dir.join(format!("{}.log", jail.name));
+    let from = log_len(&log);
     let r = in_jail(s, engine, jail, opts, &log, bars).with_context(|| jail.name.clone());
-    report(s, engine, jail, &log, start.elapsed().as_secs(), r)
+    report(s, engine, jail, (&log, from), start.elapsed().as_secs(), r)
 }
 
 /// A spinner with the jail's latest log line, while its updater runs.
@@ -135,17 +171,39 @@ fn spinner(bars: &indicatif::MultiProgress, jail: &str) -> indicatif::ProgressBa
     b
 }
 
+/// What is told of one jail: its exit status, its report line (or JSON object),
+/// and on a failure the messages and the last lines of its log.
+struct Told {
+    code: ExitCode,
+    record: Option<(Vec<OsString>, serde_json::Value)>,
+    /// (scope, message) for stderr.
+    problems: Vec<(Vec<String>, String)>,
+}
+
+impl Told {
+    fn print(self, s: &Setup) {
+        if let Some((fields, object)) = self.record {
+            let fields: Vec<&std::ffi::OsStr> = fields.iter().map(|f| f.as_os_str()).collect();
+            emit("jupdate", &fields, object);
+        }
+        for (scope, msg) in &self.problems {
+            let scope: Vec<&str> = scope.iter().map(String::as_str).collect();
+            s.msg.problem(&scope, msg);
+        }
+    }
+}
+
 /// A jail's report line (or JSON object), and on a failure the message and the
-/// last lines of its log on stderr. Returns the jail's exit status.
+/// last lines of its log on stderr, with the jail's exit status.
 /// With -n there is no run to report: only a failure, as a message.
 fn report(
     s: &Setup,
     engine: &Engine,
     jail: &Jail,
-    log: &Path,
+    (log, from): (&Path, u64),
     secs: u64,
     r: Result<Option<Outcome>>,
-) -> ExitCode {
+) -> Told {
     let (word, status, code) = match &r {
         Ok(Some(o)) => (o.word(), Some(o.status()), o.exit_code()),
         Ok(None) => ("ok", Some(0), ExitCode::Ok),
@@ -154,26 +212,31 @@ fn report(
     let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
                             "seconds": secs, "log": path_json(log)});
     if let Err(e) = &r {
-        object["error"] = json!(format!("{e:#}"));
+        object["error"] = json!(crate::exit::message(e));
         object["exit"] = json!(code.code());
     }
     let (status, secs) = (
         status.map_or("-".into(), |c| c.to_string()),
         secs.to_string(),
     );
-    let fields: [&std::ffi::OsStr; 5] = [
-        jail.name.as_ref(),
-        word.as_ref(),
-        status.as_ref(),
-        secs.as_ref(),
-        log.as_os_str(),
+    let fields: Vec<OsString> = vec![
+        jail.name.clone().into(),
+        word.into(),
+        status.into(),
+        secs.into(),
+        log.as_os_str().to_os_string(),
     ];
-    engine
-        .actor
-        .sink
-        .after(&mut || emit("jupdate", &fields, object.clone()));
+    // -q: only errors, so a line only for a jail that did not end ok; -n: none.
+    let quiet = s.msg.level == crate::report::Verbosity::Quiet && code == ExitCode::Ok;
+    let mut ran = false;
+    engine.actor.sink.after(&mut || ran = true);
+    let mut told = Told {
+        code,
+        record: (ran && !quiet).then_some((fields, object)),
+        problems: Vec::new(),
+    };
     match r {
-        Err(e) => s.msg.error(&e),
+        Err(e) => told.problems.push((Vec::new(), crate::exit::message(&e))),
         Ok(Some(o)) if o != Outcome::Ok => {
             let what = match o {
                 Outcome::Timeout(_) => format!("timed out; killed (log {})", log.display()),
@@ -184,14 +247,16 @@ fn report(
                     log.display()
                 ),
             };
-            s.msg.error(&anyhow::anyhow!("{}: {what}", jail.name));
-            for line in tail(log, TAIL) {
-                s.msg.warn(&[&jail.name, "log"], &line);
+            told.problems.push((vec![jail.name.clone()], what));
+            // Part of the failure, so shown with -q too: cron mails them.
+            for line in tail(log, from, TAIL) {
+                told.problems
+                    .push((vec![jail.name.clone(), "log".into()], line));
             }
         }
         Ok(_) => {}
     }
-    code
+    told
 }
 
 /// Lock, mount, start, run, and restore what was found. `Ok(None)`: printed, not run.

@@ -139,10 +139,13 @@ pub fn write_completions(dir: &std::path::Path) -> std::io::Result<Vec<std::path
 }
 
 /// jmount and junmount: for each jail, under its lock, `act` on its plan, then the
-/// layers' `--json` records.
+/// layers' `--json` records. `failed_too`: a failed jail's layers get their
+/// records as well, saying what changed before it failed (junmount; a failed
+/// jmount takes back all it mounted, which no record lists).
 pub fn stack_tool(
     tool: &'static str,
     args: &Common,
+    failed_too: bool,
     act: impl Fn(&Engine, &crate::plan::JailPlan) -> Result<()>,
 ) -> ExitCode {
     run(tool, args, |s| {
@@ -151,16 +154,19 @@ pub fn stack_tool(
             let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
             let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
             engine.actor.recorder.take();
-            act(&engine, &plan)?;
-            layer_records(tool, &plan, &engine.actor.recorder.take());
-            Ok(())
+            let r = act(&engine, &plan);
+            if r.is_ok() || failed_too {
+                layer_records(tool, &plan, &engine.actor.recorder.take());
+            }
+            r
         })
     })
 }
 
 /// jmount's and junmount's `--json` records: one object per layer of the plan, with
 /// what this run changed there (`changed` true exactly when it made a directory or
-/// a mount, or removed one) and the mounts it made or removed.
+/// a mount, or removed one) and the mounts it made or removed, in order, each with
+/// `"action"`: `mount` or `unmount`.
 pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::action::Done]) {
     use crate::action::Did;
     use crate::report::path_json;
@@ -182,9 +188,12 @@ pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::ac
         let mounts: Vec<serde_json::Value> = mine
             .iter()
             .filter_map(|d| match d {
-                Did::Mount(k, src, t) | Did::Unmount(k, src, t) => {
-                    Some(serde_json::json!({"type": k, "source": path_json(src), "target": path_json(t)}))
-                }
+                Did::Mount(k, src, t) => Some(
+                    serde_json::json!({"action": "mount", "type": k, "source": path_json(src), "target": path_json(t)}),
+                ),
+                Did::Unmount(k, src, t) => Some(
+                    serde_json::json!({"action": "unmount", "type": k, "source": path_json(src), "target": path_json(t)}),
+                ),
                 Did::Mkdir(_) => None,
             })
             .collect();
@@ -202,7 +211,7 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
     if crate::report::json() {
         crate::report::json_record(
             tool,
-            serde_json::json!({"jail": jail, "error": format!("{e:#}"), "exit": code_of(e).code()}),
+            serde_json::json!({"jail": jail, "error": crate::exit::message(e), "exit": code_of(e).code()}),
         );
     }
 }
@@ -210,8 +219,9 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
 /// Load, then run; a failure before any jail is worked on is reported here.
 pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitCode) -> ExitCode {
     signals::install();
+    crate::report::set_tool(tool);
     crate::report::set_json(args.json());
-    match Setup::load(tool, args) {
+    let code = match Setup::load(tool, args) {
         Ok(setup) => body(&setup),
         Err(e) => {
             Messages {
@@ -221,5 +231,11 @@ pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitC
             .error(&e);
             code_of(&e)
         }
+    };
+    // Output that did not reach stdout (a full disk): 74, unless a jail failed
+    // first or the run was interrupted.
+    match code {
+        ExitCode::Ok if crate::report::stdout_failed() => ExitCode::IoErr,
+        c => c,
     }
 }

@@ -88,6 +88,25 @@ pub struct Holder {
     pub how: Vec<&'static str>,
 }
 
+impl Holder {
+    /// `pid 4242 make (cwd; jail web)`; a process whose root is `root` is said to
+    /// be in jail `jail`.
+    pub fn describe(&self, root: &Path, jail: &str) -> String {
+        let mut what = self.how.join(", ");
+        let place = self.jail.as_ref().map(|j| format!("jail {j}")).or_else(|| {
+            self.root.as_ref().map(|r| match r == root {
+                true => format!("jail {jail}"),
+                false => format!("root {}", r.display()),
+            })
+        });
+        if let Some(p) = place {
+            what.push_str("; ");
+            what.push_str(&p);
+        }
+        format!("pid {} {} ({what})", self.pid, self.command)
+    }
+}
+
 pub use crate::os::Os;
 
 /// One mount, as a backend names it for good: Linux's mount id, FreeBSD's file
@@ -175,6 +194,12 @@ pub trait Platform: Sync {
 
     /// The processes that keep the mount at `target` busy.
     fn holders(&self, target: &Path) -> Vec<Holder>;
+
+    /// For each of `targets`, the processes that keep its mount busy (one look
+    /// for all of them where the platform can).
+    fn holders_of(&self, targets: &[&Path]) -> Vec<Vec<Holder>> {
+        targets.iter().map(|t| self.holders(t)).collect()
+    }
 
     /// What probably holds a busy mount, when no process is found holding it.
     fn busy_hint(&self, target: &Path) -> String;

@@ -401,6 +401,10 @@ impl Platform for Linux {
         holders::holders(target)
     }
 
+    fn holders_of(&self, targets: &[&Path]) -> Vec<Vec<super::Holder>> {
+        holders::holders_of(targets)
+    }
+
     fn busy_hint(&self, target: &Path) -> String {
         format!(
             "a process has a file open or its working directory below it, or a chroot is running there (see: fuser -vm {})",
