@@ -102,8 +102,9 @@ impl Run<'_> {
             })?;
         }
         // Appended: the log keeps each run's history (newsyslog or logrotate,
-        // shipped with the install, rotates it). O_APPEND also keeps a build script's `echo x >/dev/stderr`, which
-        // reopens the log through /proc/self/fd, from leaving a hole of NUL bytes.
+        // shipped with the install, rotates it). O_APPEND also keeps a build
+        // script's `echo x >/dev/stderr`, which reopens the log through
+        // /proc/self/fd, from leaving a hole of NUL bytes.
         let mut log = File::options()
             .append(true)
             .create(true)
@@ -179,10 +180,8 @@ impl Run<'_> {
         .map(String::from)
         .to_vec();
         let exec = Exec {
-            jail: self.jail,
-            root: self.root,
-            env: self.env(),
             cmd: &probe,
+            ..self.exec()
         };
         let out = self
             .platform
