@@ -24,13 +24,13 @@ fn debian(sb: &Sandbox, network: Option<&str>) {
 fn run(sb: &Sandbox, script: &str) -> String {
     let o = sb.run("jupdate", &["d", "--", "bash", "-c", script]);
     let log = fs::read_to_string(sb.path("log/d.log")).unwrap();
-    let out = match log.strip_prefix("jupdate: d: ") {
-        Some(_) => log
-            .split_once('\n')
-            .map_or("", |(_, rest)| rest)
-            .to_string(),
-        None => log,
-    };
+    // The log keeps every run; this run's output follows its header line
+    // (`DATE: jupdate: CMD`), which names the script itself.
+    let at = log
+        .rfind(": jupdate: bash -c ")
+        .unwrap_or_else(|| panic!("no header in the log:\n{log}"));
+    let out = log[at..].split_once('\n').map_or("", |(_, rest)| rest);
+    let out = out.to_string();
     assert!(
         o.code == 0 && out.contains("script-done"),
         "status {}: {}\nlog:\n{out}",
