@@ -173,7 +173,7 @@ impl Run<'_> {
         let probe: Vec<String> = [
             "/bin/sh",
             "-c",
-            "command -v \"$1\" >/dev/null 2>&1 && exit 0; printf '%s\\n' \"$PATH\"; exit 127",
+            "command -v \"$1\" >/dev/null 2>&1 && exit 0; printf 'PATH=%s\\n' \"$PATH\"; exit 127",
             "sh",
             &self.cmd[0],
         ]
@@ -193,7 +193,10 @@ impl Run<'_> {
         if out.status.code() != Some(127) {
             return None;
         }
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // Only the probe's own answer counts: a 127 without it means the probe
+        // itself could not run (no sh, or no env for the environment).
+        let out = String::from_utf8_lossy(&out.stdout);
+        let path = out.trim_end().strip_prefix("PATH=")?;
         let what = format!("{}: not found in the jail (PATH={path})", self.cmd[0]);
         writeln!(log, "jupdate: {}: {what}", self.jail).ok();
         Some(crate::exit::fail(ExitCode::Unavailable, what))

@@ -389,7 +389,7 @@ fn holder_by_mapping_is_named() {
 fn service_that_did_not_start_or_stop_fails() {
     sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
-        sb.jail_root("j1", &["sh", "true"]);
+        sb.jail_root("j1", &["sh", "true", "env"]);
         let state = sb.path("sim-state");
         fs::create_dir_all(state.join("cannot-start")).unwrap();
         fs::write(
