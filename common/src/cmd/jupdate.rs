@@ -51,7 +51,8 @@ pub struct Opts {
     #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
-    /// Time limit per jail (e.g. 30m, 6h): the command's process group is killed
+    /// Time limit per jail: a number and a unit, s, m, h, d or w (e.g. 30m, 6h); the
+    /// command's process group is killed
     #[arg(long = "timeout", value_name = "AGE", value_parser = crate::cli::parse_timeout)]
     pub timeout: Option<Duration>,
 
