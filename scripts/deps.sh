@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what jlayers' demo and tests need beyond a C linker, git and Rust, on
 # Debian or Ubuntu, as root: mandoc (the man-page lint test), a static busybox (the
-# jail userland of the demo's and the tests' jupdate runs), util-linux, and
+# jail userland of the demo's and the tests' jupdate runs), util-linux, GNU time, and
 # ansible-core from PyPI in a venv under target/tools (the Ansible example's test).
 # Only what is missing is installed; with everything there it does nothing.
 set -euo pipefail
@@ -11,6 +11,8 @@ need=()
 command -v mandoc >/dev/null || need+=(mandoc)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v unshare >/dev/null || need+=(util-linux)
+# GNU time: a child's own peak RSS (tests/tests/upper_scale.rs, bench/).
+[ -x /usr/bin/time ] || need+=(time)
 # Debian's python3 has venv but not ensurepip without python3-venv.
 [ -x "$venv/bin/ansible-playbook" ] || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null ||
     need+=(python3-venv)
