@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use nix::dir::{Dir, Type};
+use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
@@ -271,7 +271,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// appended to `todo` (each name NUL-terminated). Returns "kept".
     fn list(&self, dir: &OwnedFd, at: &At, host: Option<&OwnedFd>, todo: &mut Vec<u8>) -> bool {
         self.v.whiteouts(at, dir);
-        let mut listing = match listing(dir) {
+        let mut entries = match Entries::new(dir) {
             Ok(l) => l,
             Err(e) => {
                 self.v
@@ -280,25 +280,24 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             }
         };
         let mut kept = false;
-        for entry in listing.iter() {
+        loop {
             if signals::interrupted() {
                 return true;
             }
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
+            let (name, dir_type) = match entries.next() {
+                None => break,
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
                     self.v
                         .problem(at.rel(), format!("cannot read: {}", e.desc()));
                     return true;
                 }
             };
-            let name = entry.file_name();
             if name == c"." || name == c".." {
                 continue;
             }
-            let dir_now = match entry.file_type() {
-                Some(Type::Directory) => true,
-                Some(_) => false,
+            let dir_now = match dir_type {
+                Some(d) => d,
                 None => {
                     fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
                 }
@@ -512,6 +511,107 @@ fn back_up_host(child: Option<&Host>, parent: &Host) -> Option<OwnedFd> {
     let fd = openat(child?.fd.as_ref()?, c"..", DIR_FLAGS, Mode::empty()).ok()?;
     let st = fstat(&fd).ok()?;
     (st.st_dev as u64 == parent.dev && st.st_ino as u64 == parent.ino).then_some(fd)
+}
+
+/// The entries of a directory, from its first, each with whether it is a
+/// directory (`None`: the file system does not say). On Linux read straight with
+/// getdents64(2) from the walk's own descriptor into one buffer: a listing costs
+/// a seek and the reads, not a duplicate descriptor, a DIR and its checks.
+#[cfg(target_os = "linux")]
+struct Entries<'a> {
+    fd: &'a OwnedFd,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl<'a> Entries<'a> {
+    fn new(fd: &'a OwnedFd) -> nix::Result<Self> {
+        // The offset is the descriptor's: an earlier listing left it at the end.
+        nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekSet)?;
+        Ok(Entries {
+            fd,
+            buf: vec![0; 16 * 1024],
+            pos: 0,
+            end: 0,
+        })
+    }
+
+    fn next(&mut self) -> Option<nix::Result<(&CStr, Option<bool>)>> {
+        use std::os::fd::AsRawFd;
+        if self.pos >= self.end {
+            // SAFETY: the kernel writes at most buf.len() bytes into buf.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr(),
+                    self.buf.len(),
+                )
+            };
+            if n < 0 {
+                return Some(Err(Errno::last()));
+            }
+            if n == 0 {
+                return None;
+            }
+            (self.pos, self.end) = (0, n as usize);
+        }
+        // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1),
+        // then the NUL-terminated name.
+        let rec = &self.buf[self.pos..self.end];
+        let reclen = match rec.get(16..18) {
+            Some(&[a, b]) => usize::from(u16::from_ne_bytes([a, b])),
+            _ => 0,
+        };
+        if reclen < 20 || reclen > rec.len() {
+            self.end = 0;
+            return Some(Err(Errno::EIO));
+        }
+        let start = self.pos;
+        self.pos += reclen;
+        let rec = &self.buf[start..start + reclen];
+        let kind = match rec[18] {
+            libc::DT_DIR => Some(true),
+            libc::DT_UNKNOWN => None,
+            _ => Some(false),
+        };
+        match CStr::from_bytes_until_nul(&rec[19..]) {
+            Ok(name) => Some(Ok((name, kind))),
+            Err(_) => Some(Err(Errno::EIO)),
+        }
+    }
+}
+
+/// Elsewhere through readdir(3), on a duplicate descriptor.
+#[cfg(not(target_os = "linux"))]
+struct Entries<'a> {
+    iter: nix::dir::OwningIter,
+    cur: Option<nix::dir::Entry>,
+    _fd: std::marker::PhantomData<&'a OwnedFd>,
+}
+
+#[cfg(not(target_os = "linux"))]
+impl<'a> Entries<'a> {
+    fn new(fd: &'a OwnedFd) -> nix::Result<Self> {
+        Ok(Entries {
+            iter: listing(fd)?.into_iter(),
+            cur: None,
+            _fd: std::marker::PhantomData,
+        })
+    }
+
+    fn next(&mut self) -> Option<nix::Result<(&CStr, Option<bool>)>> {
+        match self.iter.next()? {
+            Err(e) => Some(Err(e)),
+            Ok(e) => {
+                let e = self.cur.insert(e);
+                let kind = e.file_type().map(|t| t == nix::dir::Type::Directory);
+                Some(Ok((e.file_name(), kind)))
+            }
+        }
+    }
 }
 
 /// A fresh listing of `dir` from its first entry. The duplicate descriptor shares
