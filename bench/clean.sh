@@ -7,6 +7,8 @@
 #   peak RSS of jclean (-n and real) at 1M files
 # usage: bench/clean.sh [FILES] [RUNS] [BIG]   default 150000 files, 5 runs, 1000000
 #        BENCH_ON_DISK=1 bench/clean.sh ...     on /tmp's file system, not a tmpfs
+#        BENCH_BASE=DIR bench/clean.sh ...      also DIR/jclean (another build, e.g.
+#                                               main's target/release) in the same runs
 # Needs hyperfine (apt-get install hyperfine) and rmz, diskus (cargo install rmz diskus).
 set -euo pipefail
 FILES=${1:-150000}
@@ -48,14 +50,18 @@ json=$T/h.json
 median() { python3 -c "import json,sys; r=json.load(open('$json'))['results']; print(' '.join('%.4f' % x['median'] for x in r))"; }
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
+base=()
+[ -z "${BENCH_BASE:-}" ] || base=(--prepare "bash -c 'fresh $U'" "$BENCH_BASE/jclean -c $T/jlayers.conf -q b")
 echo "== prune ($FILES files, median of $RUNS fresh copies each)"
 hyperfine -N --style basic --runs "$RUNS" --export-json "$json" \
     --prepare "bash -c 'fresh $U'" "$bin/jclean -c $T/jlayers.conf -q b" \
     --prepare "bash -c 'fresh $T/rm'" "rm -rf $T/rm" \
-    --prepare "bash -c 'fresh $T/rmz'" "rmz $T/rmz" >/dev/null
-read -r jc rm rz <<<"$(median)"
+    --prepare "bash -c 'fresh $T/rmz'" "rmz $T/rmz" "${base[@]}" >/dev/null
+read -r jc rm rz jb <<<"$(median)"
 echo "jclean ${jc}s  rm -rf ${rm}s  rmz ${rz}s"
 echo "prune ratio: jclean/rm -rf $(ratio "$jc" "$rm")   jclean/rmz $(ratio "$jc" "$rz")"
+[ -z "${BENCH_BASE:-}" ] ||
+    echo "base jclean ${jb}s: base/rmz $(ratio "$jb" "$rz")   jclean/base $(ratio "$jc" "$jb")"
 
 echo "== count (warm cache)"
 fresh "$U"

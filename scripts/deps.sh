@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what jlayers' demo and tests need beyond a C linker, git and Rust, on
 # Debian or Ubuntu, as root: mandoc (the man-page lint test), a static busybox (the
-# jail userland of the demo's and the tests' jupdate runs), util-linux, shellcheck
-# (CI lints the shell scripts), debootstrap (the Debian jail root of the sandbox
-# tests, made by scripts/debian-root.sh), and
+# jail userland of the demo's and the tests' jupdate runs), util-linux, GNU time,
+# shellcheck (CI lints the shell scripts), debootstrap (the Debian jail root of the
+# sandbox tests, made by scripts/debian-root.sh), and
 # ansible-core from PyPI in a venv under target/tools (the Ansible example's test).
 # Only what is missing is installed; with everything there it does nothing.
 set -euo pipefail
@@ -15,6 +15,8 @@ command -v mandoc >/dev/null || need+=(mandoc)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+# GNU time: a child's own peak RSS (tests/tests/upper_scale.rs, bench/).
+[ -x /usr/bin/time ] || need+=(time)
 # Debian's python3 has venv but not ensurepip without python3-venv.
 [ -x "$venv/bin/ansible-playbook" ] || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null ||
     need+=(python3-venv)

@@ -1,36 +1,49 @@
 //! What a jail changed: each entry of an upper dir as it stands to the host tree
 //! below it (`jclean --list`), and pruning only some kinds (`jclean --only stale`).
 //!
-//! The upper is walked as jclean walks it (every directory opened relative to its
-//! parent without following links, never leaving its file system), with an explicit
-//! stack, one thread: listing is for reading, not for speed. The host tree is the
-//! layer's source, trusted: its entries are looked up by path.
+//! The upper is walked by [`crate::walk`], as jclean prunes it, on one thread
+//! (listing is for reading, not for speed), with the host tree's directory of the
+//! same path beside each upper directory: a host entry is looked up by name in it,
+//! never by a path, so any depth works.
+//!
+//! Whether the jail wrote a copied-up file's content: both overlayfs (copy-up sets
+//! the lower file's times on the copy) and unionfs (`unionfs_copyfile` sets the
+//! lower's atime and mtime on the new upper file) keep the host file's mtime on
+//! the copy, which is born then. So a copy whose mtime is older than its birth
+//! time was never written; one written since has an mtime at or after its birth.
+//! And the host changed the file since the copy when its ctime is later than the
+//! copy's birth. Without a birth time (a file system that has none) the copy's
+//! ctime stands in for it.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::sys::stat::{FileStat, Mode, fstatat};
 use nix::unistd::UnlinkatFlags;
 
 use crate::action::Sink;
-use crate::signals;
+use crate::walk::{At, DirStat, Done, Host, Visit, Walker, is_dir};
 
 /// What an upper entry is to the host tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Nothing of that name below it on the host.
     New,
-    /// A copied-up host file, still the same as the host's.
+    /// A copied-up host file, still the same as the host's in type, content,
+    /// symlink target, mode and owner.
     Copy,
-    /// A host file the jail changed.
+    /// A host file the jail changed (content, mode or owner).
     Modified,
-    /// A host file changed on the host after the jail's copy: the jail sees an old one.
+    /// A copy whose content the jail never wrote, of a host file changed since the
+    /// copy was made: the jail sees an old one.
     Stale,
+    /// A file whose content the jail wrote, of a host file changed since the copy
+    /// was made: both sides changed it.
+    Conflict,
     /// A host entry the jail deleted.
     Whiteout,
     /// A directory that hides the host's directory of that name.
@@ -40,11 +53,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::New,
         Kind::Copy,
         Kind::Modified,
         Kind::Stale,
+        Kind::Conflict,
         Kind::Whiteout,
         Kind::Opaque,
         Kind::Dir,
@@ -56,6 +70,7 @@ impl Kind {
             Kind::Copy => "copy",
             Kind::Modified => "modified",
             Kind::Stale => "stale",
+            Kind::Conflict => "conflict",
             Kind::Whiteout => "whiteout",
             Kind::Opaque => "opaque",
             Kind::Dir => "dir",
@@ -66,11 +81,11 @@ impl Kind {
     pub fn parse_prunable(s: &str) -> Result<Kind, String> {
         match Kind::ALL.into_iter().find(|k| k.name() == s) {
             Some(Kind::Dir | Kind::Opaque) => Err(format!(
-                "{s}: directories go with jclean as a whole; give new, copy, modified, stale or whiteout"
+                "{s}: directories go with jclean as a whole; give new, copy, modified, stale, conflict or whiteout"
             )),
             Some(k) => Ok(k),
             None => Err(format!(
-                "{s:?}: unknown kind (new, copy, modified, stale, whiteout)"
+                "{s:?}: unknown kind (new, copy, modified, stale, conflict, whiteout)"
             )),
         }
     }
@@ -79,194 +94,233 @@ impl Kind {
 /// One entry of the upper dir.
 pub struct Entry<'a> {
     pub kind: Kind,
-    /// Path below the upper dir.
-    pub rel: &'a Path,
     /// Allocated size (like du), 0 for directories.
     pub size: u64,
+    /// Its directory, and its name there (none: the directory itself).
+    at: &'a At<'a>,
+    name: Option<&'a CStr>,
+}
+
+impl Entry<'_> {
+    /// Its path below the upper dir, made when asked for: at any depth, only
+    /// what is shown costs its path.
+    pub fn rel(&self) -> PathBuf {
+        match self.name {
+            Some(name) => self.at.join(name),
+            None => self.at.rel(),
+        }
+    }
 }
 
 /// What a walk found it could not read, as (path below the upper, why).
 pub type Problems = Vec<(PathBuf, String)>;
 
 /// Walk everything below the open upper dir, telling `each` what every entry is to
-/// `source`; an entry for which `each` returns true is removed (never a directory).
+/// the host tree `source` (a directory, trusted); an entry for which `each` returns
+/// true is removed (never a directory). `mounts`: mount points below the upper
+/// (paths below it), skipped.
 pub fn walk(
     upper: &OwnedFd,
     source: &Path,
+    mounts: Vec<Vec<u8>>,
     sink: &dyn Sink,
-    mut each: impl FnMut(&Entry) -> bool,
+    each: impl FnMut(&Entry) -> bool,
 ) -> nix::Result<Problems> {
-    let mut w = Walker {
-        source,
+    let lister = Lister {
         sink,
-        dev: fstat(upper)?.st_dev,
-        problems: Problems::new(),
-        todo: vec![(nix::unistd::dup(upper)?, PathBuf::new())],
+        each: RefCell::new(Box::new(each)),
+        problems: RefCell::new(Problems::new()),
     };
-    while let Some((dir, rel)) = w.todo.pop() {
-        if signals::interrupted() {
-            break;
-        }
-        w.dir(&dir, &rel, &mut each);
-    }
-    Ok(w.problems)
+    let w = Walker::new(&lister, upper, mounts)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    // No host tree: every entry is new.
+    let host = nix::fcntl::open(source, flags, Mode::empty())
+        .ok()
+        .and_then(Host::new);
+    let top = crate::walk::Entered {
+        fd: nix::unistd::dup(upper)?,
+        st: nix::sys::stat::fstat(upper)?,
+    };
+    w.deep(top, host, Vec::new());
+    Ok(lister.problems.into_inner())
 }
 
-/// A walk under way.
-struct Walker<'a> {
-    source: &'a Path,
+type Each<'e> = Box<dyn FnMut(&Entry) -> bool + 'e>;
+
+/// Listing, as the walk's visitor: every entry told, those asked for removed.
+struct Lister<'a, 'e> {
     sink: &'a dyn Sink,
-    dev: nix::libc::dev_t,
-    problems: Problems,
-    /// Directories still to list: their descriptor and path below the upper.
-    todo: Vec<(OwnedFd, PathBuf)>,
+    each: RefCell<Each<'e>>,
+    problems: RefCell<Problems>,
 }
 
-type Each<'e> = dyn FnMut(&Entry) -> bool + 'e;
+impl Lister<'_, '_> {
+    fn tell(&self, e: &Entry) -> bool {
+        (self.each.borrow_mut())(e)
+    }
+}
 
-impl Walker<'_> {
-    /// One directory: its whiteouts and files told, its subdirectories told and
-    /// queued.
-    fn dir(&mut self, dir: &OwnedFd, rel: &Path, each: &mut Each) {
-        let names = match names(dir) {
-            Ok(n) => n,
-            Err(e) => {
-                let why = format!("cannot read: {}", e.desc());
-                return self.problems.push((rel.to_path_buf(), why));
-            }
+impl Visit for Lister<'_, '_> {
+    fn file(&self, at: &At, dir: &OwnedFd, name: &CStr, host: Option<&OwnedFd>) -> Done {
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(_) => return Done::Gone,
         };
+        if is_dir(&st) {
+            return Done::Dir;
+        }
+        let kind = match whiteout_file(&st) {
+            true => Kind::Whiteout,
+            false => against_host(dir, name, &st, host),
+        };
+        let remove = self.tell(&Entry {
+            kind,
+            size: st.st_blocks as u64 * 512,
+            at,
+            name: Some(name),
+        });
+        if !remove {
+            return Done::Kept;
+        }
+        match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(_) | Err(Errno::ENOENT) => Done::Gone,
+            Err(e) => {
+                self.problem(at.join(name), format!("cannot remove: {}", e.desc()));
+                Done::Kept
+            }
+        }
+    }
+
+    fn entered(&self, at: &At, dir: &OwnedFd, st: &FileStat) {
+        let kind = match opaque(dir, st) {
+            true => Kind::Opaque,
+            false => Kind::Dir,
+        };
+        self.tell(&Entry {
+            kind,
+            size: 0,
+            at,
+            name: None,
+        });
+    }
+
+    fn whiteouts(&self, at: &At, dir: &OwnedFd) {
         for name in whiteout_names(dir) {
-            let rel_name = rel.join(OsStr::from_bytes(name.to_bytes()));
-            each(&Entry {
+            self.tell(&Entry {
                 kind: Kind::Whiteout,
-                rel: &rel_name,
                 size: 0,
+                at,
+                name: Some(&name),
             });
         }
-        for name in names {
-            let rel_name = rel.join(OsStr::from_bytes(name.to_bytes()));
-            let Ok(st) = fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            if file_type(st.st_mode) == file_type(libc::S_IFDIR) {
-                self.subdir(dir, &name, &st, rel_name, each);
-            } else {
-                self.file(dir, &name, &st, rel_name, each);
-            }
-        }
     }
 
-    fn subdir(&mut self, dir: &OwnedFd, name: &CStr, st: &FileStat, rel: PathBuf, each: &mut Each) {
-        match enter(dir, name, self.dev) {
-            Ok(sub) => {
-                let kind = match opaque(&sub, st) {
-                    true => Kind::Opaque,
-                    false => Kind::Dir,
-                };
-                each(&Entry {
-                    kind,
-                    rel: &rel,
-                    size: 0,
-                });
-                self.todo.push((sub, rel));
-            }
-            Err(why) => self.problems.push((rel, why)),
-        }
+    /// Directories stay: they go with a whole prune.
+    fn leave(&self, _: &At, _: &OwnedFd, _: &CStr, _: &DirStat, _: bool) -> bool {
+        true
     }
 
-    fn file(&mut self, dir: &OwnedFd, name: &CStr, st: &FileStat, rel: PathBuf, each: &mut Each) {
-        let kind = match whiteout_file(st) {
-            true => Kind::Whiteout,
-            false => against_host(dir, name, st, &self.source.join(&rel)),
-        };
-        let size = st.st_blocks as u64 * 512;
-        let remove = each(&Entry {
-            kind,
-            rel: &rel,
-            size,
-        });
-        if remove {
-            match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
-                Ok(_) | Err(Errno::ENOENT) => {}
-                Err(e) => {
-                    let why = format!("cannot remove: {}", e.desc());
-                    self.problems.push((rel, why));
-                }
-            }
-        }
+    fn problem(&self, rel: PathBuf, why: String) {
+        self.problems.borrow_mut().push((rel, why));
     }
 }
 
-/// Open a subdirectory to walk it: never through a link, never onto another file
-/// system (a mount inside the upper is skipped and named).
-fn enter(dir: &OwnedFd, name: &CStr, dev: nix::libc::dev_t) -> Result<OwnedFd, String> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(dir, name, flags, Mode::empty()) {
-        Ok(sub) if fstat(&sub).is_ok_and(|s| s.st_dev == dev) => Ok(sub),
-        Ok(_) => Err("another file system is mounted here; skipped".into()),
-        Err(e) => Err(format!("cannot open: {}", e.desc())),
-    }
+/// A time as (seconds, nanoseconds).
+type Time = (i64, i64);
+
+/// When the upper entry `name` of `dir` was born, if its file system says.
+#[cfg(target_os = "linux")]
+fn birth(dir: &OwnedFd, name: &CStr, _st: &FileStat) -> Option<Time> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx is plain old data; all zeroes is a valid value.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the name is a C string, the buffer is ours and of the right type.
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BTIME,
+            &mut sx,
+        )
+    };
+    (r == 0 && sx.stx_mask & libc::STATX_BTIME != 0)
+        .then_some((sx.stx_btime.tv_sec, i64::from(sx.stx_btime.tv_nsec)))
 }
 
-/// The names in `dir` but `.` and `..`.
-fn names(dir: &OwnedFd) -> nix::Result<Vec<CString>> {
-    let mut listing = crate::prune::listing(dir)?;
-    let mut out = Vec::new();
-    for e in listing.iter() {
-        let e = e?;
-        let n = e.file_name();
-        if n != c"." && n != c".." {
-            out.push(n.to_owned());
-        }
-    }
-    Ok(out)
+#[cfg(target_os = "freebsd")]
+#[allow(clippy::unnecessary_cast)]
+fn birth(_dir: &OwnedFd, _name: &CStr, st: &FileStat) -> Option<Time> {
+    (st.st_birthtime >= 0).then_some((st.st_birthtime as i64, st.st_birthtime_nsec as i64))
 }
 
-/// A non-directory upper entry against the host's entry at `host`.
-fn against_host(dir: &OwnedFd, name: &CStr, st: &FileStat, host: &Path) -> Kind {
-    let Ok(h) = std::fs::symlink_metadata(host) else {
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn birth(_dir: &OwnedFd, _name: &CStr, _st: &FileStat) -> Option<Time> {
+    None
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn times(st: &FileStat) -> (Time, Time) {
+    (
+        (st.st_mtime as i64, st.st_mtime_nsec as i64),
+        (st.st_ctime as i64, st.st_ctime_nsec as i64),
+    )
+}
+
+/// A non-directory upper entry against the host's entry of the same name in the
+/// host directory `host` (none: the host has no directory there).
+fn against_host(dir: &OwnedFd, name: &CStr, st: &FileStat, host: Option<&OwnedFd>) -> Kind {
+    let Some(host) = host else {
         return Kind::New;
     };
-    // Changed on the host after the upper copy was made or last written.
-    if (h.ctime(), h.ctime_nsec()) > (st.st_ctime, st.st_ctime_nsec) {
-        return Kind::Stale;
+    let Ok(h) = fstatat(host, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        return Kind::New;
+    };
+    let (mtime, ctime) = times(st);
+    // When the copy was made, and whether the jail wrote its content since.
+    let made = birth(dir, name, st).unwrap_or(ctime);
+    let written = mtime >= made;
+    let (_, host_ctime) = times(&h);
+    if host_ctime > made {
+        return match written {
+            true => Kind::Conflict,
+            false => Kind::Stale,
+        };
     }
-    if same_content(dir, name, st, host, &h) {
+    let same_meta = st.st_mode == h.st_mode && st.st_uid == h.st_uid && st.st_gid == h.st_gid;
+    if same_meta && same_content(dir, name, st, host, &h) {
         Kind::Copy
     } else {
         Kind::Modified
     }
 }
 
-fn same_content(
-    dir: &OwnedFd,
-    name: &CStr,
-    st: &FileStat,
-    host: &Path,
-    h: &std::fs::Metadata,
-) -> bool {
+fn same_content(dir: &OwnedFd, name: &CStr, st: &FileStat, host: &OwnedFd, h: &FileStat) -> bool {
     let fmt = file_type(st.st_mode);
-    if fmt != file_type(h.mode()) {
+    if fmt != file_type(h.st_mode) {
         return false;
     }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     if fmt == file_type(libc::S_IFREG) {
-        if st.st_size as u64 != h.size() {
+        if st.st_size != h.st_size {
             return false;
         }
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let Ok(fd) = openat(dir, name, flags, Mode::empty()) else {
+        let (Ok(a), Ok(b)) = (
+            openat(dir, name, flags, Mode::empty()),
+            openat(host, name, flags, Mode::empty()),
+        ) else {
             return false;
         };
-        let Ok(mut b) = std::fs::File::open(host) else {
-            return false;
-        };
-        return equal_streams(&mut std::fs::File::from(fd), &mut b);
+        return equal_streams(&mut std::fs::File::from(a), &mut std::fs::File::from(b));
     }
     if fmt == file_type(libc::S_IFLNK) {
         return nix::fcntl::readlinkat(dir, name)
             .ok()
-            .zip(std::fs::read_link(host).ok())
-            .is_some_and(|(a, b)| Path::new(&a) == b);
+            .zip(nix::fcntl::readlinkat(host, name).ok())
+            .is_some_and(|(a, b)| a == b);
+    }
+    if fmt == file_type(libc::S_IFCHR) || fmt == file_type(libc::S_IFBLK) {
+        return st.st_rdev == h.st_rdev;
     }
     true
 }

@@ -173,13 +173,20 @@ pub fn names_from(raw: &[u8]) -> Vec<OsString> {
 pub const MAX_AGE_SECS: u64 = 100 * 365 * 86400;
 
 /// An age or duration as the tools take it: a number and a unit, `s`, `m`, `h`, `d`
-/// or `w` (`90s`, `12h`, `7d`); a bare number is seconds. At most 100 years.
+/// or `w` (`90s`, `12h`, `7d`); a bare number is refused. At most 100 years.
 pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let mult = match unit {
-        "" | "s" => 1,
+        // A bare number is refused: `find -mtime 7` means days, so guessing
+        // seconds would delete what the administrator meant to keep.
+        "" if !num.is_empty() => {
+            return Err(format!(
+                "{s:?}: give a unit: s, m, h, d or w (e.g. {num}d for {num} days)"
+            ));
+        }
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
@@ -229,14 +236,15 @@ mod tests {
     fn ages() {
         assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_age("90").unwrap_err().contains("s, m, h, d or w"));
         assert_eq!(parse_age("2w"), Ok(Duration::from_secs(14 * 86400)));
         assert!(parse_age("7y").is_err());
         assert!(parse_age("h").is_err());
         assert!(parse_age("").is_err());
         // Found by hand: these overflowed the clock arithmetic (issue 9).
         for big in [
-            "18446744073709551615",
+            "18446744073709551615s",
             "20000000000000w",
             "110000000000000d",
             "5215w",
@@ -247,8 +255,10 @@ mod tests {
             parse_age("5214w"),
             Ok(Duration::from_secs(5214 * 7 * 86400))
         );
-        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
-        assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
+        assert!(parse_age("0").is_err());
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("30").is_err());
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub mod step;
 pub mod target;
 pub mod update;
 pub mod upper;
+pub mod walk;

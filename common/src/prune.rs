@@ -6,16 +6,14 @@
 //! `openat(parent, name, O_NOFOLLOW | O_DIRECTORY)`, so swapping a directory for a
 //! symlink mid-run makes the open fail and the link itself is unlinked.
 //!
-//! The first few levels are parallel (each directory one rayon task: entries of one
-//! directory share its lock, so finer splitting buys nothing). Below them each
-//! subtree is walked by one thread with an explicit stack, so any depth runs in
-//! bounded stack; only the top [`FD_KEEP`] frames of that stack keep their
-//! descriptors, deeper ones come back through `..`, checked to be the very directory
-//! left (device and inode), so any depth also runs in bounded descriptors. Memory
-//! grows with depth and threads, not with files.
+//! The walk is [`crate::walk`]'s, shared with `--list` and `--only`: bounded
+//! descriptors and stack, memory linear in depth with a small constant. The first
+//! few levels are parallel (each directory one rayon task: entries of one directory
+//! share its lock, so finer splitting buys nothing); below them each subtree is
+//! walked by one thread.
 
 use std::collections::HashSet;
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, OsStr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -24,15 +22,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use globset::GlobSet;
-use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FileStat, fstatat};
 use nix::unistd::UnlinkatFlags;
-use rayon::prelude::*;
 
 use crate::action::Sink;
 use crate::signals;
+use crate::walk::{At, DirStat, Done, FD_KEEP, Visit, Walker, is_dir, listing, mtime};
 
 /// What to prune, and what to leave.
 pub struct Rules {
@@ -75,13 +72,12 @@ impl Tally {
         }
     }
 
-    fn freed(&self, st: &FileStat, is_dir: bool, blocks_count: bool) {
+    fn freed(&self, blocks: u64, is_dir: bool, blocks_count: bool) {
         if !is_dir {
             self.files.fetch_add(1, Ordering::Relaxed);
         }
         if blocks_count {
-            self.bytes
-                .fetch_add(st.st_blocks as u64 * 512, Ordering::Relaxed);
+            self.bytes.fetch_add(blocks * 512, Ordering::Relaxed);
         }
     }
 
@@ -93,21 +89,16 @@ impl Tally {
     }
 }
 
-struct Walk<'a> {
+/// Pruning, as the walk's visitor: every non-directory removed (unless a rule
+/// keeps it), every directory removed once emptied.
+struct Pruner<'a> {
     rules: &'a Rules,
     /// Where each removal goes: done, or (`-n`) only counted.
     sink: &'a dyn Sink,
     tally: &'a Tally,
-    dev: u64,
-    /// Mount points below the upper dir, from the mount table.
-    mounts: &'a [PathBuf],
     upper: &'a Path,
-    /// Levels walked in parallel; deeper subtrees go to [`Walk::deep`].
-    par_depth: usize,
 }
 
-/// Frames of a deep walk that keep their descriptors (the rest reopen `..`).
-const FD_KEEP: usize = 8;
 /// At most this many levels in parallel (each holds a descriptor per thread).
 const PAR_DEPTH: usize = 6;
 
@@ -133,6 +124,16 @@ fn par_depth(threads: usize) -> usize {
     spare.clamp(1, PAR_DEPTH as u64) as usize
 }
 
+/// The mount points strictly below `upper`, as paths below it.
+pub(crate) fn below(upper: &Path, mounts: &[PathBuf]) -> Vec<Vec<u8>> {
+    mounts
+        .iter()
+        .filter_map(|m| m.strip_prefix(upper).ok())
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .map(|rel| rel.as_os_str().as_bytes().to_vec())
+        .collect()
+}
+
 /// Prune everything below the open upper dir `dir`. What was kept for any reason
 /// but a rule (a mount, an error, a race with the jail) is on `tally.skipped`.
 pub fn prune(
@@ -143,390 +144,30 @@ pub fn prune(
     tally: &Tally,
     sink: &dyn Sink,
 ) -> nix::Result<()> {
-    let st = fstat(dir)?;
-    let w = Walk {
+    let p = Pruner {
         rules,
         sink,
         tally,
-        dev: st.st_dev as u64,
-        mounts,
         upper,
-        par_depth: par_depth(rayon::current_num_threads()),
     };
-    let kept = w.dir(dir, Path::new(""), 0);
+    let w = Walker::new(&p, dir, below(upper, mounts))?;
+    let kept = w.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
     if !kept && !signals::interrupted() {
         sink.after(&mut || {
             whiteouts::remove(dir, upper, tally);
-            w.left_over(dir);
+            p.left_over(dir);
         });
     }
     Ok(())
 }
 
-fn mtime(st: &FileStat) -> SystemTime {
-    let secs = st.st_mtime;
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + std::time::Duration::new(secs as u64, st.st_mtime_nsec as u32)
-    } else {
-        SystemTime::UNIX_EPOCH
-    }
-}
-
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY
-    .union(OFlag::O_DIRECTORY)
-    .union(OFlag::O_NOFOLLOW)
-    .union(OFlag::O_CLOEXEC);
-
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-/// What became of one entry.
-enum Done {
-    /// Removed, or gone already.
-    Gone,
-    /// Left in place (by a rule, or on record in `skipped`).
-    Kept,
-    /// It is a directory (now): walk it.
-    Dir,
-}
-
-/// A directory entered: its descriptor, status and path below the upper.
-struct Entered {
-    fd: OwnedFd,
-    st: FileStat,
-    rel: PathBuf,
-}
-
-/// One directory on a deep walk's stack.
-struct Frame {
-    /// Held by the top [`FD_KEEP`] frames and the one being listed.
-    fd: Option<OwnedFd>,
-    st: FileStat,
-    /// Name in its parent.
-    name: CString,
-    rel: PathBuf,
-    /// Subdirectories not walked yet.
-    todo: Vec<CString>,
-    kept: bool,
-}
-
-impl Walk<'_> {
-    fn too_new(&self, st: &FileStat) -> bool {
-        self.rules.older_than.is_some_and(|cut| mtime(st) > cut)
+impl Pruner<'_> {
+    fn too_new(&self, t: SystemTime) -> bool {
+        self.rules.older_than.is_some_and(|cut| t > cut)
     }
 
     fn kept_by_glob(&self, rel: &Path) -> bool {
         self.rules.keep.as_ref().is_some_and(|g| g.is_match(rel))
-    }
-
-    /// List `dir`: remove its non-directories, return its subdirectories and
-    /// whether anything was kept.
-    fn list(&self, dir: &OwnedFd, rel: &Path) -> (Vec<CString>, bool) {
-        let mut kept = false;
-        let mut subdirs = Vec::new();
-        let mut listing = match listing(dir) {
-            Ok(l) => l,
-            Err(e) => {
-                self.tally
-                    .skip(self.upper.join(rel), format!("cannot read: {}", e.desc()));
-                return (subdirs, true);
-            }
-        };
-        for entry in listing.iter() {
-            if signals::interrupted() {
-                return (subdirs, true);
-            }
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    self.tally
-                        .skip(self.upper.join(rel), format!("cannot read: {}", e.desc()));
-                    return (subdirs, true);
-                }
-            };
-            let name = entry.file_name();
-            if name == c"." || name == c".." {
-                continue;
-            }
-            let dir_now = match entry.file_type() {
-                Some(Type::Directory) => true,
-                Some(_) => false,
-                None => {
-                    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
-                }
-            };
-            let done = if dir_now {
-                Done::Dir
-            } else {
-                self.file(dir, name, rel)
-            };
-            match done {
-                Done::Gone => {}
-                Done::Kept => kept = true,
-                Done::Dir => subdirs.push(name.to_owned()),
-            }
-        }
-        (subdirs, kept)
-    }
-
-    /// A non-directory entry.
-    fn file(&self, dir: &OwnedFd, name: &CStr, rel: &Path) -> Done {
-        // The relative path is only needed to match --keep and to name a failure.
-        let rel_name = || rel.join(OsStr::from_bytes(name.to_bytes()));
-        if self.rules.keep.is_some() && self.kept_by_glob(&rel_name()) {
-            return Done::Kept;
-        }
-        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => return Done::Gone,
-            Err(e) => {
-                self.tally
-                    .skip(self.upper.join(rel_name()), e.desc().into());
-                return Done::Kept;
-            }
-        };
-        if is_dir(&st) {
-            return Done::Dir;
-        }
-        if self.too_new(&st) {
-            return Done::Kept;
-        }
-        let counts = self.tally.first_sight(&st);
-        match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(_) => {}
-            Err(Errno::ENOENT) => return Done::Gone,
-            // A directory swapped in since the stat: walk it as one.
-            Err(Errno::EISDIR) | Err(Errno::EPERM)
-                if fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)) =>
-            {
-                return Done::Dir;
-            }
-            Err(e) => {
-                self.tally
-                    .skip(self.upper.join(rel_name()), e.desc().into());
-                return Done::Kept;
-            }
-        }
-        self.tally.freed(&st, false, counts);
-        Done::Gone
-    }
-
-    /// Open the subdirectory `name` of `parent` to walk it, or settle it here:
-    /// `Err(Done::Gone)` when it went (or was a file now, removed), `Err(Done::Kept)`
-    /// when it stays.
-    fn enter(&self, parent: &OwnedFd, name: &CStr, rel: &Path) -> Result<Entered, Done> {
-        let rel_name = rel.join(OsStr::from_bytes(name.to_bytes()));
-        if self.kept_by_glob(&rel_name) {
-            return Err(Done::Kept);
-        }
-        let fd = match openat(parent, name, DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => fd,
-            // Swapped for a symlink (or a file) since it was listed: remove what is
-            // there now as a file; never follow it.
-            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) | Err(Errno::EMLINK) => {
-                return match self.file(parent, name, rel) {
-                    Done::Dir => {
-                        self.tally.skip(
-                            self.upper.join(&rel_name),
-                            "changed type during the walk; left alone".into(),
-                        );
-                        Err(Done::Kept)
-                    }
-                    done => Err(done),
-                };
-            }
-            Err(Errno::ENOENT) => return Err(Done::Gone),
-            Err(e) => {
-                self.tally.skip(
-                    self.upper.join(&rel_name),
-                    format!("cannot open: {}", e.desc()),
-                );
-                return Err(Done::Kept);
-            }
-        };
-        let st = match fstat(&fd) {
-            Ok(st) => st,
-            Err(e) => {
-                self.tally.skip(self.upper.join(&rel_name), e.desc().into());
-                return Err(Done::Kept);
-            }
-        };
-        if st.st_dev as u64 != self.dev || self.mounts.contains(&self.upper.join(&rel_name)) {
-            self.tally.skip(
-                self.upper.join(&rel_name),
-                "another file system is mounted here; skipped".into(),
-            );
-            return Err(Done::Kept);
-        }
-        Ok(Entered {
-            fd,
-            st,
-            rel: rel_name,
-        })
-    }
-
-    /// Remove the emptied subdirectory `name` of `parent` unless something in it
-    /// was kept or it is too new itself. Returns "kept".
-    fn remove_dir(
-        &self,
-        parent: &OwnedFd,
-        name: &CStr,
-        st: &FileStat,
-        rel: &Path,
-        kept: bool,
-    ) -> bool {
-        if kept || self.too_new(st) {
-            return true;
-        }
-        match self.sink.unlink(parent, name, UnlinkatFlags::RemoveDir) {
-            Ok(_) | Err(Errno::ENOENT) => {}
-            // Swapped for a symlink or file after the walk: remove that instead
-            // (what was walked went elsewhere, and is found there or named).
-            Err(Errno::ENOTDIR) => {
-                let up = rel.parent().unwrap_or(Path::new(""));
-                return !matches!(self.file(parent, name, up), Done::Gone);
-            }
-            Err(e) => {
-                self.tally
-                    .skip(self.upper.join(rel), format!("cannot remove: {}", e.desc()));
-                return true;
-            }
-        }
-        self.tally.freed(st, true, true);
-        false
-    }
-
-    /// Prune the contents of `dir` (at `rel`, `depth` levels below the upper), its
-    /// subdirectories in parallel. Returns "kept".
-    fn dir(&self, dir: &OwnedFd, rel: &Path, depth: usize) -> bool {
-        let (subdirs, kept) = self.list(dir, rel);
-        let sub_kept = subdirs
-            .par_iter()
-            .map(|name| self.subdir(dir, name, rel, depth + 1))
-            .reduce(|| false, |a, b| a | b);
-        kept | sub_kept
-    }
-
-    /// A subdirectory found by a parallel level: walk it, then remove it.
-    fn subdir(&self, parent: &OwnedFd, name: &CStr, rel: &Path, depth: usize) -> bool {
-        match self.enter(parent, name, rel) {
-            Err(Done::Kept) => true,
-            Err(_) => false,
-            Ok(e) => {
-                let kept = if depth < self.par_depth {
-                    self.dir(&e.fd, &e.rel, depth)
-                } else {
-                    self.deep(&e)
-                };
-                drop(e.fd);
-                self.remove_dir(parent, name, &e.st, &e.rel, kept)
-            }
-        }
-    }
-
-    /// Prune the contents of `top` on this thread with an explicit stack: bounded
-    /// stack and descriptors at any depth. Returns "kept".
-    fn deep(&self, top: &Entered) -> bool {
-        let (todo, kept) = self.list(&top.fd, &top.rel);
-        let Ok(fd) = nix::unistd::dup(&top.fd) else {
-            self.tally.skip(
-                self.upper.join(&top.rel),
-                "cannot duplicate descriptor".into(),
-            );
-            return true;
-        };
-        let mut stack = vec![Frame {
-            fd: Some(fd),
-            st: top.st,
-            name: CString::default(),
-            rel: top.rel.clone(),
-            todo,
-            kept,
-        }];
-        loop {
-            if signals::interrupted() {
-                return true;
-            }
-            let depth = stack.len();
-            let Some(frame) = stack.last_mut() else {
-                return true;
-            };
-            if let Some(name) = frame.todo.pop() {
-                let Some(fd) = frame.fd.as_ref() else {
-                    frame.kept = true;
-                    continue;
-                };
-                match self.enter(fd, &name, &frame.rel) {
-                    Err(Done::Kept) => frame.kept = true,
-                    Err(_) => {}
-                    Ok(e) => {
-                        let (todo, kept) = self.list(&e.fd, &e.rel);
-                        if depth > FD_KEEP {
-                            frame.fd = None;
-                        }
-                        stack.push(Frame {
-                            fd: Some(e.fd),
-                            st: e.st,
-                            name,
-                            rel: e.rel,
-                            todo,
-                            kept,
-                        });
-                    }
-                }
-                continue;
-            }
-            if let Some(kept) = self.finish(&mut stack) {
-                return kept;
-            }
-        }
-    }
-
-    /// The top frame of a deep walk is done: remove its directory (through its
-    /// parent, reopened by `..` if need be) and tell the parent what stayed.
-    /// `Some(kept)` when it was the last frame.
-    fn finish(&self, stack: &mut Vec<Frame>) -> Option<bool> {
-        let done = stack.pop()?;
-        let Some(parent) = stack.last_mut() else {
-            return Some(done.kept);
-        };
-        if parent.fd.is_none() {
-            parent.fd = self.back_up(&done, parent);
-        }
-        drop(done.fd);
-        let kept = match &parent.fd {
-            Some(pfd) => self.remove_dir(pfd, &done.name, &done.st, &done.rel, done.kept),
-            None => {
-                // The way back is gone: this frame and every one without a
-                // descriptor stay, up to the nearest that still has one.
-                while stack.last().is_some_and(|f| f.fd.is_none()) {
-                    stack.pop();
-                }
-                true
-            }
-        };
-        if let Some(p) = stack.last_mut() {
-            p.kept |= kept;
-        }
-        None
-    }
-
-    /// The parent of the finished frame `done`, through `..`, if it is still the
-    /// directory walked down from; else the subtree was moved during the walk.
-    fn back_up(&self, done: &Frame, parent: &Frame) -> Option<OwnedFd> {
-        let child = done.fd.as_ref()?;
-        let fd = openat(child, c"..", DIR_FLAGS, Mode::empty()).ok()?;
-        match fstat(&fd) {
-            Ok(st) if st.st_dev == parent.st.st_dev && st.st_ino == parent.st.st_ino => Some(fd),
-            _ => {
-                self.tally.skip(
-                    self.upper.join(&parent.rel),
-                    "moved during the walk; left alone".into(),
-                );
-                None
-            }
-        }
     }
 
     /// After a walk that kept nothing, the upper must be empty; whatever appeared
@@ -547,12 +188,75 @@ impl Walk<'_> {
     }
 }
 
-/// A fresh listing of `dir` from its first entry. The duplicate descriptor shares
-/// the file offset, which an earlier listing left at the end.
-pub(crate) fn listing(dir: &OwnedFd) -> nix::Result<Dir> {
-    let fd = nix::unistd::dup(dir)?;
-    nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekSet)?;
-    Dir::from_fd(fd)
+impl Visit for Pruner<'_> {
+    /// A non-directory entry: removed unless a rule keeps it.
+    fn file(&self, at: &At, dir: &OwnedFd, name: &CStr, _: Option<&OwnedFd>) -> Done {
+        if self.rules.keep.is_some() && self.kept_by_glob(&at.join(name)) {
+            return Done::Kept;
+        }
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Done::Gone,
+            Err(e) => {
+                self.problem(at.join(name), e.desc().into());
+                return Done::Kept;
+            }
+        };
+        if is_dir(&st) {
+            return Done::Dir;
+        }
+        if self.too_new(mtime(&st)) {
+            return Done::Kept;
+        }
+        let counts = self.tally.first_sight(&st);
+        match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(_) => {}
+            Err(Errno::ENOENT) => return Done::Gone,
+            // A directory swapped in since the stat: walk it as one.
+            Err(Errno::EISDIR) | Err(Errno::EPERM)
+                if fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)) =>
+            {
+                return Done::Dir;
+            }
+            Err(e) => {
+                self.problem(at.join(name), e.desc().into());
+                return Done::Kept;
+            }
+        }
+        self.tally.freed(st.st_blocks as u64, false, counts);
+        Done::Gone
+    }
+
+    fn keep_dir(&self, at: &At, name: &CStr) -> bool {
+        self.rules.keep.is_some() && self.kept_by_glob(&at.join(name))
+    }
+
+    /// Remove the emptied subdirectory `name` of `parent` unless something in it
+    /// was kept or it is too new itself. Returns "kept".
+    fn leave(&self, at: &At, parent: &OwnedFd, name: &CStr, st: &DirStat, kept: bool) -> bool {
+        if kept || self.too_new(st.mtime) {
+            return true;
+        }
+        match self.sink.unlink(parent, name, UnlinkatFlags::RemoveDir) {
+            Ok(_) | Err(Errno::ENOENT) => {}
+            // Swapped for a symlink or file after the walk: remove that instead
+            // (what was walked went elsewhere, and is found there or named).
+            Err(Errno::ENOTDIR) => {
+                return !matches!(self.file(at, parent, name, None), Done::Gone);
+            }
+            Err(e) => {
+                let why = format!("cannot remove: {}", e.desc());
+                self.problem(at.join(name), why);
+                return true;
+            }
+        }
+        self.tally.freed(st.blocks, true, true);
+        false
+    }
+
+    fn problem(&self, rel: PathBuf, why: String) {
+        self.tally.skip(self.upper.join(rel), why);
+    }
 }
 
 /// Whiteouts: entries a union mount's deletions leave in a UFS upper dir. readdir(3)
@@ -638,7 +342,7 @@ pub(crate) mod whiteouts {
                 return;
             }
         };
-        let Ok(cwd) = nix::fcntl::open(c".", super::DIR_FLAGS, nix::sys::stat::Mode::empty())
+        let Ok(cwd) = nix::fcntl::open(c".", crate::walk::DIR_FLAGS, nix::sys::stat::Mode::empty())
         else {
             tally.skip(
                 upper.to_path_buf(),
@@ -710,16 +414,13 @@ mod tests {
             level: crate::report::Verbosity::Normal,
         };
         let sink = crate::action::sink(&linux, msg, true);
-        let w = Walk {
+        let p = Pruner {
             rules: &rules,
             sink: &*sink,
             tally: &tally,
-            dev: 0,
-            mounts: &[],
             upper: t.path(),
-            par_depth: 1,
         };
-        w.left_over(&dir);
+        p.left_over(&dir);
         let left = tally.skipped.into_inner().unwrap();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|(_, why)| why.contains("appeared")));

@@ -46,14 +46,17 @@ impl UpperDir {
     }
 
     /// Tell `each` what every entry is to the host tree `source`; remove (through
-    /// `sink`) each for which it returns true.
+    /// `sink`) each for which it returns true. `mounts` (mount points below it)
+    /// are skipped.
     pub fn changes(
         &self,
         source: &Path,
+        mounts: &[PathBuf],
         sink: &dyn Sink,
         each: impl FnMut(&Entry) -> bool,
     ) -> Result<Problems> {
-        changes::walk(&self.fd, source, sink, each).map_err(|e| self.failed(e))
+        let mounts = crate::prune::below(&self.path, mounts);
+        changes::walk(&self.fd, source, mounts, sink, each).map_err(|e| self.failed(e))
     }
 
     fn failed(&self, e: nix::errno::Errno) -> anyhow::Error {

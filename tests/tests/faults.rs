@@ -78,7 +78,7 @@ fn numbers_out_of_range_are_usage_errors() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
         for age in [
-            "18446744073709551615",
+            "18446744073709551615s",
             "20000000000000w",
             "110000000000000d",
         ] {
@@ -96,7 +96,7 @@ fn numbers_out_of_range_are_usage_errors() {
                 .err_has("1 to 256");
             sb.run("jupdate", &["-j", jobs, "j1"]).code(64);
         }
-        sb.run("jupdate", &["--timeout", "0", "j1"])
+        sb.run("jupdate", &["--timeout", "0s", "j1"])
             .code(64)
             .err_has("at least 1s");
         sb.run("jupdate", &["--timeout", "20000000000000w", "j1"])

@@ -175,7 +175,21 @@ fn mounted_layer_refused_on(b: Backend) {
             "j2 is still cleaned: {}",
             o.stdout
         );
-        sb.run("jclean", &["-n", "j1"]).code(75);
+        // Looking only reads the upper: allowed on a mounted layer, and says so.
+        for (look, want) in [
+            (&["-n", "-b", "j1"][..], "j1\tports\t1\t"),
+            (&["--list", "j1"][..], "j1\tports\tnew\t"),
+        ] {
+            let o = sb.run("jclean", look);
+            o.ok().err_has("only read, nothing deleted");
+            assert!(o.stdout.starts_with(want), "{look:?}: {}", o.stdout);
+        }
+        let o = sb.run("jclean", &["-n", "-b", "--json", "j1"]);
+        o.ok();
+        assert!(o.stdout.contains("\"changed\":false"), "{}", o.stdout);
+        assert!(sb.path("upper/j1/ports/new").is_file());
+        sb.run("jclean", &["--only", "new", "j1"]).code(75);
+        assert!(sb.path("upper/j1/ports/new").is_file());
         sb.run("junmount", &["j1"]).ok();
         sb.run("jclean", &["j1"]).ok();
         assert!(!sb.path("upper/j1/ports/new").exists());
@@ -213,6 +227,29 @@ fn keep_and_older_than() {
             .err_has("--keep [");
         sb.run("jclean", &["--older-than", "7y", "j1"]).code(64);
         sb.run("jclean", &["-j", "0", "j1"]).code(64);
+    });
+}
+
+/// A duration without a unit is refused, naming the units: `--older-than 7` meant
+/// 7 seconds and pruned nearly everything of an administrator who meant days.
+#[cfg(target_os = "linux")]
+#[test]
+fn durations_need_a_unit() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let up = sb.path("upper/j1/ports");
+        fs::create_dir_all(&up).unwrap();
+        fs::write(up.join("work"), "x").unwrap();
+        for age in ["7", "0", "90"] {
+            let o = sb.run("jclean", &["--older-than", age, "j1"]);
+            o.code(64).err_has("give a unit: s, m, h, d or w");
+            assert_eq!(o.stderr.lines().count(), 1, "one line: {}", o.stderr);
+        }
+        assert!(up.join("work").exists(), "nothing pruned");
+        sb.run("jupdate", &["--timeout", "30", "j1", "--", "true"])
+            .code(64)
+            .err_has("give a unit: s, m, h, d or w");
+        sb.run("jclean", &["-n", "--older-than", "7d", "j1"]).ok();
     });
 }
 
@@ -413,7 +450,8 @@ fn what_each_jail_changed(b: Backend) {
             ("distfiles", "dir"),
             ("editors", "dir"),
             ("editors/vim", "dir"),
-            ("editors/vim/Makefile", "copy"),
+            // Its mode changed: not a copy of the host's any more.
+            ("editors/vim/Makefile", "modified"),
             ("lang", "opaque"),
             ("new-file", "new"),
         ];
@@ -439,10 +477,86 @@ fn what_each_jail_changed(b: Backend) {
             "# changed in the jail\n"
         );
         assert!(j.join("new-file").exists() && !j.join("Mk/gone.mk").exists());
-        // Mounted: refused, as for a whole prune.
-        sb.run("jclean", &["--list", "j1"]).code(75);
+        // Mounted: listing only reads, pruning by kind is refused.
+        sb.run("jclean", &["--list", "j1"]).ok();
+        sb.run("jclean", &["--only", "new", "j1"]).code(75);
         sb.run("junmount", &["j1"]).ok();
     });
 }
 
-jlayers_tests::on_both!(what_each_jail_changed);
+/// The kinds tell the jail's own work from copies it never wrote: a line the jail
+/// appended survives a host `touch` (conflict, kept by `--only stale`); a copy the
+/// jail only touched the atime of goes once the host edits the file (stale); a
+/// jail's chmod is modified.
+fn kinds_keep_the_jails_own_work(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        for f in ["patched.mk", "touched.mk", "moded.mk", "same.mk"] {
+            fs::write(sb.path(&format!("ports/Mk/{f}")), "# host\n").unwrap();
+        }
+        // Copy-up keeps the host's mtime; the copy's birth must come after it.
+        std::thread::sleep(Duration::from_millis(50));
+        sb.run("jmount", &["j1"]).ok();
+        let j = sb.path("j1/usr/ports/Mk");
+        sb.sh(&format!(
+            "cd {} && echo '# local patch' >> patched.mk && touch -a touched.mk && \
+             chmod 600 moded.mk && touch -a same.mk",
+            j.display()
+        ))
+        .ok();
+        sb.run("junmount", &["j1"]).ok();
+        std::thread::sleep(Duration::from_millis(50));
+        let host = sb.path("ports/Mk");
+        sb.sh(&format!(
+            "cd {} && touch patched.mk && echo '# host 2' > touched.mk",
+            host.display()
+        ))
+        .ok();
+        let up = sb.path("upper/j1/ports/Mk");
+        let kinds = || -> Vec<(String, String)> {
+            let o = sb.run("jclean", &["--list", "j1"]);
+            o.ok();
+            let mut got: Vec<(String, String)> = lines(&o.stdout)
+                .into_iter()
+                .filter_map(|f| {
+                    let rel = Path::new(&f[4]).strip_prefix(&up).ok()?;
+                    (f[2] != "dir").then_some(())?;
+                    Some((rel.to_string_lossy().into_owned(), f[2].clone()))
+                })
+                .collect();
+            got.sort();
+            got
+        };
+        let want = |w: &[(&str, &str)]| -> Vec<(String, String)> {
+            w.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            kinds(),
+            want(&[
+                ("moded.mk", "modified"),
+                ("patched.mk", "conflict"),
+                ("same.mk", "copy"),
+                ("touched.mk", "stale"),
+            ])
+        );
+        let o = sb.run("jclean", &["--only", "stale", "-b", "j1"]);
+        o.ok();
+        assert_eq!(lines(&o.stdout)[0][2], "1", "{}", o.stdout);
+        assert!(!up.join("touched.mk").exists());
+        assert_eq!(
+            fs::read_to_string(up.join("patched.mk")).unwrap(),
+            "# host\n# local patch\n",
+            "the jail's patch survives --only stale"
+        );
+        sb.run("jclean", &["--only", "conflict", "j1"]).ok();
+        assert!(!up.join("patched.mk").exists());
+        assert_eq!(
+            kinds(),
+            want(&[("moded.mk", "modified"), ("same.mk", "copy")])
+        );
+    });
+}
+
+jlayers_tests::on_both!(what_each_jail_changed, kinds_keep_the_jails_own_work);

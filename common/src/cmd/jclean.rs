@@ -45,13 +45,15 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Opts {
     /// List every entry of each upper dir with what it is to the host tree:
-    /// JAIL, LAYER, KIND (new, copy, modified, stale, whiteout, opaque, dir), SIZE,
-    /// PATH, sorted by path; deletes nothing (implies -n)
+    /// JAIL, LAYER, KIND (new, copy, modified, stale, conflict, whiteout, opaque,
+    /// dir), SIZE, PATH, sorted by path; deletes nothing (implies -n), so mounted
+    /// layers too
     #[arg(long = "list")]
     pub list: bool,
 
-    /// Prune only entries of KIND (new, copy, modified, stale, whiteout), e.g.
-    /// 'stale': host files changed since the jail's copy; repeatable
+    /// Prune only entries of KIND (new, copy, modified, stale, conflict, whiteout),
+    /// e.g. 'stale': copies the jail never wrote of host files changed since;
+    /// repeatable
     #[arg(long = "only", value_name = "KIND", value_parser = Kind::parse_prunable,
           conflicts_with_all = ["keep", "older_than"])]
     pub only: Vec<Kind>,
@@ -61,8 +63,8 @@ pub struct Opts {
     #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
 
-    /// Only remove entries not modified for AGE, a number and a unit (s, m, h, d,
-    /// w; e.g. 12h, 7d)
+    /// Only remove entries not modified for AGE: a number and a unit, s, m, h, d
+    /// or w (e.g. 12h, 7d; a number alone is refused)
     #[arg(long = "older-than", value_name = "AGE", value_parser = crate::cli::parse_age)]
     pub older_than: Option<Duration>,
 
@@ -108,6 +110,7 @@ pub fn main(cli: &Cli) -> ExitCode {
             s,
             rules: &rules,
             opts,
+            looking: args.dry_run || opts.list,
             // --list deletes nothing.
             sink: s.sink(args.dry_run || opts.list),
         };
@@ -156,6 +159,8 @@ struct Cleaner<'a> {
     s: &'a Setup,
     rules: &'a Rules,
     opts: &'a Opts,
+    /// Only reading the upper dirs (-n, --list).
+    looking: bool,
     sink: Box<dyn Sink + 'a>,
 }
 
@@ -183,7 +188,20 @@ impl Cleaner<'_> {
                 stack,
                 place: upper,
             };
+            // Looking (-n, --list) only reads the upper, which both platforms allow
+            // under a mounted union; changing it is what a live layer forbids.
+            let looking = self.looking;
             let r = match live(s, &plan, stack, &table) {
+                true if looking => {
+                    let scope = [plan.jail.as_str(), stack.layer.as_str()];
+                    let note = format!(
+                        "{}: the layer is mounted on {}; only read, nothing deleted",
+                        upper.path.display(),
+                        stack.target.path.display()
+                    );
+                    s.msg.warn(&scope, &note);
+                    self.upper(&layer, &table, total)
+                }
                 true => Err(fail(
                     ExitCode::TempFail,
                     format!(
@@ -208,16 +226,16 @@ impl Cleaner<'_> {
     fn upper(&self, l: &Layer, table: &[Mount], total: &mut Total) -> Result<()> {
         let (rules, opts) = (self.rules, self.opts);
         let dir = UpperDir::open(l.place)?;
+        let mounts: Vec<PathBuf> = table
+            .iter()
+            .filter(|m| m.target.starts_with(&l.place.path) && m.target != l.place.path)
+            .map(|m| m.target.clone())
+            .collect();
         if opts.list || !opts.only.is_empty() {
-            return self.by_kind(l, dir.as_ref(), total);
+            return self.by_kind(l, dir.as_ref(), &mounts, total);
         }
         let tally = Tally::default();
         if let Some(dir) = &dir {
-            let mounts: Vec<PathBuf> = table
-                .iter()
-                .filter(|m| m.target.starts_with(&dir.path) && m.target != dir.path)
-                .map(|m| m.target.clone())
-                .collect();
             with_progress(&self.s.msg, &tally, opts.bytes, || {
                 dir.empty(&mounts, rules, &tally, &*self.sink)
             })?;
@@ -251,7 +269,13 @@ impl Cleaner<'_> {
     /// `--list` and `--only`: each entry by what it is to the host tree; list it
     /// (`JAIL LAYER KIND SIZE PATH`), or remove it when its kind is asked for; then
     /// the layer's report line, as for a whole prune.
-    fn by_kind(&self, l: &Layer, dir: Option<&UpperDir>, total: &mut Total) -> Result<()> {
+    fn by_kind(
+        &self,
+        l: &Layer,
+        dir: Option<&UpperDir>,
+        mounts: &[PathBuf],
+        total: &mut Total,
+    ) -> Result<()> {
         let opts = self.opts;
         let Step::Null { source, .. } = &l.stack.steps[0] else {
             return Ok(());
@@ -261,10 +285,10 @@ impl Cleaner<'_> {
         let mut listed: Vec<(PathBuf, Kind, u64)> = Vec::new();
         let problems = match dir {
             None => Vec::new(),
-            Some(dir) => dir.changes(source, &*self.sink, |e| {
+            Some(dir) => dir.changes(source, mounts, &*self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
                 if wanted && opts.list {
-                    listed.push((e.rel.to_path_buf(), e.kind, e.size));
+                    listed.push((e.rel().to_path_buf(), e.kind, e.size));
                     return false;
                 }
                 if wanted {

@@ -56,7 +56,8 @@ pub struct Opts {
     #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
-    /// Time limit per jail, a number and a unit (s, m, h, d, w; e.g. 30m, 6h)
+    /// Time limit per jail, a number and a unit (s, m, h, d, w; e.g. 30m,
+    /// 6h; a number alone is refused)
     ///
     /// At the limit the command's process group gets SIGTERM, then SIGKILL 3
     /// seconds later; the jail counts as a timeout (75).

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# jclean on the uppers a jail's root can write to hurt the host (issue 20), on a
+# tmpfs in a private mount namespace:
+#   deep: a chain of 10,000 and 100,000 directories (`mkdir d; cd d` in a loop),
+#         a file every 1,000 levels
+#   wide: 50,000 sibling directories with a file each, under `ulimit -n 256`
+# For each, every mode that walks an upper: -n (count), prune, --list,
+# --list --only new, --only new; wall time, peak RSS and exit status, and the
+# growth ratio from 10,000 to 100,000 levels (linear: about 10x).
+#
+# usage: bench/scale-upper.sh [BASE_BIN_DIR]
+#   BASE_BIN_DIR: another build's binaries (e.g. main's target/release), measured
+#   in the same run as "before"; ratios are after/before.
+#   BENCH_BASE_MEM: address-space limit for the "before" runs, KiB (default
+#   4194304, 4 GiB; main took 10 GB at 100,000 levels): a run over it fails.
+# Needs python3 and GNU time (/usr/bin/time).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+base=${1:-}
+for t in python3 /usr/bin/time; do
+    command -v "$t" >/dev/null || { echo "scale-upper.sh: $t is needed" >&2; exit 1; }
+done
+if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
+    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jclean
+    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
+fi
+after=$top/target/release/jclean
+T=$(mktemp -d /tmp/jlayers-scale-upper.XXXXXX)
+trap 'umount -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
+mount -t tmpfs -o size=50% bench "$T"
+mkdir -p "$T/jail" "$T/ports" "$T/up/b"
+cat > "$T/jlayers.conf" <<CONF
+[defaults]
+upper_root = "$T/up"
+lock_dir = "$T/run"
+[[layer]]
+name = "ports"
+source = "$T/ports"
+target = "usr/ports"
+[jail.b]
+root = "$T/jail"
+CONF
+U=$T/up/b/ports
+
+# make deep|wide N: the shape in a fresh upper, with *at calls (no path that long
+# can be used).
+make() {
+    rm -rf "$U"
+    mkdir -p "$U"
+    python3 - "$1" "$U" "$2" <<'PY'
+import os, sys
+kind, top, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fd = os.open(top, os.O_DIRECTORY)
+flags = os.O_DIRECTORY | os.O_NOFOLLOW
+for i in range(n):
+    if kind == "deep":
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", flags, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+        if i % 1000 == 0:
+            os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    else:
+        os.mkdir("w%d" % i, dir_fd=fd)
+        sub = os.open("w%d" % i, flags, dir_fd=fd)
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=sub))
+        os.close(sub)
+os.close(fd)
+PY
+}
+# run BIN FDS MEM ARGS...: one run, output discarded; prints "SECONDS KIB STATUS".
+run() {
+    local bin=$1 fds=$2 mem=$3
+    shift 3
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    /usr/bin/time -f "%e %M %x" -o "$T/time" \
+        sh -c 'ulimit -n "$0" && ulimit -v "$1" && shift && exec "$@"' "$fds" "$mem" \
+        "$bin" -c "$T/jlayers.conf" "$@" b >/dev/null 2>"$T/err" || true
+    tail -n 1 "$T/time"
+}
+
+printf '%-12s %-18s %9s %10s %5s' row mode "after s" "after KiB" exit
+[ -z "$base" ] || printf ' %9s %10s %5s %7s %7s' "before s" "before KiB" exit "t a/b" "rss a/b"
+echo
+declare -A secs
+# measure ROW SHAPE N FDS: every mode on a fresh shape, after (and before).
+measure() {
+    local row=$1 shape=$2 n=$3 fds=$4 mode bins b a r
+    bins=("$after")
+    [ -z "$base" ] || bins+=("$base/jclean")
+    for mode in "-n" "--list" "--list --only new" "--only new" "prune"; do
+        r=()
+        for b in "${bins[@]}"; do
+            local mem=unlimited
+            [ "$b" = "$after" ] || mem=${BENCH_BASE_MEM:-4194304}
+            # Read-only modes share one tree; the others get a fresh one.
+            case $mode in
+            "-n") [ "$b" != "$after" ] || make "$shape" "$n" ;;
+            "--only new" | prune) make "$shape" "$n" ;;
+            esac
+            # shellcheck disable=SC2086 # the mode is words
+            case $mode in
+            prune) a=$(run "$b" "$fds" "$mem" -q) ;;
+            *) a=$(run "$b" "$fds" "$mem" $mode) ;;
+            esac
+            r+=("$a")
+        done
+        read -r s k x <<<"${r[0]}"
+        secs["$row $mode"]=$s
+        printf '%-12s %-18s %9s %10s %5s' "$row" "$mode" "$s" "$k" "$x"
+        if [ -n "$base" ]; then
+            read -r bs bk bx <<<"${r[1]}"
+            printf ' %9s %10s %5s %7s %7s' "$bs" "$bk" "$bx" \
+                "$(python3 -c "print('%.3f' % ($s / max($bs, 0.001)))")" \
+                "$(python3 -c "print('%.3f' % ($k / max($bk, 1)))")"
+        fi
+        echo
+    done
+}
+measure deep-10000 deep 10000 1024
+measure deep-100000 deep 100000 1024
+measure wide-50000 wide 50000 256
+echo "growth, deep 100,000 / 10,000 levels (linear: about 10x; --list prints each"
+echo "directory's whole path, N^2/2 bytes, so it grows with the square):"
+for mode in "-n" "--list" "--list --only new" "--only new" "prune"; do
+    python3 -c "print('  %-18s %.1fx' % ('$mode', ${secs["deep-100000 $mode"]} / max(${secs["deep-10000 $mode"]}, 0.001)))"
+done
