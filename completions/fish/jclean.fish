@@ -2,7 +2,7 @@ complete -c jclean -s c -l config -d 'Configuration file' -r -F
 complete -c jclean -l libxo -d 'FreeBSD\'s spelling of --json (libxo): --libxo json' -r
 complete -c jclean -l only -d 'Prune only entries of KIND (new, copy, modified, stale, conflict, whiteout), e.g. \'stale\': copies the jail never wrote of host files changed since; repeatable' -r
 complete -c jclean -l keep -d 'Keep paths matching GLOB, relative to the upper dir (e.g. \'distfiles/**\'), with their parents; repeatable' -r
-complete -c jclean -l older-than -d 'Only remove entries not modified for AGE: a number and a unit, s, m, h, d or w (e.g. 12h, 7d; a number alone is refused)' -r
+complete -c jclean -l older-than -d 'Only remove entries not modified for AGE, a number and a unit (s, m, h, d, w; e.g. 12h, 7d; a number alone is refused)' -r
 complete -c jclean -s j -l jobs -d 'Worker threads, 1 to 256 [default: all cores]' -r
 complete -c jclean -s a -l all -d 'Every jail in the configuration file, in file order'
 complete -c jclean -s q -l quiet -d 'Print only errors: no report line for what succeeded'

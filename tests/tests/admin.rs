@@ -609,7 +609,11 @@ fn no_line_on_a_spinner(b: Backend) {
         for j in ["j1", "j2"] {
             sb.jail_root(j, &["sh", "test", "[", "env", "echo", "sleep"]);
         }
-        let script = "if [ $1 = j1 ]; then echo broken; exit 3; fi; \
+        // j1 fails only once j2's updater runs (it says so in the shared distfiles
+        // dir) and its spinner has had time to be drawn: no race with the load.
+        let script = "if [ $1 = j1 ]; then i=0; \
+            while [ ! -e /usr/ports/distfiles/j2-runs ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; \
+            sleep 0.5; echo broken; exit 3; fi; echo > /usr/ports/distfiles/j2-runs; \
             i=0; while [ $i -lt 30 ]; do echo step $i; sleep 0.1; i=$((i+1)); done";
         let conf = jlayers_tests::SCENE_CONF
             .replace(

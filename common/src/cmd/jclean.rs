@@ -63,8 +63,8 @@ pub struct Opts {
     #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
 
-    /// Only remove entries not modified for AGE: a number and a unit, s, m, h, d
-    /// or w (e.g. 12h, 7d; a number alone is refused)
+    /// Only remove entries not modified for AGE, a number and a unit (s, m, h, d,
+    /// w; e.g. 12h, 7d; a number alone is refused)
     #[arg(long = "older-than", value_name = "AGE", value_parser = crate::cli::parse_age)]
     pub older_than: Option<Duration>,
 
