@@ -78,6 +78,8 @@ pub struct Config {
     pub jails: Vec<Jail>,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
+    /// The layers' sources as found on disk (canonical), looked up once per run.
+    sources: std::sync::OnceLock<Vec<PathBuf>>,
 }
 
 impl Upper {
@@ -129,6 +131,18 @@ impl Config {
             )
         })?;
         build(raw, path, os).map_err(|m| fail(ExitCode::Config, format!("{}: {m}", path.display())))
+    }
+
+    /// Layer `i`'s source made canonical (the mount table shows real paths): once
+    /// a run, not once a jail.
+    pub fn real_source(&self, i: usize) -> &Path {
+        self.sources.get_or_init(|| {
+            self.layers
+                .iter()
+                .map(|l| crate::roots::real(&l.source))
+                .collect()
+        })[i]
+            .as_path()
     }
 
     pub fn roots(&self) -> &crate::roots::Roots {
@@ -285,6 +299,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         layers,
         jails,
         roots: Default::default(),
+        sources: Default::default(),
     })
 }
 
@@ -621,13 +636,12 @@ fn check_uppers(
 
 /// Rules across jails: one root per jail; no upper dir that is, holds or shares
 /// a tree with a jail root or another layer's upper dir (two stacks writing one
-/// tree, or a jclean of one emptying the other). Paths are kept sorted by
-/// component, where everything below a path follows it: what lies below one is a
-/// range, what lies above it is among its ancestors.
+/// tree, or a jclean of one emptying the other). Each path is looked up in sorted
+/// sets, never compared with every other one.
 fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
-    let mut roots: BTreeMap<&Path, usize> = BTreeMap::new();
+    let mut roots: Sorted<usize> = Sorted::default();
     for (k, j) in jails.iter().enumerate() {
-        if let Some(&o) = roots.get(j.root.as_path()) {
+        if let Some(&o) = roots.get(&j.root) {
             return Err(format!(
                 "jail {}: same root as jail {}: {}",
                 j.name,
@@ -638,44 +652,70 @@ fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
         roots.insert(&j.root, k);
     }
     // The upper dirs checked so far, with their jail and layer.
-    let mut seen: BTreeMap<PathBuf, (usize, usize)> = BTreeMap::new();
+    let mut seen: Sorted<(usize, usize)> = Sorted::default();
     for (k, j) in jails.iter().enumerate() {
         for (&i, up) in &j.uppers {
             let u = up.path(&j.root);
-            let ctx = format!(
-                "jail {}: layer {}: upper dir {}",
-                j.name,
-                layers[i].name,
-                u.display()
-            );
+            let ctx = || {
+                format!(
+                    "jail {}: layer {}: upper dir {}",
+                    j.name,
+                    layers[i].name,
+                    u.display()
+                )
+            };
             // The first jail in the file whose root is, or lies below, the upper.
-            if let Some(r) = below(&roots, &u).map(|(_, &r)| r).min() {
+            if let Some(&r) = roots.at_or_below(&u).min() {
                 return Err(format!(
-                    "{ctx} is or holds the root of jail {}",
+                    "{} is or holds the root of jail {}",
+                    ctx(),
                     jails[r].name
                 ));
             }
             // The first upper checked before that is, holds or lies in this one.
-            let above = u.ancestors().filter_map(|a| seen.get(a));
-            if let Some(&(oj, ol)) = below(&seen, &u).map(|(_, o)| o).chain(above).min() {
+            let above = u.ancestors().skip(1).filter_map(|a| seen.get(a));
+            if let Some(&(oj, ol)) = seen.at_or_below(&u).chain(above).min() {
                 return Err(format!(
-                    "{ctx} is, holds or lies in the upper dir of jail {}: layer {}",
-                    jails[oj].name, layers[ol].name
+                    "{} is, holds or lies in the upper dir of jail {}: layer {}",
+                    ctx(),
+                    jails[oj].name,
+                    layers[ol].name
                 ));
             }
-            seen.insert(u, (k, i));
+            seen.insert(&u, (k, i));
         }
     }
     Ok(())
 }
 
-/// The entries of a map sorted by path that are `p` or lie below it.
-fn below<'m, K: std::borrow::Borrow<Path> + Ord, V>(
-    map: &'m BTreeMap<K, V>,
-    p: &'m Path,
-) -> impl Iterator<Item = (&'m K, &'m V)> + 'm {
-    map.range::<Path, _>((Bound::Included(p), Bound::Unbounded))
-        .take_while(move |(k, _)| k.borrow().starts_with(p))
+/// Normalised absolute paths (no `.`, `..`, `//` or trailing slash) by their
+/// bytes, sorted: what lies strictly below `p` is the range of keys that start
+/// with `p/`.
+#[derive(Default)]
+struct Sorted<V>(BTreeMap<Vec<u8>, V>);
+
+impl<V> Sorted<V> {
+    fn insert(&mut self, p: &Path, v: V) {
+        self.0.insert(p.as_os_str().as_encoded_bytes().to_vec(), v);
+    }
+
+    fn get(&self, p: &Path) -> Option<&V> {
+        self.0.get(p.as_os_str().as_encoded_bytes())
+    }
+
+    /// The values of `p` and of every path below it.
+    fn at_or_below<'a>(&'a self, p: &Path) -> impl Iterator<Item = &'a V> + 'a {
+        let mut prefix = p.as_os_str().as_encoded_bytes().to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        let below = self
+            .0
+            .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v);
+        self.get(p).into_iter().chain(below)
+    }
 }
 
 /// Jail names end up in file names, `service jail onestart NAME` and jls(8).
