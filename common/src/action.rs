@@ -120,7 +120,10 @@ pub fn sink<'a>(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Box
 /// The platform's table with its index, built once for each table the platform
 /// reads (a backend hands out the same table while nothing changed).
 #[derive(Default)]
-struct Indexed(Mutex<Option<(Arc<Vec<Mount>>, Arc<Index>)>>);
+struct Indexed(Mutex<Option<LastIndex>>);
+
+/// A table the platform handed out, and its index.
+type LastIndex = (Arc<Vec<Mount>>, Arc<Index>);
 
 impl Indexed {
     fn table(&self, platform: &dyn Platform, root: &Path, extra: Vec<Mount>) -> Result<Table> {
