@@ -18,12 +18,15 @@
 #   JAILS="1000 3000 10000"  MOUNT_JAILS="250 1000"  ROUNDS=3
 #   BASE=DIR  also run every row with the binaries in DIR (another build's
 #             target/release) and print new/base time ratios, same run
+#   LIMIT=S   stop a command after S seconds: its time shows as ">S s" (a
+#             quadratic old build can take hours at 10,000 jails)
 # Needs root (mounts) and /usr/bin/time (peak RSS); builds --release first.
 set -euo pipefail
 JAILS=${JAILS:-1000 3000 10000}
 MOUNT_JAILS=${MOUNT_JAILS:-250 1000}
 ROUNDS=${ROUNDS:-3}
 BASE=${BASE:-}
+LIMIT=${LIMIT:-0}
 top=$(cd "$(dirname "$0")/.." && pwd)
 [ -x /usr/bin/time ] || { echo "scale.sh: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
@@ -62,9 +65,13 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # measures the work, and the old build fails some of them by being too slow).
 once() {
     local t0 t1
+    echo 0 > "$T/rss"
     t0=$(now)
-    /usr/bin/time -f %M -o "$T/rss" "$@" >/dev/null 2>&1 || true
+    timeout -s KILL "$LIMIT" /usr/bin/time -f %M -o "$T/rss" "$@" >/dev/null 2>&1 || true
     t1=$(now)
+    if [ "$LIMIT" != 0 ] && [ $((t1 - t0)) -ge $((LIMIT * 1000000000)) ]; then
+        t1=$((t0 + LIMIT * 1000000000))
+    fi
     echo "$((t1 - t0)) $(tail -n 1 "$T/rss")"
 }
 
@@ -83,7 +90,11 @@ measure() {
     echo "$(printf '%s\n' "${times[@]}" | median) $rss"
 }
 
-secs() { awk -v n="$1" 'BEGIN {printf "%.3f s", n / 1e9}'; }
+# A time, or ">LIMIT s" for a command stopped at the limit.
+secs() {
+    awk -v n="$1" -v l="$LIMIT" 'BEGIN {
+        if (l > 0 && n >= l * 1e9) printf ">%d s", l; else printf "%.3f s", n / 1e9 }'
+}
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
 printf '%-8s %-36s %6s %10s %10s %14s' row command size time 'peak RSS' growth

@@ -17,7 +17,7 @@ pub(crate) fn real(p: &Path) -> PathBuf {
 /// Every jail root of the file, canonical, with its device and inode: an upper dir
 /// that lies in any of them is reached only beneath that root. Indexed by path and
 /// by identity, so that a lookup costs the same with ten jails or ten thousand.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Roots {
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
     by_path: HashMap<PathBuf, usize>,
@@ -25,6 +25,30 @@ pub struct Roots {
     by_id: HashMap<(u64, u64), Vec<usize>>,
     /// Each root as the file writes it.
     written: HashMap<PathBuf, usize>,
+    /// Host paths looked at by [`Roots::locate`].
+    looked: std::sync::Mutex<HashMap<PathBuf, Look>>,
+}
+
+impl Clone for Roots {
+    /// A copy looks at the host afresh.
+    fn clone(&self) -> Roots {
+        Roots {
+            roots: self.roots.clone(),
+            by_path: self.by_path.clone(),
+            by_id: self.by_id.clone(),
+            written: self.written.clone(),
+            looked: Default::default(),
+        }
+    }
+}
+
+/// A host path as [`Roots::locate`] found it.
+#[derive(Clone, Debug)]
+enum Look {
+    Dir((u64, u64)),
+    Link(PathBuf),
+    /// Missing, or neither a directory nor a link.
+    Other,
 }
 
 impl Roots {
@@ -82,6 +106,7 @@ impl Roots {
             by_path,
             by_id,
             written: HashMap::new(),
+            looked: Default::default(),
         }
     }
 
@@ -92,10 +117,25 @@ impl Roots {
             .map(|&i| self.roots[i].0.as_path())
     }
 
-    fn same_dir(&self, m: &std::fs::Metadata) -> Option<&Path> {
-        self.by_id
-            .get(&(m.dev(), m.ino()))
-            .map(|v| self.roots[v[0]].0.as_path())
+    fn same_dir(&self, id: (u64, u64)) -> Option<&Path> {
+        self.by_id.get(&id).map(|v| self.roots[v[0]].0.as_path())
+    }
+
+    /// What a host path is, by lstat(2) (and readlink(2) for a link): once a run,
+    /// as the uppers of many jails share their first components. Only paths
+    /// outside every jail root are looked at, and those are the host's.
+    fn look(&self, p: &Path) -> Look {
+        let mut seen = self.looked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = seen.get(p) {
+            return l.clone();
+        }
+        let l = match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_symlink() => std::fs::read_link(p).map_or(Look::Other, Look::Link),
+            Ok(m) if m.is_dir() => Look::Dir((m.dev(), m.ino())),
+            _ => Look::Other,
+        };
+        seen.insert(p.to_path_buf(), l.clone());
+        l
     }
 
     /// Two jails whose roots are the same directory (however written: through a
@@ -124,9 +164,10 @@ impl Roots {
                 continue;
             }
             let next = here.join(&c);
+            let look = self.look(&next);
             let root = self.containing(&next).map(Path::to_path_buf).or_else(|| {
-                let m = std::fs::metadata(&next).ok()?;
-                self.same_dir(&m).map(Path::to_path_buf)
+                let Look::Dir(id) = look else { return None };
+                self.same_dir(id).map(Path::to_path_buf)
             });
             if let Some(root) = root {
                 let mut rel = next
@@ -136,8 +177,8 @@ impl Roots {
                 rel.extend(rest.iter().rev());
                 return Place::beneath(&root, &rel);
             }
-            match std::fs::read_link(&next) {
-                Ok(target) if links < 40 => {
+            match look {
+                Look::Link(target) if links < 40 => {
                     links += 1;
                     if target.is_absolute() {
                         here = PathBuf::from("/");

@@ -19,6 +19,8 @@ pub struct Engine<'a> {
     pub platform: &'a dyn Platform,
     pub msg: Messages,
     pub actor: Actor<'a>,
+    /// Sources seen to exist this run (they are the host's, shared by the jails).
+    sources: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// A foreign mount on top of a stack this run would take down.
@@ -58,6 +60,7 @@ impl<'a> Engine<'a> {
             platform,
             msg,
             actor: Actor::new(sink),
+            sources: Default::default(),
         }
     }
 
@@ -97,7 +100,11 @@ impl<'a> Engine<'a> {
         }
         for s in &plan.stacks {
             if let Some(Step::Null { source, .. }) = s.steps.first() {
-                if !source.is_dir() {
+                let mut seen = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+                if !seen.contains(source) && source.is_dir() {
+                    seen.insert(source.clone());
+                }
+                if !seen.contains(source) {
                     return Err(fail(
                         ExitCode::NoInput,
                         format!("source {} does not exist", source.display()),
