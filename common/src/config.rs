@@ -1049,6 +1049,29 @@ root   = "/usr/local/var/jails/192.168.0.101"
         assert!(m.contains("jail x: same root as jail j10000"), "{m}");
     }
 
+    /// Sorted by bytes, `/u/a/p!x` and `/u/a/p.x` fall between `/u/a/p` and
+    /// `/u/a/p/x`: neither lies in `/u/a/p`, and neither holds it.
+    #[test]
+    fn neighbours_in_sort_order_are_not_nested() {
+        let l = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+        for other in ["/u/a/p!x", "/u/a/p.x", "/u/a/o", "/u/a/p-"] {
+            let text = format!(
+                "{l}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p'\n\
+                 [jail.b]\nroot='/j/b'\nupper.p='{other}'\n\
+                 [jail.c]\nroot='/j/a!'\n[jail.d]\nroot='/j/a.d'\n"
+            );
+            assert!(parse(&text).is_ok(), "{other}: {}", err(&text));
+        }
+        let m = err(&format!(
+            "{l}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p!x'\n[jail.b]\nroot='/j/b'\nupper.p='/u/a/p!x/in'\n"
+        ));
+        assert!(m.contains("lies in the upper dir of jail a"), "{m}");
+        let m = err(&format!(
+            "{l}[jail.a]\nroot='/j/a!'\n[jail.b]\nroot='/j/b'\nupper.p='/j/a!'\n"
+        ));
+        assert!(m.contains("is or holds the root of jail a"), "{m}");
+    }
+
     /// 2,000 layers: a layer listed before its parent, or on another's target, is
     /// found however far apart the two are.
     #[test]

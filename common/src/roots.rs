@@ -208,6 +208,25 @@ fn comps(p: &Path) -> Vec<OsString> {
 mod tests {
     use super::*;
 
+    /// The first jail in file order that shares its root, with the next one.
+    #[test]
+    fn shared_roots_named_in_file_order() {
+        let r = |id: u64| (PathBuf::from(format!("/j/{id}")), Some((1, id)));
+        let roots = Roots::new(vec![r(1), r(2), r(2), r(1), (PathBuf::from("/x"), None)]);
+        assert_eq!(roots.shared(), Some((0, 3)));
+        assert_eq!(Roots::new(vec![r(1), r(2), r(3)]).shared(), None);
+        let deep = Roots::new(vec![r(1), (PathBuf::from("/j/1/sub"), Some((1, 9)))]);
+        assert_eq!(
+            deep.containing(Path::new("/j/1/sub/x")),
+            Some(Path::new("/j/1/sub"))
+        );
+        assert_eq!(
+            deep.containing(Path::new("/j/1/su")),
+            Some(Path::new("/j/1"))
+        );
+        assert_eq!(deep.containing(Path::new("/j/10")), None);
+    }
+
     #[test]
     fn uppers_in_a_jail_root_are_beneath_it() {
         let t = tempfile::tempdir().unwrap();
