@@ -4,7 +4,9 @@
 //! `--json`, only lets it be recorded). A [`Recorder`] keeps what was done for the
 //! JSON records. Whether a run changes anything is decided here, once.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, OsStr, OsString};
+use std::ops::Bound;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::exit::{ExitCode, code_of, fail};
 use crate::lock::{JailLock, lock_jail};
-use crate::mounts::Mount;
+use crate::mounts::{Index, Mount, Table};
 use crate::platform::{MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
@@ -87,7 +89,7 @@ pub trait Sink: Sync {
 
     /// The mount table below `root` as this run leaves it: what the system shows,
     /// with what a dry run printed as if it were done.
-    fn mounts(&self, root: &Path) -> Result<Arc<Vec<Mount>>>;
+    fn mounts(&self, root: &Path) -> Result<Table>;
 
     /// Take the jail's lock for the run (a dry run changes nothing: no lock).
     fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>>;
@@ -109,9 +111,38 @@ pub fn sink<'a>(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Box
             platform,
             sh: !crate::report::json(),
             ghosts: Mutex::default(),
+            indexed: Indexed::default(),
         })
     } else {
-        Box::new(Perform { platform, msg })
+        Box::new(Perform {
+            platform,
+            msg,
+            indexed: Indexed::default(),
+        })
+    }
+}
+
+/// The platform's table with its index, built once for each table the platform
+/// reads (a backend hands out the same table while nothing changed).
+#[derive(Default)]
+struct Indexed(Mutex<Option<LastIndex>>);
+
+/// A table the platform handed out, and its index.
+type LastIndex = (Arc<Vec<Mount>>, Arc<Index>);
+
+impl Indexed {
+    fn table(&self, platform: &dyn Platform, root: &Path, extra: Vec<Mount>) -> Result<Table> {
+        let lines = platform.mounts(root)?;
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match &*last {
+            Some((l, i)) if Arc::ptr_eq(l, &lines) => i.clone(),
+            _ => {
+                let i = Arc::new(crate::mounts::index(&lines));
+                *last = Some((lines.clone(), i.clone()));
+                i
+            }
+        };
+        Ok(Table::new(lines, index, extra))
     }
 }
 
@@ -119,6 +150,7 @@ pub fn sink<'a>(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Box
 pub struct Perform<'a> {
     platform: &'a dyn Platform,
     msg: Messages,
+    indexed: Indexed,
 }
 
 impl Sink for Perform<'_> {
@@ -150,8 +182,8 @@ impl Sink for Perform<'_> {
         }
     }
 
-    fn mounts(&self, root: &Path) -> Result<Arc<Vec<Mount>>> {
-        self.platform.mounts(root)
+    fn mounts(&self, root: &Path) -> Result<Table> {
+        self.indexed.table(self.platform, root, Vec::new())
     }
 
     fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>> {
@@ -222,18 +254,53 @@ impl Perform<'_> {
 pub struct Dry<'a> {
     platform: &'a dyn Platform,
     sh: bool,
-    /// The mount table lines the printed mounts would add, in mount order.
-    ghosts: Mutex<Vec<Mount>>,
+    /// The mount table lines the printed mounts would add.
+    ghosts: Mutex<Ghosts>,
+    indexed: Indexed,
+}
+
+/// The lines a dry run's printed mounts would add: by mount point, each in mount
+/// order, and which mount points each jail root's stacks printed mounts on.
+#[derive(Default)]
+struct Ghosts {
+    at: BTreeMap<PathBuf, Vec<Mount>>,
+    of_root: HashMap<PathBuf, BTreeSet<PathBuf>>,
+}
+
+impl Ghosts {
+    /// The lines that matter below `root`: those of its own stacks (a tmpfs upper
+    /// may lie outside it) and any at or below it.
+    fn near(&self, root: &Path) -> Vec<Mount> {
+        let mut targets: BTreeSet<&Path> = self
+            .at
+            .range::<Path, _>((Bound::Included(root), Bound::Unbounded))
+            .take_while(|(t, _)| t.starts_with(root))
+            .map(|(t, _)| t.as_path())
+            .collect();
+        targets.extend(
+            self.of_root
+                .get(root)
+                .into_iter()
+                .flatten()
+                .map(|t| t.as_path()),
+        );
+        targets
+            .into_iter()
+            .filter_map(|t| self.at.get(t))
+            .flatten()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Dry<'_> {
-    fn ghosts(&self) -> std::sync::MutexGuard<'_, Vec<Mount>> {
+    fn ghosts(&self) -> std::sync::MutexGuard<'_, Ghosts> {
         self.ghosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Sink for Dry<'_> {
-    fn act(&self, _at: &At, action: Action) -> Result<Effect> {
+    fn act(&self, at: &At, action: Action) -> Result<Effect> {
         match action {
             Action::Mkdir(place) => {
                 self.print(&[
@@ -243,16 +310,23 @@ impl Sink for Dry<'_> {
                 ]);
             }
             Action::Mount { step, target, .. } => {
-                self.ghosts()
-                    .push(self.platform.planned(step, &target.path));
+                let mut ghosts = self.ghosts();
+                let line = self.platform.planned(step, &target.path);
+                ghosts.at.entry(target.path.clone()).or_default().push(line);
+                let root = at.root.to_path_buf();
+                ghosts
+                    .of_root
+                    .entry(root)
+                    .or_default()
+                    .insert(target.path.clone());
+                drop(ghosts);
                 if self.sh {
                     self.platform.print_mount(step, &target.path);
                 }
             }
             Action::Unmount { target, busy, .. } => {
-                let mut ghosts = self.ghosts();
-                if let Some(i) = ghosts.iter().rposition(|m| m.target == target.path) {
-                    ghosts.remove(i);
+                if let Some(at) = self.ghosts().at.get_mut(&target.path) {
+                    at.pop();
                 }
                 self.print(&self.platform.unmount_command(&target.path, busy));
             }
@@ -264,15 +338,9 @@ impl Sink for Dry<'_> {
         Ok(Effect::Done)
     }
 
-    fn mounts(&self, root: &Path) -> Result<Arc<Vec<Mount>>> {
-        let ghosts = self.ghosts();
-        let table = self.platform.mounts(root)?;
-        if ghosts.is_empty() {
-            return Ok(table);
-        }
-        Ok(Arc::new(
-            table.iter().chain(ghosts.iter()).cloned().collect(),
-        ))
+    fn mounts(&self, root: &Path) -> Result<Table> {
+        let extra = self.ghosts().near(root);
+        self.indexed.table(self.platform, root, extra)
     }
 
     fn lock(&self, _dir: &Path, _jail: &str) -> Result<Option<JailLock>> {

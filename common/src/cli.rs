@@ -135,11 +135,20 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     if names.is_empty() {
         return Err(fail(ExitCode::Usage, "no jail named on standard input"));
     }
+    // By name, once: a long list on stdin costs no scan of the file per name.
+    let by_name: std::collections::HashMap<&str, usize> = cfg
+        .jails
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, j)| (j.name.as_str(), i))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for n in &names {
         let i = n
             .to_str()
-            .and_then(|s| cfg.jails.iter().position(|j| j.name == s))
+            .and_then(|s| by_name.get(s).copied())
             .ok_or_else(|| {
                 fail(
                     ExitCode::Usage,
@@ -150,7 +159,7 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
                     ),
                 )
             })?;
-        if !out.contains(&i) {
+        if seen.insert(i) {
             out.push(i);
         }
     }

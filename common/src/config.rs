@@ -3,8 +3,9 @@
 //! Parse errors name `FILE:LINE:COLUMN`; semantic errors name the jail and layer.
 //! Every failure here is exit 78.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::ops::Bound;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Result;
@@ -93,6 +94,8 @@ pub struct Config {
     pub default_network: Network,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
+    /// The layers' sources as found on disk (canonical), looked up once per run.
+    sources: std::sync::OnceLock<Vec<PathBuf>>,
 }
 
 impl Upper {
@@ -149,6 +152,18 @@ impl Config {
     /// The network `jail` gets: its own setting, else `[defaults]`, else none.
     pub fn network(&self, jail: &Jail) -> Network {
         jail.network.unwrap_or(self.default_network)
+    }
+
+    /// Layer `i`'s source made canonical (the mount table shows real paths): once
+    /// a run, not once a jail.
+    pub fn real_source(&self, i: usize) -> &Path {
+        self.sources.get_or_init(|| {
+            self.layers
+                .iter()
+                .map(|l| crate::roots::real(&l.source))
+                .collect()
+        })[i]
+            .as_path()
     }
 
     pub fn roots(&self) -> &crate::roots::Roots {
@@ -286,14 +301,17 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         update,
     } = defaults(raw.defaults, os)?;
     let mut layers: Vec<Layer> = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
     for l in raw.layer {
-        let layer = build_layer(l, &layers)?;
+        let layer = build_layer(l, &names)?;
+        names.insert(layer.name.clone(), layers.len());
         layers.push(layer);
     }
-    check_nesting(&layers)?;
+    let index = LayerIndex::new(&layers, names);
+    check_nesting(&layers, &index)?;
     let mut jails = Vec::new();
     for (name, j) in raw.jail {
-        jails.push(build_jail(name, j, &layers, &upper_root, os)?);
+        jails.push(build_jail(name, j, &layers, &index, &upper_root, os)?);
     }
     shared_paths(&jails, &layers)?;
     Ok(Config {
@@ -306,6 +324,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         jails,
         default_network,
         roots: Default::default(),
+        sources: Default::default(),
     })
 }
 
@@ -341,13 +360,41 @@ fn defaults(d: RawDefaults, os: Os) -> Result<Defaults, String> {
     })
 }
 
-/// One `[[layer]]`, checked against the layers before it.
-fn build_layer(l: RawLayer, before: &[Layer]) -> Result<Layer, String> {
+/// The layers looked up by name and by target, so that every rule is checked in
+/// time linear in the layers (and jails) of the file, never all against all.
+struct LayerIndex {
+    by_name: HashMap<String, usize>,
+    /// Each target's layers, in file order.
+    by_target: HashMap<PathBuf, Vec<usize>>,
+}
+
+impl LayerIndex {
+    fn new(layers: &[Layer], by_name: HashMap<String, usize>) -> LayerIndex {
+        let mut by_target: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+        for (i, l) in layers.iter().enumerate() {
+            by_target.entry(l.target.clone()).or_default().push(i);
+        }
+        LayerIndex { by_name, by_target }
+    }
+
+    /// The layers whose target strictly holds `target` (its parents), nearest first.
+    fn parents<'a>(&'a self, target: &'a Path) -> impl Iterator<Item = usize> + 'a {
+        target
+            .ancestors()
+            .skip(1)
+            .filter_map(|a| self.by_target.get(a))
+            .flatten()
+            .copied()
+    }
+}
+
+/// One `[[layer]]`, checked against the layers before it (`before`: their names).
+fn build_layer(l: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, String> {
     let ctx = |m: String| format!("layer {}: {m}", l.name);
     if l.name.is_empty() || l.name.contains(['/', '\0']) || l.name.trim() != l.name {
         return Err(ctx("bad layer name".into()));
     }
-    if before.iter().any(|o| o.name == l.name) {
+    if before.contains_key(&l.name) {
         return Err(ctx("duplicate layer name".into()));
     }
     let source = abs_path(&l.source).map_err(|e| ctx(format!("source: {e}")))?;
@@ -380,19 +427,21 @@ fn build_layer(l: RawLayer, before: &[Layer]) -> Result<Layer, String> {
 }
 
 /// A nested layer is mounted after its parent: the file order must say so.
-fn check_nesting(layers: &[Layer]) -> Result<(), String> {
+fn check_nesting(layers: &[Layer], index: &LayerIndex) -> Result<(), String> {
     for (i, l) in layers.iter().enumerate() {
-        if let Some(p) = layers[i + 1..]
-            .iter()
-            .find(|p| nested(&l.target, &p.target))
-        {
+        // The first parent listed after this layer.
+        if let Some(p) = index.parents(&l.target).filter(|&p| p > i).min() {
             return Err(format!(
                 "layer {}: listed before its parent layer {} (mounted inside it)",
-                l.name, p.name
+                l.name, layers[p].name
             ));
         }
-        if let Some(p) = layers[..i].iter().find(|p| p.target == l.target) {
-            return Err(format!("layer {}: same target as layer {}", l.name, p.name));
+        let first = index.by_target[&l.target][0];
+        if first < i {
+            return Err(format!(
+                "layer {}: same target as layer {}",
+                l.name, layers[first].name
+            ));
         }
     }
     Ok(())
@@ -403,6 +452,7 @@ fn build_jail(
     name: String,
     j: RawJail,
     layers: &[Layer],
+    index: &LayerIndex,
     upper_root: &Path,
     os: Os,
 ) -> Result<Jail, String> {
@@ -420,8 +470,8 @@ fn build_jail(
         ));
     }
     let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
-    let idx = jail_layers(&name, j.layers.as_deref(), layers)?;
-    let uppers = jail_uppers(&name, &j.upper, &idx, layers, upper_root)?;
+    let idx = jail_layers(&name, j.layers.as_deref(), layers, index)?;
+    let uppers = jail_uppers(&name, &j.upper, &idx, layers, index, upper_root)?;
     let tmpfs = jail_tmpfs(&j, &uppers, layers).map_err(ctx)?;
     check_uppers(&name, &root, &uppers, layers)?;
     if os == Os::FreeBsd {
@@ -499,29 +549,33 @@ fn jail_layers(
     name: &str,
     names: Option<&[String]>,
     layers: &[Layer],
+    index: &LayerIndex,
 ) -> Result<Vec<usize>, String> {
     let ctx = |m: String| format!("jail {name}: {m}");
-    let idx: Vec<usize> = match names {
-        None => (0..layers.len()).collect(),
-        Some(names) => {
-            let mut idx = Vec::new();
-            for n in names {
-                let i = layers
-                    .iter()
-                    .position(|l| &l.name == n)
-                    .ok_or_else(|| ctx(format!("unknown layer {n}")))?;
-                if idx.contains(&i) {
-                    return Err(ctx(format!("layer {n} listed twice")));
-                }
-                idx.push(i);
-            }
-            idx
-        }
+    // File order: check_nesting has put parents first already.
+    let Some(names) = names else {
+        return Ok((0..layers.len()).collect());
     };
+    let mut idx = Vec::new();
+    // Each listed layer's place in this jail's list.
+    let mut pos: HashMap<usize, usize> = HashMap::new();
+    for n in names {
+        let i = *index
+            .by_name
+            .get(n)
+            .ok_or_else(|| ctx(format!("unknown layer {n}")))?;
+        if pos.insert(i, idx.len()).is_some() {
+            return Err(ctx(format!("layer {n} listed twice")));
+        }
+        idx.push(i);
+    }
     for (k, &i) in idx.iter().enumerate() {
-        if let Some(&p) = idx[k + 1..]
-            .iter()
-            .find(|&&p| nested(&layers[i].target, &layers[p].target))
+        // The first of its parents this jail lists after it.
+        if let Some(p) = index
+            .parents(&layers[i].target)
+            .filter_map(|p| pos.get(&p).filter(|&&at| at > k).map(|&at| (at, p)))
+            .min()
+            .map(|(_, p)| p)
         {
             return Err(ctx(format!(
                 "layer {}: listed before its parent layer {}",
@@ -539,17 +593,19 @@ fn jail_uppers(
     given: &[(String, String)],
     idx: &[usize],
     layers: &[Layer],
+    index: &LayerIndex,
     upper_root: &Path,
 ) -> Result<BTreeMap<usize, Upper>, String> {
     let mut uppers = BTreeMap::new();
     let mut named: HashSet<&str> = HashSet::new();
+    let used: HashSet<usize> = idx.iter().copied().collect();
     for (lname, p) in given {
         let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
-        let i = layers
-            .iter()
-            .position(|l| &l.name == lname)
+        let i = *index
+            .by_name
+            .get(lname)
             .ok_or_else(|| format!("jail {name}: upper.{lname}: unknown layer {lname}"))?;
-        if !idx.contains(&i) {
+        if !used.contains(&i) {
             return Err(lctx(
                 "upper given for a layer this jail does not use".into(),
             ));
@@ -613,42 +669,86 @@ fn check_uppers(
 
 /// Rules across jails: one root per jail; no upper dir that is, holds or shares
 /// a tree with a jail root or another layer's upper dir (two stacks writing one
-/// tree, or a jclean of one emptying the other).
+/// tree, or a jclean of one emptying the other). Each path is looked up in sorted
+/// sets, never compared with every other one.
 fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
+    let mut roots: Sorted<usize> = Sorted::default();
     for (k, j) in jails.iter().enumerate() {
-        if let Some(o) = jails[..k].iter().find(|o| o.root == j.root) {
+        if let Some(&o) = roots.get(&j.root) {
             return Err(format!(
                 "jail {}: same root as jail {}: {}",
                 j.name,
-                o.name,
+                jails[o].name,
                 j.root.display()
             ));
         }
+        roots.insert(&j.root, k);
     }
-    let uppers: Vec<(&Jail, &str, PathBuf)> = jails
-        .iter()
-        .flat_map(|j| {
-            j.uppers
-                .iter()
-                .map(move |(&i, u)| (j, layers[i].name.as_str(), u.path(&j.root)))
-        })
-        .collect();
-    for (k, (j, l, u)) in uppers.iter().enumerate() {
-        let ctx = format!("jail {}: layer {l}: upper dir {}", j.name, u.display());
-        if let Some(r) = jails.iter().find(|r| r.root.starts_with(u)) {
-            return Err(format!("{ctx} is or holds the root of jail {}", r.name));
-        }
-        if let Some((oj, ol, _)) = uppers[..k]
-            .iter()
-            .find(|(_, _, o)| o.starts_with(u) || u.starts_with(o))
-        {
-            return Err(format!(
-                "{ctx} is, holds or lies in the upper dir of jail {}: layer {ol}",
-                oj.name
-            ));
+    // The upper dirs checked so far, with their jail and layer.
+    let mut seen: Sorted<(usize, usize)> = Sorted::default();
+    for (k, j) in jails.iter().enumerate() {
+        for (&i, up) in &j.uppers {
+            let u = up.path(&j.root);
+            let ctx = || {
+                format!(
+                    "jail {}: layer {}: upper dir {}",
+                    j.name,
+                    layers[i].name,
+                    u.display()
+                )
+            };
+            // The first jail in the file whose root is, or lies below, the upper.
+            if let Some(&r) = roots.at_or_below(&u).min() {
+                return Err(format!(
+                    "{} is or holds the root of jail {}",
+                    ctx(),
+                    jails[r].name
+                ));
+            }
+            // The first upper checked before that is, holds or lies in this one.
+            let above = u.ancestors().skip(1).filter_map(|a| seen.get(a));
+            if let Some(&(oj, ol)) = seen.at_or_below(&u).chain(above).min() {
+                return Err(format!(
+                    "{} is, holds or lies in the upper dir of jail {}: layer {}",
+                    ctx(),
+                    jails[oj].name,
+                    layers[ol].name
+                ));
+            }
+            seen.insert(&u, (k, i));
         }
     }
     Ok(())
+}
+
+/// Normalised absolute paths (no `.`, `..`, `//` or trailing slash) by their
+/// bytes, sorted: what lies strictly below `p` is the range of keys that start
+/// with `p/`.
+#[derive(Default)]
+struct Sorted<V>(BTreeMap<Vec<u8>, V>);
+
+impl<V> Sorted<V> {
+    fn insert(&mut self, p: &Path, v: V) {
+        self.0.insert(p.as_os_str().as_encoded_bytes().to_vec(), v);
+    }
+
+    fn get(&self, p: &Path) -> Option<&V> {
+        self.0.get(p.as_os_str().as_encoded_bytes())
+    }
+
+    /// The values of `p` and of every path below it.
+    fn at_or_below<'a>(&'a self, p: &Path) -> impl Iterator<Item = &'a V> + 'a {
+        let mut prefix = p.as_os_str().as_encoded_bytes().to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        let below = self
+            .0
+            .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v);
+        self.get(p).into_iter().chain(below)
+    }
 }
 
 /// Jail names end up in file names, `service jail onestart NAME` and jls(8).
@@ -664,11 +764,6 @@ fn has_white_space(p: &Path) -> bool {
         .as_encoded_bytes()
         .iter()
         .any(|b| b.is_ascii_whitespace())
-}
-
-/// `inner` lies strictly below `outer` (both relative, normalised).
-fn nested(inner: &Path, outer: &Path) -> bool {
-    inner != outer && inner.starts_with(outer)
 }
 
 /// An absolute path, normalised (no `.`, no `..`, no trailing slash).
@@ -907,6 +1002,149 @@ root   = "/usr/local/var/jails/192.168.0.101"
             let m = err(text);
             assert!(m.contains(want), "want {want:?} in {m:?}");
         }
+    }
+
+    /// 10,000 jails: the file loads, and a conflict written last is still found,
+    /// naming the first jail it conflicts with (the rules index paths instead of
+    /// comparing everything with everything; the benchmark times it).
+    #[test]
+    fn large_config_every_rule_still_fires() {
+        use std::fmt::Write;
+        let mut big = String::from(
+            "[defaults]\nupper_root='/u'\n\
+             [[layer]]\nname='ports'\nsource='/usr/ports'\n\
+             [[layer]]\nname='distfiles'\nsource='/d'\ntarget='usr/ports/distfiles'\nmode='shared'\n\
+             [[layer]]\nname='src'\nsource='/usr/src'\nmode='readonly'\n",
+        );
+        for i in 1..=10_000 {
+            write!(big, "[jail.j{i}]\nroot='/j/j{i}'\n").unwrap();
+        }
+        let c = parse(&big).unwrap();
+        assert_eq!(c.jails.len(), 10_000);
+        assert_eq!(
+            c.jails[9_999].uppers[&0],
+            Upper::Host("/u/j10000/ports".into())
+        );
+        let x = "[jail.x]\nroot='/k/x'\n";
+        let cases: &[(String, &str)] = &[
+            (
+                "[jail.x]\nroot='/j/j1/'\n".into(),
+                "jail x: same root as jail j1: /j/j1",
+            ),
+            (
+                format!("{x}upper.ports='/j'\n"),
+                "jail x: layer ports: upper dir /j is or holds the root of jail j1",
+            ),
+            (
+                format!("{x}upper.ports='/j/j5000'\n"),
+                "jail x: layer ports: upper dir /j/j5000 is or holds the root of jail j5000",
+            ),
+            (
+                format!("{x}upper.ports='/u/j10000/ports/in'\n"),
+                "jail x: layer ports: upper dir /u/j10000/ports/in is, holds or lies in the upper dir of jail j10000: layer ports",
+            ),
+            (
+                format!("{x}upper.ports='/u/j9999'\n"),
+                "upper dir /u/j9999 is, holds or lies in the upper dir of jail j9999: layer ports",
+            ),
+            (
+                format!("{x}upper.ports='/u'\n"),
+                "upper dir /u is, holds or lies in the upper dir of jail j1: layer ports",
+            ),
+            (
+                format!("{x}layers=['src','distfiles','ports']\n"),
+                "jail x: layer distfiles: listed before its parent layer ports",
+            ),
+            (
+                format!("{x}layers=['ports','nope']\n"),
+                "jail x: unknown layer nope",
+            ),
+            (
+                format!("{x}layers=['src','ports','src']\n"),
+                "jail x: layer src listed twice",
+            ),
+            (
+                format!("{x}upper.src='/up'\n"),
+                "jail x: layer src: upper given for a layer that is not a union layer",
+            ),
+            (
+                "[jail.'x y']\nroot='/k/x'\n".into(),
+                "jail x y: bad jail name",
+            ),
+        ];
+        for (tail, want) in cases {
+            let m =
+                parse(&format!("{big}{tail}")).map_or_else(|e| format!("{e:#}"), |_| tail.clone());
+            assert!(m.contains(want), "want {want:?} in {m:?}");
+        }
+        // The same root written last, as the first jail's was: the pair is named.
+        let m = err(&format!("{big}[jail.x]\nroot='/j/j10000/./'\n"));
+        assert!(m.contains("jail x: same root as jail j10000"), "{m}");
+    }
+
+    /// Sorted by bytes, `/u/a/p!x` and `/u/a/p.x` fall between `/u/a/p` and
+    /// `/u/a/p/x`: neither lies in `/u/a/p`, and neither holds it.
+    #[test]
+    fn neighbours_in_sort_order_are_not_nested() {
+        let l = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+        for other in ["/u/a/p!x", "/u/a/p.x", "/u/a/o", "/u/a/p-"] {
+            let text = format!(
+                "{l}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p'\n\
+                 [jail.b]\nroot='/j/b'\nupper.p='{other}'\n\
+                 [jail.c]\nroot='/j/a!'\n[jail.d]\nroot='/j/a.d'\n"
+            );
+            assert!(parse(&text).is_ok(), "{other}: {}", err(&text));
+        }
+        let m = err(&format!(
+            "{l}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p!x'\n[jail.b]\nroot='/j/b'\nupper.p='/u/a/p!x/in'\n"
+        ));
+        assert!(m.contains("lies in the upper dir of jail a"), "{m}");
+        let m = err(&format!(
+            "{l}[jail.a]\nroot='/j/a!'\n[jail.b]\nroot='/j/b'\nupper.p='/j/a!'\n"
+        ));
+        assert!(m.contains("is or holds the root of jail a"), "{m}");
+    }
+
+    /// 2,000 layers: a layer listed before its parent, or on another's target, is
+    /// found however far apart the two are.
+    #[test]
+    fn many_layers_nesting_and_targets() {
+        use std::fmt::Write;
+        let mut many = String::new();
+        for i in 0..2_000 {
+            write!(
+                many,
+                "[[layer]]\nname='l{i}'\nsource='/s/{i}'\ntarget='t/{i}'\n"
+            )
+            .unwrap();
+        }
+        let jail = "[jail.a]\nroot='/j'\n";
+        let c = parse(&format!("{many}{jail}")).unwrap();
+        assert_eq!(c.jails[0].layers.len(), 2_000);
+        let m = err(&format!(
+            "{many}[[layer]]\nname='dup'\nsource='/x'\ntarget='t/0'\n{jail}"
+        ));
+        assert!(m.contains("layer dup: same target as layer l0"), "{m}");
+        let m = err(&format!(
+            "[[layer]]\nname='in'\nsource='/x'\ntarget='t/0/in'\n{many}{jail}"
+        ));
+        assert!(
+            m.contains("layer in: listed before its parent layer l0 (mounted inside it)"),
+            "{m}"
+        );
+        // Two parents after it: the first one listed is named.
+        let m = err(&format!(
+            "[[layer]]\nname='in'\nsource='/x'\ntarget='t/5/a/b'\n{many}\
+             [[layer]]\nname='mid'\nsource='/y'\ntarget='t/5/a'\n{jail}"
+        ));
+        assert!(
+            m.contains("layer in: listed before its parent layer l5"),
+            "{m}"
+        );
+        let m = err(&format!(
+            "{many}[jail.a]\nroot='/j'\nlayers=['l7','l1999','l7']\n"
+        ));
+        assert!(m.contains("jail a: layer l7 listed twice"), "{m}");
     }
 
     #[test]

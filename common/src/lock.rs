@@ -38,11 +38,8 @@ const PID_WAIT: Duration = Duration::from_secs(1);
 /// runs `jmount NAME`) would deadlock on its parent: when the holder is an ancestor
 /// of this process the lock is taken as already ours.
 pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
-    std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
-        format!("lock dir {}", dir.display())
-    })?;
     let path = dir.join(format!("{jail}.lock"));
-    let open = || {
+    let try_open = || {
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -50,9 +47,21 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
             .truncate(false)
             .mode(0o644)
             .open(&path)
-            .or_fail(ExitCode::CantCreate, || {
-                format!("lock file {}", path.display())
-            })
+    };
+    // The lock dir is made when missing, not looked at again for every jail.
+    let open = || {
+        let file = match try_open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
+                    format!("lock dir {}", dir.display())
+                })?;
+                try_open()
+            }
+            r => r,
+        };
+        file.or_fail(ExitCode::CantCreate, || {
+            format!("lock file {}", path.display())
+        })
     };
     let start = Instant::now();
     let mut file = open()?;

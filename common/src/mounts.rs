@@ -1,7 +1,9 @@
 //! The mount table as jlayers sees it: one model, filled by each platform's reader.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One line of the mount table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,5 +57,77 @@ impl Mount {
     /// A one-word description for messages: `TYPE from SOURCE`.
     pub fn describe(&self) -> String {
         format!("{} from {}", self.fstype, self.source.to_string_lossy())
+    }
+}
+
+/// Finding the mounts at one mount point: by a scan of a plain list, or through
+/// the index of a [`Table`].
+pub trait MountsAt {
+    /// The mounts at `target`, in mount order.
+    fn mounts_at(&self, target: &Path) -> Vec<&Mount>;
+}
+
+impl MountsAt for [Mount] {
+    fn mounts_at(&self, target: &Path) -> Vec<&Mount> {
+        self.iter().filter(|m| m.target == target).collect()
+    }
+}
+
+/// Where each mount point's lines are in a table, in mount order.
+pub type Index = HashMap<PathBuf, Vec<usize>>;
+
+/// Index a table by mount point.
+pub fn index(lines: &[Mount]) -> Index {
+    let mut at: Index = HashMap::new();
+    for (i, m) in lines.iter().enumerate() {
+        at.entry(m.target.clone()).or_default().push(i);
+    }
+    at
+}
+
+/// The mount table as a run sees it: the system's lines, indexed by mount point
+/// (built once per table read, shared by every jail of the run), and the lines
+/// a dry run printed as if made (`extra`, after the system's in mount order).
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    lines: Arc<Vec<Mount>>,
+    index: Arc<Index>,
+    extra: Vec<Mount>,
+    /// Mount points this run has mounted on: what was below them is hidden.
+    hidden: Vec<PathBuf>,
+}
+
+impl Table {
+    /// `index` must be [`index`] of `lines`.
+    pub fn new(lines: Arc<Vec<Mount>>, index: Arc<Index>, extra: Vec<Mount>) -> Table {
+        Table {
+            lines,
+            index,
+            extra,
+            hidden: Vec::new(),
+        }
+    }
+
+    /// The system's lines, in mount order.
+    pub fn lines(&self) -> &[Mount] {
+        &self.lines
+    }
+
+    /// Hide everything at or below `target` (the run mounted on it).
+    pub fn hide(&mut self, target: &Path) {
+        self.hidden.push(target.to_path_buf());
+    }
+}
+
+impl MountsAt for Table {
+    fn mounts_at(&self, target: &Path) -> Vec<&Mount> {
+        if self.hidden.iter().any(|h| target.starts_with(h)) {
+            return Vec::new();
+        }
+        let system = self.index.get(target).into_iter().flatten();
+        system
+            .map(|&i| &self.lines[i])
+            .chain(self.extra.iter().filter(|m| m.target == target))
+            .collect()
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::config::{Config, Jail, Mode, Upper};
 use crate::exit::{ExitCode, fail};
-use crate::mounts::Mount;
+use crate::mounts::{Mount, MountsAt};
 use crate::platform::Platform;
 use crate::target::Place;
 
@@ -44,16 +44,15 @@ pub enum State {
 }
 
 pub use crate::roots::Roots;
-use crate::roots::real;
 
 /// The plan for one jail.
 pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
-    let root = real(&jail.root);
+    let root = cfg.roots().real(&jail.root);
     let mut stacks = Vec::new();
     for &i in &jail.layers {
         let layer = &cfg.layers[i];
         let mut steps = vec![Step::Null {
-            source: real(&layer.source),
+            source: cfg.real_source(i).to_path_buf(),
             read_only: layer.mode == Mode::Readonly,
         }];
         if let Some(up) = jail.uppers.get(&i) {
@@ -114,14 +113,9 @@ pub fn work_dir(upper: &Place) -> Place {
 }
 
 impl Stack {
-    /// Read this stack's state from the table: the plan's steps must sit on top of
-    /// the target's mounts as a consistent prefix, bottom step first.
     /// The mounts at this stack's target, in mount order.
-    pub fn at<'t>(&self, table: &'t [Mount]) -> Vec<&'t Mount> {
-        table
-            .iter()
-            .filter(|m| m.target == self.target.path)
-            .collect()
+    pub fn at<'t, T: MountsAt + ?Sized>(&self, table: &'t T) -> Vec<&'t Mount> {
+        table.mounts_at(&self.target.path)
     }
 
     /// Whether this is the tmpfs stack a layer's upper dir gets (`upper_fs`).
@@ -129,7 +123,9 @@ impl Stack {
         matches!(self.steps[..], [Step::Tmpfs { .. }])
     }
 
-    pub fn state(&self, table: &[Mount], platform: &dyn Platform) -> State {
+    /// Read this stack's state from the table: the plan's steps must sit on top of
+    /// the target's mounts as a consistent prefix, bottom step first.
+    pub fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
         let at = self.at(table);
         for n in (1..=self.steps.len().min(at.len())).rev() {
             let top = &at[at.len() - n..];

@@ -1,6 +1,7 @@
 //! The jail roots of a configuration as found on disk: where an upper dir written
 //! as a host path really lies, and whether two jails share a root.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -14,51 +15,138 @@ pub(crate) fn real(p: &Path) -> PathBuf {
 }
 
 /// Every jail root of the file, canonical, with its device and inode: an upper dir
-/// that lies in any of them is reached only beneath that root.
-#[derive(Clone, Debug, Default)]
-pub struct Roots(Vec<(PathBuf, Option<(u64, u64)>)>);
+/// that lies in any of them is reached only beneath that root. Indexed by path and
+/// by identity, so that a lookup costs the same with ten jails or ten thousand.
+#[derive(Debug, Default)]
+pub struct Roots {
+    roots: Vec<(PathBuf, Option<(u64, u64)>)>,
+    by_path: HashMap<PathBuf, usize>,
+    /// Each identity's jails, in file order.
+    by_id: HashMap<(u64, u64), Vec<usize>>,
+    /// Each root as the file writes it.
+    written: HashMap<PathBuf, usize>,
+    /// Host paths looked at by [`Roots::locate`].
+    looked: std::sync::Mutex<HashMap<PathBuf, Look>>,
+}
+
+impl Clone for Roots {
+    /// A copy looks at the host afresh.
+    fn clone(&self) -> Roots {
+        Roots {
+            roots: self.roots.clone(),
+            by_path: self.by_path.clone(),
+            by_id: self.by_id.clone(),
+            written: self.written.clone(),
+            looked: Default::default(),
+        }
+    }
+}
+
+/// A host path as [`Roots::locate`] found it.
+#[derive(Clone, Debug)]
+enum Look {
+    Dir((u64, u64)),
+    Link(PathBuf),
+    /// Missing, or neither a directory nor a link.
+    Other,
+}
 
 impl Roots {
     /// The roots of the file's jails, in file order.
     pub fn of<'a>(roots: impl Iterator<Item = &'a Path>) -> Roots {
-        Roots(
-            roots
-                .map(|root| {
+        // Jail roots mostly share their parent directory: each parent is made
+        // canonical once, and a root that is a plain directory in it costs one
+        // lstat(2) (which gives its identity too).
+        let mut parents: HashMap<&Path, PathBuf> = HashMap::new();
+        let mut written = Vec::new();
+        let found = roots
+            .map(|root| {
+                written.push(root.to_path_buf());
+                let plain = root.parent().zip(root.file_name()).and_then(|(dir, name)| {
+                    let m = std::fs::symlink_metadata(root).ok()?;
+                    let id = (m.dev(), m.ino());
+                    let dir = parents.entry(dir).or_insert_with(|| real(dir));
+                    m.is_dir().then(|| (dir.join(name), Some(id)))
+                });
+                plain.unwrap_or_else(|| {
                     let r = real(root);
                     let id = std::fs::metadata(&r).ok().map(|m| (m.dev(), m.ino()));
                     (r, id)
                 })
-                .collect(),
-        )
+            })
+            .collect();
+        let mut roots = Roots::new(found);
+        roots.written = written
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| (w, i))
+            .collect();
+        roots
     }
 
+    /// A jail's root (as the file writes it) made canonical.
+    pub fn real(&self, written: &Path) -> PathBuf {
+        match self.written.get(written) {
+            Some(&i) => self.roots[i].0.clone(),
+            None => real(written),
+        }
+    }
+
+    fn new(roots: Vec<(PathBuf, Option<(u64, u64)>)>) -> Roots {
+        let mut by_path = HashMap::new();
+        let mut by_id: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+        for (i, (r, id)) in roots.iter().enumerate() {
+            by_path.entry(r.clone()).or_insert(i);
+            if let Some(id) = id {
+                by_id.entry(*id).or_default().push(i);
+            }
+        }
+        Roots {
+            roots,
+            by_path,
+            by_id,
+            written: HashMap::new(),
+            looked: Default::default(),
+        }
+    }
+
+    /// The deepest root that `p` is or lies in: the nearest of its ancestors.
     fn containing(&self, p: &Path) -> Option<&Path> {
-        self.0
-            .iter()
-            .map(|(r, _)| r.as_path())
-            .filter(|r| p.starts_with(r))
-            .max_by_key(|r| r.as_os_str().len())
+        p.ancestors()
+            .find_map(|a| self.by_path.get(a))
+            .map(|&i| self.roots[i].0.as_path())
     }
 
-    fn same_dir(&self, m: &std::fs::Metadata) -> Option<&Path> {
-        self.0
-            .iter()
-            .find(|(_, id)| *id == Some((m.dev(), m.ino())))
-            .map(|(r, _)| r.as_path())
+    fn same_dir(&self, id: (u64, u64)) -> Option<&Path> {
+        self.by_id.get(&id).map(|v| self.roots[v[0]].0.as_path())
+    }
+
+    /// What a host path is, by lstat(2) (and readlink(2) for a link): once a run,
+    /// as the uppers of many jails share their first components. Only paths
+    /// outside every jail root are looked at, and those are the host's.
+    fn look(&self, p: &Path) -> Look {
+        let mut seen = self.looked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = seen.get(p) {
+            return l.clone();
+        }
+        let l = match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_symlink() => std::fs::read_link(p).map_or(Look::Other, Look::Link),
+            Ok(m) if m.is_dir() => Look::Dir((m.dev(), m.ino())),
+            _ => Look::Other,
+        };
+        seen.insert(p.to_path_buf(), l.clone());
+        l
     }
 
     /// Two jails whose roots are the same directory (however written: through a
-    /// host link, say), by index: their stacks would land on one target.
+    /// host link, say), by index: their stacks would land on one target. The
+    /// first jail in file order that shares its root, and the next one with it.
     pub fn shared(&self) -> Option<(usize, usize)> {
-        for (i, (_, a)) in self.0.iter().enumerate() {
-            if let Some(j) = self.0[i + 1..]
-                .iter()
-                .position(|(_, b)| a.is_some() && a == b)
-            {
-                return Some((i, i + 1 + j));
-            }
-        }
-        None
+        self.by_id
+            .values()
+            .filter(|v| v.len() > 1)
+            .map(|v| (v[0], v[1]))
+            .min()
     }
 
     /// Where an upper dir written as a host path really lies. Components are
@@ -76,9 +164,10 @@ impl Roots {
                 continue;
             }
             let next = here.join(&c);
+            let look = self.look(&next);
             let root = self.containing(&next).map(Path::to_path_buf).or_else(|| {
-                let m = std::fs::metadata(&next).ok()?;
-                self.same_dir(&m).map(Path::to_path_buf)
+                let Look::Dir(id) = look else { return None };
+                self.same_dir(id).map(Path::to_path_buf)
             });
             if let Some(root) = root {
                 let mut rel = next
@@ -88,8 +177,8 @@ impl Roots {
                 rel.extend(rest.iter().rev());
                 return Place::beneath(&root, &rel);
             }
-            match std::fs::read_link(&next) {
-                Ok(target) if links < 40 => {
+            match look {
+                Look::Link(target) if links < 40 => {
                     links += 1;
                     if target.is_absolute() {
                         here = PathBuf::from("/");
@@ -119,6 +208,25 @@ fn comps(p: &Path) -> Vec<OsString> {
 mod tests {
     use super::*;
 
+    /// The first jail in file order that shares its root, with the next one.
+    #[test]
+    fn shared_roots_named_in_file_order() {
+        let r = |id: u64| (PathBuf::from(format!("/j/{id}")), Some((1, id)));
+        let roots = Roots::new(vec![r(1), r(2), r(2), r(1), (PathBuf::from("/x"), None)]);
+        assert_eq!(roots.shared(), Some((0, 3)));
+        assert_eq!(Roots::new(vec![r(1), r(2), r(3)]).shared(), None);
+        let deep = Roots::new(vec![r(1), (PathBuf::from("/j/1/sub"), Some((1, 9)))]);
+        assert_eq!(
+            deep.containing(Path::new("/j/1/sub/x")),
+            Some(Path::new("/j/1/sub"))
+        );
+        assert_eq!(
+            deep.containing(Path::new("/j/1/su")),
+            Some(Path::new("/j/1"))
+        );
+        assert_eq!(deep.containing(Path::new("/j/10")), None);
+    }
+
     #[test]
     fn uppers_in_a_jail_root_are_beneath_it() {
         let t = tempfile::tempdir().unwrap();
@@ -127,7 +235,7 @@ mod tests {
         std::fs::create_dir_all(t.join("host")).unwrap();
         std::os::unix::fs::symlink(t.join("jails"), t.join("alias")).unwrap();
         std::os::unix::fs::symlink("../jails/j1/usr", t.join("host/rel")).unwrap();
-        let roots = Roots(vec![(t.join("jails/j1"), None)]);
+        let roots = Roots::new(vec![(t.join("jails/j1"), None)]);
         let want = Place::beneath(&t.join("jails/j1"), Path::new("usr/tmp/foo"));
         // Written under the root, through a host link to it, through a relative one.
         assert_eq!(roots.locate(&t.join("jails/j1/usr/tmp/foo")), want);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::action::{Action, Actor, At, Below, Busy, Effect, Sink};
 use crate::exit::{ExitCode, fail};
-use crate::mounts::Mount;
+use crate::mounts::{Mount, Table};
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::{Mounted, Platform};
 use crate::report::Messages;
@@ -19,6 +19,8 @@ pub struct Engine<'a> {
     pub platform: &'a dyn Platform,
     pub msg: Messages,
     pub actor: Actor<'a>,
+    /// Sources seen to exist this run (they are the host's, shared by the jails).
+    sources: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// A foreign mount on top of a stack this run would take down.
@@ -58,6 +60,7 @@ impl<'a> Engine<'a> {
             platform,
             msg,
             actor: Actor::new(sink),
+            sources: Default::default(),
         }
     }
 
@@ -66,6 +69,7 @@ impl<'a> Engine<'a> {
     pub fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
         let mut made: Pinned = Vec::new();
         let r = self.mount_all(plan, &mut made);
+        self.platform.release();
         if r.is_ok() {
             // Dropping the descriptors: they would keep the mounts busy.
             return r.map(|()| made.into_iter().map(|(m, _)| m).collect());
@@ -96,7 +100,11 @@ impl<'a> Engine<'a> {
         }
         for s in &plan.stacks {
             if let Some(Step::Null { source, .. }) = s.steps.first() {
-                if !source.is_dir() {
+                let mut seen = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+                if !seen.contains(source) && source.is_dir() {
+                    seen.insert(source.clone());
+                }
+                if !seen.contains(source) {
                     return Err(fail(
                         ExitCode::NoInput,
                         format!("source {} does not exist", source.display()),
@@ -105,27 +113,15 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        let table = self.actor.sink.mounts(&plan.root)?;
-        // Targets this run mounted on: whatever was mounted at or below them before
-        // is hidden now, so a nested stack sees nothing of its own there.
-        let mut covered: Vec<&Path> = Vec::new();
+        let mut table = self.actor.sink.mounts(&plan.root)?;
         for s in &plan.stacks {
-            let visible: Vec<Mount>;
-            let view: &[Mount] = if covered.iter().any(|c| s.target.path.starts_with(c)) {
-                visible = table
-                    .iter()
-                    .filter(|m| !covered.iter().any(|c| m.target.starts_with(c)))
-                    .cloned()
-                    .collect();
-                &visible
-            } else {
-                &table
-            };
             let before = made.len();
-            self.mount_stack(plan, s, view, made)
+            self.mount_stack(plan, s, &table, made)
                 .with_context(|| s.layer.clone())?;
+            // Whatever was mounted at or below a target this run mounted on is
+            // hidden now, so a nested stack sees nothing of its own there.
             if made.len() > before {
-                covered.push(&s.target.path);
+                table.hide(&s.target.path);
             }
         }
         Ok(())
@@ -135,7 +131,7 @@ impl<'a> Engine<'a> {
         &self,
         plan: &JailPlan,
         s: &Stack,
-        table: &[Mount],
+        table: &Table,
         made: &mut Pinned,
     ) -> Result<()> {
         let done = self.prepare(plan, s, table)?;
@@ -153,7 +149,7 @@ impl<'a> Engine<'a> {
                 step,
                 target: &s.target,
                 below: below.take(),
-                table,
+                table: table.lines(),
             };
             let made_here = Made {
                 layer: s.layer.clone(),
@@ -171,7 +167,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Make the stack's directories and read how much of it is mounted already.
-    fn prepare(&self, plan: &JailPlan, s: &Stack, table: &[Mount]) -> Result<usize> {
+    fn prepare(&self, plan: &JailPlan, s: &Stack, table: &Table) -> Result<usize> {
         if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
             self.ensure_dir(plan, s, upper)?;
             if let Some(w) = work {
@@ -233,7 +229,7 @@ impl<'a> Engine<'a> {
         &self,
         plan: &JailPlan,
         s: &Stack,
-        table: &[Mount],
+        table: &Table,
         n: usize,
         busy: Busy,
         taken: &mut usize,
@@ -298,7 +294,7 @@ impl<'a> Engine<'a> {
     }
 
     /// How many mounts of the stack to take down; a foreign mount is reported.
-    fn to_take_down(&self, plan: &JailPlan, s: &Stack, table: &[Mount]) -> Result<usize> {
+    fn to_take_down(&self, plan: &JailPlan, s: &Stack, table: &Table) -> Result<usize> {
         let n = match s.state(table, self.platform) {
             State::Mounted(n) => n,
             State::Foreign { top, ours: false } => {

@@ -153,6 +153,10 @@ pub trait Platform: Sync {
     /// the new mount, checked to be on top at `target`, or undoes it and fails.
     fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted>;
 
+    /// Let go of every descriptor kept from the mounts made so far (they keep
+    /// the mounts busy): a jail's stacks are all mounted, or rolled back.
+    fn release(&self) {}
+
     /// Take back a mount this run has just made, by what `mount` pinned: no path
     /// is looked up, so a jail racing the rollback cannot make it miss.
     fn discard(&self, made: Mounted) -> Result<()>;

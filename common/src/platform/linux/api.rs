@@ -33,6 +33,17 @@ pub fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A detached copy of the detached mount `mnt` (Linux 6.15 and later clone a
+/// mount that is not in the namespace; older kernels refuse with EINVAL).
+pub fn clone_detached(mnt: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
+    // SAFETY: an empty C string and an open descriptor; the result is a new
+    // descriptor we own.
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_open_tree, mnt.as_raw_fd(), c"".as_ptr(), flags) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Make a (detached) mount read-only before anyone can see it.
 pub fn set_read_only(mnt: BorrowedFd<'_>) -> nix::Result<()> {
     let attr = libc::mount_attr {

@@ -1,9 +1,10 @@
 //! Linux: bind mounts and overlayfs, by system call; the table from mountinfo.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Bound;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,12 @@ pub struct Linux {
     cache: Mutex<Option<Cache>>,
     /// Sources' bind identities (see [`Linux::bind_root`]), worked out once a run.
     binds: Mutex<HashMap<PathBuf, Option<BindRoot>>>,
+    /// A detached copy of each source, made once a run, that the bind mounts are
+    /// cloned from (`None`: the kernel cannot clone a detached mount).
+    templates: Mutex<HashMap<PathBuf, Option<OwnedFd>>>,
+    /// The last mount made: its target, its id and the descriptor that the check
+    /// after it found at the planned path (a stack's next step goes on top of it).
+    last: Mutex<Option<(PathBuf, MountId, OwnedFd)>>,
 }
 
 /// How a bind mount of a source shows in mountinfo: the device of its file system
@@ -48,8 +55,21 @@ type BindRoot = ((u32, u32), PathBuf);
 struct Cache {
     file: File,
     table: Arc<Vec<Mount>>,
-    /// Targets this process mounted or unmounted on since the table was read.
-    touched: Vec<PathBuf>,
+    /// Targets this process mounted or unmounted on since the table was read,
+    /// sorted by component: those below a scope are a range of them.
+    touched: BTreeSet<PathBuf>,
+}
+
+impl Cache {
+    /// Whether this process changed a mount at, below or above `scope`.
+    fn touched_near(&self, scope: &Path) -> bool {
+        let below = self
+            .touched
+            .range::<Path, _>((Bound::Included(scope), Bound::Unbounded))
+            .next()
+            .is_some_and(|t| t.starts_with(scope));
+        below || scope.ancestors().any(|a| self.touched.contains(a))
+    }
 }
 
 /// Whether the namespace's mounts changed since the last poll (which acknowledges).
@@ -78,7 +98,8 @@ impl Linux {
     fn make(&self, step: &Step, target: &Path, lower: BorrowedFd<'_>) -> Result<OwnedFd> {
         match step {
             Step::Null { source, read_only } => {
-                let tree = api::open_tree_clone(source)
+                let tree = self
+                    .bind_clone(source)
                     .map_err(|e| mount_error(e, "bind mount", target))?;
                 if *read_only {
                     api::set_read_only(tree.as_fd())
@@ -124,6 +145,27 @@ impl Linux {
         }
     }
 
+    /// A detached bind mount of `source`. Cloning the path makes the kernel look
+    /// at every mount below the file system that holds it (has_locked_children),
+    /// and the jails' own mounts are there, so each clone would cost more than the
+    /// last: the source is cloned by path once a run, and every bind mount is a
+    /// clone of that copy, which has no mounts below it.
+    fn bind_clone(&self, source: &Path) -> nix::Result<OwnedFd> {
+        let mut templates = self.templates.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = templates.get(source) {
+            return match t {
+                Some(t) => api::clone_detached(t.as_fd()),
+                None => api::open_tree_clone(source),
+            };
+        }
+        let first = api::open_tree_clone(source)?;
+        let template = api::open_tree_clone(source)
+            .ok()
+            .filter(|t| api::clone_detached(t.as_fd()).is_ok());
+        templates.insert(source.to_path_buf(), template);
+        Ok(first)
+    }
+
     /// Where a bind mount of `source` shows in mountinfo. The root field is the
     /// directory's path within its file system, not within this process's view:
     /// it is the root of the mount holding `source` plus `source`'s path below that
@@ -165,7 +207,7 @@ impl Linux {
         let r = op();
         if let Some(c) = guard.as_mut() {
             table_changed(&c.file);
-            c.touched.push(target.to_path_buf());
+            c.touched.insert(target.to_path_buf());
         }
         r
     }
@@ -179,8 +221,7 @@ impl Platform for Linux {
     fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>> {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = guard.as_mut() {
-            let near = |t: &PathBuf| t.starts_with(scope) || scope.starts_with(t);
-            if !table_changed(&c.file) && !c.touched.iter().any(near) {
+            if !table_changed(&c.file) && !c.touched_near(scope) {
                 return Ok(c.table.clone());
             }
             c.table = Arc::new(Self::read_table(&mut c.file)?);
@@ -193,7 +234,7 @@ impl Platform for Linux {
         *guard = Some(Cache {
             file,
             table: table.clone(),
-            touched: Vec::new(),
+            touched: BTreeSet::new(),
         });
         Ok(table)
     }
@@ -243,7 +284,13 @@ impl Platform for Linux {
     }
 
     fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
-        let pin = target.open_dir()?;
+        // On top of the mount just made here, the descriptor its check found at
+        // the planned path pins the target already: no second walk.
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let pin = match last {
+            Some((t, id, fd)) if t == target.path && Some(&id) == below => fd,
+            _ => target.open_dir()?,
+        };
         if let Some(b) = below {
             if id_of(pin.as_fd(), target)? != *b {
                 return Err(changed(target, "the mount below is not the one checked"));
@@ -258,18 +305,28 @@ impl Platform for Linux {
         // The planned path, walked again without following links, must lead to the
         // new mount; else it went where a jail moved the directory: undo it.
         let id = id_of(new.as_fd(), target)?;
-        let there = target.open_dir().ok().map(|fd| id_of(fd.as_fd(), target));
-        if !matches!(there, Some(Ok(ref t)) if *t == id) {
+        let there = target.open_dir().ok();
+        let found = there.as_ref().map(|fd| id_of(fd.as_fd(), target));
+        if !matches!(found, Some(Ok(ref t)) if *t == id) {
             let _ = self.our_change(&target.path, || api::detach(new.as_fd()));
             return Err(changed(
                 target,
                 "the new mount was not at the planned path; undone",
             ));
         }
+        if let Some(fd) = there {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((target.path.clone(), id.clone(), fd));
+        }
         Ok(Mounted { id, fd: Some(new) })
     }
 
+    fn release(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn discard(&self, made: Mounted) -> Result<()> {
+        self.release();
         // Lazily: the descriptor itself keeps the mount busy.
         let Some(fd) = made.fd else { return Ok(()) };
         self.our_change(Path::new("/"), || api::detach(fd.as_fd()))
@@ -282,6 +339,7 @@ impl Platform for Linux {
     }
 
     fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()> {
+        self.release();
         let Some((parent, name)) = target.split() else {
             return Err(changed(target, "no parent directory"));
         };
