@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what jlayers' demo and tests need beyond a C linker, git and Rust, on
 # Debian or Ubuntu, as root: mandoc (the man-page lint test), a static busybox (the
-# jail userland of the demo's and the tests' jupdate runs), util-linux, GNU time,
-# shellcheck (CI lints the shell scripts), debootstrap (the Debian jail root of the
+# jail userland of the demo's and the tests' jupdate runs), util-linux, GNU time, the
+# shell linter CI runs (shellcheck), debootstrap (the Debian jail root of the
 # sandbox tests, made by scripts/debian-root.sh), and
 # ansible-core from PyPI in a venv under target/tools (the Ansible example's test).
 # Only what is missing is installed; with everything there it does nothing.
