@@ -13,7 +13,7 @@
 #            up      jmount --all
 #            again   jmount --all         (everything mounted: nothing to do)
 #            down    junmount --all
-#   upper:  deep and wide upper dirs (jclean): see rows_upper below.
+#   upper:  deep and wide upper dirs (jclean): bench/scale-upper.sh.
 # usage: bench/scale.sh [ROWS...]     ROWS: jails mounts upper (default: all)
 #   JAILS="1000 3000 10000"  MOUNT_JAILS="250 1000"  ROUNDS=3
 #   BASE=DIR  also run every row with the binaries in DIR (another build's
@@ -175,10 +175,10 @@ rows_mounts() {
 
 # ---- deep and wide upper dirs (jclean) -------------------------------------
 # Rows `deep` (a 10,000- / 100,000-level chain of directories in an upper) and
-# `wide` (50,000 sibling dirs under ulimit -n 256): the upper-walker work of
-# issue 20 (item 3) adds them here, with the same `row` helper.
+# `wide` (50,000 sibling dirs under ulimit -n 256), in every mode jclean walks an
+# upper: bench/scale-upper.sh (BASE's jclean measured in the same run).
 rows_upper() {
-    :
+    "$top/bench/scale-upper.sh" ${BASE:+"$BASE"}
 }
 # ----------------------------------------------------------------------------
 
