@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -102,9 +103,7 @@ impl Run<'_> {
             })?;
         }
         // Appended: the log keeps each run's history (newsyslog or logrotate,
-        // shipped with the install, rotates it). O_APPEND also keeps a build
-        // script's `echo x >/dev/stderr`, which reopens the log through
-        // /proc/self/fd, from leaving a hole of NUL bytes.
+        // shipped with the install, rotates it).
         let mut log = File::options()
             .append(true)
             .create(true)
@@ -125,19 +124,27 @@ impl Run<'_> {
         let mut c = self.platform.exec_command(&self.exec());
         // Its own process group, so that a timeout kills everything it started.
         c.process_group(0);
+        let mut output = None;
         if self.interactive {
             writeln!(log, "(interactive: the output went to the terminal)").ok();
         } else {
-            // Straight into the log, not through a pipe: a daemon the update
-            // restarts may keep its output open long after the update ends.
-            let out = log
-                .try_clone()
-                .or_fail(ExitCode::CantCreate, || "log".into())?;
-            let err = log
-                .try_clone()
-                .or_fail(ExitCode::CantCreate, || "log".into())?;
-            c.stdin(Stdio::null()).stdout(out).stderr(err);
+            // Not through a pipe: a daemon the update restarts may keep its
+            // output open long after the update ends, and must neither block nor
+            // get SIGPIPE. Nor the log itself: `echo x >/dev/stderr` reopens it
+            // through /proc/self/fd with O_TRUNC, which would wipe its history.
+            // A file of this run's own, appended to the log when the run ends.
+            let out = RunOutput::create(self.log)?;
+            let clone = || {
+                out.file
+                    .try_clone()
+                    .or_fail(ExitCode::CantCreate, || "log".into())
+            };
+            c.stdin(Stdio::null()).stdout(clone()?).stderr(clone()?);
+            output = Some(out);
         }
+        // -i on the terminal: the updater's group becomes its foreground group
+        // (as a shell does for a job), else reading it stops it with SIGTTIN.
+        let foreground = self.interactive.then(Terminal::ours).flatten();
         let mut child = match c.spawn() {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -154,7 +161,14 @@ impl Run<'_> {
                 });
             }
         };
-        let outcome = self.wait(&mut child)?;
+        // Given back when dropped, however the run ends.
+        let terminal = foreground.map(|t| t.hand_to(Pid::from_raw(child.id() as i32)));
+        let outcome = self.wait(&mut child, output.as_ref());
+        drop(terminal);
+        if let Some(out) = &output {
+            out.append_to(&mut log);
+        }
+        let outcome = outcome?;
         // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
         // the jail is asked whether that is what happened.
         if outcome == Outcome::Failed(127) && !self.interactive {
@@ -204,7 +218,7 @@ impl Run<'_> {
 
     /// Wait for the child, killing its process group at the time limit or on
     /// SIGINT/SIGTERM.
-    fn wait(&self, child: &mut Child) -> Result<Outcome> {
+    fn wait(&self, child: &mut Child, output: Option<&RunOutput>) -> Result<Outcome> {
         let start = Instant::now();
         let pgid = Pid::from_raw(child.id() as i32);
         let mut seen = 0u64;
@@ -214,12 +228,22 @@ impl Run<'_> {
         loop {
             if last_look.elapsed() >= Duration::from_millis(250) {
                 last_look = Instant::now();
-                self.latest_line(&mut seen);
+                if let Some(out) = output {
+                    self.latest_line(out, &mut seen);
+                }
             }
             if let Some(st) = child
                 .try_wait()
                 .or_fail(ExitCode::Unavailable, || "wait".into())?
             {
+                // -i: a ^C on the terminal goes to the updater's group (the
+                // foreground one), not to jupdate; its death by SIGINT (130,
+                // also as the Linux sandbox passes it on) ends the run as
+                // interrupted.
+                if self.interactive && status_code(st) == 130 {
+                    stop_group(pgid);
+                    return Ok(Outcome::Interrupted(status_code(st)));
+                }
                 return Ok(match status_code(st) {
                     0 => Outcome::Ok,
                     c => Outcome::Failed(c),
@@ -285,29 +309,149 @@ impl ExitWatch {
 }
 
 impl Run<'_> {
-    /// Tell `on_line` the newest complete line the log has gained.
-    fn latest_line(&self, seen: &mut u64) {
-        let Ok(mut f) = File::open(self.log) else {
-            return;
-        };
-        let len = f.metadata().map_or(0, |m| m.len());
+    /// Tell `on_line` the newest complete line this run's output has gained.
+    fn latest_line(&self, out: &RunOutput, seen: &mut u64) {
+        let len = out.file.metadata().map_or(0, |m| m.len());
         if len <= *seen {
+            // Truncated (`>/dev/stderr`): new lines count from its new end.
+            *seen = len;
             return;
         }
         // Only the tail matters for a one-line display.
         let from = (*seen).max(len.saturating_sub(4096));
-        let mut buf = Vec::new();
-        if f.seek(SeekFrom::Start(from))
-            .and_then(|_| f.read_to_end(&mut buf))
-            .is_err()
-        {
+        let mut buf = vec![0; (len - from) as usize];
+        let Ok(n) = out.file.read_at(&mut buf, from) else {
             return;
-        }
+        };
+        buf.truncate(n);
         *seen = len;
         let text = String::from_utf8_lossy(&buf);
         if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
             (self.on_line)(line.trim_end());
         }
+    }
+}
+
+/// One run's output: a file of its own beside the log (on the host, never in the
+/// jail), unlinked as soon as it is made, and appended to the log when the run
+/// ends. Opened O_APPEND, so that a reopening with O_TRUNC leaves no hole.
+struct RunOutput {
+    file: File,
+}
+
+impl RunOutput {
+    fn create(log: &Path) -> Result<RunOutput> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = log.parent().unwrap_or(Path::new("."));
+        let base = log.file_name().unwrap_or_default();
+        let mut last = None;
+        for i in 0..100u32 {
+            let mut name = std::ffi::OsString::from(".");
+            name.push(base);
+            name.push(format!(".run-{}-{i}", std::process::id()));
+            let path = dir.join(name);
+            // O_EXCL: a new file or nothing (never an existing file or a
+            // symlink's target); owner-only.
+            match File::options()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+            {
+                Ok(file) => {
+                    // Nothing left behind, whatever happens to jupdate.
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(RunOutput { file });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => {
+                    return Err(e)
+                        .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+            .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
+    }
+
+    /// What the run wrote, appended to the log (up to its length now: a daemon
+    /// still writing to it is not waited for).
+    fn append_to(&self, log: &mut File) {
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        while at < len {
+            let want = buf.len().min((len - at) as usize);
+            match self.file.read_at(&mut buf[..want], at) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if log.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    at += n as u64;
+                }
+            }
+        }
+    }
+}
+
+/// jupdate's controlling terminal (on stdin) while jupdate's group is its
+/// foreground group.
+struct Terminal {
+    ours: Pid,
+}
+
+/// The terminal, handed to the updater's group until dropped.
+struct Handed {
+    ours: Pid,
+}
+
+impl Terminal {
+    /// `None` when stdin is not a terminal or jupdate runs in the background.
+    fn ours() -> Option<Terminal> {
+        let stdin = std::io::stdin();
+        let fg = nix::unistd::tcgetpgrp(&stdin).ok()?;
+        let ours = nix::unistd::getpgrp();
+        (fg == ours).then_some(Terminal { ours })
+    }
+
+    fn hand_to(self, group: Pid) -> Handed {
+        let _ = without_sigttou(|| nix::unistd::tcsetpgrp(std::io::stdin(), group));
+        // An updater that read the terminal before it was its own was stopped
+        // (SIGTTIN): it goes on, its read now allowed.
+        let _ = killpg(group, Signal::SIGCONT);
+        Handed { ours: self.ours }
+    }
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        // From the background now: SIGTTOU would stop jupdate.
+        let _ = without_sigttou(|| nix::unistd::tcsetpgrp(std::io::stdin(), self.ours));
+    }
+}
+
+/// `f` with SIGTTOU ignored, as tcsetpgrp from a background group needs.
+fn without_sigttou<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{SigHandler, signal};
+    // SAFETY: SIG_IGN and the previous disposition (restored right after) are
+    // no handler code.
+    let old = unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) };
+    let r = f();
+    if let Ok(old) = old {
+        // SAFETY: as above: it puts back what was there.
+        let _ = unsafe { signal(Signal::SIGTTOU, old) };
+    }
+    r
+}
+
+/// What is left of a group whose leader has exited: SIGTERM, SIGKILL shortly after.
+fn stop_group(pgid: Pid) {
+    if killpg(pgid, Signal::SIGTERM).is_ok() {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = killpg(pgid, Signal::SIGKILL);
     }
 }
 

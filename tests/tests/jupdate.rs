@@ -21,6 +21,8 @@ on_both!(
     state_is_restored,
     interrupt_restores_and_exits_130,
     dry_run_prints_and_changes_nothing,
+    stderr_reopened_keeps_the_history,
+    interactive_reads_the_terminal,
 );
 
 /// What stands in for portmaster: builds into /usr/ports, shows its environment
@@ -395,5 +397,162 @@ fn configured_start_and_stop_run_as_hooks_under_the_lock() {
             .code(69)
             .err_has("jupdate: j1: start: false failed");
         assert!(sb.mounts().is_empty());
+    });
+}
+
+/// A build script's `echo x >/dev/stderr` reopens its stderr (through
+/// /proc/self/fd/2 on Linux) with O_TRUNC: it wipes this run's output at most,
+/// never the log's earlier runs.
+fn stderr_reopened_keeps_the_history(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        let root = sb.path("j1");
+        // The simulated jail is a chroot: its /dev/stderr is /proc's, as on Linux.
+        fs::create_dir_all(root.join("proc")).unwrap();
+        fs::create_dir_all(root.join("dev")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/fd/2", root.join("dev/stderr")).unwrap();
+        if b == Backend::FreeBsd && cfg!(target_os = "linux") {
+            sb.sh(&format!(
+                "mount -t proc proc '{}'",
+                root.join("proc").display()
+            ))
+            .ok();
+        }
+        sb.run("jupdate", &["j1", "--", "sh", "-c", "echo first-run"])
+            .ok();
+        sb.run(
+            "jupdate",
+            &[
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "echo second-run; echo reopened >/dev/stderr; echo after",
+            ],
+        )
+        .ok();
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        let headers = log.lines().filter(|l| l.contains(": jupdate: ")).count();
+        assert_eq!(headers, 2, "{log:?}");
+        assert!(log.contains("first-run\n"), "{log:?}");
+        assert!(log.contains("reopened\nafter\n"), "{log:?}");
+        assert!(!log.contains('\0'), "{log:?}");
+        // Nothing of the run's own output file is left beside the log.
+        let left: Vec<_> = fs::read_dir(sb.path("log"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["j1.log"], "{left:?}");
+    });
+}
+
+/// jupdate on a terminal of its own (its controlling terminal, stdin, stdout
+/// and stderr), `keys` typed once `ready` is seen on it; what the terminal
+/// showed and jupdate's status, or `None` if it did not end within 30 s.
+fn on_a_terminal(sb: &Sandbox, args: &[&str], ready: &str, keys: &[u8]) -> (String, Option<i32>) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = fs::File::from(pty.slave);
+    let fd = slave.as_raw_fd();
+    let mut c = sb.cmd("jupdate");
+    c.arg("-c")
+        .arg(sb.path("jlayers.conf"))
+        .args(args)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl only, in the forked child.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    drop(slave);
+    let mut master = fs::File::from(pty.master);
+    let mut writer = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read the terminal until jupdate is done (the master sees EIO then).
+    std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            let _ = tx.send(raw.clone());
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut typed = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > end {
+            // Hung (the updater stopped by SIGTTIN): end it for the test to go on.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            child.wait().unwrap();
+            break None;
+        }
+        while let Ok(raw) = rx.try_recv() {
+            seen = raw;
+        }
+        if !typed && String::from_utf8_lossy(&seen).contains(ready) {
+            writer.write_all(keys).unwrap();
+            typed = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok(raw) = rx.try_recv() {
+        seen = raw;
+    }
+    (String::from_utf8_lossy(&seen).into_owned(), status)
+}
+
+/// `-i`: the updater may read the terminal (as `portmaster -ai` does): its group
+/// is the terminal's foreground group while it runs. A ^C there ends the run as
+/// interrupted, everything put back (130).
+fn interactive_reads_the_terminal(b: Backend) {
+    sandbox(b, |sb| {
+        scene(sb);
+        let script = "[ -t 0 ] && echo stdin-is-a-tty; echo ready; read x; echo got $x";
+        let (out, status) = on_a_terminal(
+            sb,
+            &["-i", "j1", "--", "sh", "-c", script],
+            "ready",
+            b"hello\n",
+        );
+        assert_eq!(status, Some(0), "{out}");
+        assert!(out.contains("stdin-is-a-tty"), "{out}");
+        assert!(out.contains("got hello"), "{out}");
+        assert!(out.contains("j1\tok\t0\t"), "{out}");
+        assert!(sb.mounts().is_empty());
+        assert!(!running(sb, "j1"));
+
+        // ^C: the terminal's SIGINT goes to the updater's group.
+        let script = "echo ready; read x; echo not-interrupted";
+        let (out, status) = on_a_terminal(
+            sb,
+            &["-i", "j1", "--", "sh", "-c", script],
+            "ready",
+            b"\x03",
+        );
+        assert_eq!(status, Some(130), "{out}");
+        assert!(!out.lines().any(|l| l.trim() == "not-interrupted"), "{out}");
+        assert!(out.contains("jupdate: j1: interrupted"), "{out}");
+        assert!(sb.mounts().is_empty());
+        assert!(!running(sb, "j1"));
     });
 }

@@ -59,8 +59,9 @@ fn host_proc_in_jail(sb: &Sandbox) {
 fn real_userland_runs() {
     sandbox(Backend::Linux, |sb| {
         debian(sb, None);
-        // `>/dev/stderr` reopens the log through /proc/self/fd, truncating it (as
-        // it would outside any sandbox): first, so that the rest stays.
+        // `>/dev/stderr` reopens the run's output through /proc/self/fd,
+        // truncating it (as it would outside any sandbox): first, so that the
+        // rest stays. The log's earlier runs stay whatever it does.
         let out = run(
             sb,
             "echo to-stderr >/dev/stderr; cat <(echo from-substitution); \
