@@ -365,16 +365,26 @@ impl Platform for Linux {
             flags |= MntFlags::MNT_DETACH;
         }
         let t = &target.path;
-        self.our_change(t, || nix::mount::umount2(&path, flags))
-            .map_err(|e| {
-                let why = match e {
-                    Errno::EBUSY => "busy".to_string(),
-                    Errno::EPERM => "not permitted (run as root)".to_string(),
-                    e => e.desc().to_string(),
-                };
-                let code = crate::exit::of_errno(e, ExitCode::Unavailable);
-                fail(code, format!("unmount {}: {why}", t.display()))
-            })
+        // EBUSY may be only for a moment: a child another jail's thread has just
+        // forked (jupdate -j) holds copies of this run's descriptors, pinned
+        // targets among them, until it execs. Look again briefly before saying
+        // busy; a real holder (refused up front by junmount) stays busy.
+        let mut nap = std::time::Duration::from_millis(5);
+        let mut r = self.our_change(t, || nix::mount::umount2(&path, flags));
+        while r == Err(Errno::EBUSY) && nap <= std::time::Duration::from_millis(160) {
+            std::thread::sleep(nap);
+            nap *= 2;
+            r = self.our_change(t, || nix::mount::umount2(&path, flags));
+        }
+        r.map_err(|e| {
+            let why = match e {
+                Errno::EBUSY => "busy".to_string(),
+                Errno::EPERM => "not permitted (run as root)".to_string(),
+                e => e.desc().to_string(),
+            };
+            let code = crate::exit::of_errno(e, ExitCode::Unavailable);
+            fail(code, format!("unmount {}: {why}", t.display()))
+        })
     }
 
     fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
