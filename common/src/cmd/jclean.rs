@@ -323,8 +323,12 @@ impl Cleaner<'_> {
                 size(bytes, self.opts.bytes).as_ref(),
                 path.as_os_str(),
             ],
-            json!({"jail": jail, "layer": layer, "kind": kind.name(),
-                   "bytes": bytes, "path": path_json(&path)}),
+            // A deep path is long: no copy of it for a format not asked for.
+            match crate::report::json() {
+                true => json!({"jail": jail, "layer": layer, "kind": kind.name(),
+                               "bytes": bytes, "path": path_json(&path)}),
+                false => serde_json::Value::Null,
+            },
         );
     }
 }
