@@ -1,8 +1,8 @@
 //! What a jail changed: each entry of an upper dir as it stands to the host tree
 //! below it (`jclean --list`), and pruning only some kinds (`jclean --only stale`).
 //!
-//! The upper is walked by [`crate::walk`], as jclean prunes it, on one thread
-//! (listing is for reading, not for speed), with the host tree's directory of the
+//! The upper is walked by [`crate::walk`], as jclean prunes it, on one thread and
+//! in path order (listing is for reading, not for speed), with the host tree's directory of the
 //! same path beside each upper directory: a host entry is looked up by name in it,
 //! never by a path, so any depth works.
 //!
@@ -116,8 +116,9 @@ impl Entry<'_> {
 pub type Problems = Vec<(PathBuf, String)>;
 
 /// Walk everything below the open upper dir, telling `each` what every entry is to
-/// the host tree `source` (a directory, trusted); an entry for which `each` returns
-/// true is removed (never a directory). `mounts`: mount points below the upper
+/// the host tree `source` (a directory, trusted), in path order (a directory
+/// before its entries); an entry for which `each` returns true is removed (never
+/// a directory). `mounts`: mount points below the upper
 /// (paths below it), skipped.
 pub fn walk(
     upper: &OwnedFd,
@@ -131,7 +132,7 @@ pub fn walk(
         each: RefCell::new(Box::new(each)),
         problems: RefCell::new(Problems::new()),
     };
-    let w = Walker::new(&lister, upper, mounts)?;
+    let w = Walker::new(&lister, upper, mounts)?.in_path_order();
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     // No host tree: every entry is new.
     let host = nix::fcntl::open(source, flags, Mode::empty())
@@ -204,15 +205,17 @@ impl Visit for Lister<'_, '_> {
         });
     }
 
-    fn whiteouts(&self, at: &At, dir: &OwnedFd) {
-        for name in whiteout_names(dir) {
-            self.tell(&Entry {
-                kind: Kind::Whiteout,
-                size: 0,
-                at,
-                name: Some(&name),
-            });
-        }
+    fn whiteout_names(&self, dir: &OwnedFd) -> Vec<CString> {
+        whiteout_names(dir)
+    }
+
+    fn whiteout(&self, at: &At, name: &CStr) {
+        self.tell(&Entry {
+            kind: Kind::Whiteout,
+            size: 0,
+            at,
+            name: Some(name),
+        });
     }
 
     /// Directories stay: they go with a whole prune.

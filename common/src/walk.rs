@@ -14,11 +14,19 @@
 //!   reopened through `..` when the walk climbs back, checked to be the very
 //!   directory left (device and inode); one that is not is left alone and named.
 //! - Memory: a frame is a few words (descriptor, inode, the offsets of its name in
-//!   one shared path buffer and of its pending subdirectories in one shared name
-//!   buffer); the walk's memory is the sum of the names on the current path and of
-//!   the pending ones, linear in depth and width with a small constant. A path is
+//!   one shared path buffer and of its pending entries in one shared name buffer);
+//!   the walk's memory is the sum of the names on the current path and of the
+//!   pending ones, linear in depth and width with a small constant. A path is
 //!   made only for a message, a `--keep` glob or a `--list` line.
 //! - Stack: an explicit stack, so any depth runs in bounded stack.
+//!
+//! Order: pruning takes a directory's files as it lists them and its
+//! subdirectories after. `--list` and `--only` walk in path order
+//! ([`Walker::in_path_order`]): a directory's names, files and subdirectories
+//! together (and whiteouts), pend sorted by their bytes, and each subdirectory is
+//! walked whole when its turn comes, right after its own entry. That is the order
+//! of [`std::path::Path`]'s comparison (component by component), met as the walk
+//! goes: nothing is collected to be sorted after.
 //!
 //! Pruning may walk the first levels in parallel ([`Walker::par`]): each task is
 //! one subdirectory, walked below the parallel levels by [`Walker::deep`].
@@ -107,8 +115,13 @@ pub(crate) trait Visit {
     }
     /// A directory just entered (`at` is its own path), before its entries.
     fn entered(&self, _at: &At, _dir: &OwnedFd, _st: &FileStat) {}
-    /// Whiteout entries (FreeBSD) are listed separately: the directory at `at`.
-    fn whiteouts(&self, _at: &At, _dir: &OwnedFd) {}
+    /// The names of the whiteout entries (FreeBSD) of `dir`, which its listing
+    /// hides; none unless the visitor tells them.
+    fn whiteout_names(&self, _dir: &OwnedFd) -> Vec<CString> {
+        Vec::new()
+    }
+    /// The whiteout entry `name` of the directory at `at`.
+    fn whiteout(&self, _at: &At, _name: &CStr) {}
     /// The subdirectory `name` of `parent` is walked; `kept`: something in it
     /// stayed. Returns whether the subdirectory itself stays.
     fn leave(&self, at: &At, parent: &OwnedFd, name: &CStr, st: &DirStat, kept: bool) -> bool;
@@ -149,15 +162,17 @@ impl Host {
 /// One directory on the walk's stack: a few words, whatever the depth.
 struct Frame {
     ino: u64,
-    /// Its mtime when entered (seconds, nanoseconds) and size in blocks.
-    mtime: (i64, u32),
+    /// Its mtime when entered (seconds, nanoseconds) and size in blocks; apart,
+    /// not a tuple, so the frame packs into 48 bytes (a tuple pads to 16).
+    mtime_s: i64,
+    mtime_ns: u32,
     blocks: u32,
     /// Held by the top [`FD_KEEP`] frames and the one being walked.
     fd: Option<OwnedFd>,
     kept: bool,
     /// Where its name starts in the path buffer (its `/` when not first).
     name_at: usize,
-    /// Where its pending subdirectories start in the name buffer.
+    /// Where its pending entries start in the name buffer.
     todo_at: usize,
 }
 
@@ -165,7 +180,8 @@ impl Frame {
     fn new(e: &Entered, name_at: usize, todo_at: usize, kept: bool) -> Frame {
         Frame {
             ino: e.st.st_ino as u64,
-            mtime: (e.st.st_mtime as i64, e.st.st_mtime_nsec as u32),
+            mtime_s: e.st.st_mtime as i64,
+            mtime_ns: e.st.st_mtime_nsec as u32,
             blocks: u32::try_from(e.st.st_blocks).unwrap_or(u32::MAX),
             fd: None,
             kept,
@@ -175,7 +191,7 @@ impl Frame {
     }
 
     fn dir_stat(&self) -> DirStat {
-        let (secs, nsec) = self.mtime;
+        let (secs, nsec) = (self.mtime_s, self.mtime_ns);
         DirStat {
             mtime: match u64::try_from(secs) {
                 Ok(s) => SystemTime::UNIX_EPOCH + std::time::Duration::new(s, nsec),
@@ -192,7 +208,15 @@ pub(crate) struct Walker<'a, V: ?Sized> {
     dev: u64,
     /// Mount points below the upper dir, as paths below it.
     mounts: Vec<Vec<u8>>,
+    /// Entries in path order ([`Walker::in_path_order`]).
+    sorted: bool,
 }
+
+/// Kinds of a pending entry: the first byte of its record in the name buffer
+/// (`KIND name NUL`).
+const PENDING_DIR: u8 = b'd';
+const PENDING_FILE: u8 = b'f';
+const PENDING_WHITEOUT: u8 = b'w';
 
 impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// A walk of the upper dir `top` (its device bounds the walk), skipping the
@@ -202,7 +226,17 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             v,
             dev: fstat(top)?.st_dev as u64,
             mounts,
+            sorted: false,
         })
+    }
+
+    /// Visit entries in path order (for [`Walker::deep`] only): each directory's
+    /// names sorted by their bytes, a subdirectory's own entry then its subtree
+    /// before its next sibling. Files are then visited after the listing, so a
+    /// file of a deep frame is reached through a descriptor got back by `..`.
+    pub fn in_path_order(mut self) -> Self {
+        self.sorted = true;
+        self
     }
 
     /// Whether `at`/`name` is a mount point of the table. Compared by length
@@ -268,9 +302,31 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     }
 
     /// List `dir` whole: its files handed to the visitor, its subdirectories
-    /// appended to `todo` (each name NUL-terminated). Returns "kept".
+    /// appended to `todo` (each a record `KIND name NUL`). In path order every
+    /// entry pends instead, files and whiteouts too, sorted so that the first name
+    /// is popped first. Returns "kept".
     fn list(&self, dir: &OwnedFd, at: &At, host: Option<&OwnedFd>, todo: &mut Vec<u8>) -> bool {
-        self.v.whiteouts(at, dir);
+        let from = todo.len();
+        for name in self.v.whiteout_names(dir) {
+            match self.sorted {
+                true => push_pending(todo, PENDING_WHITEOUT, &name),
+                false => self.v.whiteout(at, &name),
+            }
+        }
+        let kept = self.list_entries(dir, at, host, todo);
+        if self.sorted {
+            sort_pending(todo, from);
+        }
+        kept
+    }
+
+    fn list_entries(
+        &self,
+        dir: &OwnedFd,
+        at: &At,
+        host: Option<&OwnedFd>,
+        todo: &mut Vec<u8>,
+    ) -> bool {
         let mut entries = match Entries::new(dir) {
             Ok(l) => l,
             Err(e) => {
@@ -302,14 +358,18 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                     fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
                 }
             };
-            let done = match dir_now {
-                true => Done::Dir,
-                false => self.v.file(at, dir, name, host),
+            let done = match (dir_now, self.sorted) {
+                (true, _) => Done::Dir,
+                (false, true) => {
+                    push_pending(todo, PENDING_FILE, name);
+                    continue;
+                }
+                (false, false) => self.v.file(at, dir, name, host),
             };
             match done {
                 Done::Gone => {}
                 Done::Kept => kept = true,
-                Done::Dir => todo.extend_from_slice(name.to_bytes_with_nul()),
+                Done::Dir => push_pending(todo, PENDING_DIR, name),
             }
         }
         kept
@@ -340,12 +400,29 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                 true => hosts.last_mut(),
                 false => None,
             };
-            if let Some(name) = pop_name(&mut todo, f.todo_at) {
+            if let Some((kind, name)) = pop_name(&mut todo, f.todo_at) {
                 let Some(fd) = f.fd.as_ref() else {
                     f.kept = true;
                     continue;
                 };
                 let hfd = h.as_ref().and_then(|h| h.fd.as_ref());
+                // In path order a file's turn comes here, after the listing.
+                match kind {
+                    PENDING_WHITEOUT => {
+                        self.v.whiteout(&At(&path), &name);
+                        continue;
+                    }
+                    PENDING_FILE => match self.v.file(&At(&path), fd, &name, hfd) {
+                        Done::Gone => continue,
+                        Done::Kept => {
+                            f.kept = true;
+                            continue;
+                        }
+                        // A directory now (or the listing did not say): walk it.
+                        Done::Dir => {}
+                    },
+                    _ => {}
+                }
                 let e = match self.enter(fd, &name, &At(&path), hfd) {
                     Err(Done::Kept) => {
                         f.kept = true;
@@ -448,11 +525,13 @@ impl<V: Visit + Sync + ?Sized> Walker<'_, V> {
     /// in parallel down to `par_depth` levels, each below that by [`Walker::deep`].
     /// Returns "kept".
     pub fn par(&self, dir: &OwnedFd, path: &[u8], depth: usize, par_depth: usize) -> bool {
+        debug_assert!(!self.sorted, "a parallel walk has no order");
         let mut todo = Vec::new();
         let kept = self.list(dir, &At(path), None, &mut todo);
+        // Only subdirectories pend in a walk out of path order.
         let names: Vec<&CStr> = todo
             .split_inclusive(|&b| b == 0)
-            .filter_map(|n| CStr::from_bytes_with_nul(n).ok())
+            .filter_map(|n| CStr::from_bytes_with_nul(n.get(1..)?).ok())
             .collect();
         let sub_kept = names
             .par_iter()
@@ -490,19 +569,53 @@ impl<V: Visit + Sync + ?Sized> Walker<'_, V> {
     }
 }
 
-/// The last pending name at or above `floor` in `todo`, taken off it.
-fn pop_name(todo: &mut Vec<u8>, floor: usize) -> Option<CString> {
+/// Append the pending entry `name` of kind `kind` to `todo`.
+fn push_pending(todo: &mut Vec<u8>, kind: u8, name: &CStr) {
+    todo.push(kind);
+    todo.extend_from_slice(name.to_bytes_with_nul());
+}
+
+/// The last pending entry at or above `floor` in `todo`, taken off it: its kind
+/// and name.
+fn pop_name(todo: &mut Vec<u8>, floor: usize) -> Option<(u8, CString)> {
     if todo.len() <= floor {
         return None;
     }
     let end = todo.len() - 1;
+    // The kind byte is never NUL: the record starts after the previous NUL.
     let start = todo[floor..end]
         .iter()
         .rposition(|&b| b == 0)
         .map_or(floor, |i| floor + i + 1);
-    let name = CString::new(&todo[start..end]).ok();
+    let rec = (todo[start], CString::new(&todo[start + 1..end]).ok());
     todo.truncate(start);
-    name
+    Some((rec.0, rec.1?))
+}
+
+/// Sort the records of `todo` from `from` on by name, the last name first: popped
+/// from the end, they come out in byte order. Costs two words a record while it
+/// sorts, and a copy of the records.
+fn sort_pending(todo: &mut Vec<u8>, from: usize) {
+    let mut recs: Vec<(usize, usize)> = Vec::new();
+    let mut start = from;
+    for (i, &b) in todo.iter().enumerate().skip(from) {
+        if b == 0 {
+            recs.push((start, i));
+            start = i + 1;
+        }
+    }
+    if recs.len() < 2 {
+        return;
+    }
+    let name = |r: &(usize, usize)| &todo[r.0 + 1..r.1];
+    recs.sort_unstable_by(|a, b| name(b).cmp(name(a)));
+    let mut sorted = Vec::with_capacity(todo.len() - from);
+    for &(s, e) in &recs {
+        sorted.extend_from_slice(&todo[s..=e]);
+    }
+    drop(recs);
+    todo.truncate(from);
+    todo.extend_from_slice(&sorted);
 }
 
 /// The host directory above a finished one, through `..`, checked like the
@@ -626,16 +739,56 @@ pub(crate) fn listing(dir: &OwnedFd) -> nix::Result<Dir> {
 mod tests {
     use super::*;
 
+    fn pop(todo: &mut Vec<u8>, floor: usize) -> Option<(u8, Vec<u8>)> {
+        pop_name(todo, floor).map(|(k, n)| (k, n.into_bytes()))
+    }
+
+    #[test]
+    fn a_frame_is_48_bytes() {
+        assert!(std::mem::size_of::<Frame>() <= 48);
+    }
+
     #[test]
     fn pending_names_pop_in_reverse_within_their_frame() {
-        let mut todo = b"a\0bc\0".to_vec();
+        let mut todo = b"da\0fbc\0".to_vec();
         let floor = todo.len();
-        todo.extend_from_slice(b"d\0ef\0");
-        assert_eq!(pop_name(&mut todo, floor).unwrap().as_bytes(), b"ef");
-        assert_eq!(pop_name(&mut todo, floor).unwrap().as_bytes(), b"d");
+        todo.extend_from_slice(b"wd\0def\0");
+        assert_eq!(pop(&mut todo, floor), Some((b'd', b"ef".to_vec())));
+        assert_eq!(pop(&mut todo, floor), Some((b'w', b"d".to_vec())));
         assert!(pop_name(&mut todo, floor).is_none());
-        assert_eq!(pop_name(&mut todo, 0).unwrap().as_bytes(), b"bc");
-        assert_eq!(pop_name(&mut todo, 0).unwrap().as_bytes(), b"a");
+        assert_eq!(pop(&mut todo, 0), Some((b'f', b"bc".to_vec())));
+        assert_eq!(pop(&mut todo, 0), Some((b'd', b"a".to_vec())));
         assert!(todo.is_empty());
+    }
+
+    /// Sorted by name bytes whatever the kind, only within their frame.
+    #[test]
+    fn pending_names_sort_by_name_within_their_frame() {
+        let mut todo = b"dzz\0".to_vec();
+        let floor = todo.len();
+        for (k, n) in [
+            (b'f', "m"),
+            (b'd', "a"),
+            (b'w', "a-b"),
+            (b'f', "\x01"),
+            (b'd', "b"),
+        ] {
+            push_pending(&mut todo, k, &CString::new(n).unwrap());
+        }
+        sort_pending(&mut todo, floor);
+        let mut got = Vec::new();
+        while let Some((k, n)) = pop(&mut todo, floor) {
+            got.push((k, String::from_utf8(n).unwrap()));
+        }
+        let want = [
+            (b'f', "\x01"),
+            (b'd', "a"),
+            (b'w', "a-b"),
+            (b'd', "b"),
+            (b'f', "m"),
+        ];
+        let want: Vec<(u8, String)> = want.iter().map(|(k, n)| (*k, n.to_string())).collect();
+        assert_eq!(got, want);
+        assert_eq!(todo, b"dzz\0");
     }
 }

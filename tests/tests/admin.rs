@@ -5,6 +5,7 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 use std::fs;
+use std::path::Path;
 
 use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
 
@@ -119,23 +120,45 @@ fn stable_order(b: Backend) {
             .collect();
         assert_eq!(jails, ["j1", "j2"], "{}", o.stdout);
 
-        // Made in an order that is not the path order.
-        for name in ["m", "zz", "a", "b/c", "0"] {
-            let p = sb.path("upper/j1/ports").join(name);
+        // Made in an order that is not the path order. Path order compares
+        // component by component: "c" and all below it come before "c-d" ('-' is
+        // below '/'). The chain "n/n/..." is deeper than the frames that keep
+        // their descriptors: its files after "n" ("z") are reached back through
+        // `..`.
+        let up = sb.path("upper/j1/ports");
+        let mut files: Vec<String> = ["m", "zz", "a", "b/c", "0", "c-d", "c/d", "c/d-e"]
+            .map(String::from)
+            .to_vec();
+        let mut chain = String::from("n");
+        for _ in 0..12 {
+            files.push(format!("{chain}/z"));
+            files.push(format!("{chain}/0"));
+            chain.push_str("/n");
+        }
+        for name in &files {
+            let p = up.join(name);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, "x").unwrap();
         }
         let o = sb.run("jclean", &["--list", "j1"]);
         o.ok();
-        let paths: Vec<String> = o
+        let paths: Vec<&Path> = o
             .stdout
             .lines()
-            .map(|l| l.rsplit('\t').next().unwrap().to_string())
+            .map(|l| Path::new(l.rsplit('\t').next().unwrap()))
             .collect();
         let mut sorted = paths.clone();
         sorted.sort();
-        assert_eq!(paths, sorted);
-        assert!(paths.len() >= 6, "{}", o.stdout);
+        assert_eq!(paths, sorted, "{}", o.stdout);
+        // Every entry: the files, and the directories b, c, n, the chain's 11 and
+        // distfiles (the nested layer's mount point).
+        assert_eq!(paths.len(), files.len() + 4 + 11, "{}", o.stdout);
+        let at = |p: &str| paths.iter().position(|q| *q == up.join(p)).unwrap();
+        assert!(
+            at("c") < at("c/d") && at("c/d-e") < at("c-d"),
+            "{}",
+            o.stdout
+        );
     });
 }
 

@@ -281,14 +281,14 @@ impl Cleaner<'_> {
             return Ok(());
         };
         let (mut files, mut bytes) = (0u64, 0u64);
-        // --list: each layer's entries sorted by path, whatever order the walk met them.
-        let mut listed: Vec<(PathBuf, Kind, u64)> = Vec::new();
+        // --list: the walk meets the entries in path order; each line goes out as
+        // it does (memory stays linear in depth, whatever is listed).
         let problems = match dir {
             None => Vec::new(),
             Some(dir) => dir.changes(source, mounts, &*self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
                 if wanted && opts.list {
-                    listed.push((e.rel().to_path_buf(), e.kind, e.size));
+                    self.list_line(l, &e.rel(), e.kind, e.size);
                     return false;
                 }
                 if wanted {
@@ -298,10 +298,6 @@ impl Cleaner<'_> {
                 wanted
             })?,
         };
-        listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (rel, kind, size) in &listed {
-            self.list_line(l, rel, *kind, *size);
-        }
         let left: Vec<(PathBuf, String)> = problems
             .into_iter()
             .map(|(rel, why)| (l.place.path.join(rel), why))
@@ -327,8 +323,12 @@ impl Cleaner<'_> {
                 size(bytes, self.opts.bytes).as_ref(),
                 path.as_os_str(),
             ],
-            json!({"jail": jail, "layer": layer, "kind": kind.name(),
-                   "bytes": bytes, "path": path_json(&path)}),
+            // A deep path is long: no copy of it for a format not asked for.
+            match crate::report::json() {
+                true => json!({"jail": jail, "layer": layer, "kind": kind.name(),
+                               "bytes": bytes, "path": path_json(&path)}),
+                false => serde_json::Value::Null,
+            },
         );
     }
 }
