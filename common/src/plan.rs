@@ -114,6 +114,8 @@ pub fn work_dir(upper: &Place) -> Place {
 }
 
 impl Stack {
+    /// Read this stack's state from the table: the plan's steps must sit on top of
+    /// the target's mounts as a consistent prefix, bottom step first.
     /// The mounts at this stack's target, in mount order.
     pub fn at<'t>(&self, table: &'t [Mount]) -> Vec<&'t Mount> {
         table
@@ -127,8 +129,6 @@ impl Stack {
         matches!(self.steps[..], [Step::Tmpfs { .. }])
     }
 
-    /// Read this stack's state from the table: the plan's steps must sit on top of
-    /// the target's mounts as a consistent prefix, bottom step first.
     pub fn state(&self, table: &[Mount], platform: &dyn Platform) -> State {
         let at = self.at(table);
         for n in (1..=self.steps.len().min(at.len())).rev() {
