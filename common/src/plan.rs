@@ -152,7 +152,133 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Os;
     use std::path::Path;
+
+    /// A readonly layer, a union layer (default upper under upper_root), a nested
+    /// shared layer, and a union layer with a tmpfs upper inside the jail root
+    /// (union options default to `noatime`).
+    const CONF: &str = r#"
+[defaults]
+upper_root = "/nonexistent-jlayers-plan/up"
+
+[[layer]]
+name = "base"
+source = "/nonexistent-jlayers-plan/base"
+target = "base"
+mode = "readonly"
+
+[[layer]]
+name = "ports"
+source = "/nonexistent-jlayers-plan/ports"
+target = "usr/ports"
+
+[[layer]]
+name = "distfiles"
+source = "/nonexistent-jlayers-plan/distfiles"
+target = "usr/ports/distfiles"
+mode = "shared"
+
+[[layer]]
+name = "obj"
+source = "/nonexistent-jlayers-plan/obj"
+target = "usr/obj"
+upper_fs = "tmpfs"
+upper_size = "1g"
+
+[jail.j]
+root = "/nonexistent-jlayers-plan/j"
+upper.obj = "var/obj-upper"
+"#;
+
+    fn steps_of(os: Os) -> (Vec<(String, Place, Vec<Step>)>, bool) {
+        let cfg = Config::parse(CONF, Path::new("jlayers.conf"), os).unwrap();
+        let platform = crate::platform::backend(os).unwrap();
+        let p = plan(&cfg, &cfg.jails[0], &*platform).unwrap();
+        assert_eq!(p.jail, "j");
+        assert_eq!(p.root, Path::new("/nonexistent-jlayers-plan/j"));
+        let stacks = p
+            .stacks
+            .into_iter()
+            .map(|s| (s.layer, s.target, s.steps))
+            .collect();
+        (stacks, platform.needs_work_dir())
+    }
+
+    #[test]
+    fn plan_steps_for_each_kind_of_layer() {
+        let mut oses = vec![Os::FreeBsd];
+        if cfg!(target_os = "linux") {
+            oses.push(Os::Linux);
+        }
+        let root = Path::new("/nonexistent-jlayers-plan/j");
+        let host = |p: &str| PathBuf::from(format!("/nonexistent-jlayers-plan/{p}"));
+        let inside = |rel: &str| Place::beneath(root, Path::new(rel));
+        for os in oses {
+            let (stacks, work) = steps_of(os);
+            let union_up = Place::host(host("up/j/ports"));
+            let tmpfs_at = inside("var/obj-upper");
+            let want = vec![
+                (
+                    "base".to_string(),
+                    inside("base"),
+                    vec![Step::Null {
+                        source: host("base"),
+                        read_only: true,
+                    }],
+                ),
+                (
+                    "ports".into(),
+                    inside("usr/ports"),
+                    vec![
+                        Step::Null {
+                            source: host("ports"),
+                            read_only: false,
+                        },
+                        Step::Union {
+                            work: work.then(|| Place::host(host("up/j/ports.work"))),
+                            upper: union_up,
+                            options: vec!["noatime".into()],
+                        },
+                    ],
+                ),
+                // Nested: after its parent, a writable null mount alone.
+                (
+                    "distfiles".into(),
+                    inside("usr/ports/distfiles"),
+                    vec![Step::Null {
+                        source: host("distfiles"),
+                        read_only: false,
+                    }],
+                ),
+                // The tmpfs goes on the upper's place first, in a stack of its own;
+                // upper and work dir are inside it, side by side.
+                (
+                    "obj".into(),
+                    tmpfs_at.clone(),
+                    vec![Step::Tmpfs {
+                        size: Some("1g".into()),
+                    }],
+                ),
+                (
+                    "obj".into(),
+                    inside("usr/obj"),
+                    vec![
+                        Step::Null {
+                            source: host("obj"),
+                            read_only: false,
+                        },
+                        Step::Union {
+                            work: work.then(|| tmpfs_at.join("work")),
+                            upper: tmpfs_at.join("upper"),
+                            options: vec!["noatime".into()],
+                        },
+                    ],
+                ),
+            ];
+            assert_eq!(stacks, want, "{os:?}");
+        }
+    }
 
     #[test]
     fn work_dir_is_a_sibling() {

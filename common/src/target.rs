@@ -124,7 +124,6 @@ impl Place {
         Some((parent, name))
     }
 
-    /// A sibling with `suffix` added to the name (overlay's work dir).
     /// `self/name`, reached the same way.
     pub fn join(&self, name: &str) -> Place {
         Place {
@@ -133,6 +132,7 @@ impl Place {
         }
     }
 
+    /// A sibling with `suffix` added to the name (overlay's work dir).
     pub fn with_suffix(&self, suffix: &str) -> Place {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);

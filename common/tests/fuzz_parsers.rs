@@ -214,6 +214,72 @@ proptest! {
         }
         config_outcome(&text, Os::Linux);
         config_outcome(&text, Os::FreeBsd);
+        // What is accepted is what was written: the layers in file order, with
+        // their names, modes and sources.
+        if let Ok(cfg) = Config::parse(&text, Path::new("/etc/jlayers.conf"), Os::Linux) {
+            prop_assert_eq!(cfg.layers.len(), layers.len());
+            for (l, (name, source, _, mode)) in cfg.layers.iter().zip(&layers) {
+                prop_assert_eq!(&l.name, name);
+                prop_assert_eq!(format!("{:?}", l.mode).to_lowercase(), *mode);
+                if !source.contains("..") {
+                    prop_assert!(l.source.components().eq(Path::new(source).components()));
+                }
+            }
+        }
+    }
+
+    /// A well-formed file (valid names, absolute sources, distinct targets, any
+    /// mode) is accepted on both platforms and reads back as written.
+    #[test]
+    fn valid_configs_read_back(
+        layers in prop::collection::vec(("[a-z][a-z0-9_.-]{0,7}", "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,7}", prop::sample::select(vec!["union", "readonly", "shared"])), 1..5),
+        jails in prop::collection::btree_set("[a-zA-Z0-9_-]{1,8}", 0..4),
+        tmpfs in any::<bool>(),
+    ) {
+        let mut text = String::from("[defaults]\nupper_root = \"/var/up\"\n");
+        let mut want = Vec::new();
+        for (i, (name, dir, mode)) in layers.iter().enumerate() {
+            // Unique names, and targets that nest in none of the others.
+            let (name, source, target) = (format!("{name}{i}"), format!("/src/{dir}/{i}"), format!("t{i}/{dir}"));
+            text.push_str(&format!("[[layer]]\nname = {}\nsource = {}\ntarget = {}\nmode = {}\n", toml_str(&name), toml_str(&source), toml_str(&target), toml_str(mode)));
+            if tmpfs && *mode == "union" {
+                text.push_str("upper_fs = \"tmpfs\"\n");
+            }
+            want.push((name, source, target, *mode));
+        }
+        // All-digit names are jail IDs on FreeBSD: a letter in front.
+        let jails: Vec<String> = jails.iter().map(|j| format!("j{j}")).collect();
+        for j in &jails {
+            text.push_str(&format!("[jail.{j}]\nroot = \"/jails/{j}\"\n"));
+        }
+        for os in [Os::Linux, Os::FreeBsd] {
+            let cfg = Config::parse(&text, Path::new("/etc/jlayers.conf"), os);
+            prop_assert!(cfg.is_ok(), "{:?}: {:#}\n{}", os, cfg.unwrap_err(), text);
+            let cfg = cfg.unwrap();
+            prop_assert_eq!(cfg.layers.len(), want.len());
+            for (l, (name, source, target, mode)) in cfg.layers.iter().zip(&want) {
+                prop_assert_eq!(&l.name, name);
+                prop_assert_eq!(&l.source, Path::new(source));
+                prop_assert_eq!(&l.target, Path::new(target));
+                prop_assert_eq!(format!("{:?}", l.mode).to_lowercase(), *mode);
+                prop_assert_eq!(l.tmpfs.is_some(), tmpfs && *mode == "union");
+            }
+            let mut names: Vec<&str> = cfg.jails.iter().map(|j| j.name.as_str()).collect();
+            names.sort();
+            prop_assert_eq!(names, jails.iter().map(String::as_str).collect::<Vec<_>>());
+            for j in &cfg.jails {
+                prop_assert_eq!(&j.root, &Path::new("/jails").join(&j.name));
+                prop_assert_eq!(&j.layers, &(0..want.len()).collect::<Vec<_>>());
+                let unions: Vec<usize> = (0..want.len()).filter(|&i| want[i].3 == "union").collect();
+                prop_assert_eq!(j.uppers.keys().copied().collect::<Vec<_>>(), unions.clone());
+                for i in unions {
+                    prop_assert_eq!(
+                        &j.uppers[&i],
+                        &jlayers::config::Upper::Host(Path::new("/var/up").join(&j.name).join(&want[i].0))
+                    );
+                }
+            }
+        }
     }
 }
 

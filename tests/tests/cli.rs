@@ -21,26 +21,77 @@ fn usage_errors_are_64() {
             sb.run(tool, &["--bogus"])
                 .code(64)
                 .err_has(&format!("{tool}: unexpected argument '--bogus'"));
-            sb.run(tool, &["--all", "j1"]).code(64);
-            sb.run(tool, &["-q", "-v", "j1"]).code(64);
+            sb.run(tool, &["--all", "j1"])
+                .code(64)
+                .err_has(&format!("{tool}: give jail names or --all, not both"));
+            sb.run(tool, &["-q", "-v", "j1"]).code(64).err_has(&format!(
+                "{tool}: the argument '--quiet' cannot be used with '--verbose'"
+            ));
             let o = sb.run(tool, &["nosuch"]);
             assert_eq!(o.stderr.lines().count(), 1, "one line: {}", o.stderr);
         }
         // Nothing was done for the known jail named next to an unknown one.
-        sb.run("jmount", &["j1", "nosuch"]).code(64);
+        sb.run("jmount", &["j1", "nosuch"])
+            .code(64)
+            .err_has("jmount: nosuch: no such jail in");
         assert!(sb.mounts().is_empty());
     });
 }
 
 #[test]
 fn help_and_version_exit_0() {
+    use jlayers_tests::TOOLS;
+    let commands = jlayers::cmd::commands();
+    let names: Vec<_> = commands.iter().map(|c| c.get_name().to_string()).collect();
+    assert_eq!(names, TOOLS, "one command line per tool");
     sandbox(Backend::Linux, |sb| {
-        for tool in ["jmount", "junmount"] {
-            let o = sb.cmd(tool).arg("--help").output().unwrap();
-            assert!(o.status.success());
-            assert!(String::from_utf8_lossy(&o.stdout).contains("--dry-run"));
-            let o = sb.cmd(tool).arg("-V").output().unwrap();
-            assert!(String::from_utf8_lossy(&o.stdout).starts_with(tool));
+        for mut cmd in commands {
+            let tool = cmd.get_name().to_string();
+            let version = format!("{tool} {}\n", env!("CARGO_PKG_VERSION"));
+            for flag in ["-V", "--version"] {
+                let o = sb.cmd(&tool).arg(flag).output().unwrap();
+                assert_eq!(o.status.code(), Some(0), "{tool} {flag}");
+                assert_eq!(String::from_utf8_lossy(&o.stdout), version, "{tool} {flag}");
+                assert!(o.stderr.is_empty(), "{tool} {flag}");
+            }
+            let help = |flag: &str| {
+                let o = sb.cmd(&tool).arg(flag).output().unwrap();
+                assert_eq!(o.status.code(), Some(0), "{tool} {flag}");
+                assert!(o.stderr.is_empty(), "{tool} {flag}");
+                String::from_utf8(o.stdout).unwrap()
+            };
+            let (short, long) = (help("-h"), help("--help"));
+            assert!(
+                short.contains(&format!("Usage: {tool} [OPTIONS]")) && long.len() > short.len(),
+                "{tool}: -h a summary, --help the long form:\n{short}\n{long}"
+            );
+            // Every option the parser takes, with its short form, is on an
+            // option line of both helps (`  -c, --config <FILE>`).
+            cmd.build();
+            let mut n = 0;
+            for arg in cmd.get_arguments().filter(|a| !a.is_positional()) {
+                assert!(!arg.is_hide_set(), "{tool}: hidden option {}", arg.get_id());
+                let long_flag = format!("--{}", arg.get_long().unwrap());
+                let want = match arg.get_short() {
+                    Some(c) => format!("-{c}, {long_flag}"),
+                    None => format!("    {long_flag}"),
+                };
+                for (which, text) in [("-h", &short), ("--help", &long)] {
+                    assert!(
+                        text.lines().any(|l| {
+                            l.starts_with("  ")
+                                && l.contains(&want)
+                                && l[l.find(&want).unwrap() + want.len()..]
+                                    .chars()
+                                    .next()
+                                    .is_none_or(|c| c == ' ')
+                        }),
+                        "{tool} {which} does not list `{want}`:\n{text}"
+                    );
+                }
+                n += 1;
+            }
+            assert!(n >= 8, "{tool}: only {n} options");
         }
     });
 }
@@ -89,6 +140,10 @@ fn config_errors_are_78_with_position() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(78));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "jmount: /nonexistent/jlayers.conf: No such file or directory (os error 2)\n"
+        );
         // $JLAYERS_CONF is the default path.
         sb.scene();
         let o = sb
@@ -99,7 +154,32 @@ fn config_errors_are_78_with_position() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stdout).contains("mount"));
+        // The plan is the file's: its sources, targets and upper_root.
+        let p = |rel: &str| sb.path(rel).display().to_string();
+        let want = [
+            format!("mkdir -p {}", p("upper/j1/ports")),
+            format!("mkdir -p {}", p("upper/j1/ports.work")),
+            format!("mkdir -p {}", p("j1/usr/ports")),
+            format!("mount --bind {} {}", p("ports"), p("j1/usr/ports")),
+            format!(
+                "mount -t overlay {up} -o noatime,lowerdir={t},upperdir={up},workdir={up}.work {t}",
+                up = p("upper/j1/ports"),
+                t = p("j1/usr/ports")
+            ),
+            format!("mkdir -p {}", p("j1/usr/ports/distfiles")),
+            format!(
+                "mount --bind {} {}",
+                p("distfiles"),
+                p("j1/usr/ports/distfiles")
+            ),
+        ];
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .collect::<Vec<_>>(),
+            want
+        );
+        assert!(sb.mounts().is_empty(), "-n mounts nothing");
     });
 }
 
@@ -131,5 +211,10 @@ fn bad_platform_is_a_usage_error() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(64));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "jmount: JLAYERS_PLATFORM=solaris: expected freebsd or linux\n"
+        );
+        assert!(sb.mounts().is_empty());
     });
 }

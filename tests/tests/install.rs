@@ -175,9 +175,86 @@ fn linux_layout_follows_the_fhs() {
 
 #[test]
 fn sample_configuration_is_valid() {
+    use jlayers::config::{Config, Mode, Network, Upper};
+    use jlayers::platform::Os;
     let text = std::fs::read_to_string(ws().join("examples/jlayers.conf.sample")).unwrap();
-    for os in [jlayers::platform::Os::FreeBsd, jlayers::platform::Os::Linux] {
-        jlayers::config::Config::parse(&text, Path::new("jlayers.conf.sample"), os).unwrap();
+    // The sample with its commented settings and example jail switched on: the
+    // defaults it shows commented out must be the defaults, and its jail valid.
+    let on: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("[jail.")
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        let k = k.trim_end();
+                        !k.is_empty()
+                            && k.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b"_.".contains(&b))
+                    }) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .fold(String::new(), |t, l| t + l + "\n");
+    assert!(on.contains("\n[jail.server]\n"), "{on}");
+    for os in [Os::FreeBsd, Os::Linux] {
+        let cfg = Config::parse(&text, Path::new("jlayers.conf.sample"), os).unwrap();
+        let all = Config::parse(&on, Path::new("jlayers.conf.sample"), os)
+            .unwrap_or_else(|e| panic!("{os:?}: the sample's commented settings: {e:#}"));
+        assert_eq!(cfg.upper_root, Path::new("/usr/local/var/jlayers"));
+        let layers: Vec<_> = cfg
+            .layers
+            .iter()
+            .map(|l| {
+                (
+                    l.name.as_str(),
+                    l.source.as_path(),
+                    l.target.as_path(),
+                    l.mode,
+                )
+            })
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                (
+                    "ports",
+                    Path::new("/usr/ports"),
+                    Path::new("usr/ports"),
+                    Mode::Union
+                ),
+                (
+                    "distfiles",
+                    Path::new("/usr/ports/distfiles"),
+                    Path::new("usr/ports/distfiles"),
+                    Mode::Shared
+                ),
+            ]
+        );
+        assert!(cfg.jails.is_empty(), "the sample's jail is commented out");
+        for c in [&cfg, &all] {
+            assert_eq!(c.log_dir, Path::new("/var/log/jlayers"));
+            assert_eq!(c.update, ["portmaster", "-a", "-G", "--no-confirm"]);
+            assert_eq!(c.default_network, Network::None);
+        }
+        // The commented lock_dir is FreeBSD's default; Linux's is the one it names.
+        let lock = if os == Os::Linux {
+            "/run/jlayers"
+        } else {
+            "/var/run/jlayers"
+        };
+        assert_eq!(cfg.lock_dir, Path::new(lock), "{os:?}");
+        assert_eq!(all.lock_dir, Path::new("/var/run/jlayers"));
+        assert_eq!(all.layers[0].tmpfs, Some(Some("4g".into())));
+        let [server] = &all.jails[..] else {
+            panic!("{:?}", all.jails)
+        };
+        assert_eq!(server.name, "server");
+        assert_eq!(server.root, Path::new("/usr/local/var/jails/192.168.0.100"));
+        assert_eq!(server.layers, [0, 1]);
+        assert_eq!(server.uppers[&0], Upper::InRoot("usr/tmp/foo".into()));
+        assert_eq!(server.network, Some(Network::Host));
     }
 }
 

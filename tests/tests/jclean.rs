@@ -192,7 +192,10 @@ fn mounted_layer_refused_on(b: Backend) {
         o.ok();
         assert!(o.stdout.contains("\"changed\":false"), "{}", o.stdout);
         assert!(sb.path("upper/j1/ports/new").is_file());
-        sb.run("jclean", &["--only", "new", "j1"]).code(75);
+        sb.run("jclean", &["--only", "new", "j1"])
+            .code(75)
+            .err_has("jclean: j1: ports: ")
+            .err_has("nothing deleted (junmount it first)");
         assert!(sb.path("upper/j1/ports/new").is_file());
         sb.run("junmount", &["j1"]).ok();
         sb.run("jclean", &["j1"]).ok();
@@ -229,8 +232,12 @@ fn keep_and_older_than() {
         sb.run("jclean", &["--keep", "[", "j1"])
             .code(64)
             .err_has("--keep [");
-        sb.run("jclean", &["--older-than", "7y", "j1"]).code(64);
-        sb.run("jclean", &["-j", "0", "j1"]).code(64);
+        sb.run("jclean", &["--older-than", "7y", "j1"])
+            .code(64)
+            .err_has("jclean: invalid value '7y' for '--older-than <AGE>': \"7y\": unknown unit");
+        sb.run("jclean", &["-j", "0", "j1"]).code(64).err_has(
+            "jclean: invalid value '0' for '--jobs <N>': \"0\": give a number from 1 to 256",
+        );
     });
 }
 
@@ -466,7 +473,9 @@ fn what_each_jail_changed(b: Backend) {
         assert_eq!(got, want, "{}", o.stdout);
         assert!(up.join("new-file").exists(), "--list deletes nothing");
 
-        sb.run("jclean", &["--only", "dir", "j1"]).code(64);
+        sb.run("jclean", &["--only", "dir", "j1"]).code(64).err_has(
+            "jclean: invalid value 'dir' for '--only <KIND>': dir: directories go with jclean as a whole",
+        );
         let o = sb.run("jclean", &["--only", "stale", "-b", "j1"]);
         o.ok();
         assert_eq!(lines(&o.stdout)[0][2], "1", "{}", o.stdout);
@@ -483,7 +492,10 @@ fn what_each_jail_changed(b: Backend) {
         assert!(j.join("new-file").exists() && !j.join("Mk/gone.mk").exists());
         // Mounted: listing only reads, pruning by kind is refused.
         sb.run("jclean", &["--list", "j1"]).ok();
-        sb.run("jclean", &["--only", "new", "j1"]).code(75);
+        sb.run("jclean", &["--only", "new", "j1"])
+            .code(75)
+            .err_has("jclean: j1: ports: ")
+            .err_has("nothing deleted (junmount it first)");
         sb.run("junmount", &["j1"]).ok();
     });
 }

@@ -1,4 +1,5 @@
-//! Man pages: lint-clean mdoc, and every flag in a tool's --help documented there.
+//! Man pages: lint-clean mdoc, and every flag in a tool's --help and every option
+//! its parser takes documented there.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +42,36 @@ fn every_help_flag_is_in_the_page() {
                 page.contains(&mdoc),
                 "{tool}.8 does not document {f} (want `{mdoc}`)"
             );
+        }
+    }
+}
+
+/// Every option the parser takes, short and long, heads an item of the page's
+/// option list (`.It Fl c Ar file , Fl -config Ar file`), not just a mention.
+#[test]
+fn every_option_has_an_item_in_the_page() {
+    for mut cmd in jlayers::cmd::commands() {
+        let tool = cmd.get_name().to_string();
+        let page = std::fs::read_to_string(man_dir().join(format!("{tool}.8"))).unwrap();
+        let items: Vec<Vec<&str>> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix(".It "))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let has = |flag: &str| {
+            items
+                .iter()
+                .any(|w| w.windows(2).any(|p| p[0] == "Fl" && p[1] == flag))
+        };
+        cmd.build();
+        let args: Vec<_> = cmd.get_arguments().filter(|a| !a.is_positional()).collect();
+        assert!(args.len() >= 8, "{tool}: too few options");
+        for arg in args {
+            let long = format!("-{}", arg.get_long().unwrap());
+            assert!(has(&long), "{tool}.8 has no `.It Fl {long}`");
+            if let Some(c) = arg.get_short() {
+                assert!(has(&c.to_string()), "{tool}.8 has no `.It Fl {c}`");
+            }
         }
     }
 }

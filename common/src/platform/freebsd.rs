@@ -530,17 +530,23 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
     // SAFETY: a zeroed statfs is valid; the kernel fills it; the names are
     // NUL-terminated arrays inside it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is a live statfs the kernel fills.
     if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
         return Err(nix::errno::Errno::last());
     }
+    // SAFETY: views the fsid_t inside `st` as its bytes, borrowed from `st`.
     let id = unsafe {
         std::slice::from_raw_parts(
             (&st.f_fsid as *const libc::fsid_t).cast::<u8>(),
             std::mem::size_of::<libc::fsid_t>(),
         )
     };
+    // SAFETY: the kernel NUL-terminates the names inside their arrays in `st`,
+    // which outlives the borrows.
     let on = unsafe { CStr::from_ptr(st.f_mntonname.as_ptr()) };
+    // SAFETY: as above.
     let from = strip_union_prefix(unsafe { CStr::from_ptr(st.f_mntfromname.as_ptr()) }.to_bytes());
+    // SAFETY: as above.
     let ty = unsafe { CStr::from_ptr(st.f_fstypename.as_ptr()) };
     Ok(Fs {
         id: MountId(hex(id)),

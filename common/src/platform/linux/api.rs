@@ -30,6 +30,7 @@ pub fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
     // SAFETY: a valid C string; the result is a new descriptor we own.
     let fd =
         check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, s.as_ptr(), flags) })?;
+    // SAFETY: open_tree succeeded, so `fd` is a new descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
@@ -86,6 +87,7 @@ pub fn move_mount_onto(mnt: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> nix::Result
 fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix::Result<u64> {
     // SAFETY: zeroed statx is a valid value; the kernel fills it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a C string and `stx` a live buffer of the type statx writes.
     let r = unsafe {
         libc::statx(
             dir.as_raw_fd(),
@@ -130,6 +132,7 @@ impl NewFs {
         let fd = check(unsafe {
             libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC)
         })?;
+        // SAFETY: fsopen succeeded, so `fd` is a new descriptor nothing else owns.
         Ok(NewFs(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
@@ -189,6 +192,7 @@ impl NewFs {
         if fd < 0 {
             return Err(e(&self));
         }
+        // SAFETY: fsmount succeeded, so `fd` is a new descriptor nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 

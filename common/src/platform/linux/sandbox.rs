@@ -509,6 +509,8 @@ unsafe fn loopback_up() -> std::io::Result<()> {
 /// Exit with the status of `pid` (128 + signal if it was killed), holding nothing
 /// open: jupdate's spawn waits for its exec-status pipe to close.
 unsafe fn wait_and_exit(pid: libc::pid_t) -> ! {
+    // SAFETY: async-signal-safe calls only (the caller is a forked child); `st`
+    // is a live local and errno is this thread's.
     unsafe {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         let mut st = 0;
@@ -523,6 +525,8 @@ unsafe fn wait_and_exit(pid: libc::pid_t) -> ! {
 
 /// As pid 1: reap every child until `pid` exits, then exit with its status.
 unsafe fn reap_until(pid: libc::pid_t) -> ! {
+    // SAFETY: async-signal-safe calls only (the caller is a forked child); `st`
+    // is a live local and errno is this thread's.
     unsafe {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         loop {
@@ -551,6 +555,8 @@ fn exit_code(st: libc::c_int) -> libc::c_int {
 /// no setuid or file capability can grant more.
 unsafe fn drop_privileges(last_cap: u32) -> std::io::Result<()> {
     let keep = keep_mask();
+    // SAFETY: prctl and capset with integer arguments and pointers to live
+    // locals; async-signal-safe, as the forked caller needs.
     unsafe {
         for cap in 0..=last_cap.min(63) {
             if keep & (1 << cap) == 0 {
