@@ -42,6 +42,7 @@ pub fn clone_detached(mnt: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     // descriptor we own.
     let fd =
         check(unsafe { libc::syscall(libc::SYS_open_tree, mnt.as_raw_fd(), c"".as_ptr(), flags) })?;
+    // SAFETY: open_tree succeeded, so `fd` is a new descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
