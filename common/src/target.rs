@@ -40,6 +40,9 @@ pub fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath
             format!("jail root {}: {}", root.display(), e.desc()),
         ),
     })?;
+    if let Some(fd) = open_in_one(&dir, rel, flags) {
+        return Ok(Beneath::Dir(fd));
+    }
     let mut here = root.to_path_buf();
     for c in rel.components() {
         let Component::Normal(name) = c else {
@@ -77,6 +80,29 @@ pub fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath
         }
     }
     Ok(Beneath::Dir(dir))
+}
+
+/// The whole walk in one system call where the kernel can keep the same rules
+/// (Linux openat2: beneath `dir`, no symlink in any component); `None` sends the
+/// caller to the component walk, which makes or names what is missing and says
+/// why a component was refused. Most of what a mount or unmount opens is there.
+#[cfg(target_os = "linux")]
+fn open_in_one(dir: &OwnedFd, rel: &Path, flags: OFlag) -> Option<OwnedFd> {
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let how = OpenHow::new().flags(flags | OFlag::O_NOFOLLOW).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    );
+    openat2(dir, rel, how).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_in_one(_dir: &OwnedFd, _rel: &Path, _flags: OFlag) -> Option<OwnedFd> {
+    None
 }
 
 /// A directory as the host must reach it: below a jail root (every component the
