@@ -1,8 +1,9 @@
 //! The action model. The engines (a jail's stack of mounts, jupdate's run, jclean's
-//! walk) decide what to change and hand each change to a [`Sink`] as an [`Action`]:
-//! [`Perform`] does it, [`Dry`] does nothing and prints it as sh for `-n` (or, with
-//! `--json`, only lets it be recorded). A [`Recorder`] keeps what was done for the
-//! JSON records. Whether a run changes anything is decided here, once.
+//! walk) decide what to change and hand each change to a [`Sink`] as an [`Act`],
+//! one type per kind of change: [`Perform`] does it and gives back what it made,
+//! [`Dry`] does nothing and prints it as sh for `-n` (or, with `--json`, only lets
+//! it be recorded). [`Recording`] wraps a sink to keep what was done for the JSON
+//! records. Whether a run changes anything is decided here, once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, OsStr, OsString};
@@ -20,51 +21,68 @@ use crate::mounts::{Index, Mount, Table};
 use crate::platform::{MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
-pub use crate::step::Busy;
-use crate::step::Step;
+use crate::step::{Busy, Step};
 use crate::target::{Missing, Place};
 use crate::update::{Outcome, Run};
 
 /// Where an action happens: the jail (its name and root) and the layer.
 #[derive(Clone, Copy, Debug)]
-pub struct At<'a> {
+pub struct Site<'a> {
     pub jail: &'a str,
     pub root: &'a Path,
     pub layer: &'a str,
 }
 
-/// One change to the system.
-pub enum Action<'a> {
-    /// Create a missing directory, and its missing parents, the way `Place` walks.
-    Mkdir(&'a Place),
-    /// Perform `step` on `target`. `below`: the mount that must be on top there
-    /// first; `table`: the mount table the step was planned against.
-    Mount {
-        step: &'a Step,
-        target: &'a Place,
-        below: Option<Below<'a>>,
-        table: &'a [Mount],
-    },
-    /// Remove the top mount at `target`, which the table shows as `top` and the
-    /// plan made with `step`.
-    Unmount {
-        step: &'a Step,
-        target: &'a Place,
-        top: &'a Mount,
-        busy: Busy,
-    },
-    /// Take back a mount this run has just made (a rollback), by what was pinned.
-    Discard(Mounted),
-    /// Start or stop a jail with `argv`, run on the host (its configured command
-    /// or the platform's); the platform checks the jail's state after it.
-    Service {
-        argv: &'a [OsString],
-        jail: &'a str,
-        to: Service,
-    },
-    /// Run the updater inside a jail.
-    Update(&'a Run<'a>),
+/// One change to the system. Each kind is a type that says what doing it gives
+/// back, how [`Perform`] does it and how [`Dry`] shows it: adding a change is
+/// adding its type here, and nothing else.
+pub trait Act {
+    /// What performing it gives back.
+    type Output;
+    /// Do it.
+    fn perform(self, by: &Perform, site: &Site) -> Result<Self::Output>;
+    /// `-n`: show it as the sh command that does it (unless the records are
+    /// JSON), and keep what it would change of the mount table.
+    fn print(self, by: &Dry, site: &Site);
+    /// What the `--json` records say of it; `None` for what they do not show.
+    fn record(&self) -> Option<Did> {
+        None
+    }
 }
+
+/// Create a missing directory, and its missing parents, the way `Place` walks.
+pub struct MakeDir<'a>(pub &'a Place);
+
+/// Perform `step` on `target`, on top of `below` (the mount that must be on top
+/// there first); gives back the mount made, pinned.
+pub struct MountStep<'a> {
+    pub step: Step<'a>,
+    pub target: &'a Place,
+    pub below: Option<Below<'a>>,
+}
+
+/// Remove the top mount at `target`, which the table shows as `top` and the plan
+/// made with `step`.
+pub struct UnmountTop<'a> {
+    pub step: Step<'a>,
+    pub target: &'a Place,
+    pub top: &'a Mount,
+    pub busy: Busy,
+}
+
+/// Take back a mount this run has just made (a rollback), by what was pinned.
+pub struct Discard(pub Mounted);
+
+/// Start or stop a jail with `argv`, run on the host (its configured command or
+/// the platform's); the platform checks the jail's state after it.
+pub struct StartStop<'a> {
+    pub argv: &'a [OsString],
+    pub jail: &'a str,
+    pub to: Service,
+}
+
+/// Run the updater inside a jail; gives back how it ended.
+pub struct RunUpdater<'a>(pub &'a Run<'a>);
 
 /// The mount a new one must go on top of.
 pub enum Below<'a> {
@@ -74,51 +92,185 @@ pub enum Below<'a> {
     Made(MountId),
 }
 
-/// What an action gave back.
-pub enum Effect {
-    Done,
-    /// A mount made, pinned: what a rollback takes back.
-    Mounted(Mounted),
-    /// How the updater ended.
-    Updated(Outcome),
+impl Act for MakeDir<'_> {
+    type Output = ();
+    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
+        self.0.open(Missing::Create).map(drop)
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        let argv = [
+            OsStr::new("mkdir"),
+            OsStr::new("-p"),
+            self.0.path.as_os_str(),
+        ];
+        by.print(&argv);
+    }
+    fn record(&self) -> Option<Did> {
+        Some(Did::Mkdir(self.0.path.clone()))
+    }
 }
 
-/// Where actions go.
-pub trait Sink: Sync {
-    fn act(&self, at: &At, action: Action) -> Result<Effect>;
+impl Act for MountStep<'_> {
+    type Output = Mounted;
+    fn perform(self, by: &Perform, site: &Site) -> Result<Mounted> {
+        signals::check()?;
+        let below = match self.below {
+            Some(Below::Table(top)) => Some(by.platform.pin(self.target, top)?),
+            Some(Below::Made(id)) => Some(id),
+            None => None,
+        };
+        let made = by.platform.mount(self.step, self.target, below.as_ref())?;
+        let done = format!("{} on {}", self.step.describe(), self.target.path.display());
+        by.msg.info(&[site.jail, site.layer], &done);
+        Ok(made)
+    }
+    fn print(self, by: &Dry, site: &Site) {
+        let target = &self.target.path;
+        let mut ghosts = by.ghosts();
+        let line = by.platform.planned(self.step, target);
+        ghosts.at.entry(target.clone()).or_default().push(line);
+        let root = site.root.to_path_buf();
+        ghosts
+            .of_root
+            .entry(root)
+            .or_default()
+            .insert(target.clone());
+        drop(ghosts);
+        if by.sh {
+            by.platform.print_mount(self.step, target);
+        }
+    }
+    fn record(&self) -> Option<Did> {
+        let (kind, source) = (self.step.kind(), self.step.source_shown());
+        Some(Did::Mount(kind, source, self.target.path.clone()))
+    }
+}
+
+impl Act for UnmountTop<'_> {
+    type Output = ();
+    fn perform(self, by: &Perform, site: &Site) -> Result<()> {
+        let id = by.platform.pin(self.target, self.top)?;
+        by.platform
+            .unmount(self.target, &id, self.busy)
+            .map_err(|e| by.name_holders(site, &self.target.path, e))?;
+        let done = format!("unmounted {}", self.target.path.display());
+        by.msg.info(&[site.jail, site.layer], &done);
+        Ok(())
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        if let Some(lines) = by.ghosts().at.get_mut(&self.target.path) {
+            lines.pop();
+        }
+        by.print(&by.platform.unmount_command(&self.target.path, self.busy));
+    }
+    fn record(&self) -> Option<Did> {
+        let (kind, source) = (self.step.kind(), self.step.source_shown());
+        Some(Did::Unmount(kind, source, self.target.path.clone()))
+    }
+}
+
+impl Act for Discard {
+    type Output = ();
+    fn perform(self, by: &Perform, _: &Site) -> Result<()> {
+        by.platform.discard(self.0)
+    }
+    // Nothing printed was made: nothing to take back.
+    fn print(self, _: &Dry, _: &Site) {}
+}
+
+impl Act for StartStop<'_> {
+    type Output = ();
+    fn perform(self, by: &Perform, _: &Site) -> Result<()> {
+        by.platform.service(self.argv, self.jail, self.to)
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        by.print(self.argv);
+    }
+}
+
+impl Act for RunUpdater<'_> {
+    type Output = Outcome;
+    fn perform(self, _: &Perform, _: &Site) -> Result<Outcome> {
+        self.0.run()
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        by.print(&self.0.sh_argv());
+    }
+}
+
+/// Where actions go: done, or (`-n`) printed.
+pub enum Sink<'a> {
+    Perform(Perform<'a>),
+    Dry(Dry<'a>),
+}
+
+impl<'a> Sink<'a> {
+    /// The sink for a run: doing, or (`-n`) printing.
+    pub fn new(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Sink<'a> {
+        let indexed = Indexed::default();
+        if dry_run {
+            let sh = !crate::report::json();
+            let ghosts = Mutex::default();
+            Sink::Dry(Dry {
+                platform,
+                sh,
+                ghosts,
+                indexed,
+            })
+        } else {
+            Sink::Perform(Perform {
+                platform,
+                msg,
+                indexed,
+            })
+        }
+    }
+
+    /// Do `action` (`Some` of what it gave back), or print it (`None`).
+    pub fn act<A: Act>(&self, site: &Site, action: A) -> Result<Option<A::Output>> {
+        match self {
+            Sink::Perform(by) => action.perform(by, site).map(Some),
+            Sink::Dry(by) => {
+                action.print(by, site);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether actions are done: what follows only a change that was made (a
+    /// removal's check, a run's record line) asks this.
+    pub fn performs(&self) -> bool {
+        matches!(self, Sink::Perform(_))
+    }
 
     /// The mount table below `root` as this run leaves it: what the system shows,
     /// with what a dry run printed as if it were done.
-    fn mounts(&self, root: &Path) -> Result<Table>;
+    pub fn mounts(&self, root: &Path) -> Result<Table> {
+        match self {
+            Sink::Perform(by) => by.indexed.table(by.platform, root, Vec::new()),
+            Sink::Dry(by) => {
+                let extra = by.ghosts().near(root);
+                by.indexed.table(by.platform, root, extra)
+            }
+        }
+    }
 
     /// Take the jail's lock for the run (a dry run changes nothing: no lock).
-    fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>>;
+    pub fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>> {
+        match self {
+            Sink::Perform(_) => lock_jail(dir, jail).map(Some),
+            Sink::Dry(_) => Ok(None),
+        }
+    }
 
-    /// Remove one entry of an upper dir (jclean's walk: an action per entry).
-    /// `Ok(true)`: removed; `Ok(false)`: only counted.
-    fn unlink(&self, dir: &OwnedFd, name: &CStr, flags: UnlinkatFlags) -> nix::Result<bool>;
-
-    /// What follows only a change that was made: completing and checking a
-    /// removal (whiteouts, entries that appeared), a run's record line. The
-    /// performer calls `then`; a dry run made no change.
-    fn after(&self, then: &mut dyn FnMut());
-}
-
-/// The sink for a run: doing, or (`-n`) printing.
-pub fn sink<'a>(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Box<dyn Sink + 'a> {
-    if dry_run {
-        Box::new(Dry {
-            platform,
-            sh: !crate::report::json(),
-            ghosts: Mutex::default(),
-            indexed: Indexed::default(),
-        })
-    } else {
-        Box::new(Perform {
-            platform,
-            msg,
-            indexed: Indexed::default(),
-        })
+    /// Remove one entry of an upper dir (jclean's walk: one call per entry, so not
+    /// an [`Act`], whose errors carry context). `Ok(true)`: removed; `Ok(false)`:
+    /// only counted.
+    pub fn unlink(&self, dir: &OwnedFd, name: &CStr, flags: UnlinkatFlags) -> nix::Result<bool> {
+        match self {
+            Sink::Perform(_) => unlinkat(dir, name, flags).map(|()| true),
+            Sink::Dry(_) => Ok(false),
+        }
     }
 }
 
@@ -153,84 +305,10 @@ pub struct Perform<'a> {
     indexed: Indexed,
 }
 
-impl Sink for Perform<'_> {
-    fn act(&self, at: &At, action: Action) -> Result<Effect> {
-        match action {
-            Action::Mkdir(place) => place.open(Missing::Create).map(|_| Effect::Done),
-            Action::Mount {
-                step,
-                target,
-                below,
-                table,
-            } => self.mount(at, step, target, below, table),
-            Action::Unmount {
-                target, top, busy, ..
-            } => {
-                let id = self.platform.pin(target, top)?;
-                self.platform
-                    .unmount(target, &id, busy)
-                    .map_err(|e| self.name_holders(at, &target.path, e))?;
-                let done = format!("unmounted {}", target.path.display());
-                self.msg.info(&[at.jail, at.layer], &done);
-                Ok(Effect::Done)
-            }
-            Action::Discard(made) => self.platform.discard(made).map(|()| Effect::Done),
-            Action::Service { argv, jail, to } => {
-                self.platform.service(argv, jail, to).map(|()| Effect::Done)
-            }
-            Action::Update(run) => run.run().map(Effect::Updated),
-        }
-    }
-
-    fn mounts(&self, root: &Path) -> Result<Table> {
-        self.indexed.table(self.platform, root, Vec::new())
-    }
-
-    fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>> {
-        lock_jail(dir, jail).map(Some)
-    }
-
-    fn unlink(&self, dir: &OwnedFd, name: &CStr, flags: UnlinkatFlags) -> nix::Result<bool> {
-        unlinkat(dir, name, flags).map(|()| true)
-    }
-
-    fn after(&self, then: &mut dyn FnMut()) {
-        then();
-    }
-}
-
 impl Perform<'_> {
-    fn mount(
-        &self,
-        at: &At,
-        step: &Step,
-        target: &Place,
-        below: Option<Below>,
-        table: &[Mount],
-    ) -> Result<Effect> {
-        signals::check()?;
-        let below = match below {
-            Some(Below::Table(top)) => Some(self.platform.pin(target, top)?),
-            Some(Below::Made(id)) => Some(id),
-            None => None,
-        };
-        if let Step::Union { upper, .. } = step {
-            let warning = self
-                .platform
-                .upper_warning(&upper.path, &target.path, table);
-            if let Some(w) = warning {
-                self.msg.warn(&[at.jail, at.layer], &w);
-            }
-        }
-        let m = self.platform.mount(step, target, below.as_ref())?;
-        let done = format!("{} on {}", step.describe(), target.path.display());
-        self.msg.info(&[at.jail, at.layer], &done);
-        Ok(Effect::Mounted(m))
-    }
-
     /// A busy unmount's error, with what holds the mount: each process as `pid
     /// command (how, jail)`, or the platform's hint when none is found.
-    fn name_holders(&self, at: &At, target: &Path, e: anyhow::Error) -> anyhow::Error {
+    fn name_holders(&self, site: &Site, target: &Path, e: anyhow::Error) -> anyhow::Error {
         if code_of(&e) != ExitCode::TempFail {
             return e;
         }
@@ -241,7 +319,7 @@ impl Perform<'_> {
         }
         let named: Vec<String> = holders
             .iter()
-            .map(|h| h.describe(at.root, at.jail))
+            .map(|h| h.describe(site.root, site.jail))
             .collect();
         let held = named.join(", ");
         fail(ExitCode::TempFail, format!("{e:#}: held by {held}"))
@@ -297,64 +375,7 @@ impl Dry<'_> {
     fn ghosts(&self) -> std::sync::MutexGuard<'_, Ghosts> {
         self.ghosts.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl Sink for Dry<'_> {
-    fn act(&self, at: &At, action: Action) -> Result<Effect> {
-        match action {
-            Action::Mkdir(place) => {
-                self.print(&[
-                    OsStr::new("mkdir"),
-                    OsStr::new("-p"),
-                    place.path.as_os_str(),
-                ]);
-            }
-            Action::Mount { step, target, .. } => {
-                let mut ghosts = self.ghosts();
-                let line = self.platform.planned(step, &target.path);
-                ghosts.at.entry(target.path.clone()).or_default().push(line);
-                let root = at.root.to_path_buf();
-                ghosts
-                    .of_root
-                    .entry(root)
-                    .or_default()
-                    .insert(target.path.clone());
-                drop(ghosts);
-                if self.sh {
-                    self.platform.print_mount(step, &target.path);
-                }
-            }
-            Action::Unmount { target, busy, .. } => {
-                if let Some(at) = self.ghosts().at.get_mut(&target.path) {
-                    at.pop();
-                }
-                self.print(&self.platform.unmount_command(&target.path, busy));
-            }
-            // Nothing printed was made: nothing to take back.
-            Action::Discard(_) => {}
-            Action::Service { argv, .. } => self.print(argv),
-            Action::Update(run) => self.print(&run.sh_argv()),
-        }
-        Ok(Effect::Done)
-    }
-
-    fn mounts(&self, root: &Path) -> Result<Table> {
-        let extra = self.ghosts().near(root);
-        self.indexed.table(self.platform, root, extra)
-    }
-
-    fn lock(&self, _dir: &Path, _jail: &str) -> Result<Option<JailLock>> {
-        Ok(None)
-    }
-
-    fn unlink(&self, _dir: &OwnedFd, _name: &CStr, _flags: UnlinkatFlags) -> nix::Result<bool> {
-        Ok(false)
-    }
-
-    fn after(&self, _then: &mut dyn FnMut()) {}
-}
-
-impl Dry<'_> {
     fn print<S: AsRef<OsStr>>(&self, argv: &[S]) {
         if self.sh {
             sh_line(argv);
@@ -364,9 +385,9 @@ impl Dry<'_> {
 
 /// One change a run made (or, with `-n`, would make) to a layer.
 #[derive(Clone, Debug)]
-pub struct Done {
+pub struct Change {
     pub layer: String,
-    pub what: Did,
+    pub did: Did,
 }
 
 #[derive(Clone, Debug)]
@@ -378,66 +399,45 @@ pub enum Did {
     Unmount(&'static str, PathBuf, PathBuf),
 }
 
-impl Did {
-    /// What the records say of an action; `None` for what they do not show.
-    fn of(action: &Action) -> Option<Did> {
-        match action {
-            Action::Mkdir(p) => Some(Did::Mkdir(p.path.clone())),
-            Action::Mount { step, target, .. } => Some(Did::Mount(
-                step.kind(),
-                step.source_shown(),
-                target.path.clone(),
-            )),
-            Action::Unmount { step, target, .. } => Some(Did::Unmount(
-                step.kind(),
-                step.source_shown(),
-                target.path.clone(),
-            )),
-            Action::Discard(_) | Action::Service { .. } | Action::Update(_) => None,
-        }
-    }
+/// A sink that keeps what the actions it was handed did, for the layers' JSON
+/// records; everything else is the sink's.
+pub struct Recording<'a> {
+    sink: Sink<'a>,
+    changes: Mutex<Vec<Change>>,
 }
 
-/// Keeps what the actions it saw did, for the layers' JSON records.
-#[derive(Default)]
-pub struct Recorder(Mutex<Vec<Done>>);
+impl<'a> Recording<'a> {
+    pub fn new(sink: Sink<'a>) -> Recording<'a> {
+        Recording {
+            sink,
+            changes: Mutex::default(),
+        }
+    }
 
-impl Recorder {
-    fn record(&self, layer: &str, what: Did) {
-        let mut done = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        done.push(Done {
-            layer: layer.to_string(),
-            what,
-        });
+    /// Hand `action` to the sink; record it once it is done (or printed).
+    pub fn act<A: Act>(&self, site: &Site, action: A) -> Result<Option<A::Output>> {
+        let did = action.record();
+        let output = self.sink.act(site, action)?;
+        if let Some(did) = did {
+            let layer = site.layer.to_string();
+            self.lock_changes().push(Change { layer, did });
+        }
+        Ok(output)
     }
 
     /// What was done since the last call.
-    pub fn take(&self) -> Vec<Done> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    pub fn take(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.lock_changes())
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, Vec<Change>> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A sink with its recorder: what the engines hand their actions to.
-pub struct Actor<'a> {
-    pub sink: Box<dyn Sink + 'a>,
-    pub recorder: Recorder,
-}
-
-impl<'a> Actor<'a> {
-    pub fn new(sink: Box<dyn Sink + 'a>) -> Actor<'a> {
-        Actor {
-            sink,
-            recorder: Recorder::default(),
-        }
-    }
-
-    /// Hand `action` to the sink; record it once it is done.
-    pub fn act(&self, at: &At, action: Action) -> Result<Effect> {
-        let did = Did::of(&action);
-        let effect = self.sink.act(at, action)?;
-        if let Some(d) = did {
-            self.recorder.record(at.layer, d);
-        }
-        Ok(effect)
+impl<'a> std::ops::Deref for Recording<'a> {
+    type Target = Sink<'a>;
+    fn deref(&self) -> &Sink<'a> {
+        &self.sink
     }
 }

@@ -124,7 +124,7 @@ pub fn walk(
     upper: &OwnedFd,
     source: &Path,
     mounts: Vec<Vec<u8>>,
-    sink: &dyn Sink,
+    sink: &Sink,
     each: impl FnMut(&Entry) -> bool,
 ) -> nix::Result<Problems> {
     let lister = Lister {
@@ -150,7 +150,7 @@ type Each<'e> = Box<dyn FnMut(&Entry) -> bool + 'e>;
 
 /// Listing, as the walk's visitor: every entry told, those asked for removed.
 struct Lister<'a, 'e> {
-    sink: &'a dyn Sink,
+    sink: &'a Sink<'a>,
     each: RefCell<Each<'e>>,
     problems: RefCell<Problems>,
 }

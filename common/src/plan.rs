@@ -13,7 +13,7 @@ use crate::mounts::{Mount, MountsAt};
 use crate::platform::Platform;
 use crate::target::Place;
 
-pub use crate::step::Step;
+use crate::step::{Null, Shape, Tmpfs, Union};
 
 /// One layer's stack on one jail's target.
 #[derive(Clone, Debug)]
@@ -21,8 +21,8 @@ pub struct Stack {
     pub layer: String,
     /// Beneath the jail root.
     pub target: Place,
-    /// Bottom first.
-    pub steps: Vec<Step>,
+    /// The mounts, bottom first.
+    pub shape: Shape,
 }
 
 #[derive(Clone, Debug)]
@@ -43,18 +43,17 @@ pub enum State {
     Foreign { top: Mount, ours: bool },
 }
 
-pub use crate::roots::Roots;
-
 /// The plan for one jail.
 pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
     let root = cfg.roots().real(&jail.root);
     let mut stacks = Vec::new();
     for &i in &jail.layers {
         let layer = &cfg.layers[i];
-        let mut steps = vec![Step::Null {
+        let null = Null {
             source: cfg.real_source(i).to_path_buf(),
             read_only: layer.mode == Mode::Readonly,
-        }];
+        };
+        let mut union = None;
         if let Some(up) = jail.uppers.get(&i) {
             let upper = match up {
                 Upper::Host(p) => cfg.roots().locate(p),
@@ -78,7 +77,7 @@ pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPl
                     stacks.push(Stack {
                         layer: layer.name.clone(),
                         target: upper.clone(),
-                        steps: vec![Step::Tmpfs { size: size.clone() }],
+                        shape: Shape::UpperTmpfs(Tmpfs { size: size.clone() }),
                     });
                     let work = platform.needs_work_dir().then(|| upper.join("work"));
                     (upper.join("upper"), work)
@@ -88,7 +87,7 @@ pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPl
                     (upper, work)
                 }
             };
-            steps.push(Step::Union {
+            union = Some(Union {
                 work,
                 upper,
                 options: layer.union_options.clone(),
@@ -97,7 +96,7 @@ pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPl
         stacks.push(Stack {
             layer: layer.name.clone(),
             target: Place::beneath(&root, &layer.target),
-            steps,
+            shape: Shape::Layer { null, union },
         });
     }
     Ok(JailPlan {
@@ -120,19 +119,20 @@ impl Stack {
 
     /// Whether this is the tmpfs stack a layer's upper dir gets (`upper_fs`).
     pub fn is_upper_tmpfs(&self) -> bool {
-        matches!(self.steps[..], [Step::Tmpfs { .. }])
+        matches!(self.shape, Shape::UpperTmpfs(_))
     }
 
     /// Read this stack's state from the table: the plan's steps must sit on top of
     /// the target's mounts as a consistent prefix, bottom step first.
     pub fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
         let at = self.at(table);
-        for n in (1..=self.steps.len().min(at.len())).rev() {
+        for n in (1..=self.shape.steps().len().min(at.len())).rev() {
             let top = &at[at.len() - n..];
-            if self.steps[..n]
-                .iter()
+            if self
+                .shape
+                .steps()
                 .zip(top)
-                .all(|(s, m)| platform.matches(s, m))
+                .all(|(step, m)| platform.matches(step, m))
             {
                 return State::Mounted(n);
             }
@@ -143,7 +143,7 @@ impl Stack {
                 top: (*top).clone(),
                 ours: at
                     .iter()
-                    .any(|m| self.steps.iter().any(|s| platform.matches(s, m))),
+                    .any(|m| self.shape.steps().any(|step| platform.matches(step, m))),
             },
         }
     }
@@ -191,7 +191,7 @@ root = "/nonexistent-jlayers-plan/j"
 upper.obj = "var/obj-upper"
 "#;
 
-    fn steps_of(os: Os) -> (Vec<(String, Place, Vec<Step>)>, bool) {
+    fn shapes_of(os: Os) -> (Vec<(String, Place, Shape)>, bool) {
         let cfg = Config::parse(CONF, Path::new("jlayers.conf"), os).unwrap();
         let platform = crate::platform::backend(os).unwrap();
         let p = plan(&cfg, &cfg.jails[0], &*platform).unwrap();
@@ -200,7 +200,7 @@ upper.obj = "var/obj-upper"
         let stacks = p
             .stacks
             .into_iter()
-            .map(|s| (s.layer, s.target, s.steps))
+            .map(|s| (s.layer, s.target, s.shape))
             .collect();
         (stacks, platform.needs_work_dir())
     }
@@ -215,65 +215,71 @@ upper.obj = "var/obj-upper"
         let host = |p: &str| PathBuf::from(format!("/nonexistent-jlayers-plan/{p}"));
         let inside = |rel: &str| Place::beneath(root, Path::new(rel));
         for os in oses {
-            let (stacks, work) = steps_of(os);
+            let (stacks, work) = shapes_of(os);
             let union_up = Place::host(host("up/j/ports"));
             let tmpfs_at = inside("var/obj-upper");
             let want = vec![
                 (
                     "base".to_string(),
                     inside("base"),
-                    vec![Step::Null {
-                        source: host("base"),
-                        read_only: true,
-                    }],
+                    Shape::Layer {
+                        null: Null {
+                            source: host("base"),
+                            read_only: true,
+                        },
+                        union: None,
+                    },
                 ),
                 (
                     "ports".into(),
                     inside("usr/ports"),
-                    vec![
-                        Step::Null {
+                    Shape::Layer {
+                        null: Null {
                             source: host("ports"),
                             read_only: false,
                         },
-                        Step::Union {
+                        union: Some(Union {
                             work: work.then(|| Place::host(host("up/j/ports.work"))),
                             upper: union_up,
                             options: vec!["noatime".into()],
-                        },
-                    ],
+                        }),
+                    },
                 ),
                 // Nested: after its parent, a writable null mount alone.
                 (
                     "distfiles".into(),
                     inside("usr/ports/distfiles"),
-                    vec![Step::Null {
-                        source: host("distfiles"),
-                        read_only: false,
-                    }],
+                    Shape::Layer {
+                        null: Null {
+                            source: host("distfiles"),
+                            read_only: false,
+                        },
+                        union: None,
+                    },
                 ),
                 // The tmpfs goes on the upper's place first, in a stack of its own;
                 // upper and work dir are inside it, side by side.
                 (
                     "obj".into(),
                     tmpfs_at.clone(),
-                    vec![Step::Tmpfs {
+                    Shape::UpperTmpfs(Tmpfs {
                         size: Some("1g".into()),
-                    }],
+                    }),
                 ),
                 (
                     "obj".into(),
                     inside("usr/obj"),
-                    vec![
-                        Step::Null {
+                    Shape::Layer {
+                        null: Null {
                             source: host("obj"),
                             read_only: false,
                         },
-                        Step::Union {
+                        union: Some(Union {
                             work: work.then(|| tmpfs_at.join("work")),
                             upper: tmpfs_at.join("upper"),
                             options: vec!["noatime".into()],
-                        },
-                    ],
+                        }),
+                    },
                 ),
             ];
             assert_eq!(stacks, want, "{os:?}");

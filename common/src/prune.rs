@@ -94,7 +94,7 @@ impl Tally {
 struct Pruner<'a> {
     rules: &'a Rules,
     /// Where each removal goes: done, or (`-n`) only counted.
-    sink: &'a dyn Sink,
+    sink: &'a Sink<'a>,
     tally: &'a Tally,
     upper: &'a Path,
 }
@@ -142,7 +142,7 @@ pub fn prune(
     mounts: &[PathBuf],
     rules: &Rules,
     tally: &Tally,
-    sink: &dyn Sink,
+    sink: &Sink,
 ) -> nix::Result<()> {
     let p = Pruner {
         rules,
@@ -153,10 +153,11 @@ pub fn prune(
     let w = Walker::new(&p, dir, below(upper, mounts))?;
     let kept = w.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
     if !kept && !signals::interrupted() {
-        sink.after(&mut || {
+        // Only a removal that was made is completed and checked.
+        if !kept && !signals::interrupted() && sink.performs() {
             whiteouts::remove(dir, upper, tally);
             p.left_over(dir);
-        });
+        }
     }
     Ok(())
 }
@@ -413,10 +414,10 @@ mod tests {
             tool: "test",
             level: crate::report::Verbosity::Normal,
         };
-        let sink = crate::action::sink(&linux, msg, true);
+        let sink = crate::action::Sink::new(&linux, msg, true);
         let p = Pruner {
             rules: &rules,
-            sink: &*sink,
+            sink: &sink,
             tally: &tally,
             upper: t.path(),
         };

@@ -5,20 +5,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Action, Actor, At, Below, Busy, Effect, Sink};
+use crate::action::{Below, Discard, MakeDir, MountStep, Recording, Sink, Site, UnmountTop};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{Mount, Table};
-use crate::plan::{JailPlan, Stack, State, Step};
+use crate::plan::{JailPlan, Stack, State};
 use crate::platform::{Mounted, Platform};
 use crate::report::Messages;
+use crate::step::{Busy, Step};
 use crate::target::{Beneath, Missing, Place};
 
-/// Runs plans on one platform, handing every change to its [`Actor`]: done, or
+/// Runs plans on one platform, handing every change to its sink: done, or
 /// printed (`-n`), and recorded either way.
 pub struct Engine<'a> {
     pub platform: &'a dyn Platform,
     pub msg: Messages,
-    pub actor: Actor<'a>,
+    pub sink: Recording<'a>,
     /// Sources seen to exist this run (they are the host's, shared by the jails).
     sources: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
@@ -46,8 +47,8 @@ pub struct Made {
 type Pinned = Vec<(Made, Option<Mounted>)>;
 
 /// Where a stack's actions happen.
-fn at<'p>(plan: &'p JailPlan, s: &'p Stack) -> At<'p> {
-    At {
+fn site<'p>(plan: &'p JailPlan, s: &'p Stack) -> Site<'p> {
+    Site {
         jail: &plan.jail,
         root: &plan.root,
         layer: &s.layer,
@@ -55,11 +56,11 @@ fn at<'p>(plan: &'p JailPlan, s: &'p Stack) -> At<'p> {
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(platform: &'a dyn Platform, msg: Messages, sink: Box<dyn Sink + 'a>) -> Engine<'a> {
+    pub fn new(platform: &'a dyn Platform, msg: Messages, sink: Sink<'a>) -> Engine<'a> {
         Engine {
             platform,
             msg,
-            actor: Actor::new(sink),
+            sink: Recording::new(sink),
             sources: Default::default(),
         }
     }
@@ -76,12 +77,12 @@ impl<'a> Engine<'a> {
         }
         for (m, mounted) in made.into_iter().rev() {
             let Some(mounted) = mounted else { continue };
-            let at = At {
+            let site = Site {
                 jail: &plan.jail,
                 root: &plan.root,
                 layer: &m.layer,
             };
-            if let Err(re) = self.actor.act(&at, Action::Discard(mounted)) {
+            if let Err(re) = self.sink.act(&site, Discard(mounted)) {
                 self.msg.error(&re.context(format!(
                     "{}: {}: rollback incomplete, mounts left in place",
                     plan.jail, m.layer
@@ -99,7 +100,8 @@ impl<'a> Engine<'a> {
             ));
         }
         for s in &plan.stacks {
-            if let Some(Step::Null { source, .. }) = s.steps.first() {
+            if let Some(null) = s.shape.null() {
+                let source = &null.source;
                 let mut seen = self.sources.lock().unwrap_or_else(|p| p.into_inner());
                 if !seen.contains(source) && source.is_dir() {
                     seen.insert(source.clone());
@@ -113,7 +115,7 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        let mut table = self.actor.sink.mounts(&plan.root)?;
+        let mut table = self.sink.mounts(&plan.root)?;
         for s in &plan.stacks {
             let before = made.len();
             self.mount_stack(plan, s, &table, made)
@@ -135,7 +137,7 @@ impl<'a> Engine<'a> {
         made: &mut Pinned,
     ) -> Result<()> {
         let done = self.prepare(plan, s, table)?;
-        if done == s.steps.len() {
+        if done == s.shape.steps().len() {
             self.msg.info(&[&plan.jail, &s.layer], "already mounted");
         }
         // The mount each step must go on top of: what the table shows there now,
@@ -144,34 +146,48 @@ impl<'a> Engine<'a> {
             (0, _) | (_, None) => None,
             (_, Some(top)) => Some(Below::Table(top)),
         };
-        for step in &s.steps[done..] {
-            let action = Action::Mount {
+        for step in s.shape.steps().skip(done) {
+            if let Step::Union(union) = step {
+                self.warn_of_upper(plan, s, &union.upper, table);
+            }
+            let action = MountStep {
                 step,
                 target: &s.target,
                 below: below.take(),
-                table: table.lines(),
             };
             let made_here = Made {
                 layer: s.layer.clone(),
                 target: s.target.path.clone(),
             };
-            match self.actor.act(&at(plan, s), action)? {
-                Effect::Mounted(m) => {
-                    below = Some(Below::Made(m.id.clone()));
-                    made.push((made_here, Some(m)));
-                }
-                _ => made.push((made_here, None)),
+            let mounted = self.sink.act(&site(plan, s), action)?;
+            if let Some(m) = &mounted {
+                below = Some(Below::Made(m.id.clone()));
             }
+            made.push((made_here, mounted));
         }
         Ok(())
     }
 
+    /// The platform's warning about an upper dir the union is about to use (on
+    /// FreeBSD, an upper on ZFS); only when the mount is made, not for `-n`.
+    fn warn_of_upper(&self, plan: &JailPlan, s: &Stack, upper: &Place, table: &Table) {
+        if !self.sink.performs() {
+            return;
+        }
+        let warning = self
+            .platform
+            .upper_warning(&upper.path, &s.target.path, table.lines());
+        if let Some(w) = warning {
+            self.msg.warn(&[&plan.jail, &s.layer], &w);
+        }
+    }
+
     /// Make the stack's directories and read how much of it is mounted already.
     fn prepare(&self, plan: &JailPlan, s: &Stack, table: &Table) -> Result<usize> {
-        if let Some(Step::Union { upper, work, .. }) = s.steps.last() {
-            self.ensure_dir(plan, s, upper)?;
-            if let Some(w) = work {
-                self.ensure_dir(plan, s, w)?;
+        if let Some(union) = s.shape.union() {
+            self.ensure_dir(plan, s, &union.upper)?;
+            if let Some(work) = &union.work {
+                self.ensure_dir(plan, s, work)?;
             }
         }
         self.ensure_dir(plan, s, &s.target)?;
@@ -192,7 +208,7 @@ impl<'a> Engine<'a> {
     /// (which, for `-n` too, refuses a link on the way).
     fn ensure_dir(&self, plan: &JailPlan, s: &Stack, p: &Place) -> Result<()> {
         if let Beneath::Missing(_) = p.open(Missing::Report)? {
-            self.actor.act(&at(plan, s), Action::Mkdir(p))?;
+            self.sink.act(&site(plan, s), MakeDir(p))?;
         }
         Ok(())
     }
@@ -204,7 +220,7 @@ impl<'a> Engine<'a> {
         if made.is_empty() {
             return Ok(());
         }
-        let table = self.actor.sink.mounts(&plan.root)?;
+        let table = self.sink.mounts(&plan.root)?;
         for s in plan.stacks.iter().rev() {
             let ours = made.iter().filter(|m| m.target == s.target.path).count();
             if ours == 0 {
@@ -234,16 +250,17 @@ impl<'a> Engine<'a> {
         busy: Busy,
         taken: &mut usize,
     ) -> Result<()> {
-        let at_target = s.at(table);
-        for (i, top) in at_target.iter().rev().take(n).enumerate() {
-            // The top mounts are the plan's steps n-1, n-2, ... 0.
-            let action = Action::Unmount {
-                step: &s.steps[n - 1 - i],
+        // The top n mounts are the plan's bottom n steps, newest on top.
+        let tops = s.at(table).into_iter().rev().take(n);
+        let steps = s.shape.steps().take(n).rev();
+        for (top, step) in tops.zip(steps) {
+            let action = UnmountTop {
+                step,
                 target: &s.target,
                 top,
                 busy,
             };
-            self.actor.act(&at(plan, s), action)?;
+            self.sink.act(&site(plan, s), action)?;
             *taken += 1;
         }
         Ok(())
@@ -264,7 +281,7 @@ impl<'a> Engine<'a> {
                 ),
             ));
         }
-        let table = self.actor.sink.mounts(&plan.root)?;
+        let table = self.sink.mounts(&plan.root)?;
         // What each stack loses, decided before anything changes.
         let mut work: Vec<(&Stack, usize)> = Vec::new();
         for s in plan.stacks.iter().rev() {
@@ -373,9 +390,10 @@ impl<'a> Engine<'a> {
                 .iter()
                 .filter_map(|s| {
                     let &(_, n) = taken.iter().find(|(t, _)| std::ptr::eq(*t, s))?;
-                    let mut s = s.clone();
-                    s.steps.truncate(n);
-                    Some(s)
+                    Some(Stack {
+                        shape: s.shape.cut(n),
+                        ..s.clone()
+                    })
                 })
                 .collect(),
         };

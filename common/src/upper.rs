@@ -40,7 +40,7 @@ impl UpperDir {
         mounts: &[PathBuf],
         rules: &Rules,
         tally: &Tally,
-        sink: &dyn Sink,
+        sink: &Sink,
     ) -> Result<()> {
         prune(&self.fd, &self.path, mounts, rules, tally, sink).map_err(|e| self.failed(e))
     }
@@ -52,7 +52,7 @@ impl UpperDir {
         &self,
         source: &Path,
         mounts: &[PathBuf],
-        sink: &dyn Sink,
+        sink: &Sink,
         each: impl FnMut(&Entry) -> bool,
     ) -> Result<Problems> {
         let mounts = crate::prune::below(&self.path, mounts);

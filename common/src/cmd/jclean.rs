@@ -15,10 +15,11 @@ use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::{JailPlan, Stack, State, Step, plan};
+use crate::plan::{JailPlan, Stack, State, plan};
 use crate::prune::{Rules, Tally};
 use crate::report::{Messages, Verbosity, emit, path_json, size};
 use crate::signals;
+use crate::step::{Null, Union};
 use crate::target::Place;
 use crate::upper::UpperDir;
 use serde_json::json;
@@ -161,7 +162,7 @@ struct Cleaner<'a> {
     opts: &'a Opts,
     /// Only reading the upper dirs (-n, --list).
     looking: bool,
-    sink: Box<dyn Sink + 'a>,
+    sink: Sink<'a>,
 }
 
 /// One upper dir to clean: the jail's and layer's names, and its stack.
@@ -179,7 +180,7 @@ impl Cleaner<'_> {
         let table = s.platform.mounts(&plan.root)?;
         let mut first_err = None;
         for stack in &plan.stacks {
-            let Some(Step::Union { upper, .. }) = stack.steps.last() else {
+            let Some(Union { upper, .. }) = stack.shape.union() else {
                 continue;
             };
             signals::check()?;
@@ -237,7 +238,7 @@ impl Cleaner<'_> {
         let tally = Tally::default();
         if let Some(dir) = &dir {
             with_progress(&self.s.msg, &tally, opts.bytes, || {
-                dir.empty(&mounts, rules, &tally, &*self.sink)
+                dir.empty(&mounts, rules, &tally, &self.sink)
             })?;
         }
         let left = tally
@@ -262,7 +263,9 @@ fn live(s: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
         .stacks
         .iter()
         .any(|t| t.layer == stack.layer && t.is_upper_tmpfs() && mounted(t));
-    mounted(stack) || table.iter().any(|m| s.platform.matches(&stack.steps[1], m)) || tmpfs_up
+    let union_anywhere = |union| table.iter().any(|m| s.platform.matches(union, m));
+    let union = stack.shape.steps().nth(1);
+    mounted(stack) || union.is_some_and(union_anywhere) || tmpfs_up
 }
 
 impl Cleaner<'_> {
@@ -277,7 +280,7 @@ impl Cleaner<'_> {
         total: &mut Total,
     ) -> Result<()> {
         let opts = self.opts;
-        let Step::Null { source, .. } = &l.stack.steps[0] else {
+        let Some(Null { source, .. }) = l.stack.shape.null() else {
             return Ok(());
         };
         let (mut files, mut bytes) = (0u64, 0u64);
@@ -285,7 +288,7 @@ impl Cleaner<'_> {
         // it does (memory stays linear in depth, whatever is listed).
         let problems = match dir {
             None => Vec::new(),
-            Some(dir) => dir.changes(source, mounts, &*self.sink, |e| {
+            Some(dir) => dir.changes(source, mounts, &self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
                 if wanted && opts.list {
                     self.list_line(l, &e.rel(), e.kind, e.size);
@@ -367,8 +370,7 @@ impl Cleaner<'_> {
     fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total, failed: bool) {
         let (jail, layer, upper) = (l.jail, l.stack.layer.as_str(), &l.place.path);
         // Whether anything was removed: not for -n.
-        let mut changed = false;
-        self.sink.after(&mut || changed = files > 0);
+        let changed = self.sink.performs() && files > 0;
         if changed {
             let what = format!(
                 "pruned {}: {files} files, {}",

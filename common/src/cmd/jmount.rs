@@ -80,7 +80,12 @@ fn status(args: &Common) -> ExitCode {
                     .stacks
                     .iter()
                     .filter(|t| t.layer == st.layer)
-                    .map(|t| (t.state(table.as_slice(), &*s.platform), t.steps.len()))
+                    .map(|t| {
+                        (
+                            t.state(table.as_slice(), &*s.platform),
+                            t.shape.steps().len(),
+                        )
+                    })
                     .collect();
                 let state = layer_state(&states);
                 all_mounted &= state == "mounted";

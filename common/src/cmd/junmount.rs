@@ -1,8 +1,8 @@
 //! junmount(8): take each jail's layers down in exact reverse.
 
-use crate::action::Busy;
 use crate::cli::Common;
 use crate::exit::ExitCode;
+use crate::step::Busy;
 
 use super::stack_tool;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Action, At, Effect};
+use crate::action::{RunUpdater, Site, StartStop};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -229,8 +229,7 @@ fn report(
     ];
     // -q: only errors, so a line only for a jail that did not end ok; -n: none.
     let quiet = s.msg.level == crate::report::Verbosity::Quiet && code == ExitCode::Ok;
-    let mut ran = false;
-    engine.actor.sink.after(&mut || ran = true);
+    let ran = engine.sink.performs();
     let mut told = Told {
         code,
         record: (ran && !quiet).then_some((fields, object)),
@@ -269,7 +268,7 @@ fn in_jail(
     log: &Path,
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
-    let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
+    let _lock = engine.sink.lock(&s.cfg.lock_dir, &jail.name)?;
     let plan = plan(&s.cfg, jail, &*s.platform)?;
     let made = engine.mount_jail(&plan)?;
     let j = JailRun {
@@ -277,7 +276,7 @@ fn in_jail(
         engine,
         jail,
         opts,
-        at: At {
+        site: Site {
             jail: &jail.name,
             root: &plan.root,
             layer: "",
@@ -310,7 +309,7 @@ struct JailRun<'a> {
     engine: &'a Engine<'a>,
     jail: &'a Jail,
     opts: &'a Opts,
-    at: At<'a>,
+    site: Site<'a>,
 }
 
 impl JailRun<'_> {
@@ -325,12 +324,12 @@ impl JailRun<'_> {
         let Some(cmd) = command(configured).or_else(platform) else {
             return Ok(false);
         };
-        let service = Action::Service {
+        let service = StartStop {
             argv: &cmd,
             jail: &self.jail.name,
             to,
         };
-        self.engine.actor.act(&self.at, service)?;
+        self.engine.sink.act(&self.site, service)?;
         Ok(true)
     }
 
@@ -350,7 +349,7 @@ impl JailRun<'_> {
         let run = Run {
             platform: &*self.s.platform,
             jail: &self.jail.name,
-            root: self.at.root,
+            root: self.site.root,
             cmd: &cmd,
             network: self.s.cfg.network(self.jail),
             log,
@@ -358,14 +357,11 @@ impl JailRun<'_> {
             interactive: self.opts.interactive,
             on_line: &on_line,
         };
-        let effect = self.engine.actor.act(&self.at, Action::Update(&run));
+        let outcome = self.engine.sink.act(&self.site, RunUpdater(&run));
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        match effect? {
-            Effect::Updated(o) => Ok(Some(o)),
-            _ => Ok(None),
-        }
+        outcome
     }
 }
 

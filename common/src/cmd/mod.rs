@@ -61,8 +61,8 @@ impl Setup {
     }
 
     /// Where this run's actions go: done, or printed for `-n`.
-    pub fn sink(&self, dry_run: bool) -> Box<dyn Sink + '_> {
-        crate::action::sink(&*self.platform, self.msg, dry_run)
+    pub fn sink(&self, dry_run: bool) -> Sink<'_> {
+        Sink::new(&*self.platform, self.msg, dry_run)
     }
 
     /// The engine that applies and removes plans, for this run.
@@ -151,12 +151,12 @@ pub fn stack_tool(
     run(tool, args, |s| {
         let engine = s.engine(args);
         each_jail(s, |jail| {
-            let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
+            let _lock = engine.sink.lock(&s.cfg.lock_dir, &jail.name)?;
             let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
-            engine.actor.recorder.take();
+            engine.sink.take();
             let r = act(&engine, &plan);
             if r.is_ok() || failed_too {
-                layer_records(tool, &plan, &engine.actor.recorder.take());
+                layer_records(tool, &plan, &engine.sink.take());
             }
             r
         })
@@ -167,7 +167,7 @@ pub fn stack_tool(
 /// what this run changed there (`changed` true exactly when it made a directory or
 /// a mount, or removed one) and the mounts it made or removed, in order, each with
 /// `"action"`: `mount` or `unmount`.
-pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::action::Done]) {
+pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, changes: &[crate::action::Change]) {
     use crate::action::Did;
     use crate::report::path_json;
     if !crate::report::json() {
@@ -180,10 +180,10 @@ pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, done: &[crate::ac
             continue;
         }
         seen.push(&st.layer);
-        let mine: Vec<&Did> = done
+        let mine: Vec<&Did> = changes
             .iter()
             .filter(|d| d.layer == st.layer)
-            .map(|d| &d.what)
+            .map(|c| &c.did)
             .collect();
         let mounts: Vec<serde_json::Value> = mine
             .iter()

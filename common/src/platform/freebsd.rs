@@ -19,7 +19,7 @@ use anyhow::Result;
 use super::{MountId, Mounted, Platform, changed, run_tool, run_tool_output};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::step::{Busy, Step};
+use crate::step::{Busy, Null, Step, Tmpfs, Union};
 use crate::target::Place;
 
 pub struct FreeBsd;
@@ -33,25 +33,25 @@ impl Platform for FreeBsd {
         kernel::table().map(Arc::new)
     }
 
-    fn matches(&self, step: &Step, m: &Mount) -> bool {
+    fn matches(&self, step: Step, m: &Mount) -> bool {
         match step {
             // nullfs ORs its lower file system's flags into its own
             // (nullfs_statfs()): a read-write null mount of a read-only file system
             // shows "ro". Only a read-only step requires "ro".
-            Step::Null { source, read_only } => {
+            Step::Null(Null { source, read_only }) => {
                 m.fstype == "nullfs"
                     && m.source == source.as_os_str()
                     && (!*read_only || m.read_only())
             }
-            Step::Union { upper, .. } => {
+            Step::Union(Union { upper, .. }) => {
                 m.fstype == "unionfs" && m.source == upper.path.as_os_str()
             }
             // tmpfs(5) names every mount of it "tmpfs".
-            Step::Tmpfs { .. } => m.fstype == "tmpfs",
+            Step::Tmpfs(_) => m.fstype == "tmpfs",
         }
     }
 
-    fn planned(&self, step: &Step, target: &Path) -> Mount {
+    fn planned(&self, step: Step, target: &Path) -> Mount {
         super::planned_line(step, target, "nullfs", "unionfs")
     }
 
@@ -71,7 +71,7 @@ impl Platform for FreeBsd {
     /// the mount. There is no descriptor-based mount call to close that window; the
     /// new mount is checked afterwards instead, through a descriptor opened beneath
     /// the root, and a mount that landed anywhere else is unmounted again.
-    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
+    fn mount(&self, step: Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
         if let Some(b) = below {
             if fs_at(target)?.id != *b {
                 return Err(changed(target, "the mount below is not the one checked"));
@@ -132,10 +132,10 @@ impl Platform for FreeBsd {
         })
     }
 
-    fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
+    fn mount_command(&self, step: Step, target: &Path) -> Vec<OsString> {
         let mut argv: Vec<OsString> = Vec::new();
         match step {
-            Step::Null { source, read_only } => {
+            Step::Null(Null { source, read_only }) => {
                 argv.push("mount_nullfs".into());
                 if *read_only {
                     argv.extend(["-o".into(), "ro".into()]);
@@ -145,14 +145,14 @@ impl Platform for FreeBsd {
             // One -o per option: mount_unionfs passes each -o argument to nmount(2)
             // whole (it does not split on commas), and unionfs ignores names it does
             // not know, so "-o noatime,below" would be one unknown option.
-            Step::Union { upper, options, .. } => {
+            Step::Union(Union { upper, options, .. }) => {
                 argv.push("mount_unionfs".into());
                 for o in options {
                     argv.extend(["-o".into(), o.into()]);
                 }
                 argv.push(upper.path.clone().into());
             }
-            Step::Tmpfs { size } => {
+            Step::Tmpfs(Tmpfs { size }) => {
                 argv.extend(["mount".into(), "-t".into(), "tmpfs".into(), "-o".into()]);
                 argv.push(super::tmpfs_options(size).into());
                 argv.push("tmpfs".into());
@@ -288,7 +288,7 @@ impl Platform for FreeBsd {
 impl FreeBsd {
     /// After a mount that did not land on its target: unmount what it made
     /// anywhere else (the mounts of this step not in the table `before`).
-    fn undo_strays(&self, step: &Step, target: &Place, before: &[Mount]) -> Result<()> {
+    fn undo_strays(&self, step: Step, target: &Place, before: &[Mount]) -> Result<()> {
         let after = self.mounts(&target.path)?;
         let mut old: Vec<&Mount> = before.iter().collect();
         for m in after.iter() {
@@ -734,21 +734,21 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
     fn commands_are_the_base_tools() {
         let p = FreeBsd;
         let t = Path::new("/j/usr/ports");
-        let null = Step::Null {
+        let null = Null {
             source: "/usr/ports".into(),
             read_only: true,
         };
         assert_eq!(
-            p.mount_command(&null, t),
+            p.mount_command(Step::Null(&null), t),
             ["mount_nullfs", "-o", "ro", "/usr/ports", "/j/usr/ports"]
         );
-        let union = Step::Union {
+        let union = Union {
             upper: Place::host("/u".into()),
             work: None,
             options: vec!["noatime".into(), "below".into()],
         };
         assert_eq!(
-            p.mount_command(&union, t),
+            p.mount_command(Step::Union(&union), t),
             [
                 "mount_unionfs",
                 "-o",

@@ -35,19 +35,13 @@ pub fn tmpfs_options(size: &Option<String>) -> String {
 
 /// A mount table line as a backend shows the mount of `step` on `target`, its
 /// file system named `null` for a null and `union` for a union step.
-pub fn planned_line(step: &Step, target: &Path, null: &str, union: &str) -> Mount {
+pub fn planned_line(step: Step, target: &Path, null: &str, union: &str) -> Mount {
     let (source, fstype) = match step {
-        Step::Null { source, .. } => (source.as_os_str(), null),
-        Step::Union { upper, .. } => (upper.path.as_os_str(), union),
-        Step::Tmpfs { .. } => (std::ffi::OsStr::new("tmpfs"), "tmpfs"),
+        Step::Null(n) => (n.source.as_os_str(), null),
+        Step::Union(u) => (u.upper.path.as_os_str(), union),
+        Step::Tmpfs(_) => (std::ffi::OsStr::new("tmpfs"), "tmpfs"),
     };
-    let ro = matches!(
-        step,
-        Step::Null {
-            read_only: true,
-            ..
-        }
-    );
+    let ro = matches!(step, Step::Null(n) if n.read_only);
     Mount {
         source: source.to_os_string(),
         target: target.to_path_buf(),
@@ -142,7 +136,7 @@ pub trait Platform: Sync {
     fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>>;
 
     /// Whether `m` is the mount that `step` makes (file system type and source).
-    fn matches(&self, step: &Step, m: &Mount) -> bool;
+    fn matches(&self, step: Step, m: &Mount) -> bool;
 
     /// Identify the top mount at `target`, which the table shows as `top`, by what
     /// a descriptor opened beneath the jail root finds there now.
@@ -151,7 +145,7 @@ pub trait Platform: Sync {
     /// Perform `step` on `target`, opened beneath the jail root; `below` is the
     /// mount that must be on top there first (the stack's previous step). Returns
     /// the new mount, checked to be on top at `target`, or undoes it and fails.
-    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted>;
+    fn mount(&self, step: Step, target: &Place, below: Option<&MountId>) -> Result<Mounted>;
 
     /// Let go of every descriptor kept from the mounts made so far (they keep
     /// the mounts busy): a jail's stacks are all mounted, or rolled back.
@@ -167,13 +161,13 @@ pub trait Platform: Sync {
 
     /// The mount table's line for the mount `step` makes on `target`: what `-n`
     /// takes as made, so that it prints exactly what a run would take down again.
-    fn planned(&self, step: &Step, target: &Path) -> Mount;
+    fn planned(&self, step: Step, target: &Path) -> Mount;
 
     /// The sh command that performs `step`, for `-n`.
-    fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString>;
+    fn mount_command(&self, step: Step, target: &Path) -> Vec<OsString>;
 
     /// Print `step` for `-n` as one sh command line that does exactly that mount.
-    fn print_mount(&self, step: &Step, target: &Path) {
+    fn print_mount(&self, step: Step, target: &Path) {
         crate::report::sh_line(&self.mount_command(step, target));
     }
 

@@ -19,7 +19,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::{MountId, Mounted, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{LinuxInfo, Mount};
-use crate::step::{Busy, Step};
+use crate::step::{Busy, Null, Step, Tmpfs, Union};
 use crate::target::Place;
 
 mod api;
@@ -95,9 +95,9 @@ impl Linux {
 
     /// A detached mount of what `step` mounts; `lower` is the target's top (the
     /// union's lower layer).
-    fn make(&self, step: &Step, target: &Path, lower: BorrowedFd<'_>) -> Result<OwnedFd> {
+    fn make(&self, step: Step, target: &Path, lower: BorrowedFd<'_>) -> Result<OwnedFd> {
         match step {
-            Step::Null { source, read_only } => {
+            Step::Null(Null { source, read_only }) => {
                 let tree = self
                     .bind_clone(source)
                     .map_err(|e| mount_error(e, "bind mount", target))?;
@@ -107,7 +107,7 @@ impl Linux {
                 }
                 Ok(tree)
             }
-            Step::Tmpfs { size } => {
+            Step::Tmpfs(Tmpfs { size }) => {
                 let err = |e: Errno| mount_error(e, "tmpfs", target);
                 let fs = api::NewFs::new(c"tmpfs").map_err(err)?;
                 fs.set("source", OsStr::new("tmpfs")).map_err(err)?;
@@ -121,11 +121,11 @@ impl Linux {
                     if log.is_empty() { m } else { m.context(log) }
                 })
             }
-            Step::Union {
+            Step::Union(Union {
                 upper,
                 work,
                 options,
-            } => {
+            }) => {
                 let up = upper.open_dir()?;
                 let wk = match work {
                     Some(w) => w.open_dir()?,
@@ -239,9 +239,9 @@ impl Platform for Linux {
         Ok(table)
     }
 
-    fn matches(&self, step: &Step, m: &Mount) -> bool {
+    fn matches(&self, step: Step, m: &Mount) -> bool {
         match step {
-            Step::Null { source, read_only } => {
+            Step::Null(Null { source, read_only }) => {
                 *read_only == m.read_only()
                     && self
                         .bind_root(source)
@@ -250,21 +250,21 @@ impl Platform for Linux {
             }
             // jlayers names the overlay after its upper dir (the source field, as
             // unionfs shows it); the kernel's upperdir= is the upper's real path.
-            Step::Union { upper, .. } => {
+            Step::Union(Union { upper, .. }) => {
                 m.fstype == "overlay"
                     && (m.source == upper.path.as_os_str()
                         || m.linux.as_ref().and_then(|l| l.fs_option("upperdir"))
                             == Some(upper.path.as_os_str()))
             }
-            Step::Tmpfs { .. } => m.fstype == "tmpfs",
+            Step::Tmpfs(_) => m.fstype == "tmpfs",
         }
     }
 
     /// A bind mount shows its source's file system type; what identifies it is
     /// the device and root field, as [`Linux::bind_root`] finds them.
-    fn planned(&self, step: &Step, target: &Path) -> Mount {
+    fn planned(&self, step: Step, target: &Path) -> Mount {
         let mut m = super::planned_line(step, target, "bind", "overlay");
-        if let Step::Null { source, .. } = step {
+        if let Step::Null(Null { source, .. }) = step {
             m.linux = self.bind_root(source).map(|(dev, root)| LinuxInfo {
                 id: 0,
                 dev,
@@ -283,7 +283,7 @@ impl Platform for Linux {
             .ok_or_else(|| changed(target, "no mount id in the mount table"))
     }
 
-    fn mount(&self, step: &Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
+    fn mount(&self, step: Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
         // On top of the mount just made here, the descriptor its check found at
         // the planned path pins the target already: no second walk.
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -387,26 +387,26 @@ impl Platform for Linux {
         })
     }
 
-    fn mount_command(&self, step: &Step, target: &Path) -> Vec<OsString> {
+    fn mount_command(&self, step: Step, target: &Path) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["mount".into()];
         match step {
-            Step::Tmpfs { size } => {
+            Step::Tmpfs(Tmpfs { size }) => {
                 argv.extend(["-t".into(), "tmpfs".into(), "-o".into()]);
                 argv.push(super::tmpfs_options(size).into());
                 argv.push("tmpfs".into());
             }
-            Step::Null { source, read_only } => {
+            Step::Null(Null { source, read_only }) => {
                 argv.push("--bind".into());
                 if *read_only {
                     argv.extend(["-o".into(), "ro".into()]);
                 }
                 argv.push(source.into());
             }
-            Step::Union {
+            Step::Union(Union {
                 upper,
                 work,
                 options,
-            } => {
+            }) => {
                 let (flags, data) = overlay_args(
                     target,
                     &upper.path,
@@ -430,12 +430,12 @@ impl Platform for Linux {
     /// quote itself, so a layer path holding `"` (or `,` `:` `\\`, which overlayfs
     /// needs escaped) goes in as `/proc/self/fd/N`, opened by sh on that descriptor:
     /// the same mount, whatever the path holds.
-    fn print_mount(&self, step: &Step, target: &Path) {
-        let Step::Union {
+    fn print_mount(&self, step: Step, target: &Path) {
+        let Step::Union(Union {
             upper,
             work,
             options,
-        } = step
+        }) = step
         else {
             return crate::report::sh_line(&self.mount_command(step, target));
         };
