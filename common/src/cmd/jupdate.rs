@@ -81,9 +81,7 @@ pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
     run("jupdate", args, |s| {
         if opts.interactive && s.jails.len() != 1 {
-            s.msg
-                .error(&fail(ExitCode::Usage, "-i works on exactly one jail"));
-            return ExitCode::Usage;
+            return Err(fail(ExitCode::Usage, "-i works on exactly one jail"));
         }
         // A jail's spinner is made when its updater starts (never for -n).
         let bars = (!args.quiet && !opts.interactive && std::io::stderr().is_terminal())
@@ -134,13 +132,13 @@ pub fn main(cli: &Cli) -> ExitCode {
         }
         crate::report::set_bars(None);
         if signals::interrupted() {
-            return ExitCode::Interrupted;
+            return Ok(ExitCode::Interrupted);
         }
-        results
+        Ok(results
             .iter()
             .map(|r| *r.lock().unwrap_or_else(|p| p.into_inner()))
             .find(|&c| c != ExitCode::Ok)
-            .unwrap_or(ExitCode::Ok)
+            .unwrap_or(ExitCode::Ok))
     })
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use crate::action::Sink;
 use crate::cli::{self, Common};
 use crate::config::{Config, Jail};
-use crate::exit::{ExitCode, code_of};
+use crate::exit::{ExitCode, OrFail, code_of};
 use crate::platform::{self, Os, Platform};
 use crate::report::{Messages, Verbosity};
 use crate::signals;
@@ -150,7 +150,7 @@ pub fn stack_tool(
 ) -> ExitCode {
     run(tool, args, |s| {
         let engine = s.engine(args);
-        each_jail(s, |jail| {
+        Ok(each_jail(s, |jail| {
             let _lock = engine.actor.sink.lock(&s.cfg.lock_dir, &jail.name)?;
             let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
             engine.actor.recorder.take();
@@ -159,7 +159,7 @@ pub fn stack_tool(
                 layer_records(tool, &plan, &engine.actor.recorder.take());
             }
             r
-        })
+        }))
     })
 }
 
@@ -216,26 +216,38 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
     }
 }
 
-/// Load, then run; a failure before any jail is worked on is reported here.
-pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitCode) -> ExitCode {
+/// Load, then run `body`: an error loading, or one `body` returns, is said here
+/// on one line and gives the exit status.
+pub fn run(
+    tool: &'static str,
+    args: &Common,
+    body: impl FnOnce(&Setup) -> Result<ExitCode>,
+) -> ExitCode {
     signals::install();
     crate::report::set_tool(tool);
     crate::report::set_json(args.json());
-    let code = match Setup::load(tool, args) {
-        Ok(setup) => body(&setup),
-        Err(e) => {
+    let code = Setup::load(tool, args)
+        .and_then(|setup| body(&setup))
+        .unwrap_or_else(|e| {
             Messages {
                 tool,
                 level: Verbosity::Normal,
             }
             .error(&e);
             code_of(&e)
-        }
-    };
+        });
     // Output that did not reach stdout (a full disk): 74, unless a jail failed
     // first or the run was interrupted.
     match code {
         ExitCode::Ok if crate::report::stdout_failed() => ExitCode::IoErr,
         c => c,
     }
+}
+
+/// A pool of `threads` workers (0: one per core).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .or_fail(ExitCode::Unavailable, || "thread pool".into())
 }
