@@ -78,23 +78,79 @@ impl Setup {
 /// Run `work` for each selected jail in turn; one jail's failure does not stop the
 /// others. The status is that of the first jail that failed.
 pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> ExitCode {
-    let mut status = ExitCode::Ok;
+    let mut status = Status::new();
     for jail in setup.selected() {
         if signals::interrupted() {
-            return ExitCode::Interrupted;
+            break;
         }
         if let Err(e) = work(jail).with_context(|| jail.name.clone()) {
             setup.msg.error(&e);
             failed_json(setup.msg.tool, &jail.name, &e);
-            if status == ExitCode::Ok {
-                status = code_of(&e);
-            }
+            status.add(code_of(&e));
         }
     }
-    if signals::interrupted() {
-        ExitCode::Interrupted
-    } else {
-        status
+    status.end()
+}
+
+/// Run `work` for each selected jail on `pool`, as many at a time as it has
+/// threads, and `tell` each result (which gives that jail's status) in the order
+/// the jails were given: a result is held until those before it are told. The
+/// status is [`each_jail`]'s; once interrupted no jail is started, and those
+/// that finished are told all the same.
+pub fn each_jail_par<T: Send>(
+    setup: &Setup,
+    pool: &rayon::ThreadPool,
+    work: impl Fn(&Jail) -> T + Sync,
+    mut tell: impl FnMut(T) -> ExitCode,
+) -> ExitCode {
+    let mut status = Status::new();
+    let work = &work;
+    // FIFO: the jails start in the order given.
+    pool.in_place_scope_fifo(|scope| {
+        let results: Vec<_> = setup
+            .selected()
+            .map(|jail| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                scope.spawn_fifo(move |_| {
+                    if !signals::interrupted() {
+                        // The receiver is dropped only after every result is read.
+                        let _ = tx.send(work(jail));
+                    }
+                });
+                rx
+            })
+            .collect();
+        // A jail not started (interrupted) sends nothing: its sender is dropped.
+        for rx in results {
+            if let Ok(result) = rx.recv() {
+                status.add(tell(result));
+            }
+        }
+    });
+    status.end()
+}
+
+/// A run's status over its jails: that of the first jail, in the order given,
+/// that failed; 130 once interrupted.
+struct Status(ExitCode);
+
+impl Status {
+    fn new() -> Status {
+        Status(ExitCode::Ok)
+    }
+
+    fn add(&mut self, code: ExitCode) {
+        if self.0 == ExitCode::Ok {
+            self.0 = code;
+        }
+    }
+
+    fn end(self) -> ExitCode {
+        if signals::interrupted() {
+            ExitCode::Interrupted
+        } else {
+            self.0
+        }
     }
 }
 
