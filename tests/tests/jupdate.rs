@@ -256,6 +256,7 @@ fn interrupt_restores_and_exits_130(b: Backend) {
             .arg(sb.path("jlayers.conf"))
             .args([
                 "j1",
+                "j2",
                 "--",
                 "sh",
                 "-c",
@@ -272,9 +273,13 @@ fn interrupt_restores_and_exits_130(b: Backend) {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("j1\tfailed\t"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("j1\tfailed\t"));
+        // A jail not yet started is not started after the interrupt.
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        assert!(!sb.path("log/j2.log").exists());
         assert!(sb.mounts().is_empty());
-        assert!(!running(sb, "j1"));
+        assert!(!running(sb, "j1") && !running(sb, "j2"));
     });
 }
 

@@ -24,7 +24,7 @@ use crate::target::Place;
 use crate::upper::UpperDir;
 use serde_json::json;
 
-use super::{Setup, each_jail, run};
+use super::{Setup, each_jail, run, thread_pool};
 
 /// Empty the jails' upper dirs and report what was freed.
 ///
@@ -89,23 +89,8 @@ struct Total {
 pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
     run("jclean", args, |s| {
-        let rules = match rules(opts) {
-            Ok(r) => r,
-            Err(e) => {
-                s.msg.error(&e);
-                return ExitCode::Usage;
-            }
-        };
-        let pool = match rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.jobs.unwrap_or(0))
-            .build()
-        {
-            Ok(p) => p,
-            Err(e) => {
-                s.msg.error(&anyhow::anyhow!("thread pool: {e}"));
-                return ExitCode::Unavailable;
-            }
-        };
+        let rules = rules(opts)?;
+        let pool = thread_pool(opts.jobs.unwrap_or(0))?;
         let mut total = Total::default();
         let cleaner = Cleaner {
             s,
@@ -130,7 +115,7 @@ pub fn main(cli: &Cli) -> ExitCode {
                        "bytes": total.bytes, "upper": null}),
             );
         }
-        status
+        Ok(status)
     })
 }
 

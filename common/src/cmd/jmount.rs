@@ -113,9 +113,9 @@ fn status(args: &Common) -> ExitCode {
             }
             Ok(())
         });
-        match code {
+        Ok(match code {
             ExitCode::Ok if !all_mounted => ExitCode::NotAllMounted,
             c => c,
-        }
+        })
     })
 }

@@ -4,8 +4,6 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,7 +20,7 @@ use crate::stack::Engine;
 use crate::update::{Outcome, Run, log_len, tail};
 use serde_json::json;
 
-use super::{Setup, run};
+use super::{Setup, each_jail_par, run, thread_pool};
 
 /// Run the ports updater inside each jail with its layers mounted.
 ///
@@ -81,66 +79,22 @@ pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
     run("jupdate", args, |s| {
         if opts.interactive && s.jails.len() != 1 {
-            s.msg
-                .error(&fail(ExitCode::Usage, "-i works on exactly one jail"));
-            return ExitCode::Usage;
+            return Err(fail(ExitCode::Usage, "-i works on exactly one jail"));
         }
+        let pool = thread_pool(opts.jobs.min(s.jails.len()).max(1))?;
         // A jail's spinner is made when its updater starts (never for -n).
         let bars = (!args.quiet && !opts.interactive && std::io::stderr().is_terminal())
             .then(indicatif::MultiProgress::new);
         crate::report::set_bars(bars.clone());
         let engine = s.engine(args);
-        let results: Vec<Mutex<ExitCode>> =
-            s.jails.iter().map(|_| Mutex::new(ExitCode::Ok)).collect();
-        // Reports in the order the jails were given: each jail's is held until
-        // those before it are out.
-        let told: Mutex<(usize, Vec<Option<Told>>)> =
-            Mutex::new((0, s.jails.iter().map(|_| None).collect()));
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|sc| {
-            for _ in 0..opts.jobs.min(s.jails.len()) {
-                sc.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= s.jails.len() || signals::interrupted() {
-                            break;
-                        }
-                        let jail = &s.cfg.jails[s.jails[i]];
-                        let t = update_jail(s, &engine, jail, opts, bars.as_ref());
-                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = t.code;
-                        let mut told = told.lock().unwrap_or_else(|p| p.into_inner());
-                        told.1[i] = Some(t);
-                        loop {
-                            let k = told.0;
-                            let Some(t) = told.1.get_mut(k).and_then(Option::take) else {
-                                break;
-                            };
-                            t.print(s);
-                            told.0 += 1;
-                        }
-                    }
-                });
-            }
-        });
-        // Interrupted: what finished is told all the same, in order.
-        for t in told
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .into_iter()
-            .flatten()
-        {
-            t.print(s);
-        }
+        let status = each_jail_par(
+            s,
+            &pool,
+            |jail| update_jail(s, &engine, jail, opts, bars.as_ref()),
+            |told| told.print(s),
+        );
         crate::report::set_bars(None);
-        if signals::interrupted() {
-            return ExitCode::Interrupted;
-        }
-        results
-            .iter()
-            .map(|r| *r.lock().unwrap_or_else(|p| p.into_inner()))
-            .find(|&c| c != ExitCode::Ok)
-            .unwrap_or(ExitCode::Ok)
+        Ok(status)
     })
 }
 
@@ -182,7 +136,8 @@ struct Told {
 }
 
 impl Told {
-    fn print(self, s: &Setup) {
+    /// Print it; the jail's exit status.
+    fn print(self, s: &Setup) -> ExitCode {
         if let Some((fields, object)) = self.record {
             let fields: Vec<&std::ffi::OsStr> = fields.iter().map(|f| f.as_os_str()).collect();
             emit("jupdate", &fields, object);
@@ -191,6 +146,7 @@ impl Told {
             let scope: Vec<&str> = scope.iter().map(String::as_str).collect();
             s.msg.problem(&scope, msg);
         }
+        self.code
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use crate::action::Sink;
 use crate::cli::{self, Common};
 use crate::config::{Config, Jail};
-use crate::exit::{ExitCode, code_of};
+use crate::exit::{ExitCode, OrFail, code_of};
 use crate::platform::{self, Os, Platform};
 use crate::report::{Messages, Verbosity};
 use crate::signals;
@@ -78,23 +78,79 @@ impl Setup {
 /// Run `work` for each selected jail in turn; one jail's failure does not stop the
 /// others. The status is that of the first jail that failed.
 pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> ExitCode {
-    let mut status = ExitCode::Ok;
+    let mut status = Status::new();
     for jail in setup.selected() {
         if signals::interrupted() {
-            return ExitCode::Interrupted;
+            break;
         }
         if let Err(e) = work(jail).with_context(|| jail.name.clone()) {
             setup.msg.error(&e);
             failed_json(setup.msg.tool, &jail.name, &e);
-            if status == ExitCode::Ok {
-                status = code_of(&e);
-            }
+            status.add(code_of(&e));
         }
     }
-    if signals::interrupted() {
-        ExitCode::Interrupted
-    } else {
-        status
+    status.end()
+}
+
+/// Run `work` for each selected jail on `pool`, as many at a time as it has
+/// threads, and `tell` each result (which gives that jail's status) in the order
+/// the jails were given: a result is held until those before it are told. The
+/// status is [`each_jail`]'s; once interrupted no jail is started, and those
+/// that finished are told all the same.
+pub fn each_jail_par<T: Send>(
+    setup: &Setup,
+    pool: &rayon::ThreadPool,
+    work: impl Fn(&Jail) -> T + Sync,
+    mut tell: impl FnMut(T) -> ExitCode,
+) -> ExitCode {
+    let mut status = Status::new();
+    let work = &work;
+    // FIFO: the jails start in the order given.
+    pool.in_place_scope_fifo(|scope| {
+        let results: Vec<_> = setup
+            .selected()
+            .map(|jail| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                scope.spawn_fifo(move |_| {
+                    if !signals::interrupted() {
+                        // The receiver is dropped only after every result is read.
+                        let _ = tx.send(work(jail));
+                    }
+                });
+                rx
+            })
+            .collect();
+        // A jail not started (interrupted) sends nothing: its sender is dropped.
+        for rx in results {
+            if let Ok(result) = rx.recv() {
+                status.add(tell(result));
+            }
+        }
+    });
+    status.end()
+}
+
+/// A run's status over its jails: that of the first jail, in the order given,
+/// that failed; 130 once interrupted.
+struct Status(ExitCode);
+
+impl Status {
+    fn new() -> Status {
+        Status(ExitCode::Ok)
+    }
+
+    fn add(&mut self, code: ExitCode) {
+        if self.0 == ExitCode::Ok {
+            self.0 = code;
+        }
+    }
+
+    fn end(self) -> ExitCode {
+        if signals::interrupted() {
+            ExitCode::Interrupted
+        } else {
+            self.0
+        }
     }
 }
 
@@ -150,7 +206,7 @@ pub fn stack_tool(
 ) -> ExitCode {
     run(tool, args, |s| {
         let engine = s.engine(args);
-        each_jail(s, |jail| {
+        Ok(each_jail(s, |jail| {
             let _lock = engine.sink.lock(&s.cfg.lock_dir, &jail.name)?;
             let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
             engine.sink.take();
@@ -159,7 +215,7 @@ pub fn stack_tool(
                 layer_records(tool, &plan, &engine.sink.take());
             }
             r
-        })
+        }))
     })
 }
 
@@ -216,26 +272,38 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
     }
 }
 
-/// Load, then run; a failure before any jail is worked on is reported here.
-pub fn run(tool: &'static str, args: &Common, body: impl FnOnce(&Setup) -> ExitCode) -> ExitCode {
+/// Load, then run `body`: an error loading, or one `body` returns, is said here
+/// on one line and gives the exit status.
+pub fn run(
+    tool: &'static str,
+    args: &Common,
+    body: impl FnOnce(&Setup) -> Result<ExitCode>,
+) -> ExitCode {
     signals::install();
     crate::report::set_tool(tool);
     crate::report::set_json(args.json());
-    let code = match Setup::load(tool, args) {
-        Ok(setup) => body(&setup),
-        Err(e) => {
+    let code = Setup::load(tool, args)
+        .and_then(|setup| body(&setup))
+        .unwrap_or_else(|e| {
             Messages {
                 tool,
                 level: Verbosity::Normal,
             }
             .error(&e);
             code_of(&e)
-        }
-    };
+        });
     // Output that did not reach stdout (a full disk): 74, unless a jail failed
     // first or the run was interrupted.
     match code {
         ExitCode::Ok if crate::report::stdout_failed() => ExitCode::IoErr,
         c => c,
     }
+}
+
+/// A pool of `threads` workers (0: one per core).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .or_fail(ExitCode::Unavailable, || "thread pool".into())
 }
