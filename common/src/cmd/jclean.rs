@@ -88,20 +88,22 @@ struct Total {
 
 pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
-    run("jclean", args, |s| {
+    run("jclean", args, |setup| {
         let rules = rules(opts)?;
         let pool = thread_pool(opts.jobs.unwrap_or(0))?;
         let mut total = Total::default();
         let cleaner = Cleaner {
-            s,
+            setup,
             rules: &rules,
             opts,
             looking: args.dry_run || opts.list,
             // --list deletes nothing.
-            sink: s.sink(args.dry_run || opts.list),
+            sink: setup.sink(args.dry_run || opts.list),
         };
-        let status = each_jail(s, |jail| pool.install(|| cleaner.jail(jail, &mut total)));
-        if total.lines > 1 && s.msg.level != Verbosity::Quiet {
+        let status = each_jail(setup, |jail| {
+            pool.install(|| cleaner.jail(jail, &mut total))
+        });
+        if total.lines > 1 && setup.msg.level != Verbosity::Quiet {
             emit(
                 "jclean",
                 &[
@@ -123,14 +125,15 @@ fn rules(opts: &Opts) -> Result<Rules> {
     let keep = if opts.keep.is_empty() {
         None
     } else {
-        let mut b = GlobSetBuilder::new();
-        for g in &opts.keep {
-            let glob = Glob::new(g.trim_start_matches("./"))
-                .map_err(|e| fail(ExitCode::Usage, format!("--keep {g}: {e}")))?;
-            b.add(glob);
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &opts.keep {
+            let glob = Glob::new(pattern.trim_start_matches("./"))
+                .map_err(|e| fail(ExitCode::Usage, format!("--keep {pattern}: {e}")))?;
+            builder.add(glob);
         }
         Some(
-            b.build()
+            builder
+                .build()
                 .map_err(|e| fail(ExitCode::Usage, format!("--keep: {e}")))?,
         )
     };
@@ -142,7 +145,7 @@ fn rules(opts: &Opts) -> Result<Rules> {
 
 /// One run's settings, shared by every jail and upper dir.
 struct Cleaner<'a> {
-    s: &'a Setup,
+    setup: &'a Setup,
     rules: &'a Rules,
     opts: &'a Opts,
     /// Only reading the upper dirs (-n, --list).
@@ -151,7 +154,7 @@ struct Cleaner<'a> {
 }
 
 /// One upper dir to clean: the jail's and layer's names, and its stack.
-struct Layer<'a> {
+struct UpperToClean<'a> {
     jail: &'a str,
     stack: &'a Stack,
     place: &'a Place,
@@ -159,46 +162,46 @@ struct Layer<'a> {
 
 impl Cleaner<'_> {
     fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
-        let s = self.s;
-        let _lock = self.sink.lock(&s.cfg.lock_dir, &jail.name)?;
-        let plan = plan(&s.cfg, jail, &*s.platform)?;
-        let table = s.platform.mounts(&plan.root)?;
+        let setup = self.setup;
+        let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+        let plan = plan(&setup.cfg, jail, &*setup.platform)?;
+        let table = setup.platform.mounts(&plan.root)?;
         let mut first_err = None;
         for stack in &plan.stacks {
             let Some(Union { upper, .. }) = stack.shape.union() else {
                 continue;
             };
             signals::check()?;
-            let layer = Layer {
+            let to_clean = UpperToClean {
                 jail: &plan.jail,
                 stack,
                 place: upper,
             };
             // Looking (-n, --list) only reads the upper, which both platforms allow
             // under a mounted union; changing it is what a live layer forbids.
-            let looking = self.looking;
-            let r = match live(s, &plan, stack, &table) {
-                true if looking => {
-                    let scope = [plan.jail.as_str(), stack.layer.as_str()];
-                    let note = format!(
-                        "{}: the layer is mounted on {}; only read, nothing deleted",
-                        upper.path.display(),
-                        stack.target.path.display()
-                    );
-                    s.msg.warn(&scope, &note);
-                    self.upper(&layer, &table, total)
-                }
-                true => Err(fail(
+            let live = live(setup, &plan, stack, &table);
+            let result = if live && !self.looking {
+                Err(fail(
                     ExitCode::TempFail,
                     format!(
                         "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
                         upper.path.display(),
                         stack.target.path.display()
                     ),
-                )),
-                false => self.upper(&layer, &table, total),
+                ))
+            } else {
+                if live {
+                    let scope = [plan.jail.as_str(), stack.layer.as_str()];
+                    let note = format!(
+                        "{}: the layer is mounted on {}; only read, nothing deleted",
+                        upper.path.display(),
+                        stack.target.path.display()
+                    );
+                    setup.msg.warn(&scope, &note);
+                }
+                self.upper(&to_clean, &table, total)
             };
-            if let Err(e) = r.with_context(|| stack.layer.clone()) {
+            if let Err(e) = result.with_context(|| stack.layer.clone()) {
                 if signals::interrupted() {
                     return Err(e);
                 }
@@ -209,20 +212,22 @@ impl Cleaner<'_> {
     }
 
     /// Prune one upper dir and print its report line.
-    fn upper(&self, l: &Layer, table: &[Mount], total: &mut Total) -> Result<()> {
+    fn upper(&self, to_clean: &UpperToClean, table: &[Mount], total: &mut Total) -> Result<()> {
         let (rules, opts) = (self.rules, self.opts);
-        let dir = UpperDir::open(l.place)?;
+        let dir = UpperDir::open(to_clean.place)?;
         let mounts: Vec<PathBuf> = table
             .iter()
-            .filter(|m| m.target.starts_with(&l.place.path) && m.target != l.place.path)
+            .filter(|m| {
+                m.target.starts_with(&to_clean.place.path) && m.target != to_clean.place.path
+            })
             .map(|m| m.target.clone())
             .collect();
         if opts.list || !opts.only.is_empty() {
-            return self.by_kind(l, dir.as_ref(), &mounts, total);
+            return self.by_kind(to_clean, dir.as_ref(), &mounts, total);
         }
         let tally = Tally::default();
         if let Some(dir) = &dir {
-            with_progress(&self.s.msg, &tally, opts.bytes, || {
+            with_progress(&self.setup.msg, &tally, opts.bytes, || {
                 dir.empty(&mounts, rules, &tally, &self.sink)
             })?;
         }
@@ -232,23 +237,27 @@ impl Cleaner<'_> {
             .unwrap_or_else(|p| p.into_inner());
         let files = tally.files.load(Ordering::Relaxed);
         let bytes = tally.bytes.load(Ordering::Relaxed);
-        let r = self.left_behind(l, &left);
-        self.report(l, files, bytes, total, r.is_err());
+        let result = self.left_behind(to_clean, &left);
+        self.report(to_clean, files, bytes, total, result.is_err());
         signals::check()?;
-        r
+        result
     }
 }
 
 /// Whether a layer's upper is live: a live upper must not change under a mounted
 /// union (undefined behaviour on both platforms). A tmpfs upper is live while its
 /// tmpfs is mounted (junmount discards it).
-fn live(s: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
-    let mounted = |st: &Stack| st.state(table, &*s.platform) != State::Mounted(0);
+fn live(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
+    let mounted = |st: &Stack| st.state(table, &*setup.platform) != State::Mounted(0);
     let tmpfs_up = plan
         .stacks
         .iter()
         .any(|t| t.layer == stack.layer && t.is_upper_tmpfs() && mounted(t));
-    let union_anywhere = |union| table.iter().any(|m| s.platform.matches(union, m));
+    let union_anywhere = |union| {
+        table
+            .iter()
+            .any(|mount| setup.platform.matches(union, mount))
+    };
     let union = stack.shape.steps().nth(1);
     mounted(stack) || union.is_some_and(union_anywhere) || tmpfs_up
 }
@@ -259,13 +268,13 @@ impl Cleaner<'_> {
     /// the layer's report line, as for a whole prune.
     fn by_kind(
         &self,
-        l: &Layer,
+        to_clean: &UpperToClean,
         dir: Option<&UpperDir>,
         mounts: &[PathBuf],
         total: &mut Total,
     ) -> Result<()> {
         let opts = self.opts;
-        let Some(Null { source, .. }) = l.stack.shape.null() else {
+        let Some(Null { source, .. }) = to_clean.stack.shape.null() else {
             return Ok(());
         };
         let (mut files, mut bytes) = (0u64, 0u64);
@@ -276,7 +285,7 @@ impl Cleaner<'_> {
             Some(dir) => dir.changes(source, mounts, &self.sink, |e| {
                 let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
                 if wanted && opts.list {
-                    self.list_line(l, &e.rel(), e.kind, e.size);
+                    self.list_line(to_clean, &e.rel(), e.kind, e.size);
                     return false;
                 }
                 if wanted {
@@ -288,20 +297,20 @@ impl Cleaner<'_> {
         };
         let left: Vec<(PathBuf, String)> = problems
             .into_iter()
-            .map(|(rel, why)| (l.place.path.join(rel), why))
+            .map(|(rel, why)| (to_clean.place.path.join(rel), why))
             .collect();
-        let r = self.left_behind(l, &left);
+        let result = self.left_behind(to_clean, &left);
         if !opts.list {
-            self.report(l, files, bytes, total, r.is_err());
+            self.report(to_clean, files, bytes, total, result.is_err());
         }
         signals::check()?;
-        r
+        result
     }
 
     /// `--list`: `JAIL LAYER KIND SIZE PATH`.
-    fn list_line(&self, l: &Layer, rel: &std::path::Path, kind: Kind, bytes: u64) {
-        let path = l.place.path.join(rel);
-        let (jail, layer) = (l.jail, l.stack.layer.as_str());
+    fn list_line(&self, to_clean: &UpperToClean, rel: &std::path::Path, kind: Kind, bytes: u64) {
+        let path = to_clean.place.path.join(rel);
+        let (jail, layer) = (to_clean.jail, to_clean.stack.layer.as_str());
         emit(
             "jclean",
             &[
@@ -324,17 +333,17 @@ impl Cleaner<'_> {
 impl Cleaner<'_> {
     /// What was left for any reason but a rule fails the layer (69), and is named
     /// even with -q (cron mails it): the first 20, then how many more.
-    fn left_behind(&self, l: &Layer, left: &[(PathBuf, String)]) -> Result<()> {
+    fn left_behind(&self, to_clean: &UpperToClean, left: &[(PathBuf, String)]) -> Result<()> {
         const NAMED: usize = 20;
-        let scope = [l.jail, l.stack.layer.as_str()];
+        let scope = [to_clean.jail, to_clean.stack.layer.as_str()];
         for (path, why) in left.iter().take(NAMED) {
-            self.s
+            self.setup
                 .msg
                 .problem(&scope, &format!("{}: {why}", path.display()));
         }
         if left.len() > NAMED {
             let more = format!("... and {} more left", left.len() - NAMED);
-            self.s.msg.problem(&scope, &more);
+            self.setup.msg.problem(&scope, &more);
         }
         let entries = match left.len() {
             0 => return Ok(()),
@@ -345,15 +354,26 @@ impl Cleaner<'_> {
             ExitCode::Unavailable,
             format!(
                 "{}: not emptied, {entries} left (named above)",
-                l.place.path.display()
+                to_clean.place.path.display()
             ),
         ))
     }
 
     /// One upper dir's report line, counted into the total; with `-q` only for a
     /// layer that `failed`. `-v` names what was pruned on stderr.
-    fn report(&self, l: &Layer, files: u64, bytes: u64, total: &mut Total, failed: bool) {
-        let (jail, layer, upper) = (l.jail, l.stack.layer.as_str(), &l.place.path);
+    fn report(
+        &self,
+        to_clean: &UpperToClean,
+        files: u64,
+        bytes: u64,
+        total: &mut Total,
+        failed: bool,
+    ) {
+        let (jail, layer, upper) = (
+            to_clean.jail,
+            to_clean.stack.layer.as_str(),
+            &to_clean.place.path,
+        );
         // Whether anything was removed: not for -n.
         let changed = self.sink.performs() && files > 0;
         if changed {
@@ -362,12 +382,12 @@ impl Cleaner<'_> {
                 upper.display(),
                 size(bytes, self.opts.bytes)
             );
-            self.s.msg.info(&[jail, layer], &what);
+            self.setup.msg.info(&[jail, layer], &what);
         }
         total.lines += 1;
         total.files += files;
         total.bytes += bytes;
-        if self.s.msg.level == Verbosity::Quiet && !failed {
+        if self.setup.msg.level == Verbosity::Quiet && !failed {
             return;
         }
         emit(
@@ -415,10 +435,10 @@ fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnc
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let r = work();
+        let result = work();
         done.store(true, Ordering::Relaxed);
         bar.finish_and_clear();
         crate::report::set_bars(None);
-        r
+        result
     })
 }

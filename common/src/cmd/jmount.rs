@@ -48,12 +48,12 @@ pub fn main(cli: &Cli) -> ExitCode {
 fn layer_state(states: &[(State, usize)]) -> &'static str {
     if states
         .iter()
-        .any(|(s, _)| matches!(s, State::Foreign { .. }))
+        .any(|(setup, _)| matches!(setup, State::Foreign { .. }))
     {
         return "foreign";
     }
-    let full = |(s, len): &(State, usize)| *s == State::Mounted(*len);
-    let none = |(s, _): &(State, usize)| *s == State::Mounted(0);
+    let full = |(setup, len): &(State, usize)| *setup == State::Mounted(*len);
+    let none = |(setup, _): &(State, usize)| *setup == State::Mounted(0);
     if states.iter().all(full) {
         "mounted"
     } else if states.iter().all(none) {
@@ -65,11 +65,11 @@ fn layer_state(states: &[(State, usize)]) -> &'static str {
 
 /// `--status`: read the mount table, say how each layer stands; no lock.
 fn status(args: &Common) -> ExitCode {
-    run("jmount", args, |s| {
+    run("jmount", args, |setup| {
         let mut all_mounted = true;
-        let code = each_jail(s, |jail| {
-            let plan = plan(&s.cfg, jail, &*s.platform)?;
-            let table = s.platform.mounts(&plan.root)?;
+        let code = each_jail(setup, |jail| {
+            let plan = plan(&setup.cfg, jail, &*setup.platform)?;
+            let table = setup.platform.mounts(&plan.root)?;
             let mut seen: Vec<&str> = Vec::new();
             for st in &plan.stacks {
                 if seen.contains(&st.layer.as_str()) {
@@ -82,7 +82,7 @@ fn status(args: &Common) -> ExitCode {
                     .filter(|t| t.layer == st.layer)
                     .map(|t| {
                         (
-                            t.state(table.as_slice(), &*s.platform),
+                            t.state(table.as_slice(), &*setup.platform),
                             t.shape.steps().len(),
                         )
                     })
@@ -97,7 +97,7 @@ fn status(args: &Common) -> ExitCode {
                     .unwrap_or(st)
                     .target
                     .path;
-                if s.msg.level > crate::report::Verbosity::Quiet {
+                if setup.msg.level > crate::report::Verbosity::Quiet {
                     emit(
                         "jmount",
                         &[

@@ -77,21 +77,21 @@ const TAIL: usize = 10;
 
 pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
-    run("jupdate", args, |s| {
-        if opts.interactive && s.jails.len() != 1 {
+    run("jupdate", args, |setup| {
+        if opts.interactive && setup.jails.len() != 1 {
             return Err(fail(ExitCode::Usage, "-i works on exactly one jail"));
         }
-        let pool = thread_pool(opts.jobs.min(s.jails.len()).max(1))?;
+        let pool = thread_pool(opts.jobs.min(setup.jails.len()).max(1))?;
         // A jail's spinner is made when its updater starts (never for -n).
         let bars = (!args.quiet && !opts.interactive && std::io::stderr().is_terminal())
             .then(indicatif::MultiProgress::new);
         crate::report::set_bars(bars.clone());
-        let engine = s.engine(args);
+        let engine = setup.engine(args);
         let status = each_jail_par(
-            s,
+            setup,
             &pool,
-            |jail| update_jail(s, &engine, jail, opts, bars.as_ref()),
-            |told| told.print(s),
+            |jail| update_jail(setup, &engine, jail, opts, bars.as_ref()),
+            |told| told.print(setup),
         );
         crate::report::set_bars(None);
         Ok(status)
@@ -100,30 +100,37 @@ pub fn main(cli: &Cli) -> ExitCode {
 
 /// One jail, start to finish; its report line and messages, to be printed.
 fn update_jail(
-    s: &Setup,
+    setup: &Setup,
     engine: &Engine,
     jail: &Jail,
     opts: &Opts,
     bars: Option<&indicatif::MultiProgress>,
 ) -> Told {
     let start = Instant::now();
-    let log_dir = opts.log_dir.as_deref().unwrap_or(&s.cfg.log_dir);
+    let log_dir = opts.log_dir.as_deref().unwrap_or(&setup.cfg.log_dir);
     let log = log_dir.join(format!("{}.log", jail.name));
     let from = log_len(&log);
-    let r = in_jail(s, engine, jail, opts, &log, bars).with_context(|| jail.name.clone());
-    report(s, engine, jail, (&log, from), start.elapsed().as_secs(), r)
+    let result = in_jail(setup, engine, jail, opts, &log, bars).with_context(|| jail.name.clone());
+    report(
+        setup,
+        engine,
+        jail,
+        (&log, from),
+        start.elapsed().as_secs(),
+        result,
+    )
 }
 
 /// A spinner with the jail's latest log line, while its updater runs.
 fn spinner(bars: &indicatif::MultiProgress, jail: &str) -> indicatif::ProgressBar {
-    let b = bars.add(indicatif::ProgressBar::new_spinner());
-    b.set_style(
+    let bar = bars.add(indicatif::ProgressBar::new_spinner());
+    bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {prefix}: {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    b.set_prefix(jail.to_string());
-    b.enable_steady_tick(Duration::from_millis(120));
-    b
+    bar.set_prefix(jail.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 /// What is told of one jail: its exit status, its report line (or JSON object),
@@ -137,14 +144,14 @@ struct Told {
 
 impl Told {
     /// Print it; the jail's exit status.
-    fn print(self, s: &Setup) -> ExitCode {
+    fn print(self, setup: &Setup) -> ExitCode {
         if let Some((fields, object)) = self.record {
             let fields: Vec<&std::ffi::OsStr> = fields.iter().map(|f| f.as_os_str()).collect();
             emit("jupdate", &fields, object);
         }
         for (scope, msg) in &self.problems {
             let scope: Vec<&str> = scope.iter().map(String::as_str).collect();
-            s.msg.problem(&scope, msg);
+            setup.msg.problem(&scope, msg);
         }
         self.code
     }
@@ -154,26 +161,26 @@ impl Told {
 /// last lines of its log on stderr, with the jail's exit status.
 /// With -n there is no run to report: only a failure, as a message.
 fn report(
-    s: &Setup,
+    setup: &Setup,
     engine: &Engine,
     jail: &Jail,
     (log, from): (&Path, u64),
     secs: u64,
-    r: Result<Option<Outcome>>,
+    result: Result<Option<Outcome>>,
 ) -> Told {
-    let (word, status, code) = match &r {
+    let (word, status, code) = match &result {
         Ok(Some(o)) => (o.word(), Some(o.status()), o.exit_code()),
         Ok(None) => ("ok", Some(0), ExitCode::Ok),
         Err(e) => ("failed", None, code_of(e)),
     };
     let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
                             "seconds": secs, "log": path_json(log)});
-    if let Err(e) = &r {
+    if let Err(e) = &result {
         object["error"] = json!(crate::exit::message(e));
         object["exit"] = json!(code.code());
     }
     let (status, secs) = (
-        status.map_or("-".into(), |c| c.to_string()),
+        status.map_or("-".into(), |status| status.to_string()),
         secs.to_string(),
     );
     let fields: Vec<OsString> = vec![
@@ -184,14 +191,14 @@ fn report(
         log.as_os_str().to_os_string(),
     ];
     // -q: only errors, so a line only for a jail that did not end ok; -n: none.
-    let quiet = s.msg.level == crate::report::Verbosity::Quiet && code == ExitCode::Ok;
+    let quiet = setup.msg.level == crate::report::Verbosity::Quiet && code == ExitCode::Ok;
     let ran = engine.sink.performs();
     let mut told = Told {
         code,
         record: (ran && !quiet).then_some((fields, object)),
         problems: Vec::new(),
     };
-    match r {
+    match result {
         Err(e) => told.problems.push((Vec::new(), crate::exit::message(&e))),
         Ok(Some(o)) if o != Outcome::Ok => {
             let what = match o {
@@ -217,18 +224,18 @@ fn report(
 
 /// Lock, mount, start, run, and restore what was found. `Ok(None)`: printed, not run.
 fn in_jail(
-    s: &Setup,
+    setup: &Setup,
     engine: &Engine,
     jail: &Jail,
     opts: &Opts,
     log: &Path,
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
-    let _lock = engine.sink.lock(&s.cfg.lock_dir, &jail.name)?;
-    let plan = plan(&s.cfg, jail, &*s.platform)?;
+    let _lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+    let plan = plan(&setup.cfg, jail, &*setup.platform)?;
     let made = engine.mount_jail(&plan)?;
-    let j = JailRun {
-        s,
+    let jail_run = JailRun {
+        setup,
         engine,
         jail,
         opts,
@@ -240,17 +247,18 @@ fn in_jail(
     };
     let mut started = false;
     let result = (|| {
-        if !s.platform.jail_running(&jail.name)? {
-            started = j.service(Service::Start).context("start")?;
+        if !setup.platform.jail_running(&jail.name)? {
+            started = jail_run.service(Service::Start).context("start")?;
         }
         signals::check()?;
-        j.update(log, bars)
+        jail_run.update(log, bars)
     })();
     // Put back what was found, whatever happened: stop what was started, unmount
     // what was mounted. The first error wins.
-    let restore = match started {
-        true => j.service(Service::Stop).map(drop).context("stop"),
-        false => Ok(()),
+    let restore = if started {
+        jail_run.service(Service::Stop).map(drop).context("stop")
+    } else {
+        Ok(())
     };
     let undo = engine.undo(&plan, &made);
     let result = result?;
@@ -261,7 +269,7 @@ fn in_jail(
 
 /// One jail's update, once its layers are mounted.
 struct JailRun<'a> {
-    s: &'a Setup,
+    setup: &'a Setup,
     engine: &'a Engine<'a>,
     jail: &'a Jail,
     opts: &'a Opts,
@@ -276,7 +284,7 @@ impl JailRun<'_> {
             Service::Start => &self.jail.start,
             Service::Stop => &self.jail.stop,
         };
-        let platform = || self.s.platform.service_command(&self.jail.name, to);
+        let platform = || self.setup.platform.service_command(&self.jail.name, to);
         let Some(cmd) = command(configured).or_else(platform) else {
             return Ok(false);
         };
@@ -295,7 +303,7 @@ impl JailRun<'_> {
         log: &Path,
         bars: Option<&indicatif::MultiProgress>,
     ) -> Result<Option<Outcome>> {
-        let cmd = update_command(self.s, self.jail, self.opts);
+        let cmd = update_command(self.setup, self.jail, self.opts);
         let bar = bars.map(|b| spinner(b, &self.jail.name));
         let on_line = |line: &str| {
             if let Some(b) = &bar {
@@ -303,11 +311,11 @@ impl JailRun<'_> {
             }
         };
         let run = Run {
-            platform: &*self.s.platform,
+            platform: &*self.setup.platform,
             jail: &self.jail.name,
             root: self.site.root,
             cmd: &cmd,
-            network: self.s.cfg.network(self.jail),
+            network: self.setup.cfg.network(self.jail),
             log,
             timeout: self.opts.timeout,
             interactive: self.opts.interactive,
@@ -321,16 +329,20 @@ impl JailRun<'_> {
     }
 }
 
-fn update_command(s: &Setup, jail: &Jail, opts: &Opts) -> Vec<String> {
+fn update_command(setup: &Setup, jail: &Jail, opts: &Opts) -> Vec<String> {
     if !opts.cmd.is_empty() {
         opts.cmd.clone()
     } else if opts.interactive {
         vec!["portmaster".into(), "-ai".into()]
     } else {
-        jail.update.clone().unwrap_or_else(|| s.cfg.update.clone())
+        jail.update
+            .clone()
+            .unwrap_or_else(|| setup.cfg.update.clone())
     }
 }
 
-fn command(c: &Option<Vec<String>>) -> Option<Vec<OsString>> {
-    c.as_ref().map(|v| v.iter().map(OsString::from).collect())
+fn command(configured: &Option<Vec<String>>) -> Option<Vec<OsString>> {
+    configured
+        .as_ref()
+        .map(|v| v.iter().map(OsString::from).collect())
 }

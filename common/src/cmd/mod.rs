@@ -37,17 +37,17 @@ impl Setup {
             .clone()
             .unwrap_or_else(|| Config::default_path(os));
         let cfg = Config::load(&path, os)?;
-        if let Some((a, b)) = cfg.roots().shared() {
-            let (a, b) = (&cfg.jails[a], &cfg.jails[b]);
+        if let Some((first, second)) = cfg.roots().shared() {
+            let (first, second) = (&cfg.jails[first], &cfg.jails[second]);
             return Err(crate::exit::fail(
                 ExitCode::Config,
                 format!(
                     "{}: jail {}: same root as jail {}: {} is {}",
                     path.display(),
-                    b.name,
-                    a.name,
-                    b.root.display(),
-                    a.root.display()
+                    second.name,
+                    first.name,
+                    second.root.display(),
+                    first.root.display()
                 ),
             ));
         }
@@ -180,13 +180,13 @@ pub fn commands() -> Vec<clap::Command> {
 pub fn write_completions(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut written = Vec::new();
     for (shell, sub, file) in SHELLS {
-        let d = dir.join(sub);
-        std::fs::create_dir_all(&d)?;
+        let sub_dir = dir.join(sub);
+        std::fs::create_dir_all(&sub_dir)?;
         for mut cmd in commands() {
             let name = cmd.get_name().to_string();
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut cmd, name.clone(), &mut out);
-            let path = d.join(file(&name));
+            let path = sub_dir.join(file(&name));
             std::fs::write(&path, out)?;
             written.push(path);
         }
@@ -204,17 +204,17 @@ pub fn stack_tool(
     failed_too: bool,
     act: impl Fn(&Engine, &crate::plan::JailPlan) -> Result<()>,
 ) -> ExitCode {
-    run(tool, args, |s| {
-        let engine = s.engine(args);
-        Ok(each_jail(s, |jail| {
-            let _lock = engine.sink.lock(&s.cfg.lock_dir, &jail.name)?;
-            let plan = crate::plan::plan(&s.cfg, jail, &*s.platform)?;
+    run(tool, args, |setup| {
+        let engine = setup.engine(args);
+        Ok(each_jail(setup, |jail| {
+            let _lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+            let plan = crate::plan::plan(&setup.cfg, jail, &*setup.platform)?;
             engine.sink.take();
-            let r = act(&engine, &plan);
-            if r.is_ok() || failed_too {
+            let result = act(&engine, &plan);
+            if result.is_ok() || failed_too {
                 layer_records(tool, &plan, &engine.sink.take());
             }
-            r
+            result
         }))
     })
 }
@@ -238,12 +238,12 @@ pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, changes: &[crate:
         seen.push(&st.layer);
         let mine: Vec<&Did> = changes
             .iter()
-            .filter(|d| d.layer == st.layer)
+            .filter(|sub_dir| sub_dir.layer == st.layer)
             .map(|c| &c.did)
             .collect();
         let mounts: Vec<serde_json::Value> = mine
             .iter()
-            .filter_map(|d| match d {
+            .filter_map(|sub_dir| match sub_dir {
                 Did::Mount(k, src, t) => Some(
                     serde_json::json!({"action": "mount", "type": k, "source": path_json(src), "target": path_json(t)}),
                 ),
