@@ -100,11 +100,8 @@ fn help_and_version_exit_0() {
 fn jail_names_from_stdin() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        let mut c = sb.cmd("jmount");
-        c.arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .arg("-")
-            .stdin(Stdio::piped());
+        let mut c = sb.tool("jmount", &["-"]);
+        c.stdin(Stdio::piped());
         let mut child = c.spawn().unwrap();
         child
             .stdin
@@ -203,11 +200,8 @@ fn bad_platform_is_a_usage_error() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
         let o = sb
-            .cmd("jmount")
+            .tool("jmount", &["j1"])
             .env("JLAYERS_PLATFORM", "solaris")
-            .args(["-c"])
-            .arg(sb.path("jlayers.conf"))
-            .arg("j1")
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(64));

@@ -155,8 +155,7 @@ fn jclean_with_fd_limit(sb: &Sandbox, limit: u32, args: &[&str]) -> jlayers_test
 #[test]
 fn any_depth_in_bounded_descriptors_and_never_a_silent_leftover() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
+        let up = sb.scene_upper(&[]);
         let fill = || {
             chain(&up.join("deep"), 200);
             tree(&up, 30);
@@ -184,8 +183,7 @@ fn any_depth_in_bounded_descriptors_and_never_a_silent_leftover() {
 #[test]
 fn most_jobs_obey_sigterm_at_once() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
+        let up = sb.scene_upper(&[]);
         tree(&up, 1500); // 30,000 files
         let ready = jlayers_tests::inodes_freed(&up, 100);
         let child = sb.spawn("jclean", &["-j", "256", "-b", "j1"]);
