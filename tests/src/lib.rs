@@ -516,6 +516,22 @@ pub fn signal_when(
     (out, t.elapsed())
 }
 
+impl Sandbox {
+    /// Start jclean with `args` and, once it has freed `freed` inodes on the file
+    /// system of `up` (or after 10 s), send it `sig` ([`signal_when`]).
+    pub fn signal_jclean(
+        &self,
+        up: &Path,
+        freed: u64,
+        args: &[&str],
+        sig: nix::sys::signal::Signal,
+    ) -> (Output, std::time::Duration) {
+        let ready = inodes_freed(up, freed);
+        let child = self.spawn("jclean", args);
+        signal_when(child, sig, ready)
+    }
+}
+
 /// A readiness check for [`signal_when`]: true once at least `n` inodes were
 /// freed on the file system holding `p` (a prune is under way).
 pub fn inodes_freed(p: &Path, n: u64) -> impl Fn() -> bool + '_ {

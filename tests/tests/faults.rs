@@ -185,9 +185,7 @@ fn most_jobs_obey_sigterm_at_once() {
     sandbox(Backend::Linux, |sb| {
         let up = sb.scene_upper(&[]);
         tree(&up, 1500); // 30,000 files
-        let ready = jlayers_tests::inodes_freed(&up, 100);
-        let child = sb.spawn("jclean", &["-j", "256", "-b", "j1"]);
-        let (out, took) = jlayers_tests::signal_when(child, Signal::SIGTERM, ready);
+        let (out, took) = sb.signal_jclean(&up, 100, &["-j", "256", "-b", "j1"], Signal::SIGTERM);
         assert!(took < Duration::from_secs(1), "took {took:?}");
         assert_eq!(out.status.code(), Some(130), "{out:?}");
     });

@@ -323,10 +323,12 @@ fn sigint_stops_within_a_second_with_a_report() {
     sandbox(Backend::Linux, |sb| {
         let up = sb.scene_upper(&[]);
         build_tree(&up, 2500); // 52,500 files
-        let ready = jlayers_tests::inodes_freed(&up, 1000);
-        let child = sb.spawn("jclean", &["-b", "-j", "1", "j1"]);
-        let (out, took) =
-            jlayers_tests::signal_when(child, nix::sys::signal::Signal::SIGINT, ready);
+        let (out, took) = sb.signal_jclean(
+            &up,
+            1000,
+            &["-b", "-j", "1", "j1"],
+            nix::sys::signal::Signal::SIGINT,
+        );
         assert!(took < Duration::from_secs(1), "stopped in {took:?}");
         jlayers_tests::assert_exit(&out, 130);
         let stdout = String::from_utf8(out.stdout).unwrap();

@@ -54,6 +54,11 @@ fn scene(sb: &Sandbox) {
     jail_root(sb, "j2");
 }
 
+/// The text of `jail`'s log.
+fn log(sb: &Sandbox, jail: &str) -> String {
+    fs::read_to_string(sb.path(&format!("log/{jail}.log"))).unwrap()
+}
+
 fn running(sb: &Sandbox, jail: &str) -> bool {
     sb.jail_running(jail)
 }
@@ -159,11 +164,7 @@ fn two_at_a_time(b: Backend) {
             "{}",
             o.stdout
         );
-        assert!(
-            fs::read_to_string(sb.path("log/j2.log"))
-                .unwrap()
-                .contains("met")
-        );
+        assert!(log(sb, "j2").contains("met"));
     });
 }
 
@@ -293,7 +294,7 @@ fn interactive_takes_one_jail_and_the_terminal() {
         );
         o.ok();
         assert!(o.stdout.starts_with("on-the-terminal\n"), "{}", o.stdout);
-        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        let log = log(sb, "j1");
         assert!(
             !log.lines().any(|l| l == "on-the-terminal") && log.contains("interactive"),
             "{log}"
@@ -374,11 +375,7 @@ fn configured_start_and_stop_run_as_hooks_under_the_lock() {
             "{}",
             o.stderr
         );
-        assert!(
-            fs::read_to_string(sb.path("log/j1.log"))
-                .unwrap()
-                .contains("vim")
-        );
+        assert!(log(sb, "j1").contains("vim"));
         assert!(sb.mounts().is_empty());
         // A failing start command fails the jail, and the layers come off again.
         sb.conf(
@@ -423,7 +420,7 @@ fn stderr_reopened_keeps_the_history(b: Backend) {
             ],
         )
         .ok();
-        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        let log = log(sb, "j1");
         let headers = log.lines().filter(|l| l.contains(": jupdate: ")).count();
         assert_eq!(headers, 2, "{log:?}");
         assert!(log.contains("first-run\n"), "{log:?}");
