@@ -15,34 +15,17 @@ FILES=${1:-150000}
 RUNS=${2:-5}
 BIG=${3:-1000000}
 top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 export PATH=$HOME/.cargo/bin:$PATH
-for t in hyperfine rmz diskus python3; do
-    command -v $t >/dev/null || { echo "clean.sh: $t is needed (see the header)" >&2; exit 1; }
-done
-if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
-    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jclean
-    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
-fi
+bench_need hyperfine rmz diskus python3
+bench_namespace jclean "$@"
 bin=$top/target/release
-T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
-trap 'umount -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
+bench_tmpdir jlayers-bench
 # BENCH_ON_DISK=1: measure on the file system of /tmp instead of a tmpfs.
 [ "${BENCH_ON_DISK:-}" = 1 ] || mount -t tmpfs -o size=80% bench "$T"
-mkdir -p "$T/jail" "$T/ports"
-cat > "$T/jlayers.conf" <<CONF
-[defaults]
-upper_root = "$T/up"
-lock_dir = "$T/run"
-[[layer]]
-name = "ports"
-source = "$T/ports"
-target = "usr/ports"
-[jail.b]
-root = "$T/jail"
-CONF
+bench_jail_b
 python3 "$top/bench/gen_tree.py" "$T/src" "$FILES"
-U=$T/up/b/ports
-mkdir -p "$T/up/b"
 fresh() { rm -rf "$1"; cp -a "$T/src" "$1"; }
 export -f fresh; export T U
 

@@ -8,13 +8,11 @@ set -eu
 JAILS=${1:-200}
 ROUNDS=${2:-7}
 top=$(cd "$(dirname "$0")/.." && pwd)
-if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
-    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jmount -p junmount
-    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
-fi
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
+bench_namespace "jmount junmount" "$@"
 bin=$top/target/release
-T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
-trap 'umount -R "$T" 2>/dev/null; rm -rf "$T"' EXIT
+bench_tmpdir jlayers-bench
 mount -t tmpfs bench "$T"
 mkdir -p "$T/ports/editors/vim" "$T/ports/distfiles" "$T/distfiles"
 {

@@ -11,36 +11,25 @@
 # usage: bench/scale-upper.sh [BASE_BIN_DIR]
 #   BASE_BIN_DIR: another build's binaries (e.g. main's target/release), measured
 #   in the same run as "before"; ratios are after/before.
+#   DEEP=N WIDE=M: the shallower chain's levels (the deeper has 10x) and the wide
+#   directory's width, for a quick run at small sizes (default 10000 and 50000).
 #   BENCH_BASE_MEM: address-space limit for the "before" runs, KiB (default
 #   4194304, 4 GiB; main took 10 GB at 100,000 levels): a run over it fails.
 # Needs python3 and GNU time (/usr/bin/time).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 base=${1:-}
-for t in python3 /usr/bin/time; do
-    command -v "$t" >/dev/null || { echo "scale-upper.sh: $t is needed" >&2; exit 1; }
-done
-if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
-    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jclean
-    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
-fi
+DEEP=${DEEP:-10000}
+DEEP0=$((DEEP * 10))
+WIDE=${WIDE:-50000}
+bench_need python3 /usr/bin/time
+bench_namespace jclean "$@"
 after=$top/target/release/jclean
-T=$(mktemp -d /tmp/jlayers-scale-upper.XXXXXX)
-trap 'umount -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
+bench_tmpdir jlayers-scale-upper
 mount -t tmpfs -o size=50% bench "$T"
-mkdir -p "$T/jail" "$T/ports" "$T/up/b"
-cat > "$T/jlayers.conf" <<CONF
-[defaults]
-upper_root = "$T/up"
-lock_dir = "$T/run"
-[[layer]]
-name = "ports"
-source = "$T/ports"
-target = "usr/ports"
-[jail.b]
-root = "$T/jail"
-CONF
-U=$T/up/b/ports
+bench_jail_b
 
 # make deep|wide N: the shape in a fresh upper, with *at calls (no path that long
 # can be used).
@@ -117,11 +106,11 @@ measure() {
         echo
     done
 }
-measure deep-10000 deep 10000 1024
-measure deep-100000 deep 100000 1024
-measure wide-50000 wide 50000 256
-echo "growth, deep 100,000 / 10,000 levels (linear: about 10x; --list prints each"
+measure "deep-$DEEP" deep "$DEEP" 1024
+measure "deep-$DEEP0" deep "$DEEP0" 1024
+measure "wide-$WIDE" wide "$WIDE" 256
+echo "growth, deep $DEEP0 / $DEEP levels (linear: about 10x; --list prints each"
 echo "directory's whole path, N^2/2 bytes, so it grows with the square):"
 for mode in "-n" "--list" "--list --only new" "--only new" "prune"; do
-    python3 -c "print('  %-18s %.1fx' % ('$mode', ${secs["deep-100000 $mode"]} / max(${secs["deep-10000 $mode"]}, 0.001)))"
+    python3 -c "print('  %-18s %.1fx' % ('$mode', ${secs["deep-$DEEP0 $mode"]} / max(${secs["deep-$DEEP $mode"]}, 0.001)))"
 done

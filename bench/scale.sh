@@ -28,15 +28,12 @@ ROUNDS=${ROUNDS:-3}
 BASE=${BASE:-}
 LIMIT=${LIMIT:-0}
 top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 [ -x /usr/bin/time ] || { echo "scale.sh: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
-if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
-    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" \
-        -p jmount -p junmount -p jclean
-    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
-fi
+bench_namespace "jmount junmount jclean" "$@"
 bin=$top/target/release
-T=$(mktemp -d /tmp/jlayers-scale.XXXXXX)
-trap 'umount -R -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
+bench_tmpdir jlayers-scale
 mount -t tmpfs -o size=50% scale "$T"
 mkdir -p "$T/ports/editors/vim" "$T/ports/distfiles" "$T/distfiles" "$T/src/bin"
 

@@ -10,14 +10,12 @@
 set -euo pipefail
 RUNS=${1:-50}
 top=$(cd "$(dirname "$0")/.." && pwd)
-if [ "${JLAYERS_BENCH_NS:-}" != 1 ]; then
-    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" -p jupdate -p jmount
-    exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"
-fi
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
+bench_namespace "jupdate jmount" "$@"
 bin=$top/target/release
 base=${JLAYERS_BENCH_BASELINE:-}
-T=$(mktemp -d /tmp/jlayers-bench.XXXXXX)
-trap 'umount -R -l "$T" 2>/dev/null; rm -rf "$T"' EXIT
+bench_tmpdir jlayers-bench
 mount -t tmpfs bench "$T"
 mkdir -p "$T/ports/editors/vim" "$T/j/bin"
 cp "$(command -v busybox)" "$T/j/bin/busybox"; ln -s busybox "$T/j/bin/true"

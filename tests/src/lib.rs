@@ -214,26 +214,23 @@ impl Sandbox {
         c.stdin(Stdio::null());
     }
 
+    /// A tool command with `-c <temp>/jlayers.conf` and the given arguments, not
+    /// yet run (for tests that add to its environment or its stdio).
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Command {
+        let mut c = self.cmd(tool);
+        c.arg("-c").arg(self.path("jlayers.conf")).args(args);
+        c
+    }
+
     /// Run a tool with `-c <temp>/jlayers.conf` and the given arguments.
     pub fn run(&self, tool: &str, args: &[&str]) -> Out {
-        let conf = self.path("jlayers.conf");
-        let out = self
-            .cmd(tool)
-            .arg("-c")
-            .arg(conf)
-            .args(args)
-            .output()
-            .unwrap();
-        Out::from(out)
+        Out::from(self.tool(tool, args).output().unwrap())
     }
 
     /// Start a tool with `-c <temp>/jlayers.conf` and the arguments, its output
     /// piped (for tests that signal or race it).
     pub fn spawn(&self, tool: &str, args: &[&str]) -> std::process::Child {
-        self.cmd(tool)
-            .arg("-c")
-            .arg(self.path("jlayers.conf"))
-            .args(args)
+        self.tool(tool, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -353,6 +350,20 @@ impl Sandbox {
         std::fs::write(self.path("distfiles/vim-9.1.tar.xz"), "xz").unwrap();
         self.conf(SCENE_CONF);
     }
+
+    /// The standard scene with j1's ports upper made beforehand, holding `files`
+    /// (path relative to the upper, contents; parent dirs made): the upper.
+    pub fn scene_upper(&self, files: &[(&str, &str)]) -> PathBuf {
+        self.scene();
+        let up = self.path("upper/j1/ports");
+        std::fs::create_dir_all(&up).unwrap();
+        for (rel, text) in files {
+            let f = up.join(rel);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, text).unwrap();
+        }
+        up
+    }
 }
 
 /// Two jails, a union `ports` layer and a nested `shared` distfiles layer.
@@ -433,6 +444,56 @@ impl Out {
     }
 }
 
+/// Assert a finished child's exit status, showing its stderr when it differs.
+#[track_caller]
+pub fn assert_exit(out: &Output, want: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(want),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every line of `stdout` as a JSON value (the test fails on anything else).
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The string field `key` of every object in the JSON array `list`.
+pub fn json_strs<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[key].as_str().unwrap())
+        .collect()
+}
+
+/// Read a pty master in a thread until the far side is gone (EOF, or EIO once the
+/// last holder of the slave exits), calling `each` with everything read so far
+/// after each read; the thread returns all of it.
+pub fn read_terminal(
+    mut master: std::fs::File,
+    mut each: impl FnMut(&[u8]) + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            each(&raw);
+        }
+        raw
+    })
+}
+
 /// Once `ready` holds (or after 10 s), send SIGINT to `child` and collect it.
 pub fn interrupt_when(child: std::process::Child, ready: impl Fn() -> bool) -> Output {
     signal_when(child, nix::sys::signal::Signal::SIGINT, ready).0
@@ -453,6 +514,22 @@ pub fn signal_when(
     let t = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
     (out, t.elapsed())
+}
+
+impl Sandbox {
+    /// Start jclean with `args` and, once it has freed `freed` inodes on the file
+    /// system of `up` (or after 10 s), send it `sig` ([`signal_when`]).
+    pub fn signal_jclean(
+        &self,
+        up: &Path,
+        freed: u64,
+        args: &[&str],
+        sig: nix::sys::signal::Signal,
+    ) -> (Output, std::time::Duration) {
+        let ready = inodes_freed(up, freed);
+        let child = self.spawn("jclean", args);
+        signal_when(child, sig, ready)
+    }
 }
 
 /// A readiness check for [`signal_when`]: true once at least `n` inodes were

@@ -626,7 +626,6 @@ fn pages_match_behaviour() {
 /// On a terminal, a message printed while another jail's spinner is drawn starts
 /// a line of its own (the spinners are cleared first), never on the spinner's.
 fn no_line_on_a_spinner(b: Backend) {
-    use std::io::Read;
     sandbox(b, |sb| {
         sb.scene();
         for j in ["j1", "j2"] {
@@ -654,28 +653,14 @@ fn no_line_on_a_spinner(b: Backend) {
         sb.conf(&conf);
         let pty = nix::pty::openpty(None, None).unwrap();
         let mut child = sb
-            .cmd("jupdate")
+            .tool("jupdate", &["-j", "2", "j1", "j2"])
             .env("TERM", "xterm")
-            .arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .args(["-j", "2", "j1", "j2"])
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::from(pty.slave))
             .spawn()
             .unwrap();
         // Read the terminal until jupdate is done (the master sees EOF/EIO then).
-        let mut master = std::fs::File::from(pty.master);
-        let reader = std::thread::spawn(move || {
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
-            }
-            raw
-        });
+        let reader = jlayers_tests::read_terminal(std::fs::File::from(pty.master), |_| {});
         let st = child.wait().unwrap();
         // The slave was handed over: the master reads EIO once the child is gone.
         let raw = reader.join().unwrap();

@@ -3,9 +3,17 @@
 #![cfg(target_os = "linux")]
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use jlayers_tests::{Backend, sandbox};
+
+/// Run `c`: it exits `code`, saying exactly `stderr`.
+#[track_caller]
+fn fails_with(c: &mut Command, code: i32, stderr: &str) {
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(code));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), stderr);
+}
 
 #[test]
 fn usage_errors_are_64() {
@@ -100,11 +108,8 @@ fn help_and_version_exit_0() {
 fn jail_names_from_stdin() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        let mut c = sb.cmd("jmount");
-        c.arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .arg("-")
-            .stdin(Stdio::piped());
+        let mut c = sb.tool("jmount", &["-"]);
+        c.stdin(Stdio::piped());
         let mut child = c.spawn().unwrap();
         child
             .stdin
@@ -134,15 +139,11 @@ fn config_errors_are_78_with_position() {
         sb.run("junmount", &["a"])
             .code(78)
             .err_has("layer p: duplicate layer name");
-        let o = sb
-            .cmd("jmount")
-            .args(["-c", "/nonexistent/jlayers.conf", "--all"])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(78));
-        assert_eq!(
-            String::from_utf8_lossy(&o.stderr),
-            "jmount: /nonexistent/jlayers.conf: No such file or directory (os error 2)\n"
+        fails_with(
+            sb.cmd("jmount")
+                .args(["-c", "/nonexistent/jlayers.conf", "--all"]),
+            78,
+            "jmount: /nonexistent/jlayers.conf: No such file or directory (os error 2)\n",
         );
         // $JLAYERS_CONF is the default path.
         sb.scene();
@@ -202,18 +203,11 @@ fn broken_pipe_is_not_an_error() {
 fn bad_platform_is_a_usage_error() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        let o = sb
-            .cmd("jmount")
-            .env("JLAYERS_PLATFORM", "solaris")
-            .args(["-c"])
-            .arg(sb.path("jlayers.conf"))
-            .arg("j1")
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(64));
-        assert_eq!(
-            String::from_utf8_lossy(&o.stderr),
-            "jmount: JLAYERS_PLATFORM=solaris: expected freebsd or linux\n"
+        fails_with(
+            sb.tool("jmount", &["j1"])
+                .env("JLAYERS_PLATFORM", "solaris"),
+            64,
+            "jmount: JLAYERS_PLATFORM=solaris: expected freebsd or linux\n",
         );
         assert!(sb.mounts().is_empty());
     });

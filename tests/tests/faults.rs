@@ -155,8 +155,7 @@ fn jclean_with_fd_limit(sb: &Sandbox, limit: u32, args: &[&str]) -> jlayers_test
 #[test]
 fn any_depth_in_bounded_descriptors_and_never_a_silent_leftover() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
+        let up = sb.scene_upper(&[]);
         let fill = || {
             chain(&up.join("deep"), 200);
             tree(&up, 30);
@@ -184,12 +183,9 @@ fn any_depth_in_bounded_descriptors_and_never_a_silent_leftover() {
 #[test]
 fn most_jobs_obey_sigterm_at_once() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
+        let up = sb.scene_upper(&[]);
         tree(&up, 1500); // 30,000 files
-        let ready = jlayers_tests::inodes_freed(&up, 100);
-        let child = sb.spawn("jclean", &["-j", "256", "-b", "j1"]);
-        let (out, took) = jlayers_tests::signal_when(child, Signal::SIGTERM, ready);
+        let (out, took) = sb.signal_jclean(&up, 100, &["-j", "256", "-b", "j1"], Signal::SIGTERM);
         assert!(took < Duration::from_secs(1), "took {took:?}");
         assert_eq!(out.status.code(), Some(130), "{out:?}");
     });

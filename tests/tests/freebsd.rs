@@ -239,22 +239,14 @@ fn interrupted_jmount_rolls_back_and_exits_130() {
     sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
         let child = sb
-            .cmd("jmount")
+            .tool("jmount", &["j1", "j2"])
             .env("SIM_MOUNT_DELAY", "1")
-            .arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .args(["j1", "j2"])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         // Once the null mount is made, the union mount is under way.
         let out = jlayers_tests::interrupt_when(child, || !sb.mounts().is_empty());
-        assert_eq!(
-            out.status.code(),
-            Some(130),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        jlayers_tests::assert_exit(&out, 130);
         assert!(String::from_utf8_lossy(&out.stderr).contains("jmount: j1: "));
         assert!(sb.mounts().is_empty(), "rolled back: {:?}", sb.mounts());
     });

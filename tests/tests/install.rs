@@ -274,10 +274,11 @@ fn completions_are_current() {
     assert!(bash.contains("--older-than") && bash.contains("--json"));
 }
 
-#[test]
-fn ports_crates_are_cargo_lock() {
+/// The packages of Cargo.lock that have a line starting with `key`, in the lock's
+/// order: `name-version` and that line's quoted value.
+fn lock_packages(key: &str) -> Vec<(String, String)> {
     let lock = std::fs::read_to_string(ws().join("Cargo.lock")).unwrap();
-    let mut want = Vec::new();
+    let mut got = Vec::new();
     let (mut name, mut version) = (String::new(), String::new());
     for line in lock.lines() {
         let val = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
@@ -285,10 +286,19 @@ fn ports_crates_are_cargo_lock() {
             name = val(line);
         } else if line.starts_with("version = ") {
             version = val(line);
-        } else if line.starts_with("source = \"registry+") {
-            want.push(format!("{name}-{version}"));
+        } else if line.starts_with(key) {
+            got.push((format!("{name}-{version}"), val(line)));
         }
     }
+    got
+}
+
+#[test]
+fn ports_crates_are_cargo_lock() {
+    let want: Vec<String> = lock_packages("source = \"registry+")
+        .into_iter()
+        .map(|(crate_, _)| crate_)
+        .collect();
     let crates =
         std::fs::read_to_string(ws().join("freebsd/ports/sysutils/jlayers/Makefile.crates"))
             .unwrap();
@@ -343,19 +353,8 @@ fn port_makefile_and_distinfo() {
             .is_some_and(|n| n.parse::<u64>().is_ok()),
         "{ts}"
     );
-    let lock = std::fs::read_to_string(ws().join("Cargo.lock")).unwrap();
-    let mut sums = std::collections::HashMap::new();
-    let (mut name, mut version) = (String::new(), String::new());
-    for line in lock.lines() {
-        let val = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
-        if line.starts_with("name = ") {
-            name = val(line);
-        } else if line.starts_with("version = ") {
-            version = val(line);
-        } else if line.starts_with("checksum = ") {
-            sums.insert(format!("{name}-{version}"), val(line));
-        }
-    }
+    let sums: std::collections::HashMap<String, String> =
+        lock_packages("checksum = ").into_iter().collect();
     let crates = std::fs::read_to_string(port.join("Makefile.crates")).unwrap();
     let mut files = vec!["jlayers-0.1.0.tar.gz".to_string()];
     files.extend(

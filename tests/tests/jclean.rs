@@ -44,9 +44,8 @@ fn lines(out: &str) -> Vec<Vec<String>> {
 #[test]
 fn symlinks_are_never_followed() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
+        let up = sb.scene_upper(&[]);
         let c = canary(sb);
-        let up = sb.path("upper/j1/ports");
         fs::create_dir_all(up.join("a/b")).unwrap();
         symlink(&c, up.join("top-link")).unwrap();
         symlink(c.join("precious"), up.join("a/file-link")).unwrap();
@@ -102,10 +101,7 @@ fn whiteouts_and_opaque_dirs_go_and_the_tree_is_pristine_again() {
 #[test]
 fn owner_and_mode_kept() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        fs::create_dir_all(up.join("d")).unwrap();
-        fs::write(up.join("d/f"), "x").unwrap();
+        let up = sb.scene_upper(&[("d/f", "x")]);
         std::os::unix::fs::chown(&up, Some(1234), Some(5678)).unwrap();
         fs::set_permissions(&up, fs::Permissions::from_mode(0o2751)).unwrap();
         sb.run("jclean", &["j1"]).ok();
@@ -119,10 +115,8 @@ fn owner_and_mode_kept() {
 #[test]
 fn mount_inside_upper_is_skipped_and_reported() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        fs::create_dir_all(up.join("mnt")).unwrap();
-        fs::write(up.join("junk"), "x").unwrap();
+        let up = sb.scene_upper(&[("junk", "x")]);
+        fs::create_dir(up.join("mnt")).unwrap();
         let c = canary(sb);
         sb.sh(&format!(
             "mount --bind {} {}",
@@ -207,15 +201,12 @@ fn mounted_layer_refused_on(b: Backend) {
 #[test]
 fn keep_and_older_than() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        for d in ["distfiles/sub", "editors/vim/work", "old"] {
-            fs::create_dir_all(up.join(d)).unwrap();
-        }
-        fs::write(up.join("distfiles/sub/a.tar.gz"), "a").unwrap();
-        fs::write(up.join("editors/vim/work/.build_done.vim"), "b").unwrap();
-        fs::write(up.join("old/stale"), "c").unwrap();
-        fs::write(up.join("fresh"), "d").unwrap();
+        let up = sb.scene_upper(&[
+            ("distfiles/sub/a.tar.gz", "a"),
+            ("editors/vim/work/.build_done.vim", "b"),
+            ("old/stale", "c"),
+            ("fresh", "d"),
+        ]);
         sb.sh(&format!(
             "touch -d '10 days ago' {0}/old/stale {0}/old",
             up.display()
@@ -247,10 +238,7 @@ fn keep_and_older_than() {
 #[test]
 fn durations_need_a_unit() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        fs::create_dir_all(&up).unwrap();
-        fs::write(up.join("work"), "x").unwrap();
+        let up = sb.scene_upper(&[("work", "x")]);
         for age in ["7", "0", "90"] {
             let o = sb.run("jclean", &["--older-than", age, "j1"]);
             o.code(64).err_has("give a unit: s, m, h, d or w");
@@ -333,20 +321,16 @@ fn report_matches_find_and_du_with_total() {
 #[test]
 fn sigint_stops_within_a_second_with_a_report() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
+        let up = sb.scene_upper(&[]);
         build_tree(&up, 2500); // 52,500 files
-        let ready = jlayers_tests::inodes_freed(&up, 1000);
-        let child = sb.spawn("jclean", &["-b", "-j", "1", "j1"]);
-        let (out, took) =
-            jlayers_tests::signal_when(child, nix::sys::signal::Signal::SIGINT, ready);
-        assert!(took < Duration::from_secs(1), "stopped in {took:?}");
-        assert_eq!(
-            out.status.code(),
-            Some(130),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (out, took) = sb.signal_jclean(
+            &up,
+            1000,
+            &["-b", "-j", "1", "j1"],
+            nix::sys::signal::Signal::SIGINT,
         );
+        assert!(took < Duration::from_secs(1), "stopped in {took:?}");
+        jlayers_tests::assert_exit(&out, 130);
         let stdout = String::from_utf8(out.stdout).unwrap();
         let rec = lines(&stdout);
         assert_eq!(rec.len(), 1, "{stdout}");
@@ -382,10 +366,7 @@ fn racing_symlink_swaps_never_reach_the_canary() {
                 }
             }
             let mut child = sb
-                .cmd("jclean")
-                .arg("-c")
-                .arg(sb.path("jlayers.conf"))
-                .arg("j1")
+                .tool("jclean", &["j1"])
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap();

@@ -7,15 +7,7 @@
 
 use serde_json::Value;
 
-use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
-
-/// Every stdout line as a JSON object (the test fails on anything else).
-fn objects(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
+use jlayers_tests::{Backend, Sandbox, json_lines, on_both, sandbox};
 
 fn changed(v: &[Value]) -> Vec<bool> {
     v.iter().map(|o| o["changed"].as_bool().unwrap()).collect()
@@ -27,25 +19,20 @@ fn mount_records_say_what_changed(b: Backend) {
         // -n: what would change, and no sh lines.
         let o = sb.run("jmount", &["--json", "-n", "j1"]);
         o.ok();
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(changed(&v), [true, true]);
         assert!(sb.mounts().is_empty());
 
         let o = sb.run("jmount", &["--json", "j1"]);
         o.ok();
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(v.len(), 2, "one object per layer: {}", o.stdout);
         assert_eq!(v[0]["tool"], "jmount");
         assert_eq!(v[0]["jail"], "j1");
         assert_eq!(v[0]["layer"], "ports");
         assert_eq!(v[0]["target"], sb.path("j1/usr/ports").to_str().unwrap());
         assert_eq!(changed(&v), [true, true]);
-        let kinds: Vec<&str> = v[0]["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["type"].as_str().unwrap())
-            .collect();
+        let kinds = jlayers_tests::json_strs(&v[0]["mounts"], "type");
         assert_eq!(kinds, ["null", "union"]);
         assert_eq!(
             v[0]["mounts"][0]["source"],
@@ -55,19 +42,19 @@ fn mount_records_say_what_changed(b: Backend) {
         // Nothing to do: nothing changed, nothing listed.
         let o = sb.run("jmount", &["--libxo", "json", "j1"]);
         o.ok();
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(changed(&v), [false, false]);
         assert!(v.iter().all(|o| o["mounts"].as_array().unwrap().is_empty()));
 
         // junmount: newest first.
         let o = sb.run("junmount", &["--json", "j1"]);
         o.ok();
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(changed(&v), [true, true]);
         assert_eq!(v[0]["mounts"][0]["type"], "union");
         assert_eq!(v[0]["mounts"][1]["type"], "null");
         let o = sb.run("junmount", &["--json", "j1"]);
-        assert_eq!(changed(&objects(&o.stdout)), [false, false]);
+        assert_eq!(changed(&json_lines(&o.stdout)), [false, false]);
     });
 }
 
@@ -83,7 +70,7 @@ fn failures_clean_and_update_records() {
         std::fs::remove_dir_all(sb.path("j2")).unwrap();
         let o = sb.run("jmount", &["--json", "--all"]);
         o.code(66);
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(v.len(), 3, "{}", o.stdout);
         assert_eq!(v[2]["jail"], "j2");
         assert_eq!(v[2]["exit"], 66);
@@ -91,13 +78,13 @@ fn failures_clean_and_update_records() {
         // A layer that is mounted: jclean's refusal as an object.
         let o = sb.run("jclean", &["--json", "j1"]);
         o.code(75);
-        assert_eq!(objects(&o.stdout)[0]["exit"], 75);
+        assert_eq!(json_lines(&o.stdout)[0]["exit"], 75);
         sb.run("junmount", &["j1"]).ok();
 
         std::fs::write(sb.path("upper/j1/ports/built"), vec![0u8; 10000]).unwrap();
         let o = sb.run("jclean", &["--json", "j1"]);
         o.ok();
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(v[0]["files"], 1);
         assert!(
             v[0]["bytes"].as_u64().unwrap() >= 10000,
@@ -107,7 +94,7 @@ fn failures_clean_and_update_records() {
         std::fs::create_dir_all(sb.path("j2/usr")).unwrap();
         let o = sb.run("jclean", &["--json", "--all"]);
         o.ok();
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(v.len(), 3);
         assert_eq!(v[2]["total"], true);
         assert_eq!(v[2]["jail"], Value::Null);
@@ -117,7 +104,7 @@ fn failures_clean_and_update_records() {
         sb.jail_root("j1", &["sh", "true", "false"]);
         let o = sb.run("jupdate", &["--json", "j1", "--", "/bin/false"]);
         o.code(69);
-        let v = objects(&o.stdout);
+        let v = json_lines(&o.stdout);
         assert_eq!(v.len(), 1, "{}", o.stdout);
         assert_eq!(v[0]["result"], "failed");
         assert_eq!(v[0]["exit_code"], 1);

@@ -54,6 +54,11 @@ fn scene(sb: &Sandbox) {
     jail_root(sb, "j2");
 }
 
+/// The text of `jail`'s log.
+fn log(sb: &Sandbox, jail: &str) -> String {
+    fs::read_to_string(sb.path(&format!("log/{jail}.log"))).unwrap()
+}
+
 fn running(sb: &Sandbox, jail: &str) -> bool {
     sb.jail_running(jail)
 }
@@ -62,11 +67,8 @@ fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
     sandbox(b, |sb| {
         scene(sb);
         let o = Out::from(
-            sb.cmd("jupdate")
+            sb.tool("jupdate", &["j1"])
                 .env("LEAKME", "1")
-                .arg("-c")
-                .arg(sb.path("jlayers.conf"))
-                .arg("j1")
                 .output()
                 .unwrap(),
         );
@@ -162,11 +164,7 @@ fn two_at_a_time(b: Backend) {
             "{}",
             o.stdout
         );
-        assert!(
-            fs::read_to_string(sb.path("log/j2.log"))
-                .unwrap()
-                .contains("met")
-        );
+        assert!(log(sb, "j2").contains("met"));
     });
 }
 
@@ -251,28 +249,23 @@ fn interrupt_restores_and_exits_130(b: Backend) {
     sandbox(b, |sb| {
         scene(sb);
         let child = sb
-            .cmd("jupdate")
-            .arg("-c")
-            .arg(sb.path("jlayers.conf"))
-            .args([
-                "j1",
-                "j2",
-                "--",
-                "sh",
-                "-c",
-                "touch /usr/ports/distfiles/started; sleep 60",
-            ])
+            .tool(
+                "jupdate",
+                &[
+                    "j1",
+                    "j2",
+                    "--",
+                    "sh",
+                    "-c",
+                    "touch /usr/ports/distfiles/started; sleep 60",
+                ],
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let out = jlayers_tests::interrupt_when(child, || sb.path("distfiles/started").exists());
-        assert_eq!(
-            out.status.code(),
-            Some(130),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        jlayers_tests::assert_exit(&out, 130);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.starts_with("j1\tfailed\t"));
         // A jail not yet started is not started after the interrupt.
@@ -306,7 +299,7 @@ fn interactive_takes_one_jail_and_the_terminal() {
         );
         o.ok();
         assert!(o.stdout.starts_with("on-the-terminal\n"), "{}", o.stdout);
-        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        let log = log(sb, "j1");
         assert!(
             !log.lines().any(|l| l == "on-the-terminal") && log.contains("interactive"),
             "{log}"
@@ -387,11 +380,7 @@ fn configured_start_and_stop_run_as_hooks_under_the_lock() {
             "{}",
             o.stderr
         );
-        assert!(
-            fs::read_to_string(sb.path("log/j1.log"))
-                .unwrap()
-                .contains("vim")
-        );
+        assert!(log(sb, "j1").contains("vim"));
         assert!(sb.mounts().is_empty());
         // A failing start command fails the jail, and the layers come off again.
         sb.conf(
@@ -436,7 +425,7 @@ fn stderr_reopened_keeps_the_history(b: Backend) {
             ],
         )
         .ok();
-        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        let log = log(sb, "j1");
         let headers = log.lines().filter(|l| l.contains(": jupdate: ")).count();
         assert_eq!(headers, 2, "{log:?}");
         assert!(log.contains("first-run\n"), "{log:?}");
@@ -451,21 +440,20 @@ fn stderr_reopened_keeps_the_history(b: Backend) {
     });
 }
 
-/// jupdate on a terminal of its own (its controlling terminal, stdin, stdout
-/// and stderr), `keys` typed once `ready` is seen on it; what the terminal
-/// showed and jupdate's status, or `None` if it did not end within 30 s.
-fn on_a_terminal(sb: &Sandbox, args: &[&str], ready: &str, keys: &[u8]) -> (String, Option<i32>) {
-    use std::io::{Read, Write};
+/// `jupdate -i j1 -- sh -c SCRIPT` on a terminal of its own (its controlling
+/// terminal, stdin, stdout and stderr), `keys` typed once `ready` is seen on it;
+/// what the terminal showed and jupdate's status, or `None` if it did not end
+/// within 30 s.
+fn on_a_terminal(sb: &Sandbox, script: &str, keys: &[u8]) -> (String, Option<i32>) {
+    use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = fs::File::from(pty.slave);
     let fd = slave.as_raw_fd();
-    let mut c = sb.cmd("jupdate");
-    c.arg("-c")
-        .arg(sb.path("jlayers.conf"))
-        .args(args)
-        .stdin(slave.try_clone().unwrap())
+    let ready = "ready";
+    let mut c = sb.tool("jupdate", &["-i", "j1", "--", "sh", "-c", script]);
+    c.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave.try_clone().unwrap());
     // SAFETY: setsid and ioctl only, in the forked child.
@@ -479,20 +467,12 @@ fn on_a_terminal(sb: &Sandbox, args: &[&str], ready: &str, keys: &[u8]) -> (Stri
     }
     let mut child = c.spawn().unwrap();
     drop(slave);
-    let mut master = fs::File::from(pty.master);
+    let master = fs::File::from(pty.master);
     let mut writer = master.try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     // Read the terminal until jupdate is done (the master sees EIO then).
-    std::thread::spawn(move || {
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&buf[..n]);
-            let _ = tx.send(raw.clone());
-        }
+    jlayers_tests::read_terminal(master, move |raw| {
+        let _ = tx.send(raw.to_vec());
     });
     let end = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
@@ -533,12 +513,7 @@ fn interactive_reads_the_terminal(b: Backend) {
     sandbox(b, |sb| {
         scene(sb);
         let script = "[ -t 0 ] && echo stdin-is-a-tty; echo ready; read x; echo got $x";
-        let (out, status) = on_a_terminal(
-            sb,
-            &["-i", "j1", "--", "sh", "-c", script],
-            "ready",
-            b"hello\n",
-        );
+        let (out, status) = on_a_terminal(sb, script, b"hello\n");
         assert_eq!(status, Some(0), "{out}");
         assert!(out.contains("stdin-is-a-tty"), "{out}");
         assert!(out.contains("got hello"), "{out}");
@@ -548,12 +523,7 @@ fn interactive_reads_the_terminal(b: Backend) {
 
         // ^C: the terminal's SIGINT goes to the updater's group.
         let script = "echo ready; read x; echo not-interrupted";
-        let (out, status) = on_a_terminal(
-            sb,
-            &["-i", "j1", "--", "sh", "-c", script],
-            "ready",
-            b"\x03",
-        );
+        let (out, status) = on_a_terminal(sb, script, b"\x03");
         assert_eq!(status, Some(130), "{out}");
         assert!(!out.lines().any(|l| l.trim() == "not-interrupted"), "{out}");
         assert!(out.contains("jupdate: j1: interrupted"), "{out}");

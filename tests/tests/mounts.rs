@@ -605,11 +605,7 @@ fn junmount_all_or_nothing(b: Backend) {
             .err_has(&format!("held by pid {} sleep (cwd)", busy.id()))
             .err_has("nothing unmounted");
         assert_eq!(sb.mounts().len(), before, "nothing of j1 unmounted");
-        let v: Vec<serde_json::Value> = o
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let v = jlayers_tests::json_lines(&o.stdout);
         assert_eq!(v.len(), 3, "{}", o.stdout);
         assert_eq!(v[0]["changed"], false);
         assert_eq!(v[1]["changed"], false);
@@ -627,22 +623,13 @@ fn junmount_all_or_nothing(b: Backend) {
             .err_has("mounted again what this run took down (distfiles)");
         assert_eq!(sb.mounts_at("j1/usr/ports/distfiles").len(), 1);
         assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
-        let v: Vec<serde_json::Value> = o
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let v = jlayers_tests::json_lines(&o.stdout);
         assert_eq!(v.len(), 3, "{}", o.stdout);
         assert_eq!(v[0]["layer"], "ports");
         assert_eq!(v[0]["changed"], false);
         assert_eq!(v[1]["layer"], "distfiles");
         assert_eq!(v[1]["changed"], true);
-        let actions: Vec<&str> = v[1]["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["action"].as_str().unwrap())
-            .collect();
+        let actions = jlayers_tests::json_strs(&v[1]["mounts"], "action");
         assert_eq!(actions, ["unmount", "mount"]);
         assert_eq!(v[2]["exit"], 75);
         sb.sh(&format!("umount '{}'", sub.display())).ok();

@@ -186,9 +186,7 @@ fn every_mode_sees_everything(sb: &Sandbox, files: usize, dirs: usize, all_lines
 #[test]
 fn a_chain_of_100000_levels_in_every_mode() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        std::fs::create_dir_all(&up).unwrap();
+        let up = sb.scene_upper(&[]);
         let levels = 100_000;
         let files = chain(&up, levels, 1000);
         every_mode_sees_everything(sb, files, levels, false);
@@ -198,9 +196,7 @@ fn a_chain_of_100000_levels_in_every_mode() {
 #[test]
 fn a_dir_of_50000_subdirs_under_a_low_descriptor_limit_in_every_mode() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        std::fs::create_dir_all(&up).unwrap();
+        let up = sb.scene_upper(&[]);
         let n = 50_000;
         let files = wide(&up, n);
         every_mode_sees_everything(sb, files, n, true);
@@ -212,9 +208,7 @@ fn a_dir_of_50000_subdirs_under_a_low_descriptor_limit_in_every_mode() {
 #[test]
 fn names_of_every_length_and_byte() {
     sandbox(Backend::Linux, |sb| {
-        sb.scene();
-        let up = sb.path("upper/j1/ports");
-        std::fs::create_dir_all(&up).unwrap();
+        let up = sb.scene_upper(&[]);
         let mut fd = open(&up, dir_flags(), Mode::empty()).unwrap();
         let mut levels = 0;
         for len in [1usize, 2, 17, 255] {
