@@ -392,8 +392,10 @@ pub struct Change {
     pub did: Did,
 }
 
+/// What one action did, as the layers' JSON records tell it.
 #[derive(Clone, Debug)]
 pub enum Did {
+    /// A directory made.
     Mkdir(PathBuf),
     /// A mount made: its kind (`null`, `union`, `tmpfs`), source and target.
     Mount(&'static str, PathBuf, PathBuf),
