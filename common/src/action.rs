@@ -287,11 +287,13 @@ impl Indexed {
         let lines = platform.mounts(root)?;
         let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let index = match &*last {
-            Some((l, i)) if Arc::ptr_eq(l, &lines) => i.clone(),
+            Some((cached_lines, cached_index)) if Arc::ptr_eq(cached_lines, &lines) => {
+                cached_index.clone()
+            }
             _ => {
-                let i = Arc::new(crate::mounts::index(&lines));
-                *last = Some((lines.clone(), i.clone()));
-                i
+                let built = Arc::new(crate::mounts::index(&lines));
+                *last = Some((lines.clone(), built.clone()));
+                built
             }
         };
         Ok(Table::new(lines, index, extra))
@@ -308,21 +310,21 @@ pub struct Perform<'a> {
 impl Perform<'_> {
     /// A busy unmount's error, with what holds the mount: each process as `pid
     /// command (how, jail)`, or the platform's hint when none is found.
-    fn name_holders(&self, site: &Site, target: &Path, e: anyhow::Error) -> anyhow::Error {
-        if code_of(&e) != ExitCode::TempFail {
-            return e;
+    fn name_holders(&self, site: &Site, target: &Path, err: anyhow::Error) -> anyhow::Error {
+        if code_of(&err) != ExitCode::TempFail {
+            return err;
         }
         let holders = self.platform.holders(target);
         if holders.is_empty() {
             let hint = self.platform.busy_hint(target);
-            return fail(ExitCode::TempFail, format!("{e:#}: {hint}"));
+            return fail(ExitCode::TempFail, format!("{err:#}: {hint}"));
         }
         let named: Vec<String> = holders
             .iter()
             .map(|h| h.describe(site.root, site.jail))
             .collect();
         let held = named.join(", ");
-        fail(ExitCode::TempFail, format!("{e:#}: held by {held}"))
+        fail(ExitCode::TempFail, format!("{err:#}: held by {held}"))
     }
 }
 
@@ -390,8 +392,10 @@ pub struct Change {
     pub did: Did,
 }
 
+/// What one action did, as the layers' JSON records tell it.
 #[derive(Clone, Debug)]
 pub enum Did {
+    /// A directory made.
     Mkdir(PathBuf),
     /// A mount made: its kind (`null`, `union`, `tmpfs`), source and target.
     Mount(&'static str, PathBuf, PathBuf),

@@ -78,14 +78,14 @@ impl Kind {
     }
 
     /// `--only KIND`: the kinds that can be pruned alone (not directories).
-    pub fn parse_prunable(s: &str) -> Result<Kind, String> {
-        match Kind::ALL.into_iter().find(|k| k.name() == s) {
+    pub fn parse_prunable(name: &str) -> Result<Kind, String> {
+        match Kind::ALL.into_iter().find(|k| k.name() == name) {
             Some(Kind::Dir | Kind::Opaque) => Err(format!(
-                "{s}: directories go with jclean as a whole; give new, copy, modified, stale, conflict or whiteout"
+                "{name}: directories go with jclean as a whole; give new, copy, modified, stale, conflict or whiteout"
             )),
-            Some(k) => Ok(k),
+            Some(kind) => Ok(kind),
             None => Err(format!(
-                "{s:?}: unknown kind (new, copy, modified, stale, conflict, whiteout)"
+                "{name:?}: unknown kind (new, copy, modified, stale, conflict, whiteout)"
             )),
         }
     }
@@ -132,7 +132,7 @@ pub fn walk(
         each: RefCell::new(Box::new(each)),
         problems: RefCell::new(Problems::new()),
     };
-    let w = Walker::new(&lister, upper, mounts)?.in_path_order();
+    let walker = Walker::new(&lister, upper, mounts)?.in_path_order();
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     // No host tree: every entry is new.
     let host = nix::fcntl::open(source, flags, Mode::empty())
@@ -142,7 +142,7 @@ pub fn walk(
         fd: nix::unistd::dup(upper)?,
         st: nix::sys::stat::fstat(upper)?,
     };
-    w.deep(top, host, Vec::new());
+    walker.deep(top, host, Vec::new());
     Ok(lister.problems.into_inner())
 }
 
@@ -156,8 +156,8 @@ struct Lister<'a, 'e> {
 }
 
 impl Lister<'_, '_> {
-    fn tell(&self, e: &Entry) -> bool {
-        (self.each.borrow_mut())(e)
+    fn tell(&self, entry: &Entry) -> bool {
+        (self.each.borrow_mut())(entry)
     }
 }
 
@@ -170,9 +170,10 @@ impl Visit for Lister<'_, '_> {
         if is_dir(&st) {
             return Done::Dir;
         }
-        let kind = match whiteout_file(&st) {
-            true => Kind::Whiteout,
-            false => against_host(dir, name, &st, host),
+        let kind = if whiteout_file(&st) {
+            Kind::Whiteout
+        } else {
+            against_host(dir, name, &st, host)
         };
         let remove = self.tell(&Entry {
             kind,
@@ -185,17 +186,18 @@ impl Visit for Lister<'_, '_> {
         }
         match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
             Ok(_) | Err(Errno::ENOENT) => Done::Gone,
-            Err(e) => {
-                self.problem(at.join(name), format!("cannot remove: {}", e.desc()));
+            Err(errno) => {
+                self.problem(at.join(name), format!("cannot remove: {}", errno.desc()));
                 Done::Kept
             }
         }
     }
 
     fn entered(&self, at: &At, dir: &OwnedFd, st: &FileStat) {
-        let kind = match opaque(dir, st) {
-            true => Kind::Opaque,
-            false => Kind::Dir,
+        let kind = if opaque(dir, st) {
+            Kind::Opaque
+        } else {
+            Kind::Dir
         };
         self.tell(&Entry {
             kind,
@@ -238,7 +240,7 @@ fn birth(dir: &OwnedFd, name: &CStr, _st: &FileStat) -> Option<Time> {
     // SAFETY: statx is plain old data; all zeroes is a valid value.
     let mut sx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: the name is a C string, the buffer is ours and of the right type.
-    let r = unsafe {
+    let status = unsafe {
         libc::statx(
             dir.as_raw_fd(),
             name.as_ptr(),
@@ -247,7 +249,7 @@ fn birth(dir: &OwnedFd, name: &CStr, _st: &FileStat) -> Option<Time> {
             &mut sx,
         )
     };
-    (r == 0 && sx.stx_mask & libc::STATX_BTIME != 0)
+    (status == 0 && sx.stx_mask & libc::STATX_BTIME != 0)
         .then_some((sx.stx_btime.tv_sec, i64::from(sx.stx_btime.tv_nsec)))
 }
 
@@ -276,45 +278,52 @@ fn against_host(dir: &OwnedFd, name: &CStr, st: &FileStat, host: Option<&OwnedFd
     let Some(host) = host else {
         return Kind::New;
     };
-    let Ok(h) = fstatat(host, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+    let Ok(host_st) = fstatat(host, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
         return Kind::New;
     };
     let (mtime, ctime) = times(st);
     // When the copy was made, and whether the jail wrote its content since.
     let made = birth(dir, name, st).unwrap_or(ctime);
     let written = mtime >= made;
-    let (_, host_ctime) = times(&h);
+    let (_, host_ctime) = times(&host_st);
     if host_ctime > made {
-        return match written {
-            true => Kind::Conflict,
-            false => Kind::Stale,
-        };
+        return if written { Kind::Conflict } else { Kind::Stale };
     }
-    let same_meta = st.st_mode == h.st_mode && st.st_uid == h.st_uid && st.st_gid == h.st_gid;
-    if same_meta && same_content(dir, name, st, host, &h) {
+    let same_meta =
+        st.st_mode == host_st.st_mode && st.st_uid == host_st.st_uid && st.st_gid == host_st.st_gid;
+    if same_meta && same_content(dir, name, st, host, &host_st) {
         Kind::Copy
     } else {
         Kind::Modified
     }
 }
 
-fn same_content(dir: &OwnedFd, name: &CStr, st: &FileStat, host: &OwnedFd, h: &FileStat) -> bool {
+fn same_content(
+    dir: &OwnedFd,
+    name: &CStr,
+    st: &FileStat,
+    host: &OwnedFd,
+    host_st: &FileStat,
+) -> bool {
     let fmt = file_type(st.st_mode);
-    if fmt != file_type(h.st_mode) {
+    if fmt != file_type(host_st.st_mode) {
         return false;
     }
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     if fmt == file_type(libc::S_IFREG) {
-        if st.st_size != h.st_size {
+        if st.st_size != host_st.st_size {
             return false;
         }
-        let (Ok(a), Ok(b)) = (
+        let (Ok(upper_file), Ok(host_file)) = (
             openat(dir, name, flags, Mode::empty()),
             openat(host, name, flags, Mode::empty()),
         ) else {
             return false;
         };
-        return equal_streams(&mut std::fs::File::from(a), &mut std::fs::File::from(b));
+        return equal_streams(
+            &mut std::fs::File::from(upper_file),
+            &mut std::fs::File::from(host_file),
+        );
     }
     if fmt == file_type(libc::S_IFLNK) {
         return nix::fcntl::readlinkat(dir, name)
@@ -323,7 +332,7 @@ fn same_content(dir: &OwnedFd, name: &CStr, st: &FileStat, host: &OwnedFd, h: &F
             .is_some_and(|(a, b)| a == b);
     }
     if fmt == file_type(libc::S_IFCHR) || fmt == file_type(libc::S_IFBLK) {
-        return st.st_rdev == h.st_rdev;
+        return st.st_rdev == host_st.st_rdev;
     }
     true
 }
@@ -335,33 +344,33 @@ fn file_type(mode: impl Into<u32>) -> u32 {
     mode.into() & FMT
 }
 
-fn equal_streams(a: &mut impl std::io::Read, b: &mut impl std::io::Read) -> bool {
-    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+fn equal_streams(left: &mut impl std::io::Read, right: &mut impl std::io::Read) -> bool {
+    let (mut left_buf, mut right_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
-        let n = match read_full(a, &mut x) {
-            Ok(n) => n,
+        let got = match read_full(left, &mut left_buf) {
+            Ok(got) => got,
             Err(_) => return false,
         };
-        match read_full(b, &mut y[..n.max(1)]) {
-            Ok(m) if m == n && x[..n] == y[..n] => {}
+        match read_full(right, &mut right_buf[..got.max(1)]) {
+            Ok(got_right) if got_right == got && left_buf[..got] == right_buf[..got] => {}
             _ => return false,
         }
-        if n == 0 {
+        if got == 0 {
             return true;
         }
     }
 }
 
 /// Read until `buf` is full or the end.
-fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
+fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
             0 => break,
-            k => n += k,
+            read => filled += read,
         }
     }
-    Ok(n)
+    Ok(filled)
 }
 
 /// overlayfs marks a deletion with a 0/0 character device; unionfs with a DT_WHT
@@ -375,21 +384,21 @@ fn whiteout_file(st: &FileStat) -> bool {
 #[cfg(target_os = "linux")]
 fn opaque(dir: &OwnedFd, _st: &FileStat) -> bool {
     use std::os::fd::AsRawFd;
-    let mut v = [0u8; 4];
+    let mut value = [0u8; 4];
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|attr| {
             let name = CString::new(*attr).unwrap_or_default();
             // SAFETY: the buffer and its length are ours; the name is a C string.
-            let n = unsafe {
+            let len = unsafe {
                 libc::fgetxattr(
                     dir.as_raw_fd(),
                     name.as_ptr(),
-                    v.as_mut_ptr().cast(),
-                    v.len(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
                 )
             };
-            n > 0 && matches!(v[0], b'y' | b'x')
+            len > 0 && matches!(value[0], b'y' | b'x')
         })
 }
 

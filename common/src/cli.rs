@@ -64,10 +64,10 @@ impl Common {
 
 /// `--libxo FORMAT`: only `json` (with libxo's own modifiers after a comma, which
 /// change nothing here).
-pub fn parse_libxo(s: &str) -> Result<String, String> {
-    match s.split([',', ':']).next() {
-        Some("json") => Ok(s.to_string()),
-        _ => Err(format!("{s:?}: only json is supported")),
+pub fn parse_libxo(arg: &str) -> Result<String, String> {
+    match arg.split([',', ':']).next() {
+        Some("json") => Ok(arg.to_string()),
+        _ => Err(format!("{arg:?}: only json is supported")),
     }
 }
 
@@ -75,25 +75,27 @@ pub fn parse_libxo(s: &str) -> Result<String, String> {
 /// one-line message and exit 64.
 pub fn parse<T: Parser>(tool: &str) -> T {
     match T::try_parse() {
-        Ok(t) => t,
-        Err(e) => {
+        Ok(parsed) => parsed,
+        Err(err) => {
             use clap::error::ErrorKind::*;
-            if matches!(e.kind(), DisplayHelp | DisplayVersion) {
+            if matches!(err.kind(), DisplayHelp | DisplayVersion) {
                 use std::io::Write;
-                let text = e.render().to_string();
-                let mut o = std::io::stdout().lock();
+                let text = err.render().to_string();
+                let mut stdout = std::io::stdout().lock();
                 // A closed pipe is no error; anything else is 74.
-                let r = o.write_all(text.as_bytes()).and_then(|()| o.flush());
-                if let Err(err) = r.or_else(|e| match e.kind() {
+                let written = stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush());
+                if let Err(write_err) = written.or_else(|io_err| match io_err.kind() {
                     std::io::ErrorKind::BrokenPipe => Ok(()),
-                    _ => Err(e),
+                    _ => Err(io_err),
                 }) {
-                    let _ = writeln!(std::io::stderr(), "{tool}: stdout: {err}");
+                    let _ = writeln!(std::io::stderr(), "{tool}: stdout: {write_err}");
                     std::process::exit(ExitCode::IoErr.code());
                 }
                 std::process::exit(0);
             }
-            let text = e.to_string();
+            let text = err.to_string();
             let first = text.lines().next().unwrap_or("bad usage");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             // Never a panic when stderr is gone (eprintln! would).
@@ -120,8 +122,8 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
         ));
     }
     let mut names: Vec<OsString> = Vec::new();
-    for n in &args.jails {
-        if n == "-" {
+    for name in &args.jails {
+        if name == "-" {
             let mut raw = Vec::new();
             std::io::stdin()
                 .lock()
@@ -129,7 +131,7 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
                 .map_err(|e| fail(ExitCode::Usage, format!("stdin: {e}")))?;
             names.extend(names_from(&raw));
         } else {
-            names.push(n.clone());
+            names.push(name.clone());
         }
     }
     if names.is_empty() {
@@ -145,8 +147,8 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for n in &names {
-        let i = n
+    for name in &names {
+        let index = name
             .to_str()
             .and_then(|s| by_name.get(s).copied())
             .ok_or_else(|| {
@@ -154,13 +156,13 @@ pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
                     ExitCode::Usage,
                     format!(
                         "{}: no such jail in {}",
-                        n.to_string_lossy(),
+                        name.to_string_lossy(),
                         cfg.path.display()
                     ),
                 )
             })?;
-        if seen.insert(i) {
-            out.push(i);
+        if seen.insert(index) {
+            out.push(index);
         }
     }
     Ok(out)
@@ -183,16 +185,16 @@ pub const MAX_AGE_SECS: u64 = 100 * 365 * 86400;
 
 /// An age or duration as the tools take it: a number and a unit, `s`, `m`, `h`, `d`
 /// or `w` (`90s`, `12h`, `7d`); a bare number is refused. At most 100 years.
-pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
+pub fn parse_age(arg: &str) -> Result<std::time::Duration, String> {
+    let arg = arg.trim();
+    let split = arg.find(|c: char| !c.is_ascii_digit()).unwrap_or(arg.len());
+    let (num, unit) = arg.split_at(split);
     let mult = match unit {
         // A bare number is refused: `find -mtime 7` means days, so guessing
         // seconds would delete what the administrator meant to keep.
         "" if !num.is_empty() => {
             return Err(format!(
-                "{s:?}: give a unit: s, m, h, d or w (e.g. {num}d for {num} days)"
+                "{arg:?}: give a unit: s, m, h, d or w (e.g. {num}d for {num} days)"
             ));
         }
         "s" => 1,
@@ -200,11 +202,11 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d, w)")),
+        _ => return Err(format!("{arg:?}: unknown unit {unit:?} (s, m, h, d, w)")),
     };
     if num.is_empty() {
         return Err(format!(
-            "{s:?}: expected a number and a unit, e.g. 12h or 7d"
+            "{arg:?}: expected a number and a unit, e.g. 12h or 7d"
         ));
     }
     num.parse::<u64>()
@@ -212,16 +214,16 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
         .and_then(|n| n.checked_mul(mult))
         .filter(|&secs| secs <= MAX_AGE_SECS)
         .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?}: too large (at most 100 years, 5214w)"))
+        .ok_or_else(|| format!("{arg:?}: too large (at most 100 years, 5214w)"))
 }
 
 /// A timeout: an age of at least one second.
-pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    let d = parse_age(s)?;
-    if d.is_zero() {
-        return Err(format!("{:?}: give at least 1s", s.trim()));
+pub fn parse_timeout(arg: &str) -> Result<std::time::Duration, String> {
+    let age = parse_age(arg)?;
+    if age.is_zero() {
+        return Err(format!("{:?}: give at least 1s", arg.trim()));
     }
-    Ok(d)
+    Ok(age)
 }
 
 /// The most worker threads or jails at a time: more buys nothing on any machine
@@ -229,10 +231,10 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
 pub const MAX_JOBS: usize = 256;
 
 /// `-j N`: 1 to [`MAX_JOBS`].
-pub fn parse_jobs(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_JOBS).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?}: give a number from 1 to {MAX_JOBS}")),
+pub fn parse_jobs(arg: &str) -> Result<usize, String> {
+    match arg.trim().parse::<usize>() {
+        Ok(jobs) if (1..=MAX_JOBS).contains(&jobs) => Ok(jobs),
+        _ => Err(format!("{arg:?}: give a number from 1 to {MAX_JOBS}")),
     }
 }
 

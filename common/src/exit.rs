@@ -40,8 +40,8 @@ impl ExitCode {
 }
 
 impl From<ExitCode> for std::process::ExitCode {
-    fn from(c: ExitCode) -> Self {
-        std::process::ExitCode::from(c as u8)
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
     }
 }
 
@@ -78,9 +78,9 @@ pub fn code_of(err: &anyhow::Error) -> ExitCode {
 
 /// The exit status a failed system call means, the one mapping of errno for
 /// every backend: not permitted 77, busy 75, anything else `otherwise`.
-pub fn of_errno(e: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
+pub fn of_errno(errno: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
     use nix::errno::Errno;
-    match e {
+    match errno {
         Errno::EPERM | Errno::EACCES => ExitCode::NoPerm,
         Errno::EBUSY => ExitCode::TempFail,
         _ => otherwise,
@@ -91,14 +91,16 @@ pub fn of_errno(e: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
 /// depth of its chain.
 pub fn refused(err: &anyhow::Error) -> bool {
     use nix::errno::Errno;
-    err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-            || c.downcast_ref::<Errno>()
+            || cause
+                .downcast_ref::<Errno>()
                 .is_some_and(|e| matches!(e, Errno::EPERM | Errno::EACCES))
             || {
-                let t = c.to_string();
-                t.contains("Operation not permitted") || t.contains("Permission denied")
+                let text = cause.to_string();
+                text.contains("Operation not permitted") || text.contains("Permission denied")
             }
     })
 }
@@ -111,9 +113,10 @@ pub fn message(err: &anyhow::Error) -> String {
         && !nix::unistd::geteuid().is_root()
         && refused(err)
         && !text.contains("run as root");
-    match hint {
-        true => format!("{text} (run as root)"),
-        false => text,
+    if hint {
+        format!("{text} (run as root)")
+    } else {
+        text
     }
 }
 
@@ -129,13 +132,14 @@ where
     /// A permission refused is 77 (not permitted) whatever `code` says: the
     /// cause is who runs the tool, not what it was asked to do.
     fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T> {
-        self.map_err(|e| {
-            let e = e.into();
-            let code = match refused(&e) {
-                true => ExitCode::NoPerm,
-                false => code,
+        self.map_err(|err| {
+            let err = err.into();
+            let code = if refused(&err) {
+                ExitCode::NoPerm
+            } else {
+                code
             };
-            e.context(Fail { code, msg: msg() })
+            err.context(Fail { code, msg: msg() })
         })
     }
 }
@@ -147,20 +151,20 @@ mod tests {
 
     #[test]
     fn code_survives_contexts() {
-        let e: anyhow::Result<()> = Err(fail(ExitCode::NoPerm, "symlink"));
-        let e = e.context("layer").context("jail").unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::NoPerm);
-        assert_eq!(format!("{e:#}"), "jail: layer: symlink");
+        let result: anyhow::Result<()> = Err(fail(ExitCode::NoPerm, "symlink"));
+        let err = result.context("layer").context("jail").unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm);
+        assert_eq!(format!("{err:#}"), "jail: layer: symlink");
     }
 
     #[test]
     fn context_code_and_default() {
         let io: Result<(), std::io::Error> = Err(std::io::Error::other("boom"));
-        let e = io
+        let err = io
             .or_fail(ExitCode::CantCreate, || "mkdir x".into())
             .unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::CantCreate);
-        assert_eq!(format!("{e:#}"), "mkdir x: boom");
+        assert_eq!(code_of(&err), ExitCode::CantCreate);
+        assert_eq!(format!("{err:#}"), "mkdir x: boom");
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ExitCode::Unavailable);
     }
 }

@@ -33,8 +33,9 @@ pub fn after_long_help(tool: &str) -> String {
         "jclean" => "every upper dir was emptied (or counted, or listed)",
         _ => "every update succeeded",
     };
-    let mut s = String::from("EXIT STATUS\n");
-    let mut code = |c: &str, m: &str| s.push_str(&format!("  {c:<5}{m}\n"));
+    let mut text = String::from("EXIT STATUS\n");
+    let mut code =
+        |status: &str, meaning: &str| text.push_str(&format!("  {status:<5}{meaning}\n"));
     code("0", ok);
     if tool == "jmount" {
         code(
@@ -42,23 +43,23 @@ pub fn after_long_help(tool: &str) -> String {
             "--status: some layer shown is not mounted as configured",
         );
     }
-    for (c, m) in COMMON {
-        code(c, m);
+    for (status, meaning) in COMMON {
+        code(status, meaning);
     }
-    s.push_str("  With several jails, the status is that of the first jail that failed.\n");
-    s.push_str(
+    text.push_str("  With several jails, the status is that of the first jail that failed.\n");
+    text.push_str(
         "\nENVIRONMENT\n\
          \x20 JLAYERS_CONF      the configuration file, unless -c is given\n\
          \x20 JLAYERS_PLATFORM  freebsd or linux: the backend, instead of this system's\n",
     );
-    s.push_str(
+    text.push_str(
         "\nFILES\n\
          \x20 /usr/local/etc/jlayers.conf  configuration (FreeBSD; /etc/jlayers.conf on Linux)\n\
          \x20 /var/run/jlayers/JAIL.lock   lock files (/run/jlayers on Linux)\n",
     );
     if tool == "jupdate" {
-        s.push_str("  /var/log/jlayers/JAIL.log    each jail's log, appended to\n");
+        text.push_str("  /var/log/jlayers/JAIL.log    each jail's log, appended to\n");
     }
-    s.push_str(&format!("\nSee {tool}(8) and jlayers.conf(5).\n"));
-    s
+    text.push_str(&format!("\nSee {tool}(8) and jlayers.conf(5).\n"));
+    text
 }

@@ -22,8 +22,8 @@ impl Drop for JailLock {
     /// never a stale pid (a run killed with -9 leaves its pid, which the next
     /// holder overwrites at once and a waiter checks for life).
     fn drop(&mut self) {
-        if let Some(l) = &self.lock {
-            let _ = l.set_len(0);
+        if let Some(lock) = &self.lock {
+            let _ = lock.set_len(0);
         }
     }
 }
@@ -51,13 +51,13 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
     // The lock dir is made when missing, not looked at again for every jail.
     let open = || {
         let file = match try_open() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
                     format!("lock dir {}", dir.display())
                 })?;
                 try_open()
             }
-            r => r,
+            opened => opened,
         };
         file.or_fail(ExitCode::CantCreate, || {
             format!("lock file {}", path.display())
@@ -76,8 +76,8 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
                 let _ = lock.set_len(line.len() as u64);
                 return Ok(JailLock { lock: Some(lock) });
             }
-            Err((f, Errno::EWOULDBLOCK)) => {
-                let pid = holder(&f);
+            Err((locked, Errno::EWOULDBLOCK)) => {
+                let pid = holder(&locked);
                 if pid.is_some_and(is_ancestor) {
                     return Ok(JailLock { lock: None });
                 }
@@ -85,7 +85,7 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
                 // names a dead run): look again, briefly.
                 if pid.is_none_or(|p| !alive(p)) && start.elapsed() < PID_WAIT {
                     std::thread::sleep(Duration::from_millis(5));
-                    file = f;
+                    file = locked;
                     continue;
                 }
                 let holder = pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
@@ -97,19 +97,22 @@ pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
                     ),
                 ));
             }
-            Err((_, e)) => {
-                let code = crate::exit::of_errno(e, ExitCode::CantCreate);
-                return Err(fail(code, format!("lock {}: {}", path.display(), e.desc())));
+            Err((_, errno)) => {
+                let code = crate::exit::of_errno(errno, ExitCode::CantCreate);
+                return Err(fail(
+                    code,
+                    format!("lock {}: {}", path.display(), errno.desc()),
+                ));
             }
         }
     }
 }
 
 /// The pid on the lock file's first line.
-fn holder(f: &File) -> Option<u32> {
+fn holder(file: &File) -> Option<u32> {
     let mut buf = [0u8; 32];
-    let n = f.read_at(&mut buf, 0).ok()?;
-    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let len = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
     text.split('\n')
         .next()?
         .trim()
@@ -120,24 +123,24 @@ fn holder(f: &File) -> Option<u32> {
 
 /// Whether process `pid` exists.
 fn alive(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else {
+    let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
     !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
         Err(Errno::ESRCH)
     )
 }
 
 /// Whether `pid` is this process's parent, grandparent, ...
 fn is_ancestor(pid: u32) -> bool {
-    let mut p = std::os::unix::process::parent_id();
+    let mut current = std::os::unix::process::parent_id();
     for _ in 0..64 {
-        if p == pid {
+        if current == pid {
             return true;
         }
-        match parent_of(p) {
-            Some(pp) if pp > 1 && pp != p => p = pp,
+        match parent_of(current) {
+            Some(parent) if parent > 1 && parent != current => current = parent,
             _ => return false,
         }
     }
@@ -168,15 +171,15 @@ mod tests {
 
     #[test]
     fn second_lock_fails_with_pid() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("run/jlayers");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run/jlayers");
         let held = lock_jail(&dir, "web").unwrap();
         // Another open file description conflicts even within one process.
-        let e = lock_jail(&dir, "web").unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::TempFail);
+        let err = lock_jail(&dir, "web").unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail);
         assert!(
-            format!("{e:#}").contains(&format!("pid {}", std::process::id())),
-            "{e:#}"
+            format!("{err:#}").contains(&format!("pid {}", std::process::id())),
+            "{err:#}"
         );
         assert!(lock_jail(&dir, "server").is_ok());
         drop(held);

@@ -35,9 +35,9 @@ pub struct LinuxInfo {
 impl LinuxInfo {
     /// The value of a `key=value` file system option.
     pub fn fs_option(&self, key: &str) -> Option<&OsStr> {
-        self.fs_options.iter().find_map(|o| {
-            let b = o.as_encoded_bytes();
-            let rest = b.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        self.fs_options.iter().find_map(|option| {
+            let bytes = option.as_encoded_bytes();
+            let rest = bytes.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
             // SAFETY: split right after an ASCII '=' of a valid OsStr.
             Some(unsafe { OsStr::from_encoded_bytes_unchecked(rest) })
         })
@@ -79,8 +79,8 @@ pub type Index = HashMap<PathBuf, Vec<usize>>;
 /// Index a table by mount point.
 pub fn index(lines: &[Mount]) -> Index {
     let mut at: Index = HashMap::new();
-    for (i, m) in lines.iter().enumerate() {
-        at.entry(m.target.clone()).or_default().push(i);
+    for (line, mount) in lines.iter().enumerate() {
+        at.entry(mount.target.clone()).or_default().push(line);
     }
     at
 }

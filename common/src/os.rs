@@ -21,13 +21,13 @@ impl Os {
             } else {
                 Os::Linux
             }),
-            Some(v) if v == "freebsd" => Ok(Os::FreeBsd),
-            Some(v) if v == "linux" => Ok(Os::Linux),
-            Some(v) => Err(fail(
+            Some(value) if value == "freebsd" => Ok(Os::FreeBsd),
+            Some(value) if value == "linux" => Ok(Os::Linux),
+            Some(value) => Err(fail(
                 ExitCode::Usage,
                 format!(
                     "JLAYERS_PLATFORM={}: expected freebsd or linux",
-                    v.to_string_lossy()
+                    value.to_string_lossy()
                 ),
             )),
         }

@@ -25,6 +25,7 @@ pub struct Stack {
     pub shape: Shape,
 }
 
+/// Everything jmount does for one jail, and junmount undoes.
 #[derive(Clone, Debug)]
 pub struct JailPlan {
     pub jail: String,
@@ -36,7 +37,7 @@ pub struct JailPlan {
 /// What the mount table shows at a stack's target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
-    /// The first `n` steps are mounted, in order, on top of whatever else is there.
+    /// The first so many steps are mounted, in order, on top of whatever else is there.
     Mounted(usize),
     /// The top mount is not part of this stack as planned; `ours` tells whether
     /// mounts of the plan are at the target all the same (out of order, or below it).
@@ -47,16 +48,16 @@ pub enum State {
 pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
     let root = cfg.roots().real(&jail.root);
     let mut stacks = Vec::new();
-    for &i in &jail.layers {
-        let layer = &cfg.layers[i];
+    for &index in &jail.layers {
+        let layer = &cfg.layers[index];
         let null = Null {
-            source: cfg.real_source(i).to_path_buf(),
+            source: cfg.real_source(index).to_path_buf(),
             read_only: layer.mode == Mode::Readonly,
         };
         let mut union = None;
-        if let Some(up) = jail.uppers.get(&i) {
+        if let Some(up) = jail.uppers.get(&index) {
             let upper = match up {
-                Upper::Host(p) => cfg.roots().locate(p),
+                Upper::Host(path) => cfg.roots().locate(path),
                 Upper::InRoot(rel) => Place::beneath(&root, rel),
             };
             if upper.root.is_some() && upper.rel().as_os_str().is_empty() {
@@ -69,7 +70,7 @@ pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPl
                     ),
                 ));
             }
-            let (upper, work) = match jail.tmpfs.get(&i) {
+            let (upper, work) = match jail.tmpfs.get(&index) {
                 // The tmpfs is mounted on the upper's place and the upper dir is
                 // `upper` in it, with Linux's work dir `work` beside it (overlay
                 // wants both on one file system, the work dir not inside the upper).
@@ -126,15 +127,15 @@ impl Stack {
     /// the target's mounts as a consistent prefix, bottom step first.
     pub fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
         let at = self.at(table);
-        for n in (1..=self.shape.steps().len().min(at.len())).rev() {
-            let top = &at[at.len() - n..];
+        for count in (1..=self.shape.steps().len().min(at.len())).rev() {
+            let top = &at[at.len() - count..];
             if self
                 .shape
                 .steps()
                 .zip(top)
                 .all(|(step, m)| platform.matches(step, m))
             {
-                return State::Mounted(n);
+                return State::Mounted(count);
             }
         }
         match at.last() {
@@ -194,10 +195,10 @@ upper.obj = "var/obj-upper"
     fn shapes_of(os: Os) -> (Vec<(String, Place, Shape)>, bool) {
         let cfg = Config::parse(CONF, Path::new("jlayers.conf"), os).unwrap();
         let platform = crate::platform::backend(os).unwrap();
-        let p = plan(&cfg, &cfg.jails[0], &*platform).unwrap();
-        assert_eq!(p.jail, "j");
-        assert_eq!(p.root, Path::new("/nonexistent-jlayers-plan/j"));
-        let stacks = p
+        let jail_plan = plan(&cfg, &cfg.jails[0], &*platform).unwrap();
+        assert_eq!(jail_plan.jail, "j");
+        assert_eq!(jail_plan.root, Path::new("/nonexistent-jlayers-plan/j"));
+        let stacks = jail_plan
             .stacks
             .into_iter()
             .map(|s| (s.layer, s.target, s.shape))
@@ -288,7 +289,10 @@ upper.obj = "var/obj-upper"
 
     #[test]
     fn work_dir_is_a_sibling() {
-        let w = work_dir(&Place::beneath(Path::new("/j"), Path::new("a/up")));
-        assert_eq!(w, Place::beneath(Path::new("/j"), Path::new("a/up.work")));
+        let work = work_dir(&Place::beneath(Path::new("/j"), Path::new("a/up")));
+        assert_eq!(
+            work,
+            Place::beneath(Path::new("/j"), Path::new("a/up.work"))
+        );
     }
 }

@@ -62,9 +62,9 @@ impl Messages {
 
     fn emit(&self, scope: &[&str], msg: &str) {
         let mut line = String::from(self.tool);
-        for s in scope {
+        for part in scope {
             line.push_str(": ");
-            line.push_str(s);
+            line.push_str(part);
         }
         line.push_str(": ");
         // One message, one line, whatever a path held.
@@ -89,7 +89,7 @@ pub fn set_bars(bars: Option<indicatif::MultiProgress>) {
 fn drawn_around<R>(write: impl FnOnce() -> R) -> R {
     let bars = BARS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match bars {
-        Some(b) => b.suspend(write),
+        Some(bars) => bars.suspend(write),
         None => write(),
     }
 }
@@ -113,19 +113,19 @@ pub fn stdout_failed() -> bool {
     STDOUT_FAILED.load(Ordering::Relaxed)
 }
 
-/// A write to stdout failed with `e`: a closed pipe (`| head`) ends the output
+/// A write to stdout failed with `err`: a closed pipe (`| head`) ends the output
 /// quietly; anything else is said once on stderr (if stderr can take it) and
 /// makes the run exit 74.
-pub fn stdout_error(e: &std::io::Error) {
+pub fn stdout_error(err: &std::io::Error) {
     if STDOUT_CLOSED.swap(true, Ordering::Relaxed) {
         return;
     }
-    if e.kind() == ErrorKind::BrokenPipe {
+    if err.kind() == ErrorKind::BrokenPipe {
         return;
     }
     STDOUT_FAILED.store(true, Ordering::Relaxed);
     let tool = TOOL.get().copied().unwrap_or("jlayers");
-    let line = format!("{tool}: stdout: {e}\n");
+    let line = format!("{tool}: stdout: {err}\n");
     // Never a panic when stderr fails too (eprintln! would).
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
@@ -143,8 +143,8 @@ pub fn json() -> bool {
 }
 
 /// A path as a JSON string: its bytes as UTF-8, any that are not as U+FFFD.
-pub fn path_json(p: &Path) -> serde_json::Value {
-    serde_json::Value::String(p.to_string_lossy().into_owned())
+pub fn path_json(path: &Path) -> serde_json::Value {
+    serde_json::Value::String(path.to_string_lossy().into_owned())
 }
 
 /// One record in this run's format: the TAB fields, or the JSON object (which gets
@@ -161,8 +161,8 @@ pub fn emit(tool: &str, fields: &[&OsStr], object: serde_json::Value) {
 pub fn json_record(tool: &str, object: serde_json::Value) {
     let mut map = serde_json::Map::new();
     map.insert("tool".into(), tool.into());
-    if let serde_json::Value::Object(o) = object {
-        map.extend(o);
+    if let serde_json::Value::Object(fields) = object {
+        map.extend(fields);
     }
     let mut line = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap_or_default();
     line.push(b'\n');
@@ -174,23 +174,23 @@ fn out(bytes: &[u8]) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
-    let r = drawn_around(|| {
-        let mut o = std::io::stdout().lock();
-        o.write_all(bytes).and_then(|()| o.flush())
+    let result = drawn_around(|| {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(bytes).and_then(|()| stdout.flush())
     });
-    if let Err(e) = r {
-        stdout_error(&e);
+    if let Err(err) = result {
+        stdout_error(&err);
     }
 }
 
 /// One report line: fields joined by one TAB. Paths are written as their bytes.
 pub fn record(fields: &[&OsStr]) {
     let mut line = Vec::new();
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
+    for (index, field) in fields.iter().enumerate() {
+        if index > 0 {
             line.push(b'\t');
         }
-        line.extend_from_slice(f.as_bytes());
+        line.extend_from_slice(field.as_bytes());
     }
     line.push(b'\n');
     out(&line);
@@ -204,11 +204,11 @@ pub fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
 /// One sh command line with files opened for reading on descriptors: `CMD... 3<PATH`.
 pub fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
     let mut line = Vec::new();
-    for (i, a) in argv.iter().enumerate() {
-        if i > 0 {
+    for (index, word) in argv.iter().enumerate() {
+        if index > 0 {
             line.push(b' ');
         }
-        line.extend_from_slice(&sh_quote(a.as_ref()));
+        line.extend_from_slice(&sh_quote(word.as_ref()));
     }
     for (fd, path) in inputs {
         line.extend_from_slice(format!(" {fd}<").as_bytes());
@@ -219,22 +219,22 @@ pub fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)])
 }
 
 /// Quote a word for sh(1): as is when plainly safe, else in single quotes.
-pub fn sh_quote(w: &OsStr) -> Vec<u8> {
-    let b = w.as_bytes();
-    let safe = |c: &u8| c.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(c);
-    if !b.is_empty() && b.iter().all(safe) {
-        return b.to_vec();
+pub fn sh_quote(word: &OsStr) -> Vec<u8> {
+    let bytes = word.as_bytes();
+    let safe = |byte: &u8| byte.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(byte);
+    if !bytes.is_empty() && bytes.iter().all(safe) {
+        return bytes.to_vec();
     }
-    let mut q = vec![b'\''];
-    for &c in b {
-        if c == b'\'' {
-            q.extend_from_slice(b"'\\''");
+    let mut quoted = vec![b'\''];
+    for &byte in bytes {
+        if byte == b'\'' {
+            quoted.extend_from_slice(b"'\\''");
         } else {
-            q.push(c);
+            quoted.push(byte);
         }
     }
-    q.push(b'\'');
-    q
+    quoted.push(b'\'');
+    quoted
 }
 
 /// A command as one sh line whatever its words hold: [`sh_quote`], but a word
@@ -242,25 +242,25 @@ pub fn sh_quote(w: &OsStr) -> Vec<u8> {
 /// FreeBSD's sh, bash, zsh, ksh), so that a log header stays one line.
 pub fn sh_one_line<S: AsRef<OsStr>>(argv: &[S]) -> String {
     let mut line = Vec::new();
-    for (i, a) in argv.iter().enumerate() {
-        if i > 0 {
+    for (index, word) in argv.iter().enumerate() {
+        if index > 0 {
             line.push(b' ');
         }
-        let b = a.as_ref().as_bytes();
-        if !b.iter().any(|c| c.is_ascii_control()) {
-            line.extend_from_slice(&sh_quote(a.as_ref()));
+        let bytes = word.as_ref().as_bytes();
+        if !bytes.iter().any(|byte| byte.is_ascii_control()) {
+            line.extend_from_slice(&sh_quote(word.as_ref()));
             continue;
         }
         line.extend_from_slice(b"$'");
-        for &c in b {
-            match c {
+        for &byte in bytes {
+            match byte {
                 b'\n' => line.extend_from_slice(b"\\n"),
                 b'\t' => line.extend_from_slice(b"\\t"),
-                b'\'' | b'\\' => line.extend_from_slice(&[b'\\', c]),
-                c if c.is_ascii_control() => {
-                    line.extend_from_slice(format!("\\x{c:02x}").as_bytes())
+                b'\'' | b'\\' => line.extend_from_slice(&[b'\\', byte]),
+                byte if byte.is_ascii_control() => {
+                    line.extend_from_slice(format!("\\x{byte:02x}").as_bytes())
                 }
-                c => line.push(c),
+                byte => line.push(byte),
             }
         }
         line.push(b'\'');
@@ -283,20 +283,20 @@ mod tests {
 
     #[test]
     fn quoting() {
-        let q = |s: &str| String::from_utf8(sh_quote(OsStr::new(s))).unwrap();
-        assert_eq!(q("/usr/ports"), "/usr/ports");
-        assert_eq!(q("a b"), "'a b'");
-        assert_eq!(q("it's"), "'it'\\''s'");
-        assert_eq!(q(""), "''");
-        assert_eq!(q("a\nb"), "'a\nb'");
-        assert_eq!(q("$x"), "'$x'");
+        let quote = |word: &str| String::from_utf8(sh_quote(OsStr::new(word))).unwrap();
+        assert_eq!(quote("/usr/ports"), "/usr/ports");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a\nb"), "'a\nb'");
+        assert_eq!(quote("$x"), "'$x'");
     }
 
     #[test]
     fn one_line() {
-        let l = sh_one_line(&["sh", "-c", "echo a\necho 'b'", "x y", "$z"]);
-        assert_eq!(l, "sh -c $'echo a\\necho \\'b\\'' 'x y' '$z'");
-        assert!(!l.contains('\n'));
+        let line = sh_one_line(&["sh", "-c", "echo a\necho 'b'", "x y", "$z"]);
+        assert_eq!(line, "sh -c $'echo a\\necho \\'b\\'' 'x y' '$z'");
+        assert!(!line.contains('\n'));
     }
 
     #[test]

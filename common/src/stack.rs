@@ -25,12 +25,12 @@ pub struct Engine<'a> {
 }
 
 /// A foreign mount on top of a stack this run would take down.
-fn on_top(s: &Stack, top: &Mount, what: &str) -> anyhow::Error {
+fn on_top(stack: &Stack, top: &Mount, what: &str) -> anyhow::Error {
     fail(
         ExitCode::Unavailable,
         format!(
             "{}: {} is mounted on top of this layer; {what}",
-            s.target.path.display(),
+            stack.target.path.display(),
             top.describe()
         ),
     )
@@ -47,11 +47,11 @@ pub struct Made {
 type Pinned = Vec<(Made, Option<Mounted>)>;
 
 /// Where a stack's actions happen.
-fn site<'p>(plan: &'p JailPlan, s: &'p Stack) -> Site<'p> {
+fn site<'p>(plan: &'p JailPlan, stack: &'p Stack) -> Site<'p> {
     Site {
         jail: &plan.jail,
         root: &plan.root,
-        layer: &s.layer,
+        layer: &stack.layer,
     }
 }
 
@@ -69,27 +69,27 @@ impl<'a> Engine<'a> {
     /// call mounted is unmounted again before the error is returned.
     pub fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
         let mut made: Pinned = Vec::new();
-        let r = self.mount_all(plan, &mut made);
+        let result = self.mount_all(plan, &mut made);
         self.platform.release();
-        if r.is_ok() {
+        if result.is_ok() {
             // Dropping the descriptors: they would keep the mounts busy.
-            return r.map(|()| made.into_iter().map(|(m, _)| m).collect());
+            return result.map(|()| made.into_iter().map(|(m, _)| m).collect());
         }
-        for (m, mounted) in made.into_iter().rev() {
-            let Some(mounted) = mounted else { continue };
+        for (made_one, pinned) in made.into_iter().rev() {
+            let Some(mounted) = pinned else { continue };
             let site = Site {
                 jail: &plan.jail,
                 root: &plan.root,
-                layer: &m.layer,
+                layer: &made_one.layer,
             };
             if let Err(re) = self.sink.act(&site, Discard(mounted)) {
                 self.msg.error(&re.context(format!(
                     "{}: {}: rollback incomplete, mounts left in place",
-                    plan.jail, m.layer
+                    plan.jail, made_one.layer
                 )));
             }
         }
-        r.map(|()| Vec::new())
+        result.map(|()| Vec::new())
     }
 
     fn mount_all(&self, plan: &JailPlan, made: &mut Pinned) -> Result<()> {
@@ -99,8 +99,8 @@ impl<'a> Engine<'a> {
                 format!("jail root {} does not exist", plan.root.display()),
             ));
         }
-        for s in &plan.stacks {
-            if let Some(null) = s.shape.null() {
+        for stack in &plan.stacks {
+            if let Some(null) = stack.shape.null() {
                 let source = &null.source;
                 let mut seen = self.sources.lock().unwrap_or_else(|p| p.into_inner());
                 if !seen.contains(source) && source.is_dir() {
@@ -111,19 +111,19 @@ impl<'a> Engine<'a> {
                         ExitCode::NoInput,
                         format!("source {} does not exist", source.display()),
                     ))
-                    .context(s.layer.clone());
+                    .context(stack.layer.clone());
                 }
             }
         }
         let mut table = self.sink.mounts(&plan.root)?;
-        for s in &plan.stacks {
+        for stack in &plan.stacks {
             let before = made.len();
-            self.mount_stack(plan, s, &table, made)
-                .with_context(|| s.layer.clone())?;
+            self.mount_stack(plan, stack, &table, made)
+                .with_context(|| stack.layer.clone())?;
             // Whatever was mounted at or below a target this run mounted on is
             // hidden now, so a nested stack sees nothing of its own there.
             if made.len() > before {
-                table.hide(&s.target.path);
+                table.hide(&stack.target.path);
             }
         }
         Ok(())
@@ -132,36 +132,37 @@ impl<'a> Engine<'a> {
     fn mount_stack(
         &self,
         plan: &JailPlan,
-        s: &Stack,
+        stack: &Stack,
         table: &Table,
         made: &mut Pinned,
     ) -> Result<()> {
-        let done = self.prepare(plan, s, table)?;
-        if done == s.shape.steps().len() {
-            self.msg.info(&[&plan.jail, &s.layer], "already mounted");
+        let done = self.prepare(plan, stack, table)?;
+        if done == stack.shape.steps().len() {
+            self.msg
+                .info(&[&plan.jail, &stack.layer], "already mounted");
         }
         // The mount each step must go on top of: what the table shows there now,
         // then what this run mounted.
-        let mut below = match (done, s.at(table).last()) {
+        let mut below = match (done, stack.at(table).last()) {
             (0, _) | (_, None) => None,
             (_, Some(top)) => Some(Below::Table(top)),
         };
-        for step in s.shape.steps().skip(done) {
+        for step in stack.shape.steps().skip(done) {
             if let Step::Union(union) = step {
-                self.warn_of_upper(plan, s, &union.upper, table);
+                self.warn_of_upper(plan, stack, &union.upper, table);
             }
             let action = MountStep {
                 step,
-                target: &s.target,
+                target: &stack.target,
                 below: below.take(),
             };
             let made_here = Made {
-                layer: s.layer.clone(),
-                target: s.target.path.clone(),
+                layer: stack.layer.clone(),
+                target: stack.target.path.clone(),
             };
-            let mounted = self.sink.act(&site(plan, s), action)?;
-            if let Some(m) = &mounted {
-                below = Some(Below::Made(m.id.clone()));
+            let mounted = self.sink.act(&site(plan, stack), action)?;
+            if let Some(top) = &mounted {
+                below = Some(Below::Made(top.id.clone()));
             }
             made.push((made_here, mounted));
         }
@@ -170,34 +171,34 @@ impl<'a> Engine<'a> {
 
     /// The platform's warning about an upper dir the union is about to use (on
     /// FreeBSD, an upper on ZFS); only when the mount is made, not for `-n`.
-    fn warn_of_upper(&self, plan: &JailPlan, s: &Stack, upper: &Place, table: &Table) {
+    fn warn_of_upper(&self, plan: &JailPlan, stack: &Stack, upper: &Place, table: &Table) {
         if !self.sink.performs() {
             return;
         }
         let warning = self
             .platform
-            .upper_warning(&upper.path, &s.target.path, table.lines());
-        if let Some(w) = warning {
-            self.msg.warn(&[&plan.jail, &s.layer], &w);
+            .upper_warning(&upper.path, &stack.target.path, table.lines());
+        if let Some(text) = warning {
+            self.msg.warn(&[&plan.jail, &stack.layer], &text);
         }
     }
 
     /// Make the stack's directories and read how much of it is mounted already.
-    fn prepare(&self, plan: &JailPlan, s: &Stack, table: &Table) -> Result<usize> {
-        if let Some(union) = s.shape.union() {
-            self.ensure_dir(plan, s, &union.upper)?;
+    fn prepare(&self, plan: &JailPlan, stack: &Stack, table: &Table) -> Result<usize> {
+        if let Some(union) = stack.shape.union() {
+            self.ensure_dir(plan, stack, &union.upper)?;
             if let Some(work) = &union.work {
-                self.ensure_dir(plan, s, work)?;
+                self.ensure_dir(plan, stack, work)?;
             }
         }
-        self.ensure_dir(plan, s, &s.target)?;
-        match s.state(table, self.platform) {
-            State::Mounted(n) => Ok(n),
+        self.ensure_dir(plan, stack, &stack.target)?;
+        match stack.state(table, self.platform) {
+            State::Mounted(mounted) => Ok(mounted),
             State::Foreign { top, .. } => Err(fail(
                 ExitCode::Unavailable,
                 format!(
                     "{}: {} is mounted there, not as planned; not stacking on it (junmount it first)",
-                    s.target.path.display(),
+                    stack.target.path.display(),
                     top.describe()
                 ),
             )),
@@ -206,9 +207,9 @@ impl<'a> Engine<'a> {
 
     /// Create a directory if missing; one below a jail root with the no-symlink walk
     /// (which, for `-n` too, refuses a link on the way).
-    fn ensure_dir(&self, plan: &JailPlan, s: &Stack, p: &Place) -> Result<()> {
-        if let Beneath::Missing(_) = p.open(Missing::Report)? {
-            self.sink.act(&site(plan, s), MakeDir(p))?;
+    fn ensure_dir(&self, plan: &JailPlan, stack: &Stack, place: &Place) -> Result<()> {
+        if let Beneath::Missing(_) = place.open(Missing::Report)? {
+            self.sink.act(&site(plan, stack), MakeDir(place))?;
         }
         Ok(())
     }
@@ -221,46 +222,49 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         let table = self.sink.mounts(&plan.root)?;
-        for s in plan.stacks.iter().rev() {
-            let ours = made.iter().filter(|m| m.target == s.target.path).count();
+        for stack in plan.stacks.iter().rev() {
+            let ours = made
+                .iter()
+                .filter(|m| m.target == stack.target.path)
+                .count();
             if ours == 0 {
                 continue;
             }
-            let n = match s.state(&table, self.platform) {
-                State::Mounted(n) => n.min(ours),
+            let count = match stack.state(&table, self.platform) {
+                State::Mounted(mounted) => mounted.min(ours),
                 State::Foreign { top, .. } => {
-                    return Err(on_top(s, &top, "left alone")).context(s.layer.clone());
+                    return Err(on_top(stack, &top, "left alone")).context(stack.layer.clone());
                 }
             };
-            self.take_down(plan, s, &table, n, Busy::Fail, &mut 0)
-                .with_context(|| s.layer.clone())?;
+            self.take_down(plan, stack, &table, count, Busy::Fail, &mut 0)
+                .with_context(|| stack.layer.clone())?;
         }
         Ok(())
     }
 
-    /// Unmount the top `n` mounts at the stack's target, each one checked to be the
+    /// Unmount the top `count` mounts at the stack's target, each one checked to be the
     /// table's through a descriptor opened beneath the root. `taken` counts the
     /// mounts removed, also when a later one fails.
     fn take_down(
         &self,
         plan: &JailPlan,
-        s: &Stack,
+        stack: &Stack,
         table: &Table,
-        n: usize,
+        count: usize,
         busy: Busy,
         taken: &mut usize,
     ) -> Result<()> {
-        // The top n mounts are the plan's bottom n steps, newest on top.
-        let tops = s.at(table).into_iter().rev().take(n);
-        let steps = s.shape.steps().take(n).rev();
+        // The top count mounts are the plan's bottom count steps, newest on top.
+        let tops = stack.at(table).into_iter().rev().take(count);
+        let steps = stack.shape.steps().take(count).rev();
         for (top, step) in tops.zip(steps) {
             let action = UnmountTop {
                 step,
-                target: &s.target,
+                target: &stack.target,
                 top,
                 busy,
             };
-            self.sink.act(&site(plan, s), action)?;
+            self.sink.act(&site(plan, stack), action)?;
             *taken += 1;
         }
         Ok(())
@@ -284,58 +288,58 @@ impl<'a> Engine<'a> {
         let table = self.sink.mounts(&plan.root)?;
         // What each stack loses, decided before anything changes.
         let mut work: Vec<(&Stack, usize)> = Vec::new();
-        for s in plan.stacks.iter().rev() {
-            let n = self
-                .to_take_down(plan, s, &table)
-                .with_context(|| s.layer.clone())?;
-            if n > 0 {
-                work.push((s, n));
+        for stack in plan.stacks.iter().rev() {
+            let count = self
+                .to_take_down(plan, stack, &table)
+                .with_context(|| stack.layer.clone())?;
+            if count > 0 {
+                work.push((stack, count));
             }
         }
         if busy == Busy::Fail {
             self.refuse_if_held(plan, &work)?;
         }
         let mut taken: Vec<(&Stack, usize)> = Vec::new();
-        for &(s, n) in &work {
-            let mut k = 0;
-            let r = self.take_down(plan, s, &table, n, busy, &mut k);
-            if k > 0 {
-                taken.push((s, n));
+        for &(stack, count) in &work {
+            let mut taken_here = 0;
+            let result = self.take_down(plan, stack, &table, count, busy, &mut taken_here);
+            if taken_here > 0 {
+                taken.push((stack, count));
             }
-            if let Err(e) = r {
-                let e = e.context(s.layer.clone());
-                return Err(self.put_back(plan, &taken, e));
+            if let Err(err) = result {
+                let err = err.context(stack.layer.clone());
+                return Err(self.put_back(plan, &taken, err));
             }
         }
         Ok(())
     }
 
     /// How many mounts of the stack to take down; a foreign mount is reported.
-    fn to_take_down(&self, plan: &JailPlan, s: &Stack, table: &Table) -> Result<usize> {
-        let n = match s.state(table, self.platform) {
-            State::Mounted(n) => n,
+    fn to_take_down(&self, plan: &JailPlan, stack: &Stack, table: &Table) -> Result<usize> {
+        let mounted = match stack.state(table, self.platform) {
+            State::Mounted(mounted) => mounted,
             State::Foreign { top, ours: false } => {
                 self.msg.warn(
-                    &[&plan.jail, &s.layer],
+                    &[&plan.jail, &stack.layer],
                     &format!(
                         "{}: {} is mounted there, not by jlayers; left alone",
-                        s.target.path.display(),
+                        stack.target.path.display(),
                         top.describe()
                     ),
                 );
                 return Ok(0);
             }
             State::Foreign { top, ours: true } => {
-                return Err(on_top(s, &top, "left alone (unmount it first)"));
+                return Err(on_top(stack, &top, "left alone (unmount it first)"));
             }
         };
-        if n == 0 {
-            self.msg.info(&[&plan.jail, &s.layer], "not mounted");
+        if mounted == 0 {
+            self.msg.info(&[&plan.jail, &stack.layer], "not mounted");
             return Ok(0);
         }
         // Same rule as for mounting: no symlink on the way, even for -n.
-        s.target.open(Missing::Report)?;
-        Ok(n)
+        stack.target.open(Missing::Report)?;
+        Ok(mounted)
     }
 
     /// Refuse the jail (75), naming every holder, when any target to unmount is
@@ -347,15 +351,15 @@ impl<'a> Engine<'a> {
             .iter()
             .zip(&found)
             .filter(|(_, h)| !h.is_empty())
-            .map(|((s, _), h)| {
-                let named: Vec<String> = h
+            .map(|((stack, _), holders)| {
+                let named: Vec<String> = holders
                     .iter()
-                    .map(|h| h.describe(&plan.root, &plan.jail))
+                    .map(|holder| holder.describe(&plan.root, &plan.jail))
                     .collect();
                 format!(
                     "{}: {}: busy: held by {}",
-                    s.layer,
-                    s.target.path.display(),
+                    stack.layer,
+                    stack.target.path.display(),
                     named.join(", ")
                 )
             })
@@ -375,12 +379,12 @@ impl<'a> Engine<'a> {
         &self,
         plan: &JailPlan,
         taken: &[(&Stack, usize)],
-        e: anyhow::Error,
+        err: anyhow::Error,
     ) -> anyhow::Error {
         if taken.is_empty() {
-            return e.context("nothing unmounted");
+            return err.context("nothing unmounted");
         }
-        let code = crate::exit::code_of(&e);
+        let code = crate::exit::code_of(&err);
         // In mount order, each stack cut to the mounts it had.
         let again = JailPlan {
             jail: plan.jail.clone(),
@@ -388,11 +392,11 @@ impl<'a> Engine<'a> {
             stacks: plan
                 .stacks
                 .iter()
-                .filter_map(|s| {
-                    let &(_, n) = taken.iter().find(|(t, _)| std::ptr::eq(*t, s))?;
+                .filter_map(|stack| {
+                    let &(_, count) = taken.iter().find(|(t, _)| std::ptr::eq(*t, stack))?;
                     Some(Stack {
-                        shape: s.shape.cut(n),
-                        ..s.clone()
+                        shape: stack.shape.cut(count),
+                        ..stack.clone()
                     })
                 })
                 .collect(),
@@ -402,11 +406,13 @@ impl<'a> Engine<'a> {
         match self.mount_jail(&again) {
             Ok(_) => fail(
                 code,
-                format!("{e:#}; mounted again what this run took down ({layers})"),
+                format!("{err:#}; mounted again what this run took down ({layers})"),
             ),
             Err(re) => fail(
                 code,
-                format!("{e:#}; mounting again what this run took down ({layers}) failed: {re:#}"),
+                format!(
+                    "{err:#}; mounting again what this run took down ({layers}) failed: {re:#}"
+                ),
             ),
         }
     }

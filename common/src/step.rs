@@ -63,7 +63,7 @@ impl Shape {
     /// The mounts, bottom first.
     pub fn steps(&self) -> impl DoubleEndedIterator<Item = Step<'_>> + ExactSizeIterator {
         // A fixed pair cut to length: no allocation, and both ends reachable.
-        let (bottom, top, n) = match self {
+        let (bottom, top, count) = match self {
             Shape::Layer {
                 null,
                 union: Some(union),
@@ -71,14 +71,14 @@ impl Shape {
             Shape::Layer { null, union: None } => (Step::Null(null), Step::Null(null), 1),
             Shape::UpperTmpfs(tmpfs) => (Step::Tmpfs(tmpfs), Step::Tmpfs(tmpfs), 1),
         };
-        [bottom, top].into_iter().take(n)
+        [bottom, top].into_iter().take(count)
     }
 
-    /// The bottom `n` mounts (1 or more) of the stack: what is left of it when the
+    /// The bottom `count` mounts (1 or more) of the stack: what is left of it when the
     /// top ones are taken down.
-    pub fn cut(&self, n: usize) -> Shape {
+    pub fn cut(&self, count: usize) -> Shape {
         match self {
-            Shape::Layer { null, .. } if n < 2 => Shape::Layer {
+            Shape::Layer { null, .. } if count < 2 => Shape::Layer {
                 null: null.clone(),
                 union: None,
             },

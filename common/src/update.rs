@@ -121,9 +121,9 @@ impl Run<'_> {
             format!("log {}", self.log.display())
         })?;
 
-        let mut c = self.platform.exec_command(&self.exec());
+        let mut command = self.platform.exec_command(&self.exec());
         // Its own process group, so that a timeout kills everything it started.
-        c.process_group(0);
+        command.process_group(0);
         let mut output = None;
         if self.interactive {
             writeln!(log, "(interactive: the output went to the terminal)").ok();
@@ -139,15 +139,18 @@ impl Run<'_> {
                     .try_clone()
                     .or_fail(ExitCode::CantCreate, || "log".into())
             };
-            c.stdin(Stdio::null()).stdout(clone()?).stderr(clone()?);
+            command
+                .stdin(Stdio::null())
+                .stdout(clone()?)
+                .stderr(clone()?);
             output = Some(out);
         }
         // -i on the terminal: the updater's group becomes its foreground group
         // (as a shell does for a job), else reading it stops it with SIGTTIN.
         let foreground = self.interactive.then(Terminal::ours).flatten();
-        let mut child = match c.spawn() {
+        let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(self.not_found(&mut log).unwrap_or_else(|| {
                     crate::exit::fail(
                         ExitCode::Unavailable,
@@ -155,8 +158,8 @@ impl Run<'_> {
                     )
                 }));
             }
-            Err(e) => {
-                return Err(e).or_fail(ExitCode::Unavailable, || {
+            Err(err) => {
+                return Err(err).or_fail(ExitCode::Unavailable, || {
                     format!("cannot run {}", self.cmd[0])
                 });
             }
@@ -172,8 +175,8 @@ impl Run<'_> {
         // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
         // the jail is asked whether that is what happened.
         if outcome == Outcome::Failed(127) && !self.interactive {
-            if let Some(e) = self.not_found(&mut log) {
-                return Err(e);
+            if let Some(err) = self.not_found(&mut log) {
+                return Err(err);
             }
         }
         Ok(outcome)
@@ -246,7 +249,7 @@ impl Run<'_> {
                 }
                 return Ok(match status_code(st) {
                     0 => Outcome::Ok,
-                    c => Outcome::Failed(c),
+                    code => Outcome::Failed(code),
                 });
             }
             let timed_out = self.timeout.is_some_and(|t| start.elapsed() >= t);
@@ -294,17 +297,18 @@ impl ExitWatch {
         }
     }
 
-    fn nap(&self, d: Duration) {
+    fn nap(&self, duration: Duration) {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.0 {
             use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
             use std::os::fd::AsFd;
-            let ms = PollTimeout::try_from(d.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+            let ms = PollTimeout::try_from(duration.as_millis().max(1) as i32)
+                .unwrap_or(PollTimeout::MAX);
             // Readable once the child has exited; EINTR (a signal) ends the nap too.
             let _ = poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], ms);
             return;
         }
-        std::thread::sleep(d);
+        std::thread::sleep(duration);
     }
 }
 
@@ -320,10 +324,10 @@ impl Run<'_> {
         // Only the tail matters for a one-line display.
         let from = (*seen).max(len.saturating_sub(4096));
         let mut buf = vec![0; (len - from) as usize];
-        let Ok(n) = out.file.read_at(&mut buf, from) else {
+        let Ok(read) = out.file.read_at(&mut buf, from) else {
             return;
         };
-        buf.truncate(n);
+        buf.truncate(read);
         *seen = len;
         let text = String::from_utf8_lossy(&buf);
         if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
@@ -345,10 +349,10 @@ impl RunOutput {
         let dir = log.parent().unwrap_or(Path::new("."));
         let base = log.file_name().unwrap_or_default();
         let mut last = None;
-        for i in 0..100u32 {
+        for attempt in 0..100u32 {
             let mut name = std::ffi::OsString::from(".");
             name.push(base);
-            name.push(format!(".run-{}-{i}", std::process::id()));
+            name.push(format!(".run-{}-{attempt}", std::process::id()));
             let path = dir.join(name);
             // O_EXCL: a new file or nothing (never an existing file or a
             // symlink's target); owner-only.
@@ -365,9 +369,9 @@ impl RunOutput {
                     let _ = std::fs::remove_file(&path);
                     return Ok(RunOutput { file });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => {
-                    return Err(e)
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => last = Some(err),
+                Err(err) => {
+                    return Err(err)
                         .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()));
                 }
             }
@@ -386,11 +390,11 @@ impl RunOutput {
             let want = buf.len().min((len - at) as usize);
             match self.file.read_at(&mut buf[..want], at) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if log.write_all(&buf[..n]).is_err() {
+                Ok(read) => {
+                    if log.write_all(&buf[..read]).is_err() {
                         return;
                     }
-                    at += n as u64;
+                    at += read as u64;
                 }
             }
         }
@@ -433,18 +437,18 @@ impl Drop for Handed {
     }
 }
 
-/// `f` with SIGTTOU ignored, as tcsetpgrp from a background group needs.
-fn without_sigttou<T>(f: impl FnOnce() -> T) -> T {
+/// `run` with SIGTTOU ignored, as tcsetpgrp from a background group needs.
+fn without_sigttou<T>(run: impl FnOnce() -> T) -> T {
     use nix::sys::signal::{SigHandler, signal};
     // SAFETY: SIG_IGN and the previous disposition (restored right after) are
     // no handler code.
     let old = unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) };
-    let r = f();
+    let result = run();
     if let Ok(old) = old {
         // SAFETY: as above: it puts back what was there.
         let _ = unsafe { signal(Signal::SIGTTOU, old) };
     }
-    r
+    result
 }
 
 /// What is left of a group whose leader has exited: SIGTERM, SIGKILL shortly after.
@@ -490,41 +494,41 @@ pub fn log_len(log: &Path) -> u64 {
     std::fs::metadata(log).map_or(0, |m| m.len())
 }
 
-/// The last `n` lines a run wrote to a log from offset `from` on, for stderr (so
+/// The last `count` lines a run wrote to a log from offset `from` on, for stderr (so
 /// that cron mails them): never an earlier run's.
-pub fn tail(log: &Path, from: u64, n: usize) -> Vec<String> {
+pub fn tail(log: &Path, from: u64, count: usize) -> Vec<String> {
     let mut text = Vec::new();
-    if let Ok(mut f) = File::open(log) {
-        if f.seek(SeekFrom::Start(from)).is_ok() {
-            let _ = f.read_to_end(&mut text);
+    if let Ok(mut file) = File::open(log) {
+        if file.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = file.read_to_end(&mut text);
         }
     }
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
+    lines[lines.len().saturating_sub(count)..]
         .iter()
         .map(|l| l.to_string())
         .collect()
 }
 
 /// `2026-11-23 20:55:00 UTC`, without a time zone database.
-pub fn utc_timestamp(t: SystemTime) -> String {
-    let secs = t
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let secs = time
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |since| since.as_secs());
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
+    let shifted = days as i64 + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let doe = shifted - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
         rem / 60 % 60,
         rem % 60
@@ -537,8 +541,8 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_467_300);
-        assert_eq!(utc_timestamp(t), "2026-11-23 20:55:00 UTC");
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_467_300);
+        assert_eq!(utc_timestamp(time), "2026-11-23 20:55:00 UTC");
         assert_eq!(
             utc_timestamp(SystemTime::UNIX_EPOCH),
             "1970-01-01 00:00:00 UTC"

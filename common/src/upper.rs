@@ -59,10 +59,10 @@ impl UpperDir {
         changes::walk(&self.fd, source, mounts, sink, each).map_err(|e| self.failed(e))
     }
 
-    fn failed(&self, e: nix::errno::Errno) -> anyhow::Error {
+    fn failed(&self, errno: nix::errno::Errno) -> anyhow::Error {
         fail(
             ExitCode::Unavailable,
-            format!("{}: {}", self.path.display(), e.desc()),
+            format!("{}: {}", self.path.display(), errno.desc()),
         )
     }
 }

@@ -33,21 +33,21 @@ impl Platform for FreeBsd {
         kernel::table().map(Arc::new)
     }
 
-    fn matches(&self, step: Step, m: &Mount) -> bool {
+    fn matches(&self, step: Step, mount: &Mount) -> bool {
         match step {
             // nullfs ORs its lower file system's flags into its own
             // (nullfs_statfs()): a read-write null mount of a read-only file system
             // shows "ro". Only a read-only step requires "ro".
             Step::Null(Null { source, read_only }) => {
-                m.fstype == "nullfs"
-                    && m.source == source.as_os_str()
-                    && (!*read_only || m.read_only())
+                mount.fstype == "nullfs"
+                    && mount.source == source.as_os_str()
+                    && (!*read_only || mount.read_only())
             }
             Step::Union(Union { upper, .. }) => {
-                m.fstype == "unionfs" && m.source == upper.path.as_os_str()
+                mount.fstype == "unionfs" && mount.source == upper.path.as_os_str()
             }
             // tmpfs(5) names every mount of it "tmpfs".
-            Step::Tmpfs(_) => m.fstype == "tmpfs",
+            Step::Tmpfs(_) => mount.fstype == "tmpfs",
         }
     }
 
@@ -72,8 +72,8 @@ impl Platform for FreeBsd {
     /// new mount is checked afterwards instead, through a descriptor opened beneath
     /// the root, and a mount that landed anywhere else is unmounted again.
     fn mount(&self, step: Step, target: &Place, below: Option<&MountId>) -> Result<Mounted> {
-        if let Some(b) = below {
-            if fs_at(target)?.id != *b {
+        if let Some(expected) = below {
+            if fs_at(target)?.id != *expected {
                 return Err(changed(target, "the mount below is not the one checked"));
             }
         }
@@ -120,14 +120,14 @@ impl Platform for FreeBsd {
     /// unmount(2) with `MNT_BYFSID` unmounts exactly that file system, wherever
     /// its mount point is by now, and fails when it is gone.
     fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()> {
-        kernel::unmount(id, busy == Busy::Force).map_err(|e| {
-            if crate::exit::code_of(&e) == ExitCode::TempFail {
+        kernel::unmount(id, busy == Busy::Force).map_err(|err| {
+            if crate::exit::code_of(&err) == ExitCode::TempFail {
                 fail(
                     ExitCode::TempFail,
                     format!("unmount {}: busy", target.path.display()),
                 )
             } else {
-                e
+                err
             }
         })
     }
@@ -147,8 +147,8 @@ impl Platform for FreeBsd {
             // not know, so "-o noatime,below" would be one unknown option.
             Step::Union(Union { upper, options, .. }) => {
                 argv.push("mount_unionfs".into());
-                for o in options {
-                    argv.extend(["-o".into(), o.into()]);
+                for option in options {
+                    argv.extend(["-o".into(), option.into()]);
                 }
                 argv.push(upper.path.clone().into());
             }
@@ -186,15 +186,16 @@ impl Platform for FreeBsd {
     /// jls(8) name each holder's jail.
     fn holders(&self, target: &Path) -> Vec<super::Holder> {
         let out = |argv: &[&OsStr]| -> Option<String> {
-            let o = Command::new(argv[0])
+            let output = Command::new(argv[0])
                 .args(&argv[1..])
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
                 .output()
                 .ok()?;
-            o.status
+            output
+                .status
                 .success()
-                .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
         };
         let listing = out(&[
             "fstat".as_ref(),
@@ -204,8 +205,8 @@ impl Platform for FreeBsd {
         ])
         .unwrap_or_default();
         let mut holders = parse_fstat(&listing);
-        for h in &mut holders {
-            let pid = h.pid.to_string();
+        for holder in &mut holders {
+            let pid = holder.pid.to_string();
             let jid = out(&[
                 "ps".as_ref(),
                 "-o".as_ref(),
@@ -214,7 +215,7 @@ impl Platform for FreeBsd {
                 pid.as_ref(),
             ]);
             if let Some(jid) = jid.filter(|j| !j.is_empty() && j != "0") {
-                h.jail = out(&["jls".as_ref(), "-j".as_ref(), jid.as_ref(), "name".as_ref()])
+                holder.jail = out(&["jls".as_ref(), "-j".as_ref(), jid.as_ref(), "name".as_ref()])
                     .filter(|n| !n.is_empty())
                     .or(Some(jid));
             }
@@ -273,15 +274,15 @@ impl Platform for FreeBsd {
         ))
     }
 
-    fn exec_command(&self, e: &super::Exec) -> Command {
-        let (jail, env, cmd) = (e.jail, e.env, e.cmd);
+    fn exec_command(&self, exec: &super::Exec) -> Command {
+        let (jail, env, cmd) = (exec.jail, exec.env, exec.cmd);
         // jexec -l keeps only HOME, SHELL, TERM, USER and the login class: set the
         // rest inside the jail with env(1).
-        let mut c = Command::new("jexec");
-        c.args(["-l", jail, "env"]);
-        c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
-        c.args(cmd);
-        c
+        let mut command = Command::new("jexec");
+        command.args(["-l", jail, "env"]);
+        command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        command.args(cmd);
+        command
     }
 }
 
@@ -291,16 +292,16 @@ impl FreeBsd {
     fn undo_strays(&self, step: Step, target: &Place, before: &[Mount]) -> Result<()> {
         let after = self.mounts(&target.path)?;
         let mut old: Vec<&Mount> = before.iter().collect();
-        for m in after.iter() {
-            if let Some(i) = old.iter().position(|o| *o == m) {
-                old.remove(i);
-            } else if self.matches(step, m) {
+        for mount in after.iter() {
+            if let Some(index) = old.iter().position(|o| *o == mount) {
+                old.remove(index);
+            } else if self.matches(step, mount) {
                 let place = match &target.root {
-                    Some(r) if m.target.starts_with(r) => Place {
-                        path: m.target.clone(),
-                        root: Some(r.clone()),
+                    Some(root) if mount.target.starts_with(root) => Place {
+                        path: mount.target.clone(),
+                        root: Some(root.clone()),
                     },
-                    _ => Place::host(m.target.clone()),
+                    _ => Place::host(mount.target.clone()),
                 };
                 if let Ok(fs) = fs_at(&place) {
                     let _ = self.unmount(&place, &fs.id, Busy::Fail);
@@ -346,12 +347,12 @@ mod kernel {
             let err = |e: Errno| fail(ExitCode::Unavailable, format!("getfsstat: {}", e.desc()));
             loop {
                 // SAFETY: a null buffer asks only for the number of file systems.
-                let n = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
-                if n < 0 {
+                let count = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+                if count < 0 {
                     return Err(err(Errno::last()));
                 }
                 // Room for mounts made in between; a full buffer is read again.
-                let room = n as usize + 8;
+                let room = count as usize + 8;
                 let mut buf: Vec<libc::statfs> = Vec::with_capacity(room);
                 let size = (room * std::mem::size_of::<libc::statfs>()) as libc::c_long;
                 // SAFETY: the kernel writes at most `size` bytes, the capacity of
@@ -418,10 +419,10 @@ mod kernel {
             }
             // SAFETY: a NUL-terminated string the call only reads.
             if unsafe { libc::unmount(path.as_ptr(), flags) } != 0 {
-                let e = Errno::last();
+                let errno = Errno::last();
                 return Err(fail(
-                    of_errno(e, ExitCode::Unavailable),
-                    format!("unmount of file system {}: {}", id.0, e.desc()),
+                    of_errno(errno, ExitCode::Unavailable),
+                    format!("unmount of file system {}: {}", id.0, errno.desc()),
                 ));
             }
             Ok(())
@@ -478,8 +479,8 @@ fn fsid_path(id: &MountId) -> Option<std::ffi::CString> {
         return None;
     }
     let mut bytes = [0u8; 8];
-    for (b, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
-        *b = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     let val = |i: usize| i32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     std::ffi::CString::new(format!("FSID:{}:{}", val(0), val(4))).ok()
@@ -567,9 +568,9 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
     use std::os::unix::ffi::OsStrExt;
     let id = super::linux::mount_id(fd.as_fd())?;
     let raw = std::fs::read("/proc/self/mountinfo").map_err(|_| nix::errno::Errno::EIO)?;
-    let m = super::linux::parse_mountinfo(&raw)
+    let mount = super::linux::parse_mountinfo(&raw)
         .into_iter()
-        .find(|m| m.linux_id() == Some(id))
+        .find(|mount| mount.linux_id() == Some(id))
         .ok_or(nix::errno::Errno::ENOENT)?;
     let state = std::env::var_os("SIM_STATE")
         .map(PathBuf::from)
@@ -579,17 +580,20 @@ fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
     let (fstype, from) = sim
         .lines()
         .rev()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f.len() == 3 && f[0] == id_s).then(|| {
-                let from = strip_union_prefix(f[2].as_bytes());
-                (f[1].to_string(), OsStr::from_bytes(from).to_os_string())
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            (fields.len() == 3 && fields[0] == id_s).then(|| {
+                let from = strip_union_prefix(fields[2].as_bytes());
+                (
+                    fields[1].to_string(),
+                    OsStr::from_bytes(from).to_os_string(),
+                )
             })
         })
-        .unwrap_or((m.fstype, m.source));
+        .unwrap_or((mount.fstype, mount.source));
     Ok(Fs {
         id: MountId(hex(&id.to_be_bytes())),
-        on: m.target,
+        on: mount.target,
         fstype,
         from,
     })
@@ -605,10 +609,12 @@ fn fs_of(_fd: &OwnedFd) -> nix::Result<Fs> {
 pub fn parse_fstat(text: &str) -> Vec<super::Holder> {
     let mut out: Vec<super::Holder> = Vec::new();
     for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_ascii_whitespace().collect();
-        let (Some(cmd), Some(Ok(pid)), Some(fd)) =
-            (f.get(1), f.get(2).map(|p| p.parse::<u32>()), f.get(3))
-        else {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let (Some(cmd), Some(Ok(pid)), Some(fd)) = (
+            fields.get(1),
+            fields.get(2).map(|p| p.parse::<u32>()),
+            fields.get(3),
+        ) else {
             continue;
         };
         let how = match *fd {
@@ -621,8 +627,8 @@ pub fn parse_fstat(text: &str) -> Vec<super::Holder> {
             "ctty" => "terminal",
             _ => "open file",
         };
-        match out.iter_mut().find(|h| h.pid == pid) {
-            Some(h) if !h.how.contains(&how) => h.how.push(how),
+        match out.iter_mut().find(|holder| holder.pid == pid) {
+            Some(holder) if !holder.how.contains(&how) => holder.how.push(how),
             Some(_) => {}
             None => out.push(super::Holder {
                 pid,
@@ -640,17 +646,17 @@ pub fn parse_fstat(text: &str) -> Vec<super::Holder> {
 pub fn parse_mount_p(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
-            let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            if f.len() < 4 {
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            if fields.len() < 4 {
                 return None;
             }
             // statfs(2) shows a union's upper as `<above>:DIR`; mount -p strips it.
-            let source = f[0].strip_prefix("<above>:").unwrap_or(f[0]);
+            let source = fields[0].strip_prefix("<above>:").unwrap_or(fields[0]);
             Some(Mount {
                 source: source.into(),
-                target: PathBuf::from(f[1]),
-                fstype: f[2].to_string(),
-                options: f[3].split(',').map(String::from).collect(),
+                target: PathBuf::from(fields[1]),
+                fstype: fields[2].to_string(),
+                options: fields[3].split(',').map(String::from).collect(),
                 linux: None,
             })
         })
@@ -673,25 +679,25 @@ zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime \t0 0\n\
 
     #[test]
     fn parses_padded_fstab_lines_in_order() {
-        let t = parse_mount_p(MOUNT_P);
-        assert_eq!(t.len(), 7);
-        assert_eq!(t[3].source, "zroot/usr/ports");
-        assert_eq!(t[3].fstype, "zfs");
+        let table = parse_mount_p(MOUNT_P);
+        assert_eq!(table.len(), 7);
+        assert_eq!(table[3].source, "zroot/usr/ports");
+        assert_eq!(table[3].fstype, "zfs");
         let jp = Path::new("/usr/local/var/jails/192.168.0.100/usr/ports");
         assert_eq!(
-            (t[4].target.as_path(), t[4].fstype.as_str()),
+            (table[4].target.as_path(), table[4].fstype.as_str()),
             (jp, "nullfs")
         );
         assert_eq!(
-            (t[5].target.as_path(), t[5].fstype.as_str()),
+            (table[5].target.as_path(), table[5].fstype.as_str()),
             (jp, "unionfs")
         );
         assert_eq!(
-            t[5].source,
+            table[5].source,
             "/usr/local/var/jails/192.168.0.100/usr/tmp/foo"
         );
-        assert!(t[5].options.contains(&"noatime".to_string()));
-        assert!(t[6].read_only() && !t[4].read_only());
+        assert!(table[5].options.contains(&"noatime".to_string()));
+        assert!(table[6].read_only() && !table[4].read_only());
     }
 
     #[test]
@@ -721,25 +727,31 @@ root     sleep       1234   wd /j/usr/ports  5 drwxr-xr-x     512  r\n\
 root     make        1300    3 /j/usr/ports 77 -rw-r--r--    2048  r\n\
 root     make        1300   wd /j/usr/ports  5 drwxr-xr-x     512  r\n\
 root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
-        let h = parse_fstat(text);
-        assert_eq!(h.len(), 2);
-        assert_eq!((h[0].pid, h[0].command.as_str()), (1234, "sleep"));
-        assert_eq!(h[0].how, ["executable", "cwd"]);
-        assert_eq!((h[1].pid, h[1].command.as_str()), (1300, "make"));
-        assert_eq!(h[1].how, ["open file", "cwd"]);
+        let holders = parse_fstat(text);
+        assert_eq!(holders.len(), 2);
+        assert_eq!(
+            (holders[0].pid, holders[0].command.as_str()),
+            (1234, "sleep")
+        );
+        assert_eq!(holders[0].how, ["executable", "cwd"]);
+        assert_eq!(
+            (holders[1].pid, holders[1].command.as_str()),
+            (1300, "make")
+        );
+        assert_eq!(holders[1].how, ["open file", "cwd"]);
         assert!(parse_fstat("").is_empty());
     }
 
     #[test]
     fn commands_are_the_base_tools() {
-        let p = FreeBsd;
-        let t = Path::new("/j/usr/ports");
+        let platform = FreeBsd;
+        let target = Path::new("/j/usr/ports");
         let null = Null {
             source: "/usr/ports".into(),
             read_only: true,
         };
         assert_eq!(
-            p.mount_command(Step::Null(&null), t),
+            platform.mount_command(Step::Null(&null), target),
             ["mount_nullfs", "-o", "ro", "/usr/ports", "/j/usr/ports"]
         );
         let union = Union {
@@ -748,7 +760,7 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
             options: vec!["noatime".into(), "below".into()],
         };
         assert_eq!(
-            p.mount_command(Step::Union(&union), t),
+            platform.mount_command(Step::Union(&union), target),
             [
                 "mount_unionfs",
                 "-o",
@@ -760,18 +772,18 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
             ]
         );
         assert_eq!(
-            p.unmount_command(t, Busy::Force),
+            platform.unmount_command(target, Busy::Force),
             ["umount", "-f", "/j/usr/ports"]
         );
-        let c = p.exec_command(&super::super::Exec {
+        let command = platform.exec_command(&super::super::Exec {
             jail: "server",
-            root: t,
+            root: target,
             env: &[("BATCH", "yes")],
             cmd: &["portmaster".into(), "-a".into()],
             network: crate::config::Network::None,
         });
-        let args: Vec<_> = c.get_args().collect();
-        assert_eq!(c.get_program(), "jexec");
+        let args: Vec<_> = command.get_args().collect();
+        assert_eq!(command.get_program(), "jexec");
         assert_eq!(
             args,
             ["-l", "server", "env", "BATCH=yes", "portmaster", "-a"]

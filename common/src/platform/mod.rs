@@ -18,9 +18,9 @@ pub mod freebsd;
 pub mod linux;
 
 /// A command's program and arguments.
-pub fn argv_of(c: &Command) -> Vec<OsString> {
-    let mut argv = vec![c.get_program().to_os_string()];
-    argv.extend(c.get_args().map(|a| a.to_os_string()));
+pub fn argv_of(command: &Command) -> Vec<OsString> {
+    let mut argv = vec![command.get_program().to_os_string()];
+    argv.extend(command.get_args().map(|a| a.to_os_string()));
     argv
 }
 
@@ -28,7 +28,7 @@ pub fn argv_of(c: &Command) -> Vec<OsString> {
 /// directory 0755 (not tmpfs's default 1777: it is the upper dir), and the size.
 pub fn tmpfs_options(size: &Option<String>) -> String {
     match size {
-        Some(s) => format!("mode=0755,size={s}"),
+        Some(size) => format!("mode=0755,size={size}"),
         None => "mode=0755".into(),
     }
 }
@@ -37,11 +37,11 @@ pub fn tmpfs_options(size: &Option<String>) -> String {
 /// file system named `null` for a null and `union` for a union step.
 pub fn planned_line(step: Step, target: &Path, null: &str, union: &str) -> Mount {
     let (source, fstype) = match step {
-        Step::Null(n) => (n.source.as_os_str(), null),
-        Step::Union(u) => (u.upper.path.as_os_str(), union),
+        Step::Null(null_step) => (null_step.source.as_os_str(), null),
+        Step::Union(union_step) => (union_step.upper.path.as_os_str(), union),
         Step::Tmpfs(_) => (std::ffi::OsStr::new("tmpfs"), "tmpfs"),
     };
-    let ro = matches!(step, Step::Null(n) if n.read_only);
+    let ro = matches!(step, Step::Null(null_step) if null_step.read_only);
     Mount {
         source: source.to_os_string(),
         target: target.to_path_buf(),
@@ -88,14 +88,17 @@ impl Holder {
     pub fn describe(&self, root: &Path, jail: &str) -> String {
         let mut what = self.how.join(", ");
         let place = self.jail.as_ref().map(|j| format!("jail {j}")).or_else(|| {
-            self.root.as_ref().map(|r| match r == root {
-                true => format!("jail {jail}"),
-                false => format!("root {}", r.display()),
+            self.root.as_ref().map(|dir| {
+                if dir == root {
+                    format!("jail {jail}")
+                } else {
+                    format!("root {}", dir.display())
+                }
             })
         });
-        if let Some(p) = place {
+        if let Some(place) = place {
             what.push_str("; ");
-            what.push_str(&p);
+            what.push_str(&place);
         }
         format!("pid {} {} ({what})", self.pid, self.command)
     }
@@ -135,8 +138,8 @@ pub trait Platform: Sync {
     /// serve what it read before when nothing there can have changed since).
     fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>>;
 
-    /// Whether `m` is the mount that `step` makes (file system type and source).
-    fn matches(&self, step: Step, m: &Mount) -> bool;
+    /// Whether `mount` is the mount that `step` makes (file system type and source).
+    fn matches(&self, step: Step, mount: &Mount) -> bool;
 
     /// Identify the top mount at `target`, which the table shows as `top`, by what
     /// a descriptor opened beneath the jail root finds there now.
@@ -219,11 +222,11 @@ pub trait Platform: Sync {
 
     /// The command that runs `cmd` inside the jail with `env` as its whole
     /// environment (besides what the platform itself must set).
-    fn exec_command(&self, e: &Exec) -> Command;
+    fn exec_command(&self, exec: &Exec) -> Command;
 
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
-    fn exec_sh_argv(&self, e: &Exec) -> Vec<OsString> {
-        argv_of(&self.exec_command(e))
+    fn exec_sh_argv(&self, exec: &Exec) -> Vec<OsString> {
+        argv_of(&self.exec_command(exec))
     }
 }
 
@@ -281,7 +284,7 @@ pub fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<String> {
     let line = line.strip_prefix(&format!("{name}: ")).unwrap_or(line);
     let code = errno_in(line).map_or(code, |e| crate::exit::of_errno(e, code));
     let status = match out.status.code() {
-        Some(c) => format!("exit {c}"),
+        Some(exit) => format!("exit {exit}"),
         None => "killed by a signal".into(),
     };
     Err(fail(

@@ -10,12 +10,16 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-fn cstr(s: &OsStr) -> nix::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)
+fn cstr(value: &OsStr) -> nix::Result<CString> {
+    CString::new(value.as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
-fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
-    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+fn check(returned: libc::c_long) -> nix::Result<libc::c_long> {
+    if returned < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(returned)
+    }
 }
 
 /// `/proc/self/fd/N`: as a path, it names exactly what the descriptor pins.
@@ -25,11 +29,17 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
 
 /// A detached copy of the mount at `source` (a bind mount not yet attached).
 pub fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
-    let s = cstr(source.as_os_str())?;
+    let source_c = cstr(source.as_os_str())?;
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
     // SAFETY: a valid C string; the result is a new descriptor we own.
-    let fd =
-        check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, s.as_ptr(), flags) })?;
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source_c.as_ptr(),
+            flags,
+        )
+    })?;
     // SAFETY: open_tree succeeded, so `fd` is a new descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -89,7 +99,7 @@ fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix:
     // SAFETY: zeroed statx is a valid value; the kernel fills it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: `name` is a C string and `stx` a live buffer of the type statx writes.
-    let r = unsafe {
+    let status = unsafe {
         libc::statx(
             dir.as_raw_fd(),
             name.as_ptr(),
@@ -98,7 +108,7 @@ fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix:
             &mut stx,
         )
     };
-    if r != 0 {
+    if status != 0 {
         return Err(Errno::last());
     }
     if stx.stx_mask & libc::STATX_MNT_ID == 0 {
@@ -153,8 +163,13 @@ impl NewFs {
 
     /// `key=value` (at most 255 bytes: fsconfig's limit for strings).
     pub fn set(&self, key: &str, value: &OsStr) -> nix::Result<()> {
-        let v = cstr(value)?;
-        self.config(libc::FSCONFIG_SET_STRING, Some(key), v.as_ptr().cast(), 0)
+        let value_c = cstr(value)?;
+        self.config(
+            libc::FSCONFIG_SET_STRING,
+            Some(key),
+            value_c.as_ptr().cast(),
+            0,
+        )
     }
 
     /// A flag option (`key` alone).
@@ -174,12 +189,12 @@ impl NewFs {
 
     /// Create the file system and a detached mount of it with `attr` flags.
     pub fn mount(self, attr: u64) -> Result<OwnedFd, (Errno, String)> {
-        let e = |o: &NewFs| (Errno::last(), o.log());
+        let failure = |fs: &NewFs| (Errno::last(), fs.log());
         if self
             .config(libc::FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)
             .is_err()
         {
-            return Err(e(&self));
+            return Err(failure(&self));
         }
         // SAFETY: a configured context; the result is a new descriptor we own.
         let fd = unsafe {
@@ -191,7 +206,7 @@ impl NewFs {
             )
         };
         if fd < 0 {
-            return Err(e(&self));
+            return Err(failure(&self));
         }
         // SAFETY: fsmount succeeded, so `fd` is a new descriptor nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -201,11 +216,11 @@ impl NewFs {
     pub fn log(&self) -> String {
         let mut out = Vec::new();
         let mut buf = [0u8; 512];
-        while let Ok(n) = nix::unistd::read(&self.0, &mut buf) {
-            if n == 0 {
+        while let Ok(read) = nix::unistd::read(&self.0, &mut buf) {
+            if read == 0 {
                 break;
             }
-            let line = String::from_utf8_lossy(&buf[..n]);
+            let line = String::from_utf8_lossy(&buf[..read]);
             out.push(
                 line.trim_start_matches(['e', 'w', 'i', ' '])
                     .trim()

@@ -120,8 +120,8 @@ fn mapped(dir: &Path) -> Vec<PathBuf> {
         .split(|&b| b == b'\n')
         .filter_map(|line| {
             // The path is the sixth field, from the first '/' on.
-            let i = line.iter().position(|&b| b == b'/')?;
-            Some(PathBuf::from(OsStr::from_bytes(&line[i..])))
+            let start = line.iter().position(|&b| b == b'/')?;
+            Some(PathBuf::from(OsStr::from_bytes(&line[start..])))
         })
         .collect();
     out.sort_unstable();

@@ -26,8 +26,8 @@ pub(super) const FLAG_NAMES: &[(MsFlags, &str)] = &[
 
 /// The same flags as fsmount(2) attributes.
 fn mount_attr(flags: MsFlags) -> u64 {
-    let mut a = 0;
-    for (f, attr) in [
+    let mut attrs = 0;
+    for (flag, attr) in [
         (MsFlags::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
         (MsFlags::MS_NOATIME, libc::MOUNT_ATTR_NOATIME),
         (MsFlags::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
@@ -35,11 +35,11 @@ fn mount_attr(flags: MsFlags) -> u64 {
         (MsFlags::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
         (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
     ] {
-        if flags.contains(f) {
-            a |= attr;
+        if flags.contains(flag) {
+            attrs |= attr;
         }
     }
-    a
+    attrs
 }
 
 /// How overlay is told its layers (lower, upper, work): as descriptors (Linux 6.13
@@ -91,23 +91,23 @@ pub(super) fn overlay(
     let name = upper.path.as_os_str();
     let named = name.len() < 256 && fs.set("source", name).is_ok();
     let mut flags = MsFlags::empty();
-    for o in options {
-        match FLAG_NAMES.iter().find(|(_, n)| n == o) {
-            Some((f, _)) => flags |= *f,
-            None => match o.split_once('=') {
-                Some((k, v)) => fs.set(k, OsStr::new(v)),
-                None => fs.flag(o),
+    for option in options {
+        match FLAG_NAMES.iter().find(|(_, name)| name == option) {
+            Some((flag, _)) => flags |= *flag,
+            None => match option.split_once('=') {
+                Some((key, value)) => fs.set(key, OsStr::new(value)),
+                None => fs.flag(option),
             }
             .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay option"))?,
         }
     }
     match layers {
         Layers::Fds(lower, up, work) => {
-            if let Err(e) = fs.set_fd("lowerdir+", lower) {
-                return Err(if e == Errno::EINVAL {
+            if let Err(errno) = fs.set_fd("lowerdir+", lower) {
+                return Err(if errno == Errno::EINVAL {
                     OverlayError::Refused
                 } else {
-                    OverlayError::Failed(e, fs.log(), "overlay lower layer")
+                    OverlayError::Failed(errno, fs.log(), "overlay lower layer")
                 });
             }
             fs.set_fd("upperdir", up)
@@ -118,8 +118,8 @@ pub(super) fn overlay(
             if !named {
                 return Err(OverlayError::Long);
             }
-            for (k, fd) in [("lowerdir", lower), ("upperdir", up), ("workdir", work)] {
-                fs.set(k, api::fd_path(fd).as_os_str())
+            for (key, fd) in [("lowerdir", lower), ("upperdir", up), ("workdir", work)] {
+                fs.set(key, api::fd_path(fd).as_os_str())
                     .map_err(|e| OverlayError::Failed(e, fs.log(), "overlay layers"))?;
             }
         }
@@ -138,11 +138,11 @@ pub(super) fn overlay_args(
 ) -> (MsFlags, OsString) {
     let mut flags = MsFlags::empty();
     let mut data: Vec<u8> = Vec::new();
-    for o in options {
-        match FLAG_NAMES.iter().find(|(_, n)| n == o) {
-            Some((f, _)) => flags |= *f,
+    for option in options {
+        match FLAG_NAMES.iter().find(|(_, name)| name == option) {
+            Some((flag, _)) => flags |= *flag,
             None => {
-                data.extend_from_slice(o.as_bytes());
+                data.extend_from_slice(option.as_bytes());
                 data.push(b',');
             }
         }
@@ -151,33 +151,33 @@ pub(super) fn overlay_args(
     escape_option(target.as_os_str(), &mut data);
     data.extend_from_slice(b",upperdir=");
     escape_option(upper.as_os_str(), &mut data);
-    if let Some(w) = work {
+    if let Some(work) = work {
         data.extend_from_slice(b",workdir=");
-        escape_option(w.as_os_str(), &mut data);
+        escape_option(work.as_os_str(), &mut data);
     }
     (flags, OsString::from_vec(data))
 }
 
 /// mount(8)'s `-o` word: flag names, then the overlay's own options.
 pub(super) fn options_word(flags: MsFlags, data: &OsStr) -> OsString {
-    let mut o: Vec<u8> = Vec::new();
+    let mut word: Vec<u8> = Vec::new();
     for (flag, name) in FLAG_NAMES {
         if flags.contains(*flag) {
-            o.extend_from_slice(name.as_bytes());
-            o.push(b',');
+            word.extend_from_slice(name.as_bytes());
+            word.push(b',');
         }
     }
-    o.extend_from_slice(data.as_bytes());
-    OsString::from_vec(o)
+    word.extend_from_slice(data.as_bytes());
+    OsString::from_vec(word)
 }
 
 /// overlayfs option values escape `,`, `:` and `\` with a backslash.
-fn escape_option(v: &OsStr, out: &mut Vec<u8>) {
-    for &b in v.as_bytes() {
-        if matches!(b, b',' | b':' | b'\\') {
+fn escape_option(value: &OsStr, out: &mut Vec<u8>) {
+    for &byte in value.as_bytes() {
+        if matches!(byte, b',' | b':' | b'\\') {
             out.push(b'\\');
         }
-        out.push(b);
+        out.push(byte);
     }
 }
 

@@ -106,8 +106,8 @@ struct Plan {
     filter: Vec<libc::sock_filter>,
 }
 
-/// Make `c` run its program inside a sandbox rooted at `root`, named `name`.
-pub fn confine(c: &mut Command, root: &Path, name: &str, network: Network) {
+/// Make `command` run its program inside a sandbox rooted at `root`, named `name`.
+pub fn confine(command: &mut Command, root: &Path, name: &str, network: Network) {
     let plan = Plan {
         root: CString::new(root.as_os_str().as_bytes()).unwrap_or_default(),
         host: CString::new(name).unwrap_or_default(),
@@ -121,7 +121,7 @@ pub fn confine(c: &mut Command, root: &Path, name: &str, network: Network) {
     // SAFETY: after fork in a threaded process the closure calls only
     // async-signal-safe system calls on data prepared above; nothing allocates.
     unsafe {
-        c.pre_exec(move || enter(&plan));
+        command.pre_exec(move || enter(&plan));
     }
 }
 
@@ -129,8 +129,8 @@ fn os_err() -> std::io::Error {
     std::io::Error::last_os_error()
 }
 
-fn ok(r: libc::c_int) -> std::io::Result<()> {
-    if r == 0 { Ok(()) } else { Err(os_err()) }
+fn ok(status: libc::c_int) -> std::io::Result<()> {
+    if status == 0 { Ok(()) } else { Err(os_err()) }
 }
 
 fn errno() -> libc::c_int {
@@ -180,8 +180,8 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
         let mut devices = [-1; DEVICES.len()];
         for (fd, dev) in devices.iter_mut().zip(DEVICES) {
             *fd = match clone_tree(dev) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => -1,
-                r => r?,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => -1,
+                result => result?,
             };
         }
         let mut masks = [-1; MASKED_FILES.len()];
@@ -268,7 +268,7 @@ fn no_user_namespaces() -> Vec<libc::sock_filter> {
     let ret = |k| op(RET_K, 0, 0, k);
     // struct seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low half: the
     // flags, on these little-endian machines).
-    let mut f = vec![op(LD_W_ABS, 0, 0, 4)];
+    let mut program = vec![op(LD_W_ABS, 0, 0, 4)];
     for &(arch, [unshare, clone, clone3]) in ARCHES {
         let block = [
             op(LD_W_ABS, 0, 0, 0),
@@ -283,11 +283,11 @@ fn no_user_namespaces() -> Vec<libc::sock_filter> {
             ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
             ret(libc::SECCOMP_RET_ALLOW),
         ];
-        f.push(op(JEQ_K, 0, block.len() as u8, arch));
-        f.extend(block);
+        program.push(op(JEQ_K, 0, block.len() as u8, arch));
+        program.extend(block);
     }
-    f.push(ret(libc::SECCOMP_RET_ALLOW));
-    f
+    program.push(ret(libc::SECCOMP_RET_ALLOW));
+    program
 }
 
 /// mount_setattr(2) on the mount at `path` (and below it, with AT_RECURSIVE).
@@ -326,7 +326,7 @@ unsafe fn clone_tree(path: &CStr) -> std::io::Result<libc::c_int> {
 /// Attach the detached mount `fd` on `path`; false if `path` does not exist.
 unsafe fn attach(fd: libc::c_int, path: &CStr) -> std::io::Result<bool> {
     // SAFETY: valid C strings; `fd` is open.
-    let r = unsafe {
+    let status = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             fd,
@@ -336,7 +336,7 @@ unsafe fn attach(fd: libc::c_int, path: &CStr) -> std::io::Result<bool> {
             libc::MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
-    match r {
+    match status {
         0 => Ok(true),
         _ if errno() == libc::ENOENT => Ok(false),
         _ => Err(os_err()),
@@ -382,26 +382,26 @@ unsafe fn mount_proc(masks: &[libc::c_int]) -> std::io::Result<()> {
             attach(fd, path)?;
         }
         for path in MASKED_DIRS {
-            let r = libc::mount(
+            let status = libc::mount(
                 c"tmpfs".as_ptr(),
                 path.as_ptr(),
                 c"tmpfs".as_ptr(),
                 libc::MS_RDONLY | HIDDEN,
                 c"mode=0555".as_ptr().cast(),
             );
-            if r != 0 && errno() != libc::ENOENT {
+            if status != 0 && errno() != libc::ENOENT {
                 return Err(os_err());
             }
         }
         for path in READ_ONLY {
-            let r = libc::mount(
+            let status = libc::mount(
                 path.as_ptr(),
                 path.as_ptr(),
                 none,
                 libc::MS_BIND | libc::MS_REC,
                 std::ptr::null(),
             );
-            if r != 0 {
+            if status != 0 {
                 if errno() == libc::ENOENT {
                     continue;
                 }
@@ -436,15 +436,15 @@ unsafe fn mount_dev(devices: &[libc::c_int]) -> std::io::Result<()> {
                 continue;
             }
             // A file to bind the node on.
-            let f = libc::open(
+            let node_file = libc::open(
                 path.as_ptr(),
                 libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
                 0o600,
             );
-            if f < 0 {
+            if node_file < 0 {
                 return Err(os_err());
             }
-            libc::close(f);
+            libc::close(node_file);
             attach(fd, path)?;
         }
         for (dir, fstype, flags, data) in [
@@ -491,18 +491,18 @@ unsafe fn loopback_up() -> std::io::Result<()> {
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: the request outlives the calls and has the kernel's layout.
     unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
             return Err(os_err());
         }
-        let mut r = libc::ioctl(s, SIOCGIFFLAGS, &mut req as *mut IfReq);
-        if r == 0 {
+        let mut status = libc::ioctl(sock, SIOCGIFFLAGS, &mut req as *mut IfReq);
+        if status == 0 {
             req.flags |= libc::IFF_UP as libc::c_short;
-            r = libc::ioctl(s, SIOCSIFFLAGS, &req as *const IfReq);
+            status = libc::ioctl(sock, SIOCSIFFLAGS, &req as *const IfReq);
         }
-        let e = os_err();
-        libc::close(s);
-        if r == 0 { Ok(()) } else { Err(e) }
+        let err = os_err();
+        libc::close(sock);
+        if status == 0 { Ok(()) } else { Err(err) }
     }
 }
 
@@ -531,11 +531,11 @@ unsafe fn reap_until(pid: libc::pid_t) -> ! {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         loop {
             let mut st = 0;
-            let r = libc::waitpid(-1, &mut st, 0);
-            if r == pid {
+            let reaped = libc::waitpid(-1, &mut st, 0);
+            if reaped == pid {
                 libc::_exit(exit_code(st));
             }
-            if r < 0 && *libc::__errno_location() == libc::ECHILD {
+            if reaped < 0 && *libc::__errno_location() == libc::ECHILD {
                 libc::_exit(1);
             }
         }
@@ -613,18 +613,21 @@ mod tests {
     /// (the kernel refuses a program that does not).
     #[test]
     fn seccomp_program_is_well_formed() {
-        let f = no_user_namespaces();
-        assert!(f.len() > 1 && f.len() < 256);
-        for (i, op) in f.iter().enumerate() {
+        let program = no_user_namespaces();
+        assert!(program.len() > 1 && program.len() < 256);
+        for (index, op) in program.iter().enumerate() {
             if op.code & 0x07 == 0x05 {
                 // BPF_JMP: both branches in range.
-                assert!(i + 1 + (op.jt.max(op.jf) as usize) < f.len(), "jump at {i}");
+                assert!(
+                    index + 1 + (op.jt.max(op.jf) as usize) < program.len(),
+                    "jump at {index}"
+                );
             }
         }
-        assert_eq!(f.last().unwrap().code, 0x06);
-        assert_eq!(f.last().unwrap().k, libc::SECCOMP_RET_ALLOW);
+        assert_eq!(program.last().unwrap().code, 0x06);
+        assert_eq!(program.last().unwrap().k, libc::SECCOMP_RET_ALLOW);
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(f.len(), 2 + 2 * 11);
+        assert_eq!(program.len(), 2 + 2 * 11);
     }
 
     #[test]
