@@ -321,10 +321,11 @@ impl Cleaner<'_> {
                 path.as_os_str(),
             ],
             // A deep path is long: no copy of it for a format not asked for.
-            match crate::report::json() {
-                true => json!({"jail": jail, "layer": layer, "kind": kind.name(),
-                               "bytes": bytes, "path": path_json(&path)}),
-                false => serde_json::Value::Null,
+            if crate::report::json() {
+                json!({"jail": jail, "layer": layer, "kind": kind.name(),
+                       "bytes": bytes, "path": path_json(&path)})
+            } else {
+                serde_json::Value::Null
             },
         );
     }

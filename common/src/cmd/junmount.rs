@@ -29,10 +29,7 @@ pub struct Cli {
 
 pub fn main(cli: &Cli) -> ExitCode {
     stack_tool("junmount", &cli.common, true, |engine, plan| {
-        let busy = match cli.force {
-            true => Busy::Force,
-            false => Busy::Fail,
-        };
+        let busy = if cli.force { Busy::Force } else { Busy::Fail };
         engine.unmount_jail(plan, busy)
     })
 }
