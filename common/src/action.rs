@@ -18,10 +18,11 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use crate::exit::{ExitCode, code_of, fail};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::{Index, Mount, Table};
+use crate::plan::Step;
+use crate::platform::Busy;
 use crate::platform::{MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
-use crate::step::{Busy, Step};
 use crate::target::{Missing, Place};
 use crate::update::{Outcome, Run};
 

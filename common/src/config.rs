@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use crate::exit::{ExitCode, fail};
-use crate::os::Os;
+use crate::platform::Os;
 
 /// How a layer is stacked on its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

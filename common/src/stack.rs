@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use crate::action::{Below, Discard, MakeDir, MountStep, Recording, Sink, Site, UnmountTop};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{Mount, Table};
-use crate::plan::{JailPlan, Stack, State};
+use crate::plan::{JailPlan, Stack, State, Step};
+use crate::platform::Busy;
 use crate::platform::{Mounted, Platform};
 use crate::report::Messages;
-use crate::step::{Busy, Step};
 use crate::target::{Beneath, Missing, Place};
 
 /// Runs plans on one platform, handing every change to its sink: done, or

@@ -2,7 +2,7 @@
 
 use crate::cli::Common;
 use crate::exit::ExitCode;
-use crate::step::Busy;
+use crate::platform::Busy;
 
 use super::stack_tool;
 

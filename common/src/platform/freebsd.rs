@@ -19,7 +19,8 @@ use anyhow::Result;
 use super::{MountId, Mounted, Platform, changed, run_tool, run_tool_output};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::step::{Busy, Null, Step, Tmpfs, Union};
+use crate::plan::{Null, Step, Tmpfs, Union};
+use crate::platform::Busy;
 use crate::target::Place;
 
 pub struct FreeBsd;

@@ -10,8 +10,46 @@ use anyhow::Result;
 
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::step::{Busy, Step};
+use crate::plan::Step;
 use crate::target::Place;
+
+/// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Os {
+    FreeBsd,
+    Linux,
+}
+
+impl Os {
+    /// The backend of this run.
+    pub fn current() -> Result<Os> {
+        match std::env::var_os("JLAYERS_PLATFORM") {
+            None => Ok(if cfg!(target_os = "freebsd") {
+                Os::FreeBsd
+            } else {
+                Os::Linux
+            }),
+            Some(value) if value == "freebsd" => Ok(Os::FreeBsd),
+            Some(value) if value == "linux" => Ok(Os::Linux),
+            Some(value) => Err(fail(
+                ExitCode::Usage,
+                format!(
+                    "JLAYERS_PLATFORM={}: expected freebsd or linux",
+                    value.to_string_lossy()
+                ),
+            )),
+        }
+    }
+}
+
+/// What an unmount does with a busy mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// Fail (75), naming what holds it.
+    Fail,
+    /// Take it away all the same (`-f`: `umount -f`, a lazy detach on Linux).
+    Force,
+}
 
 pub mod freebsd;
 #[cfg(target_os = "linux")]
@@ -103,8 +141,6 @@ impl Holder {
         format!("pid {} {} ({what})", self.pid, self.command)
     }
 }
-
-pub use crate::os::Os;
 
 /// One mount, as a backend names it for good: Linux's mount id, FreeBSD's file
 /// system ID (in the hexadecimal form umount(8) takes).

@@ -19,7 +19,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::{MountId, Mounted, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{LinuxInfo, Mount};
-use crate::step::{Busy, Null, Step, Tmpfs, Union};
+use crate::plan::{Null, Step, Tmpfs, Union};
+use crate::platform::Busy;
 use crate::target::Place;
 
 mod api;
