@@ -28,16 +28,16 @@ use crate::update::{Outcome, Run};
 
 /// Where an action happens: the jail (its name and root) and the layer.
 #[derive(Clone, Copy, Debug)]
-pub struct Site<'a> {
-    pub jail: &'a str,
-    pub root: &'a Path,
-    pub layer: &'a str,
+pub(crate) struct Site<'a> {
+    pub(crate) jail: &'a str,
+    pub(crate) root: &'a Path,
+    pub(crate) layer: &'a str,
 }
 
 /// One change to the system. Each kind is a type that says what doing it gives
 /// back, how [`Perform`] does it and how [`Dry`] shows it: adding a change is
 /// adding its type here, and nothing else.
-pub trait Act {
+pub(crate) trait Act {
     /// What performing it gives back.
     type Output;
     /// Do it.
@@ -52,41 +52,41 @@ pub trait Act {
 }
 
 /// Create a missing directory, and its missing parents, the way `Place` walks.
-pub struct MakeDir<'a>(pub &'a Place);
+pub(crate) struct MakeDir<'a>(pub(crate) &'a Place);
 
 /// Perform `step` on `target`, on top of `below` (the mount that must be on top
 /// there first); gives back the mount made, pinned.
-pub struct MountStep<'a> {
-    pub step: Step<'a>,
-    pub target: &'a Place,
-    pub below: Option<Below<'a>>,
+pub(crate) struct MountStep<'a> {
+    pub(crate) step: Step<'a>,
+    pub(crate) target: &'a Place,
+    pub(crate) below: Option<Below<'a>>,
 }
 
 /// Remove the top mount at `target`, which the table shows as `top` and the plan
 /// made with `step`.
-pub struct UnmountTop<'a> {
-    pub step: Step<'a>,
-    pub target: &'a Place,
-    pub top: &'a Mount,
-    pub busy: Busy,
+pub(crate) struct UnmountTop<'a> {
+    pub(crate) step: Step<'a>,
+    pub(crate) target: &'a Place,
+    pub(crate) top: &'a Mount,
+    pub(crate) busy: Busy,
 }
 
 /// Take back a mount this run has just made (a rollback), by what was pinned.
-pub struct Discard(pub Mounted);
+pub(crate) struct Discard(pub(crate) Mounted);
 
 /// Start or stop a jail with `argv`, run on the host (its configured command or
 /// the platform's); the platform checks the jail's state after it.
-pub struct StartStop<'a> {
-    pub argv: &'a [OsString],
-    pub jail: &'a str,
-    pub to: Service,
+pub(crate) struct StartStop<'a> {
+    pub(crate) argv: &'a [OsString],
+    pub(crate) jail: &'a str,
+    pub(crate) to: Service,
 }
 
 /// Run the updater inside a jail; gives back how it ended.
-pub struct RunUpdater<'a>(pub &'a Run<'a>);
+pub(crate) struct RunUpdater<'a>(pub(crate) &'a Run<'a>);
 
 /// The mount a new one must go on top of.
-pub enum Below<'a> {
+pub(crate) enum Below<'a> {
     /// The top of the target as the table shows it, to be pinned first.
     Table(&'a Mount),
     /// One this run made.
@@ -107,7 +107,7 @@ impl Act for MakeDir<'_> {
         by.print(&argv);
     }
     fn record(&self) -> Option<Did> {
-        Some(Did::Mkdir(self.0.path.clone()))
+        Some(Did::Mkdir)
     }
 }
 
@@ -200,14 +200,14 @@ impl Act for RunUpdater<'_> {
 }
 
 /// Where actions go: done, or (`-n`) printed.
-pub enum Sink<'a> {
+pub(crate) enum Sink<'a> {
     Perform(Perform<'a>),
     Dry(Dry<'a>),
 }
 
 impl<'a> Sink<'a> {
     /// The sink for a run: doing, or (`-n`) printing.
-    pub fn new(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Sink<'a> {
+    pub(crate) fn new(platform: &'a dyn Platform, msg: Messages, dry_run: bool) -> Sink<'a> {
         let indexed = Indexed::default();
         if dry_run {
             let sh = !crate::report::json();
@@ -228,7 +228,7 @@ impl<'a> Sink<'a> {
     }
 
     /// Do `action` (`Some` of what it gave back), or print it (`None`).
-    pub fn act<A: Act>(&self, site: &Site, action: A) -> Result<Option<A::Output>> {
+    pub(crate) fn act<A: Act>(&self, site: &Site, action: A) -> Result<Option<A::Output>> {
         match self {
             Sink::Perform(by) => action.perform(by, site).map(Some),
             Sink::Dry(by) => {
@@ -240,13 +240,13 @@ impl<'a> Sink<'a> {
 
     /// Whether actions are done: what follows only a change that was made (a
     /// removal's check, a run's record line) asks this.
-    pub fn performs(&self) -> bool {
+    pub(crate) fn performs(&self) -> bool {
         matches!(self, Sink::Perform(_))
     }
 
     /// The mount table below `root` as this run leaves it: what the system shows,
     /// with what a dry run printed as if it were done.
-    pub fn mounts(&self, root: &Path) -> Result<Table> {
+    pub(crate) fn mounts(&self, root: &Path) -> Result<Table> {
         match self {
             Sink::Perform(by) => by.indexed.table(by.platform, root, Vec::new()),
             Sink::Dry(by) => {
@@ -257,7 +257,7 @@ impl<'a> Sink<'a> {
     }
 
     /// Take the jail's lock for the run (a dry run changes nothing: no lock).
-    pub fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>> {
+    pub(crate) fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>> {
         match self {
             Sink::Perform(_) => lock_jail(dir, jail).map(Some),
             Sink::Dry(_) => Ok(None),
@@ -267,7 +267,12 @@ impl<'a> Sink<'a> {
     /// Remove one entry of an upper dir (jclean's walk: one call per entry, so not
     /// an [`Act`], whose errors carry context). `Ok(true)`: removed; `Ok(false)`:
     /// only counted.
-    pub fn unlink(&self, dir: &OwnedFd, name: &CStr, flags: UnlinkatFlags) -> nix::Result<bool> {
+    pub(crate) fn unlink(
+        &self,
+        dir: &OwnedFd,
+        name: &CStr,
+        flags: UnlinkatFlags,
+    ) -> nix::Result<bool> {
         match self {
             Sink::Perform(_) => unlinkat(dir, name, flags).map(|()| true),
             Sink::Dry(_) => Ok(false),
@@ -302,7 +307,7 @@ impl Indexed {
 }
 
 /// Does each action.
-pub struct Perform<'a> {
+pub(crate) struct Perform<'a> {
     platform: &'a dyn Platform,
     msg: Messages,
     indexed: Indexed,
@@ -332,7 +337,7 @@ impl Perform<'_> {
 /// `-n`: does nothing; prints each action as the sh command that does it (unless
 /// the records are JSON), and keeps the mounts it printed as if they were made,
 /// so that what a run would take down again is printed exactly.
-pub struct Dry<'a> {
+pub(crate) struct Dry<'a> {
     platform: &'a dyn Platform,
     sh: bool,
     /// The mount table lines the printed mounts would add.
@@ -388,16 +393,16 @@ impl Dry<'_> {
 
 /// One change a run made (or, with `-n`, would make) to a layer.
 #[derive(Clone, Debug)]
-pub struct Change {
-    pub layer: String,
-    pub did: Did,
+pub(crate) struct Change {
+    pub(crate) layer: String,
+    pub(crate) did: Did,
 }
 
 /// What one action did, as the layers' JSON records tell it.
 #[derive(Clone, Debug)]
-pub enum Did {
-    /// A directory made.
-    Mkdir(PathBuf),
+pub(crate) enum Did {
+    /// A directory made: the layer changed, though its record lists only mounts.
+    Mkdir,
     /// A mount made: its kind (`null`, `union`, `tmpfs`), source and target.
     Mount(&'static str, PathBuf, PathBuf),
     /// A mount removed, the same way.
@@ -406,13 +411,13 @@ pub enum Did {
 
 /// A sink that keeps what the actions it was handed did, for the layers' JSON
 /// records; everything else is the sink's.
-pub struct Recording<'a> {
+pub(crate) struct Recording<'a> {
     sink: Sink<'a>,
     changes: Mutex<Vec<Change>>,
 }
 
 impl<'a> Recording<'a> {
-    pub fn new(sink: Sink<'a>) -> Recording<'a> {
+    pub(crate) fn new(sink: Sink<'a>) -> Recording<'a> {
         Recording {
             sink,
             changes: Mutex::default(),
@@ -420,7 +425,7 @@ impl<'a> Recording<'a> {
     }
 
     /// Hand `action` to the sink; record it once it is done (or printed).
-    pub fn act<A: Act>(&self, site: &Site, action: A) -> Result<Option<A::Output>> {
+    pub(crate) fn act<A: Act>(&self, site: &Site, action: A) -> Result<Option<A::Output>> {
         let did = action.record();
         let output = self.sink.act(site, action)?;
         if let Some(did) = did {
@@ -431,7 +436,7 @@ impl<'a> Recording<'a> {
     }
 
     /// What was done since the last call.
-    pub fn take(&self) -> Vec<Change> {
+    pub(crate) fn take(&self) -> Vec<Change> {
         std::mem::take(&mut *self.lock_changes())
     }
 

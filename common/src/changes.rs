@@ -30,7 +30,7 @@ use crate::walk::{At, DirStat, Done, Host, Visit, Walker, is_dir};
 
 /// What an upper entry is to the host tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Nothing of that name below it on the host.
     New,
     /// A copied-up host file, still the same as the host's in type, content,
@@ -53,7 +53,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::New,
         Kind::Copy,
         Kind::Modified,
@@ -64,7 +64,7 @@ impl Kind {
         Kind::Dir,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::New => "new",
             Kind::Copy => "copy",
@@ -78,7 +78,7 @@ impl Kind {
     }
 
     /// `--only KIND`: the kinds that can be pruned alone (not directories).
-    pub fn parse_prunable(name: &str) -> Result<Kind, String> {
+    pub(crate) fn parse_prunable(name: &str) -> Result<Kind, String> {
         match Kind::ALL.into_iter().find(|k| k.name() == name) {
             Some(Kind::Dir | Kind::Opaque) => Err(format!(
                 "{name}: directories go with jclean as a whole; give new, copy, modified, stale, conflict or whiteout"
@@ -92,10 +92,10 @@ impl Kind {
 }
 
 /// One entry of the upper dir.
-pub struct Entry<'a> {
-    pub kind: Kind,
+pub(crate) struct Entry<'a> {
+    pub(crate) kind: Kind,
     /// Allocated size (like du), 0 for directories.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Its directory, and its name there (none: the directory itself).
     at: &'a At<'a>,
     name: Option<&'a CStr>,
@@ -104,7 +104,7 @@ pub struct Entry<'a> {
 impl Entry<'_> {
     /// Its path below the upper dir, made when asked for: at any depth, only
     /// what is shown costs its path.
-    pub fn rel(&self) -> PathBuf {
+    pub(crate) fn rel(&self) -> PathBuf {
         match self.name {
             Some(name) => self.at.join(name),
             None => self.at.rel(),
@@ -113,14 +113,14 @@ impl Entry<'_> {
 }
 
 /// What a walk found it could not read, as (path below the upper, why).
-pub type Problems = Vec<(PathBuf, String)>;
+pub(crate) type Problems = Vec<(PathBuf, String)>;
 
 /// Walk everything below the open upper dir, telling `each` what every entry is to
 /// the host tree `source` (a directory, trusted), in path order (a directory
 /// before its entries); an entry for which `each` returns true is removed (never
 /// a directory). `mounts`: mount points below the upper
 /// (paths below it), skipped.
-pub fn walk(
+pub(crate) fn walk(
     upper: &OwnedFd,
     source: &Path,
     mounts: Vec<Vec<u8>>,

@@ -14,57 +14,57 @@ use crate::exit::{ExitCode, fail};
 
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
-pub struct Common {
+pub(crate) struct Common {
     /// Configuration file
     ///
     /// [default: $JLAYERS_CONF, else /etc/jlayers.conf on Linux,
     /// /usr/local/etc/jlayers.conf on FreeBSD]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// Every jail in the configuration file, in file order
     #[arg(short = 'a', long = "all")]
-    pub all: bool,
+    pub(crate) all: bool,
 
     /// Print what would be done; change nothing
     #[arg(short = 'n', long = "dry-run")]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// Print only errors: no report line for what succeeded
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Say what is done, one line per action
     #[arg(short = 'v', long = "verbose")]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// Records as JSON Lines on stdout, one object each, instead of TAB-separated
     /// lines
     #[arg(long = "json")]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// FreeBSD's spelling of --json (libxo): --libxo json
     #[arg(long = "libxo", value_name = "FORMAT", value_parser = parse_libxo)]
-    pub libxo: Option<String>,
+    pub(crate) libxo: Option<String>,
 
     /// Jails to work on, by name; '-' reads names from standard input
     ///
     /// Jails to work on, by name from the configuration file; '-' reads names from
     /// standard input, one a line
     #[arg(value_name = "JAIL")]
-    pub jails: Vec<OsString>,
+    pub(crate) jails: Vec<OsString>,
 }
 
 impl Common {
     /// Whether records are JSON (`--json` or `--libxo json`).
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.json || self.libxo.is_some()
     }
 }
 
 /// `--libxo FORMAT`: only `json` (with libxo's own modifiers after a comma, which
 /// change nothing here).
-pub fn parse_libxo(arg: &str) -> Result<String, String> {
+pub(crate) fn parse_libxo(arg: &str) -> Result<String, String> {
     match arg.split([',', ':']).next() {
         Some("json") => Ok(arg.to_string()),
         _ => Err(format!("{arg:?}: only json is supported")),
@@ -108,7 +108,7 @@ pub fn parse<T: Parser>(tool: &str) -> T {
 
 /// The jails to work on, in the order given (file order with `--all`), each once.
 /// Unknown names are a usage error before anything is done.
-pub fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
+pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     if args.all {
         if !args.jails.is_empty() {
             return Err(fail(ExitCode::Usage, "give jail names or --all, not both"));
@@ -218,7 +218,7 @@ pub fn parse_age(arg: &str) -> Result<std::time::Duration, String> {
 }
 
 /// A timeout: an age of at least one second.
-pub fn parse_timeout(arg: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_timeout(arg: &str) -> Result<std::time::Duration, String> {
     let age = parse_age(arg)?;
     if age.is_zero() {
         return Err(format!("{:?}: give at least 1s", arg.trim()));
@@ -228,10 +228,10 @@ pub fn parse_timeout(arg: &str) -> Result<std::time::Duration, String> {
 
 /// The most worker threads or jails at a time: more buys nothing on any machine
 /// jlayers runs on, and each thread costs a stack and start-up time.
-pub const MAX_JOBS: usize = 256;
+pub(crate) const MAX_JOBS: usize = 256;
 
 /// `-j N`: 1 to [`MAX_JOBS`].
-pub fn parse_jobs(arg: &str) -> Result<usize, String> {
+pub(crate) fn parse_jobs(arg: &str) -> Result<usize, String> {
     match arg.trim().parse::<usize>() {
         Ok(jobs) if (1..=MAX_JOBS).contains(&jobs) => Ok(jobs),
         _ => Err(format!("{arg:?}: give a number from 1 to {MAX_JOBS}")),

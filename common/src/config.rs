@@ -35,7 +35,7 @@ pub struct Layer {
     /// Relative to the jail root; no `..`.
     pub target: PathBuf,
     pub mode: Mode,
-    pub union_options: Vec<String>,
+    pub(crate) union_options: Vec<String>,
     /// `upper_fs = "tmpfs"` for this layer in every jail: `Some(size)` (`None`:
     /// the kernel's default size), unless a jail says otherwise.
     pub tmpfs: Option<Option<String>>,
@@ -51,7 +51,7 @@ pub struct Jail {
     /// Upper dir of each of this jail's union layers, by layer index.
     pub uppers: BTreeMap<usize, Upper>,
     /// The union layers whose upper dir is a tmpfs of its own, with its size.
-    pub tmpfs: BTreeMap<usize, Option<String>>,
+    pub(crate) tmpfs: BTreeMap<usize, Option<String>>,
     pub update: Option<Vec<String>>,
     pub start: Option<Vec<String>>,
     pub stop: Option<Vec<String>>,
@@ -83,7 +83,7 @@ pub enum Upper {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub upper_root: PathBuf,
     pub log_dir: PathBuf,
     pub lock_dir: PathBuf,
@@ -100,7 +100,7 @@ pub struct Config {
 
 impl Upper {
     /// The upper dir's absolute path for a jail with this root.
-    pub fn path(&self, root: &Path) -> PathBuf {
+    pub(crate) fn path(&self, root: &Path) -> PathBuf {
         match self {
             Upper::Host(p) => p.clone(),
             Upper::InRoot(rel) => root.join(rel),
@@ -110,7 +110,7 @@ impl Upper {
 
 impl Config {
     /// The default path: `$JLAYERS_CONF`, else the platform's `etc` file.
-    pub fn default_path(os: Os) -> PathBuf {
+    pub(crate) fn default_path(os: Os) -> PathBuf {
         match std::env::var_os("JLAYERS_CONF") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => PathBuf::from(match os {
@@ -121,7 +121,7 @@ impl Config {
     }
 
     /// Read and validate the file.
-    pub fn load(path: &Path, os: Os) -> Result<Config> {
+    pub(crate) fn load(path: &Path, os: Os) -> Result<Config> {
         let text = std::fs::read(path)
             .map_err(|e| fail(ExitCode::Config, format!("{}: {e}", path.display())))?;
         let text = String::from_utf8(text).map_err(|e| {
@@ -150,13 +150,13 @@ impl Config {
     }
 
     /// The network `jail` gets: its own setting, else `[defaults]`, else none.
-    pub fn network(&self, jail: &Jail) -> Network {
+    pub(crate) fn network(&self, jail: &Jail) -> Network {
         jail.network.unwrap_or(self.default_network)
     }
 
     /// Layer `i`'s source made canonical (the mount table shows real paths): once
     /// a run, not once a jail.
-    pub fn real_source(&self, i: usize) -> &Path {
+    pub(crate) fn real_source(&self, i: usize) -> &Path {
         self.sources.get_or_init(|| {
             self.layers
                 .iter()
@@ -166,7 +166,7 @@ impl Config {
             .as_path()
     }
 
-    pub fn roots(&self) -> &crate::roots::Roots {
+    pub(crate) fn roots(&self) -> &crate::roots::Roots {
         self.roots
             .get_or_init(|| crate::roots::Roots::of(self.jails.iter().map(|j| j.root.as_path())))
     }

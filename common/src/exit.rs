@@ -34,7 +34,7 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    pub fn code(self) -> i32 {
+    pub(crate) fn code(self) -> i32 {
         self as i32
     }
 }
@@ -47,9 +47,9 @@ impl From<ExitCode> for std::process::ExitCode {
 
 /// An error (or a context layer) that says which exit status it means.
 #[derive(Debug)]
-pub struct Fail {
-    pub code: ExitCode,
-    pub msg: String,
+pub(crate) struct Fail {
+    pub(crate) code: ExitCode,
+    pub(crate) msg: String,
 }
 
 impl fmt::Display for Fail {
@@ -61,7 +61,7 @@ impl fmt::Display for Fail {
 impl std::error::Error for Fail {}
 
 /// A new classified error.
-pub fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Fail {
         code,
         msg: msg.into(),
@@ -78,7 +78,7 @@ pub fn code_of(err: &anyhow::Error) -> ExitCode {
 
 /// The exit status a failed system call means, the one mapping of errno for
 /// every backend: not permitted 77, busy 75, anything else `otherwise`.
-pub fn of_errno(errno: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
+pub(crate) fn of_errno(errno: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
     use nix::errno::Errno;
     match errno {
         Errno::EPERM | Errno::EACCES => ExitCode::NoPerm,
@@ -89,7 +89,7 @@ pub fn of_errno(errno: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
 
 /// Whether an error was caused by a permission refused (EPERM, EACCES), at any
 /// depth of its chain.
-pub fn refused(err: &anyhow::Error) -> bool {
+pub(crate) fn refused(err: &anyhow::Error) -> bool {
     use nix::errno::Errno;
     err.chain().any(|cause| {
         cause
@@ -107,7 +107,7 @@ pub fn refused(err: &anyhow::Error) -> bool {
 
 /// An error as the tools print it: its chain on one line, and `(run as root)`
 /// when a permission refused to a user other than root is the cause.
-pub fn message(err: &anyhow::Error) -> String {
+pub(crate) fn message(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
     let hint = code_of(err) == ExitCode::NoPerm
         && !nix::unistd::geteuid().is_root()
@@ -121,7 +121,7 @@ pub fn message(err: &anyhow::Error) -> String {
 }
 
 /// Attach a classified context to any error.
-pub trait OrFail<T> {
+pub(crate) trait OrFail<T> {
     fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T>;
 }
 

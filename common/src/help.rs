@@ -24,7 +24,7 @@ const COMMON: &[(&str, &str)] = &[
 ];
 
 /// The text after the options in `TOOL --help`.
-pub fn after_long_help(tool: &str) -> String {
+pub(crate) fn after_long_help(tool: &str) -> String {
     let ok = match tool {
         "jmount" => {
             "everything was mounted, or already was (--status: every layer shown is mounted as configured)"

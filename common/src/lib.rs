@@ -2,23 +2,23 @@
 //! FreeBSD, bind + overlayfs on Linux). The four tools are thin front ends to this
 //! crate; the contract is their man pages (man/).
 
-pub mod action;
-pub mod changes;
+mod action;
+mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod exit;
-pub mod help;
-pub mod lock;
+mod help;
+mod lock;
 pub mod mounts;
-pub mod plan;
+mod plan;
 pub mod platform;
-pub mod prune;
+mod prune;
 pub mod report;
-pub mod roots;
-pub mod signals;
-pub mod stack;
-pub mod target;
-pub mod update;
-pub mod upper;
-pub mod walk;
+mod roots;
+mod signals;
+mod stack;
+mod target;
+mod update;
+mod upper;
+mod walk;

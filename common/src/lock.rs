@@ -13,7 +13,7 @@ use crate::exit::{ExitCode, OrFail, fail};
 
 /// Held for as long as it lives; the kernel drops it if the process dies.
 #[derive(Debug)]
-pub struct JailLock {
+pub(crate) struct JailLock {
     lock: Option<Flock<File>>,
 }
 
@@ -37,7 +37,7 @@ const PID_WAIT: Duration = Duration::from_secs(1);
 /// A run started by the holder itself (jupdate starting a jail whose jail.conf hook
 /// runs `jmount NAME`) would deadlock on its parent: when the holder is an ancestor
 /// of this process the lock is taken as already ours.
-pub fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
+pub(crate) fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
     let path = dir.join(format!("{jail}.lock"));
     let try_open = || {
         std::fs::OpenOptions::new()

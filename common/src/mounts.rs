@@ -1,7 +1,7 @@
 //! The mount table as jlayers sees it: one model, filled by each platform's reader.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,40 +29,42 @@ pub struct LinuxInfo {
     /// The directory of the file system that is mounted here (bind mounts).
     pub root: PathBuf,
     /// File system options (overlay's `upperdir=` lives here), unescaped.
-    pub fs_options: Vec<OsString>,
+    pub(crate) fs_options: Vec<OsString>,
 }
 
 impl LinuxInfo {
     /// The value of a `key=value` file system option.
-    pub fn fs_option(&self, key: &str) -> Option<&OsStr> {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn fs_option(&self, key: &str) -> Option<&std::ffi::OsStr> {
         self.fs_options.iter().find_map(|option| {
             let bytes = option.as_encoded_bytes();
             let rest = bytes.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
             // SAFETY: split right after an ASCII '=' of a valid OsStr.
-            Some(unsafe { OsStr::from_encoded_bytes_unchecked(rest) })
+            Some(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(rest) })
         })
     }
 }
 
 impl Mount {
-    pub fn read_only(&self) -> bool {
+    pub(crate) fn read_only(&self) -> bool {
         self.options.iter().any(|o| o == "ro")
     }
 
     /// The Linux mount id, if the table gave one.
-    pub fn linux_id(&self) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn linux_id(&self) -> Option<u64> {
         self.linux.as_ref().map(|l| l.id)
     }
 
     /// A one-word description for messages: `TYPE from SOURCE`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} from {}", self.fstype, self.source.to_string_lossy())
     }
 }
 
 /// Finding the mounts at one mount point: by a scan of a plain list, or through
 /// the index of a [`Table`].
-pub trait MountsAt {
+pub(crate) trait MountsAt {
     /// The mounts at `target`, in mount order.
     fn mounts_at(&self, target: &Path) -> Vec<&Mount>;
 }
@@ -74,10 +76,10 @@ impl MountsAt for [Mount] {
 }
 
 /// Where each mount point's lines are in a table, in mount order.
-pub type Index = HashMap<PathBuf, Vec<usize>>;
+pub(crate) type Index = HashMap<PathBuf, Vec<usize>>;
 
 /// Index a table by mount point.
-pub fn index(lines: &[Mount]) -> Index {
+pub(crate) fn index(lines: &[Mount]) -> Index {
     let mut at: Index = HashMap::new();
     for (line, mount) in lines.iter().enumerate() {
         at.entry(mount.target.clone()).or_default().push(line);
@@ -89,7 +91,7 @@ pub fn index(lines: &[Mount]) -> Index {
 /// (built once per table read, shared by every jail of the run), and the lines
 /// a dry run printed as if made (`extra`, after the system's in mount order).
 #[derive(Clone, Debug, Default)]
-pub struct Table {
+pub(crate) struct Table {
     lines: Arc<Vec<Mount>>,
     index: Arc<Index>,
     extra: Vec<Mount>,
@@ -99,7 +101,7 @@ pub struct Table {
 
 impl Table {
     /// `index` must be [`index`] of `lines`.
-    pub fn new(lines: Arc<Vec<Mount>>, index: Arc<Index>, extra: Vec<Mount>) -> Table {
+    pub(crate) fn new(lines: Arc<Vec<Mount>>, index: Arc<Index>, extra: Vec<Mount>) -> Table {
         Table {
             lines,
             index,
@@ -109,12 +111,12 @@ impl Table {
     }
 
     /// The system's lines, in mount order.
-    pub fn lines(&self) -> &[Mount] {
+    pub(crate) fn lines(&self) -> &[Mount] {
         &self.lines
     }
 
     /// Hide everything at or below `target` (the run mounted on it).
-    pub fn hide(&mut self, target: &Path) {
+    pub(crate) fn hide(&mut self, target: &Path) {
         self.hidden.push(target.to_path_buf());
     }
 }

@@ -16,26 +16,26 @@ use crate::target::Place;
 
 /// One layer's stack on one jail's target.
 #[derive(Clone, Debug)]
-pub struct Stack {
-    pub layer: String,
+pub(crate) struct Stack {
+    pub(crate) layer: String,
     /// Beneath the jail root.
-    pub target: Place,
+    pub(crate) target: Place,
     /// The mounts, bottom first.
-    pub shape: Shape,
+    pub(crate) shape: Shape,
 }
 
 /// Everything jmount does for one jail, and junmount undoes.
 #[derive(Clone, Debug)]
-pub struct JailPlan {
-    pub jail: String,
-    pub root: PathBuf,
+pub(crate) struct JailPlan {
+    pub(crate) jail: String,
+    pub(crate) root: PathBuf,
     /// In mount order: parents before nested layers.
-    pub stacks: Vec<Stack>,
+    pub(crate) stacks: Vec<Stack>,
 }
 
 /// What the mount table shows at a stack's target.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// The first so many steps are mounted, in order, on top of whatever else is there.
     Mounted(usize),
     /// The top mount is not part of this stack as planned; `ours` tells whether
@@ -44,7 +44,7 @@ pub enum State {
 }
 
 /// The plan for one jail.
-pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
+pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
     let root = cfg.roots().real(&jail.root);
     let mut stacks = Vec::new();
     for &index in &jail.layers {
@@ -107,24 +107,24 @@ pub fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPl
 }
 
 /// Overlay's work dir: beside the upper, on its file system, never inside it.
-pub fn work_dir(upper: &Place) -> Place {
+pub(crate) fn work_dir(upper: &Place) -> Place {
     upper.with_suffix(".work")
 }
 
 impl Stack {
     /// The mounts at this stack's target, in mount order.
-    pub fn at<'t, T: MountsAt + ?Sized>(&self, table: &'t T) -> Vec<&'t Mount> {
+    pub(crate) fn at<'t, T: MountsAt + ?Sized>(&self, table: &'t T) -> Vec<&'t Mount> {
         table.mounts_at(&self.target.path)
     }
 
     /// Whether this is the tmpfs stack a layer's upper dir gets (`upper_fs`).
-    pub fn is_upper_tmpfs(&self) -> bool {
+    pub(crate) fn is_upper_tmpfs(&self) -> bool {
         matches!(self.shape, Shape::UpperTmpfs(_))
     }
 
     /// Read this stack's state from the table: the plan's steps must sit on top of
     /// the target's mounts as a consistent prefix, bottom step first.
-    pub fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
+    pub(crate) fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
         let at = self.at(table);
         for count in (1..=self.shape.steps().len().min(at.len())).rev() {
             let top = &at[at.len() - count..];
@@ -151,33 +151,33 @@ impl Stack {
 
 /// nullfs (FreeBSD) / bind mount (Linux) of a host directory on the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Null {
-    pub source: PathBuf,
-    pub read_only: bool,
+pub(crate) struct Null {
+    pub(crate) source: PathBuf,
+    pub(crate) read_only: bool,
 }
 
 /// unionfs (FreeBSD) / overlay (Linux) of the upper dir over what the target shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Union {
-    pub upper: Place,
+pub(crate) struct Union {
+    pub(crate) upper: Place,
     /// Linux's overlay work dir, a sibling of `upper`; `None` on FreeBSD.
-    pub work: Option<Place>,
-    pub options: Vec<String>,
+    pub(crate) work: Option<Place>,
+    pub(crate) options: Vec<String>,
 }
 
 /// A tmpfs of its own for a union layer's upper (and, on Linux, work) dir, mounted
 /// on the upper's place before the layer's stack; `size` as tmpfs takes it (`4g`),
 /// `None` for the kernel's default.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tmpfs {
-    pub size: Option<String>,
+pub(crate) struct Tmpfs {
+    pub(crate) size: Option<String>,
 }
 
 /// The mounts of one stack, bottom first. The compiler keeps the plan's rules: a
 /// union only ever goes on top of its layer's null mount, and a tmpfs upper is a
 /// stack of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// A layer: the host directory, and the union of its upper dir if it has one.
     Layer { null: Null, union: Option<Union> },
     /// The tmpfs a layer's upper dir lives in.
@@ -186,7 +186,7 @@ pub enum Shape {
 
 /// One mount of a stack, as a backend performs, matches and prints it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step<'a> {
+pub(crate) enum Step<'a> {
     Null(&'a Null),
     Union(&'a Union),
     Tmpfs(&'a Tmpfs),
@@ -194,7 +194,7 @@ pub enum Step<'a> {
 
 impl Shape {
     /// The mounts, bottom first.
-    pub fn steps(&self) -> impl DoubleEndedIterator<Item = Step<'_>> + ExactSizeIterator {
+    pub(crate) fn steps(&self) -> impl DoubleEndedIterator<Item = Step<'_>> + ExactSizeIterator {
         // A fixed pair cut to length: no allocation, and both ends reachable.
         let (bottom, top, count) = match self {
             Shape::Layer {
@@ -209,7 +209,7 @@ impl Shape {
 
     /// The bottom `count` mounts (1 or more) of the stack: what is left of it when the
     /// top ones are taken down.
-    pub fn cut(&self, count: usize) -> Shape {
+    pub(crate) fn cut(&self, count: usize) -> Shape {
         match self {
             Shape::Layer { null, .. } if count < 2 => Shape::Layer {
                 null: null.clone(),
@@ -220,7 +220,7 @@ impl Shape {
     }
 
     /// The layer's host directory: its null mount.
-    pub fn null(&self) -> Option<&Null> {
+    pub(crate) fn null(&self) -> Option<&Null> {
         match self {
             Shape::Layer { null, .. } => Some(null),
             Shape::UpperTmpfs(_) => None,
@@ -228,7 +228,7 @@ impl Shape {
     }
 
     /// The layer's union, if it has one.
-    pub fn union(&self) -> Option<&Union> {
+    pub(crate) fn union(&self) -> Option<&Union> {
         match self {
             Shape::Layer { union, .. } => union.as_ref(),
             Shape::UpperTmpfs(_) => None,
@@ -238,7 +238,7 @@ impl Shape {
 
 impl Step<'_> {
     /// The step's kind, as the JSON records name it.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Step::Null(_) => "null",
             Step::Union(_) => "union",
@@ -247,7 +247,7 @@ impl Step<'_> {
     }
 
     /// What the step mounts, as a record shows it.
-    pub fn source_shown(self) -> PathBuf {
+    pub(crate) fn source_shown(self) -> PathBuf {
         match self {
             Step::Null(null) => null.source.clone(),
             Step::Union(union) => union.upper.path.clone(),
@@ -256,7 +256,7 @@ impl Step<'_> {
     }
 
     /// The step in words, for `-v`.
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             Step::Null(Null {
                 source,

@@ -32,24 +32,24 @@ use crate::signals;
 use crate::walk::{At, DirStat, Done, FD_KEEP, Visit, Walker, is_dir, listing, mtime};
 
 /// What to prune, and what to leave.
-pub struct Rules {
+pub(crate) struct Rules {
     /// Paths relative to the upper dir to keep, with their parents.
-    pub keep: Option<GlobSet>,
+    pub(crate) keep: Option<GlobSet>,
     /// Only entries last modified before this.
-    pub older_than: Option<SystemTime>,
+    pub(crate) older_than: Option<SystemTime>,
 }
 
 /// Running totals, shared by the workers (and the progress bar).
 #[derive(Default)]
-pub struct Tally {
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
+pub(crate) struct Tally {
+    pub(crate) files: AtomicU64,
+    pub(crate) bytes: AtomicU64,
     /// Inodes with several links: their space is freed once.
     linked: Mutex<HashSet<(u64, u64)>>,
     any_linked: AtomicBool,
     /// Paths skipped because another file system is mounted there, or because
     /// they could not be removed: (path, why).
-    pub skipped: Mutex<Vec<(PathBuf, String)>>,
+    pub(crate) skipped: Mutex<Vec<(PathBuf, String)>>,
 }
 
 impl Tally {
@@ -136,7 +136,7 @@ pub(crate) fn below(upper: &Path, mounts: &[PathBuf]) -> Vec<Vec<u8>> {
 
 /// Prune everything below the open upper dir `dir`. What was kept for any reason
 /// but a rule (a mount, an error, a race with the jail) is on `tally.skipped`.
-pub fn prune(
+pub(crate) fn prune(
     dir: &OwnedFd,
     upper: &Path,
     mounts: &[PathBuf],
@@ -287,7 +287,7 @@ pub(crate) mod whiteouts {
 
     /// The names of the whiteouts in `dir` (struct dirent of FreeBSD 12 and later:
     /// d_reclen at 16, d_type at 18, d_namlen at 20, d_name at 24).
-    pub fn list(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
+    pub(crate) fn list(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
         let fd = nix::unistd::dup(dir)?;
         // SAFETY: lseek on a descriptor this function owns.
         if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
@@ -334,7 +334,7 @@ pub(crate) mod whiteouts {
     /// path, so the pinned directory becomes the working directory and the name is
     /// one component: nothing of it is looked up by a path from the host. No other
     /// thread runs a walk at this point.
-    pub fn remove(dir: &OwnedFd, upper: &Path, tally: &Tally) {
+    pub(crate) fn remove(dir: &OwnedFd, upper: &Path, tally: &Tally) {
         let names = match list(dir) {
             Ok(n) if n.is_empty() => return,
             Ok(n) => n,
@@ -374,7 +374,7 @@ pub(crate) mod whiteouts {
 /// devices, removed like any file.
 #[cfg(not(target_os = "freebsd"))]
 mod whiteouts {
-    pub fn remove(_: &std::os::fd::OwnedFd, _: &std::path::Path, _: &super::Tally) {}
+    pub(crate) fn remove(_: &std::os::fd::OwnedFd, _: &std::path::Path, _: &super::Tally) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How much a run says on stderr: `-q`, the default, `-v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
+pub(crate) enum Verbosity {
     /// Errors and problems only.
     Quiet,
     /// And warnings.
@@ -19,7 +19,7 @@ pub enum Verbosity {
 }
 
 impl Verbosity {
-    pub fn of(quiet: bool, verbose: bool) -> Verbosity {
+    pub(crate) fn of(quiet: bool, verbose: bool) -> Verbosity {
         match (quiet, verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,
@@ -30,31 +30,31 @@ impl Verbosity {
 
 /// stderr messages of one tool run.
 #[derive(Debug, Clone, Copy)]
-pub struct Messages {
-    pub tool: &'static str,
-    pub level: Verbosity,
+pub(crate) struct Messages {
+    pub(crate) tool: &'static str,
+    pub(crate) level: Verbosity,
 }
 
 impl Messages {
     /// An error with its whole chain on one line.
-    pub fn error(&self, err: &anyhow::Error) {
+    pub(crate) fn error(&self, err: &anyhow::Error) {
         self.emit(&[], &crate::exit::message(err));
     }
 
     /// A warning: shown unless `-q`.
-    pub fn warn(&self, scope: &[&str], msg: &str) {
+    pub(crate) fn warn(&self, scope: &[&str], msg: &str) {
         if self.level > Verbosity::Quiet {
             self.emit(scope, msg);
         }
     }
 
     /// A problem that fails the run, with its scope: shown even with `-q`.
-    pub fn problem(&self, scope: &[&str], msg: &str) {
+    pub(crate) fn problem(&self, scope: &[&str], msg: &str) {
         self.emit(scope, msg);
     }
 
     /// A progress note: shown with `-v`.
-    pub fn info(&self, scope: &[&str], msg: &str) {
+    pub(crate) fn info(&self, scope: &[&str], msg: &str) {
         if self.level == Verbosity::Verbose {
             self.emit(scope, msg);
         }
@@ -81,7 +81,7 @@ impl Messages {
 static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
 
 /// Draw lines through `bars` from now on (`None`: straight again).
-pub fn set_bars(bars: Option<indicatif::MultiProgress>) {
+pub(crate) fn set_bars(bars: Option<indicatif::MultiProgress>) {
     *BARS.lock().unwrap_or_else(|p| p.into_inner()) = bars;
 }
 
@@ -104,19 +104,19 @@ static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 static TOOL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
 /// Name the tool for messages that no [`Messages`] is at hand for.
-pub fn set_tool(tool: &'static str) {
+pub(crate) fn set_tool(tool: &'static str) {
     let _ = TOOL.set(tool);
 }
 
 /// Whether a write to stdout failed (not a closed pipe, which is no error).
-pub fn stdout_failed() -> bool {
+pub(crate) fn stdout_failed() -> bool {
     STDOUT_FAILED.load(Ordering::Relaxed)
 }
 
 /// A write to stdout failed with `err`: a closed pipe (`| head`) ends the output
 /// quietly; anything else is said once on stderr (if stderr can take it) and
 /// makes the run exit 74.
-pub fn stdout_error(err: &std::io::Error) {
+pub(crate) fn stdout_error(err: &std::io::Error) {
     if STDOUT_CLOSED.swap(true, Ordering::Relaxed) {
         return;
     }
@@ -134,22 +134,22 @@ pub fn stdout_error(err: &std::io::Error) {
 static JSON: AtomicBool = AtomicBool::new(false);
 
 /// Choose the record format for this run.
-pub fn set_json(on: bool) {
+pub(crate) fn set_json(on: bool) {
     JSON.store(on, Ordering::Relaxed);
 }
 
-pub fn json() -> bool {
+pub(crate) fn json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 
 /// A path as a JSON string: its bytes as UTF-8, any that are not as U+FFFD.
-pub fn path_json(path: &Path) -> serde_json::Value {
+pub(crate) fn path_json(path: &Path) -> serde_json::Value {
     serde_json::Value::String(path.to_string_lossy().into_owned())
 }
 
 /// One record in this run's format: the TAB fields, or the JSON object (which gets
 /// `"tool"` first).
-pub fn emit(tool: &str, fields: &[&OsStr], object: serde_json::Value) {
+pub(crate) fn emit(tool: &str, fields: &[&OsStr], object: serde_json::Value) {
     if json() {
         json_record(tool, object);
     } else {
@@ -158,7 +158,7 @@ pub fn emit(tool: &str, fields: &[&OsStr], object: serde_json::Value) {
 }
 
 /// One JSON Lines record: `{"tool": TOOL, ...object}`.
-pub fn json_record(tool: &str, object: serde_json::Value) {
+pub(crate) fn json_record(tool: &str, object: serde_json::Value) {
     let mut map = serde_json::Map::new();
     map.insert("tool".into(), tool.into());
     if let serde_json::Value::Object(fields) = object {
@@ -184,7 +184,7 @@ fn out(bytes: &[u8]) {
 }
 
 /// One report line: fields joined by one TAB. Paths are written as their bytes.
-pub fn record(fields: &[&OsStr]) {
+pub(crate) fn record(fields: &[&OsStr]) {
     let mut line = Vec::new();
     for (index, field) in fields.iter().enumerate() {
         if index > 0 {
@@ -197,12 +197,12 @@ pub fn record(fields: &[&OsStr]) {
 }
 
 /// One sh command line, each word quoted as needed.
-pub fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
+pub(crate) fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
     sh_line_with_inputs(argv, &[]);
 }
 
 /// One sh command line with files opened for reading on descriptors: `CMD... 3<PATH`.
-pub fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
+pub(crate) fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
     let mut line = Vec::new();
     for (index, word) in argv.iter().enumerate() {
         if index > 0 {
@@ -219,7 +219,7 @@ pub fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)])
 }
 
 /// Quote a word for sh(1): as is when plainly safe, else in single quotes.
-pub fn sh_quote(word: &OsStr) -> Vec<u8> {
+pub(crate) fn sh_quote(word: &OsStr) -> Vec<u8> {
     let bytes = word.as_bytes();
     let safe = |byte: &u8| byte.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(byte);
     if !bytes.is_empty() && bytes.iter().all(safe) {
@@ -240,7 +240,7 @@ pub fn sh_quote(word: &OsStr) -> Vec<u8> {
 /// A command as one sh line whatever its words hold: [`sh_quote`], but a word
 /// with a control character (a newline) as `$'...'` with escapes (POSIX.1-2024;
 /// FreeBSD's sh, bash, zsh, ksh), so that a log header stays one line.
-pub fn sh_one_line<S: AsRef<OsStr>>(argv: &[S]) -> String {
+pub(crate) fn sh_one_line<S: AsRef<OsStr>>(argv: &[S]) -> String {
     let mut line = Vec::new();
     for (index, word) in argv.iter().enumerate() {
         if index > 0 {

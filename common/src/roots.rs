@@ -18,7 +18,7 @@ pub(crate) fn real(p: &Path) -> PathBuf {
 /// that lies in any of them is reached only beneath that root. Indexed by path and
 /// by identity, so that a lookup costs the same with ten jails or ten thousand.
 #[derive(Debug, Default)]
-pub struct Roots {
+pub(crate) struct Roots {
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
     by_path: HashMap<PathBuf, usize>,
     /// Each identity's jails, in file order.
@@ -53,7 +53,7 @@ enum Look {
 
 impl Roots {
     /// The roots of the file's jails, in file order.
-    pub fn of<'a>(roots: impl Iterator<Item = &'a Path>) -> Roots {
+    pub(crate) fn of<'a>(roots: impl Iterator<Item = &'a Path>) -> Roots {
         // Jail roots mostly share their parent directory: each parent is made
         // canonical once, and a root that is a plain directory in it costs one
         // lstat(2) (which gives its identity too).
@@ -85,7 +85,7 @@ impl Roots {
     }
 
     /// A jail's root (as the file writes it) made canonical.
-    pub fn real(&self, written: &Path) -> PathBuf {
+    pub(crate) fn real(&self, written: &Path) -> PathBuf {
         match self.written.get(written) {
             Some(&i) => self.roots[i].0.clone(),
             None => real(written),
@@ -141,7 +141,7 @@ impl Roots {
     /// Two jails whose roots are the same directory (however written: through a
     /// host link, say), by index: their stacks would land on one target. The
     /// first jail in file order that shares its root, and the next one with it.
-    pub fn shared(&self) -> Option<(usize, usize)> {
+    pub(crate) fn shared(&self) -> Option<(usize, usize)> {
         self.by_id
             .values()
             .filter(|v| v.len() > 1)
@@ -153,7 +153,7 @@ impl Roots {
     /// resolved one by one, host links followed, until the walk enters a jail root
     /// (by path, or as the same directory reached another way): from there on the
     /// jail owns every component, so the rest is kept as a path beneath that root.
-    pub fn locate(&self, path: &Path) -> Place {
+    pub(crate) fn locate(&self, path: &Path) -> Place {
         let mut rest: Vec<OsString> = comps(path);
         rest.reverse();
         let mut here = PathBuf::from("/");

@@ -12,7 +12,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Catch SIGINT and SIGTERM from now on.
-pub fn install() {
+pub(crate) fn install() {
     let act = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
@@ -24,12 +24,12 @@ pub fn install() {
     }
 }
 
-pub fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
 /// `Err(130)` once interrupted.
-pub fn check() -> anyhow::Result<()> {
+pub(crate) fn check() -> anyhow::Result<()> {
     if interrupted() {
         Err(crate::exit::fail(
             crate::exit::ExitCode::Interrupted,

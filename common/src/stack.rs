@@ -16,10 +16,10 @@ use crate::target::{Beneath, Missing, Place};
 
 /// Runs plans on one platform, handing every change to its sink: done, or
 /// printed (`-n`), and recorded either way.
-pub struct Engine<'a> {
-    pub platform: &'a dyn Platform,
-    pub msg: Messages,
-    pub sink: Recording<'a>,
+pub(crate) struct Engine<'a> {
+    pub(crate) platform: &'a dyn Platform,
+    pub(crate) msg: Messages,
+    pub(crate) sink: Recording<'a>,
     /// Sources seen to exist this run (they are the host's, shared by the jails).
     sources: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
@@ -38,9 +38,9 @@ fn on_top(stack: &Stack, top: &Mount, what: &str) -> anyhow::Error {
 
 /// One mount this run made: enough to take it down again.
 #[derive(Clone, Debug)]
-pub struct Made {
-    pub layer: String,
-    pub target: PathBuf,
+pub(crate) struct Made {
+    pub(crate) layer: String,
+    pub(crate) target: PathBuf,
 }
 
 /// While a run mounts: what each mount pinned, to take it back if a later one fails.
@@ -56,7 +56,7 @@ fn site<'p>(plan: &'p JailPlan, stack: &'p Stack) -> Site<'p> {
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(platform: &'a dyn Platform, msg: Messages, sink: Sink<'a>) -> Engine<'a> {
+    pub(crate) fn new(platform: &'a dyn Platform, msg: Messages, sink: Sink<'a>) -> Engine<'a> {
         Engine {
             platform,
             msg,
@@ -67,7 +67,7 @@ impl<'a> Engine<'a> {
 
     /// Mount what is missing of every stack, in order. On failure, everything this
     /// call mounted is unmounted again before the error is returned.
-    pub fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
+    pub(crate) fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
         let mut made: Pinned = Vec::new();
         let result = self.mount_all(plan, &mut made);
         self.platform.release();
@@ -217,7 +217,7 @@ impl<'a> Engine<'a> {
     /// Unmount the mounts this run made, newest first. What is gone already (a
     /// jail's stop hook may have run junmount) is not missed: each stack loses at
     /// most the mounts this run added that are still on top.
-    pub fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
+    pub(crate) fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
         if made.is_empty() {
             return Ok(());
         }
@@ -275,7 +275,7 @@ impl<'a> Engine<'a> {
     /// it would unmount is held (and not `-f`), nothing is unmounted; when an
     /// unmount fails busy all the same (a process came in since), what this call
     /// took down is mounted again.
-    pub fn unmount_jail(&self, plan: &JailPlan, busy: Busy) -> Result<()> {
+    pub(crate) fn unmount_jail(&self, plan: &JailPlan, busy: Busy) -> Result<()> {
         if busy == Busy::Fail && self.platform.jail_running(&plan.jail)? {
             return Err(fail(
                 ExitCode::TempFail,

@@ -6,7 +6,6 @@
 //! opened relative to its parent with `O_NOFOLLOW | O_DIRECTORY`; missing ones are
 //! created with `mkdirat` on the parent's descriptor.
 
-use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
@@ -19,7 +18,7 @@ use crate::exit::{ExitCode, fail};
 
 /// What opening a directory does about missing components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Missing {
+pub(crate) enum Missing {
     /// Create them (mode 0755).
     Create,
     /// Say which is missing: [`Beneath::Missing`].
@@ -28,7 +27,7 @@ pub enum Missing {
 
 /// Open `root/rel`, creating missing directories if told to; else a missing one is
 /// named by [`Beneath::Missing`].
-pub fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath> {
+pub(crate) fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut dir = open(root, flags, Mode::empty()).map_err(|e| match e {
         Errno::ENOENT | Errno::ENOTDIR => fail(
@@ -109,20 +108,20 @@ fn open_in_one(_dir: &OwnedFd, _rel: &Path, _flags: OFlag) -> Option<OwnedFd> {
 /// jail's root user could swap is walked without following links), or by a host
 /// path that no jail controls.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Place {
+pub(crate) struct Place {
     /// The absolute path: for messages, the mount table and `-n`.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The jail root it lies beneath, if any.
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 }
 
 impl Place {
-    pub fn host(path: PathBuf) -> Place {
+    pub(crate) fn host(path: PathBuf) -> Place {
         Place { path, root: None }
     }
 
     /// `root/rel`, reached only beneath `root`.
-    pub fn beneath(root: &Path, rel: &Path) -> Place {
+    pub(crate) fn beneath(root: &Path, rel: &Path) -> Place {
         Place {
             path: root.join(rel),
             root: Some(root.to_path_buf()),
@@ -130,7 +129,7 @@ impl Place {
     }
 
     /// The path below the jail root (empty for a host place).
-    pub fn rel(&self) -> &Path {
+    pub(crate) fn rel(&self) -> &Path {
         match &self.root {
             Some(r) => self.path.strip_prefix(r).unwrap_or(Path::new("")),
             None => Path::new(""),
@@ -138,7 +137,8 @@ impl Place {
     }
 
     /// The directory that holds this one, reached the same way, and this one's name.
-    pub fn split(&self) -> Option<(Place, &OsStr)> {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn split(&self) -> Option<(Place, &std::ffi::OsStr)> {
         let name = self.path.file_name()?;
         if self.root.is_some() && self.rel().as_os_str().is_empty() {
             return None;
@@ -151,7 +151,7 @@ impl Place {
     }
 
     /// `self/name`, reached the same way.
-    pub fn join(&self, name: &str) -> Place {
+    pub(crate) fn join(&self, name: &str) -> Place {
         Place {
             path: self.path.join(name),
             root: self.root.clone(),
@@ -159,7 +159,7 @@ impl Place {
     }
 
     /// A sibling with `suffix` added to the name (overlay's work dir).
-    pub fn with_suffix(&self, suffix: &str) -> Place {
+    pub(crate) fn with_suffix(&self, suffix: &str) -> Place {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);
         Place {
@@ -169,7 +169,7 @@ impl Place {
     }
 
     /// Open the directory (creating what is missing if told to).
-    pub fn open(&self, missing: Missing) -> Result<Beneath> {
+    pub(crate) fn open(&self, missing: Missing) -> Result<Beneath> {
         match &self.root {
             Some(root) => open_beneath(root, self.rel(), missing),
             None => open_host(&self.path, missing),
@@ -177,7 +177,7 @@ impl Place {
     }
 
     /// Open the directory, which must exist.
-    pub fn open_dir(&self) -> Result<OwnedFd> {
+    pub(crate) fn open_dir(&self) -> Result<OwnedFd> {
         match self.open(Missing::Report)? {
             Beneath::Dir(fd) => Ok(fd),
             Beneath::Missing(p) => Err(fail(
@@ -211,7 +211,7 @@ fn open_host(path: &Path, missing: Missing) -> Result<Beneath> {
 
 /// The result of [`open_beneath`].
 #[derive(Debug)]
-pub enum Beneath {
+pub(crate) enum Beneath {
     /// The directory, opened.
     Dir(OwnedFd),
     /// The first missing component's path.

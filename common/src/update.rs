@@ -18,11 +18,12 @@ use crate::platform::{Exec, Platform};
 use crate::signals;
 
 /// What the updater sees: no questions (BATCH), no pager, a dumb terminal.
-pub const BATCH_ENV: &[(&str, &str)] = &[("BATCH", "yes"), ("PAGER", "cat"), ("TERM", "dumb")];
+pub(crate) const BATCH_ENV: &[(&str, &str)] =
+    &[("BATCH", "yes"), ("PAGER", "cat"), ("TERM", "dumb")];
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     /// The command exited non-zero (its status, or 128 + signal).
     Failed(i32),
@@ -33,7 +34,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Timeout(_) => "timeout",
@@ -41,7 +42,7 @@ impl Outcome {
         }
     }
 
-    pub fn status(self) -> i32 {
+    pub(crate) fn status(self) -> i32 {
         match self {
             Outcome::Ok => 0,
             Outcome::Failed(c) | Outcome::Timeout(c) | Outcome::Interrupted(c) => c,
@@ -49,7 +50,7 @@ impl Outcome {
     }
 
     /// The tool's exit status for this jail.
-    pub fn exit_code(self) -> ExitCode {
+    pub(crate) fn exit_code(self) -> ExitCode {
         match self {
             Outcome::Ok => ExitCode::Ok,
             Outcome::Failed(_) => ExitCode::Unavailable,
@@ -60,19 +61,19 @@ impl Outcome {
 }
 
 /// One run of the updater.
-pub struct Run<'a> {
-    pub platform: &'a dyn Platform,
-    pub jail: &'a str,
-    pub root: &'a Path,
-    pub cmd: &'a [String],
+pub(crate) struct Run<'a> {
+    pub(crate) platform: &'a dyn Platform,
+    pub(crate) jail: &'a str,
+    pub(crate) root: &'a Path,
+    pub(crate) cmd: &'a [String],
     /// The network the updater gets (Linux).
-    pub network: crate::config::Network,
-    pub log: &'a Path,
-    pub timeout: Option<Duration>,
+    pub(crate) network: crate::config::Network,
+    pub(crate) log: &'a Path,
+    pub(crate) timeout: Option<Duration>,
     /// The command gets this terminal; nothing is captured.
-    pub interactive: bool,
+    pub(crate) interactive: bool,
     /// Told each line of output as it comes (for a spinner).
-    pub on_line: &'a (dyn Fn(&str) + Sync),
+    pub(crate) on_line: &'a (dyn Fn(&str) + Sync),
 }
 
 impl Run<'_> {
@@ -92,11 +93,11 @@ impl Run<'_> {
     }
 
     /// The command as one sh line, for `-n`.
-    pub fn sh_argv(&self) -> Vec<std::ffi::OsString> {
+    pub(crate) fn sh_argv(&self) -> Vec<std::ffi::OsString> {
         self.platform.exec_sh_argv(&self.exec())
     }
 
-    pub fn run(&self) -> Result<Outcome> {
+    pub(crate) fn run(&self) -> Result<Outcome> {
         if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
                 format!("log dir {}", dir.display())
@@ -490,13 +491,13 @@ fn status_code(st: std::process::ExitStatus) -> i32 {
 }
 
 /// The length of a log before a run appends to it: where its lines begin.
-pub fn log_len(log: &Path) -> u64 {
+pub(crate) fn log_len(log: &Path) -> u64 {
     std::fs::metadata(log).map_or(0, |m| m.len())
 }
 
 /// The last `count` lines a run wrote to a log from offset `from` on, for stderr (so
 /// that cron mails them): never an earlier run's.
-pub fn tail(log: &Path, from: u64, count: usize) -> Vec<String> {
+pub(crate) fn tail(log: &Path, from: u64, count: usize) -> Vec<String> {
     let mut text = Vec::new();
     if let Ok(mut file) = File::open(log) {
         if file.seek(SeekFrom::Start(from)).is_ok() {
@@ -512,7 +513,7 @@ pub fn tail(log: &Path, from: u64, count: usize) -> Vec<String> {
 }
 
 /// `2026-11-23 20:55:00 UTC`, without a time zone database.
-pub fn utc_timestamp(time: SystemTime) -> String {
+pub(crate) fn utc_timestamp(time: SystemTime) -> String {
     let secs = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());

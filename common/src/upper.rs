@@ -14,14 +14,14 @@ use crate::prune::{Rules, Tally, prune};
 use crate::target::{Beneath, Missing, Place};
 
 /// An open upper dir.
-pub struct UpperDir {
-    pub path: PathBuf,
+pub(crate) struct UpperDir {
+    pub(crate) path: PathBuf,
     fd: OwnedFd,
 }
 
 impl UpperDir {
     /// Open the upper dir at `place`; `None` when there is none (nothing to do).
-    pub fn open(place: &Place) -> Result<Option<UpperDir>> {
+    pub(crate) fn open(place: &Place) -> Result<Option<UpperDir>> {
         Ok(match place.open(Missing::Report)? {
             Beneath::Dir(fd) => Some(UpperDir {
                 path: place.path.clone(),
@@ -35,7 +35,7 @@ impl UpperDir {
     /// only for `-n`), skipping `mounts` (mount points below it). The upper dir
     /// itself is never removed: at every instant it is the old upper, partly
     /// emptied, with its owner, mode and flags.
-    pub fn empty(
+    pub(crate) fn empty(
         &self,
         mounts: &[PathBuf],
         rules: &Rules,
@@ -48,7 +48,7 @@ impl UpperDir {
     /// Tell `each` what every entry is to the host tree `source`; remove (through
     /// `sink`) each for which it returns true. `mounts` (mount points below it)
     /// are skipped.
-    pub fn changes(
+    pub(crate) fn changes(
         &self,
         source: &Path,
         mounts: &[PathBuf],

@@ -77,12 +77,12 @@ pub(crate) struct At<'a>(&'a [u8]);
 
 impl At<'_> {
     /// This directory's path below the upper dir.
-    pub fn rel(&self) -> PathBuf {
+    pub(crate) fn rel(&self) -> PathBuf {
         PathBuf::from(OsStr::from_bytes(self.0))
     }
 
     /// The path of the entry `name` of this directory.
-    pub fn join(&self, name: &CStr) -> PathBuf {
+    pub(crate) fn join(&self, name: &CStr) -> PathBuf {
         self.rel().join(OsStr::from_bytes(name.to_bytes()))
     }
 }
@@ -91,8 +91,8 @@ impl At<'_> {
 /// once emptied (its mtime changes as it is emptied).
 #[derive(Clone, Copy)]
 pub(crate) struct DirStat {
-    pub mtime: SystemTime,
-    pub blocks: u64,
+    pub(crate) mtime: SystemTime,
+    pub(crate) blocks: u64,
 }
 
 pub(crate) fn mtime(st: &FileStat) -> SystemTime {
@@ -131,8 +131,8 @@ pub(crate) trait Visit {
 
 /// A directory entered.
 pub(crate) struct Entered {
-    pub fd: OwnedFd,
-    pub st: FileStat,
+    pub(crate) fd: OwnedFd,
+    pub(crate) st: FileStat,
 }
 
 /// The host tree's directory beside a walked one (`--list`, `--only`).
@@ -144,7 +144,7 @@ pub(crate) struct Host {
 
 impl Host {
     /// The host directory `fd` (the layer's source, trusted).
-    pub fn new(fd: OwnedFd) -> Option<Host> {
+    pub(crate) fn new(fd: OwnedFd) -> Option<Host> {
         let st = fstat(&fd).ok()?;
         Some(Host {
             fd: Some(fd),
@@ -204,7 +204,7 @@ impl Frame {
 
 /// A walk of one upper dir.
 pub(crate) struct Walker<'a, V: ?Sized> {
-    pub v: &'a V,
+    pub(crate) v: &'a V,
     dev: u64,
     /// Mount points below the upper dir, as paths below it.
     mounts: Vec<Vec<u8>>,
@@ -221,7 +221,7 @@ const PENDING_WHITEOUT: u8 = b'w';
 impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// A walk of the upper dir `top` (its device bounds the walk), skipping the
     /// mount points `mounts` (paths below it).
-    pub fn new(v: &'a V, top: &OwnedFd, mounts: Vec<Vec<u8>>) -> nix::Result<Self> {
+    pub(crate) fn new(v: &'a V, top: &OwnedFd, mounts: Vec<Vec<u8>>) -> nix::Result<Self> {
         Ok(Walker {
             v,
             dev: fstat(top)?.st_dev as u64,
@@ -234,7 +234,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// names sorted by their bytes, a subdirectory's own entry then its subtree
     /// before its next sibling. Files are then visited after the listing, so a
     /// file of a deep frame is reached through a descriptor got back by `..`.
-    pub fn in_path_order(mut self) -> Self {
+    pub(crate) fn in_path_order(mut self) -> Self {
         self.sorted = true;
         self
     }
@@ -255,7 +255,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// Open the subdirectory `name` of `parent` to walk it, or settle it here:
     /// `Err(Done::Gone)` when it went (or was a file now, handled as one),
     /// `Err(Done::Kept)` when it stays.
-    pub fn enter(
+    pub(crate) fn enter(
         &self,
         parent: &OwnedFd,
         name: &CStr,
@@ -378,7 +378,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// Walk everything below the entered directory `top` (at `path`) on this
     /// thread, with an explicit stack, and the host tree's directory `host` beside
     /// it. Returns "kept"; `top` itself is left to the caller.
-    pub fn deep(&self, top: Entered, host: Option<Host>, mut path: Vec<u8>) -> bool {
+    pub(crate) fn deep(&self, top: Entered, host: Option<Host>, mut path: Vec<u8>) -> bool {
         let mut todo = Vec::new();
         let hfd = host.as_ref().and_then(|h| h.fd.as_ref());
         let kept = self.list(&top.fd, &At(&path), hfd, &mut todo);
@@ -524,7 +524,7 @@ impl<V: Visit + Sync + ?Sized> Walker<'_, V> {
     /// Walk `dir` (at `path`, `depth` levels below the upper), its subdirectories
     /// in parallel down to `par_depth` levels, each below that by [`Walker::deep`].
     /// Returns "kept".
-    pub fn par(&self, dir: &OwnedFd, path: &[u8], depth: usize, par_depth: usize) -> bool {
+    pub(crate) fn par(&self, dir: &OwnedFd, path: &[u8], depth: usize, par_depth: usize) -> bool {
         debug_assert!(!self.sorted, "a parallel walk has no order");
         let mut todo = Vec::new();
         let kept = self.list(dir, &At(path), None, &mut todo);

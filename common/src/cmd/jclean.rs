@@ -36,45 +36,45 @@ use super::{Setup, each_jail, run, thread_pool};
     "Count only: report what would be freed; delete nothing")))]
 pub struct Cli {
     #[command(flatten)]
-    pub common: Common,
+    pub(crate) common: Common,
     #[command(flatten)]
-    pub opts: Opts,
+    pub(crate) opts: Opts,
 }
 
 /// jclean's own flags.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// List every entry of each upper dir with what it is to the host tree:
     /// JAIL, LAYER, KIND (new, copy, modified, stale, conflict, whiteout, opaque,
     /// dir), SIZE, PATH, sorted by path; deletes nothing (implies -n), so mounted
     /// layers too
     #[arg(long = "list")]
-    pub list: bool,
+    pub(crate) list: bool,
 
     /// Prune only entries of KIND (new, copy, modified, stale, conflict, whiteout),
     /// e.g. 'stale': copies the jail never wrote of host files changed since;
     /// repeatable
     #[arg(long = "only", value_name = "KIND", value_parser = Kind::parse_prunable,
           conflicts_with_all = ["keep", "older_than"])]
-    pub only: Vec<Kind>,
+    pub(crate) only: Vec<Kind>,
 
     /// Keep paths matching GLOB, relative to the upper dir (e.g. 'distfiles/**'),
     /// with their parents; repeatable
     #[arg(long = "keep", value_name = "GLOB")]
-    pub keep: Vec<String>,
+    pub(crate) keep: Vec<String>,
 
     /// Only remove entries not modified for AGE, a number and a unit (s, m, h, d,
     /// w; e.g. 12h, 7d; a number alone is refused)
     #[arg(long = "older-than", value_name = "AGE", value_parser = crate::cli::parse_age)]
-    pub older_than: Option<Duration>,
+    pub(crate) older_than: Option<Duration>,
 
     /// Worker threads, 1 to 256 [default: all cores]
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::cli::parse_jobs)]
-    pub jobs: Option<usize>,
+    pub(crate) jobs: Option<usize>,
 
     /// Exact byte counts instead of human sizes
     #[arg(short = 'b', long = "bytes")]
-    pub bytes: bool,
+    pub(crate) bytes: bool,
 }
 
 /// Files and bytes freed, summed over upper dirs.

@@ -24,7 +24,7 @@ use super::{each_jail, run, stack_tool};
     "Say per layer what was done (--status: its state), as JSON Lines on stdout")))]
 pub struct Cli {
     #[command(flatten)]
-    pub common: Common,
+    pub(crate) common: Common,
 
     /// Show how each layer stands instead; exit 0 if all are mounted, else 1
     ///
@@ -32,7 +32,7 @@ pub struct Cli {
     /// foreign), TARGET, TAB-separated; exit 0 when every layer shown is mounted as
     /// configured, 1 otherwise. Takes no lock, changes nothing.
     #[arg(long = "status", conflicts_with = "dry_run")]
-    pub status: bool,
+    pub(crate) status: bool,
 }
 
 pub fn main(cli: &Cli) -> ExitCode {

@@ -19,12 +19,12 @@ use super::stack_tool;
     "Say per layer what was done, as JSON Lines on stdout")))]
 pub struct Cli {
     #[command(flatten)]
-    pub common: Common,
+    pub(crate) common: Common,
 
     /// Unmount even if the jail is running, and force busy mounts off
     /// (umount -f on FreeBSD, lazy detach on Linux)
     #[arg(short = 'f', long = "force")]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 pub fn main(cli: &Cli) -> ExitCode {

@@ -37,22 +37,22 @@ use super::{Setup, each_jail_par, run, thread_pool};
 #[command(mut_arg("dry_run", |a| a.conflicts_with_all(["json", "libxo"])))]
 pub struct Cli {
     #[command(flatten)]
-    pub common: Common,
+    pub(crate) common: Common,
     #[command(flatten)]
-    pub opts: Opts,
+    pub(crate) opts: Opts,
 }
 
 /// jupdate's own flags.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Jails updated at a time (1 to 256); reports still come in the order given
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
           value_parser = crate::cli::parse_jobs)]
-    pub jobs: usize,
+    pub(crate) jobs: usize,
 
     /// Directory for <jail>.log [default: log_dir of the configuration]
     #[arg(long = "log-dir", value_name = "DIR")]
-    pub log_dir: Option<PathBuf>,
+    pub(crate) log_dir: Option<PathBuf>,
 
     /// Time limit per jail, a number and a unit (s, m, h, d, w; e.g. 30m,
     /// 6h; a number alone is refused)
@@ -60,16 +60,16 @@ pub struct Opts {
     /// At the limit the command's process group gets SIGTERM, then SIGKILL 3
     /// seconds later; the jail counts as a timeout (75).
     #[arg(long = "timeout", value_name = "AGE", value_parser = crate::cli::parse_timeout)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 
     /// One jail only: the command gets the terminal (default command: portmaster -ai)
     #[arg(short = 'i', long = "interactive")]
-    pub interactive: bool,
+    pub(crate) interactive: bool,
 
     /// The command to run instead of the configured one [default: the jail's
     /// update, else that of [defaults], else portmaster -a -G --no-confirm]
     #[arg(last = true, value_name = "CMD")]
-    pub cmd: Vec<String>,
+    pub(crate) cmd: Vec<String>,
 }
 
 /// How many log lines go to stderr when a jail fails.

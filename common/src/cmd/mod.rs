@@ -18,15 +18,15 @@ pub mod junmount;
 pub mod jupdate;
 
 /// What every tool loads before it works on jails.
-pub struct Setup {
-    pub cfg: Config,
-    pub platform: Box<dyn Platform>,
-    pub msg: Messages,
-    pub jails: Vec<usize>,
+pub(crate) struct Setup {
+    pub(crate) cfg: Config,
+    pub(crate) platform: Box<dyn Platform>,
+    pub(crate) msg: Messages,
+    pub(crate) jails: Vec<usize>,
 }
 
 impl Setup {
-    pub fn load(tool: &'static str, args: &Common) -> Result<Setup> {
+    pub(crate) fn load(tool: &'static str, args: &Common) -> Result<Setup> {
         let msg = Messages {
             tool,
             level: Verbosity::of(args.quiet, args.verbose),
@@ -61,23 +61,23 @@ impl Setup {
     }
 
     /// Where this run's actions go: done, or printed for `-n`.
-    pub fn sink(&self, dry_run: bool) -> Sink<'_> {
+    pub(crate) fn sink(&self, dry_run: bool) -> Sink<'_> {
         Sink::new(&*self.platform, self.msg, dry_run)
     }
 
     /// The engine that applies and removes plans, for this run.
-    pub fn engine(&self, args: &Common) -> Engine<'_> {
+    pub(crate) fn engine(&self, args: &Common) -> Engine<'_> {
         Engine::new(&*self.platform, self.msg, self.sink(args.dry_run))
     }
 
-    pub fn selected(&self) -> impl Iterator<Item = &Jail> {
+    pub(crate) fn selected(&self) -> impl Iterator<Item = &Jail> {
         self.jails.iter().map(|&i| &self.cfg.jails[i])
     }
 }
 
 /// Run `work` for each selected jail in turn; one jail's failure does not stop the
 /// others. The status is that of the first jail that failed.
-pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> ExitCode {
+pub(crate) fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> ExitCode {
     let mut status = Status::new();
     for jail in setup.selected() {
         if signals::interrupted() {
@@ -97,7 +97,7 @@ pub fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>) -> Ex
 /// the jails were given: a result is held until those before it are told. The
 /// status is [`each_jail`]'s; once interrupted no jail is started, and those
 /// that finished are told all the same.
-pub fn each_jail_par<T: Send>(
+pub(crate) fn each_jail_par<T: Send>(
     setup: &Setup,
     pool: &rayon::ThreadPool,
     work: impl Fn(&Jail) -> T + Sync,
@@ -158,7 +158,7 @@ impl Status {
 type FileName = fn(&str) -> String;
 
 /// The shells completions are made for: the shell, its directory, its file names.
-pub const SHELLS: [(clap_complete::Shell, &str, FileName); 3] = [
+pub(crate) const SHELLS: [(clap_complete::Shell, &str, FileName); 3] = [
     (clap_complete::Shell::Bash, "bash", |t| t.to_string()),
     (clap_complete::Shell::Zsh, "zsh", |t| format!("_{t}")),
     (clap_complete::Shell::Fish, "fish", |t| format!("{t}.fish")),
@@ -198,7 +198,7 @@ pub fn write_completions(dir: &std::path::Path) -> std::io::Result<Vec<std::path
 /// layers' `--json` records. `failed_too`: a failed jail's layers get their
 /// records as well, saying what changed before it failed (junmount; a failed
 /// jmount takes back all it mounted, which no record lists).
-pub fn stack_tool(
+pub(crate) fn stack_tool(
     tool: &'static str,
     args: &Common,
     failed_too: bool,
@@ -223,7 +223,11 @@ pub fn stack_tool(
 /// what this run changed there (`changed` true exactly when it made a directory or
 /// a mount, or removed one) and the mounts it made or removed, in order, each with
 /// `"action"`: `mount` or `unmount`.
-pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, changes: &[crate::action::Change]) {
+pub(crate) fn layer_records(
+    tool: &str,
+    plan: &crate::plan::JailPlan,
+    changes: &[crate::action::Change],
+) {
     use crate::action::Did;
     use crate::report::path_json;
     if !crate::report::json() {
@@ -250,7 +254,7 @@ pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, changes: &[crate:
                 Did::Unmount(k, src, t) => Some(
                     serde_json::json!({"action": "unmount", "type": k, "source": path_json(src), "target": path_json(t)}),
                 ),
-                Did::Mkdir(_) => None,
+                Did::Mkdir => None,
             })
             .collect();
         crate::report::json_record(
@@ -263,7 +267,7 @@ pub fn layer_records(tool: &str, plan: &crate::plan::JailPlan, changes: &[crate:
 }
 
 /// With `--json`, a failed jail is a record too: `{"tool", "jail", "error", "exit"}`.
-pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
+pub(crate) fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
     if crate::report::json() {
         crate::report::json_record(
             tool,
@@ -274,7 +278,7 @@ pub fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
 
 /// Load, then run `body`: an error loading, or one `body` returns, is said here
 /// on one line and gives the exit status.
-pub fn run(
+pub(crate) fn run(
     tool: &'static str,
     args: &Common,
     body: impl FnOnce(&Setup) -> Result<ExitCode>,
@@ -301,7 +305,7 @@ pub fn run(
 }
 
 /// A pool of `threads` workers (0: one per core).
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

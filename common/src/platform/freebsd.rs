@@ -23,7 +23,7 @@ use crate::plan::{Null, Step, Tmpfs, Union};
 use crate::platform::Busy;
 use crate::target::Place;
 
-pub struct FreeBsd;
+pub(crate) struct FreeBsd;
 
 impl Platform for FreeBsd {
     fn needs_work_dir(&self) -> bool {
@@ -320,9 +320,9 @@ impl FreeBsd {
 /// what the simulation exercises, the system calls only a FreeBSD host does.
 mod kernel {
     #[cfg(target_os = "freebsd")]
-    pub use self::syscalls::{table, unmount};
+    pub(crate) use self::syscalls::{table, unmount};
     #[cfg(not(target_os = "freebsd"))]
-    pub use self::tools::{table, unmount};
+    pub(crate) use self::tools::{table, unmount};
 
     /// The libc crate (0.2.191) declares all this needs for FreeBSD: getfsstat,
     /// unmount, fstatfs, `MNT_NOWAIT`, `MNT_BYFSID`, `MNT_FORCE` and the flag bits,
@@ -344,7 +344,7 @@ mod kernel {
         /// getfsstat(2) with `MNT_NOWAIT`: the kernel's table as it stands, without
         /// asking any file system (a hung NFS server cannot hang the read), in
         /// mount order, as mount -p would print it.
-        pub fn table() -> Result<Vec<Mount>> {
+        pub(crate) fn table() -> Result<Vec<Mount>> {
             let err = |e: Errno| fail(ExitCode::Unavailable, format!("getfsstat: {}", e.desc()));
             loop {
                 // SAFETY: a null buffer asks only for the number of file systems.
@@ -407,7 +407,7 @@ mod kernel {
         /// unmount(2) with `MNT_BYFSID` ("FSID:val0:val1", as umount(8) writes
         /// it): exactly that file system or nothing (ENOENT when it is gone; no
         /// retry by path).
-        pub fn unmount(id: &MountId, force: bool) -> Result<()> {
+        pub(crate) fn unmount(id: &MountId, force: bool) -> Result<()> {
             let path = fsid_path(id).ok_or_else(|| {
                 fail(
                     ExitCode::Unavailable,
@@ -443,7 +443,7 @@ mod kernel {
         use crate::exit::{ExitCode, fail};
         use crate::mounts::Mount;
 
-        pub fn table() -> Result<Vec<Mount>> {
+        pub(crate) fn table() -> Result<Vec<Mount>> {
             let out = Command::new("mount")
                 .arg("-p")
                 .stdin(Stdio::null())
@@ -459,7 +459,7 @@ mod kernel {
             Ok(parse_mount_p(&String::from_utf8_lossy(&out.stdout)))
         }
 
-        pub fn unmount(id: &MountId, force: bool) -> Result<()> {
+        pub(crate) fn unmount(id: &MountId, force: bool) -> Result<()> {
             let mut argv: Vec<OsString> = vec!["umount".into()];
             if force {
                 argv.push("-f".into());
@@ -607,7 +607,7 @@ fn fs_of(_fd: &OwnedFd) -> nix::Result<Fs> {
 
 /// fstat(1) output: a header, then `USER CMD PID FD MOUNT ...` per open file; one
 /// holder per pid, with how it holds the file system.
-pub fn parse_fstat(text: &str) -> Vec<super::Holder> {
+pub(crate) fn parse_fstat(text: &str) -> Vec<super::Holder> {
     let mut out: Vec<super::Holder> = Vec::new();
     for line in text.lines().skip(1) {
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();

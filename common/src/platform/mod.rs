@@ -44,7 +44,7 @@ impl Os {
 
 /// What an unmount does with a busy mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Busy {
+pub(crate) enum Busy {
     /// Fail (75), naming what holds it.
     Fail,
     /// Take it away all the same (`-f`: `umount -f`, a lazy detach on Linux).
@@ -56,7 +56,7 @@ pub mod freebsd;
 pub mod linux;
 
 /// A command's program and arguments.
-pub fn argv_of(command: &Command) -> Vec<OsString> {
+pub(crate) fn argv_of(command: &Command) -> Vec<OsString> {
     let mut argv = vec![command.get_program().to_os_string()];
     argv.extend(command.get_args().map(|a| a.to_os_string()));
     argv
@@ -64,7 +64,7 @@ pub fn argv_of(command: &Command) -> Vec<OsString> {
 
 /// A tmpfs upper's options, the same for mount(8) on both systems: the root
 /// directory 0755 (not tmpfs's default 1777: it is the upper dir), and the size.
-pub fn tmpfs_options(size: &Option<String>) -> String {
+pub(crate) fn tmpfs_options(size: &Option<String>) -> String {
     match size {
         Some(size) => format!("mode=0755,size={size}"),
         None => "mode=0755".into(),
@@ -73,7 +73,7 @@ pub fn tmpfs_options(size: &Option<String>) -> String {
 
 /// A mount table line as a backend shows the mount of `step` on `target`, its
 /// file system named `null` for a null and `union` for a union step.
-pub fn planned_line(step: Step, target: &Path, null: &str, union: &str) -> Mount {
+pub(crate) fn planned_line(step: Step, target: &Path, null: &str, union: &str) -> Mount {
     let (source, fstype) = match step {
         Step::Null(null_step) => (null_step.source.as_os_str(), null),
         Step::Union(union_step) => (union_step.upper.path.as_os_str(), union),
@@ -90,40 +90,43 @@ pub fn planned_line(step: Step, target: &Path, null: &str, union: &str) -> Mount
 }
 
 /// A command to run inside a jail.
-pub struct Exec<'a> {
-    pub jail: &'a str,
-    pub root: &'a Path,
+pub(crate) struct Exec<'a> {
+    pub(crate) jail: &'a str,
+    /// Linux: the root the sandbox pivots into (FreeBSD: jexec finds it by name).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) root: &'a Path,
     /// Its whole environment, besides what the platform itself must set.
-    pub env: &'a [(&'a str, &'a str)],
-    pub cmd: &'a [String],
+    pub(crate) env: &'a [(&'a str, &'a str)],
+    pub(crate) cmd: &'a [String],
     /// Linux: the network the sandbox gives (FreeBSD: the jail's own, from jail.conf).
-    pub network: crate::config::Network,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) network: crate::config::Network,
 }
 
 /// A jail's start or stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
+pub(crate) enum Service {
     Start,
     Stop,
 }
 
 /// A process that keeps a mount busy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub pid: u32,
-    pub command: String,
+pub(crate) struct Holder {
+    pub(crate) pid: u32,
+    pub(crate) command: String,
     /// The jail it runs in, when the platform says (FreeBSD: the jail's name).
-    pub jail: Option<String>,
+    pub(crate) jail: Option<String>,
     /// Its root directory when not `/` (Linux: a chroot's or jail's root).
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
     /// How it holds the mount: cwd, root, open file, mapping, ...
-    pub how: Vec<&'static str>,
+    pub(crate) how: Vec<&'static str>,
 }
 
 impl Holder {
     /// `pid 4242 make (cwd; jail web)`; a process whose root is `root` is said to
     /// be in jail `jail`.
-    pub fn describe(&self, root: &Path, jail: &str) -> String {
+    pub(crate) fn describe(&self, root: &Path, jail: &str) -> String {
         let mut what = self.how.join(", ");
         let place = self.jail.as_ref().map(|j| format!("jail {j}")).or_else(|| {
             self.root.as_ref().map(|dir| {
@@ -145,17 +148,19 @@ impl Holder {
 /// One mount, as a backend names it for good: Linux's mount id, FreeBSD's file
 /// system ID (in the hexadecimal form umount(8) takes).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountId(pub String);
+pub(crate) struct MountId(pub(crate) String);
 
 /// A mount just made: its id, and (Linux) a descriptor of its root.
 #[derive(Debug)]
-pub struct Mounted {
-    pub id: MountId,
-    pub fd: Option<std::os::fd::OwnedFd>,
+pub(crate) struct Mounted {
+    pub(crate) id: MountId,
+    /// What a Linux rollback detaches by; FreeBSD's unmount needs only the id.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fd: Option<std::os::fd::OwnedFd>,
 }
 
 /// The error for a target that is no longer what was checked: a jail changed it.
-pub fn changed(target: &Place, what: &str) -> anyhow::Error {
+pub(crate) fn changed(target: &Place, what: &str) -> anyhow::Error {
     fail(
         ExitCode::NoPerm,
         format!(
@@ -166,7 +171,7 @@ pub fn changed(target: &Place, what: &str) -> anyhow::Error {
 }
 
 /// What a backend does.
-pub trait Platform: Sync {
+pub(crate) trait Platform: Sync {
     /// Overlay needs a work dir beside the upper; unionfs does not.
     fn needs_work_dir(&self) -> bool;
 
@@ -267,7 +272,7 @@ pub trait Platform: Sync {
 }
 
 /// The backend for `os`.
-pub fn backend(os: Os) -> Result<Box<dyn Platform>> {
+pub(crate) fn backend(os: Os) -> Result<Box<dyn Platform>> {
     match os {
         Os::FreeBsd => Ok(Box::new(freebsd::FreeBsd)),
         #[cfg(target_os = "linux")]
@@ -296,12 +301,12 @@ fn errno_in(line: &str) -> Option<nix::errno::Errno> {
 }
 
 /// Run a base-system tool; a failure carries the tool's own first stderr line.
-pub fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
+pub(crate) fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
     run_tool_output(argv, code).map(drop)
 }
 
 /// [`run_tool`], giving back what the tool printed (stdout, then stderr).
-pub fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<String> {
+pub(crate) fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<String> {
     let name = argv[0].to_string_lossy().into_owned();
     let out = Command::new(&argv[0])
         .args(&argv[1..])

@@ -23,12 +23,12 @@ fn check(returned: libc::c_long) -> nix::Result<libc::c_long> {
 }
 
 /// `/proc/self/fd/N`: as a path, it names exactly what the descriptor pins.
-pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// A detached copy of the mount at `source` (a bind mount not yet attached).
-pub fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
+pub(crate) fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
     let source_c = cstr(source.as_os_str())?;
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
     // SAFETY: a valid C string; the result is a new descriptor we own.
@@ -46,7 +46,7 @@ pub fn open_tree_clone(source: &Path) -> nix::Result<OwnedFd> {
 
 /// A detached copy of the detached mount `mnt` (Linux 6.15 and later clone a
 /// mount that is not in the namespace; older kernels refuse with EINVAL).
-pub fn clone_detached(mnt: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+pub(crate) fn clone_detached(mnt: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
     // SAFETY: an empty C string and an open descriptor; the result is a new
     // descriptor we own.
@@ -57,7 +57,7 @@ pub fn clone_detached(mnt: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
 }
 
 /// Make a (detached) mount read-only before anyone can see it.
-pub fn set_read_only(mnt: BorrowedFd<'_>) -> nix::Result<()> {
+pub(crate) fn set_read_only(mnt: BorrowedFd<'_>) -> nix::Result<()> {
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_RDONLY,
         attr_clr: 0,
@@ -79,7 +79,7 @@ pub fn set_read_only(mnt: BorrowedFd<'_>) -> nix::Result<()> {
 }
 
 /// Attach the mount `mnt` on the directory `onto` (on top of what is mounted there).
-pub fn move_mount_onto(mnt: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> nix::Result<()> {
+pub(crate) fn move_mount_onto(mnt: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> nix::Result<()> {
     let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
     // SAFETY: empty C strings; both descriptors are open.
     check(unsafe {
@@ -118,27 +118,27 @@ fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix:
 }
 
 /// The id of the mount that `fd` lies in (mountinfo's first field).
-pub fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
     statx_mnt_id(fd, &CString::default(), libc::AT_EMPTY_PATH)
 }
 
 /// The id of the top mount at `dir/name`, not following a link there.
-pub fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<u64> {
+pub(crate) fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<u64> {
     statx_mnt_id(dir, &cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
 }
 
 /// Detach the mount whose root `mnt` is, lazily: used only to undo a mount this
 /// run has just made (the descriptor itself keeps it busy).
-pub fn detach(mnt: BorrowedFd<'_>) -> nix::Result<()> {
+pub(crate) fn detach(mnt: BorrowedFd<'_>) -> nix::Result<()> {
     nix::mount::umount2(&fd_path(mnt), nix::mount::MntFlags::MNT_DETACH)
 }
 
 /// A new file system (overlay, tmpfs) being configured (`fsopen`, `fsconfig`,
 /// `fsmount`).
-pub struct NewFs(OwnedFd);
+pub(crate) struct NewFs(OwnedFd);
 
 impl NewFs {
-    pub fn new(fstype: &CStr) -> nix::Result<NewFs> {
+    pub(crate) fn new(fstype: &CStr) -> nix::Result<NewFs> {
         // SAFETY: a C string; the result is a new descriptor we own.
         let fd = check(unsafe {
             libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC)
@@ -162,7 +162,7 @@ impl NewFs {
     }
 
     /// `key=value` (at most 255 bytes: fsconfig's limit for strings).
-    pub fn set(&self, key: &str, value: &OsStr) -> nix::Result<()> {
+    pub(crate) fn set(&self, key: &str, value: &OsStr) -> nix::Result<()> {
         let value_c = cstr(value)?;
         self.config(
             libc::FSCONFIG_SET_STRING,
@@ -173,12 +173,12 @@ impl NewFs {
     }
 
     /// A flag option (`key` alone).
-    pub fn flag(&self, key: &str) -> nix::Result<()> {
+    pub(crate) fn flag(&self, key: &str) -> nix::Result<()> {
         self.config(libc::FSCONFIG_SET_FLAG, Some(key), std::ptr::null(), 0)
     }
 
     /// A layer given as a descriptor (Linux 6.13 overlayfs).
-    pub fn set_fd(&self, key: &str, fd: BorrowedFd<'_>) -> nix::Result<()> {
+    pub(crate) fn set_fd(&self, key: &str, fd: BorrowedFd<'_>) -> nix::Result<()> {
         self.config(
             libc::FSCONFIG_SET_FD,
             Some(key),
@@ -188,7 +188,7 @@ impl NewFs {
     }
 
     /// Create the file system and a detached mount of it with `attr` flags.
-    pub fn mount(self, attr: u64) -> Result<OwnedFd, (Errno, String)> {
+    pub(crate) fn mount(self, attr: u64) -> Result<OwnedFd, (Errno, String)> {
         let failure = |fs: &NewFs| (Errno::last(), fs.log());
         if self
             .config(libc::FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)
@@ -213,7 +213,7 @@ impl NewFs {
     }
 
     /// What the file system said about a failure (the context's message log).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut out = Vec::new();
         let mut buf = [0u8; 512];
         while let Ok(read) = nix::unistd::read(&self.0, &mut buf) {

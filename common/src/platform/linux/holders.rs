@@ -10,7 +10,7 @@ use crate::platform::Holder;
 
 /// Processes using anything at or below `target`, in pid order, as `/proc`
 /// shows them now.
-pub fn holders(target: &Path) -> Vec<Holder> {
+pub(crate) fn holders(target: &Path) -> Vec<Holder> {
     scan().iter().filter_map(|u| u.holder(target)).collect()
 }
 
@@ -35,7 +35,7 @@ fn scan() -> Vec<Uses> {
 /// there is read again now, so that one that has let go is not named. One that
 /// came since is not seen: its unmount then fails busy, and junmount puts back
 /// what it took down.
-pub fn holders_of(targets: &[&Path]) -> Vec<Vec<Holder>> {
+pub(crate) fn holders_of(targets: &[&Path]) -> Vec<Vec<Holder>> {
     static SNAPSHOT: std::sync::OnceLock<Vec<Uses>> = std::sync::OnceLock::new();
     let snap = SNAPSHOT.get_or_init(scan);
     targets

@@ -29,7 +29,7 @@ mod mountinfo;
 mod overlay;
 mod sandbox;
 
-pub use api::mount_id;
+pub(crate) use api::mount_id;
 pub use mountinfo::parse_mountinfo;
 use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
 
@@ -37,7 +37,7 @@ use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
 /// file: the kernel flags that file (POLLPRI) whenever the namespace's mounts change,
 /// so a run over hundreds of jails reads the table once instead of once a jail.
 #[derive(Default)]
-pub struct Linux {
+pub(crate) struct Linux {
     cache: Mutex<Option<Cache>>,
     /// Sources' bind identities (see [`Linux::bind_root`]), worked out once a run.
     binds: Mutex<HashMap<PathBuf, Option<BindRoot>>>,

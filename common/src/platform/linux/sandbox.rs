@@ -107,7 +107,7 @@ struct Plan {
 }
 
 /// Make `command` run its program inside a sandbox rooted at `root`, named `name`.
-pub fn confine(command: &mut Command, root: &Path, name: &str, network: Network) {
+pub(crate) fn confine(command: &mut Command, root: &Path, name: &str, network: Network) {
     let plan = Plan {
         root: CString::new(root.as_os_str().as_bytes()).unwrap_or_default(),
         host: CString::new(name).unwrap_or_default(),
