@@ -3,8 +3,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag, open};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use crate::target::Place;
 
@@ -57,16 +61,22 @@ impl Roots {
         // Jail roots mostly share their parent directory: each parent is made
         // canonical once, and a root that is a plain directory in it costs one
         // lstat(2) (which gives its identity too).
-        let mut parents: HashMap<&Path, PathBuf> = HashMap::new();
+        // The parent is opened once too: each lstat then looks up one name.
+        let mut parents: HashMap<&Path, (PathBuf, Option<OwnedFd>)> = HashMap::new();
         let mut written = Vec::new();
         let found = roots
             .map(|root| {
                 written.push(root.to_path_buf());
                 let plain = root.parent().zip(root.file_name()).and_then(|(dir, name)| {
-                    let m = std::fs::symlink_metadata(root).ok()?;
-                    let id = (m.dev(), m.ino());
-                    let dir = parents.entry(dir).or_insert_with(|| real(dir));
-                    m.is_dir().then(|| (dir.join(name), Some(id)))
+                    let (real_dir, fd) = parents.entry(dir).or_insert_with(|| {
+                        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                        (real(dir), open(dir, flags, Mode::empty()).ok())
+                    });
+                    let st = fstatat(fd.as_ref()?, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+                    let id = (st.st_dev, st.st_ino);
+                    let is_dir =
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+                    is_dir.then(|| (real_dir.join(name), Some(id)))
                 });
                 plain.unwrap_or_else(|| {
                     let r = real(root);
@@ -111,6 +121,7 @@ impl Roots {
     }
 
     /// The deepest root that `p` is or lies in: the nearest of its ancestors.
+    #[cfg(test)]
     fn containing(&self, p: &Path) -> Option<&Path> {
         p.ancestors()
             .find_map(|a| self.by_path.get(a))
@@ -157,6 +168,7 @@ impl Roots {
         let mut rest: Vec<OsString> = comps(path);
         rest.reverse();
         let mut here = PathBuf::from("/");
+        let slash = self.by_path.get(here.as_path());
         let mut links = 0;
         while let Some(c) = rest.pop() {
             if c == ".." {
@@ -165,7 +177,15 @@ impl Roots {
             }
             let next = here.join(&c);
             let look = self.look(&next);
-            let root = self.containing(&next).map(Path::to_path_buf).or_else(|| {
+            // `here` and its ancestors below `/` were looked up already (the walk
+            // only goes down, up to one of them, or back to `/`) and none is a
+            // root: the deepest root holding `next` is `next` itself, or `/`.
+            let by_path = self
+                .by_path
+                .get(next.as_path())
+                .or(slash)
+                .map(|&i| self.roots[i].0.clone());
+            let root = by_path.or_else(|| {
                 let Look::Dir(id) = look else { return None };
                 self.same_dir(id).map(Path::to_path_buf)
             });
