@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, OsStr, OsString};
 use std::ops::Bound;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -260,29 +261,38 @@ pub struct Dry<'a> {
 }
 
 /// The lines a dry run's printed mounts would add: by mount point, each in mount
-/// order, and which mount points each jail root's stacks printed mounts on.
+/// order, and which mount points each jail root's stacks printed mounts on. Paths
+/// (normal ones) are keyed by their bytes: comparing `Path`s parses components.
 #[derive(Default)]
 struct Ghosts {
-    at: BTreeMap<PathBuf, Vec<Mount>>,
-    of_root: HashMap<PathBuf, BTreeSet<PathBuf>>,
+    at: BTreeMap<OsString, Vec<Mount>>,
+    of_root: HashMap<OsString, BTreeSet<OsString>>,
 }
 
 impl Ghosts {
     /// The lines that matter below `root`: those of its own stacks (a tmpfs upper
     /// may lie outside it) and any at or below it.
     fn near(&self, root: &Path) -> Vec<Mount> {
-        let mut targets: BTreeSet<&Path> = self
+        let root = root.as_os_str();
+        // Below `root` in byte order: the keys that start with `root/`.
+        let mut below = root.as_encoded_bytes().to_vec();
+        if below.last() != Some(&b'/') {
+            below.push(b'/');
+        }
+        let from = Bound::Included(OsStr::from_bytes(&below));
+        let mut targets: BTreeSet<&OsStr> = self
             .at
-            .range::<Path, _>((Bound::Included(root), Bound::Unbounded))
-            .take_while(|(t, _)| t.starts_with(root))
-            .map(|(t, _)| t.as_path())
+            .range::<OsStr, _>((from, Bound::Unbounded))
+            .take_while(|(t, _)| t.as_encoded_bytes().starts_with(&below))
+            .map(|(t, _)| t.as_os_str())
             .collect();
+        targets.extend(self.at.get_key_value(root).map(|(t, _)| t.as_os_str()));
         targets.extend(
             self.of_root
                 .get(root)
                 .into_iter()
                 .flatten()
-                .map(|t| t.as_path()),
+                .map(|t| t.as_os_str()),
         );
         targets
             .into_iter()
@@ -312,20 +322,23 @@ impl Sink for Dry<'_> {
             Action::Mount { step, target, .. } => {
                 let mut ghosts = self.ghosts();
                 let line = self.platform.planned(step, &target.path);
-                ghosts.at.entry(target.path.clone()).or_default().push(line);
-                let root = at.root.to_path_buf();
-                ghosts
-                    .of_root
-                    .entry(root)
-                    .or_default()
-                    .insert(target.path.clone());
+                let t = target.path.as_os_str();
+                ghosts.at.entry(t.to_owned()).or_default().push(line);
+                match ghosts.of_root.get_mut(at.root.as_os_str()) {
+                    Some(set) => set.insert(t.to_owned()),
+                    None => ghosts
+                        .of_root
+                        .entry(at.root.as_os_str().to_owned())
+                        .or_default()
+                        .insert(t.to_owned()),
+                };
                 drop(ghosts);
                 if self.sh {
                     self.platform.print_mount(step, &target.path);
                 }
             }
             Action::Unmount { target, busy, .. } => {
-                if let Some(at) = self.ghosts().at.get_mut(&target.path) {
+                if let Some(at) = self.ghosts().at.get_mut(target.path.as_os_str()) {
                     at.pop();
                 }
                 self.print(&self.platform.unmount_command(&target.path, busy));

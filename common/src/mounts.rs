@@ -73,14 +73,18 @@ impl MountsAt for [Mount] {
     }
 }
 
-/// Where each mount point's lines are in a table, in mount order.
-pub type Index = HashMap<PathBuf, Vec<usize>>;
+/// Where each mount point's lines are in a table, in mount order. Keyed by the
+/// path's bytes (mount points and planned targets are normal paths): hashing a
+/// `Path` parses its components.
+pub type Index = HashMap<OsString, Vec<usize>>;
 
 /// Index a table by mount point.
 pub fn index(lines: &[Mount]) -> Index {
-    let mut at: Index = HashMap::new();
+    let mut at: Index = HashMap::with_capacity(lines.len());
     for (i, m) in lines.iter().enumerate() {
-        at.entry(m.target.clone()).or_default().push(i);
+        at.entry(m.target.clone().into_os_string())
+            .or_default()
+            .push(i);
     }
     at
 }
@@ -124,7 +128,7 @@ impl MountsAt for Table {
         if self.hidden.iter().any(|h| target.starts_with(h)) {
             return Vec::new();
         }
-        let system = self.index.get(target).into_iter().flatten();
+        let system = self.index.get(target.as_os_str()).into_iter().flatten();
         system
             .map(|&i| &self.lines[i])
             .chain(self.extra.iter().filter(|m| m.target == target))
