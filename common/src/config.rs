@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use crate::exit::{ExitCode, fail};
+use crate::mounts::at_or_below;
 use crate::os::Os;
 
 /// How a layer is stacked on its target.
@@ -640,24 +641,25 @@ fn check_uppers(
     uppers: &BTreeMap<usize, Upper>,
     layers: &[Layer],
 ) -> Result<(), String> {
+    // Every path here is normal: compared by bytes.
     for (&i, up) in uppers {
         let layer = &layers[i];
         let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
         let upath = up.path(root);
         let target = root.join(&layer.target);
-        if upath.starts_with(&layer.source) {
+        if at_or_below(&upath, &layer.source) {
             return Err(lctx(format!(
                 "upper dir {} is inside the layer's source",
                 upath.display()
             )));
         }
-        if upath.starts_with(&target) {
+        if at_or_below(&upath, &target) {
             return Err(lctx(format!(
                 "upper dir {} is inside the layer's target",
                 upath.display()
             )));
         }
-        if target.starts_with(&upath) || layer.source.starts_with(&upath) {
+        if at_or_below(&target, &upath) || at_or_below(&layer.source, &upath) {
             return Err(lctx(format!(
                 "upper dir {} contains the layer's source or target",
                 upath.display()

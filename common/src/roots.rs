@@ -30,7 +30,7 @@ pub struct Roots {
     /// Each root as the file writes it.
     written: HashMap<PathBuf, usize>,
     /// Host paths looked at by [`Roots::locate`].
-    looked: std::sync::Mutex<HashMap<PathBuf, Look>>,
+    looked: std::sync::Mutex<HashMap<OsString, Look>>,
 }
 
 impl Clone for Roots {
@@ -137,7 +137,7 @@ impl Roots {
     /// outside every jail root are looked at, and those are the host's.
     fn look(&self, p: &Path) -> Look {
         let mut seen = self.looked.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = seen.get(p) {
+        if let Some(l) = seen.get(p.as_os_str()) {
             return l.clone();
         }
         let l = match std::fs::symlink_metadata(p) {
@@ -145,7 +145,7 @@ impl Roots {
             Ok(m) if m.is_dir() => Look::Dir((m.dev(), m.ino())),
             _ => Look::Other,
         };
-        seen.insert(p.to_path_buf(), l.clone());
+        seen.insert(p.as_os_str().to_owned(), l.clone());
         l
     }
 
