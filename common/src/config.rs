@@ -725,17 +725,25 @@ fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
 
 /// Normalised absolute paths (no `.`, `..`, `//` or trailing slash) by their
 /// bytes, sorted: what lies strictly below `p` is the range of keys that start
-/// with `p/`.
-#[derive(Default)]
-struct Sorted<V>(BTreeMap<Vec<u8>, V>);
+/// with `p/`. Hashed too: a path itself is found without comparing long
+/// common prefixes down the tree.
+struct Sorted<V>(BTreeMap<Vec<u8>, V>, HashMap<Vec<u8>, V>);
 
-impl<V> Sorted<V> {
+impl<V> Default for Sorted<V> {
+    fn default() -> Self {
+        Sorted(BTreeMap::new(), HashMap::new())
+    }
+}
+
+impl<V: Copy> Sorted<V> {
     fn insert(&mut self, p: &Path, v: V) {
-        self.0.insert(p.as_os_str().as_encoded_bytes().to_vec(), v);
+        let k = p.as_os_str().as_encoded_bytes().to_vec();
+        self.1.insert(k.clone(), v);
+        self.0.insert(k, v);
     }
 
     fn get(&self, p: &Path) -> Option<&V> {
-        self.0.get(p.as_os_str().as_encoded_bytes())
+        self.1.get(p.as_os_str().as_encoded_bytes())
     }
 
     /// The values of `p` and of every path below it.
