@@ -20,15 +20,16 @@ pub(crate) fn real(p: &Path) -> PathBuf {
 
 /// Every jail root of the file, canonical, with its device and inode: an upper dir
 /// that lies in any of them is reached only beneath that root. Indexed by path and
-/// by identity, so that a lookup costs the same with ten jails or ten thousand.
+/// by identity, so that a lookup costs the same with ten jails or ten thousand
+/// (paths, all normal, by their bytes: hashing a `Path` parses its components).
 #[derive(Debug, Default)]
 pub struct Roots {
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
-    by_path: HashMap<PathBuf, usize>,
+    by_path: HashMap<OsString, usize>,
     /// Each identity's jails, in file order.
     by_id: HashMap<(u64, u64), Vec<usize>>,
     /// Each root as the file writes it.
-    written: HashMap<PathBuf, usize>,
+    written: HashMap<OsString, usize>,
     /// Host paths looked at by [`Roots::locate`].
     looked: std::sync::Mutex<HashMap<OsString, Look>>,
 }
@@ -89,14 +90,14 @@ impl Roots {
         roots.written = written
             .into_iter()
             .enumerate()
-            .map(|(i, w)| (w, i))
+            .map(|(i, w)| (w.into_os_string(), i))
             .collect();
         roots
     }
 
     /// A jail's root (as the file writes it) made canonical.
     pub fn real(&self, written: &Path) -> PathBuf {
-        match self.written.get(written) {
+        match self.written.get(written.as_os_str()) {
             Some(&i) => self.roots[i].0.clone(),
             None => real(written),
         }
@@ -106,7 +107,7 @@ impl Roots {
         let mut by_path = HashMap::new();
         let mut by_id: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
         for (i, (r, id)) in roots.iter().enumerate() {
-            by_path.entry(r.clone()).or_insert(i);
+            by_path.entry(r.clone().into_os_string()).or_insert(i);
             if let Some(id) = id {
                 by_id.entry(*id).or_default().push(i);
             }
@@ -124,7 +125,7 @@ impl Roots {
     #[cfg(test)]
     fn containing(&self, p: &Path) -> Option<&Path> {
         p.ancestors()
-            .find_map(|a| self.by_path.get(a))
+            .find_map(|a| self.by_path.get(a.as_os_str()))
             .map(|&i| self.roots[i].0.as_path())
     }
 
@@ -168,7 +169,7 @@ impl Roots {
         let mut rest: Vec<OsString> = comps(path);
         rest.reverse();
         let mut here = PathBuf::from("/");
-        let slash = self.by_path.get(here.as_path());
+        let slash = self.by_path.get(here.as_os_str());
         let mut links = 0;
         while let Some(c) = rest.pop() {
             if c == ".." {
@@ -182,7 +183,7 @@ impl Roots {
             // root: the deepest root holding `next` is `next` itself, or `/`.
             let by_path = self
                 .by_path
-                .get(next.as_path())
+                .get(next.as_os_str())
                 .or(slash)
                 .map(|&i| self.roots[i].0.clone());
             let root = by_path.or_else(|| {
