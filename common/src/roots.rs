@@ -26,8 +26,8 @@ pub(crate) fn real(p: &Path) -> PathBuf {
 pub struct Roots {
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
     by_path: HashMap<OsString, usize>,
-    /// Each identity's jails, in file order.
-    by_id: HashMap<(u64, u64), Vec<usize>>,
+    /// Each identity's first jail in file order, and the next one with it.
+    by_id: HashMap<(u64, u64), (usize, Option<usize>)>,
     /// Each root as the file writes it.
     written: HashMap<OsString, usize>,
     /// Host paths looked at by [`Roots::locate`].
@@ -104,12 +104,16 @@ impl Roots {
     }
 
     fn new(roots: Vec<(PathBuf, Option<(u64, u64)>)>) -> Roots {
-        let mut by_path = HashMap::new();
-        let mut by_id: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+        let mut by_path = HashMap::with_capacity(roots.len());
+        let mut by_id: HashMap<(u64, u64), (usize, Option<usize>)> =
+            HashMap::with_capacity(roots.len());
         for (i, (r, id)) in roots.iter().enumerate() {
             by_path.entry(r.clone().into_os_string()).or_insert(i);
             if let Some(id) = id {
-                by_id.entry(*id).or_default().push(i);
+                let e = by_id.entry(*id).or_insert((i, None));
+                if e.0 != i && e.1.is_none() {
+                    e.1 = Some(i);
+                }
             }
         }
         Roots {
@@ -130,7 +134,7 @@ impl Roots {
     }
 
     fn same_dir(&self, id: (u64, u64)) -> Option<&Path> {
-        self.by_id.get(&id).map(|v| self.roots[v[0]].0.as_path())
+        self.by_id.get(&id).map(|&(i, _)| self.roots[i].0.as_path())
     }
 
     /// What a host path is, by lstat(2) (and readlink(2) for a link): once a run,
@@ -156,8 +160,7 @@ impl Roots {
     pub fn shared(&self) -> Option<(usize, usize)> {
         self.by_id
             .values()
-            .filter(|v| v.len() > 1)
-            .map(|v| (v[0], v[1]))
+            .filter_map(|&(first, next)| Some((first, next?)))
             .min()
     }
 
