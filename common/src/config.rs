@@ -599,7 +599,11 @@ fn jail_uppers(
 ) -> Result<BTreeMap<usize, Upper>, String> {
     let mut uppers = BTreeMap::new();
     let mut named: HashSet<&str> = HashSet::new();
-    let used: HashSet<usize> = idx.iter().copied().collect();
+    // Most jails give no upper: no set of their layers then.
+    let used: HashSet<usize> = match given.is_empty() {
+        true => HashSet::new(),
+        false => idx.iter().copied().collect(),
+    };
     for (lname, p) in given {
         let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
         let i = *index
