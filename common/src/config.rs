@@ -850,6 +850,11 @@ fn normal(p: &Path, s: &str) -> Result<PathBuf, String> {
     if s.contains('\0') {
         return Err("path contains a NUL byte".into());
     }
+    // Most paths are written normal already: taken as they are.
+    let body = s.strip_prefix('/').unwrap_or(s);
+    if !body.is_empty() && body.split('/').all(|c| !matches!(c, "" | "." | "..")) {
+        return Ok(PathBuf::from(s));
+    }
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
@@ -1057,6 +1062,45 @@ root   = "/usr/local/var/jails/192.168.0.101"
         for (text, want) in cases {
             let m = err(text);
             assert!(m.contains(want), "want {want:?} in {m:?}");
+        }
+    }
+
+    /// A path taken as written is the one its components make.
+    #[test]
+    fn normal_as_written_or_rebuilt() {
+        for s in [
+            "/a/b", "a/b", "/a//b", "/a/./b", "/a/b/", "./a", "a/.", "/", ".", "/a/../b", "a/..b",
+            "/.a/b.", "a", "//a",
+        ] {
+            let by_components = (|| {
+                let mut out = PathBuf::new();
+                for c in Path::new(s).components() {
+                    match c {
+                        Component::ParentDir => return None,
+                        Component::CurDir => {}
+                        other => out.push(other.as_os_str()),
+                    }
+                }
+                Some(out)
+            })();
+            let got = normal(Path::new(s), s).ok();
+            assert_eq!(got, by_components, "{s:?}");
+            if let Some(p) = got {
+                assert_eq!(
+                    p.as_os_str().as_encoded_bytes(),
+                    {
+                        let mut b = Vec::new();
+                        for (i, c) in p.components().enumerate() {
+                            if i > 1 || (i == 1 && !p.is_absolute()) {
+                                b.push(b'/');
+                            }
+                            b.extend_from_slice(c.as_os_str().as_encoded_bytes());
+                        }
+                        b
+                    },
+                    "{s:?}: bytes as the components write them"
+                );
+            }
         }
     }
 
