@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, OsStr, OsString};
 use std::ops::Bound;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -127,15 +128,16 @@ impl Act for MountStep<'_> {
     }
     fn print(self, by: &Dry, site: &Site) {
         let target = &self.target.path;
+        let key = target.as_os_str();
         let mut ghosts = by.ghosts();
         let line = by.platform.planned(self.step, target);
-        ghosts.at.entry(target.clone()).or_default().push(line);
-        let root = site.root.to_path_buf();
-        ghosts
-            .of_root
-            .entry(root)
-            .or_default()
-            .insert(target.clone());
+        ghosts.at.entry(key.to_owned()).or_default().push(line);
+        // A root's entry is made once; looking it up first spares a copy of it.
+        let root = site.root.as_os_str();
+        match ghosts.of_root.get_mut(root) {
+            Some(targets) => targets.insert(key.to_owned()),
+            None => (ghosts.of_root.entry(root.to_owned()).or_default()).insert(key.to_owned()),
+        };
         drop(ghosts);
         if by.sh {
             by.platform.print_mount(self.step, target);
@@ -159,7 +161,7 @@ impl Act for UnmountTop<'_> {
         Ok(())
     }
     fn print(self, by: &Dry, _: &Site) {
-        if let Some(lines) = by.ghosts().at.get_mut(&self.target.path) {
+        if let Some(lines) = by.ghosts().at.get_mut(self.target.path.as_os_str()) {
             lines.pop();
         }
         by.print(&by.platform.unmount_command(&self.target.path, self.busy));
@@ -346,29 +348,38 @@ pub(crate) struct Dry<'a> {
 }
 
 /// The lines a dry run's printed mounts would add: by mount point, each in mount
-/// order, and which mount points each jail root's stacks printed mounts on.
+/// order, and which mount points each jail root's stacks printed mounts on. Paths
+/// (normal ones) are keyed by their bytes: comparing `Path`s parses components.
 #[derive(Default)]
 struct Ghosts {
-    at: BTreeMap<PathBuf, Vec<Mount>>,
-    of_root: HashMap<PathBuf, BTreeSet<PathBuf>>,
+    at: BTreeMap<OsString, Vec<Mount>>,
+    of_root: HashMap<OsString, BTreeSet<OsString>>,
 }
 
 impl Ghosts {
     /// The lines that matter below `root`: those of its own stacks (a tmpfs upper
     /// may lie outside it) and any at or below it.
     fn near(&self, root: &Path) -> Vec<Mount> {
-        let mut targets: BTreeSet<&Path> = self
+        let root = root.as_os_str();
+        // Below `root` in byte order: the keys that start with `root/`.
+        let mut below = root.as_encoded_bytes().to_vec();
+        if below.last() != Some(&b'/') {
+            below.push(b'/');
+        }
+        let from = Bound::Included(OsStr::from_bytes(&below));
+        let mut targets: BTreeSet<&OsStr> = self
             .at
-            .range::<Path, _>((Bound::Included(root), Bound::Unbounded))
-            .take_while(|(t, _)| t.starts_with(root))
-            .map(|(t, _)| t.as_path())
+            .range::<OsStr, _>((from, Bound::Unbounded))
+            .take_while(|(t, _)| t.as_encoded_bytes().starts_with(&below))
+            .map(|(t, _)| t.as_os_str())
             .collect();
+        targets.extend(self.at.get_key_value(root).map(|(t, _)| t.as_os_str()));
         targets.extend(
             self.of_root
                 .get(root)
                 .into_iter()
                 .flatten()
-                .map(|t| t.as_path()),
+                .map(|t| t.as_os_str()),
         );
         targets
             .into_iter()

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use crate::exit::{ExitCode, fail};
+use crate::mounts::at_or_below;
 use crate::platform::Os;
 
 /// How a layer is stacked on its target.
@@ -598,7 +599,11 @@ fn jail_uppers(
 ) -> Result<BTreeMap<usize, Upper>, String> {
     let mut uppers = BTreeMap::new();
     let mut named: HashSet<&str> = HashSet::new();
-    let used: HashSet<usize> = idx.iter().copied().collect();
+    // Most jails give no upper: no set of their layers then.
+    let used: HashSet<usize> = match given.is_empty() {
+        true => HashSet::new(),
+        false => idx.iter().copied().collect(),
+    };
     for (lname, p) in given {
         let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
         let i = *index
@@ -640,24 +645,25 @@ fn check_uppers(
     uppers: &BTreeMap<usize, Upper>,
     layers: &[Layer],
 ) -> Result<(), String> {
+    // Every path here is normal: compared by bytes.
     for (&i, up) in uppers {
         let layer = &layers[i];
         let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
         let upath = up.path(root);
         let target = root.join(&layer.target);
-        if upath.starts_with(&layer.source) {
+        if at_or_below(&upath, &layer.source) {
             return Err(lctx(format!(
                 "upper dir {} is inside the layer's source",
                 upath.display()
             )));
         }
-        if upath.starts_with(&target) {
+        if at_or_below(&upath, &target) {
             return Err(lctx(format!(
                 "upper dir {} is inside the layer's target",
                 upath.display()
             )));
         }
-        if target.starts_with(&upath) || layer.source.starts_with(&upath) {
+        if at_or_below(&target, &upath) || at_or_below(&layer.source, &upath) {
             return Err(lctx(format!(
                 "upper dir {} contains the layer's source or target",
                 upath.display()
@@ -672,6 +678,14 @@ fn check_uppers(
 /// tree, or a jclean of one emptying the other). Each path is looked up in sorted
 /// sets, never compared with every other one.
 fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
+    match any_shared(jails) {
+        true => name_shared(jails, layers),
+        false => Ok(()),
+    }
+}
+
+/// [`shared_paths`]'s rules one by one, in file order: the first broken one.
+fn name_shared(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
     let mut roots: Sorted<usize> = Sorted::default();
     for (k, j) in jails.iter().enumerate() {
         if let Some(&o) = roots.get(&j.root) {
@@ -721,19 +735,61 @@ fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether any of [`shared_paths`]'s rules is broken, by one sort of every root
+/// and upper dir: the common case (none is) costs no tree of paths; a broken
+/// rule is then named by [`shared_paths`] itself, in its order.
+fn any_shared(jails: &[Jail]) -> bool {
+    const ROOT: u8 = 0;
+    const UPPER: u8 = 1;
+    // Each path's bytes with `/` as NUL (which no path holds): sorted, what lies
+    // below a path then comes right after it (and its equals), before anything
+    // else, as `a/b` sorts before `a-b`.
+    let key = |p: &Path, kind: u8| {
+        let mut k: Vec<u8> = p.as_os_str().as_encoded_bytes().to_vec();
+        for b in &mut k {
+            if *b == b'/' {
+                *b = 0;
+            }
+        }
+        (k, kind)
+    };
+    let mut all: Vec<(Vec<u8>, u8)> = Vec::with_capacity(jails.len() * 2);
+    for j in jails {
+        all.push(key(&j.root, ROOT));
+        all.extend(j.uppers.values().map(|up| key(&up.path(&j.root), UPPER)));
+    }
+    all.sort_unstable();
+    all.windows(2).any(|w| {
+        let ((a, ka), (b, _)) = (&w[0], &w[1]);
+        // (`/` alone ends in its separator: everything is below it.)
+        let below = b.starts_with(a) && (a.ends_with(&[0]) || b.get(a.len()) == Some(&0));
+        // One path twice (whatever each is), or an upper holding anything; an
+        // upper or a root in a root is fine.
+        a == b || (below && *ka == UPPER)
+    })
+}
+
 /// Normalised absolute paths (no `.`, `..`, `//` or trailing slash) by their
 /// bytes, sorted: what lies strictly below `p` is the range of keys that start
-/// with `p/`.
-#[derive(Default)]
-struct Sorted<V>(BTreeMap<Vec<u8>, V>);
+/// with `p/`. Hashed too: a path itself is found without comparing long
+/// common prefixes down the tree.
+struct Sorted<V>(BTreeMap<Vec<u8>, V>, HashMap<Vec<u8>, V>);
 
-impl<V> Sorted<V> {
+impl<V> Default for Sorted<V> {
+    fn default() -> Self {
+        Sorted(BTreeMap::new(), HashMap::new())
+    }
+}
+
+impl<V: Copy> Sorted<V> {
     fn insert(&mut self, p: &Path, v: V) {
-        self.0.insert(p.as_os_str().as_encoded_bytes().to_vec(), v);
+        let k = p.as_os_str().as_encoded_bytes().to_vec();
+        self.1.insert(k.clone(), v);
+        self.0.insert(k, v);
     }
 
     fn get(&self, p: &Path) -> Option<&V> {
-        self.0.get(p.as_os_str().as_encoded_bytes())
+        self.1.get(p.as_os_str().as_encoded_bytes())
     }
 
     /// The values of `p` and of every path below it.
@@ -793,6 +849,11 @@ fn rel_path(s: &str) -> Result<PathBuf, String> {
 fn normal(p: &Path, s: &str) -> Result<PathBuf, String> {
     if s.contains('\0') {
         return Err("path contains a NUL byte".into());
+    }
+    // Most paths are written normal already: taken as they are.
+    let body = s.strip_prefix('/').unwrap_or(s);
+    if !body.is_empty() && body.split('/').all(|c| !matches!(c, "" | "." | "..")) {
+        return Ok(PathBuf::from(s));
     }
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -1002,6 +1063,108 @@ root   = "/usr/local/var/jails/192.168.0.101"
             let m = err(text);
             assert!(m.contains(want), "want {want:?} in {m:?}");
         }
+    }
+
+    /// A path taken as written is the one its components make.
+    #[test]
+    fn normal_as_written_or_rebuilt() {
+        for s in [
+            "/a/b", "a/b", "/a//b", "/a/./b", "/a/b/", "./a", "a/.", "/", ".", "/a/../b", "a/..b",
+            "/.a/b.", "a", "//a",
+        ] {
+            let by_components = (|| {
+                let mut out = PathBuf::new();
+                for c in Path::new(s).components() {
+                    match c {
+                        Component::ParentDir => return None,
+                        Component::CurDir => {}
+                        other => out.push(other.as_os_str()),
+                    }
+                }
+                Some(out)
+            })();
+            let got = normal(Path::new(s), s).ok();
+            assert_eq!(got, by_components, "{s:?}");
+            if let Some(p) = got {
+                assert_eq!(
+                    p.as_os_str().as_encoded_bytes(),
+                    {
+                        let mut b = Vec::new();
+                        for (i, c) in p.components().enumerate() {
+                            if i > 1 || (i == 1 && !p.is_absolute()) {
+                                b.push(b'/');
+                            }
+                            b.extend_from_slice(c.as_os_str().as_encoded_bytes());
+                        }
+                        b
+                    },
+                    "{s:?}: bytes as the components write them"
+                );
+            }
+        }
+    }
+
+    /// The one-sort check says a rule is broken whenever the rule-by-rule one
+    /// names one (it may say so when none is: the rules then run one by one).
+    #[test]
+    fn quick_shared_check_misses_nothing() {
+        let paths = [
+            "/", "/a", "/a/b", "/a/b/c", "/a-b", "/a-b/c", "/ab", "/a/bc", "/b", "/b/a",
+        ];
+        let layer = |name: &str| Layer {
+            name: name.into(),
+            source: "/src".into(),
+            target: "t".into(),
+            mode: Mode::Union,
+            union_options: Vec::new(),
+            tmpfs: None,
+        };
+        let layers = [layer("p"), layer("q")];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        let (mut broken, mut fine) = (0, 0);
+        for _ in 0..20_000 {
+            let jails: Vec<Jail> = (0..1 + next(3))
+                .map(|k| {
+                    let mut uppers = BTreeMap::new();
+                    for i in 0..next(3) {
+                        uppers.insert(i, Upper::Host(paths[next(paths.len())].into()));
+                    }
+                    Jail {
+                        name: format!("j{k}"),
+                        root: paths[next(paths.len())].into(),
+                        layers: uppers.keys().copied().collect(),
+                        uppers,
+                        tmpfs: BTreeMap::new(),
+                        update: None,
+                        start: None,
+                        stop: None,
+                        network: None,
+                    }
+                })
+                .collect();
+            let named = name_shared(&jails, &layers).is_err();
+            assert!(
+                !named || any_shared(&jails),
+                "missed: {:?}",
+                jails
+                    .iter()
+                    .map(|j| (&j.root, &j.uppers))
+                    .collect::<Vec<_>>()
+            );
+            if named {
+                broken += 1
+            } else {
+                fine += 1
+            }
+            assert_eq!(shared_paths(&jails, &layers).is_err(), named);
+        }
+        assert!(broken > 1000 && fine > 1000, "{broken} {fine}");
     }
 
     /// 10,000 jails: the file loads, and a conflict written last is still found,

@@ -75,14 +75,18 @@ impl MountsAt for [Mount] {
     }
 }
 
-/// Where each mount point's lines are in a table, in mount order.
-pub(crate) type Index = HashMap<PathBuf, Vec<usize>>;
+/// Where each mount point's lines are in a table, in mount order. Keyed by the
+/// path's bytes (mount points and planned targets are normal paths): hashing a
+/// `Path` parses its components.
+pub(crate) type Index = HashMap<OsString, Vec<usize>>;
 
 /// Index a table by mount point.
 pub(crate) fn index(lines: &[Mount]) -> Index {
-    let mut at: Index = HashMap::new();
-    for (line, mount) in lines.iter().enumerate() {
-        at.entry(mount.target.clone()).or_default().push(line);
+    let mut at: Index = HashMap::with_capacity(lines.len());
+    for (i, m) in lines.iter().enumerate() {
+        at.entry(m.target.clone().into_os_string())
+            .or_default()
+            .push(i);
     }
     at
 }
@@ -123,13 +127,46 @@ impl Table {
 
 impl MountsAt for Table {
     fn mounts_at(&self, target: &Path) -> Vec<&Mount> {
-        if self.hidden.iter().any(|h| target.starts_with(h)) {
+        if self.hidden.iter().any(|h| at_or_below(target, h)) {
             return Vec::new();
         }
-        let system = self.index.get(target).into_iter().flatten();
+        let t = target.as_os_str();
+        let system = self.index.get(t).into_iter().flatten();
         system
             .map(|&i| &self.lines[i])
-            .chain(self.extra.iter().filter(|m| m.target == target))
+            .chain(self.extra.iter().filter(|m| m.target.as_os_str() == t))
             .collect()
+    }
+}
+
+/// `p` is `dir` or lies below it, for normal paths (no `.`, `..`, `//` or trailing
+/// slash): [`Path::starts_with`] on their bytes, without parsing components.
+pub(crate) fn at_or_below(p: &Path, dir: &Path) -> bool {
+    let (p, d) = (
+        p.as_os_str().as_encoded_bytes(),
+        dir.as_os_str().as_encoded_bytes(),
+    );
+    p.starts_with(d) && (p.len() == d.len() || d.ends_with(b"/") || p[d.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_by_bytes_as_by_components() {
+        for (p, d) in [
+            ("/a/b", "/a"),
+            ("/a/b", "/a/b"),
+            ("/a/bc", "/a/b"),
+            ("/a", "/a/b"),
+            ("/a/b/c", "/"),
+            ("/", "/"),
+            ("/ab", "/a"),
+            ("/a-b/c", "/a"),
+        ] {
+            let (p, d) = (Path::new(p), Path::new(d));
+            assert_eq!(at_or_below(p, d), p.starts_with(d), "{p:?} {d:?}");
+        }
     }
 }

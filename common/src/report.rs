@@ -203,38 +203,60 @@ pub(crate) fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
 
 /// One sh command line with files opened for reading on descriptors: `CMD... 3<PATH`.
 pub(crate) fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
-    let mut line = Vec::new();
-    for (index, word) in argv.iter().enumerate() {
-        if index > 0 {
+    let mut line = Vec::with_capacity(256);
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
             line.push(b' ');
         }
-        line.extend_from_slice(&sh_quote(word.as_ref()));
+        quote_into(&mut line, a.as_ref());
     }
     for (fd, path) in inputs {
         line.extend_from_slice(format!(" {fd}<").as_bytes());
-        line.extend_from_slice(&sh_quote(path.as_os_str()));
+        quote_into(&mut line, path.as_os_str());
     }
     line.push(b'\n');
     out(&line);
 }
 
-/// Quote a word for sh(1): as is when plainly safe, else in single quotes.
-pub(crate) fn sh_quote(word: &OsStr) -> Vec<u8> {
-    let bytes = word.as_bytes();
-    let safe = |byte: &u8| byte.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(byte);
-    if !bytes.is_empty() && bytes.iter().all(safe) {
-        return bytes.to_vec();
+/// The bytes a word may hold and still go to sh(1) unquoted.
+const SH_SAFE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'_' | b'@' | b'%' | b'+' | b'=' | b':' | b',' | b'.' | b'/' | b'-'
+            );
+        c += 1;
     }
-    let mut quoted = vec![b'\''];
-    for &byte in bytes {
-        if byte == b'\'' {
-            quoted.extend_from_slice(b"'\\''");
+    t
+};
+
+/// Quote a word for sh(1): as is when plainly safe, else in single quotes.
+pub(crate) fn sh_quote(w: &OsStr) -> Vec<u8> {
+    let mut q = Vec::with_capacity(w.len() + 2);
+    quote_into(&mut q, w);
+    q
+}
+
+/// [`sh_quote`], appended to `line`.
+fn quote_into(line: &mut Vec<u8>, w: &OsStr) {
+    let b = w.as_bytes();
+    if !b.is_empty() && b.iter().all(|&c| SH_SAFE[usize::from(c)]) {
+        line.extend_from_slice(b);
+        return;
+    }
+    line.push(b'\'');
+    for &c in b {
+        if c == b'\'' {
+            line.extend_from_slice(b"'\\''");
         } else {
-            quoted.push(byte);
+            line.push(c);
         }
     }
-    quoted.push(b'\'');
-    quoted
+    line.push(b'\'');
 }
 
 /// A command as one sh line whatever its words hold: [`sh_quote`], but a word

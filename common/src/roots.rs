@@ -3,8 +3,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag, open};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use crate::target::Place;
 
@@ -16,17 +20,18 @@ pub(crate) fn real(p: &Path) -> PathBuf {
 
 /// Every jail root of the file, canonical, with its device and inode: an upper dir
 /// that lies in any of them is reached only beneath that root. Indexed by path and
-/// by identity, so that a lookup costs the same with ten jails or ten thousand.
+/// by identity, so that a lookup costs the same with ten jails or ten thousand
+/// (paths, all normal, by their bytes: hashing a `Path` parses its components).
 #[derive(Debug, Default)]
 pub(crate) struct Roots {
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
-    by_path: HashMap<PathBuf, usize>,
-    /// Each identity's jails, in file order.
-    by_id: HashMap<(u64, u64), Vec<usize>>,
+    by_path: HashMap<OsString, usize>,
+    /// Each identity's first jail in file order, and the next one with it.
+    by_id: HashMap<(u64, u64), (usize, Option<usize>)>,
     /// Each root as the file writes it.
-    written: HashMap<PathBuf, usize>,
+    written: HashMap<OsString, usize>,
     /// Host paths looked at by [`Roots::locate`].
-    looked: std::sync::Mutex<HashMap<PathBuf, Look>>,
+    looked: std::sync::Mutex<HashMap<OsString, Look>>,
 }
 
 impl Clone for Roots {
@@ -57,16 +62,22 @@ impl Roots {
         // Jail roots mostly share their parent directory: each parent is made
         // canonical once, and a root that is a plain directory in it costs one
         // lstat(2) (which gives its identity too).
-        let mut parents: HashMap<&Path, PathBuf> = HashMap::new();
+        // The parent is opened once too: each lstat then looks up one name.
+        let mut parents: HashMap<&Path, (PathBuf, Option<OwnedFd>)> = HashMap::new();
         let mut written = Vec::new();
         let found = roots
             .map(|root| {
                 written.push(root.to_path_buf());
                 let plain = root.parent().zip(root.file_name()).and_then(|(dir, name)| {
-                    let m = std::fs::symlink_metadata(root).ok()?;
-                    let id = (m.dev(), m.ino());
-                    let dir = parents.entry(dir).or_insert_with(|| real(dir));
-                    m.is_dir().then(|| (dir.join(name), Some(id)))
+                    let (real_dir, fd) = parents.entry(dir).or_insert_with(|| {
+                        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                        (real(dir), open(dir, flags, Mode::empty()).ok())
+                    });
+                    let st = fstatat(fd.as_ref()?, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+                    let id = (st.st_dev, st.st_ino);
+                    let is_dir =
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+                    is_dir.then(|| (real_dir.join(name), Some(id)))
                 });
                 plain.unwrap_or_else(|| {
                     let r = real(root);
@@ -79,26 +90,30 @@ impl Roots {
         roots.written = written
             .into_iter()
             .enumerate()
-            .map(|(i, w)| (w, i))
+            .map(|(i, w)| (w.into_os_string(), i))
             .collect();
         roots
     }
 
     /// A jail's root (as the file writes it) made canonical.
     pub(crate) fn real(&self, written: &Path) -> PathBuf {
-        match self.written.get(written) {
+        match self.written.get(written.as_os_str()) {
             Some(&i) => self.roots[i].0.clone(),
             None => real(written),
         }
     }
 
     fn new(roots: Vec<(PathBuf, Option<(u64, u64)>)>) -> Roots {
-        let mut by_path = HashMap::new();
-        let mut by_id: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+        let mut by_path = HashMap::with_capacity(roots.len());
+        let mut by_id: HashMap<(u64, u64), (usize, Option<usize>)> =
+            HashMap::with_capacity(roots.len());
         for (i, (r, id)) in roots.iter().enumerate() {
-            by_path.entry(r.clone()).or_insert(i);
+            by_path.entry(r.clone().into_os_string()).or_insert(i);
             if let Some(id) = id {
-                by_id.entry(*id).or_default().push(i);
+                let e = by_id.entry(*id).or_insert((i, None));
+                if e.0 != i && e.1.is_none() {
+                    e.1 = Some(i);
+                }
             }
         }
         Roots {
@@ -111,14 +126,15 @@ impl Roots {
     }
 
     /// The deepest root that `p` is or lies in: the nearest of its ancestors.
+    #[cfg(test)]
     fn containing(&self, p: &Path) -> Option<&Path> {
         p.ancestors()
-            .find_map(|a| self.by_path.get(a))
+            .find_map(|a| self.by_path.get(a.as_os_str()))
             .map(|&i| self.roots[i].0.as_path())
     }
 
     fn same_dir(&self, id: (u64, u64)) -> Option<&Path> {
-        self.by_id.get(&id).map(|v| self.roots[v[0]].0.as_path())
+        self.by_id.get(&id).map(|&(i, _)| self.roots[i].0.as_path())
     }
 
     /// What a host path is, by lstat(2) (and readlink(2) for a link): once a run,
@@ -126,7 +142,7 @@ impl Roots {
     /// outside every jail root are looked at, and those are the host's.
     fn look(&self, p: &Path) -> Look {
         let mut seen = self.looked.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = seen.get(p) {
+        if let Some(l) = seen.get(p.as_os_str()) {
             return l.clone();
         }
         let l = match std::fs::symlink_metadata(p) {
@@ -134,7 +150,7 @@ impl Roots {
             Ok(m) if m.is_dir() => Look::Dir((m.dev(), m.ino())),
             _ => Look::Other,
         };
-        seen.insert(p.to_path_buf(), l.clone());
+        seen.insert(p.as_os_str().to_owned(), l.clone());
         l
     }
 
@@ -144,8 +160,7 @@ impl Roots {
     pub(crate) fn shared(&self) -> Option<(usize, usize)> {
         self.by_id
             .values()
-            .filter(|v| v.len() > 1)
-            .map(|v| (v[0], v[1]))
+            .filter_map(|&(first, next)| Some((first, next?)))
             .min()
     }
 
@@ -157,6 +172,7 @@ impl Roots {
         let mut rest: Vec<OsString> = comps(path);
         rest.reverse();
         let mut here = PathBuf::from("/");
+        let slash = self.by_path.get(here.as_os_str());
         let mut links = 0;
         while let Some(c) = rest.pop() {
             if c == ".." {
@@ -165,7 +181,15 @@ impl Roots {
             }
             let next = here.join(&c);
             let look = self.look(&next);
-            let root = self.containing(&next).map(Path::to_path_buf).or_else(|| {
+            // `here` and its ancestors below `/` were looked up already (the walk
+            // only goes down, up to one of them, or back to `/`) and none is a
+            // root: the deepest root holding `next` is `next` itself, or `/`.
+            let by_path = self
+                .by_path
+                .get(next.as_os_str())
+                .or(slash)
+                .map(|&i| self.roots[i].0.clone());
+            let root = by_path.or_else(|| {
                 let Look::Dir(id) = look else { return None };
                 self.same_dir(id).map(Path::to_path_buf)
             });

@@ -40,7 +40,7 @@ use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
 pub(crate) struct Linux {
     cache: Mutex<Option<Cache>>,
     /// Sources' bind identities (see [`Linux::bind_root`]), worked out once a run.
-    binds: Mutex<HashMap<PathBuf, Option<BindRoot>>>,
+    binds: Mutex<HashMap<OsString, Option<BindRoot>>>,
     /// A detached copy of each source, made once a run, that the bind mounts are
     /// cloned from (`None`: the kernel cannot clone a detached mount).
     templates: Mutex<HashMap<PathBuf, Option<OwnedFd>>>,
@@ -174,7 +174,7 @@ impl Linux {
     /// subdirectory, as `/` is in a container or after pivot_root.)
     fn bind_root(&self, source: &Path) -> Option<BindRoot> {
         let mut binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = binds.get(source) {
+        if let Some(known) = binds.get(source.as_os_str()) {
             return known.clone();
         }
         let found = (|| {
@@ -194,7 +194,7 @@ impl Linux {
             let info = holder.linux.as_ref()?;
             Some((info.dev, info.root.join(below)))
         })();
-        binds.insert(source.to_path_buf(), found.clone());
+        binds.insert(source.as_os_str().to_owned(), found.clone());
         found
     }
 
