@@ -177,12 +177,13 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(e: &Entered, name_at: usize, todo_at: usize, kept: bool) -> Frame {
+    fn new(entered: &Entered, name_at: usize, todo_at: usize, kept: bool) -> Frame {
+        let st = &entered.st;
         Frame {
-            ino: e.st.st_ino as u64,
-            mtime_s: e.st.st_mtime as i64,
-            mtime_ns: e.st.st_mtime_nsec as u32,
-            blocks: u32::try_from(e.st.st_blocks).unwrap_or(u32::MAX),
+            ino: st.st_ino as u64,
+            mtime_s: st.st_mtime as i64,
+            mtime_ns: st.st_mtime_nsec as u32,
+            blocks: u32::try_from(st.st_blocks).unwrap_or(u32::MAX),
             fd: None,
             kept,
             name_at,
@@ -194,7 +195,7 @@ impl Frame {
         let (secs, nsec) = (self.mtime_s, self.mtime_ns);
         DirStat {
             mtime: match u64::try_from(secs) {
-                Ok(s) => SystemTime::UNIX_EPOCH + std::time::Duration::new(s, nsec),
+                Ok(secs) => SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nsec),
                 Err(_) => SystemTime::UNIX_EPOCH,
             },
             blocks: u64::from(self.blocks),
@@ -204,7 +205,7 @@ impl Frame {
 
 /// A walk of one upper dir.
 pub(crate) struct Walker<'a, V: ?Sized> {
-    pub(crate) v: &'a V,
+    pub(crate) visitor: &'a V,
     dev: u64,
     /// Mount points below the upper dir, as paths below it.
     mounts: Vec<Vec<u8>>,
@@ -221,9 +222,9 @@ const PENDING_WHITEOUT: u8 = b'w';
 impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// A walk of the upper dir `top` (its device bounds the walk), skipping the
     /// mount points `mounts` (paths below it).
-    pub(crate) fn new(v: &'a V, top: &OwnedFd, mounts: Vec<Vec<u8>>) -> nix::Result<Self> {
+    pub(crate) fn new(visitor: &'a V, top: &OwnedFd, mounts: Vec<Vec<u8>>) -> nix::Result<Self> {
         Ok(Walker {
-            v,
+            visitor,
             dev: fstat(top)?.st_dev as u64,
             mounts,
             sorted: false,
@@ -262,7 +263,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
         at: &At,
         host: Option<&OwnedFd>,
     ) -> Result<Entered, Done> {
-        if self.v.keep_dir(at, name) {
+        if self.visitor.keep_dir(at, name) {
             return Err(Done::Kept);
         }
         let fd = match openat(parent, name, DIR_FLAGS, Mode::empty()) {
@@ -270,32 +271,32 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             // Swapped for a symlink (or a file) since it was listed: what is there
             // now is a file; never follow it.
             Err(Errno::ELOOP) | Err(Errno::ENOTDIR) | Err(Errno::EMLINK) => {
-                return match self.v.file(at, parent, name, host) {
+                return match self.visitor.file(at, parent, name, host) {
                     Done::Dir => {
                         let why = "changed type during the walk; left alone";
-                        self.v.problem(at.join(name), why.into());
+                        self.visitor.problem(at.join(name), why.into());
                         Err(Done::Kept)
                     }
                     done => Err(done),
                 };
             }
             Err(Errno::ENOENT) => return Err(Done::Gone),
-            Err(e) => {
-                let why = format!("cannot open: {}", e.desc());
-                self.v.problem(at.join(name), why);
+            Err(err) => {
+                let why = format!("cannot open: {}", err.desc());
+                self.visitor.problem(at.join(name), why);
                 return Err(Done::Kept);
             }
         };
         let st = match fstat(&fd) {
             Ok(st) => st,
-            Err(e) => {
-                self.v.problem(at.join(name), e.desc().into());
+            Err(err) => {
+                self.visitor.problem(at.join(name), err.desc().into());
                 return Err(Done::Kept);
             }
         };
         if st.st_dev as u64 != self.dev || self.mount_point(at, name) {
             let why = "another file system is mounted here; skipped";
-            self.v.problem(at.join(name), why.into());
+            self.visitor.problem(at.join(name), why.into());
             return Err(Done::Kept);
         }
         Ok(Entered { fd, st })
@@ -307,10 +308,11 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// is popped first. Returns "kept".
     fn list(&self, dir: &OwnedFd, at: &At, host: Option<&OwnedFd>, todo: &mut Vec<u8>) -> bool {
         let from = todo.len();
-        for name in self.v.whiteout_names(dir) {
-            match self.sorted {
-                true => push_pending(todo, PENDING_WHITEOUT, &name),
-                false => self.v.whiteout(at, &name),
+        for name in self.visitor.whiteout_names(dir) {
+            if self.sorted {
+                push_pending(todo, PENDING_WHITEOUT, &name);
+            } else {
+                self.visitor.whiteout(at, &name);
             }
         }
         let kept = self.list_entries(dir, at, host, todo);
@@ -328,10 +330,10 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
         todo: &mut Vec<u8>,
     ) -> bool {
         let mut entries = match Entries::new(dir) {
-            Ok(l) => l,
-            Err(e) => {
-                self.v
-                    .problem(at.rel(), format!("cannot read: {}", e.desc()));
+            Ok(entries) => entries,
+            Err(err) => {
+                self.visitor
+                    .problem(at.rel(), format!("cannot read: {}", err.desc()));
                 return true;
             }
         };
@@ -342,10 +344,10 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             }
             let (name, dir_type) = match entries.next() {
                 None => break,
-                Some(Ok(e)) => e,
-                Some(Err(e)) => {
-                    self.v
-                        .problem(at.rel(), format!("cannot read: {}", e.desc()));
+                Some(Ok(entry)) => entry,
+                Some(Err(err)) => {
+                    self.visitor
+                        .problem(at.rel(), format!("cannot read: {}", err.desc()));
                     return true;
                 }
             };
@@ -353,7 +355,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                 continue;
             }
             let dir_now = match dir_type {
-                Some(d) => d,
+                Some(listed) => listed,
                 None => {
                     fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
                 }
@@ -364,7 +366,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                     push_pending(todo, PENDING_FILE, name);
                     continue;
                 }
-                (false, false) => self.v.file(at, dir, name, host),
+                (false, false) => self.visitor.file(at, dir, name, host),
             };
             match done {
                 Done::Gone => {}
@@ -380,8 +382,8 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
     /// it. Returns "kept"; `top` itself is left to the caller.
     pub(crate) fn deep(&self, top: Entered, host: Option<Host>, mut path: Vec<u8>) -> bool {
         let mut todo = Vec::new();
-        let hfd = host.as_ref().and_then(|h| h.fd.as_ref());
-        let kept = self.list(&top.fd, &At(&path), hfd, &mut todo);
+        let host_fd = host.as_ref().and_then(|h| h.fd.as_ref());
+        let kept = self.list(&top.fd, &At(&path), host_fd, &mut todo);
         let mut first = Frame::new(&top, path.len(), 0, kept);
         first.fd = Some(top.fd);
         let mut frames = vec![first];
@@ -393,29 +395,32 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                 return true;
             }
             let depth = frames.len();
-            let Some(f) = frames.last_mut() else {
+            let Some(current) = frames.last_mut() else {
                 return true;
             };
-            let h = match hosts.len() == depth {
-                true => hosts.last_mut(),
-                false => None,
+            // The host directory beside the current one, if the host tree goes
+            // this deep.
+            let beside = if hosts.len() == depth {
+                hosts.last_mut()
+            } else {
+                None
             };
-            if let Some((kind, name)) = pop_name(&mut todo, f.todo_at) {
-                let Some(fd) = f.fd.as_ref() else {
-                    f.kept = true;
+            if let Some((kind, name)) = pop_name(&mut todo, current.todo_at) {
+                let Some(fd) = current.fd.as_ref() else {
+                    current.kept = true;
                     continue;
                 };
-                let hfd = h.as_ref().and_then(|h| h.fd.as_ref());
+                let host_fd = beside.as_ref().and_then(|h| h.fd.as_ref());
                 // In path order a file's turn comes here, after the listing.
                 match kind {
                     PENDING_WHITEOUT => {
-                        self.v.whiteout(&At(&path), &name);
+                        self.visitor.whiteout(&At(&path), &name);
                         continue;
                     }
-                    PENDING_FILE => match self.v.file(&At(&path), fd, &name, hfd) {
+                    PENDING_FILE => match self.visitor.file(&At(&path), fd, &name, host_fd) {
                         Done::Gone => continue,
                         Done::Kept => {
-                            f.kept = true;
+                            current.kept = true;
                             continue;
                         }
                         // A directory now (or the listing did not say): walk it.
@@ -423,21 +428,21 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                     },
                     _ => {}
                 }
-                let e = match self.enter(fd, &name, &At(&path), hfd) {
+                let child = match self.enter(fd, &name, &At(&path), host_fd) {
                     Err(Done::Kept) => {
-                        f.kept = true;
+                        current.kept = true;
                         continue;
                     }
                     Err(_) => continue,
-                    Ok(e) => e,
+                    Ok(child) => child,
                 };
-                let host = h.as_ref().and_then(|h| h.child(&name));
+                let host = beside.as_ref().and_then(|h| h.child(&name));
                 if depth > FD_KEEP {
-                    f.fd = None;
+                    current.fd = None;
                     // The host's comes back through the child's `..`: only when
                     // the child has one (else it is the only one held below).
-                    if let (Some(h), true) = (h, host.is_some()) {
-                        h.fd = None;
+                    if let Some(beside) = beside.filter(|_| host.is_some()) {
+                        beside.fd = None;
                     }
                 }
                 let name_at = path.len();
@@ -445,12 +450,12 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                     path.push(b'/');
                 }
                 path.extend_from_slice(name.to_bytes());
-                self.v.entered(&At(&path), &e.fd, &e.st);
+                self.visitor.entered(&At(&path), &child.fd, &child.st);
                 let todo_at = todo.len();
-                let hfd = host.as_ref().and_then(|h| h.fd.as_ref());
-                let kept = self.list(&e.fd, &At(&path), hfd, &mut todo);
-                let mut frame = Frame::new(&e, name_at, todo_at, kept);
-                frame.fd = Some(e.fd);
+                let host_fd = host.as_ref().and_then(|h| h.fd.as_ref());
+                let kept = self.list(&child.fd, &At(&path), host_fd, &mut todo);
+                let mut frame = Frame::new(&child, name_at, todo_at, kept);
+                frame.fd = Some(child.fd);
                 frames.push(frame);
                 hosts.extend(host);
                 continue;
@@ -459,9 +464,10 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             let Some(done) = frames.pop() else {
                 return true;
             };
-            let done_host = match hosts.len() > frames.len() {
-                true => hosts.pop(),
-                false => None,
+            let done_host = if hosts.len() > frames.len() {
+                hosts.pop()
+            } else {
+                None
             };
             let Some(parent) = frames.last_mut() else {
                 return done.kept;
@@ -472,34 +478,34 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             if parent.fd.is_none() {
                 parent.fd = self.back_up(done.fd.as_ref(), parent.ino, &path);
             }
-            if let Some(h) = hosts.last_mut().filter(|_| done_host.is_some()) {
-                if h.fd.is_none() {
-                    h.fd = back_up_host(done_host.as_ref(), h);
-                    if h.fd.is_none() {
+            if let Some(host_parent) = hosts.last_mut().filter(|_| done_host.is_some()) {
+                if host_parent.fd.is_none() {
+                    host_parent.fd = back_up_host(done_host.as_ref(), host_parent);
+                    if host_parent.fd.is_none() {
                         let why =
                             "the host tree changed during the walk; entries below are told as new";
-                        self.v.problem(At(&path).rel(), why.into());
+                        self.visitor.problem(At(&path).rel(), why.into());
                     }
                 }
             }
             let (st, done_kept) = (done.dir_stat(), done.kept);
             drop(done.fd);
             let kept = match &parent.fd {
-                Some(pfd) => self.v.leave(&At(&path), pfd, &name, &st, done_kept),
+                Some(pfd) => self.visitor.leave(&At(&path), pfd, &name, &st, done_kept),
                 None => {
                     // The way back is gone: this frame and every one without a
                     // descriptor stay, up to the nearest that still has one.
-                    while let Some(f) = frames.last().filter(|f| f.fd.is_none()) {
-                        todo.truncate(f.todo_at);
-                        path.truncate(f.name_at);
+                    while let Some(stuck) = frames.last().filter(|f| f.fd.is_none()) {
+                        todo.truncate(stuck.todo_at);
+                        path.truncate(stuck.name_at);
                         frames.pop();
                     }
                     hosts.truncate(frames.len());
                     true
                 }
             };
-            if let Some(p) = frames.last_mut() {
-                p.kept |= kept;
+            if let Some(above) = frames.last_mut() {
+                above.kept |= kept;
             }
         }
     }
@@ -513,7 +519,7 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             Ok(st) if st.st_dev as u64 == self.dev && st.st_ino as u64 == ino => Some(fd),
             _ => {
                 let why = "moved during the walk; left alone";
-                self.v.problem(At(path).rel(), why.into());
+                self.visitor.problem(At(path).rel(), why.into());
                 None
             }
         }
@@ -548,24 +554,24 @@ impl<V: Visit + Sync + ?Sized> Walker<'_, V> {
         depth: usize,
         par_depth: usize,
     ) -> bool {
-        let e = match self.enter(parent, name, &At(path), None) {
+        let child = match self.enter(parent, name, &At(path), None) {
             Err(Done::Kept) => return true,
             Err(_) => return false,
-            Ok(e) => e,
+            Ok(child) => child,
         };
         let mut sub = path.to_vec();
         if !sub.is_empty() {
             sub.push(b'/');
         }
         sub.extend_from_slice(name.to_bytes());
-        self.v.entered(&At(&sub), &e.fd, &e.st);
-        let st = Frame::new(&e, 0, 0, false).dir_stat();
+        self.visitor.entered(&At(&sub), &child.fd, &child.st);
+        let st = Frame::new(&child, 0, 0, false).dir_stat();
         let kept = if depth < par_depth {
-            self.par(&e.fd, &sub, depth, par_depth)
+            self.par(&child.fd, &sub, depth, par_depth)
         } else {
-            self.deep(e, None, sub)
+            self.deep(child, None, sub)
         };
-        self.v.leave(&At(path), parent, name, &st, kept)
+        self.visitor.leave(&At(path), parent, name, &st, kept)
     }
 }
 
@@ -598,10 +604,10 @@ fn pop_name(todo: &mut Vec<u8>, floor: usize) -> Option<(u8, CString)> {
 fn sort_pending(todo: &mut Vec<u8>, from: usize) {
     let mut recs: Vec<(usize, usize)> = Vec::new();
     let mut start = from;
-    for (i, &b) in todo.iter().enumerate().skip(from) {
-        if b == 0 {
-            recs.push((start, i));
-            start = i + 1;
+    for (index, &byte) in todo.iter().enumerate().skip(from) {
+        if byte == 0 {
+            recs.push((start, index));
+            start = index + 1;
         }
     }
     if recs.len() < 2 {
@@ -610,8 +616,8 @@ fn sort_pending(todo: &mut Vec<u8>, from: usize) {
     let name = |r: &(usize, usize)| &todo[r.0 + 1..r.1];
     recs.sort_unstable_by(|a, b| name(b).cmp(name(a)));
     let mut sorted = Vec::with_capacity(todo.len() - from);
-    for &(s, e) in &recs {
-        sorted.extend_from_slice(&todo[s..=e]);
+    for &(start, nul) in &recs {
+        sorted.extend_from_slice(&todo[start..=nul]);
     }
     drop(recs);
     todo.truncate(from);
@@ -626,12 +632,18 @@ fn back_up_host(child: Option<&Host>, parent: &Host) -> Option<OwnedFd> {
     (st.st_dev as u64 == parent.dev && st.st_ino as u64 == parent.ino).then_some(fd)
 }
 
+// The walk lists a directory through the platform's best reader of entries.
+#[cfg(target_os = "linux")]
+use Getdents as Entries;
+#[cfg(not(target_os = "linux"))]
+use Readdir as Entries;
+
 /// The entries of a directory, from its first, each with whether it is a
-/// directory (`None`: the file system does not say). On Linux read straight with
+/// directory (`None`: the file system does not say), read straight with
 /// getdents64(2) from the walk's own descriptor into one buffer: a listing costs
 /// a seek and the reads, not a duplicate descriptor, a DIR and its checks.
 #[cfg(target_os = "linux")]
-struct Entries<'a> {
+struct Getdents<'a> {
     fd: &'a OwnedFd,
     buf: Vec<u8>,
     pos: usize,
@@ -639,11 +651,11 @@ struct Entries<'a> {
 }
 
 #[cfg(target_os = "linux")]
-impl<'a> Entries<'a> {
+impl<'a> Getdents<'a> {
     fn new(fd: &'a OwnedFd) -> nix::Result<Self> {
         // The offset is the descriptor's: an earlier listing left it at the end.
         nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekSet)?;
-        Ok(Entries {
+        Ok(Getdents {
             fd,
             buf: vec![0; 16 * 1024],
             pos: 0,
@@ -655,7 +667,7 @@ impl<'a> Entries<'a> {
         use std::os::fd::AsRawFd;
         if self.pos >= self.end {
             // SAFETY: the kernel writes at most buf.len() bytes into buf.
-            let n = unsafe {
+            let read = unsafe {
                 libc::syscall(
                     libc::SYS_getdents64,
                     self.fd.as_raw_fd(),
@@ -663,13 +675,13 @@ impl<'a> Entries<'a> {
                     self.buf.len(),
                 )
             };
-            if n < 0 {
+            if read < 0 {
                 return Some(Err(Errno::last()));
             }
-            if n == 0 {
+            if read == 0 {
                 return None;
             }
-            (self.pos, self.end) = (0, n as usize);
+            (self.pos, self.end) = (0, read as usize);
         }
         // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1),
         // then the NUL-terminated name.
@@ -697,18 +709,19 @@ impl<'a> Entries<'a> {
     }
 }
 
-/// Elsewhere through readdir(3), on a duplicate descriptor.
+/// The entries of a directory as `Getdents` gives them on Linux, elsewhere
+/// through readdir(3) on a duplicate descriptor.
 #[cfg(not(target_os = "linux"))]
-struct Entries<'a> {
+struct Readdir<'a> {
     iter: nix::dir::OwningIter,
     cur: Option<nix::dir::Entry>,
     _fd: std::marker::PhantomData<&'a OwnedFd>,
 }
 
 #[cfg(not(target_os = "linux"))]
-impl<'a> Entries<'a> {
+impl<'a> Readdir<'a> {
     fn new(fd: &'a OwnedFd) -> nix::Result<Self> {
-        Ok(Entries {
+        Ok(Readdir {
             iter: listing(fd)?.into_iter(),
             cur: None,
             _fd: std::marker::PhantomData,
@@ -717,11 +730,11 @@ impl<'a> Entries<'a> {
 
     fn next(&mut self) -> Option<nix::Result<(&CStr, Option<bool>)>> {
         match self.iter.next()? {
-            Err(e) => Some(Err(e)),
-            Ok(e) => {
-                let e = self.cur.insert(e);
-                let kind = e.file_type().map(|t| t == nix::dir::Type::Directory);
-                Some(Ok((e.file_name(), kind)))
+            Err(err) => Some(Err(err)),
+            Ok(entry) => {
+                let entry = self.cur.insert(entry);
+                let kind = entry.file_type().map(|t| t == nix::dir::Type::Directory);
+                Some(Ok((entry.file_name(), kind)))
             }
         }
     }
@@ -766,19 +779,19 @@ mod tests {
     fn pending_names_sort_by_name_within_their_frame() {
         let mut todo = b"dzz\0".to_vec();
         let floor = todo.len();
-        for (k, n) in [
+        for (kind, name) in [
             (b'f', "m"),
             (b'd', "a"),
             (b'w', "a-b"),
             (b'f', "\x01"),
             (b'd', "b"),
         ] {
-            push_pending(&mut todo, k, &CString::new(n).unwrap());
+            push_pending(&mut todo, kind, &CString::new(name).unwrap());
         }
         sort_pending(&mut todo, floor);
         let mut got = Vec::new();
-        while let Some((k, n)) = pop(&mut todo, floor) {
-            got.push((k, String::from_utf8(n).unwrap()));
+        while let Some((kind, name)) = pop(&mut todo, floor) {
+            got.push((kind, String::from_utf8(name).unwrap()));
         }
         let want = [
             (b'f', "\x01"),
