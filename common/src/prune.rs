@@ -144,27 +144,27 @@ pub(crate) fn prune(
     tally: &Tally,
     sink: &Sink,
 ) -> nix::Result<()> {
-    let p = Pruner {
+    let pruner = Pruner {
         rules,
         sink,
         tally,
         upper,
     };
-    let w = Walker::new(&p, dir, below(upper, mounts))?;
-    let kept = w.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
+    let walker = Walker::new(&pruner, dir, below(upper, mounts))?;
+    let kept = walker.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
     if !kept && !signals::interrupted() {
         // Only a removal that was made is completed and checked.
         if !kept && !signals::interrupted() && sink.performs() {
             whiteouts::remove(dir, upper, tally);
-            p.left_over(dir);
+            pruner.left_over(dir);
         }
     }
     Ok(())
 }
 
 impl Pruner<'_> {
-    fn too_new(&self, t: SystemTime) -> bool {
-        self.rules.older_than.is_some_and(|cut| t > cut)
+    fn too_new(&self, mtime: SystemTime) -> bool {
+        self.rules.older_than.is_some_and(|cut| mtime > cut)
     }
 
     fn kept_by_glob(&self, rel: &Path) -> bool {
@@ -198,8 +198,8 @@ impl Visit for Pruner<'_> {
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Done::Gone,
-            Err(e) => {
-                self.problem(at.join(name), e.desc().into());
+            Err(err) => {
+                self.problem(at.join(name), err.desc().into());
                 return Done::Kept;
             }
         };
@@ -219,8 +219,8 @@ impl Visit for Pruner<'_> {
             {
                 return Done::Dir;
             }
-            Err(e) => {
-                self.problem(at.join(name), e.desc().into());
+            Err(err) => {
+                self.problem(at.join(name), err.desc().into());
                 return Done::Kept;
             }
         }
@@ -245,8 +245,8 @@ impl Visit for Pruner<'_> {
             Err(Errno::ENOTDIR) => {
                 return !matches!(self.file(at, parent, name, None), Done::Gone);
             }
-            Err(e) => {
-                let why = format!("cannot remove: {}", e.desc());
+            Err(err) => {
+                let why = format!("cannot remove: {}", err.desc());
                 self.problem(at.join(name), why);
                 return true;
             }
@@ -279,7 +279,7 @@ pub(crate) mod whiteouts {
         fn getdirentries(
             fd: libc::c_int,
             buf: *mut libc::c_char,
-            n: libc::size_t,
+            nbytes: libc::size_t,
             base: *mut libc::off_t,
         ) -> libc::ssize_t;
         fn undelete(path: *const libc::c_char) -> libc::c_int;
@@ -298,7 +298,7 @@ pub(crate) mod whiteouts {
         loop {
             let mut base: libc::off_t = 0;
             // SAFETY: the kernel writes at most buf.len() bytes into buf.
-            let n = unsafe {
+            let read = unsafe {
                 getdirentries(
                     fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
@@ -306,14 +306,14 @@ pub(crate) mod whiteouts {
                     &mut base,
                 )
             };
-            if n < 0 {
+            if read < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if n == 0 {
+            if read == 0 {
                 return Ok(names);
             }
             let mut off = 0usize;
-            let end = n as usize;
+            let end = read as usize;
             while off + 24 <= end {
                 let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
                 let namlen = u16::from_ne_bytes([buf[off + 20], buf[off + 21]]) as usize;
@@ -336,10 +336,10 @@ pub(crate) mod whiteouts {
     /// thread runs a walk at this point.
     pub(crate) fn remove(dir: &OwnedFd, upper: &Path, tally: &Tally) {
         let names = match list(dir) {
-            Ok(n) if n.is_empty() => return,
-            Ok(n) => n,
-            Err(e) => {
-                tally.skip(upper.to_path_buf(), format!("cannot list whiteouts: {e}"));
+            Ok(names) if names.is_empty() => return,
+            Ok(names) => names,
+            Err(err) => {
+                tally.skip(upper.to_path_buf(), format!("cannot list whiteouts: {err}"));
                 return;
             }
         };
@@ -351,18 +351,18 @@ pub(crate) mod whiteouts {
             );
             return;
         };
-        if let Err(e) = nix::unistd::fchdir(dir) {
-            tally.skip(upper.to_path_buf(), format!("cannot enter: {}", e.desc()));
+        if let Err(err) = nix::unistd::fchdir(dir) {
+            tally.skip(upper.to_path_buf(), format!("cannot enter: {}", err.desc()));
             return;
         }
         for name in &names {
             // SAFETY: name is a NUL-terminated C string.
             if unsafe { undelete(name.as_ptr()) } != 0 {
-                let e = std::io::Error::last_os_error();
+                let err = std::io::Error::last_os_error();
                 let name: &CStr = name;
                 tally.skip(
                     upper.join(OsStr::from_bytes(name.to_bytes())),
-                    format!("cannot remove whiteout: {e}"),
+                    format!("cannot remove whiteout: {err}"),
                 );
             }
         }
@@ -386,16 +386,16 @@ mod tests {
     /// listing before it left the shared offset at the end.
     #[test]
     fn left_over_sees_entries_after_a_listing() {
-        let t = tempfile::tempdir().unwrap();
-        for f in ["a", "b"] {
-            std::fs::write(t.path().join(f), "").unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(upper.path().join(name), "").unwrap();
         }
-        let dir: OwnedFd = std::fs::File::open(t.path()).unwrap().into();
+        let dir: OwnedFd = std::fs::File::open(upper.path()).unwrap().into();
         // Read the directory raw, as the whiteout scan's getdirentries(2) does on
         // FreeBSD: the shared offset is left at the end.
         let mut buf = [0u8; 4096];
         // SAFETY: the kernel writes at most buf.len() bytes into buf.
-        let n = unsafe {
+        let read = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
                 std::os::fd::AsRawFd::as_raw_fd(&dir),
@@ -403,7 +403,7 @@ mod tests {
                 buf.len(),
             )
         };
-        assert!(n > 0);
+        assert!(read > 0);
         let rules = Rules {
             keep: None,
             older_than: None,
@@ -415,13 +415,13 @@ mod tests {
             level: crate::report::Verbosity::Normal,
         };
         let sink = crate::action::Sink::new(&linux, msg, true);
-        let p = Pruner {
+        let pruner = Pruner {
             rules: &rules,
             sink: &sink,
             tally: &tally,
-            upper: t.path(),
+            upper: upper.path(),
         };
-        p.left_over(&dir);
+        pruner.left_over(&dir);
         let left = tally.skipped.into_inner().unwrap();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|(_, why)| why.contains("appeared")));

@@ -29,22 +29,22 @@ pub(crate) enum Missing {
 /// named by [`Beneath::Missing`].
 pub(crate) fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut dir = open(root, flags, Mode::empty()).map_err(|e| match e {
+    let mut dir = open(root, flags, Mode::empty()).map_err(|err| match err {
         Errno::ENOENT | Errno::ENOTDIR => fail(
             ExitCode::NoInput,
             format!("jail root {} does not exist", root.display()),
         ),
-        e => fail(
+        err => fail(
             ExitCode::NoInput,
-            format!("jail root {}: {}", root.display(), e.desc()),
+            format!("jail root {}: {}", root.display(), err.desc()),
         ),
     })?;
     if let Some(fd) = open_in_one(&dir, rel, flags) {
         return Ok(Beneath::Dir(fd));
     }
     let mut here = root.to_path_buf();
-    for c in rel.components() {
-        let Component::Normal(name) = c else {
+    for component in rel.components() {
+        let Component::Normal(name) = component else {
             return Err(fail(
                 ExitCode::Config,
                 format!("{}: not a plain relative path", rel.display()),
@@ -64,17 +64,17 @@ pub(crate) fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<
                 Err(Errno::ENOENT) if !made => {
                     match mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => made = true,
-                        Err(e) => {
+                        Err(err) => {
                             return Err(fail(
                                 ExitCode::CantCreate,
-                                format!("cannot create {}: {}", here.display(), e.desc()),
+                                format!("cannot create {}: {}", here.display(), err.desc()),
                             ));
                         }
                     }
                 }
                 // O_NOFOLLOW on a link: ELOOP on Linux, EMLINK on FreeBSD; ENOTDIR
                 // for other non-directories. Look before saying which.
-                Err(e) => return Err(refusal(&dir, name, &here, e)),
+                Err(err) => return Err(refusal(&dir, name, &here, err)),
             }
         }
     }
@@ -131,7 +131,7 @@ impl Place {
     /// The path below the jail root (empty for a host place).
     pub(crate) fn rel(&self) -> &Path {
         match &self.root {
-            Some(r) => self.path.strip_prefix(r).unwrap_or(Path::new("")),
+            Some(root) => self.path.strip_prefix(root).unwrap_or(Path::new("")),
             None => Path::new(""),
         }
     }
@@ -180,9 +180,9 @@ impl Place {
     pub(crate) fn open_dir(&self) -> Result<OwnedFd> {
         match self.open(Missing::Report)? {
             Beneath::Dir(fd) => Ok(fd),
-            Beneath::Missing(p) => Err(fail(
+            Beneath::Missing(missing) => Err(fail(
                 ExitCode::NoInput,
-                format!("{} does not exist", p.display()),
+                format!("{} does not exist", missing.display()),
             )),
         }
     }
@@ -191,10 +191,10 @@ impl Place {
 /// A host directory: links in it are the administrator's and are followed.
 fn open_host(path: &Path, missing: Missing) -> Result<Beneath> {
     if missing == Missing::Create {
-        std::fs::create_dir_all(path).map_err(|e| {
+        std::fs::create_dir_all(path).map_err(|err| {
             fail(
                 ExitCode::CantCreate,
-                format!("cannot create {}: {e}", path.display()),
+                format!("cannot create {}: {err}", path.display()),
             )
         })?;
     }
@@ -202,9 +202,9 @@ fn open_host(path: &Path, missing: Missing) -> Result<Beneath> {
     match open(path, flags, Mode::empty()) {
         Ok(fd) => Ok(Beneath::Dir(fd)),
         Err(Errno::ENOENT) => Ok(Beneath::Missing(path.to_path_buf())),
-        Err(e) => Err(fail(
+        Err(err) => Err(fail(
             ExitCode::CantCreate,
-            format!("{}: {}", path.display(), e.desc()),
+            format!("{}: {}", path.display(), err.desc()),
         )),
     }
 }
@@ -218,7 +218,9 @@ pub(crate) enum Beneath {
     Missing(PathBuf),
 }
 
-fn refusal(dir: &OwnedFd, name: &std::ffi::OsStr, here: &Path, e: Errno) -> anyhow::Error {
+/// Why the component `name` of `dir` (at `here`) could not be opened, which failed
+/// with `err`: a symbolic link, something not a directory, or `err` itself.
+fn refusal(dir: &OwnedFd, name: &std::ffi::OsStr, here: &Path, err: Errno) -> anyhow::Error {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => fail(
             ExitCode::NoPerm,
@@ -233,7 +235,7 @@ fn refusal(dir: &OwnedFd, name: &std::ffi::OsStr, here: &Path, e: Errno) -> anyh
         ),
         Err(_) => fail(
             ExitCode::CantCreate,
-            format!("{}: {}", here.display(), e.desc()),
+            format!("{}: {}", here.display(), err.desc()),
         ),
     }
 }
@@ -246,14 +248,14 @@ mod tests {
 
     #[test]
     fn creates_and_refuses_links() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path();
-        let Beneath::Missing(m) =
+        let jail = tempfile::tempdir().unwrap();
+        let root = jail.path();
+        let Beneath::Missing(missing) =
             open_beneath(root, Path::new("usr/ports"), Missing::Report).unwrap()
         else {
             panic!("should be missing")
         };
-        assert_eq!(m, root.join("usr"));
+        assert_eq!(missing, root.join("usr"));
         assert!(matches!(
             open_beneath(root, Path::new("usr/ports"), Missing::Create).unwrap(),
             Beneath::Dir(..)
@@ -263,18 +265,18 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         symlink(outside.path(), root.join("usr/local")).unwrap();
         for create in [Missing::Report, Missing::Create] {
-            let e = open_beneath(root, Path::new("usr/local/x"), create).unwrap_err();
-            assert_eq!(code_of(&e), ExitCode::NoPerm, "{e:#}");
-            assert!(format!("{e:#}").contains("usr/local is a symbolic link"));
+            let err = open_beneath(root, Path::new("usr/local/x"), create).unwrap_err();
+            assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
+            assert!(format!("{err:#}").contains("usr/local is a symbolic link"));
         }
         assert!(!outside.path().join("x").exists());
         symlink("/nonexistent", root.join("usr/dangling")).unwrap();
-        let e = open_beneath(root, Path::new("usr/dangling"), Missing::Create).unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::NoPerm);
+        let err = open_beneath(root, Path::new("usr/dangling"), Missing::Create).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm);
         std::fs::write(root.join("usr/file"), "").unwrap();
-        let e = open_beneath(root, Path::new("usr/file/x"), Missing::Create).unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::CantCreate);
-        let e = open_beneath(&root.join("nope"), Path::new("x"), Missing::Create).unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::NoInput);
+        let err = open_beneath(root, Path::new("usr/file/x"), Missing::Create).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::CantCreate);
+        let err = open_beneath(&root.join("nope"), Path::new("x"), Missing::Create).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoInput);
     }
 }
