@@ -83,10 +83,10 @@ pub(crate) type Index = HashMap<OsString, Vec<usize>>;
 /// Index a table by mount point.
 pub(crate) fn index(lines: &[Mount]) -> Index {
     let mut at: Index = HashMap::with_capacity(lines.len());
-    for (i, m) in lines.iter().enumerate() {
-        at.entry(m.target.clone().into_os_string())
+    for (line, mount) in lines.iter().enumerate() {
+        at.entry(mount.target.clone().into_os_string())
             .or_default()
-            .push(i);
+            .push(line);
     }
     at
 }
@@ -130,23 +130,25 @@ impl MountsAt for Table {
         if self.hidden.iter().any(|h| at_or_below(target, h)) {
             return Vec::new();
         }
-        let t = target.as_os_str();
-        let system = self.index.get(t).into_iter().flatten();
+        let key = target.as_os_str();
+        let system = self.index.get(key).into_iter().flatten();
         system
-            .map(|&i| &self.lines[i])
-            .chain(self.extra.iter().filter(|m| m.target.as_os_str() == t))
+            .map(|&line| &self.lines[line])
+            .chain(self.extra.iter().filter(|m| m.target.as_os_str() == key))
             .collect()
     }
 }
 
-/// `p` is `dir` or lies below it, for normal paths (no `.`, `..`, `//` or trailing
-/// slash): [`Path::starts_with`] on their bytes, without parsing components.
-pub(crate) fn at_or_below(p: &Path, dir: &Path) -> bool {
-    let (p, d) = (
-        p.as_os_str().as_encoded_bytes(),
+/// `path` is `dir` or lies below it, for normal paths (no `.`, `..`, `//` or
+/// trailing slash): [`Path::starts_with`] on their bytes, without parsing
+/// components.
+pub(crate) fn at_or_below(path: &Path, dir: &Path) -> bool {
+    let (path, dir) = (
+        path.as_os_str().as_encoded_bytes(),
         dir.as_os_str().as_encoded_bytes(),
     );
-    p.starts_with(d) && (p.len() == d.len() || d.ends_with(b"/") || p[d.len()] == b'/')
+    path.starts_with(dir)
+        && (path.len() == dir.len() || dir.ends_with(b"/") || path[dir.len()] == b'/')
 }
 
 #[cfg(test)]
@@ -155,7 +157,7 @@ mod tests {
 
     #[test]
     fn below_by_bytes_as_by_components() {
-        for (p, d) in [
+        for (path, dir) in [
             ("/a/b", "/a"),
             ("/a/b", "/a/b"),
             ("/a/bc", "/a/b"),
@@ -165,8 +167,12 @@ mod tests {
             ("/ab", "/a"),
             ("/a-b/c", "/a"),
         ] {
-            let (p, d) = (Path::new(p), Path::new(d));
-            assert_eq!(at_or_below(p, d), p.starts_with(d), "{p:?} {d:?}");
+            let (path, dir) = (Path::new(path), Path::new(dir));
+            assert_eq!(
+                at_or_below(path, dir),
+                path.starts_with(dir),
+                "{path:?} {dir:?}"
+            );
         }
     }
 }

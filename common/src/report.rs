@@ -204,11 +204,11 @@ pub(crate) fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
 /// One sh command line with files opened for reading on descriptors: `CMD... 3<PATH`.
 pub(crate) fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
     let mut line = Vec::with_capacity(256);
-    for (i, a) in argv.iter().enumerate() {
-        if i > 0 {
+    for (index, word) in argv.iter().enumerate() {
+        if index > 0 {
             line.push(b' ');
         }
-        quote_into(&mut line, a.as_ref());
+        quote_into(&mut line, word.as_ref());
     }
     for (fd, path) in inputs {
         line.extend_from_slice(format!(" {fd}<").as_bytes());
@@ -220,40 +220,40 @@ pub(crate) fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &
 
 /// The bytes a word may hold and still go to sh(1) unquoted.
 const SH_SAFE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        t[c] = b.is_ascii_alphanumeric()
+    let mut safe = [false; 256];
+    let mut index = 0;
+    while index < 256 {
+        let byte = index as u8;
+        safe[index] = byte.is_ascii_alphanumeric()
             || matches!(
-                b,
+                byte,
                 b'_' | b'@' | b'%' | b'+' | b'=' | b':' | b',' | b'.' | b'/' | b'-'
             );
-        c += 1;
+        index += 1;
     }
-    t
+    safe
 };
 
 /// Quote a word for sh(1): as is when plainly safe, else in single quotes.
-pub(crate) fn sh_quote(w: &OsStr) -> Vec<u8> {
-    let mut q = Vec::with_capacity(w.len() + 2);
-    quote_into(&mut q, w);
-    q
+pub(crate) fn sh_quote(word: &OsStr) -> Vec<u8> {
+    let mut quoted = Vec::with_capacity(word.len() + 2);
+    quote_into(&mut quoted, word);
+    quoted
 }
 
 /// [`sh_quote`], appended to `line`.
-fn quote_into(line: &mut Vec<u8>, w: &OsStr) {
-    let b = w.as_bytes();
-    if !b.is_empty() && b.iter().all(|&c| SH_SAFE[usize::from(c)]) {
-        line.extend_from_slice(b);
+fn quote_into(line: &mut Vec<u8>, word: &OsStr) {
+    let bytes = word.as_bytes();
+    if !bytes.is_empty() && bytes.iter().all(|&byte| SH_SAFE[usize::from(byte)]) {
+        line.extend_from_slice(bytes);
         return;
     }
     line.push(b'\'');
-    for &c in b {
-        if c == b'\'' {
+    for &byte in bytes {
+        if byte == b'\'' {
             line.extend_from_slice(b"'\\''");
         } else {
-            line.push(c);
+            line.push(byte);
         }
     }
     line.push(b'\'');

@@ -14,8 +14,8 @@ use crate::target::Place;
 
 /// Paths that exist are made canonical (the mount table shows real paths); the jail
 /// root and sources are host-controlled, so following their links is the admin's intent.
-pub(crate) fn real(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+pub(crate) fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Every jail root of the file, canonical, with its device and inode: an upper dir
@@ -80,9 +80,11 @@ impl Roots {
                     is_dir.then(|| (real_dir.join(name), Some(id)))
                 });
                 plain.unwrap_or_else(|| {
-                    let r = real(root);
-                    let id = std::fs::metadata(&r).ok().map(|m| (m.dev(), m.ino()));
-                    (r, id)
+                    let real_root = real(root);
+                    let id = std::fs::metadata(&real_root)
+                        .ok()
+                        .map(|m| (m.dev(), m.ino()));
+                    (real_root, id)
                 })
             })
             .collect();
@@ -98,7 +100,7 @@ impl Roots {
     /// A jail's root (as the file writes it) made canonical.
     pub(crate) fn real(&self, written: &Path) -> PathBuf {
         match self.written.get(written.as_os_str()) {
-            Some(&i) => self.roots[i].0.clone(),
+            Some(&index) => self.roots[index].0.clone(),
             None => real(written),
         }
     }
@@ -107,12 +109,14 @@ impl Roots {
         let mut by_path = HashMap::with_capacity(roots.len());
         let mut by_id: HashMap<(u64, u64), (usize, Option<usize>)> =
             HashMap::with_capacity(roots.len());
-        for (i, (r, id)) in roots.iter().enumerate() {
-            by_path.entry(r.clone().into_os_string()).or_insert(i);
+        for (index, (root, id)) in roots.iter().enumerate() {
+            by_path
+                .entry(root.clone().into_os_string())
+                .or_insert(index);
             if let Some(id) = id {
-                let e = by_id.entry(*id).or_insert((i, None));
-                if e.0 != i && e.1.is_none() {
-                    e.1 = Some(i);
+                let (first, next) = by_id.entry(*id).or_insert((index, None));
+                if *first != index && next.is_none() {
+                    *next = Some(index);
                 }
             }
         }
@@ -125,10 +129,10 @@ impl Roots {
         }
     }
 
-    /// The deepest root that `p` is or lies in: the nearest of its ancestors.
+    /// The deepest root that `path` is or lies in: the nearest of its ancestors.
     #[cfg(test)]
-    fn containing(&self, p: &Path) -> Option<&Path> {
-        p.ancestors()
+    fn containing(&self, path: &Path) -> Option<&Path> {
+        path.ancestors()
             .find_map(|a| self.by_path.get(a.as_os_str()))
             .map(|&i| self.roots[i].0.as_path())
     }
@@ -140,18 +144,20 @@ impl Roots {
     /// What a host path is, by lstat(2) (and readlink(2) for a link): once a run,
     /// as the uppers of many jails share their first components. Only paths
     /// outside every jail root are looked at, and those are the host's.
-    fn look(&self, p: &Path) -> Look {
+    fn look(&self, path: &Path) -> Look {
         let mut seen = self.looked.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = seen.get(p.as_os_str()) {
-            return l.clone();
+        if let Some(look) = seen.get(path.as_os_str()) {
+            return look.clone();
         }
-        let l = match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_symlink() => std::fs::read_link(p).map_or(Look::Other, Look::Link),
-            Ok(m) if m.is_dir() => Look::Dir((m.dev(), m.ino())),
+        let look = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_symlink() => {
+                std::fs::read_link(path).map_or(Look::Other, Look::Link)
+            }
+            Ok(meta) if meta.is_dir() => Look::Dir((meta.dev(), meta.ino())),
             _ => Look::Other,
         };
-        seen.insert(p.as_os_str().to_owned(), l.clone());
-        l
+        seen.insert(path.as_os_str().to_owned(), look.clone());
+        look
     }
 
     /// Two jails whose roots are the same directory (however written: through a
@@ -169,17 +175,17 @@ impl Roots {
     /// (by path, or as the same directory reached another way): from there on the
     /// jail owns every component, so the rest is kept as a path beneath that root.
     pub(crate) fn locate(&self, path: &Path) -> Place {
-        let mut rest: Vec<OsString> = comps(path);
+        let mut rest: Vec<OsString> = components(path);
         rest.reverse();
         let mut here = PathBuf::from("/");
         let slash = self.by_path.get(here.as_os_str());
         let mut links = 0;
-        while let Some(c) = rest.pop() {
-            if c == ".." {
+        while let Some(component) = rest.pop() {
+            if component == ".." {
                 here.pop();
                 continue;
             }
-            let next = here.join(&c);
+            let next = here.join(&component);
             let look = self.look(&next);
             // `here` and its ancestors below `/` were looked up already (the walk
             // only goes down, up to one of them, or back to `/`) and none is a
@@ -207,9 +213,9 @@ impl Roots {
                     if target.is_absolute() {
                         here = PathBuf::from("/");
                     }
-                    let mut t = comps(&target);
-                    t.reverse();
-                    rest.extend(t);
+                    let mut link_rest = components(&target);
+                    link_rest.reverse();
+                    rest.extend(link_rest);
                 }
                 _ => here = next,
             }
@@ -218,8 +224,9 @@ impl Roots {
     }
 }
 
-fn comps(p: &Path) -> Vec<OsString> {
-    p.components()
+/// The names and `..`s of `path`, in order (a root or `.` says nothing).
+fn components(path: &Path) -> Vec<OsString> {
+    path.components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
             Component::ParentDir => Some("..".into()),
@@ -235,11 +242,17 @@ mod tests {
     /// The first jail in file order that shares its root, with the next one.
     #[test]
     fn shared_roots_named_in_file_order() {
-        let r = |id: u64| (PathBuf::from(format!("/j/{id}")), Some((1, id)));
-        let roots = Roots::new(vec![r(1), r(2), r(2), r(1), (PathBuf::from("/x"), None)]);
+        let root = |id: u64| (PathBuf::from(format!("/j/{id}")), Some((1, id)));
+        let roots = Roots::new(vec![
+            root(1),
+            root(2),
+            root(2),
+            root(1),
+            (PathBuf::from("/x"), None),
+        ]);
         assert_eq!(roots.shared(), Some((0, 3)));
-        assert_eq!(Roots::new(vec![r(1), r(2), r(3)]).shared(), None);
-        let deep = Roots::new(vec![r(1), (PathBuf::from("/j/1/sub"), Some((1, 9)))]);
+        assert_eq!(Roots::new(vec![root(1), root(2), root(3)]).shared(), None);
+        let deep = Roots::new(vec![root(1), (PathBuf::from("/j/1/sub"), Some((1, 9)))]);
         assert_eq!(
             deep.containing(Path::new("/j/1/sub/x")),
             Some(Path::new("/j/1/sub"))
@@ -253,25 +266,25 @@ mod tests {
 
     #[test]
     fn uppers_in_a_jail_root_are_beneath_it() {
-        let t = tempfile::tempdir().unwrap();
-        let t = t.path().canonicalize().unwrap();
-        std::fs::create_dir_all(t.join("jails/j1/usr/tmp")).unwrap();
-        std::fs::create_dir_all(t.join("host")).unwrap();
-        std::os::unix::fs::symlink(t.join("jails"), t.join("alias")).unwrap();
-        std::os::unix::fs::symlink("../jails/j1/usr", t.join("host/rel")).unwrap();
-        let roots = Roots::new(vec![(t.join("jails/j1"), None)]);
-        let want = Place::beneath(&t.join("jails/j1"), Path::new("usr/tmp/foo"));
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("jails/j1/usr/tmp")).unwrap();
+        std::fs::create_dir_all(base.join("host")).unwrap();
+        std::os::unix::fs::symlink(base.join("jails"), base.join("alias")).unwrap();
+        std::os::unix::fs::symlink("../jails/j1/usr", base.join("host/rel")).unwrap();
+        let roots = Roots::new(vec![(base.join("jails/j1"), None)]);
+        let want = Place::beneath(&base.join("jails/j1"), Path::new("usr/tmp/foo"));
         // Written under the root, through a host link to it, through a relative one.
-        assert_eq!(roots.locate(&t.join("jails/j1/usr/tmp/foo")), want);
-        assert_eq!(roots.locate(&t.join("alias/j1/usr/tmp/foo")), want);
-        assert_eq!(roots.locate(&t.join("host/rel/tmp/foo")), want);
+        assert_eq!(roots.locate(&base.join("jails/j1/usr/tmp/foo")), want);
+        assert_eq!(roots.locate(&base.join("alias/j1/usr/tmp/foo")), want);
+        assert_eq!(roots.locate(&base.join("host/rel/tmp/foo")), want);
         // A jail link below the root is never followed by the host.
-        std::os::unix::fs::symlink("/etc", t.join("jails/j1/usr/tmp/evil")).unwrap();
+        std::os::unix::fs::symlink("/etc", base.join("jails/j1/usr/tmp/evil")).unwrap();
         assert_eq!(
-            roots.locate(&t.join("jails/j1/usr/tmp/evil/x")).root,
-            Some(t.join("jails/j1"))
+            roots.locate(&base.join("jails/j1/usr/tmp/evil/x")).root,
+            Some(base.join("jails/j1"))
         );
-        let host = roots.locate(&t.join("host/up"));
-        assert_eq!((host.path, host.root), (t.join("host/up"), None));
+        let host = roots.locate(&base.join("host/up"));
+        assert_eq!((host.path, host.root), (base.join("host/up"), None));
     }
 }
