@@ -114,12 +114,16 @@ impl Linux {
                 fs.set("source", OsStr::new("tmpfs")).map_err(err)?;
                 // The root is the upper (or holds it): 0755, not tmpfs's 1777.
                 fs.set("mode", OsStr::new("0755")).map_err(err)?;
-                if let Some(s) = size {
-                    fs.set("size", OsStr::new(s)).map_err(err)?;
+                if let Some(size) = size {
+                    fs.set("size", OsStr::new(size)).map_err(err)?;
                 }
-                fs.mount(0).map_err(|(e, log)| {
-                    let m = mount_error(e, "tmpfs", target);
-                    if log.is_empty() { m } else { m.context(log) }
+                fs.mount(0).map_err(|(errno, log)| {
+                    let failed = mount_error(errno, "tmpfs", target);
+                    if log.is_empty() {
+                        failed
+                    } else {
+                        failed.context(log)
+                    }
                 })
             }
             Step::Union(Union {
@@ -127,21 +131,22 @@ impl Linux {
                 work,
                 options,
             }) => {
-                let up = upper.open_dir()?;
-                let wk = match work {
-                    Some(w) => w.open_dir()?,
+                let upper_fd = upper.open_dir()?;
+                let work_fd = match work {
+                    Some(work) => work.open_dir()?,
                     None => return Err(fail(ExitCode::Unavailable, "overlay needs a work dir")),
                 };
                 let by_path =
                     std::env::var_os("JLAYERS_OVERLAY_LAYERS").is_some_and(|v| v == "paths");
                 if !by_path {
-                    match overlay(upper, options, Layers::Fds(lower, up.as_fd(), wk.as_fd())) {
+                    let fds = Layers::Fds(lower, upper_fd.as_fd(), work_fd.as_fd());
+                    match overlay(upper, options, fds) {
                         Err(OverlayError::Refused) => {}
-                        r => return r.map_err(|e| e.into_error(target)),
+                        result => return result.map_err(|e| e.into_error(target)),
                     }
                 }
-                overlay(upper, options, Layers::Paths(lower, up.as_fd(), wk.as_fd()))
-                    .map_err(|e| e.into_error(target))
+                let paths = Layers::Paths(lower, upper_fd.as_fd(), work_fd.as_fd());
+                overlay(upper, options, paths).map_err(|e| e.into_error(target))
             }
         }
     }
@@ -153,9 +158,9 @@ impl Linux {
     /// clone of that copy, which has no mounts below it.
     fn bind_clone(&self, source: &Path) -> nix::Result<OwnedFd> {
         let mut templates = self.templates.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = templates.get(source) {
-            return match t {
-                Some(t) => api::clone_detached(t.as_fd()),
+        if let Some(known) = templates.get(source) {
+            return match known {
+                Some(template) => api::clone_detached(template.as_fd()),
                 None => api::open_tree_clone(source),
             };
         }
@@ -205,12 +210,12 @@ impl Linux {
         if guard.as_ref().is_some_and(|c| table_changed(&c.file)) {
             *guard = None;
         }
-        let r = op();
-        if let Some(c) = guard.as_mut() {
-            table_changed(&c.file);
-            c.touched.insert(target.to_path_buf());
+        let result = op();
+        if let Some(cache) = guard.as_mut() {
+            table_changed(&cache.file);
+            cache.touched.insert(target.to_path_buf());
         }
-        r
+        result
     }
 }
 
@@ -221,13 +226,13 @@ impl Platform for Linux {
 
     fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>> {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = guard.as_mut() {
-            if !table_changed(&c.file) && !c.touched_near(scope) {
-                return Ok(c.table.clone());
+        if let Some(cache) = guard.as_mut() {
+            if !table_changed(&cache.file) && !cache.touched_near(scope) {
+                return Ok(cache.table.clone());
             }
-            c.table = Arc::new(Self::read_table(&mut c.file)?);
-            c.touched.clear();
-            return Ok(c.table.clone());
+            cache.table = Arc::new(Self::read_table(&mut cache.file)?);
+            cache.touched.clear();
+            return Ok(cache.table.clone());
         }
         let mut file = File::open("/proc/self/mountinfo")
             .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
@@ -240,40 +245,40 @@ impl Platform for Linux {
         Ok(table)
     }
 
-    fn matches(&self, step: Step, m: &Mount) -> bool {
+    fn matches(&self, step: Step, mount: &Mount) -> bool {
         match step {
             Step::Null(Null { source, read_only }) => {
-                *read_only == m.read_only()
+                *read_only == mount.read_only()
                     && self
                         .bind_root(source)
-                        .zip(m.linux.as_ref())
-                        .is_some_and(|((dev, root), l)| l.dev == dev && l.root == root)
+                        .zip(mount.linux.as_ref())
+                        .is_some_and(|((dev, root), info)| info.dev == dev && info.root == root)
             }
             // jlayers names the overlay after its upper dir (the source field, as
             // unionfs shows it); the kernel's upperdir= is the upper's real path.
             Step::Union(Union { upper, .. }) => {
-                m.fstype == "overlay"
-                    && (m.source == upper.path.as_os_str()
-                        || m.linux.as_ref().and_then(|l| l.fs_option("upperdir"))
+                mount.fstype == "overlay"
+                    && (mount.source == upper.path.as_os_str()
+                        || mount.linux.as_ref().and_then(|l| l.fs_option("upperdir"))
                             == Some(upper.path.as_os_str()))
             }
-            Step::Tmpfs(_) => m.fstype == "tmpfs",
+            Step::Tmpfs(_) => mount.fstype == "tmpfs",
         }
     }
 
     /// A bind mount shows its source's file system type; what identifies it is
     /// the device and root field, as [`Linux::bind_root`] finds them.
     fn planned(&self, step: Step, target: &Path) -> Mount {
-        let mut m = super::planned_line(step, target, "bind", "overlay");
+        let mut line = super::planned_line(step, target, "bind", "overlay");
         if let Step::Null(Null { source, .. }) = step {
-            m.linux = self.bind_root(source).map(|(dev, root)| LinuxInfo {
+            line.linux = self.bind_root(source).map(|(dev, root)| LinuxInfo {
                 id: 0,
                 dev,
                 root,
                 fs_options: Vec::new(),
             });
         }
-        m
+        line
     }
 
     fn pin(&self, target: &Place, top: &Mount) -> Result<MountId> {
@@ -289,11 +294,11 @@ impl Platform for Linux {
         // the planned path pins the target already: no second walk.
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
         let pin = match last {
-            Some((t, id, fd)) if t == target.path && Some(&id) == below => fd,
+            Some((path, id, fd)) if path == target.path && Some(&id) == below => fd,
             _ => target.open_dir()?,
         };
-        if let Some(b) = below {
-            if id_of(pin.as_fd(), target)? != *b {
+        if let Some(below) = below {
+            if id_of(pin.as_fd(), target)? != *below {
                 return Err(changed(target, "the mount below is not the one checked"));
             }
         }
@@ -308,7 +313,7 @@ impl Platform for Linux {
         let id = id_of(new.as_fd(), target)?;
         let there = target.open_dir().ok();
         let found = there.as_ref().map(|fd| id_of(fd.as_fd(), target));
-        if !matches!(found, Some(Ok(ref t)) if *t == id) {
+        if !matches!(found, Some(Ok(ref found_id)) if *found_id == id) {
             let _ = self.our_change(&target.path, || api::detach(new.as_fd()));
             return Err(changed(
                 target,
@@ -365,26 +370,26 @@ impl Platform for Linux {
         if busy == Busy::Force {
             flags |= MntFlags::MNT_DETACH;
         }
-        let t = &target.path;
+        let shown = &target.path;
         // EBUSY may be only for a moment: a child another jail's thread has just
         // forked (jupdate -j) holds copies of this run's descriptors, pinned
         // targets among them, until it execs. Look again briefly before saying
         // busy; a real holder (refused up front by junmount) stays busy.
         let mut nap = std::time::Duration::from_millis(5);
-        let mut r = self.our_change(t, || nix::mount::umount2(&path, flags));
-        while r == Err(Errno::EBUSY) && nap <= std::time::Duration::from_millis(160) {
+        let mut result = self.our_change(shown, || nix::mount::umount2(&path, flags));
+        while result == Err(Errno::EBUSY) && nap <= std::time::Duration::from_millis(160) {
             std::thread::sleep(nap);
             nap *= 2;
-            r = self.our_change(t, || nix::mount::umount2(&path, flags));
+            result = self.our_change(shown, || nix::mount::umount2(&path, flags));
         }
-        r.map_err(|e| {
-            let why = match e {
+        result.map_err(|errno| {
+            let why = match errno {
                 Errno::EBUSY => "busy".to_string(),
                 Errno::EPERM => "not permitted (run as root)".to_string(),
-                e => e.desc().to_string(),
+                other => other.desc().to_string(),
             };
-            let code = crate::exit::of_errno(e, ExitCode::Unavailable);
-            fail(code, format!("unmount {}: {why}", t.display()))
+            let code = crate::exit::of_errno(errno, ExitCode::Unavailable);
+            fail(code, format!("unmount {}: {why}", shown.display()))
         })
     }
 
@@ -453,8 +458,8 @@ impl Platform for Linux {
         }
         let inputs: Vec<(u32, &Path)> = (3..).zip(layers).collect();
         let fd = |i: u32| PathBuf::from(format!("/proc/self/fd/{i}"));
-        let wk = work.as_ref().map(|_| fd(5));
-        let (flags, data) = overlay_args(&fd(3), &fd(4), wk.as_deref(), options);
+        let work_path = work.as_ref().map(|_| fd(5));
+        let (flags, data) = overlay_args(&fd(3), &fd(4), work_path.as_deref(), options);
         let mut argv = self.mount_command(step, target);
         // The options word is the one before the target.
         let at = argv.len() - 2;
@@ -489,33 +494,34 @@ impl Platform for Linux {
         None
     }
 
-    fn exec_command(&self, e: &super::Exec) -> Command {
-        let (jail, root, env, cmd) = (e.jail, e.root, e.env, e.cmd);
+    fn exec_command(&self, exec: &super::Exec) -> Command {
+        let (jail, root, env, cmd) = (exec.jail, exec.root, exec.env, exec.cmd);
         // A clean environment, as a login would give: PATH and HOME, the caller's
         // TERM (for -i), then what jupdate sets.
-        let mut c = Command::new(in_jail_path(root, &cmd[0]));
-        c.args(&cmd[1..])
+        let mut command = Command::new(in_jail_path(root, &cmd[0]));
+        command
+            .args(&cmd[1..])
             .env_clear()
             .env("PATH", JAIL_PATH)
             .env("HOME", "/root");
         if let Some(term) = std::env::var_os("TERM") {
-            c.env("TERM", term);
+            command.env("TERM", term);
         }
-        c.envs(env.iter().copied());
-        sandbox::confine(&mut c, root, jail, e.network);
-        c
+        command.envs(env.iter().copied());
+        sandbox::confine(&mut command, root, jail, exec.network);
+        command
     }
 
     /// The sandbox's namespaces, no_new_privs and capabilities as util-linux
     /// gives them, then the command with its environment. jupdate does more, by
     /// system call (pivot_root, nodev, its own /proc, /dev and /sys, lo up, no
     /// user namespaces): jupdate(8) lists what this line lacks.
-    fn exec_sh_argv(&self, e: &super::Exec) -> Vec<OsString> {
-        let (root, c) = (e.root, self.exec_command(e));
+    fn exec_sh_argv(&self, exec: &super::Exec) -> Vec<OsString> {
+        let (root, command) = (exec.root, self.exec_command(exec));
         let mut argv: Vec<OsString> = ["unshare", "--mount", "--pid", "--ipc", "--uts"]
             .map(OsString::from)
             .to_vec();
-        if e.network == crate::config::Network::None {
+        if exec.network == crate::config::Network::None {
             argv.push("--net".into());
         }
         argv.extend(
@@ -532,13 +538,13 @@ impl Platform for Linux {
             .map(OsString::from),
         );
         argv.extend([root.as_os_str().to_os_string(), "env".into(), "-i".into()]);
-        argv.extend(c.get_envs().filter_map(|(k, v)| {
-            let mut kv = k.to_os_string();
-            kv.push("=");
-            kv.push(v?);
-            Some(kv)
+        argv.extend(command.get_envs().filter_map(|(key, value)| {
+            let mut key_value = key.to_os_string();
+            key_value.push("=");
+            key_value.push(value?);
+            Some(key_value)
         }));
-        argv.extend(super::argv_of(&c));
+        argv.extend(super::argv_of(&command));
         argv
     }
 }
@@ -576,8 +582,9 @@ fn id_of(fd: BorrowedFd<'_>, target: &Place) -> Result<MountId> {
         })
 }
 
-fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
-    let code = crate::exit::of_errno(e, ExitCode::Unavailable);
+/// A failed mount system call (`what`) on `target`, with its exit code.
+fn mount_error(errno: Errno, what: &str, target: &Path) -> anyhow::Error {
+    let code = crate::exit::of_errno(errno, ExitCode::Unavailable);
     let hint = if code == ExitCode::NoPerm {
         " (run as root)"
     } else {
@@ -585,6 +592,6 @@ fn mount_error(e: Errno, what: &str, target: &Path) -> anyhow::Error {
     };
     fail(
         code,
-        format!("{what} on {}: {}{hint}", target.display(), e.desc()),
+        format!("{what} on {}: {}{hint}", target.display(), errno.desc()),
     )
 }
