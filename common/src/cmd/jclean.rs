@@ -200,11 +200,11 @@ impl Cleaner<'_> {
                 }
                 self.upper(&to_clean, &table, total)
             };
-            if let Err(e) = result.with_context(|| stack.layer.clone()) {
+            if let Err(err) = result.with_context(|| stack.layer.clone()) {
                 if signals::interrupted() {
-                    return Err(e);
+                    return Err(err);
                 }
-                first_err.get_or_insert(e);
+                first_err.get_or_insert(err);
             }
         }
         first_err.map_or(Ok(()), Err)

@@ -169,14 +169,14 @@ fn report(
     result: Result<Option<Outcome>>,
 ) -> Told {
     let (word, status, code) = match &result {
-        Ok(Some(o)) => (o.word(), Some(o.status()), o.exit_code()),
+        Ok(Some(outcome)) => (outcome.word(), Some(outcome.status()), outcome.exit_code()),
         Ok(None) => ("ok", Some(0), ExitCode::Ok),
-        Err(e) => ("failed", None, code_of(e)),
+        Err(err) => ("failed", None, code_of(err)),
     };
     let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
                             "seconds": secs, "log": path_json(log)});
-    if let Err(e) = &result {
-        object["error"] = json!(crate::exit::message(e));
+    if let Err(err) = &result {
+        object["error"] = json!(crate::exit::message(err));
         object["exit"] = json!(code.code());
     }
     let (status, secs) = (
@@ -199,14 +199,14 @@ fn report(
         problems: Vec::new(),
     };
     match result {
-        Err(e) => told.problems.push((Vec::new(), crate::exit::message(&e))),
-        Ok(Some(o)) if o != Outcome::Ok => {
-            let what = match o {
+        Err(err) => told.problems.push((Vec::new(), crate::exit::message(&err))),
+        Ok(Some(outcome)) if outcome != Outcome::Ok => {
+            let what = match outcome {
                 Outcome::Timeout(_) => format!("timed out; killed (log {})", log.display()),
                 Outcome::Interrupted(_) => "interrupted; killed".to_string(),
                 _ => format!(
                     "update failed with status {} (log {})",
-                    o.status(),
+                    outcome.status(),
                     log.display()
                 ),
             };
@@ -304,10 +304,10 @@ impl JailRun<'_> {
         bars: Option<&indicatif::MultiProgress>,
     ) -> Result<Option<Outcome>> {
         let cmd = update_command(self.setup, self.jail, self.opts);
-        let bar = bars.map(|b| spinner(b, &self.jail.name));
+        let bar = bars.map(|bars| spinner(bars, &self.jail.name));
         let on_line = |line: &str| {
-            if let Some(b) = &bar {
-                b.set_message(line.to_string());
+            if let Some(bar) = &bar {
+                bar.set_message(line.to_string());
             }
         };
         let run = Run {
@@ -322,8 +322,8 @@ impl JailRun<'_> {
             on_line: &on_line,
         };
         let outcome = self.engine.sink.act(&self.site, RunUpdater(&run));
-        if let Some(b) = bar {
-            b.finish_and_clear();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
         outcome
     }

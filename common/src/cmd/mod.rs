@@ -83,10 +83,10 @@ pub(crate) fn each_jail(setup: &Setup, mut work: impl FnMut(&Jail) -> Result<()>
         if signals::interrupted() {
             break;
         }
-        if let Err(e) = work(jail).with_context(|| jail.name.clone()) {
-            setup.msg.error(&e);
-            failed_json(setup.msg.tool, &jail.name, &e);
-            status.add(code_of(&e));
+        if let Err(err) = work(jail).with_context(|| jail.name.clone()) {
+            setup.msg.error(&err);
+            failed_json(setup.msg.tool, &jail.name, &err);
+            status.add(code_of(&err));
         }
     }
     status.end()
