@@ -103,7 +103,7 @@ impl Upper {
     /// The upper dir's absolute path for a jail with this root.
     pub(crate) fn path(&self, root: &Path) -> PathBuf {
         match self {
-            Upper::Host(p) => p.clone(),
+            Upper::Host(path) => path.clone(),
             Upper::InRoot(rel) => root.join(rel),
         }
     }
@@ -113,7 +113,7 @@ impl Config {
     /// The default path: `$JLAYERS_CONF`, else the platform's `etc` file.
     pub(crate) fn default_path(os: Os) -> PathBuf {
         match std::env::var_os("JLAYERS_CONF") {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
+            Some(path) if !path.is_empty() => PathBuf::from(path),
             _ => PathBuf::from(match os {
                 Os::FreeBsd => "/usr/local/etc/jlayers.conf",
                 Os::Linux => "/etc/jlayers.conf",
@@ -233,14 +233,14 @@ enum UpperFs {
 fn upper_fs(fs: Option<UpperFs>, size: Option<String>) -> Result<Option<Option<String>>, String> {
     match (fs, size) {
         (Some(UpperFs::Tmpfs), size) => {
-            if let Some(s) = &size {
-                let digits = s.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
+            if let Some(size) = &size {
+                let digits = size.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
                 if digits.is_empty()
                     || !digits.bytes().all(|b| b.is_ascii_digit())
-                    || s.len() - digits.len() > 1
+                    || size.len() - digits.len() > 1
                 {
                     return Err(format!(
-                        "upper_size: {s:?}: a number of bytes with an optional k, m, g or t (e.g. \"4g\")"
+                        "upper_size: {size:?}: a number of bytes with an optional k, m, g or t (e.g. \"4g\")"
                     ));
                 }
             }
@@ -271,16 +271,16 @@ struct RawJail {
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
-fn in_file_order<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+fn in_file_order<'de, D, V>(deserializer: D) -> Result<Vec<(String, V)>, D::Error>
 where
     D: Deserializer<'de>,
     V: Deserialize<'de>,
 {
-    struct Entries<V>(std::marker::PhantomData<V>);
-    impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
+    struct TableEntries<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for TableEntries<V> {
         type Value = Vec<(String, V)>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a table")
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a table")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
@@ -290,7 +290,7 @@ where
             Ok(out)
         }
     }
-    d.deserialize_map(Entries(std::marker::PhantomData))
+    deserializer.deserialize_map(TableEntries(std::marker::PhantomData))
 }
 
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
@@ -303,16 +303,23 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     } = defaults(raw.defaults, os)?;
     let mut layers: Vec<Layer> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    for l in raw.layer {
-        let layer = build_layer(l, &names)?;
+    for raw_layer in raw.layer {
+        let layer = build_layer(raw_layer, &names)?;
         names.insert(layer.name.clone(), layers.len());
         layers.push(layer);
     }
     let index = LayerIndex::new(&layers, names);
     check_nesting(&layers, &index)?;
     let mut jails = Vec::new();
-    for (name, j) in raw.jail {
-        jails.push(build_jail(name, j, &layers, &index, &upper_root, os)?);
+    for (name, raw_jail) in raw.jail {
+        jails.push(build_jail(
+            name,
+            raw_jail,
+            &layers,
+            &index,
+            &upper_root,
+            os,
+        )?);
     }
     shared_paths(&jails, &layers)?;
     Ok(Config {
@@ -337,15 +344,15 @@ struct Defaults {
     update: Vec<String>,
 }
 
-fn defaults(d: RawDefaults, os: Os) -> Result<Defaults, String> {
-    let path = |key: &str, v: Option<String>, default: &str| {
-        abs_path(v.as_deref().unwrap_or(default)).map_err(|e| format!("defaults: {key}: {e}"))
+fn defaults(raw: RawDefaults, os: Os) -> Result<Defaults, String> {
+    let path = |key: &str, given: Option<String>, default: &str| {
+        abs_path(given.as_deref().unwrap_or(default)).map_err(|e| format!("defaults: {key}: {e}"))
     };
     let lock_default = match os {
         Os::FreeBsd => "/var/run/jlayers",
         Os::Linux => "/run/jlayers",
     };
-    let update = d.update.unwrap_or_else(|| {
+    let update = raw.update.unwrap_or_else(|| {
         ["portmaster", "-a", "-G", "--no-confirm"]
             .map(String::from)
             .to_vec()
@@ -354,9 +361,9 @@ fn defaults(d: RawDefaults, os: Os) -> Result<Defaults, String> {
         return Err("defaults: update: empty command".into());
     }
     Ok(Defaults {
-        upper_root: path("upper_root", d.upper_root, "/usr/local/var/jlayers")?,
-        log_dir: path("log_dir", d.log_dir, "/var/log/jlayers")?,
-        lock_dir: path("lock_dir", d.lock_dir, lock_default)?,
+        upper_root: path("upper_root", raw.upper_root, "/usr/local/var/jlayers")?,
+        log_dir: path("log_dir", raw.log_dir, "/var/log/jlayers")?,
+        lock_dir: path("lock_dir", raw.lock_dir, lock_default)?,
         update,
     })
 }
@@ -372,8 +379,11 @@ struct LayerIndex {
 impl LayerIndex {
     fn new(layers: &[Layer], by_name: HashMap<String, usize>) -> LayerIndex {
         let mut by_target: HashMap<PathBuf, Vec<usize>> = HashMap::new();
-        for (i, l) in layers.iter().enumerate() {
-            by_target.entry(l.target.clone()).or_default().push(i);
+        for (index, layer) in layers.iter().enumerate() {
+            by_target
+                .entry(layer.target.clone())
+                .or_default()
+                .push(index);
         }
         LayerIndex { by_name, by_target }
     }
@@ -390,21 +400,21 @@ impl LayerIndex {
 }
 
 /// One `[[layer]]`, checked against the layers before it (`before`: their names).
-fn build_layer(l: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, String> {
-    let ctx = |m: String| format!("layer {}: {m}", l.name);
-    if l.name.is_empty() || l.name.contains(['/', '\0']) || l.name.trim() != l.name {
+fn build_layer(raw: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, String> {
+    let ctx = |msg: String| format!("layer {}: {msg}", raw.name);
+    if raw.name.is_empty() || raw.name.contains(['/', '\0']) || raw.name.trim() != raw.name {
         return Err(ctx("bad layer name".into()));
     }
-    if before.contains_key(&l.name) {
+    if before.contains_key(&raw.name) {
         return Err(ctx("duplicate layer name".into()));
     }
-    let source = abs_path(&l.source).map_err(|e| ctx(format!("source: {e}")))?;
-    let target = match &l.target {
-        Some(t) => rel_path(t).map_err(|e| ctx(format!("target: {e}")))?,
-        None => rel_path(l.source.trim_start_matches('/'))
+    let source = abs_path(&raw.source).map_err(|e| ctx(format!("source: {e}")))?;
+    let target = match &raw.target {
+        Some(target) => rel_path(target).map_err(|e| ctx(format!("target: {e}")))?,
+        None => rel_path(raw.source.trim_start_matches('/'))
             .map_err(|e| ctx(format!("target (from source): {e}")))?,
     };
-    let union_options = l.union_options.unwrap_or_else(|| vec!["noatime".into()]);
+    let union_options = raw.union_options.unwrap_or_else(|| vec!["noatime".into()]);
     if union_options
         .iter()
         .any(|o| o.is_empty() || o.contains(','))
@@ -413,15 +423,15 @@ fn build_layer(l: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, St
             "union_options: each entry is one option, without commas".into(),
         ));
     }
-    let tmpfs = upper_fs(l.upper_fs, l.upper_size).map_err(ctx)?;
-    if tmpfs.is_some() && l.mode != Mode::Union {
+    let tmpfs = upper_fs(raw.upper_fs, raw.upper_size).map_err(ctx)?;
+    if tmpfs.is_some() && raw.mode != Mode::Union {
         return Err(ctx("upper_fs: only a union layer has an upper dir".into()));
     }
     Ok(Layer {
-        name: l.name,
+        name: raw.name,
         source,
         target,
-        mode: l.mode,
+        mode: raw.mode,
         union_options,
         tmpfs,
     })
@@ -429,19 +439,19 @@ fn build_layer(l: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, St
 
 /// A nested layer is mounted after its parent: the file order must say so.
 fn check_nesting(layers: &[Layer], index: &LayerIndex) -> Result<(), String> {
-    for (i, l) in layers.iter().enumerate() {
+    for (position, layer) in layers.iter().enumerate() {
         // The first parent listed after this layer.
-        if let Some(p) = index.parents(&l.target).filter(|&p| p > i).min() {
+        if let Some(parent) = index.parents(&layer.target).filter(|&p| p > position).min() {
             return Err(format!(
                 "layer {}: listed before its parent layer {} (mounted inside it)",
-                l.name, layers[p].name
+                layer.name, layers[parent].name
             ));
         }
-        let first = index.by_target[&l.target][0];
-        if first < i {
+        let first = index.by_target[&layer.target][0];
+        if first < position {
             return Err(format!(
                 "layer {}: same target as layer {}",
-                l.name, layers[first].name
+                layer.name, layers[first].name
             ));
         }
     }
@@ -451,13 +461,13 @@ fn check_nesting(layers: &[Layer], index: &LayerIndex) -> Result<(), String> {
 /// One `[jail.NAME]`.
 fn build_jail(
     name: String,
-    j: RawJail,
+    raw: RawJail,
     layers: &[Layer],
     index: &LayerIndex,
     upper_root: &Path,
     os: Os,
 ) -> Result<Jail, String> {
-    let ctx = |m: String| format!("jail {name}: {m}");
+    let ctx = |msg: String| format!("jail {name}: {msg}");
     if !valid_jail_name(&name) {
         return Err(ctx(
             "bad jail name (letters, digits, '-' and '_' only)".into()
@@ -470,18 +480,18 @@ fn build_jail(
                 .into(),
         ));
     }
-    let root = abs_path(&j.root).map_err(|e| ctx(format!("root: {e}")))?;
-    let idx = jail_layers(&name, j.layers.as_deref(), layers, index)?;
-    let uppers = jail_uppers(&name, &j.upper, &idx, layers, index, upper_root)?;
-    let tmpfs = jail_tmpfs(&j, &uppers, layers).map_err(ctx)?;
+    let root = abs_path(&raw.root).map_err(|e| ctx(format!("root: {e}")))?;
+    let picked = jail_layers(&name, raw.layers.as_deref(), layers, index)?;
+    let uppers = jail_uppers(&name, &raw.upper, &picked, layers, index, upper_root)?;
+    let tmpfs = jail_tmpfs(&raw, &uppers, layers).map_err(ctx)?;
     check_uppers(&name, &root, &uppers, layers)?;
     if os == Os::FreeBsd {
-        freebsd_paths(&root, &idx, &uppers, layers).map_err(ctx)?;
+        freebsd_paths(&root, &picked, &uppers, layers).map_err(ctx)?;
     }
     for (what, cmd) in [
-        ("update", &j.update),
-        ("start", &j.start),
-        ("stop", &j.stop),
+        ("update", &raw.update),
+        ("start", &raw.start),
+        ("stop", &raw.stop),
     ] {
         if cmd.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(ctx(format!("{what}: empty command")));
@@ -490,13 +500,13 @@ fn build_jail(
     Ok(Jail {
         name,
         root,
-        layers: idx,
+        layers: picked,
         uppers,
         tmpfs,
-        update: j.update,
-        start: j.start,
-        stop: j.stop,
-        network: j.network,
+        update: raw.update,
+        start: raw.start,
+        stop: raw.stop,
+        network: raw.network,
     })
 }
 
@@ -504,20 +514,21 @@ fn build_jail(
 /// upper_fs (set or not: "dir" too) decides for all its union layers; else each
 /// layer's own.
 fn jail_tmpfs(
-    j: &RawJail,
+    raw: &RawJail,
     uppers: &BTreeMap<usize, Upper>,
     layers: &[Layer],
 ) -> Result<BTreeMap<usize, Option<String>>, String> {
-    let jail_fs = j.upper_fs.is_some() || j.upper_size.is_some();
-    let jail_tmpfs = upper_fs(j.upper_fs, j.upper_size.clone())?;
+    let jail_fs = raw.upper_fs.is_some() || raw.upper_size.is_some();
+    let jail_tmpfs = upper_fs(raw.upper_fs, raw.upper_size.clone())?;
     Ok(uppers
         .keys()
-        .filter_map(|&i| {
-            let t = match jail_fs {
-                true => jail_tmpfs.clone(),
-                false => layers[i].tmpfs.clone(),
+        .filter_map(|&index| {
+            let tmpfs = if jail_fs {
+                jail_tmpfs.clone()
+            } else {
+                layers[index].tmpfs.clone()
             };
-            t.map(|size| (i, size))
+            tmpfs.map(|size| (index, size))
         })
         .collect())
 }
@@ -526,20 +537,20 @@ fn jail_tmpfs(
 /// could not be read back.
 fn freebsd_paths(
     root: &Path,
-    idx: &[usize],
+    picked: &[usize],
     uppers: &BTreeMap<usize, Upper>,
     layers: &[Layer],
 ) -> Result<(), String> {
     let mut paths = vec![root.to_path_buf()];
-    for &i in idx {
-        paths.push(layers[i].source.clone());
-        paths.push(root.join(&layers[i].target));
+    for &index in picked {
+        paths.push(layers[index].source.clone());
+        paths.push(root.join(&layers[index].target));
     }
     paths.extend(uppers.values().map(|u| u.path(root)));
     match paths.iter().find(|p| has_white_space(p)) {
-        Some(p) => Err(format!(
+        Some(path) => Err(format!(
             "path with white space: {} (the mount -p table cannot carry it on FreeBSD)",
-            p.display()
+            path.display()
         )),
         None => Ok(()),
     }
@@ -552,39 +563,39 @@ fn jail_layers(
     layers: &[Layer],
     index: &LayerIndex,
 ) -> Result<Vec<usize>, String> {
-    let ctx = |m: String| format!("jail {name}: {m}");
+    let ctx = |msg: String| format!("jail {name}: {msg}");
     // File order: check_nesting has put parents first already.
     let Some(names) = names else {
         return Ok((0..layers.len()).collect());
     };
-    let mut idx = Vec::new();
+    let mut picked = Vec::new();
     // Each listed layer's place in this jail's list.
     let mut pos: HashMap<usize, usize> = HashMap::new();
-    for n in names {
-        let i = *index
+    for layer_name in names {
+        let layer = *index
             .by_name
-            .get(n)
-            .ok_or_else(|| ctx(format!("unknown layer {n}")))?;
-        if pos.insert(i, idx.len()).is_some() {
-            return Err(ctx(format!("layer {n} listed twice")));
+            .get(layer_name)
+            .ok_or_else(|| ctx(format!("unknown layer {layer_name}")))?;
+        if pos.insert(layer, picked.len()).is_some() {
+            return Err(ctx(format!("layer {layer_name} listed twice")));
         }
-        idx.push(i);
+        picked.push(layer);
     }
-    for (k, &i) in idx.iter().enumerate() {
+    for (position, &layer) in picked.iter().enumerate() {
         // The first of its parents this jail lists after it.
-        if let Some(p) = index
-            .parents(&layers[i].target)
-            .filter_map(|p| pos.get(&p).filter(|&&at| at > k).map(|&at| (at, p)))
+        if let Some(parent) = index
+            .parents(&layers[layer].target)
+            .filter_map(|p| pos.get(&p).filter(|&&at| at > position).map(|&at| (at, p)))
             .min()
             .map(|(_, p)| p)
         {
             return Err(ctx(format!(
                 "layer {}: listed before its parent layer {}",
-                layers[i].name, layers[p].name
+                layers[layer].name, layers[parent].name
             )));
         }
     }
-    Ok(idx)
+    Ok(picked)
 }
 
 /// The upper dir of each of a jail's union layers: as given (`upper.LAYER`), else
@@ -592,7 +603,7 @@ fn jail_layers(
 fn jail_uppers(
     name: &str,
     given: &[(String, String)],
-    idx: &[usize],
+    picked: &[usize],
     layers: &[Layer],
     index: &LayerIndex,
     upper_root: &Path,
@@ -600,40 +611,41 @@ fn jail_uppers(
     let mut uppers = BTreeMap::new();
     let mut named: HashSet<&str> = HashSet::new();
     // Most jails give no upper: no set of their layers then.
-    let used: HashSet<usize> = match given.is_empty() {
-        true => HashSet::new(),
-        false => idx.iter().copied().collect(),
+    let used: HashSet<usize> = if given.is_empty() {
+        HashSet::new()
+    } else {
+        picked.iter().copied().collect()
     };
-    for (lname, p) in given {
-        let lctx = |m: String| format!("jail {name}: layer {lname}: {m}");
-        let i = *index
+    for (lname, written) in given {
+        let lctx = |msg: String| format!("jail {name}: layer {lname}: {msg}");
+        let layer = *index
             .by_name
             .get(lname)
             .ok_or_else(|| format!("jail {name}: upper.{lname}: unknown layer {lname}"))?;
-        if !used.contains(&i) {
+        if !used.contains(&layer) {
             return Err(lctx(
                 "upper given for a layer this jail does not use".into(),
             ));
         }
-        if layers[i].mode != Mode::Union {
+        if layers[layer].mode != Mode::Union {
             return Err(lctx(
                 "upper given for a layer that is not a union layer".into(),
             ));
         }
-        let up = if p.starts_with('/') {
-            Upper::Host(abs_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
+        let upper = if written.starts_with('/') {
+            Upper::Host(abs_path(written).map_err(|e| lctx(format!("upper: {e}")))?)
         } else {
-            Upper::InRoot(rel_path(p).map_err(|e| lctx(format!("upper: {e}")))?)
+            Upper::InRoot(rel_path(written).map_err(|e| lctx(format!("upper: {e}")))?)
         };
         named.insert(lname);
-        uppers.insert(i, up);
+        uppers.insert(layer, upper);
     }
-    for &i in idx {
-        let layer = &layers[i];
+    for &index in picked {
+        let layer = &layers[index];
         if layer.mode != Mode::Union || named.contains(layer.name.as_str()) {
             continue;
         }
-        uppers.insert(i, Upper::Host(upper_root.join(name).join(&layer.name)));
+        uppers.insert(index, Upper::Host(upper_root.join(name).join(&layer.name)));
     }
     Ok(uppers)
 }
@@ -646,10 +658,10 @@ fn check_uppers(
     layers: &[Layer],
 ) -> Result<(), String> {
     // Every path here is normal: compared by bytes.
-    for (&i, up) in uppers {
-        let layer = &layers[i];
-        let lctx = |m: String| format!("jail {name}: layer {}: {m}", layer.name);
-        let upath = up.path(root);
+    for (&index, upper) in uppers {
+        let layer = &layers[index];
+        let lctx = |msg: String| format!("jail {name}: layer {}: {msg}", layer.name);
+        let upath = upper.path(root);
         let target = root.join(&layer.target);
         if at_or_below(&upath, &layer.source) {
             return Err(lctx(format!(
@@ -678,58 +690,59 @@ fn check_uppers(
 /// tree, or a jclean of one emptying the other). Each path is looked up in sorted
 /// sets, never compared with every other one.
 fn shared_paths(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
-    match any_shared(jails) {
-        true => name_shared(jails, layers),
-        false => Ok(()),
+    if any_shared(jails) {
+        name_shared(jails, layers)
+    } else {
+        Ok(())
     }
 }
 
 /// [`shared_paths`]'s rules one by one, in file order: the first broken one.
 fn name_shared(jails: &[Jail], layers: &[Layer]) -> Result<(), String> {
     let mut roots: Sorted<usize> = Sorted::default();
-    for (k, j) in jails.iter().enumerate() {
-        if let Some(&o) = roots.get(&j.root) {
+    for (position, jail) in jails.iter().enumerate() {
+        if let Some(&other) = roots.get(&jail.root) {
             return Err(format!(
                 "jail {}: same root as jail {}: {}",
-                j.name,
-                jails[o].name,
-                j.root.display()
+                jail.name,
+                jails[other].name,
+                jail.root.display()
             ));
         }
-        roots.insert(&j.root, k);
+        roots.insert(&jail.root, position);
     }
     // The upper dirs checked so far, with their jail and layer.
     let mut seen: Sorted<(usize, usize)> = Sorted::default();
-    for (k, j) in jails.iter().enumerate() {
-        for (&i, up) in &j.uppers {
-            let u = up.path(&j.root);
+    for (position, jail) in jails.iter().enumerate() {
+        for (&layer, upper) in &jail.uppers {
+            let path = upper.path(&jail.root);
             let ctx = || {
                 format!(
                     "jail {}: layer {}: upper dir {}",
-                    j.name,
-                    layers[i].name,
-                    u.display()
+                    jail.name,
+                    layers[layer].name,
+                    path.display()
                 )
             };
             // The first jail in the file whose root is, or lies below, the upper.
-            if let Some(&r) = roots.at_or_below(&u).min() {
+            if let Some(&held) = roots.at_or_below(&path).min() {
                 return Err(format!(
                     "{} is or holds the root of jail {}",
                     ctx(),
-                    jails[r].name
+                    jails[held].name
                 ));
             }
             // The first upper checked before that is, holds or lies in this one.
-            let above = u.ancestors().skip(1).filter_map(|a| seen.get(a));
-            if let Some(&(oj, ol)) = seen.at_or_below(&u).chain(above).min() {
+            let above = path.ancestors().skip(1).filter_map(|a| seen.get(a));
+            if let Some(&(other_jail, other_layer)) = seen.at_or_below(&path).chain(above).min() {
                 return Err(format!(
                     "{} is, holds or lies in the upper dir of jail {}: layer {}",
                     ctx(),
-                    jails[oj].name,
-                    layers[ol].name
+                    jails[other_jail].name,
+                    layers[other_layer].name
                 ));
             }
-            seen.insert(&u, (k, i));
+            seen.insert(&path, (position, layer));
         }
     }
     Ok(())
@@ -744,34 +757,39 @@ fn any_shared(jails: &[Jail]) -> bool {
     // Each path's bytes with `/` as NUL (which no path holds): sorted, what lies
     // below a path then comes right after it (and its equals), before anything
     // else, as `a/b` sorts before `a-b`.
-    let key = |p: &Path, kind: u8| {
-        let mut k: Vec<u8> = p.as_os_str().as_encoded_bytes().to_vec();
-        for b in &mut k {
-            if *b == b'/' {
-                *b = 0;
+    let key = |path: &Path, kind: u8| {
+        let mut bytes: Vec<u8> = path.as_os_str().as_encoded_bytes().to_vec();
+        for byte in &mut bytes {
+            if *byte == b'/' {
+                *byte = 0;
             }
         }
-        (k, kind)
+        (bytes, kind)
     };
     let mut all: Vec<(Vec<u8>, u8)> = Vec::with_capacity(jails.len() * 2);
-    for j in jails {
-        all.push(key(&j.root, ROOT));
-        all.extend(j.uppers.values().map(|up| key(&up.path(&j.root), UPPER)));
+    for jail in jails {
+        all.push(key(&jail.root, ROOT));
+        all.extend(
+            jail.uppers
+                .values()
+                .map(|up| key(&up.path(&jail.root), UPPER)),
+        );
     }
     all.sort_unstable();
-    all.windows(2).any(|w| {
-        let ((a, ka), (b, _)) = (&w[0], &w[1]);
+    all.windows(2).any(|pair| {
+        let ((first, first_kind), (next, _)) = (&pair[0], &pair[1]);
         // (`/` alone ends in its separator: everything is below it.)
-        let below = b.starts_with(a) && (a.ends_with(&[0]) || b.get(a.len()) == Some(&0));
+        let below =
+            next.starts_with(first) && (first.ends_with(&[0]) || next.get(first.len()) == Some(&0));
         // One path twice (whatever each is), or an upper holding anything; an
         // upper or a root in a root is fine.
-        a == b || (below && *ka == UPPER)
+        first == next || (below && *first_kind == UPPER)
     })
 }
 
 /// Normalised absolute paths (no `.`, `..`, `//` or trailing slash) by their
-/// bytes, sorted: what lies strictly below `p` is the range of keys that start
-/// with `p/`. Hashed too: a path itself is found without comparing long
+/// bytes, sorted: what lies strictly below `path` is the range of keys that
+/// start with `path/`. Hashed too: a path itself is found without comparing long
 /// common prefixes down the tree.
 struct Sorted<V>(BTreeMap<Vec<u8>, V>, HashMap<Vec<u8>, V>);
 
@@ -782,19 +800,19 @@ impl<V> Default for Sorted<V> {
 }
 
 impl<V: Copy> Sorted<V> {
-    fn insert(&mut self, p: &Path, v: V) {
-        let k = p.as_os_str().as_encoded_bytes().to_vec();
-        self.1.insert(k.clone(), v);
-        self.0.insert(k, v);
+    fn insert(&mut self, path: &Path, value: V) {
+        let key = path.as_os_str().as_encoded_bytes().to_vec();
+        self.1.insert(key.clone(), value);
+        self.0.insert(key, value);
     }
 
-    fn get(&self, p: &Path) -> Option<&V> {
-        self.1.get(p.as_os_str().as_encoded_bytes())
+    fn get(&self, path: &Path) -> Option<&V> {
+        self.1.get(path.as_os_str().as_encoded_bytes())
     }
 
-    /// The values of `p` and of every path below it.
-    fn at_or_below<'a>(&'a self, p: &Path) -> impl Iterator<Item = &'a V> + 'a {
-        let mut prefix = p.as_os_str().as_encoded_bytes().to_vec();
+    /// The values of `path` and of every path below it.
+    fn at_or_below<'a>(&'a self, path: &Path) -> impl Iterator<Item = &'a V> + 'a {
+        let mut prefix = path.as_os_str().as_encoded_bytes().to_vec();
         if prefix.last() != Some(&b'/') {
             prefix.push(b'/');
         }
@@ -803,62 +821,65 @@ impl<V: Copy> Sorted<V> {
             .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&prefix))
             .map(|(_, v)| v);
-        self.get(p).into_iter().chain(below)
+        self.get(path).into_iter().chain(below)
     }
 }
 
 /// Jail names end up in file names, `service jail onestart NAME` and jls(8).
-fn valid_jail_name(n: &str) -> bool {
-    !n.is_empty()
-        && n != "-"
-        && n.bytes()
+fn valid_jail_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "-"
+        && name
+            .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn has_white_space(p: &Path) -> bool {
-    p.as_os_str()
+fn has_white_space(path: &Path) -> bool {
+    path.as_os_str()
         .as_encoded_bytes()
         .iter()
         .any(|b| b.is_ascii_whitespace())
 }
 
 /// An absolute path, normalised (no `.`, no `..`, no trailing slash).
-fn abs_path(s: &str) -> Result<PathBuf, String> {
-    let p = Path::new(s);
-    if !p.is_absolute() {
-        return Err(format!("{s:?} is not an absolute path"));
+fn abs_path(written: &str) -> Result<PathBuf, String> {
+    let path = Path::new(written);
+    if !path.is_absolute() {
+        return Err(format!("{written:?} is not an absolute path"));
     }
-    normal(p, s)
+    normal(path, written)
 }
 
 /// A path relative to a jail root: not absolute, no `..`, not empty.
-fn rel_path(s: &str) -> Result<PathBuf, String> {
-    let p = Path::new(s);
-    if p.is_absolute() {
+fn rel_path(written: &str) -> Result<PathBuf, String> {
+    let path = Path::new(written);
+    if path.is_absolute() {
         return Err(format!(
-            "{s:?} is absolute; give it relative to the jail root"
+            "{written:?} is absolute; give it relative to the jail root"
         ));
     }
-    let n = normal(p, s)?;
-    if n.as_os_str().is_empty() {
-        return Err(format!("{s:?} names the jail root itself"));
+    let normalised = normal(path, written)?;
+    if normalised.as_os_str().is_empty() {
+        return Err(format!("{written:?} names the jail root itself"));
     }
-    Ok(n)
+    Ok(normalised)
 }
 
-fn normal(p: &Path, s: &str) -> Result<PathBuf, String> {
-    if s.contains('\0') {
+/// `path` (as `written`) made normal (no `.`, `//` or trailing slash); refused
+/// if it holds `..` or a NUL byte.
+fn normal(path: &Path, written: &str) -> Result<PathBuf, String> {
+    if written.contains('\0') {
         return Err("path contains a NUL byte".into());
     }
     // Most paths are written normal already: taken as they are.
-    let body = s.strip_prefix('/').unwrap_or(s);
+    let body = written.strip_prefix('/').unwrap_or(written);
     if !body.is_empty() && body.split('/').all(|c| !matches!(c, "" | "." | "..")) {
-        return Ok(PathBuf::from(s));
+        return Ok(PathBuf::from(written));
     }
     let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => return Err(format!("{s:?} contains '..'")),
+    for component in path.components() {
+        match component {
+            Component::ParentDir => return Err(format!("{written:?} contains '..'")),
             Component::CurDir => {}
             other => out.push(other.as_os_str()),
         }
