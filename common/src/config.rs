@@ -897,9 +897,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        let e = parse(text).unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::Config);
-        format!("{e:#}")
+        let error = parse(text).unwrap_err();
+        assert_eq!(code_of(&error), ExitCode::Config);
+        format!("{error:#}")
     }
 
     const SPEC: &str = r#"
@@ -932,73 +932,73 @@ root   = "/usr/local/var/jails/192.168.0.101"
 
     #[test]
     fn spec_example() {
-        let c = parse(SPEC).unwrap();
-        assert_eq!(c.layers.len(), 2);
+        let config = parse(SPEC).unwrap();
+        assert_eq!(config.layers.len(), 2);
         assert_eq!(
-            c.jails.iter().map(|j| &j.name[..]).collect::<Vec<_>>(),
+            config.jails.iter().map(|j| &j.name[..]).collect::<Vec<_>>(),
             ["server", "web"]
         );
-        let s = &c.jails[0];
-        assert_eq!(s.layers, [0, 1]);
-        assert_eq!(s.uppers[&0], Upper::InRoot("usr/tmp/foo".into()));
+        let server = &config.jails[0];
+        assert_eq!(server.layers, [0, 1]);
+        assert_eq!(server.uppers[&0], Upper::InRoot("usr/tmp/foo".into()));
         assert_eq!(
-            c.jails[1].uppers[&0],
+            config.jails[1].uppers[&0],
             Upper::Host("/usr/local/var/jlayers/web/ports".into())
         );
-        assert!(!c.jails[1].uppers.contains_key(&1));
+        assert!(!config.jails[1].uppers.contains_key(&1));
     }
 
     #[test]
     fn defaults_and_file_order() {
-        let c = parse(
+        let config = parse(
             "[[layer]]\nname='p'\nsource='/usr/ports/'\n[jail.zz]\nroot='/j/zz'\n[jail.aa]\nroot='/j/aa'\n",
         )
         .unwrap();
-        assert_eq!(c.layers[0].target, Path::new("usr/ports"));
-        assert_eq!(c.layers[0].mode, Mode::Union);
-        assert_eq!(c.layers[0].union_options, ["noatime"]);
-        assert_eq!(c.lock_dir, Path::new("/run/jlayers"));
-        assert_eq!(c.update, ["portmaster", "-a", "-G", "--no-confirm"]);
-        assert_eq!(c.jails[0].name, "zz");
-        let f = Config::parse("[jail.a]\nroot='/j'\n", Path::new("x"), Os::FreeBsd).unwrap();
-        assert_eq!(f.lock_dir, Path::new("/var/run/jlayers"));
+        assert_eq!(config.layers[0].target, Path::new("usr/ports"));
+        assert_eq!(config.layers[0].mode, Mode::Union);
+        assert_eq!(config.layers[0].union_options, ["noatime"]);
+        assert_eq!(config.lock_dir, Path::new("/run/jlayers"));
+        assert_eq!(config.update, ["portmaster", "-a", "-G", "--no-confirm"]);
+        assert_eq!(config.jails[0].name, "zz");
+        let freebsd = Config::parse("[jail.a]\nroot='/j'\n", Path::new("x"), Os::FreeBsd).unwrap();
+        assert_eq!(freebsd.lock_dir, Path::new("/var/run/jlayers"));
     }
 
     #[test]
     fn unknown_key_names_line_and_column() {
-        let m = err("[[layer]]\nname = 'p'\nsource = '/usr/ports'\n  colour = 'red'\n");
+        let msg = err("[[layer]]\nname = 'p'\nsource = '/usr/ports'\n  colour = 'red'\n");
         assert!(
-            m.starts_with("/etc/jlayers.conf:4:3: unknown field `colour`"),
-            "{m}"
+            msg.starts_with("/etc/jlayers.conf:4:3: unknown field `colour`"),
+            "{msg}"
         );
-        let m = err("[jail.a]\nroot='/j'\nstrat = ['x']\n");
+        let msg = err("[jail.a]\nroot='/j'\nstrat = ['x']\n");
         assert!(
-            m.starts_with("/etc/jlayers.conf:3:1: unknown field `strat`"),
-            "{m}"
+            msg.starts_with("/etc/jlayers.conf:3:1: unknown field `strat`"),
+            "{msg}"
         );
-        let m = err("[defaults]\nupper_rot = '/x'\n");
-        assert!(m.contains(":2:1: unknown field `upper_rot`"), "{m}");
-        let m = err("[[layer]]\nname='p'\nsource='/p'\nmode='unoin'\n");
-        assert!(m.contains(":4:6: unknown variant `unoin`"), "{m}");
+        let msg = err("[defaults]\nupper_rot = '/x'\n");
+        assert!(msg.contains(":2:1: unknown field `upper_rot`"), "{msg}");
+        let msg = err("[[layer]]\nname='p'\nsource='/p'\nmode='unoin'\n");
+        assert!(msg.contains(":4:6: unknown variant `unoin`"), "{msg}");
         assert!(!err("[x\n").contains('\n'));
     }
 
     #[test]
     fn validation_rules() {
-        let l = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+        let layer = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
         let shared = "[[layer]]\nname='p'\nsource='/usr/ports'\nmode='shared'\nupper_fs='tmpfs'\n";
         let cases: &[(&str, &str)] = &[
-            (&format!("{l}{l}"), "layer p: duplicate layer name"),
+            (&format!("{layer}{layer}"), "layer p: duplicate layer name"),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nlayers=['q']\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nlayers=['q']\n"),
                 "jail a: unknown layer q",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nupper.q='x'\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nupper.q='x'\n"),
                 "jail a: upper.q: unknown layer q",
             ),
             (
-                &format!("{l}[jail.a]\nroot='j'\n"),
+                &format!("{layer}[jail.a]\nroot='j'\n"),
                 "jail a: root: \"j\" is not an absolute path",
             ),
             (
@@ -1022,53 +1022,53 @@ root   = "/usr/local/var/jails/192.168.0.101"
                 "jail a: layer d: listed before its parent layer p",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nupper.p='usr/ports/up'\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nupper.p='usr/ports/up'\n"),
                 "jail a: layer p: upper dir /j/usr/ports/up is inside the layer's target",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nupper.p='/usr/ports/up'\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nupper.p='/usr/ports/up'\n"),
                 "jail a: layer p: upper dir /usr/ports/up is inside the layer's source",
             ),
             (
-                &format!("[defaults]\nupper_root='/usr/ports/x'\n{l}[jail.a]\nroot='/j'\n"),
+                &format!("[defaults]\nupper_root='/usr/ports/x'\n{layer}[jail.a]\nroot='/j'\n"),
                 "jail a: layer p: upper dir /usr/ports/x/a/p is inside the layer's source",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nupper.p='../x'\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nupper.p='../x'\n"),
                 "jail a: layer p: upper: \"../x\" contains '..'",
             ),
             (
-                &format!("{l}[jail.'a.b']\nroot='/j'\n"),
+                &format!("{layer}[jail.'a.b']\nroot='/j'\n"),
                 "jail a.b: bad jail name",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nupdate=[]\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nupdate=[]\n"),
                 "jail a: update: empty command",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\n[jail.b]\nroot='/j/'\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\n[jail.b]\nroot='/j/'\n"),
                 "jail b: same root as jail a: /j",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/u/b'\n"),
+                &format!("{layer}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/u/b'\n"),
                 "jail a: layer p: upper dir /u is or holds the root of jail b",
             ),
             (
                 &format!(
-                    "{l}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/j/b'\nupper.p='/u/b'\n"
+                    "{layer}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/j/b'\nupper.p='/u/b'\n"
                 ),
                 "jail b: layer p: upper dir /u/b is, holds or lies in the upper dir of jail a: layer p",
             ),
             (
-                &format!("{l}upper_size='4g'\n[jail.a]\nroot='/j'\n"),
+                &format!("{layer}upper_size='4g'\n[jail.a]\nroot='/j'\n"),
                 "layer p: upper_size: only with upper_fs = \"tmpfs\"",
             ),
             (
-                &format!("{l}upper_fs='tmpfs'\nupper_size='4x'\n[jail.a]\nroot='/j'\n"),
+                &format!("{layer}upper_fs='tmpfs'\nupper_size='4x'\n[jail.a]\nroot='/j'\n"),
                 "layer p: upper_size: \"4x\": a number of bytes",
             ),
             (
-                &format!("{l}upper_fs='zfs'\n[jail.a]\nroot='/j'\n"),
+                &format!("{layer}upper_fs='zfs'\n[jail.a]\nroot='/j'\n"),
                 "unknown variant `zfs`",
             ),
             (
@@ -1076,27 +1076,27 @@ root   = "/usr/local/var/jails/192.168.0.101"
                 "layer p: upper_fs: only a union layer has an upper dir",
             ),
             (
-                &format!("{l}[jail.a]\nroot='/j'\nupper_size='1g'\n"),
+                &format!("{layer}[jail.a]\nroot='/j'\nupper_size='1g'\n"),
                 "jail a: upper_size: only with upper_fs",
             ),
         ];
         for (text, want) in cases {
-            let m = err(text);
-            assert!(m.contains(want), "want {want:?} in {m:?}");
+            let msg = err(text);
+            assert!(msg.contains(want), "want {want:?} in {msg:?}");
         }
     }
 
     /// A path taken as written is the one its components make.
     #[test]
     fn normal_as_written_or_rebuilt() {
-        for s in [
+        for written in [
             "/a/b", "a/b", "/a//b", "/a/./b", "/a/b/", "./a", "a/.", "/", ".", "/a/../b", "a/..b",
             "/.a/b.", "a", "//a",
         ] {
             let by_components = (|| {
                 let mut out = PathBuf::new();
-                for c in Path::new(s).components() {
-                    match c {
+                for component in Path::new(written).components() {
+                    match component {
                         Component::ParentDir => return None,
                         Component::CurDir => {}
                         other => out.push(other.as_os_str()),
@@ -1104,22 +1104,22 @@ root   = "/usr/local/var/jails/192.168.0.101"
                 }
                 Some(out)
             })();
-            let got = normal(Path::new(s), s).ok();
-            assert_eq!(got, by_components, "{s:?}");
-            if let Some(p) = got {
+            let got = normal(Path::new(written), written).ok();
+            assert_eq!(got, by_components, "{written:?}");
+            if let Some(path) = got {
                 assert_eq!(
-                    p.as_os_str().as_encoded_bytes(),
+                    path.as_os_str().as_encoded_bytes(),
                     {
-                        let mut b = Vec::new();
-                        for (i, c) in p.components().enumerate() {
-                            if i > 1 || (i == 1 && !p.is_absolute()) {
-                                b.push(b'/');
+                        let mut bytes = Vec::new();
+                        for (index, component) in path.components().enumerate() {
+                            if index > 1 || (index == 1 && !path.is_absolute()) {
+                                bytes.push(b'/');
                             }
-                            b.extend_from_slice(c.as_os_str().as_encoded_bytes());
+                            bytes.extend_from_slice(component.as_os_str().as_encoded_bytes());
                         }
-                        b
+                        bytes
                     },
-                    "{s:?}: bytes as the components write them"
+                    "{written:?}: bytes as the components write them"
                 );
             }
         }
@@ -1151,13 +1151,13 @@ root   = "/usr/local/var/jails/192.168.0.101"
         let (mut broken, mut fine) = (0, 0);
         for _ in 0..20_000 {
             let jails: Vec<Jail> = (0..1 + next(3))
-                .map(|k| {
+                .map(|number| {
                     let mut uppers = BTreeMap::new();
-                    for i in 0..next(3) {
-                        uppers.insert(i, Upper::Host(paths[next(paths.len())].into()));
+                    for layer_index in 0..next(3) {
+                        uppers.insert(layer_index, Upper::Host(paths[next(paths.len())].into()));
                     }
                     Jail {
-                        name: format!("j{k}"),
+                        name: format!("j{number}"),
                         root: paths[next(paths.len())].into(),
                         layers: uppers.keys().copied().collect(),
                         uppers,
@@ -1200,55 +1200,55 @@ root   = "/usr/local/var/jails/192.168.0.101"
              [[layer]]\nname='distfiles'\nsource='/d'\ntarget='usr/ports/distfiles'\nmode='shared'\n\
              [[layer]]\nname='src'\nsource='/usr/src'\nmode='readonly'\n",
         );
-        for i in 1..=10_000 {
-            write!(big, "[jail.j{i}]\nroot='/j/j{i}'\n").unwrap();
+        for number in 1..=10_000 {
+            write!(big, "[jail.j{number}]\nroot='/j/j{number}'\n").unwrap();
         }
-        let c = parse(&big).unwrap();
-        assert_eq!(c.jails.len(), 10_000);
+        let config = parse(&big).unwrap();
+        assert_eq!(config.jails.len(), 10_000);
         assert_eq!(
-            c.jails[9_999].uppers[&0],
+            config.jails[9_999].uppers[&0],
             Upper::Host("/u/j10000/ports".into())
         );
-        let x = "[jail.x]\nroot='/k/x'\n";
+        let jail_x = "[jail.x]\nroot='/k/x'\n";
         let cases: &[(String, &str)] = &[
             (
                 "[jail.x]\nroot='/j/j1/'\n".into(),
                 "jail x: same root as jail j1: /j/j1",
             ),
             (
-                format!("{x}upper.ports='/j'\n"),
+                format!("{jail_x}upper.ports='/j'\n"),
                 "jail x: layer ports: upper dir /j is or holds the root of jail j1",
             ),
             (
-                format!("{x}upper.ports='/j/j5000'\n"),
+                format!("{jail_x}upper.ports='/j/j5000'\n"),
                 "jail x: layer ports: upper dir /j/j5000 is or holds the root of jail j5000",
             ),
             (
-                format!("{x}upper.ports='/u/j10000/ports/in'\n"),
+                format!("{jail_x}upper.ports='/u/j10000/ports/in'\n"),
                 "jail x: layer ports: upper dir /u/j10000/ports/in is, holds or lies in the upper dir of jail j10000: layer ports",
             ),
             (
-                format!("{x}upper.ports='/u/j9999'\n"),
+                format!("{jail_x}upper.ports='/u/j9999'\n"),
                 "upper dir /u/j9999 is, holds or lies in the upper dir of jail j9999: layer ports",
             ),
             (
-                format!("{x}upper.ports='/u'\n"),
+                format!("{jail_x}upper.ports='/u'\n"),
                 "upper dir /u is, holds or lies in the upper dir of jail j1: layer ports",
             ),
             (
-                format!("{x}layers=['src','distfiles','ports']\n"),
+                format!("{jail_x}layers=['src','distfiles','ports']\n"),
                 "jail x: layer distfiles: listed before its parent layer ports",
             ),
             (
-                format!("{x}layers=['ports','nope']\n"),
+                format!("{jail_x}layers=['ports','nope']\n"),
                 "jail x: unknown layer nope",
             ),
             (
-                format!("{x}layers=['src','ports','src']\n"),
+                format!("{jail_x}layers=['src','ports','src']\n"),
                 "jail x: layer src listed twice",
             ),
             (
-                format!("{x}upper.src='/up'\n"),
+                format!("{jail_x}upper.src='/up'\n"),
                 "jail x: layer src: upper given for a layer that is not a union layer",
             ),
             (
@@ -1257,36 +1257,36 @@ root   = "/usr/local/var/jails/192.168.0.101"
             ),
         ];
         for (tail, want) in cases {
-            let m =
+            let msg =
                 parse(&format!("{big}{tail}")).map_or_else(|e| format!("{e:#}"), |_| tail.clone());
-            assert!(m.contains(want), "want {want:?} in {m:?}");
+            assert!(msg.contains(want), "want {want:?} in {msg:?}");
         }
         // The same root written last, as the first jail's was: the pair is named.
-        let m = err(&format!("{big}[jail.x]\nroot='/j/j10000/./'\n"));
-        assert!(m.contains("jail x: same root as jail j10000"), "{m}");
+        let msg = err(&format!("{big}[jail.x]\nroot='/j/j10000/./'\n"));
+        assert!(msg.contains("jail x: same root as jail j10000"), "{msg}");
     }
 
     /// Sorted by bytes, `/u/a/p!x` and `/u/a/p.x` fall between `/u/a/p` and
     /// `/u/a/p/x`: neither lies in `/u/a/p`, and neither holds it.
     #[test]
     fn neighbours_in_sort_order_are_not_nested() {
-        let l = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+        let layer = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
         for other in ["/u/a/p!x", "/u/a/p.x", "/u/a/o", "/u/a/p-"] {
             let text = format!(
-                "{l}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p'\n\
+                "{layer}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p'\n\
                  [jail.b]\nroot='/j/b'\nupper.p='{other}'\n\
                  [jail.c]\nroot='/j/a!'\n[jail.d]\nroot='/j/a.d'\n"
             );
             assert!(parse(&text).is_ok(), "{other}: {}", err(&text));
         }
-        let m = err(&format!(
-            "{l}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p!x'\n[jail.b]\nroot='/j/b'\nupper.p='/u/a/p!x/in'\n"
+        let msg = err(&format!(
+            "{layer}[jail.a]\nroot='/j/a'\nupper.p='/u/a/p!x'\n[jail.b]\nroot='/j/b'\nupper.p='/u/a/p!x/in'\n"
         ));
-        assert!(m.contains("lies in the upper dir of jail a"), "{m}");
-        let m = err(&format!(
-            "{l}[jail.a]\nroot='/j/a!'\n[jail.b]\nroot='/j/b'\nupper.p='/j/a!'\n"
+        assert!(msg.contains("lies in the upper dir of jail a"), "{msg}");
+        let msg = err(&format!(
+            "{layer}[jail.a]\nroot='/j/a!'\n[jail.b]\nroot='/j/b'\nupper.p='/j/a!'\n"
         ));
-        assert!(m.contains("is or holds the root of jail a"), "{m}");
+        assert!(msg.contains("is or holds the root of jail a"), "{msg}");
     }
 
     /// 2,000 layers: a layer listed before its parent, or on another's target, is
@@ -1295,40 +1295,40 @@ root   = "/usr/local/var/jails/192.168.0.101"
     fn many_layers_nesting_and_targets() {
         use std::fmt::Write;
         let mut many = String::new();
-        for i in 0..2_000 {
+        for number in 0..2_000 {
             write!(
                 many,
-                "[[layer]]\nname='l{i}'\nsource='/s/{i}'\ntarget='t/{i}'\n"
+                "[[layer]]\nname='l{number}'\nsource='/s/{number}'\ntarget='t/{number}'\n"
             )
             .unwrap();
         }
         let jail = "[jail.a]\nroot='/j'\n";
-        let c = parse(&format!("{many}{jail}")).unwrap();
-        assert_eq!(c.jails[0].layers.len(), 2_000);
-        let m = err(&format!(
+        let config = parse(&format!("{many}{jail}")).unwrap();
+        assert_eq!(config.jails[0].layers.len(), 2_000);
+        let msg = err(&format!(
             "{many}[[layer]]\nname='dup'\nsource='/x'\ntarget='t/0'\n{jail}"
         ));
-        assert!(m.contains("layer dup: same target as layer l0"), "{m}");
-        let m = err(&format!(
+        assert!(msg.contains("layer dup: same target as layer l0"), "{msg}");
+        let msg = err(&format!(
             "[[layer]]\nname='in'\nsource='/x'\ntarget='t/0/in'\n{many}{jail}"
         ));
         assert!(
-            m.contains("layer in: listed before its parent layer l0 (mounted inside it)"),
-            "{m}"
+            msg.contains("layer in: listed before its parent layer l0 (mounted inside it)"),
+            "{msg}"
         );
         // Two parents after it: the first one listed is named.
-        let m = err(&format!(
+        let msg = err(&format!(
             "[[layer]]\nname='in'\nsource='/x'\ntarget='t/5/a/b'\n{many}\
              [[layer]]\nname='mid'\nsource='/y'\ntarget='t/5/a'\n{jail}"
         ));
         assert!(
-            m.contains("layer in: listed before its parent layer l5"),
-            "{m}"
+            msg.contains("layer in: listed before its parent layer l5"),
+            "{msg}"
         );
-        let m = err(&format!(
+        let msg = err(&format!(
             "{many}[jail.a]\nroot='/j'\nlayers=['l7','l1999','l7']\n"
         ));
-        assert!(m.contains("jail a: layer l7 listed twice"), "{m}");
+        assert!(msg.contains("jail a: layer l7 listed twice"), "{msg}");
     }
 
     #[test]
@@ -1338,23 +1338,29 @@ root   = "/usr/local/var/jails/192.168.0.101"
                     [jail.a]\nroot='/j/a'\n\
                     [jail.b]\nroot='/j/b'\nupper_fs='tmpfs'\n\
                     [jail.c]\nroot='/j/c'\nupper_fs='dir'\n";
-        let c = parse(text).unwrap();
-        let t = |j: usize| c.jails[j].tmpfs.clone().into_iter().collect::<Vec<_>>();
+        let config = parse(text).unwrap();
+        let tmpfs_of = |jail: usize| {
+            config.jails[jail]
+                .tmpfs
+                .clone()
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
         // The layer's own setting; a jail's decides for all its union layers.
-        assert_eq!(t(0), [(0, Some("2g".to_string()))]);
-        assert_eq!(t(1), [(0, None), (1, None)]);
-        assert!(t(2).is_empty());
+        assert_eq!(tmpfs_of(0), [(0, Some("2g".to_string()))]);
+        assert_eq!(tmpfs_of(1), [(0, None), (1, None)]);
+        assert!(tmpfs_of(2).is_empty());
     }
 
     #[test]
     fn all_digit_jail_name_refused_on_freebsd() {
         let text = "[[layer]]\nname='p'\nsource='/usr/ports'\n[jail.100]\nroot='/j'\n";
         assert!(parse(text).is_ok());
-        let e = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::Config);
+        let error = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
+        assert_eq!(code_of(&error), ExitCode::Config);
         assert!(
-            format!("{e:#}").contains("jail 100: an all-digit jail name is a jail ID"),
-            "{e:#}"
+            format!("{error:#}").contains("jail 100: an all-digit jail name is a jail ID"),
+            "{error:#}"
         );
         let ok = text.replace("jail.100", "jail.j100");
         assert!(Config::parse(&ok, Path::new("f"), Os::FreeBsd).is_ok());
@@ -1364,28 +1370,29 @@ root   = "/usr/local/var/jails/192.168.0.101"
     fn white_space_only_refused_on_freebsd() {
         let text = "[[layer]]\nname='p'\nsource='/usr/my ports'\n[jail.a]\nroot='/j'\n";
         assert!(parse(text).is_ok());
-        let e = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
-        assert_eq!(code_of(&e), ExitCode::Config);
-        assert!(format!("{e:#}").contains("jail a: path with white space: /usr/my ports"));
+        let error = Config::parse(text, Path::new("f"), Os::FreeBsd).unwrap_err();
+        assert_eq!(code_of(&error), ExitCode::Config);
+        assert!(format!("{error:#}").contains("jail a: path with white space: /usr/my ports"));
     }
 
     #[test]
     fn network_per_jail_or_defaults() {
-        let c = parse("[jail.a]\nroot = \"/j/a\"\n[jail.b]\nroot = \"/j/b\"\nnetwork = \"host\"\n")
-            .unwrap();
-        assert_eq!(c.network(&c.jails[0]), Network::None);
-        assert_eq!(c.network(&c.jails[1]), Network::Host);
-        let c = parse(
+        let config =
+            parse("[jail.a]\nroot = \"/j/a\"\n[jail.b]\nroot = \"/j/b\"\nnetwork = \"host\"\n")
+                .unwrap();
+        assert_eq!(config.network(&config.jails[0]), Network::None);
+        assert_eq!(config.network(&config.jails[1]), Network::Host);
+        let config = parse(
             "[defaults]\nnetwork = \"host\"\n[jail.a]\nroot = \"/j/a\"\n\
              [jail.b]\nroot = \"/j/b\"\nnetwork = \"none\"\n",
         )
         .unwrap();
-        assert_eq!(c.network(&c.jails[0]), Network::Host);
-        assert_eq!(c.network(&c.jails[1]), Network::None);
-        let e = err("[jail.a]\nroot = \"/j/a\"\nnetwork = \"bridge\"\n");
+        assert_eq!(config.network(&config.jails[0]), Network::Host);
+        assert_eq!(config.network(&config.jails[1]), Network::None);
+        let msg = err("[jail.a]\nroot = \"/j/a\"\nnetwork = \"bridge\"\n");
         assert!(
-            e.contains(":3:") && e.contains("none") && e.contains("host"),
-            "{e}"
+            msg.contains(":3:") && msg.contains("none") && msg.contains("host"),
+            "{msg}"
         );
     }
 }
