@@ -20,10 +20,12 @@ pub(crate) enum Verbosity {
 
 impl Verbosity {
     pub(crate) fn of(quiet: bool, verbose: bool) -> Verbosity {
-        match (quiet, verbose) {
-            (true, _) => Verbosity::Quiet,
-            (false, true) => Verbosity::Verbose,
-            (false, false) => Verbosity::Normal,
+        if quiet {
+            Verbosity::Quiet
+        } else if verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
         }
     }
 }

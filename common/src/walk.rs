@@ -360,13 +360,13 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                     fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
                 }
             };
-            let done = match (dir_now, self.sorted) {
-                (true, _) => Done::Dir,
-                (false, true) => {
-                    push_pending(todo, PENDING_FILE, name);
-                    continue;
-                }
-                (false, false) => self.visitor.file(at, dir, name, host),
+            let done = if dir_now {
+                Done::Dir
+            } else if self.sorted {
+                push_pending(todo, PENDING_FILE, name);
+                continue;
+            } else {
+                self.visitor.file(at, dir, name, host)
             };
             match done {
                 Done::Gone => {}
