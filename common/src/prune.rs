@@ -152,12 +152,10 @@ pub(crate) fn prune(
     };
     let walker = Walker::new(&pruner, dir, below(upper, mounts))?;
     let kept = walker.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
-    if !kept && !signals::interrupted() {
-        // Only a removal that was made is completed and checked.
-        if !kept && !signals::interrupted() && sink.performs() {
-            whiteouts::remove(dir, upper, tally);
-            pruner.left_over(dir);
-        }
+    // Only a removal that was made is completed and checked.
+    if !kept && !signals::interrupted() && sink.performs() {
+        whiteouts::remove(dir, upper, tally);
+        pruner.left_over(dir);
     }
     Ok(())
 }
