@@ -791,23 +791,29 @@ fn any_shared(jails: &[Jail]) -> bool {
 /// bytes, sorted: what lies strictly below `path` is the range of keys that
 /// start with `path/`. Hashed too: a path itself is found without comparing long
 /// common prefixes down the tree.
-struct Sorted<V>(BTreeMap<Vec<u8>, V>, HashMap<Vec<u8>, V>);
+struct Sorted<V> {
+    in_order: BTreeMap<Vec<u8>, V>,
+    by_hash: HashMap<Vec<u8>, V>,
+}
 
 impl<V> Default for Sorted<V> {
     fn default() -> Self {
-        Sorted(BTreeMap::new(), HashMap::new())
+        Sorted {
+            in_order: BTreeMap::new(),
+            by_hash: HashMap::new(),
+        }
     }
 }
 
 impl<V: Copy> Sorted<V> {
     fn insert(&mut self, path: &Path, value: V) {
         let key = path.as_os_str().as_encoded_bytes().to_vec();
-        self.1.insert(key.clone(), value);
-        self.0.insert(key, value);
+        self.by_hash.insert(key.clone(), value);
+        self.in_order.insert(key, value);
     }
 
     fn get(&self, path: &Path) -> Option<&V> {
-        self.1.get(path.as_os_str().as_encoded_bytes())
+        self.by_hash.get(path.as_os_str().as_encoded_bytes())
     }
 
     /// The values of `path` and of every path below it.
@@ -817,7 +823,7 @@ impl<V: Copy> Sorted<V> {
             prefix.push(b'/');
         }
         let below = self
-            .0
+            .in_order
             .range::<[u8], _>((Bound::Included(&prefix[..]), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&prefix))
             .map(|(_, v)| v);
