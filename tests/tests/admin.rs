@@ -16,6 +16,7 @@ on_both!(
     not_root,
     status_view,
     updater_not_found,
+    updater_not_executable,
     log_keeps_history,
     no_line_on_a_spinner,
 );
@@ -236,15 +237,20 @@ fn write_errors(b: Backend) {
 /// default lock dir included (it was 73). Run as nobody, nothing can be made.
 fn not_root(b: Backend) {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     sandbox(b, |sb| {
         sb.scene();
-        fs::set_permissions(&sb.dir, fs::Permissions::from_mode(0o755)).unwrap();
+        // The checkout where nobody can reach it, as in root's home (0700): the
+        // tools nobody runs are copies in the temp dir, taken before it is hidden.
+        drop(sb.cmd_as("jmount", 65534, 65534));
+        #[cfg(target_os = "linux")]
+        {
+            let hidden = jlayers_tests::bin_dir();
+            sb.tmpfs(&hidden);
+            fs::set_permissions(&hidden, fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let as_nobody = |tool: &str, conf: &str| {
             let o = sb
-                .cmd(tool)
-                .uid(65534)
-                .gid(65534)
+                .cmd_as(tool, 65534, 65534)
                 .arg("-c")
                 .arg(sb.path(conf))
                 .arg("j1")
@@ -378,6 +384,27 @@ fn updater_not_found(b: Backend) {
             log.lines().any(|l| l == line),
             "{line:?} not in the log:\n{log}"
         );
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// An updater that is there but not executable: the command failed (69), not a
+/// permission of the administrator's refused (77).
+fn updater_not_executable(b: Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.jail_root("j1", &["sh", "env"]);
+        let tool = sb.path("j1/bin/update-me");
+        fs::write(&tool, "#!/bin/sh\necho ran\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o644)).unwrap();
+        let o = sb.run("jupdate", &["j1", "--", "/bin/update-me"]);
+        o.code(69);
+        assert!(o.stdout.starts_with("j1\tfailed\t"), "{}", o.stdout);
+        if b == Backend::Linux {
+            o.err_has("jupdate: j1: /bin/update-me: not executable in the jail");
+            assert!(!o.stderr.contains("os error"), "{}", o.stderr);
+        }
         assert!(sb.mounts().is_empty());
     });
 }
