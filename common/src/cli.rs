@@ -219,11 +219,36 @@ pub fn parse_age(arg: &str) -> Result<std::time::Duration, String> {
 
 /// A timeout: an age of at least one second.
 pub(crate) fn parse_timeout(arg: &str) -> Result<std::time::Duration, String> {
+    let bare = arg.trim();
+    // A bare number of a time limit most likely means seconds (timeout(1)):
+    // suggest that first, where an age's "7" more likely means days.
+    if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{bare:?}: give a unit: s, m, h, d or w (e.g. {bare}s for {bare} seconds)"
+        ));
+    }
     let age = parse_age(arg)?;
     if age.is_zero() {
         return Err(format!("{:?}: give at least 1s", arg.trim()));
     }
     Ok(age)
+}
+
+/// A directory named on the command line where the configuration takes only an
+/// absolute path (`--log-dir`, as `log_dir`): a relative one would depend on the
+/// directory cron or Ansible happens to run in. Any bytes, not only UTF-8.
+pub(crate) fn abs_dir() -> impl clap::builder::TypedValueParser<Value = std::path::PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PathBufValueParser::new().try_map(|path| {
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{:?} is not an absolute path (as log_dir in the configuration)",
+                path
+            ))
+        }
+    })
 }
 
 /// The most worker threads or jails at a time: more buys nothing on any machine
@@ -270,6 +295,9 @@ mod tests {
         assert!(parse_age("0").is_err());
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("30").is_err());
+        // A time limit's bare number suggests seconds; an age's, days.
+        assert!(parse_timeout("600").unwrap_err().contains("e.g. 600s for 600 seconds"));
+        assert!(parse_age("7").unwrap_err().contains("e.g. 7d for 7 days"));
     }
 
     #[test]

@@ -247,7 +247,11 @@ fn durations_need_a_unit() {
         assert!(up.join("work").exists(), "nothing pruned");
         sb.run("jupdate", &["--timeout", "30", "j1", "--", "true"])
             .code(64)
-            .err_has("give a unit: s, m, h, d or w");
+            .err_has("give a unit: s, m, h, d or w (e.g. 30s for 30 seconds)");
+        sb.run("jupdate", &["--log-dir", "logs", "j1", "--", "true"])
+            .code(64)
+            .err_has("\"logs\" is not an absolute path (as log_dir in the configuration)");
+        assert!(!sb.path("logs").exists() && !up.join("logs").exists());
         sb.run("jclean", &["-n", "--older-than", "7d", "j1"]).ok();
     });
 }
