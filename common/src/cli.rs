@@ -296,7 +296,11 @@ mod tests {
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("30").is_err());
         // A time limit's bare number suggests seconds; an age's, days.
-        assert!(parse_timeout("600").unwrap_err().contains("e.g. 600s for 600 seconds"));
+        assert!(
+            parse_timeout("600")
+                .unwrap_err()
+                .contains("e.g. 600s for 600 seconds")
+        );
         assert!(parse_age("7").unwrap_err().contains("e.g. 7d for 7 days"));
     }
 

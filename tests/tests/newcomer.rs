@@ -62,6 +62,9 @@ fn debian_root_takes_the_hosts_mirror() {
 
     for file in ["README.md", "scripts/debian-root.sh"] {
         let text = std::fs::read_to_string(ws().join(file)).unwrap();
-        assert!(!text.contains("deb.debian.org"), "{file} names a mirror host");
+        assert!(
+            !text.contains("deb.debian.org"),
+            "{file} names a mirror host"
+        );
     }
 }
