@@ -53,6 +53,107 @@ pub(crate) struct Common {
     /// standard input, one a line
     #[arg(value_name = "JAIL")]
     pub(crate) jails: Vec<OsString>,
+
+    /// The layers to work on (`--layer`, for the tools that take it): all when
+    /// empty.
+    #[arg(skip)]
+    pub(crate) layers: Vec<String>,
+
+    /// How `layers` treats a nested layer named without its parent.
+    #[arg(skip = Nested::Alone)]
+    pub(crate) nested: Nested,
+}
+
+/// `--layer NAME` of jmount, junmount and jclean.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct LayerChoice {
+    /// Only layer NAME of each jail, with the layers nested inside it; repeatable
+    ///
+    /// Only layer NAME of each jail (a jail without it is left alone), with the
+    /// layers nested inside it, which stand on it (taken along, and said so);
+    /// repeatable. jmount refuses a nested layer without the layer it stands on.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub(crate) layers: Vec<String>,
+}
+
+impl LayerChoice {
+    /// `common` with this choice of layers.
+    pub(crate) fn apply(&self, common: &Common, nested: Nested) -> Common {
+        Common {
+            layers: self.layers.clone(),
+            nested,
+            ..common.clone()
+        }
+    }
+}
+
+/// Whether a nested layer may be chosen without the layer it stands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nested {
+    /// jmount: a nested layer mounted without its parent would land in the jail's
+    /// own directory, under where the parent later goes.
+    NeedsParent,
+    /// junmount, jclean, --status: each layer stands alone.
+    Alone,
+}
+
+/// Restrict each selected jail to the layers `names` (and the layers nested in
+/// them), in its own order. An unknown name is a usage error; a note says which
+/// nested layers were taken along.
+pub(crate) fn restrict_layers(
+    cfg: &mut Config,
+    jails: &[usize],
+    names: &[String],
+    nested: Nested,
+) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    for name in names {
+        if !cfg.layers.iter().any(|layer| &layer.name == name) {
+            return Err(fail(
+                ExitCode::Usage,
+                format!("--layer {name}: no such layer in {}", cfg.path.display()),
+            ));
+        }
+    }
+    let mut along = Vec::new();
+    for &index in jails {
+        let jail = &cfg.jails[index];
+        let chosen = |i: usize| names.contains(&cfg.layers[i].name);
+        // Layer `inner` stands on `outer`: its target lies strictly below.
+        let on = |inner: usize, outer: usize| {
+            let (a, b) = (&cfg.layers[inner].target, &cfg.layers[outer].target);
+            a != b && a.starts_with(b)
+        };
+        let mut keep = Vec::new();
+        for &layer in &jail.layers {
+            let parent_chosen = jail.layers.iter().any(|&o| on(layer, o) && chosen(o));
+            if chosen(layer) || parent_chosen {
+                if nested == Nested::NeedsParent {
+                    if let Some(&parent) = jail
+                        .layers
+                        .iter()
+                        .find(|&&o| on(layer, o) && !keep.contains(&o))
+                    {
+                        return Err(fail(
+                            ExitCode::Usage,
+                            format!(
+                                "--layer {}: jail {}: it stands on layer {}: name that too",
+                                cfg.layers[layer].name, jail.name, cfg.layers[parent].name
+                            ),
+                        ));
+                    }
+                }
+                if !chosen(layer) && !along.contains(&cfg.layers[layer].name) {
+                    along.push(cfg.layers[layer].name.clone());
+                }
+                keep.push(layer);
+            }
+        }
+        cfg.jails[index].layers = keep;
+    }
+    Ok(along)
 }
 
 impl Common {

@@ -39,6 +39,8 @@ pub struct Cli {
     pub(crate) common: Common,
     #[command(flatten)]
     pub(crate) opts: Opts,
+    #[command(flatten)]
+    pub(crate) layers: crate::cli::LayerChoice,
 }
 
 /// jclean's own flags.
@@ -86,7 +88,8 @@ struct Total {
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    let (args, opts) = (&cli.common, &cli.opts);
+    let common = cli.layers.apply(&cli.common, crate::cli::Nested::Alone);
+    let (args, opts) = (&common, &cli.opts);
     run("jclean", args, |setup| {
         let rules = rules(opts)?;
         let pool = thread_pool(opts.jobs.unwrap_or(0))?;

@@ -52,6 +52,18 @@ impl Setup {
             ));
         }
         let jails = cli::select(&cfg, args)?;
+        let mut cfg = cfg;
+        let along = cli::restrict_layers(&mut cfg, &jails, &args.layers, args.nested)?;
+        if !along.is_empty() {
+            msg.warn(
+                &[],
+                &format!(
+                    "--layer {}: takes the layers nested in it along: {}",
+                    args.layers.join(", --layer "),
+                    along.join(", ")
+                ),
+            );
+        }
         Ok(Setup {
             cfg,
             platform: platform::backend(os)?,
