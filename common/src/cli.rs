@@ -197,8 +197,16 @@ pub fn parse<T: Parser>(tool: &str) -> T {
                 std::process::exit(0);
             }
             let text = err.to_string();
-            let first = text.lines().next().unwrap_or("bad usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("bad usage").to_string();
+            // "the following required arguments were not provided:" names them
+            // on the next line: one line all the same.
+            if first.ends_with(':') {
+                if let Some(next) = lines.next().filter(|l| !l.starts_with("Usage:")) {
+                    first = format!("{first} {next}");
+                }
+            }
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             // Never a panic when stderr is gone (eprintln! would).
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "{tool}: {first} (see '{tool} --help')");
