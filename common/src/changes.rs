@@ -48,12 +48,15 @@ pub(crate) enum Kind {
     Whiteout,
     /// A directory that hides the host's directory of that name.
     Opaque,
-    /// A directory, merged with the host's.
+    /// A directory, merged with the host's: a parent copied up for a change below
+    /// it.
     Dir,
+    /// A directory the jail made: the host has none of that name.
+    NewDir,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 8] = [
+    pub(crate) const ALL: [Kind; 9] = [
         Kind::New,
         Kind::Copy,
         Kind::Modified,
@@ -62,6 +65,7 @@ impl Kind {
         Kind::Whiteout,
         Kind::Opaque,
         Kind::Dir,
+        Kind::NewDir,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -74,13 +78,14 @@ impl Kind {
             Kind::Whiteout => "whiteout",
             Kind::Opaque => "opaque",
             Kind::Dir => "dir",
+            Kind::NewDir => "newdir",
         }
     }
 
     /// `--only KIND`: the kinds that can be pruned alone (not directories).
     pub(crate) fn parse_prunable(name: &str) -> Result<Kind, String> {
         match Kind::ALL.into_iter().find(|k| k.name() == name) {
-            Some(Kind::Dir | Kind::Opaque) => Err(format!(
+            Some(Kind::Dir | Kind::NewDir | Kind::Opaque) => Err(format!(
                 "{name}: directories go with jclean as a whole; give new, copy, modified, stale, conflict or whiteout"
             )),
             Some(kind) => Ok(kind),
@@ -132,7 +137,9 @@ pub(crate) fn walk(
         each: RefCell::new(Box::new(each)),
         problems: RefCell::new(Problems::new()),
     };
-    let walker = Walker::new(&lister, upper, mounts)?.in_path_order();
+    let walker = Walker::new(&lister, upper, mounts)?
+        .in_path_order()
+        .beside_host();
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     // No host tree: every entry is new.
     let host = nix::fcntl::open(source, flags, Mode::empty())
@@ -193,9 +200,11 @@ impl Visit for Lister<'_, '_> {
         }
     }
 
-    fn entered(&self, at: &At, dir: &OwnedFd, st: &FileStat) {
+    fn entered(&self, at: &At, dir: &OwnedFd, st: &FileStat, on_host: Option<bool>) {
         let kind = if opaque(dir, st) {
             Kind::Opaque
+        } else if on_host == Some(false) {
+            Kind::NewDir
         } else {
             Kind::Dir
         };

@@ -53,6 +53,107 @@ pub(crate) struct Common {
     /// standard input, one a line
     #[arg(value_name = "JAIL")]
     pub(crate) jails: Vec<OsString>,
+
+    /// The layers to work on (`--layer`, for the tools that take it): all when
+    /// empty.
+    #[arg(skip)]
+    pub(crate) layers: Vec<String>,
+
+    /// How `layers` treats a nested layer named without its parent.
+    #[arg(skip = Nested::Alone)]
+    pub(crate) nested: Nested,
+}
+
+/// `--layer NAME` of jmount, junmount and jclean.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct LayerChoice {
+    /// Only layer NAME of each jail, with the layers nested inside it; repeatable
+    ///
+    /// Only layer NAME of each jail (a jail without it is left alone), with the
+    /// layers nested inside it, which stand on it (taken along, and said so);
+    /// repeatable. jmount refuses a nested layer without the layer it stands on.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub(crate) layers: Vec<String>,
+}
+
+impl LayerChoice {
+    /// `common` with this choice of layers.
+    pub(crate) fn apply(&self, common: &Common, nested: Nested) -> Common {
+        Common {
+            layers: self.layers.clone(),
+            nested,
+            ..common.clone()
+        }
+    }
+}
+
+/// Whether a nested layer may be chosen without the layer it stands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nested {
+    /// jmount: a nested layer mounted without its parent would land in the jail's
+    /// own directory, under where the parent later goes.
+    NeedsParent,
+    /// junmount, jclean, --status: each layer stands alone.
+    Alone,
+}
+
+/// Restrict each selected jail to the layers `names` (and the layers nested in
+/// them), in its own order. An unknown name is a usage error; a note says which
+/// nested layers were taken along.
+pub(crate) fn restrict_layers(
+    cfg: &mut Config,
+    jails: &[usize],
+    names: &[String],
+    nested: Nested,
+) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    for name in names {
+        if !cfg.layers.iter().any(|layer| &layer.name == name) {
+            return Err(fail(
+                ExitCode::Usage,
+                format!("--layer {name}: no such layer in {}", cfg.path.display()),
+            ));
+        }
+    }
+    let mut along = Vec::new();
+    for &index in jails {
+        let jail = &cfg.jails[index];
+        let chosen = |i: usize| names.contains(&cfg.layers[i].name);
+        // Layer `inner` stands on `outer`: its target lies strictly below.
+        let on = |inner: usize, outer: usize| {
+            let (a, b) = (&cfg.layers[inner].target, &cfg.layers[outer].target);
+            a != b && a.starts_with(b)
+        };
+        let mut keep = Vec::new();
+        for &layer in &jail.layers {
+            let parent_chosen = jail.layers.iter().any(|&o| on(layer, o) && chosen(o));
+            if chosen(layer) || parent_chosen {
+                if nested == Nested::NeedsParent {
+                    if let Some(&parent) = jail
+                        .layers
+                        .iter()
+                        .find(|&&o| on(layer, o) && !keep.contains(&o))
+                    {
+                        return Err(fail(
+                            ExitCode::Usage,
+                            format!(
+                                "--layer {}: jail {}: it stands on layer {}: name that too",
+                                cfg.layers[layer].name, jail.name, cfg.layers[parent].name
+                            ),
+                        ));
+                    }
+                }
+                if !chosen(layer) && !along.contains(&cfg.layers[layer].name) {
+                    along.push(cfg.layers[layer].name.clone());
+                }
+                keep.push(layer);
+            }
+        }
+        cfg.jails[index].layers = keep;
+    }
+    Ok(along)
 }
 
 impl Common {
@@ -96,8 +197,16 @@ pub fn parse<T: Parser>(tool: &str) -> T {
                 std::process::exit(0);
             }
             let text = err.to_string();
-            let first = text.lines().next().unwrap_or("bad usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("bad usage").to_string();
+            // "the following required arguments were not provided:" names them
+            // on the next line: one line all the same.
+            if first.ends_with(':') {
+                if let Some(next) = lines.next().filter(|l| !l.starts_with("Usage:")) {
+                    first = format!("{first} {next}");
+                }
+            }
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             // Never a panic when stderr is gone (eprintln! would).
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "{tool}: {first} (see '{tool} --help')");
@@ -219,11 +328,36 @@ pub fn parse_age(arg: &str) -> Result<std::time::Duration, String> {
 
 /// A timeout: an age of at least one second.
 pub(crate) fn parse_timeout(arg: &str) -> Result<std::time::Duration, String> {
+    let bare = arg.trim();
+    // A bare number of a time limit most likely means seconds (timeout(1)):
+    // suggest that first, where an age's "7" more likely means days.
+    if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{bare:?}: give a unit: s, m, h, d or w (e.g. {bare}s for {bare} seconds)"
+        ));
+    }
     let age = parse_age(arg)?;
     if age.is_zero() {
         return Err(format!("{:?}: give at least 1s", arg.trim()));
     }
     Ok(age)
+}
+
+/// A directory named on the command line where the configuration takes only an
+/// absolute path (`--log-dir`, as `log_dir`): a relative one would depend on the
+/// directory cron or Ansible happens to run in. Any bytes, not only UTF-8.
+pub(crate) fn abs_dir() -> impl clap::builder::TypedValueParser<Value = std::path::PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PathBufValueParser::new().try_map(|path| {
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{:?} is not an absolute path (as log_dir in the configuration)",
+                path
+            ))
+        }
+    })
 }
 
 /// The most worker threads or jails at a time: more buys nothing on any machine
@@ -270,6 +404,13 @@ mod tests {
         assert!(parse_age("0").is_err());
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("30").is_err());
+        // A time limit's bare number suggests seconds; an age's, days.
+        assert!(
+            parse_timeout("600")
+                .unwrap_err()
+                .contains("e.g. 600s for 600 seconds")
+        );
+        assert!(parse_age("7").unwrap_err().contains("e.g. 7d for 7 days"));
     }
 
     #[test]

@@ -142,9 +142,11 @@ impl Config {
                 .span()
                 .map_or((1, 1), |s| line_col(text.as_bytes(), s.start));
             let msg = e.message().trim_end().replace('\n', " ");
+            let hint = e.span().and_then(|s| parse_hint(text, s.start, &msg));
+            let hint = hint.map_or(String::new(), |h| format!("; {h}"));
             fail(
                 ExitCode::Config,
-                format!("{}:{line}:{col}: {msg}", path.display()),
+                format!("{}:{line}:{col}: {msg}{hint}", path.display()),
             )
         })?;
         build(raw, path, os).map_err(|m| fail(ExitCode::Config, format!("{}: {m}", path.display())))
@@ -171,6 +173,43 @@ impl Config {
         self.roots
             .get_or_init(|| crate::roots::Roots::of(self.jails.iter().map(|j| j.root.as_path())))
     }
+}
+
+/// What the administrator most likely meant, for the TOML errors a config writer
+/// meets first: a string where an array is wanted (the array written out), and a
+/// jail name with dots read as nested tables (the name quoted).
+fn parse_hint(text: &str, at: usize, msg: &str) -> Option<String> {
+    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?.trim();
+    if msg.starts_with("invalid type: string") && msg.ends_with("expected a sequence") {
+        let (key, value) = line.split_once('=')?;
+        let value: String = toml::from_str::<toml::Value>(&format!("v = {}", value.trim()))
+            .ok()?
+            .get("v")?
+            .as_str()?
+            .to_string();
+        let words: Vec<String> = value
+            .split_whitespace()
+            .map(|w| toml::Value::String(w.to_string()).to_string())
+            .collect();
+        return Some(format!(
+            "write it as an array, e.g. {} = [{}]",
+            key.trim(),
+            words.join(", ")
+        ));
+    }
+    let name = line.strip_prefix("[jail.")?.strip_suffix(']')?;
+    if msg.starts_with("unknown field") && name.contains('.') && !name.contains('"') {
+        // Quoting would not help: a dot in a jail name means a child jail on
+        // FreeBSD, so names are one word.
+        return Some(format!(
+            "[jail.{name}] is a jail {:?} with tables below it; a jail name is one \
+             word (letters, digits, '-' and '_'), e.g. [jail.{}]",
+            name.split('.').next().unwrap_or_default(),
+            name.replace('.', "-")
+        ));
+    }
+    None
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -952,6 +991,29 @@ root   = "/usr/local/var/jails/192.168.0.101"
             Upper::Host("/usr/local/var/jlayers/web/ports".into())
         );
         assert!(!config.jails[1].uppers.contains_key(&1));
+    }
+
+    /// The first mistakes of a config writer get what was most likely meant.
+    #[test]
+    fn hints_for_first_mistakes() {
+        let msg = err("[defaults]\nupdate = \"portmaster -a -G\"\n");
+        assert!(
+            msg.ends_with(
+                "expected a sequence; write it as an array, e.g. update = [\"portmaster\", \"-a\", \"-G\"]"
+            ),
+            "{msg}"
+        );
+        let msg = err("[jail.www.example.com]\nroot = \"/j/www\"\n");
+        assert!(
+            msg.ends_with(
+                "[jail.www.example.com] is a jail \"www\" with tables below it; a jail \
+                 name is one word (letters, digits, '-' and '_'), e.g. [jail.www-example-com]"
+            ),
+            "{msg}"
+        );
+        // Other errors get no guess.
+        assert!(!err("[jail.w]\nroot = 5\n").contains("; "));
+        assert!(err("[jail.\"www.example.com\"]\nroot = \"/j/www\"\n").contains("bad jail name"));
     }
 
     #[test]

@@ -185,8 +185,58 @@ fn out(bytes: &[u8]) {
     }
 }
 
+/// The line that heads this run's records where they are appended to a log
+/// (`>>clean.log`): when and what ran, taken by the first record.
+static HEADER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Whether this run's records went to a log under a header.
+static HEADED: AtomicBool = AtomicBool::new(false);
+
+/// Make the header of this run: `# TOOL: DATE: ARGS`, `(dry run)` for `-n`. A
+/// comment, so that scripts reading the log skip it as they skip blank lines.
+pub(crate) fn set_header(tool: &str, dry_run: bool) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let dry = if dry_run { " (dry run)" } else { "" };
+    let line = format!(
+        "# {tool}: {}{dry}: {}\n",
+        crate::update::utc_timestamp(std::time::SystemTime::now()),
+        sh_one_line(&args)
+    );
+    *HEADER.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
+}
+
+/// Whether stdout is a regular file opened to append: a log, not a terminal, a
+/// pipe to a script, or a file a script rewrites.
+fn appending_to_a_log() -> bool {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let stdout = std::io::stdout();
+    let appending = fcntl(&stdout, FcntlArg::F_GETFL)
+        .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_APPEND));
+    appending
+        && nix::sys::stat::fstat(&stdout).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
+/// The header, before this run's first record in a log.
+fn head() {
+    let header = HEADER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(header) = header {
+        if appending_to_a_log() {
+            HEADED.store(true, Ordering::Relaxed);
+            out(header.as_bytes());
+        }
+    }
+}
+
+/// An interrupted run's records in a log end with a line saying they are partial.
+pub(crate) fn interrupted_note() {
+    if HEADED.load(Ordering::Relaxed) {
+        out(b"# interrupted: the counts above are partial\n");
+    }
+}
+
 /// One report line: fields joined by one TAB. Paths are written as their bytes.
 pub(crate) fn record(fields: &[&OsStr]) {
+    head();
     let mut line = Vec::new();
     for (index, field) in fields.iter().enumerate() {
         if index > 0 {

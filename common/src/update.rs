@@ -159,6 +159,13 @@ impl Run<'_> {
                     )
                 }));
             }
+            // The jail's file, not the administrator's permission: 69, not 77.
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(crate::exit::fail(
+                    ExitCode::Unavailable,
+                    format!("{}: not executable in the jail", self.cmd[0]),
+                ));
+            }
             Err(err) => {
                 return Err(err).or_fail(ExitCode::Unavailable, || {
                     format!("cannot run {}", self.cmd[0])

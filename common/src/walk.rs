@@ -113,8 +113,9 @@ pub(crate) trait Visit {
     fn keep_dir(&self, _at: &At, _name: &CStr) -> bool {
         false
     }
-    /// A directory just entered (`at` is its own path), before its entries.
-    fn entered(&self, _at: &At, _dir: &OwnedFd, _st: &FileStat) {}
+    /// A directory just entered (`at` is its own path), before its entries;
+    /// `on_host`: whether the host tree has a directory there (`None`: not looked).
+    fn entered(&self, _at: &At, _dir: &OwnedFd, _st: &FileStat, _on_host: Option<bool>) {}
     /// The names of the whiteout entries (FreeBSD) of `dir`, which its listing
     /// hides; none unless the visitor tells them.
     fn whiteout_names(&self, _dir: &OwnedFd) -> Vec<CString> {
@@ -211,6 +212,9 @@ pub(crate) struct Walker<'a, V: ?Sized> {
     mounts: Vec<Vec<u8>>,
     /// Entries in path order ([`Walker::in_path_order`]).
     sorted: bool,
+    /// Walked beside the host tree ([`Walker::beside_host`]): a directory's
+    /// `on_host` is known.
+    host_known: bool,
 }
 
 /// Kinds of a pending entry: the first byte of its record in the name buffer
@@ -228,7 +232,15 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
             dev: fstat(top)?.st_dev as u64,
             mounts,
             sorted: false,
+            host_known: false,
         })
+    }
+
+    /// Walk beside the host tree given to [`Walker::deep`] (none: it has nothing
+    /// there), telling each directory whether the host has one of that name.
+    pub(crate) fn beside_host(mut self) -> Self {
+        self.host_known = true;
+        self
     }
 
     /// Visit entries in path order (for [`Walker::deep`] only): each directory's
@@ -450,7 +462,10 @@ impl<'a, V: Visit + ?Sized> Walker<'a, V> {
                     path.push(b'/');
                 }
                 path.extend_from_slice(name.to_bytes());
-                self.visitor.entered(&At(&path), &child.fd, &child.st);
+                // Beside a host tree, its directory of that name is there or not.
+                let on_host = self.host_known.then_some(host.is_some());
+                self.visitor
+                    .entered(&At(&path), &child.fd, &child.st, on_host);
                 let todo_at = todo.len();
                 let host_fd = host.as_ref().and_then(|h| h.fd.as_ref());
                 let kept = self.list(&child.fd, &At(&path), host_fd, &mut todo);
@@ -564,7 +579,7 @@ impl<V: Visit + Sync + ?Sized> Walker<'_, V> {
             sub.push(b'/');
         }
         sub.extend_from_slice(name.to_bytes());
-        self.visitor.entered(&At(&sub), &child.fd, &child.st);
+        self.visitor.entered(&At(&sub), &child.fd, &child.st, None);
         let st = Frame::new(&child, 0, 0, false).dir_stat();
         let kept = if depth < par_depth {
             self.par(&child.fd, &sub, depth, par_depth)

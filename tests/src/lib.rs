@@ -190,9 +190,47 @@ impl Sandbox {
         c
     }
 
+    /// A tool command run as `uid`:`gid` (an unprivileged host user), from copies
+    /// of the tool (and of the FreeBSD simulation) in the temp dir: the checkout may
+    /// live where that user cannot reach (root's own home, 0700). The temp dir is
+    /// made traversable by everyone.
+    pub fn cmd_as(&self, tool: &str, uid: u32, gid: u32) -> Command {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let open = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        open(&self.dir, 0o755);
+        let bin = self.path(".anyone");
+        let sim = bin.join("freebsd-sim");
+        if !bin.exists() {
+            std::fs::create_dir_all(&sim).unwrap();
+            for t in TOOLS {
+                std::fs::copy(bin_dir().join(t), bin.join(t)).unwrap();
+                open(&bin.join(t), 0o755);
+            }
+            for entry in std::fs::read_dir(sim_dir()).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), sim.join(entry.file_name())).unwrap();
+                open(&sim.join(entry.file_name()), 0o755);
+            }
+            open(&bin, 0o755);
+            open(&sim, 0o755);
+        }
+        let mut c = Command::new(bin.join(tool));
+        self.backend_env_with(&mut c, &sim);
+        c.uid(uid).gid(gid);
+        c
+    }
+
     /// The backend's environment: for the FreeBSD simulation, its tools first on
     /// PATH and its state dir.
     pub fn backend_env(&self, c: &mut Command) {
+        self.backend_env_with(c, &sim_dir());
+    }
+
+    /// [`Sandbox::backend_env`] with the simulation's tools taken from `sim`.
+    fn backend_env_with(&self, c: &mut Command, sim: &Path) {
         c.env_remove("JLAYERS_CONF").env("LC_ALL", "C");
         let path = std::env::var_os("PATH").unwrap_or_default();
         match self.backend {
@@ -203,7 +241,7 @@ impl Sandbox {
                 c.env("JLAYERS_PLATFORM", "freebsd");
             }
             Backend::FreeBsd => {
-                let mut p = sim_dir().into_os_string();
+                let mut p = sim.as_os_str().to_os_string();
                 p.push(":");
                 p.push(&path);
                 c.env("JLAYERS_PLATFORM", "freebsd")

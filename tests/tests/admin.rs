@@ -16,6 +16,8 @@ on_both!(
     not_root,
     status_view,
     updater_not_found,
+    updater_not_executable,
+    report_in_a_log,
     log_keeps_history,
     no_line_on_a_spinner,
 );
@@ -150,10 +152,12 @@ fn stable_order(b: Backend) {
         let mut sorted = paths.clone();
         sorted.sort();
         assert_eq!(paths, sorted, "{}", o.stdout);
-        // Every entry: the files, and the directories b, c, n, the chain's 11 and
-        // distfiles (the nested layer's mount point).
-        assert_eq!(paths.len(), files.len() + 4 + 11, "{}", o.stdout);
-        let at = |p: &str| paths.iter().position(|q| *q == up.join(p)).unwrap();
+        // Every entry: the files, and the directories b, c, n and the chain's 11,
+        // by their paths in the layer's tree; not distfiles, the nested layer's
+        // mount point.
+        assert_eq!(paths.len(), files.len() + 3 + 11, "{}", o.stdout);
+        assert!(!o.stdout.contains("distfiles"), "{}", o.stdout);
+        let at = |p: &str| paths.iter().position(|q| *q == Path::new(p)).unwrap();
         assert!(
             at("c") < at("c/d") && at("c/d-e") < at("c-d"),
             "{}",
@@ -236,15 +240,20 @@ fn write_errors(b: Backend) {
 /// default lock dir included (it was 73). Run as nobody, nothing can be made.
 fn not_root(b: Backend) {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     sandbox(b, |sb| {
         sb.scene();
-        fs::set_permissions(&sb.dir, fs::Permissions::from_mode(0o755)).unwrap();
+        // The checkout where nobody can reach it, as in root's home (0700): the
+        // tools nobody runs are copies in the temp dir, taken before it is hidden.
+        drop(sb.cmd_as("jmount", 65534, 65534));
+        #[cfg(target_os = "linux")]
+        {
+            let hidden = jlayers_tests::bin_dir();
+            sb.tmpfs(&hidden);
+            fs::set_permissions(&hidden, fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let as_nobody = |tool: &str, conf: &str| {
             let o = sb
-                .cmd(tool)
-                .uid(65534)
-                .gid(65534)
+                .cmd_as(tool, 65534, 65534)
                 .arg("-c")
                 .arg(sb.path(conf))
                 .arg("j1")
@@ -379,6 +388,138 @@ fn updater_not_found(b: Backend) {
             "{line:?} not in the log:\n{log}"
         );
         assert!(sb.mounts().is_empty());
+    });
+}
+
+/// An updater that is there but not executable: the command failed (69), not a
+/// permission of the administrator's refused (77).
+fn updater_not_executable(b: Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.jail_root("j1", &["sh", "env"]);
+        let tool = sb.path("j1/bin/update-me");
+        fs::write(&tool, "#!/bin/sh\necho ran\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o644)).unwrap();
+        let o = sb.run("jupdate", &["j1", "--", "/bin/update-me"]);
+        o.code(69);
+        assert!(o.stdout.starts_with("j1\tfailed\t"), "{}", o.stdout);
+        if b == Backend::Linux {
+            o.err_has("jupdate: j1: /bin/update-me: not executable in the jail");
+            assert!(!o.stderr.contains("os error"), "{}", o.stderr);
+        }
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// Records appended to a log (`>>clean.log` from cron) are headed by a comment
+/// line saying when and what ran, `(dry run)` for `-n`; an interrupted run's end
+/// with a line saying its counts are partial. Not on a pipe, a file opened to be
+/// rewritten, nor under `-q` when all went well.
+fn report_in_a_log(b: Backend) {
+    use std::io::Read;
+    use std::process::Stdio;
+    sandbox(b, |sb| {
+        sb.scene();
+        upper_file(sb, "j1", "built", 100);
+        let log = sb.path("clean.log");
+        let append = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+        };
+        let conf = sb.path("jlayers.conf");
+        let conf = conf.to_str().unwrap();
+        let run = |args: &[&str], out: fs::File| {
+            let status = sb.tool("jclean", args).stdout(out).status().unwrap();
+            assert!(status.success(), "{args:?}");
+        };
+        run(&["-n", "j1"], append());
+        run(&["-q", "--all"], append());
+        upper_file(sb, "j1", "built", 100);
+        run(&["j1"], append());
+        let text = fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "-q: no header without a record:\n{text}");
+        for (header, args) in [
+            (lines[0], " UTC (dry run): -c CONF -n j1"),
+            (lines[2], " UTC: -c CONF j1"),
+        ] {
+            assert!(
+                header.starts_with("# jclean: 20") && header.ends_with(&args.replace("CONF", conf)),
+                "{header}"
+            );
+        }
+        assert!(lines[1].starts_with("j1\tports\t1\t"), "{text}");
+        assert!(lines[3].starts_with("j1\tports\t1\t"), "{text}");
+        // Not on a pipe, nor a file opened to be rewritten.
+        upper_file(sb, "j1", "built", 100);
+        let o = sb.run("jclean", &["-n", "j1"]);
+        assert!(o.ok().stdout.starts_with("j1\t"), "{}", o.stdout);
+        let fresh = sb.path("fresh.log");
+        run(&["-n", "j1"], fs::File::create(&fresh).unwrap());
+        assert!(fs::read_to_string(&fresh).unwrap().starts_with("j1\t"));
+
+        // Interrupted: the second jail's update still runs when SIGINT comes.
+        sb.jail_root("j1", &["sh", "env", "test", "sleep"]);
+        sb.jail_root("j2", &["sh", "env", "test", "sleep"]);
+        fs::write(sb.path("j2/slow"), "").unwrap();
+        let updates = sb.path("update.log");
+        let mut child = sb
+            .tool(
+                "jupdate",
+                &[
+                    "--all",
+                    "--",
+                    "sh",
+                    "-c",
+                    "test -e /slow && exec sleep 30; true",
+                ],
+            )
+            .stdout(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&updates)
+                    .unwrap(),
+            )
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !fs::read_to_string(&updates)
+            .unwrap_or_default()
+            .contains("j1\tok")
+            && start.elapsed() < std::time::Duration::from_secs(20)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(130), "{err}");
+        let text = fs::read_to_string(&updates).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("# jupdate: 20"), "{text}");
+        assert!(lines[1].starts_with("j1\tok\t0\t"), "{text}");
+        assert_eq!(
+            lines.last().copied(),
+            Some("# interrupted: the counts above are partial"),
+            "{text}"
+        );
     });
 }
 

@@ -247,7 +247,11 @@ fn durations_need_a_unit() {
         assert!(up.join("work").exists(), "nothing pruned");
         sb.run("jupdate", &["--timeout", "30", "j1", "--", "true"])
             .code(64)
-            .err_has("give a unit: s, m, h, d or w");
+            .err_has("give a unit: s, m, h, d or w (e.g. 30s for 30 seconds)");
+        sb.run("jupdate", &["--log-dir", "logs", "j1", "--", "true"])
+            .code(64)
+            .err_has("\"logs\" is not an absolute path (as log_dir in the configuration)");
+        assert!(!sb.path("logs").exists() && !up.join("logs").exists());
         sb.run("jclean", &["-n", "--older-than", "7d", "j1"]).ok();
     });
 }
@@ -416,6 +420,7 @@ fn what_each_jail_changed(b: Backend) {
         fs::remove_file(j.join("Mk/gone.mk")).unwrap();
         fs::remove_dir_all(j.join("lang")).unwrap();
         fs::create_dir(j.join("lang")).unwrap();
+        fs::create_dir_all(j.join("editors/vim/work/a")).unwrap();
         sb.run("junmount", &["j1"]).ok();
         // Upstream changes a file the jail holds a copy of.
         std::thread::sleep(Duration::from_millis(20));
@@ -428,8 +433,7 @@ fn what_each_jail_changed(b: Backend) {
             .into_iter()
             .map(|f| {
                 assert_eq!((f[0].as_str(), f[1].as_str()), ("j1", "ports"), "{f:?}");
-                let rel = Path::new(&f[4]).strip_prefix(&up).unwrap();
-                (rel.to_string_lossy().into_owned(), f[2].clone())
+                (f[4].clone(), f[2].clone())
             })
             .collect();
         got.sort();
@@ -438,12 +442,14 @@ fn what_each_jail_changed(b: Backend) {
             ("Mk/bsd.port.mk", "modified"),
             ("Mk/gone.mk", "whiteout"),
             ("Mk/stale.mk", "stale"),
-            // The nested layer's mount point, made through the union.
-            ("distfiles", "dir"),
+            // Not the nested layer's mount point, made through the union. The
+            // parents copied up for a change, told apart from the jail's own.
             ("editors", "dir"),
             ("editors/vim", "dir"),
             // Its mode changed: not a copy of the host's any more.
             ("editors/vim/Makefile", "modified"),
+            ("editors/vim/work", "newdir"),
+            ("editors/vim/work/a", "newdir"),
             ("lang", "opaque"),
             ("new-file", "new"),
         ];
@@ -453,6 +459,13 @@ fn what_each_jail_changed(b: Backend) {
             .collect();
         assert_eq!(got, want, "{}", o.stdout);
         assert!(up.join("new-file").exists(), "--list deletes nothing");
+        // --absolute: the path in the upper dir.
+        let o = sb.run("jclean", &["--list", "--absolute", "j1"]);
+        let first = &lines(&o.ok().stdout)[0];
+        assert_eq!(Path::new(&first[4]), up.join("Mk"), "{}", o.stdout);
+        sb.run("jclean", &["--absolute", "j1"])
+            .code(64)
+            .err_has("--list");
 
         sb.run("jclean", &["--only", "dir", "j1"]).code(64).err_has(
             "jclean: invalid value 'dir' for '--only <KIND>': dir: directories go with jclean as a whole",
@@ -516,7 +529,7 @@ fn kinds_keep_the_jails_own_work(b: Backend) {
             let mut got: Vec<(String, String)> = lines(&o.stdout)
                 .into_iter()
                 .filter_map(|f| {
-                    let rel = Path::new(&f[4]).strip_prefix(&up).ok()?;
+                    let rel = Path::new(&f[4]).strip_prefix("Mk").ok()?;
                     (f[2] != "dir").then_some(())?;
                     Some((rel.to_string_lossy().into_owned(), f[2].clone()))
                 })

@@ -39,6 +39,8 @@ pub struct Cli {
     pub(crate) common: Common,
     #[command(flatten)]
     pub(crate) opts: Opts,
+    #[command(flatten)]
+    pub(crate) layers: crate::cli::LayerChoice,
 }
 
 /// jclean's own flags.
@@ -46,10 +48,15 @@ pub struct Cli {
 pub(crate) struct Opts {
     /// List every entry of each upper dir with what it is to the host tree:
     /// JAIL, LAYER, KIND (new, copy, modified, stale, conflict, whiteout, opaque,
-    /// dir), SIZE, PATH, sorted by path; deletes nothing (implies -n), so mounted
-    /// layers too
+    /// dir, newdir), SIZE, PATH (relative to the layer's tree), sorted by path;
+    /// deletes nothing (implies -n), so mounted layers too
     #[arg(long = "list")]
     pub(crate) list: bool,
+
+    /// With --list: PATH is the entry's path in the upper dir, not relative to the
+    /// layer's tree
+    #[arg(long = "absolute", requires = "list")]
+    pub(crate) absolute: bool,
 
     /// Prune only entries of KIND (new, copy, modified, stale, conflict, whiteout),
     /// e.g. 'stale': copies the jail never wrote of host files changed since;
@@ -86,7 +93,8 @@ struct Total {
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    let (args, opts) = (&cli.common, &cli.opts);
+    let common = cli.layers.apply(&cli.common, crate::cli::Nested::Alone);
+    let (args, opts) = (&common, &cli.opts);
     run("jclean", args, |setup| {
         let rules = rules(opts)?;
         let pool = thread_pool(opts.jobs.unwrap_or(0))?;
@@ -157,6 +165,8 @@ struct UpperToClean<'a> {
     jail: &'a str,
     stack: &'a Stack,
     place: &'a Place,
+    /// The jail's plan, for the layers nested in this one.
+    plan: &'a JailPlan,
 }
 
 impl Cleaner<'_> {
@@ -175,6 +185,7 @@ impl Cleaner<'_> {
                 jail: &plan.jail,
                 stack,
                 place: upper,
+                plan: &plan,
             };
             // Looking (-n, --list) only reads the upper, which both platforms allow
             // under a mounted union; changing it is what a live layer forbids.
@@ -277,12 +288,25 @@ impl Cleaner<'_> {
             return Ok(());
         };
         let (mut files, mut bytes) = (0u64, 0u64);
+        // The mount points of the layers nested in this one, made through the
+        // union by jmount: no change of the jail's.
+        let nested: Vec<PathBuf> = to_clean
+            .plan
+            .stacks
+            .iter()
+            .filter_map(|t| t.target.path.strip_prefix(&to_clean.stack.target.path).ok())
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .collect();
         // --list: the walk meets the entries in path order; each line goes out as
         // it does (memory stays linear in depth, whatever is listed).
         let problems = match dir {
             None => Vec::new(),
             Some(dir) => dir.changes(source, mounts, &self.sink, |e| {
-                let wanted = opts.only.is_empty() || opts.only.contains(&e.kind);
+                let mount_point = matches!(e.kind, Kind::Dir | Kind::NewDir)
+                    && !nested.is_empty()
+                    && nested.contains(&e.rel());
+                let wanted = !mount_point && (opts.only.is_empty() || opts.only.contains(&e.kind));
                 if wanted && opts.list {
                     self.list_line(to_clean, &e.rel(), e.kind, e.size);
                     return false;
@@ -306,9 +330,14 @@ impl Cleaner<'_> {
         result
     }
 
-    /// `--list`: `JAIL LAYER KIND SIZE PATH`.
+    /// `--list`: `JAIL LAYER KIND SIZE PATH`, PATH relative to the layer's tree
+    /// (as `rsync -i` and `zfs diff` name them), or in the upper dir.
     fn list_line(&self, to_clean: &UpperToClean, rel: &std::path::Path, kind: Kind, bytes: u64) {
-        let path = to_clean.place.path.join(rel);
+        let path = if self.opts.absolute {
+            to_clean.place.path.join(rel)
+        } else {
+            rel.to_path_buf()
+        };
         let (jail, layer) = (to_clean.jail, to_clean.stack.layer.as_str());
         emit(
             "jclean",

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 
-use crate::cli::Common;
+use crate::cli::{Common, LayerChoice, Nested};
 use crate::exit::ExitCode;
 use crate::plan::{State, plan};
 use crate::report::{emit, path_json};
@@ -33,13 +33,17 @@ pub struct Cli {
     /// configured, 1 otherwise. Takes no lock, changes nothing.
     #[arg(long = "status", conflicts_with = "dry_run")]
     pub(crate) status: bool,
+
+    #[command(flatten)]
+    pub(crate) layers: LayerChoice,
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
     if cli.status {
-        return status(&cli.common);
+        return status(&cli.layers.apply(&cli.common, Nested::Alone));
     }
-    stack_tool("jmount", &cli.common, false, |engine, plan| {
+    let common = cli.layers.apply(&cli.common, Nested::NeedsParent);
+    stack_tool("jmount", &common, false, |engine, plan| {
         engine.mount_jail(plan).map(drop)
     })
 }

@@ -1,6 +1,6 @@
 //! junmount(8): take each jail's layers down in exact reverse.
 
-use crate::cli::Common;
+use crate::cli::{Common, LayerChoice, Nested};
 use crate::exit::ExitCode;
 use crate::platform::Busy;
 
@@ -25,10 +25,14 @@ pub struct Cli {
     /// (umount -f on FreeBSD, lazy detach on Linux)
     #[arg(short = 'f', long = "force")]
     pub(crate) force: bool,
+
+    #[command(flatten)]
+    pub(crate) layers: LayerChoice,
 }
 
 pub fn main(cli: &Cli) -> ExitCode {
-    stack_tool("junmount", &cli.common, true, |engine, plan| {
+    let common = cli.layers.apply(&cli.common, Nested::Alone);
+    stack_tool("junmount", &common, true, |engine, plan| {
         let busy = if cli.force { Busy::Force } else { Busy::Fail };
         engine.unmount_jail(plan, busy)
     })

@@ -51,7 +51,7 @@ pub(crate) struct Opts {
     pub(crate) jobs: usize,
 
     /// Directory for <jail>.log [default: log_dir of the configuration]
-    #[arg(long = "log-dir", value_name = "DIR")]
+    #[arg(long = "log-dir", value_name = "DIR", value_parser = crate::cli::abs_dir())]
     pub(crate) log_dir: Option<PathBuf>,
 
     /// Time limit per jail, a number and a unit (s, m, h, d, w; e.g. 30m,

@@ -52,6 +52,18 @@ impl Setup {
             ));
         }
         let jails = cli::select(&cfg, args)?;
+        let mut cfg = cfg;
+        let along = cli::restrict_layers(&mut cfg, &jails, &args.layers, args.nested)?;
+        if !along.is_empty() {
+            msg.warn(
+                &[],
+                &format!(
+                    "--layer {}: takes the layers nested in it along: {}",
+                    args.layers.join(", --layer "),
+                    along.join(", ")
+                ),
+            );
+        }
         Ok(Setup {
             cfg,
             platform: platform::backend(os)?,
@@ -286,6 +298,7 @@ pub(crate) fn run(
     signals::install();
     crate::report::set_tool(tool);
     crate::report::set_json(args.json());
+    crate::report::set_header(tool, args.dry_run);
     let code = Setup::load(tool, args)
         .and_then(|setup| body(&setup))
         .unwrap_or_else(|e| {
@@ -296,6 +309,9 @@ pub(crate) fn run(
             .error(&e);
             code_of(&e)
         });
+    if signals::interrupted() {
+        crate::report::interrupted_note();
+    }
     // Output that did not reach stdout (a full disk): 74, unless a jail failed
     // first or the run was interrupted.
     match code {
