@@ -4,7 +4,7 @@ complete -c jclean -l only -d 'Prune only entries of KIND (new, copy, modified, 
 complete -c jclean -l keep -d 'Keep paths matching GLOB, relative to the upper dir (e.g. \'distfiles/**\'), with their parents; repeatable' -r
 complete -c jclean -l older-than -d 'Only remove entries not modified for AGE, a number and a unit (s, m, h, d, w; e.g. 12h, 7d; a number alone is refused)' -r
 complete -c jclean -s j -l jobs -d 'Worker threads, 1 to 256 [default: all cores]' -r
-complete -c jclean -s a -l all -d 'Every jail in the configuration file, in file order'
+complete -c jclean -s a -l all -d 'Every jail in the configuration file, in file order (none: 78, unless it sets allow_empty)'
 complete -c jclean -s q -l quiet -d 'Print only errors: no report line for what succeeded'
 complete -c jclean -s v -l verbose -d 'Say what is done, one line per action'
 complete -c jclean -l json -d 'Records as JSON Lines on stdout, one object each, instead of TAB-separated lines'

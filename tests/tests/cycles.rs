@@ -230,3 +230,49 @@ fn remount_restarts_exactly_the_jails_it_stopped() {
         sb.run("junmount", &["--all"]).ok();
     });
 }
+
+/// `--all` with no jail in the file is a broken template, not a success (78),
+/// unless the file says it is meant so (`allow_empty = true`).
+#[cfg(target_os = "linux")]
+#[test]
+fn all_with_no_jail_is_an_error_unless_allowed() {
+    sandbox(Backend::Linux, |sb| {
+        let layers = "[defaults]\nlock_dir = \"@T/run\"\n\n[[layer]]\nname = \"ports\"\nsource = \"@T/ports\"\n";
+        fs::create_dir_all(sb.path("ports")).unwrap();
+        sb.conf(layers);
+        for tool in jlayers_tests::TOOLS {
+            sb.run(tool, &["-q", "--all"])
+                .code(78)
+                .err_has("no jail configured for --all")
+                .err_has("allow_empty = true");
+        }
+        sb.run("jmount", &["--all", "nosuch"]).code(64);
+        sb.conf(&layers.replace("[defaults]\n", "[defaults]\nallow_empty = true\n"));
+        for tool in jlayers_tests::TOOLS {
+            let o = sb.run(tool, &["--all"]);
+            o.ok();
+            assert_eq!(o.stdout, "", "{tool}");
+        }
+    });
+}
+
+/// On Linux the upper dirs live under /var/lib/jlayers unless the file says
+/// otherwise (the FHS's place for a program's state); FreeBSD keeps
+/// /usr/local/var/jlayers.
+#[cfg(target_os = "linux")]
+#[test]
+fn default_upper_root_is_each_systems_own() {
+    for (backend, want) in [
+        (Backend::Linux, "/var/lib/jlayers/j1/ports"),
+        (Backend::FreeBsd, "/usr/local/var/jlayers/j1/ports"),
+    ] {
+        sandbox(backend, |sb| {
+            sb.scene();
+            let conf = jlayers_tests::SCENE_CONF.replace("upper_root = \"@T/upper\"\n", "");
+            sb.conf(&conf);
+            let o = sb.run("jmount", &["-n", "j1"]);
+            o.ok();
+            assert!(o.stdout.contains(want), "{backend:?}: {}", o.stdout);
+        });
+    }
+}
