@@ -155,7 +155,10 @@ fn playbook_reports_changes_once() {
         ] {
             assert!(conf.lines().any(|l| l == line), "{line} not in:\n{conf}");
         }
-        assert!(!conf.contains("lock_dir = \"\""), "unset keys left out:\n{conf}");
+        assert!(
+            !conf.contains("lock_dir = \"\""),
+            "unset keys left out:\n{conf}"
+        );
 
         // The clean job, run as cron runs it: one command, per jail.
         let cron = std::fs::read_to_string(sb.path("cron.d/jlayers")).unwrap();
@@ -166,7 +169,10 @@ fn playbook_reports_changes_once() {
             .next()
             .unwrap_or_else(|| panic!("no jclean job:\n{cron}"));
         assert!(job.contains("jclean -q --remount "), "{job}");
-        assert!(!job.contains("service") && !job.contains("junmount"), "{job}");
+        assert!(
+            !job.contains("service") && !job.contains("junmount"),
+            "{job}"
+        );
         std::fs::write(sb.path("j1/usr/ports/j1-wrote"), "x").unwrap();
         std::fs::write(sb.path("j2/usr/ports/j2-wrote"), "x").unwrap();
         let before = want(sb);
@@ -174,7 +180,10 @@ fn playbook_reports_changes_once() {
         o.ok();
         assert_eq!(o.stdout, "", "-q, the report to the log");
         assert!(!sb.path("upper-j1-ports/j1-wrote").exists(), "j1 cleaned");
-        assert!(!sb.path("j2/usr/ports/j2-wrote").exists(), "j2's tmpfs fresh");
+        assert!(
+            !sb.path("j2/usr/ports/j2-wrote").exists(),
+            "j2's tmpfs fresh"
+        );
         assert_eq!(want(sb), before, "every jail put back");
         assert!(sb.path("log/clean.log").is_file());
         sb.run("junmount", &["--all"]).ok();

@@ -183,7 +183,36 @@ fn jupdate_says_what_its_tmpfs_upper_held(b: Backend) {
     });
 }
 
+/// Interrupted while it prunes, `jclean --remount` stops, puts the jail's layers
+/// back as they were and exits 130.
+fn interrupted_remount_puts_the_jail_back(b: Backend) {
+    sandbox(b, |sb| {
+        let up = sb.scene_upper(&[]);
+        for d in 0..100 {
+            let dir = up.join(format!("d{d}"));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..200 {
+                fs::write(dir.join(format!("f{f}")), "x").unwrap();
+            }
+        }
+        sb.run("jmount", &["j1"]).ok();
+        let before = sb.mounts().len();
+        let (out, _) = sb.signal_jclean(
+            &up,
+            100,
+            &["--remount", "j1"],
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        jlayers_tests::assert_exit(&out, 130);
+        assert_eq!(sb.mounts().len(), before, "put back");
+        assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
+        assert!(sb.path("j1/usr/ports/editors/vim/Makefile").is_file());
+        assert!(fs::read_dir(&up).unwrap().count() > 1, "stopped midway");
+    });
+}
+
 jlayers_tests::on_both!(
+    interrupted_remount_puts_the_jail_back,
     remount_skips_a_busy_jail,
     tmpfs_upper_says_what_it_discards,
     jupdate_says_what_its_tmpfs_upper_held
