@@ -2,8 +2,9 @@
 # Install what jlayers' demo and tests need beyond a C linker, git and Rust, on
 # Debian or Ubuntu, as root: mandoc (the man-page lint test), a static busybox (the
 # jail userland of the demo's and the tests' jupdate runs), util-linux, GNU time, the
-# shell linter CI runs (shellcheck), debootstrap (the Debian jail root of the
-# sandbox tests, made by scripts/debian-root.sh), and
+# shell linter CI runs (shellcheck), systemd-analyze (the systemd units' check),
+# debootstrap (the Debian jail root of the sandbox tests, made by
+# scripts/debian-root.sh), and
 # ansible-core from PyPI in a venv under target/tools (the Ansible example's test).
 # Only what is missing is installed; with everything there it does nothing.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v mandoc >/dev/null || need+=(mandoc)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+# systemd-analyze: the systemd units' check (tests/tests/install.rs).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # GNU time: a child's own peak RSS (tests/tests/upper_scale.rs, bench/).
 [ -x /usr/bin/time ] || need+=(time)
 # Debian's python3 has venv but not ensurepip without python3-venv.

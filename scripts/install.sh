@@ -9,17 +9,22 @@
 #   etc/newsyslog.conf.d/jlayers.conf          FreeBSD: jupdate's logs rotated
 #   /etc/logrotate.d/jlayers                   Linux: the same (logrotate reads
 #                                              only /etc, whatever the PREFIX)
+#   lib/systemd/system/jlayers.service, jlayers-update.{service,timer},
+#   jlayers-clean.{service,timer}              Linux: systemd(1) units (systemd
+#                                              reads PREFIX/lib/systemd/system for
+#                                              /usr and /usr/local)
 #   share/bash-completion/completions/TOOL, share/zsh/site-functions/_TOOL,
 #   share/fish/vendor_completions.d/TOOL.fish
 #
 # usage: scripts/install.sh [-o freebsd|linux] [-b BINDIR] [-d DESTDIR] [PREFIX]
 #   -o  the layout (default: this system's); -b  where the built tools are
-#   (default: target/release); -d  a staging root (as DESTDIR or the ports'
-#   STAGEDIR); PREFIX defaults to /usr/local.
+#   (default: $CARGO_TARGET_DIR/release, else target/release); -d  a staging
+#   root (as DESTDIR or the ports' STAGEDIR); PREFIX defaults to /usr/local.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 os=$(uname -s | tr '[:upper:]' '[:lower:]')
-bin=$top/target/release
+# Where cargo put the build: its own variable, as cargo reads it.
+bin=${CARGO_TARGET_DIR:-$top/target}/release
 dest=
 while getopts o:b:d: opt; do
     case $opt in
@@ -61,6 +66,12 @@ else
     install -d -m 755 "$root/share/doc/jlayers" "$dest/etc/logrotate.d"
     install -m 644 "$top/examples/jlayers.conf.sample" "$root/share/doc/jlayers/jlayers.conf.sample"
     install -m 644 "$top/linux/logrotate.d/jlayers" "$dest/etc/logrotate.d/jlayers"
+    install -d -m 755 "$root/lib/systemd/system"
+    for u in jlayers.service jlayers-update.service jlayers-update.timer \
+        jlayers-clean.service jlayers-clean.timer; do
+        sed "s|%%PREFIX%%|$prefix|g" "$top/linux/systemd/$u" > "$root/lib/systemd/system/$u"
+        chmod 644 "$root/lib/systemd/system/$u"
+    done
 fi
 
 install -d -m 755 "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" \

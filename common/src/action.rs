@@ -246,6 +246,15 @@ impl<'a> Sink<'a> {
         matches!(self, Sink::Perform(_))
     }
 
+    /// The same sink, printing no sh (`-n` of a tool whose own report is its
+    /// output: jclean --remount).
+    pub(crate) fn silent(mut self) -> Self {
+        if let Sink::Dry(by) = &mut self {
+            by.sh = false;
+        }
+        self
+    }
+
     /// The mount table below `root` as this run leaves it: what the system shows,
     /// with what a dry run printed as if it were done.
     pub(crate) fn mounts(&self, root: &Path) -> Result<Table> {
@@ -418,6 +427,8 @@ pub(crate) enum Did {
     Mount(&'static str, PathBuf, PathBuf),
     /// A mount removed, the same way.
     Unmount(&'static str, PathBuf, PathBuf),
+    /// A tmpfs upper's content thrown away with its unmount (`-n`: would be).
+    Discard { files: u64, bytes: u64 },
 }
 
 /// A sink that keeps what the actions it was handed did, for the layers' JSON
@@ -444,6 +455,12 @@ impl<'a> Recording<'a> {
             self.lock_changes().push(Change { layer, did });
         }
         Ok(output)
+    }
+
+    /// Record what was done beside an action (a tmpfs upper's content discarded).
+    pub(crate) fn note(&self, layer: &str, did: Did) {
+        let layer = layer.to_string();
+        self.lock_changes().push(Change { layer, did });
     }
 
     /// What was done since the last call.

@@ -22,7 +22,8 @@ pub(crate) struct Common {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
-    /// Every jail in the configuration file, in file order
+    /// Every jail in the configuration file, in file order (none: 78, unless it
+    /// sets allow_empty)
     #[arg(short = 'a', long = "all")]
     pub(crate) all: bool,
 
@@ -221,6 +222,17 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     if args.all {
         if !args.jails.is_empty() {
             return Err(fail(ExitCode::Usage, "give jail names or --all, not both"));
+        }
+        // A file with no jail is a broken template more often than a choice:
+        // deployed, it would pass as a success.
+        if cfg.jails.is_empty() && !cfg.allow_empty {
+            return Err(fail(
+                ExitCode::Config,
+                format!(
+                    "{}: no jail configured for --all (set allow_empty = true in [defaults] if that is meant)",
+                    cfg.path.display()
+                ),
+            ));
         }
         return Ok((0..cfg.jails.len()).collect());
     }

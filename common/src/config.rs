@@ -93,6 +93,9 @@ pub struct Config {
     pub jails: Vec<Jail>,
     /// `[defaults] network`.
     pub default_network: Network,
+    /// `[defaults] allow_empty`: a file with no jail is meant so (`--all` then
+    /// selects none instead of failing, 78).
+    pub allow_empty: bool,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
     /// The layers' sources as found on disk (canonical), looked up once per run.
@@ -243,6 +246,7 @@ struct RawDefaults {
     lock_dir: Option<String>,
     update: Option<Vec<String>>,
     network: Option<Network>,
+    allow_empty: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +338,7 @@ where
 
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     let default_network = raw.defaults.network.unwrap_or_default();
+    let allow_empty = raw.defaults.allow_empty.unwrap_or(false);
     let Defaults {
         upper_root,
         log_dir,
@@ -370,6 +375,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         layers,
         jails,
         default_network,
+        allow_empty,
         roots: Default::default(),
         sources: Default::default(),
     })
@@ -387,9 +393,10 @@ fn defaults(raw: RawDefaults, os: Os) -> Result<Defaults, String> {
     let path = |key: &str, given: Option<String>, default: &str| {
         abs_path(given.as_deref().unwrap_or(default)).map_err(|e| format!("defaults: {key}: {e}"))
     };
-    let lock_default = match os {
-        Os::FreeBsd => "/var/run/jlayers",
-        Os::Linux => "/run/jlayers",
+    // hier(7) on FreeBSD; the FHS's /run and /var/lib on Linux.
+    let (lock_default, upper_default) = match os {
+        Os::FreeBsd => ("/var/run/jlayers", "/usr/local/var/jlayers"),
+        Os::Linux => ("/run/jlayers", "/var/lib/jlayers"),
     };
     let update = raw.update.unwrap_or_else(|| {
         ["portmaster", "-a", "-G", "--no-confirm"]
@@ -400,7 +407,7 @@ fn defaults(raw: RawDefaults, os: Os) -> Result<Defaults, String> {
         return Err("defaults: update: empty command".into());
     }
     Ok(Defaults {
-        upper_root: path("upper_root", raw.upper_root, "/usr/local/var/jlayers")?,
+        upper_root: path("upper_root", raw.upper_root, upper_default)?,
         log_dir: path("log_dir", raw.log_dir, "/var/log/jlayers")?,
         lock_dir: path("lock_dir", raw.lock_dir, lock_default)?,
         update,
@@ -1026,10 +1033,13 @@ root   = "/usr/local/var/jails/192.168.0.101"
         assert_eq!(config.layers[0].mode, Mode::Union);
         assert_eq!(config.layers[0].union_options, ["noatime"]);
         assert_eq!(config.lock_dir, Path::new("/run/jlayers"));
+        assert_eq!(config.upper_root, Path::new("/var/lib/jlayers"));
+        assert!(!config.allow_empty);
         assert_eq!(config.update, ["portmaster", "-a", "-G", "--no-confirm"]);
         assert_eq!(config.jails[0].name, "zz");
         let freebsd = Config::parse("[jail.a]\nroot='/j'\n", Path::new("x"), Os::FreeBsd).unwrap();
         assert_eq!(freebsd.lock_dir, Path::new("/var/run/jlayers"));
+        assert_eq!(freebsd.upper_root, Path::new("/usr/local/var/jlayers"));
     }
 
     #[test]

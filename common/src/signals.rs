@@ -28,9 +28,21 @@ pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// `Err(130)` once interrupted.
+/// While above zero, [`check`] lets work go on: putting back what a run took
+/// down must finish, interrupted or not.
+static RESTORING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Run `work` to its end whatever signal comes ([`check`] passes meanwhile).
+pub(crate) fn restoring<T>(work: impl FnOnce() -> T) -> T {
+    RESTORING.fetch_add(1, Ordering::SeqCst);
+    let out = work();
+    RESTORING.fetch_sub(1, Ordering::SeqCst);
+    out
+}
+
+/// `Err(130)` once interrupted (not while [`restoring`]).
 pub(crate) fn check() -> anyhow::Result<()> {
-    if interrupted() {
+    if interrupted() && RESTORING.load(Ordering::SeqCst) == 0 {
         Err(crate::exit::fail(
             crate::exit::ExitCode::Interrupted,
             "interrupted",

@@ -11,8 +11,10 @@ use crate::mounts::{Mount, Table};
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::Busy;
 use crate::platform::{Mounted, Platform};
+use crate::prune::{Rules, Tally};
 use crate::report::Messages;
 use crate::target::{Beneath, Missing, Place};
+use crate::upper::UpperDir;
 
 /// Runs plans on one platform, handing every change to its sink: done, or
 /// printed (`-n`), and recorded either way.
@@ -254,6 +256,10 @@ impl<'a> Engine<'a> {
         busy: Busy,
         taken: &mut usize,
     ) -> Result<()> {
+        // A tmpfs upper's content goes with it: counted first, told once gone.
+        let content = (stack.is_upper_tmpfs() && count > 0)
+            .then(|| self.tmpfs_content(stack))
+            .flatten();
         // The top count mounts are the plan's bottom count steps, newest on top.
         let tops = stack.at(table).into_iter().rev().take(count);
         let steps = stack.shape.steps().take(count).rev();
@@ -266,6 +272,9 @@ impl<'a> Engine<'a> {
             };
             self.sink.act(&site(plan, stack), action)?;
             *taken += 1;
+        }
+        if let Some(content) = content {
+            self.tell_discarded(plan, stack, content);
         }
         Ok(())
     }
@@ -285,6 +294,17 @@ impl<'a> Engine<'a> {
                 ),
             ));
         }
+        self.take_down_jail(plan, busy).map(drop)
+    }
+
+    /// [`Engine::unmount_jail`] without the running jail's check (the caller
+    /// stopped it): what it took down, each stack with its count of mounts, for
+    /// [`Engine::mount_again`].
+    pub(crate) fn take_down_jail<'p>(
+        &self,
+        plan: &'p JailPlan,
+        busy: Busy,
+    ) -> Result<Vec<(&'p Stack, usize)>> {
         let table = self.sink.mounts(&plan.root)?;
         // What each stack loses, decided before anything changes.
         let mut work: Vec<(&Stack, usize)> = Vec::new();
@@ -311,7 +331,7 @@ impl<'a> Engine<'a> {
                 return Err(self.put_back(plan, &taken, err));
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// How many mounts of the stack to take down; a foreign mount is reported.
@@ -385,7 +405,31 @@ impl<'a> Engine<'a> {
             return err.context("nothing unmounted");
         }
         let code = crate::exit::code_of(&err);
-        // In mount order, each stack cut to the mounts it had.
+        // In mount order, as they go back.
+        let layers: Vec<&str> = plan
+            .stacks
+            .iter()
+            .filter(|stack| taken.iter().any(|(t, _)| std::ptr::eq(*t, *stack)))
+            .map(|stack| stack.layer.as_str())
+            .collect();
+        let layers = layers.join(", ");
+        match self.mount_again(plan, taken) {
+            Ok(_) => fail(
+                code,
+                format!("{err:#}; mounted again what this run took down ({layers})"),
+            ),
+            Err(re) => fail(
+                code,
+                format!(
+                    "{err:#}; mounting again what this run took down ({layers}) failed: {re:#}"
+                ),
+            ),
+        }
+    }
+
+    /// Mount again what [`Engine::take_down_jail`] took down: in mount order, each
+    /// stack cut to the mounts it had.
+    pub(crate) fn mount_again(&self, plan: &JailPlan, taken: &[(&Stack, usize)]) -> Result<()> {
         let again = JailPlan {
             jail: plan.jail.clone(),
             root: plan.root.clone(),
@@ -401,19 +445,46 @@ impl<'a> Engine<'a> {
                 })
                 .collect(),
         };
-        let layers: Vec<&str> = again.stacks.iter().map(|s| s.layer.as_str()).collect();
-        let layers = layers.join(", ");
-        match self.mount_jail(&again) {
-            Ok(_) => fail(
-                code,
-                format!("{err:#}; mounted again what this run took down ({layers})"),
-            ),
-            Err(re) => fail(
-                code,
-                format!(
-                    "{err:#}; mounting again what this run took down ({layers}) failed: {re:#}"
-                ),
-            ),
+        self.mount_jail(&again).map(drop)
+    }
+
+    /// What a tmpfs upper holds, counted as jclean -n counts (files, allocated
+    /// bytes) before its unmount throws it away; `None` when it cannot be read.
+    fn tmpfs_content(&self, stack: &Stack) -> Option<(u64, u64)> {
+        let dir = UpperDir::open(&stack.target).ok()??;
+        let tally = Tally::default();
+        let rules = Rules {
+            keep: None,
+            older_than: None,
+        };
+        let count_only = Sink::new(self.platform, self.msg, true);
+        dir.empty(&[], &rules, &tally, &count_only).ok()?;
+        let files = tally.files.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes = tally.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        Some((files, bytes))
+    }
+
+    /// Say what a tmpfs upper held as it goes (-n: would go), and record it for
+    /// the layer's JSON object.
+    fn tell_discarded(&self, plan: &JailPlan, stack: &Stack, (files, bytes): (u64, u64)) {
+        let verb = if self.sink.performs() {
+            "discarded"
+        } else {
+            "would discard"
+        };
+        let what = format!(
+            "tmpfs upper {}: {verb} {files} files, {}",
+            stack.target.path.display(),
+            crate::report::size(bytes, false)
+        );
+        let scope = [plan.jail.as_str(), stack.layer.as_str()];
+        // An empty one is no news but with -v.
+        if files > 0 {
+            self.msg.warn(&scope, &what);
+        } else {
+            self.msg.info(&scope, &what);
         }
+        self.sink
+            .note(&stack.layer, crate::action::Did::Discard { files, bytes });
     }
 }

@@ -144,7 +144,8 @@ fn linux_layout_follows_the_fhs() {
         !got.iter().any(|f| f.starts_with("etc/")),
         "nothing in PREFIX/etc on Linux"
     );
-    assert_eq!(got.len(), 4 + 5 + 1 + 12);
+    assert_eq!(got.len(), 4 + 5 + 1 + 12 + UNITS.len());
+    systemd_units(&t.path().join("usr/local/lib/systemd/system"));
     // logrotate(8) reads /etc/logrotate.d whatever the PREFIX.
     let conf = std::fs::read_to_string(t.path().join("etc/logrotate.d/jlayers")).unwrap();
     let body: Vec<&str> = conf
@@ -202,7 +203,15 @@ fn sample_configuration_is_valid() {
         let cfg = Config::parse(&text, Path::new("jlayers.conf.sample"), os).unwrap();
         let all = Config::parse(&on, Path::new("jlayers.conf.sample"), os)
             .unwrap_or_else(|e| panic!("{os:?}: the sample's commented settings: {e:#}"));
-        assert_eq!(cfg.upper_root, Path::new("/usr/local/var/jlayers"));
+        // Each system's own default; the commented one is FreeBSD's.
+        let upper = if os == Os::Linux {
+            "/var/lib/jlayers"
+        } else {
+            "/usr/local/var/jlayers"
+        };
+        assert_eq!(cfg.upper_root, Path::new(upper), "{os:?}");
+        assert_eq!(all.upper_root, Path::new("/usr/local/var/jlayers"));
+        assert!(!cfg.allow_empty && all.allow_empty);
         let layers: Vec<_> = cfg
             .layers
             .iter()
@@ -404,4 +413,99 @@ fn shell_scripts_pass_shellcheck() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// The systemd units install.sh puts in PREFIX/lib/systemd/system on Linux.
+const UNITS: [&str; 5] = [
+    "jlayers.service",
+    "jlayers-update.service",
+    "jlayers-update.timer",
+    "jlayers-clean.service",
+    "jlayers-clean.timer",
+];
+
+/// The installed units: the PREFIX filled in, the boot unit a oneshot that stays
+/// active (jmount at start, junmount at stop), the timers' services the README's
+/// cron jobs, and every unit valid to `systemd-analyze verify` (with the
+/// commands pointed at the built tools, which it checks are executable).
+fn systemd_units(dir: &Path) {
+    let read = |u: &str| std::fs::read_to_string(dir.join(u)).unwrap();
+    for u in UNITS {
+        let text = read(u);
+        assert!(!text.contains("%%PREFIX%%"), "{u}: {text}");
+    }
+    let boot = read("jlayers.service");
+    for line in [
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "ExecStart=/usr/local/sbin/jmount -q --all",
+        "ExecStop=/usr/local/sbin/junmount -q --all",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(boot.lines().any(|l| l == line), "jlayers.service: {line}");
+    }
+    assert!(
+        read("jlayers-clean.service")
+            .lines()
+            .any(|l| l.starts_with("ExecStart=/usr/local/sbin/jclean -q --remount ")),
+        "the weekly clean is jclean --remount"
+    );
+    assert!(read("jlayers-update.service").contains("ExecStart=/usr/local/sbin/jupdate -q "));
+    for timer in ["jlayers-update.timer", "jlayers-clean.timer"] {
+        assert!(read(timer).contains("WantedBy=timers.target"), "{timer}");
+    }
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("systemd-analyze is needed to check the systemd units (scripts/deps.sh: apt-get install systemd)");
+    let t = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for u in UNITS {
+        let text = read(u).replace("/usr/local/sbin/", &format!("{}/", bin_dir().display()));
+        let p = t.path().join(u);
+        std::fs::write(&p, text).unwrap();
+        paths.push(p);
+    }
+    // --man=no: the pages are not installed on the machine running the tests.
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `make install` installs the build cargo made where CARGO_TARGET_DIR says.
+#[test]
+fn make_install_honours_cargo_target_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let release = t.path().join("build/release");
+    std::fs::create_dir_all(&release).unwrap();
+    for tool in jlayers_tests::TOOLS {
+        let p = release.join(tool);
+        std::fs::write(&p, format!("#!/bin/sh\necho built-elsewhere {tool}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dest = t.path().join("dest");
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(ws())
+        .arg("install")
+        .arg(format!("DESTDIR={}", dest.display()))
+        .env("CARGO_TARGET_DIR", t.path().join("build"))
+        .output()
+        .expect("make");
+    assert!(
+        out.status.success(),
+        "make install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jmount = std::fs::read_to_string(dest.join("usr/local/sbin/jmount")).unwrap();
+    assert!(jmount.contains("built-elsewhere jmount"), "{jmount}");
 }

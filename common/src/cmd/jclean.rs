@@ -9,16 +9,18 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
-use crate::action::Sink;
+use crate::action::{Sink, Site};
 use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, Null, Stack, State, Union, plan};
+use crate::platform::{Busy, Service};
 use crate::prune::{Rules, Tally};
 use crate::report::{Messages, Verbosity, emit, path_json, size};
 use crate::signals;
+use crate::stack::Engine;
 use crate::target::Place;
 use crate::upper::UpperDir;
 use serde_json::json;
@@ -82,6 +84,12 @@ pub(crate) struct Opts {
     /// Exact byte counts instead of human sizes
     #[arg(short = 'b', long = "bytes")]
     pub(crate) bytes: bool,
+
+    /// The weekly clean, per jail and all or nothing: stop the jail if it runs
+    /// (FreeBSD), take its layers down, prune, mount again what was mounted,
+    /// start what was stopped; a busy jail is skipped (75, holders named)
+    #[arg(long = "remount", conflicts_with = "list")]
+    pub(crate) remount: bool,
 }
 
 /// Files and bytes freed, summed over upper dirs.
@@ -107,8 +115,21 @@ pub fn main(cli: &Cli) -> ExitCode {
             // --list deletes nothing.
             sink: setup.sink(args.dry_run || opts.list),
         };
+        // --remount's mounts and unmounts: for -n, not printed (the report is
+        // the output), only checked.
+        let engine = Engine::new(
+            &*setup.platform,
+            setup.msg,
+            setup.sink(args.dry_run).silent(),
+        );
         let status = each_jail(setup, |jail| {
-            pool.install(|| cleaner.jail(jail, &mut total))
+            pool.install(|| {
+                if opts.remount {
+                    cleaner.remount(&engine, jail, &mut total)
+                } else {
+                    cleaner.jail(jail, &mut total)
+                }
+            })
         });
         if total.lines > 1 && setup.msg.level != Verbosity::Quiet {
             emit(
@@ -174,6 +195,79 @@ impl Cleaner<'_> {
         let setup = self.setup;
         let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
         let plan = plan(&setup.cfg, jail, &*setup.platform)?;
+        self.layers(&plan, false, total)
+    }
+
+    /// `--remount`, under the jail's lock: stop it if it runs with layers
+    /// mounted, take them all down (none when one is held), prune, mount again
+    /// exactly what was taken down, start what was stopped. A failure to put
+    /// back leaves the jail stopped, and says so.
+    fn remount(&self, engine: &Engine, jail: &Jail, total: &mut Total) -> Result<()> {
+        let setup = self.setup;
+        let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+        let plan = plan(&setup.cfg, jail, &*setup.platform)?;
+        let table = engine.sink.mounts(&plan.root)?;
+        let platform = &*setup.platform;
+        let mounted = plan
+            .stacks
+            .iter()
+            .any(|stack| stack.state(&table, platform) != State::Mounted(0));
+        drop(table);
+        let site = Site {
+            jail: &plan.jail,
+            root: &plan.root,
+            layer: "",
+        };
+        let service = |to| super::jail_service(setup, engine, jail, &site, to);
+        let stopped = mounted
+            && platform.jail_running(&jail.name)?
+            && service(Service::Stop).context("stop")?;
+        // -n stops no jail: its own processes are no holders to predict.
+        let busy = if stopped && !engine.sink.performs() {
+            Busy::Force
+        } else {
+            Busy::Fail
+        };
+        let taken = match engine.take_down_jail(&plan, busy) {
+            Ok(taken) => taken,
+            Err(err) => {
+                // Nothing is down: the jail runs again as it did.
+                if stopped {
+                    if let Err(start) = service(Service::Start).context("start") {
+                        return Err(err.context(format!("{start:#}")));
+                    }
+                }
+                return Err(err);
+            }
+        };
+        // -n took nothing down: the uppers are looked at as if it had.
+        let cleaned = self.layers(&plan, !engine.sink.performs(), total);
+        // Put back even when interrupted: the jail is left as it was found.
+        let back = signals::restoring(|| engine.mount_again(&plan, &taken))
+            .context("mounting again what was taken down");
+        let started = match (&back, stopped) {
+            (Ok(()), true) => signals::restoring(|| service(Service::Start))
+                .context("start")
+                .map(drop),
+            (Err(_), true) => Err(fail(
+                ExitCode::Unavailable,
+                "the jail is left stopped: its layers are not all back",
+            )),
+            _ => Ok(()),
+        };
+        // The first failure is the jail's; the others are said too.
+        let mut errors = [cleaned, back, started].into_iter().filter_map(Result::err);
+        let first = errors.next();
+        for err in errors {
+            setup.msg.error(&err.context(plan.jail.clone()));
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Clean each union layer's upper dir of the plan; `down`: the layers count
+    /// as taken down (`--remount -n`, which took nothing down).
+    fn layers(&self, plan: &JailPlan, down: bool, total: &mut Total) -> Result<()> {
+        let setup = self.setup;
         let table = setup.platform.mounts(&plan.root)?;
         let mut first_err = None;
         for stack in &plan.stacks {
@@ -181,6 +275,17 @@ impl Cleaner<'_> {
                 continue;
             };
             signals::check()?;
+            // A tmpfs upper that is not mounted holds nothing: no path to report.
+            if down || !tmpfs_mounted(setup, plan, stack, &table) {
+                if let Some(tmpfs) = tmpfs_of(plan, stack) {
+                    let note = format!(
+                        "tmpfs upper {} not mounted: nothing to clean",
+                        tmpfs.target.path.display()
+                    );
+                    setup.msg.info(&[&plan.jail, &stack.layer], &note);
+                    continue;
+                }
+            }
             let to_clean = UpperToClean {
                 jail: &plan.jail,
                 stack,
@@ -189,7 +294,7 @@ impl Cleaner<'_> {
             };
             // Looking (-n, --list) only reads the upper, which both platforms allow
             // under a mounted union; changing it is what a live layer forbids.
-            let live = live(setup, &plan, stack, &table);
+            let live = !down && live(setup, plan, stack, &table);
             let result = if live && !self.looking {
                 Err(fail(
                     ExitCode::TempFail,
@@ -252,6 +357,18 @@ impl Cleaner<'_> {
         signals::check()?;
         result
     }
+}
+
+/// The tmpfs stack a layer's upper lives in, if it has one.
+fn tmpfs_of<'p>(plan: &'p JailPlan, stack: &Stack) -> Option<&'p Stack> {
+    plan.stacks
+        .iter()
+        .find(|t| t.layer == stack.layer && t.is_upper_tmpfs())
+}
+
+/// Whether the layer's upper has a tmpfs of its own, mounted (any part of it).
+fn tmpfs_mounted(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
+    tmpfs_of(plan, stack).is_some_and(|t| t.state(table, &*setup.platform) != State::Mounted(0))
 }
 
 /// Whether a layer's upper is live: a live upper must not change under a mounted

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{RunUpdater, Site, StartStop};
+use crate::action::{RunUpdater, Site};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -280,21 +280,7 @@ impl JailRun<'_> {
     /// Start or stop the jail: its configured command, else the platform's.
     /// Whether there was one to run.
     fn service(&self, to: Service) -> Result<bool> {
-        let configured = match to {
-            Service::Start => &self.jail.start,
-            Service::Stop => &self.jail.stop,
-        };
-        let platform = || self.setup.platform.service_command(&self.jail.name, to);
-        let Some(cmd) = command(configured).or_else(platform) else {
-            return Ok(false);
-        };
-        let service = StartStop {
-            argv: &cmd,
-            jail: &self.jail.name,
-            to,
-        };
-        self.engine.sink.act(&self.site, service)?;
-        Ok(true)
+        super::jail_service(self.setup, self.engine, self.jail, &self.site, to)
     }
 
     /// Run the updater, with a spinner showing its latest log line.
@@ -339,10 +325,4 @@ fn update_command(setup: &Setup, jail: &Jail, opts: &Opts) -> Vec<String> {
             .clone()
             .unwrap_or_else(|| setup.cfg.update.clone())
     }
-}
-
-fn command(configured: &Option<Vec<String>>) -> Option<Vec<OsString>> {
-    configured
-        .as_ref()
-        .map(|v| v.iter().map(OsString::from).collect())
 }

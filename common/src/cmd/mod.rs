@@ -266,16 +266,54 @@ pub(crate) fn layer_records(
                 Did::Unmount(k, src, t) => Some(
                     serde_json::json!({"action": "unmount", "type": k, "source": path_json(src), "target": path_json(t)}),
                 ),
-                Did::Mkdir => None,
+                Did::Mkdir | Did::Discard { .. } => None,
             })
             .collect();
-        crate::report::json_record(
-            tool,
-            serde_json::json!({"jail": plan.jail, "layer": st.layer,
-                               "target": path_json(&st.target.path),
-                               "changed": !mine.is_empty(), "mounts": mounts}),
-        );
+        // A tmpfs upper's content, gone with it: what it held.
+        let discarded = mine.iter().find_map(|did| match did {
+            Did::Discard { files, bytes } => {
+                Some(serde_json::json!({"files": files, "bytes": bytes}))
+            }
+            _ => None,
+        });
+        let mut record = serde_json::json!({"jail": plan.jail, "layer": st.layer,
+                           "target": path_json(&st.target.path),
+                           "changed": !mine.is_empty(), "mounts": mounts});
+        if let Some(discarded) = discarded {
+            record["discarded"] = discarded;
+        }
+        crate::report::json_record(tool, record);
     }
+}
+
+/// Start or stop a jail: its configured command, else the platform's. Whether
+/// there was one to run.
+pub(crate) fn jail_service(
+    setup: &Setup,
+    engine: &Engine,
+    jail: &Jail,
+    site: &crate::action::Site,
+    to: crate::platform::Service,
+) -> Result<bool> {
+    use crate::platform::Service;
+    let configured = match to {
+        Service::Start => &jail.start,
+        Service::Stop => &jail.stop,
+    };
+    let configured = configured
+        .as_ref()
+        .map(|v| v.iter().map(std::ffi::OsString::from).collect());
+    let platform = || setup.platform.service_command(&jail.name, to);
+    let Some(cmd) = configured.or_else(platform) else {
+        return Ok(false);
+    };
+    let service = crate::action::StartStop {
+        argv: &cmd,
+        jail: &jail.name,
+        to,
+    };
+    engine.sink.act(site, service)?;
+    Ok(true)
 }
 
 /// With `--json`, a failed jail is a record too: `{"tool", "jail", "error", "exit"}`.
