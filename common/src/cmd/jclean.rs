@@ -165,6 +165,13 @@ impl Cleaner<'_> {
         let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
         let plan = plan(&setup.cfg, jail, &*setup.platform)?;
         let table = setup.platform.mounts(&plan.root)?;
+        // Uppers a union that junmount -f detached still uses (Linux).
+        let detached = crate::detached::live(
+            &setup.cfg.lock_dir,
+            &plan.jail,
+            &*setup.platform,
+            self.sink.performs(),
+        )?;
         let mut first_err = None;
         for stack in &plan.stacks {
             let Some(Union { upper, .. }) = stack.shape.union() else {
@@ -179,7 +186,16 @@ impl Cleaner<'_> {
             // Looking (-n, --list) only reads the upper, which both platforms allow
             // under a mounted union; changing it is what a live layer forbids.
             let live = live(setup, &plan, stack, &table);
-            let result = if live && !self.looking {
+            let in_use = detached.iter().find(|d| d.note.layer == stack.layer);
+            let result = if let Some(found) = in_use.filter(|_| !self.looking) {
+                Err(fail(
+                    ExitCode::TempFail,
+                    format!(
+                        "{}; nothing deleted",
+                        found.describe(&plan.root, &plan.jail)
+                    ),
+                ))
+            } else if live && !self.looking {
                 Err(fail(
                     ExitCode::TempFail,
                     format!(

@@ -68,6 +68,7 @@ impl Setup {
     /// The engine that applies and removes plans, for this run.
     pub(crate) fn engine(&self, args: &Common) -> Engine<'_> {
         Engine::new(&*self.platform, self.msg, self.sink(args.dry_run))
+            .with_lock_dir(&self.cfg.lock_dir)
     }
 
     pub(crate) fn selected(&self) -> impl Iterator<Item = &Jail> {
