@@ -33,11 +33,18 @@ fn on_top(stack: &Stack, top: &Mount, what: &str) -> anyhow::Error {
     fail(
         ExitCode::Unavailable,
         format!(
-            "{}: {} is mounted on top of this layer; {what}",
+            "{}: {} is mounted on top of this layer; {what} ({})",
             stack.target.path.display(),
-            top.describe()
+            top.describe(),
+            foreign_advice(&stack.target.path)
         ),
     )
+}
+
+/// What jmount, junmount and jclean all advise for a mount at a target that
+/// jlayers did not make: it is the administrator's to take off.
+pub(crate) fn foreign_advice(target: &Path) -> String {
+    format!("to take it off: umount {}", target.display())
 }
 
 /// One mount this run made: enough to take it down again.
@@ -242,9 +249,10 @@ impl<'a> Engine<'a> {
             State::Foreign { top, .. } => Err(fail(
                 ExitCode::Unavailable,
                 format!(
-                    "{}: {} is mounted there, not as planned; not stacking on it (junmount it first)",
+                    "{}: {} is mounted there, not as planned; not stacking on it ({})",
                     stack.target.path.display(),
-                    top.describe()
+                    top.describe(),
+                    foreign_advice(&stack.target.path)
                 ),
             )),
         }
@@ -342,6 +350,7 @@ impl<'a> Engine<'a> {
             }
         }
         if busy == Busy::Fail {
+            self.refuse_if_covered(&work, &table)?;
             self.refuse_if_held(plan, &work)?;
         }
         // -f: who holds what is forced off, found before it is out of reach.
@@ -388,15 +397,16 @@ impl<'a> Engine<'a> {
                 self.msg.warn(
                     &[&plan.jail, &stack.layer],
                     &format!(
-                        "{}: {} is mounted there, not by jlayers; left alone",
+                        "{}: {} is mounted there, not by jlayers; left alone ({})",
                         stack.target.path.display(),
-                        top.describe()
+                        top.describe(),
+                        foreign_advice(&stack.target.path)
                     ),
                 );
                 return Ok(0);
             }
             State::Foreign { top, ours: true } => {
-                return Err(on_top(stack, &top, "left alone (unmount it first)"));
+                return Err(on_top(stack, &top, "left alone"));
             }
         };
         if mounted == 0 {
@@ -451,6 +461,44 @@ impl<'a> Engine<'a> {
             Some(dir) => detached::note(dir, &plan.jail, notes),
             None => Ok(()),
         }
+    }
+
+    /// Refuse the jail (75) when a mount that this run leaves in place lies below
+    /// a target it would unmount (a tmpfs an administrator put in the jail's
+    /// view): that mount keeps the target busy, with no process to name.
+    fn refuse_if_covered(&self, work: &[(&Stack, usize)], table: &Table) -> Result<()> {
+        let taken = |p: &Path| work.iter().any(|(s, _)| s.target.path == p);
+        let covered: Vec<String> = work
+            .iter()
+            .flat_map(|(stack, _)| {
+                let target = &stack.target.path;
+                table
+                    .lines()
+                    .iter()
+                    .filter(move |m| {
+                        m.target != *target
+                            && crate::mounts::at_or_below(&m.target, target)
+                            && !taken(&m.target)
+                    })
+                    .map(move |m| {
+                        format!(
+                            "{}: {}: busy: {} is mounted below it, on {} (to take it off: umount {})",
+                            stack.layer,
+                            target.display(),
+                            m.describe(),
+                            m.target.display(),
+                            m.target.display()
+                        )
+                    })
+            })
+            .collect();
+        if covered.is_empty() {
+            return Ok(());
+        }
+        Err(fail(
+            ExitCode::TempFail,
+            format!("{}; nothing unmounted", covered.join("; ")),
+        ))
     }
 
     /// Refuse the jail (75), naming every holder, when any target to unmount is

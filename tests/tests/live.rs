@@ -7,7 +7,14 @@ use std::process::{Child, Command};
 
 use jlayers_tests::{Backend, Sandbox, on_both, sandbox};
 
-on_both!(forced_unmount_names_its_holders,);
+on_both!(
+    forced_unmount_names_its_holders,
+    junmount_verbose_names_types_json_in_order,
+    mount_below_target_named,
+    foreign_mount_same_advice,
+    status_without_jail_shows_every_jail,
+    jclean_only_read_note_once,
+);
 
 /// A process with its working directory in j1's ports layer.
 fn holder(sb: &Sandbox) -> Child {
@@ -124,5 +131,157 @@ fn detached_note_with_a_reused_device_is_stale() {
         sb.run("jmount", &["j1"]).ok();
         assert!(!sb.path("run/j1.detached").exists());
         end(user);
+    });
+}
+
+/// `junmount -v` says what it unmounted by type, as `jmount -v` says what it
+/// mounted; `--json` gives the layers in the order they came down.
+fn junmount_verbose_names_types_json_in_order(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        let o = sb.run("junmount", &["-v", "j1"]);
+        o.ok();
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        let ports = sb.path("j1/usr/ports");
+        let want = [
+            format!(
+                "junmount: j1: distfiles: unmounted null mount of {} on {}/distfiles",
+                sb.path("distfiles").display(),
+                ports.display()
+            ),
+            format!(
+                "junmount: j1: ports: unmounted union mount of {} on {}",
+                sb.path("upper/j1/ports").display(),
+                ports.display()
+            ),
+            format!(
+                "junmount: j1: ports: unmounted null mount of {} on {}",
+                sb.path("ports").display(),
+                ports.display()
+            ),
+        ];
+        assert_eq!(lines, want, "{}", o.stderr);
+
+        sb.run("jmount", &["j1"]).ok();
+        let o = sb.run("junmount", &["--json", "j1"]);
+        o.ok();
+        let records = jlayers_tests::json_lines(&o.stdout);
+        let order: Vec<(&str, &str)> = records
+            .iter()
+            .flat_map(|r| {
+                let layer = r["layer"].as_str().unwrap();
+                r["mounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |m| (layer, m["type"].as_str().unwrap()))
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [("distfiles", "null"), ("ports", "union"), ("ports", "null")],
+            "{}",
+            o.stdout
+        );
+    });
+}
+
+/// A mount below a target, made by hand, is what keeps the target busy:
+/// junmount names it (not "a process has a file open") and unmounts nothing.
+fn mount_below_target_named(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        let scratch = sb.path("j1/usr/ports/scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        sb.tmpfs(&scratch);
+        let before = sb.mounts().len();
+        let o = sb.run("junmount", &["j1"]);
+        o.code(75)
+            .err_has(&format!(
+                "tmpfs from tmpfs is mounted below it, on {}",
+                scratch.display()
+            ))
+            .err_has(&format!("umount {}", scratch.display()))
+            .err_has("nothing unmounted");
+        assert!(!o.stderr.contains("a process"), "{}", o.stderr);
+        assert_eq!(sb.mounts().len(), before, "nothing unmounted");
+        sb.sh(&format!("umount {}", scratch.display())).ok();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// A foreign mount at a target: jmount, junmount and jclean give the same
+/// advice (`umount TARGET`); none says junmount, which leaves it alone.
+fn foreign_mount_same_advice(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        let target = sb.path("j1/usr/ports");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::create_dir_all(sb.path("upper/j1/ports")).unwrap();
+        sb.tmpfs(&target);
+        let advice = format!("(to take it off: umount {})", target.display());
+        let mount = sb.run("jmount", &["j1"]);
+        let unmount = sb.run("junmount", &["j1"]);
+        let clean = sb.run("jclean", &["j1"]);
+        mount.code(69);
+        unmount.ok();
+        clean.code(75);
+        for (tool, o) in [
+            ("jmount", &mount),
+            ("junmount", &unmount),
+            ("jclean", &clean),
+        ] {
+            assert!(o.stderr.contains(&advice), "{tool}: {}", o.stderr);
+            assert!(!o.stderr.contains("junmount it"), "{tool}: {}", o.stderr);
+        }
+        assert_eq!(sb.mounts_at("j1/usr/ports"), ["tmpfs"]);
+    });
+}
+
+/// `jmount --status` with no jail named shows every jail, as jls does.
+fn status_without_jail_shows_every_jail(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        let o = sb.run("jmount", &["--status"]);
+        o.code(1);
+        let jails: Vec<&str> = o
+            .stdout
+            .lines()
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        assert_eq!(jails, ["j1", "j1", "j2", "j2"], "{}", o.stdout);
+        assert_eq!(o.stdout, sb.run("jmount", &["--status", "--all"]).stdout);
+        // Other runs still need their jails named.
+        sb.run("jmount", &[]).code(64);
+    });
+}
+
+/// `jclean -n` and `--list` on mounted layers: the "only read" note once a run,
+/// naming them all, and never with -q.
+fn jclean_only_read_note_once(b: Backend) {
+    sandbox(b, |sb| {
+        sb.scene();
+        sb.run("jmount", &["-a"]).ok();
+        for look in [&["-n", "-a"][..], &["--list", "-a"][..]] {
+            let o = sb.run("jclean", look);
+            o.ok();
+            assert_eq!(
+                o.stderr.matches("only read").count(),
+                1,
+                "{look:?}: {}",
+                o.stderr
+            );
+            o.err_has("j1: ports, j2: ports");
+            let mut quiet = vec!["-q"];
+            quiet.extend_from_slice(look);
+            let o = sb.run("jclean", &quiet);
+            o.ok();
+            assert!(o.stderr.is_empty(), "{quiet:?}: {}", o.stderr);
+        }
+        sb.run("junmount", &["-a"]).ok();
     });
 }

@@ -98,10 +98,23 @@ pub fn main(cli: &Cli) -> ExitCode {
             looking: args.dry_run || opts.list,
             // --list deletes nothing.
             sink: setup.sink(args.dry_run || opts.list),
+            only_read: Default::default(),
         };
         let status = each_jail(setup, |jail| {
             pool.install(|| cleaner.jail(jail, &mut total))
         });
+        // Once a run, not once a layer (warn: never with -q).
+        let only_read = cleaner
+            .only_read
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        if !only_read.is_empty() {
+            let note = format!(
+                "mounted layers only read, nothing deleted (a jail may write to them meanwhile): {}",
+                only_read.join(", ")
+            );
+            setup.msg.warn(&[], &note);
+        }
         if total.lines > 1 && setup.msg.level != Verbosity::Quiet {
             emit(
                 "jclean",
@@ -150,6 +163,8 @@ struct Cleaner<'a> {
     /// Only reading the upper dirs (-n, --list).
     looking: bool,
     sink: Sink<'a>,
+    /// The mounted layers looked at (`JAIL: LAYER`), said once at the end.
+    only_read: std::sync::Mutex<Vec<String>>,
 }
 
 /// One upper dir to clean: the jail's and layer's names, and its stack.
@@ -196,23 +211,28 @@ impl Cleaner<'_> {
                     ),
                 ))
             } else if live && !self.looking {
+                let target = &stack.target.path;
+                // A mount jlayers did not make is not junmount's to take off.
+                let advice = match stack.state(&table[..], &*setup.platform) {
+                    State::Foreign { top, .. } => format!(
+                        "{} is mounted on {}; nothing deleted ({})",
+                        top.describe(),
+                        target.display(),
+                        crate::stack::foreign_advice(target)
+                    ),
+                    _ => format!(
+                        "the layer is mounted on {}; nothing deleted (junmount it first)",
+                        target.display()
+                    ),
+                };
                 Err(fail(
                     ExitCode::TempFail,
-                    format!(
-                        "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
-                        upper.path.display(),
-                        stack.target.path.display()
-                    ),
+                    format!("{}: {advice}", upper.path.display()),
                 ))
             } else {
                 if live {
-                    let scope = [plan.jail.as_str(), stack.layer.as_str()];
-                    let note = format!(
-                        "{}: the layer is mounted on {}; only read, nothing deleted",
-                        upper.path.display(),
-                        stack.target.path.display()
-                    );
-                    setup.msg.warn(&scope, &note);
+                    let mut seen = self.only_read.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.push(format!("{}: {}", plan.jail, stack.layer));
                 }
                 self.upper(&to_clean, &table, total)
             };

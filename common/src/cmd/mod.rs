@@ -235,7 +235,13 @@ pub(crate) fn layer_records(
         return;
     }
     let mut seen: Vec<&str> = Vec::new();
-    for st in &plan.stacks {
+    // In the order the run went: junmount takes the layers down in reverse.
+    let stacks: Vec<&crate::plan::Stack> = if tool == "junmount" {
+        plan.stacks.iter().rev().collect()
+    } else {
+        plan.stacks.iter().collect()
+    };
+    for st in stacks {
         // A tmpfs upper is a stack of its own under the layer's name.
         if seen.contains(&st.layer.as_str()) || st.is_upper_tmpfs() {
             continue;
