@@ -124,7 +124,12 @@ pub(crate) fn live(
         if note.boot != boot || reused {
             continue;
         }
-        let holders = platform.detached_users(&note.dev, note.mnt);
+        // A mount id in the table was given to another mount: look by device only.
+        let mnt_reused = table
+            .iter()
+            .any(|m| m.linux.as_ref().is_some_and(|l| l.id == note.mnt));
+        let mnt = if mnt_reused { 0 } else { note.mnt };
+        let holders = platform.detached_users(&note.dev, mnt);
         if !holders.is_empty() {
             alive.push(Live {
                 note: note.clone(),

@@ -431,8 +431,14 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|h| h.describe(&plan.root, &plan.jail))
             .collect();
+        // A tmpfs upper goes with its tmpfs: the next jmount makes a new one.
+        let tmpfs_upper = plan
+            .stacks
+            .iter()
+            .any(|t| t.layer == stack.layer && t.is_upper_tmpfs());
         let notes: Vec<detached::Detached> = tops
             .iter()
+            .filter(|_| !tmpfs_upper)
             .filter_map(|top| self.platform.detachable(top))
             .filter_map(|(dev, mnt)| {
                 let upper = stack.shape.union()?.upper.path.to_string_lossy();

@@ -285,3 +285,61 @@ fn jclean_only_read_note_once(b: Backend) {
         sb.run("junmount", &["-a"]).ok();
     });
 }
+
+/// An open file is enough to keep the detached union alive, also when the upper
+/// lies on another file system than the host tree (a file of the overlay then
+/// shows the device of its layer, not the overlay's).
+#[cfg(target_os = "linux")]
+#[test]
+fn detached_upper_held_by_an_open_file() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        std::fs::create_dir_all(sb.path("upper")).unwrap();
+        sb.tmpfs(&sb.path("upper"));
+        sb.run("jmount", &["j1"]).ok();
+        let file = sb.path("j1/usr/ports/editors/vim/Makefile");
+        let mut busy = Command::new("sh")
+            .arg("-c")
+            .arg("exec 3<\"$1\"; exec sleep 60")
+            .arg("sh")
+            .arg(&file)
+            .spawn()
+            .unwrap();
+        // Until sh has opened it and become sleep.
+        let comm = format!("/proc/{}/comm", busy.id());
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let held = format!("held by pid {} sleep (open file)", busy.id());
+        sb.run("junmount", &["-f", "j1"]).ok().err_has(&held);
+        sb.run("jclean", &["j1"]).code(75).err_has(&held);
+        sb.run("jmount", &["j1"]).code(75).err_has(&held);
+        busy.kill().unwrap();
+        busy.wait().unwrap();
+        sb.run("jmount", &["j1"]).ok();
+        sb.run("junmount", &["j1"]).ok();
+    });
+}
+
+/// A tmpfs upper goes with its tmpfs: after `junmount -f` the next jmount makes
+/// a new one, which the detached union does not use, so nothing is refused.
+#[cfg(target_os = "linux")]
+#[test]
+fn detached_tmpfs_upper_not_refused() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        let conf = jlayers_tests::SCENE_CONF.replace(
+            "[jail.j1]\nroot = \"@T/j1\"\n",
+            "[jail.j1]\nroot = \"@T/j1\"\nupper_fs = \"tmpfs\"\n",
+        );
+        sb.conf(&conf);
+        sb.run("jmount", &["j1"]).ok();
+        let busy = holder(sb);
+        let o = sb.run("junmount", &["-f", "j1"]);
+        o.ok().err_has("forced off");
+        assert!(!o.stderr.contains("detached union"), "{}", o.stderr);
+        sb.run("jmount", &["j1"]).ok();
+        sb.run("junmount", &["j1"]).ok();
+        end(busy);
+    });
+}

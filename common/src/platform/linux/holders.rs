@@ -135,6 +135,7 @@ fn mapped(dir: &Path) -> Vec<PathBuf> {
 /// directory of it has its device (st_dev); a file of an overlay may show the
 /// device of the layer it lies in, but fdinfo names the mount it was opened in.
 /// Only overlayfs counts: a device number may be reused by another file system.
+/// `mnt` 0: by device only.
 pub(crate) fn on_device(dev: &str, mnt: u64) -> Vec<Holder> {
     let Some((major, minor)) = dev
         .split_once(':')
@@ -172,7 +173,8 @@ pub(crate) fn on_device(dev: &str, mnt: u64) -> Vec<Holder> {
         let opened = std::fs::read_dir(dir.join("fd")).is_ok_and(|fds| {
             fds.flatten().any(|fd| {
                 let path = fd.path();
-                overlay(&path) && (on(&path) || fd_mount(&dir, &fd.file_name()) == Some(mnt))
+                overlay(&path)
+                    && (on(&path) || (mnt != 0 && fd_mount(&dir, &fd.file_name()) == Some(mnt)))
             })
         });
         if opened {
