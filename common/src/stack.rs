@@ -365,13 +365,14 @@ impl<'a> Engine<'a> {
         let mut taken: Vec<(&Stack, usize)> = Vec::new();
         for (at, &(stack, count)) in work.iter().enumerate() {
             let mut taken_here = 0;
-            let tops: Vec<Mount> = stack
-                .at(&table)
-                .into_iter()
-                .rev()
-                .take(count)
-                .cloned()
-                .collect();
+            // What -f is about to take off, as the table shows it (top first).
+            let tops: Vec<Mount> = match held.get(at) {
+                Some(holders) if !holders.is_empty() => {
+                    let at_target = stack.at(&table).into_iter().rev().take(count);
+                    at_target.cloned().collect()
+                }
+                _ => Vec::new(),
+            };
             let result = self.take_down(plan, stack, &table, count, busy, &mut taken_here);
             let noted = match held.get(at).filter(|h| !h.is_empty()) {
                 Some(holders) => self.forced(plan, stack, &tops[..taken_here], holders),
@@ -473,31 +474,39 @@ impl<'a> Engine<'a> {
     /// a target it would unmount (a tmpfs an administrator put in the jail's
     /// view): that mount keeps the target busy, with no process to name.
     fn refuse_if_covered(&self, work: &[(&Stack, usize)], table: &Table) -> Result<()> {
-        let taken = |p: &Path| work.iter().any(|(s, _)| s.target.path == p);
-        let covered: Vec<String> = work
-            .iter()
-            .flat_map(|(stack, _)| {
-                let target = &stack.target.path;
-                table
-                    .lines()
-                    .iter()
-                    .filter(move |m| {
-                        m.target != *target
-                            && crate::mounts::at_or_below(&m.target, target)
-                            && !taken(&m.target)
-                    })
-                    .map(move |m| {
-                        format!(
-                            "{}: {}: busy: {} is mounted below it, on {} (to take it off: umount {})",
-                            stack.layer,
-                            target.display(),
-                            m.describe(),
-                            m.target.display(),
-                            m.target.display()
-                        )
-                    })
-            })
-            .collect();
+        // The mounts at `point` that stay: all but those this run takes off.
+        let staying = |point: &Path| {
+            let at = crate::mounts::MountsAt::mounts_at(table, point);
+            let going: usize = (work.iter())
+                .filter(|(s, _)| s.target.path == point)
+                .map(|(_, count)| count)
+                .sum();
+            let stay = at.len().saturating_sub(going);
+            at.into_iter().take(stay).collect::<Vec<_>>()
+        };
+        let mut covered: Vec<String> = Vec::new();
+        for (stack, _) in work {
+            let target = &stack.target.path;
+            let mut points: Vec<&Path> = Vec::new();
+            for m in table.lines() {
+                let p = m.target.as_path();
+                if p != target && crate::mounts::at_or_below(p, target) && !points.contains(&p) {
+                    points.push(p);
+                }
+            }
+            for point in points {
+                for m in staying(point) {
+                    covered.push(format!(
+                        "{}: {}: busy: {} is mounted below it, on {} (to take it off: umount {})",
+                        stack.layer,
+                        target.display(),
+                        m.describe(),
+                        point.display(),
+                        point.display()
+                    ));
+                }
+            }
+        }
         if covered.is_empty() {
             return Ok(());
         }
