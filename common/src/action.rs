@@ -156,7 +156,11 @@ impl Act for UnmountTop<'_> {
         by.platform
             .unmount(self.target, &id, self.busy)
             .map_err(|e| by.name_holders(site, &self.target.path, e))?;
-        let done = format!("unmounted {}", self.target.path.display());
+        let done = format!(
+            "unmounted {} on {}",
+            self.step.describe(),
+            self.target.path.display()
+        );
         by.msg.info(&[site.jail, site.layer], &done);
         Ok(())
     }

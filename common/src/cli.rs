@@ -48,8 +48,6 @@ pub(crate) struct Common {
     #[arg(long = "libxo", value_name = "FORMAT", value_parser = parse_libxo)]
     pub(crate) libxo: Option<String>,
 
-    /// Jails to work on, by name; '-' reads names from standard input
-    ///
     /// Jails to work on, by name from the configuration file; '-' reads names from
     /// standard input, one a line
     #[arg(value_name = "JAIL")]

@@ -7,6 +7,7 @@ mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+mod detached;
 pub mod exit;
 mod help;
 mod lock;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::action::{Below, Discard, MakeDir, MountStep, Recording, Sink, Site, UnmountTop};
+use crate::detached;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{Mount, Table};
 use crate::plan::{JailPlan, Stack, State, Step};
@@ -24,6 +25,9 @@ pub(crate) struct Engine<'a> {
     pub(crate) sink: Recording<'a>,
     /// Sources seen to exist this run (they are the host's, shared by the jails).
     sources: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Where the jails' locks are, and the notes of uppers a forced unmount left
+    /// in use (none: no notes kept or read).
+    lock_dir: Option<&'a Path>,
 }
 
 /// A foreign mount on top of a stack this run would take down.
@@ -31,11 +35,18 @@ fn on_top(stack: &Stack, top: &Mount, what: &str) -> anyhow::Error {
     fail(
         ExitCode::Unavailable,
         format!(
-            "{}: {} is mounted on top of this layer; {what}",
+            "{}: {} is mounted on top of this layer; {what} ({})",
             stack.target.path.display(),
-            top.describe()
+            top.describe(),
+            foreign_advice(&stack.target.path)
         ),
     )
+}
+
+/// What jmount, junmount and jclean all advise for a mount at a target that
+/// jlayers did not make: it is the administrator's to take off.
+pub(crate) fn foreign_advice(target: &Path) -> String {
+    format!("to take it off: umount {}", target.display())
 }
 
 /// One mount this run made: enough to take it down again.
@@ -64,7 +75,47 @@ impl<'a> Engine<'a> {
             msg,
             sink: Recording::new(sink),
             sources: Default::default(),
+            lock_dir: None,
         }
+    }
+
+    /// Keep and heed the notes of uppers `junmount -f` left in use, in `dir`.
+    pub(crate) fn with_lock_dir(mut self, dir: &'a Path) -> Engine<'a> {
+        self.lock_dir = Some(dir);
+        self
+    }
+
+    /// Refuse (75) the stacks to be mounted whose upper a union that a forced
+    /// unmount detached still uses, naming who uses it.
+    fn refuse_live_uppers(&self, plan: &JailPlan, table: &Table) -> Result<()> {
+        let Some(dir) = self.lock_dir else {
+            return Ok(());
+        };
+        let tidy = self.sink.performs();
+        let live = detached::live(dir, &plan.jail, self.platform, tidy)?;
+        let refused: Vec<String> = plan
+            .stacks
+            .iter()
+            .filter(|stack| stack.shape.union().is_some())
+            .filter(|stack| {
+                stack.state(table, self.platform) != State::Mounted(stack.shape.steps().len())
+            })
+            .filter_map(|stack| {
+                let found = live.iter().find(|l| l.note.layer == stack.layer)?;
+                Some(format!(
+                    "{}: {}",
+                    stack.layer,
+                    found.describe(&plan.root, &plan.jail)
+                ))
+            })
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(fail(
+            ExitCode::TempFail,
+            format!("{}; nothing mounted", refused.join("; ")),
+        ))
     }
 
     /// Mount what is missing of every stack, in order. On failure, everything this
@@ -118,6 +169,7 @@ impl<'a> Engine<'a> {
             }
         }
         let mut table = self.sink.mounts(&plan.root)?;
+        self.refuse_live_uppers(plan, &table)?;
         for stack in &plan.stacks {
             let before = made.len();
             self.mount_stack(plan, stack, &table, made)
@@ -199,9 +251,10 @@ impl<'a> Engine<'a> {
             State::Foreign { top, .. } => Err(fail(
                 ExitCode::Unavailable,
                 format!(
-                    "{}: {} is mounted there, not as planned; not stacking on it (junmount it first)",
+                    "{}: {} is mounted there, not as planned; not stacking on it ({})",
                     stack.target.path.display(),
-                    top.describe()
+                    top.describe(),
+                    foreign_advice(&stack.target.path)
                 ),
             )),
         }
@@ -317,12 +370,34 @@ impl<'a> Engine<'a> {
             }
         }
         if busy == Busy::Fail {
+            self.refuse_if_covered(&work, &table)?;
             self.refuse_if_held(plan, &work)?;
         }
+        // -f: who holds what is forced off, found before it is out of reach.
+        let held = match busy {
+            Busy::Force if self.sink.performs() => {
+                let targets: Vec<&Path> =
+                    work.iter().map(|(s, _)| s.target.path.as_path()).collect();
+                self.platform.holders_of(&targets)
+            }
+            _ => Vec::new(),
+        };
         let mut taken: Vec<(&Stack, usize)> = Vec::new();
-        for &(stack, count) in &work {
+        for (at, &(stack, count)) in work.iter().enumerate() {
             let mut taken_here = 0;
+            // What -f is about to take off, as the table shows it (top first).
+            let tops: Vec<Mount> = match held.get(at) {
+                Some(holders) if !holders.is_empty() => {
+                    let at_target = stack.at(&table).into_iter().rev().take(count);
+                    at_target.cloned().collect()
+                }
+                _ => Vec::new(),
+            };
             let result = self.take_down(plan, stack, &table, count, busy, &mut taken_here);
+            let noted = match held.get(at).filter(|h| !h.is_empty()) {
+                Some(holders) => self.forced(plan, stack, &tops[..taken_here], holders),
+                None => Ok(()),
+            };
             if taken_here > 0 {
                 taken.push((stack, count));
             }
@@ -330,6 +405,7 @@ impl<'a> Engine<'a> {
                 let err = err.context(stack.layer.clone());
                 return Err(self.put_back(plan, &taken, err));
             }
+            noted.with_context(|| stack.layer.clone())?;
         }
         Ok(taken)
     }
@@ -342,15 +418,16 @@ impl<'a> Engine<'a> {
                 self.msg.warn(
                     &[&plan.jail, &stack.layer],
                     &format!(
-                        "{}: {} is mounted there, not by jlayers; left alone",
+                        "{}: {} is mounted there, not by jlayers; left alone ({})",
                         stack.target.path.display(),
-                        top.describe()
+                        top.describe(),
+                        foreign_advice(&stack.target.path)
                     ),
                 );
                 return Ok(0);
             }
             State::Foreign { top, ours: true } => {
-                return Err(on_top(stack, &top, "left alone (unmount it first)"));
+                return Err(on_top(stack, &top, "left alone"));
             }
         };
         if mounted == 0 {
@@ -360,6 +437,103 @@ impl<'a> Engine<'a> {
         // Same rule as for mounting: no symlink on the way, even for -n.
         stack.target.open(Missing::Report)?;
         Ok(mounted)
+    }
+
+    /// After `-f` took `tops` off a stack while `holders` used it: name them
+    /// (also with -q), and note each union left alive by them.
+    fn forced(
+        &self,
+        plan: &JailPlan,
+        stack: &Stack,
+        tops: &[Mount],
+        holders: &[crate::platform::Holder],
+    ) -> Result<()> {
+        let named: Vec<String> = holders
+            .iter()
+            .map(|h| h.describe(&plan.root, &plan.jail))
+            .collect();
+        // A tmpfs upper goes with its tmpfs: the next jmount makes a new one.
+        let tmpfs_upper = plan
+            .stacks
+            .iter()
+            .any(|t| t.layer == stack.layer && t.is_upper_tmpfs());
+        let notes: Vec<detached::Detached> = tops
+            .iter()
+            .filter(|_| !tmpfs_upper)
+            .filter_map(|top| self.platform.detachable(top))
+            .filter_map(|(dev, mnt)| {
+                let upper = stack.shape.union()?.upper.path.to_string_lossy();
+                Some(detached::Detached {
+                    layer: stack.layer.clone(),
+                    upper: upper.into_owned(),
+                    dev,
+                    mnt,
+                    boot: detached::boot_id(),
+                })
+            })
+            .collect();
+        let mut text = format!(
+            "{}: forced off while held by {}",
+            stack.target.path.display(),
+            named.join(", ")
+        );
+        if let Some(note) = notes.first() {
+            text.push_str(&format!(
+                "; the detached union still uses {} until they exit (jmount and jclean refuse it meanwhile)",
+                note.upper
+            ));
+        }
+        self.msg.problem(&[&plan.jail, &stack.layer], &text);
+        match self.lock_dir {
+            Some(dir) => detached::note(dir, &plan.jail, notes),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse the jail (75) when a mount that this run leaves in place lies below
+    /// a target it would unmount (a tmpfs an administrator put in the jail's
+    /// view): that mount keeps the target busy, with no process to name.
+    fn refuse_if_covered(&self, work: &[(&Stack, usize)], table: &Table) -> Result<()> {
+        // The mounts at `point` that stay: all but those this run takes off.
+        let staying = |point: &Path| {
+            let at = crate::mounts::MountsAt::mounts_at(table, point);
+            let going: usize = (work.iter())
+                .filter(|(s, _)| s.target.path == point)
+                .map(|(_, count)| count)
+                .sum();
+            let stay = at.len().saturating_sub(going);
+            at.into_iter().take(stay).collect::<Vec<_>>()
+        };
+        let mut covered: Vec<String> = Vec::new();
+        for (stack, _) in work {
+            let target = &stack.target.path;
+            let mut points: Vec<&Path> = Vec::new();
+            for m in table.lines() {
+                let p = m.target.as_path();
+                if p != target && crate::mounts::at_or_below(p, target) && !points.contains(&p) {
+                    points.push(p);
+                }
+            }
+            for point in points {
+                for m in staying(point) {
+                    covered.push(format!(
+                        "{}: {}: busy: {} is mounted below it, on {} (to take it off: umount {})",
+                        stack.layer,
+                        target.display(),
+                        m.describe(),
+                        point.display(),
+                        point.display()
+                    ));
+                }
+            }
+        }
+        if covered.is_empty() {
+            return Ok(());
+        }
+        Err(fail(
+            ExitCode::TempFail,
+            format!("{}; nothing unmounted", covered.join("; ")),
+        ))
     }
 
     /// Refuse the jail (75), naming every holder, when any target to unmount is

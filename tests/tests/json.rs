@@ -46,13 +46,14 @@ fn mount_records_say_what_changed(b: Backend) {
         assert_eq!(changed(&v), [false, false]);
         assert!(v.iter().all(|o| o["mounts"].as_array().unwrap().is_empty()));
 
-        // junmount: newest first.
+        // junmount: newest first, the layers in the order they came down.
         let o = sb.run("junmount", &["--json", "j1"]);
         o.ok();
         let v = json_lines(&o.stdout);
         assert_eq!(changed(&v), [true, true]);
-        assert_eq!(v[0]["mounts"][0]["type"], "union");
-        assert_eq!(v[0]["mounts"][1]["type"], "null");
+        assert_eq!(v[0]["layer"], "distfiles");
+        assert_eq!(v[1]["mounts"][0]["type"], "union");
+        assert_eq!(v[1]["mounts"][1]["type"], "null");
         let o = sb.run("junmount", &["--json", "j1"]);
         assert_eq!(changed(&json_lines(&o.stdout)), [false, false]);
     });

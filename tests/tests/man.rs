@@ -102,3 +102,70 @@ fn pages_are_lint_clean() {
         "mandoc -Tlint:\n{msgs}"
     );
 }
+
+/// A `--help` text's EXIT STATUS items or a page's as mandoc renders them:
+/// `(status, meaning)`, the meaning on one line, quotes as `'`.
+fn statuses(text: &str, head: &str) -> Vec<(String, String)> {
+    let mut items: Vec<(String, String)> = Vec::new();
+    let section = text
+        .split_once(head)
+        .map_or("", |(_, rest)| rest)
+        .split("\n\n")
+        .next()
+        .unwrap_or("");
+    for line in section.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(first) = words.first() else { continue };
+        if first.chars().all(|c| c.is_ascii_digit()) {
+            items.push((first.to_string(), words[1..].join(" ")));
+        } else if first.starts_with("With") {
+            break;
+        } else if let Some((_, meaning)) = items.last_mut() {
+            meaning.push(' ');
+            meaning.push_str(&words.join(" "));
+        }
+    }
+    for (_, meaning) in &mut items {
+        *meaning = meaning.replace('`', "'");
+    }
+    items
+}
+
+/// Each tool's `--help` gives its own exit statuses, as its page does, word for
+/// word (jclean's are not jmount's).
+#[test]
+fn help_exit_status_is_the_pages() {
+    for tool in TOOLS {
+        let out = Command::new(jlayers_tests::bin_dir().join(tool))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let page = man_dir().join(format!("{tool}.8"));
+        let rendered = Command::new("sh")
+            .arg("-c")
+            .arg("mandoc -Tascii \"$1\" | col -b")
+            .arg("sh")
+            .arg(&page)
+            .output()
+            .unwrap_or_else(|e| panic!("mandoc and col are needed for this test: {e}"));
+        let rendered = String::from_utf8(rendered.stdout).unwrap();
+        let want = statuses(&rendered, "\nEXIT STATUS\n");
+        assert!(want.len() >= 6, "{tool}.8: {want:?}");
+        assert_eq!(statuses(&help, "\nEXIT STATUS\n"), want, "{tool} --help");
+    }
+}
+
+/// `--help` describes JAIL once.
+#[test]
+fn help_describes_jail_once() {
+    for tool in TOOLS {
+        let out = Command::new(jlayers_tests::bin_dir().join(tool))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let said = help.matches("Jails to work on").count();
+        assert_eq!(said, 1, "{tool} --help:\n{help}");
+    }
+}

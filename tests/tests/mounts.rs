@@ -614,10 +614,9 @@ fn junmount_all_or_nothing(b: Backend) {
         busy.kill().unwrap();
         busy.wait().unwrap();
 
-        // Busy with no process to find: distfiles comes off, ports fails, and
-        // distfiles is mounted again.
-        let sub = sb.path("j1/usr/ports/editors");
-        sb.tmpfs(&sub);
+        // Busy with no process to find (a file of it in flight in a socket):
+        // distfiles comes off, ports fails, and distfiles is mounted again.
+        let held = in_flight(&sb.path("j1/usr/ports/editors/vim/Makefile"));
         let o = sb.run("junmount", &["--json", "j1"]);
         o.code(75)
             .err_has("busy")
@@ -626,15 +625,62 @@ fn junmount_all_or_nothing(b: Backend) {
         assert_eq!(sb.mounts_at("j1/usr/ports").len(), 2);
         let v = jlayers_tests::json_lines(&o.stdout);
         assert_eq!(v.len(), 3, "{}", o.stdout);
-        assert_eq!(v[0]["layer"], "ports");
-        assert_eq!(v[0]["changed"], false);
-        assert_eq!(v[1]["layer"], "distfiles");
-        assert_eq!(v[1]["changed"], true);
-        let actions = jlayers_tests::json_strs(&v[1]["mounts"], "action");
+        assert_eq!(v[0]["layer"], "distfiles");
+        assert_eq!(v[0]["changed"], true);
+        let actions = jlayers_tests::json_strs(&v[0]["mounts"], "action");
         assert_eq!(actions, ["unmount", "mount"]);
+        assert_eq!(v[1]["layer"], "ports");
+        assert_eq!(v[1]["changed"], false);
         assert_eq!(v[2]["exit"], 75);
-        sb.sh(&format!("umount '{}'", sub.display())).ok();
+        drop(held);
         sb.run("junmount", &["j1"]).ok();
         assert!(sb.mounts().is_empty());
     });
+}
+
+/// Hold the file at `path` open with no process showing it: its descriptor in
+/// flight in a unix socket (sent, never received), which keeps its mount busy
+/// while no /proc/PID/fd or fstat line names it. Dropping the pair lets go.
+fn in_flight(path: &std::path::Path) -> [std::os::fd::OwnedFd; 2] {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let file = fs::File::open(path).unwrap();
+    let mut raw = [0; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: socketpair writes two descriptors into the array it is given.
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, raw.as_mut_ptr()) };
+    assert_eq!(made, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: two fresh descriptors that nothing else owns.
+    let pair = unsafe { [OwnedFd::from_raw_fd(raw[0]), OwnedFd::from_raw_fd(raw[1])] };
+    let int = std::mem::size_of::<libc::c_int>() as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(int) } as usize;
+    let mut control = vec![0u8; space];
+    let mut byte = [b'x'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer has room for one header and one int, which
+    // CMSG_FIRSTHDR and CMSG_DATA point into; the data may be unaligned.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(int) as _;
+        std::ptr::write_unaligned(
+            libc::CMSG_DATA(cmsg).cast::<libc::c_int>(),
+            file.as_raw_fd(),
+        );
+    }
+    // SAFETY: msg and everything it points to live until the call returns.
+    let sent = unsafe { libc::sendmsg(pair[0].as_raw_fd(), &msg, 0) };
+    assert_eq!(sent, 1, "sendmsg: {}", std::io::Error::last_os_error());
+    drop(file);
+    pair
 }

@@ -114,6 +114,7 @@ pub fn main(cli: &Cli) -> ExitCode {
             looking: args.dry_run || opts.list,
             // --list deletes nothing.
             sink: setup.sink(args.dry_run || opts.list),
+            only_read: Default::default(),
         };
         // --remount's mounts and unmounts: for -n, not printed (the report is
         // the output), only checked.
@@ -131,6 +132,18 @@ pub fn main(cli: &Cli) -> ExitCode {
                 }
             })
         });
+        // Once a run, not once a layer (warn: never with -q).
+        let only_read = cleaner
+            .only_read
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        if !only_read.is_empty() {
+            let note = format!(
+                "mounted layers only read, nothing deleted (a jail may write to them meanwhile): {}",
+                only_read.join(", ")
+            );
+            setup.msg.warn(&[], &note);
+        }
         if total.lines > 1 && setup.msg.level != Verbosity::Quiet {
             emit(
                 "jclean",
@@ -179,6 +192,8 @@ struct Cleaner<'a> {
     /// Only reading the upper dirs (-n, --list).
     looking: bool,
     sink: Sink<'a>,
+    /// The mounted layers looked at (`JAIL: LAYER`), said once at the end.
+    only_read: std::sync::Mutex<Vec<String>>,
 }
 
 /// One upper dir to clean: the jail's and layer's names, and its stack.
@@ -269,6 +284,13 @@ impl Cleaner<'_> {
     fn layers(&self, plan: &JailPlan, down: bool, total: &mut Total) -> Result<()> {
         let setup = self.setup;
         let table = setup.platform.mounts(&plan.root)?;
+        // Uppers a union that junmount -f detached still uses (Linux).
+        let detached = crate::detached::live(
+            &setup.cfg.lock_dir,
+            &plan.jail,
+            &*setup.platform,
+            self.sink.performs(),
+        )?;
         let mut first_err = None;
         for stack in &plan.stacks {
             let Some(Union { upper, .. }) = stack.shape.union() else {
@@ -295,24 +317,38 @@ impl Cleaner<'_> {
             // Looking (-n, --list) only reads the upper, which both platforms allow
             // under a mounted union; changing it is what a live layer forbids.
             let live = !down && live(setup, plan, stack, &table);
-            let result = if live && !self.looking {
+            let in_use = detached.iter().find(|d| d.note.layer == stack.layer);
+            let result = if let Some(found) = in_use.filter(|_| !self.looking) {
                 Err(fail(
                     ExitCode::TempFail,
                     format!(
-                        "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
-                        upper.path.display(),
-                        stack.target.path.display()
+                        "{}; nothing deleted",
+                        found.describe(&plan.root, &plan.jail)
                     ),
+                ))
+            } else if live && !self.looking {
+                let target = &stack.target.path;
+                // A mount jlayers did not make is not junmount's to take off.
+                let advice = match stack.state(&table[..], &*setup.platform) {
+                    State::Foreign { top, .. } => format!(
+                        "{} is mounted on {}; nothing deleted ({})",
+                        top.describe(),
+                        target.display(),
+                        crate::stack::foreign_advice(target)
+                    ),
+                    _ => format!(
+                        "the layer is mounted on {}; nothing deleted (junmount it first)",
+                        target.display()
+                    ),
+                };
+                Err(fail(
+                    ExitCode::TempFail,
+                    format!("{}: {advice}", upper.path.display()),
                 ))
             } else {
                 if live {
-                    let scope = [plan.jail.as_str(), stack.layer.as_str()];
-                    let note = format!(
-                        "{}: the layer is mounted on {}; only read, nothing deleted",
-                        upper.path.display(),
-                        stack.target.path.display()
-                    );
-                    setup.msg.warn(&scope, &note);
+                    let mut seen = self.only_read.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.push(format!("{}: {}", plan.jail, stack.layer));
                 }
                 self.upper(&to_clean, &table, total)
             };

@@ -28,9 +28,10 @@ pub struct Cli {
 
     /// Show how each layer stands instead; exit 0 if all are mounted, else 1
     ///
-    /// One line per layer: JAIL, LAYER, STATE (mounted, unmounted, partial,
-    /// foreign), TARGET, TAB-separated; exit 0 when every layer shown is mounted as
-    /// configured, 1 otherwise. Takes no lock, changes nothing.
+    /// One line per layer of the named jails (none named: every jail): JAIL,
+    /// LAYER, STATE (mounted, unmounted, partial, foreign), TARGET, TAB-separated;
+    /// exit 0 when every layer shown is mounted as configured, 1 otherwise. Takes
+    /// no lock, changes nothing.
     #[arg(long = "status", conflicts_with = "dry_run")]
     pub(crate) status: bool,
 
@@ -40,7 +41,10 @@ pub struct Cli {
 
 pub fn main(cli: &Cli) -> ExitCode {
     if cli.status {
-        return status(&cli.layers.apply(&cli.common, Nested::Alone));
+        // No jail named: every jail, as jls(8) lists them all.
+        let mut args = cli.layers.apply(&cli.common, Nested::Alone);
+        args.all |= args.jails.is_empty();
+        return status(&args);
     }
     let common = cli.layers.apply(&cli.common, Nested::NeedsParent);
     stack_tool("jmount", &common, false, |engine, plan| {

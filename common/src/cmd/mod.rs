@@ -80,6 +80,7 @@ impl Setup {
     /// The engine that applies and removes plans, for this run.
     pub(crate) fn engine(&self, args: &Common) -> Engine<'_> {
         Engine::new(&*self.platform, self.msg, self.sink(args.dry_run))
+            .with_lock_dir(&self.cfg.lock_dir)
     }
 
     pub(crate) fn selected(&self) -> impl Iterator<Item = &Jail> {
@@ -246,7 +247,13 @@ pub(crate) fn layer_records(
         return;
     }
     let mut seen: Vec<&str> = Vec::new();
-    for st in &plan.stacks {
+    // In the order the run went: junmount takes the layers down in reverse.
+    let stacks: Vec<&crate::plan::Stack> = if tool == "junmount" {
+        plan.stacks.iter().rev().collect()
+    } else {
+        plan.stacks.iter().collect()
+    };
+    for st in stacks {
         // A tmpfs upper is a stack of its own under the layer's name.
         if seen.contains(&st.layer.as_str()) || st.is_upper_tmpfs() {
             continue;

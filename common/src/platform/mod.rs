@@ -243,6 +243,19 @@ pub(crate) trait Platform: Sync {
         targets.iter().map(|t| self.holders(t)).collect()
     }
 
+    /// The union `top` as a forced unmount would leave it in use: its device
+    /// (`major:minor`) and mount id. `None` where a forced unmount leaves nothing
+    /// behind (FreeBSD's `umount -f` revokes the vnodes of the file system).
+    fn detachable(&self, _top: &Mount) -> Option<(String, u64)> {
+        None
+    }
+
+    /// The processes still using a detached file system, by
+    /// [`Platform::detachable`]'s device and mount id.
+    fn detached_users(&self, _dev: &str, _mnt: u64) -> Vec<Holder> {
+        Vec::new()
+    }
+
     /// What probably holds a busy mount, when no process is found holding it.
     fn busy_hint(&self, target: &Path) -> String;
 

@@ -128,3 +128,79 @@ fn mapped(dir: &Path) -> Vec<PathBuf> {
     out.dedup();
     out
 }
+
+/// Processes using the file system with device `dev` (`major:minor`) or, for an
+/// open file, the mount `mnt` of it: what keeps a union that a forced unmount
+/// detached alive. It is out of every mount table, so paths cannot find it: a
+/// directory of it has its device (st_dev); a file of an overlay may show the
+/// device of the layer it lies in, but fdinfo names the mount it was opened in.
+/// Only overlayfs counts: a device number may be reused by another file system.
+/// `mnt` 0: by device only.
+pub(crate) fn on_device(dev: &str, mnt: u64) -> Vec<Holder> {
+    let Some((major, minor)) = dev
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+    else {
+        return Vec::new();
+    };
+    let dev = nix::sys::stat::makedev(major, minor);
+    let overlay = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
+    };
+    let on = |p: &Path| overlay(p) && nix::sys::stat::stat(p).is_ok_and(|s| s.st_dev == dev);
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut pids: Vec<u32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&p| p != me)
+        .collect();
+    pids.sort_unstable();
+    let mut found = Vec::new();
+    for pid in pids {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let mut how = Vec::new();
+        if on(&dir.join("cwd")) {
+            how.push("cwd");
+        }
+        let root = std::fs::read_link(dir.join("root")).ok();
+        if on(&dir.join("root")) {
+            how.push("root");
+        }
+        let opened = std::fs::read_dir(dir.join("fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                let path = fd.path();
+                overlay(&path)
+                    && (on(&path) || (mnt != 0 && fd_mount(&dir, &fd.file_name()) == Some(mnt)))
+            })
+        });
+        if opened {
+            how.push("open file");
+        }
+        if how.is_empty() {
+            continue;
+        }
+        let command = std::fs::read_to_string(dir.join("comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_else(|_| "?".into());
+        found.push(Holder {
+            pid,
+            command,
+            jail: None,
+            root: root.filter(|r| r != Path::new("/")),
+            how,
+        });
+    }
+    found
+}
+
+/// The mount an open file of process `dir` lies in: fdinfo's `mnt_id`.
+fn fd_mount(dir: &Path, fd: &OsStr) -> Option<u64> {
+    let info = std::fs::read_to_string(dir.join("fdinfo").join(fd)).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|id| id.trim().parse().ok())
+}

@@ -479,6 +479,16 @@ impl Platform for Linux {
         holders::holders_of(targets)
     }
 
+    /// A lazily detached overlay lives on, writing to its upper, while used.
+    fn detachable(&self, top: &Mount) -> Option<(String, u64)> {
+        let info = top.linux.as_ref().filter(|_| top.fstype == "overlay")?;
+        Some((format!("{}:{}", info.dev.0, info.dev.1), info.id))
+    }
+
+    fn detached_users(&self, dev: &str, mnt: u64) -> Vec<super::Holder> {
+        holders::on_device(dev, mnt)
+    }
+
     fn busy_hint(&self, target: &Path) -> String {
         format!(
             "a process has a file open or its working directory below it, or a chroot is running there (see: fuser -vm {})",

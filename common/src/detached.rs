@@ -1,0 +1,161 @@
+//! Uppers a forced unmount left in use. On Linux, `junmount -f` detaches a busy
+//! union lazily: the overlay lives on, out of the table, for as long as a process
+//! keeps a directory or file of it, and still writes into its upper and work dirs.
+//! Pruning that upper or stacking a second overlay on it is undefined behaviour,
+//! so junmount notes each such layer in `<lock_dir>/<jail>.detached` (the layer
+//! and the overlay's device), and jmount and jclean refuse the layer while some
+//! process still uses that device. FreeBSD's `umount -f` revokes the vnodes and
+//! leaves nothing mounted: no note there.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::{ExitCode, OrFail};
+use crate::platform::{Holder, Platform};
+
+/// One layer whose union a forced unmount detached while it was in use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Detached {
+    pub(crate) layer: String,
+    /// The upper dir, as shown to the administrator.
+    pub(crate) upper: String,
+    /// The detached file system's device, `major:minor` (the table's, st_dev).
+    pub(crate) dev: String,
+    /// Its mount id, which an open file of it names (fdinfo's `mnt_id`).
+    #[serde(default)]
+    pub(crate) mnt: u64,
+    /// The boot it was noted in: a device number means nothing after a reboot.
+    pub(crate) boot: String,
+}
+
+/// A noted layer whose detached union some process still uses.
+pub(crate) struct Live {
+    pub(crate) note: Detached,
+    pub(crate) holders: Vec<Holder>,
+}
+
+/// This boot's id (Linux); empty where there is none.
+pub(crate) fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn file(lock_dir: &Path, jail: &str) -> PathBuf {
+    lock_dir.join(format!("{jail}.detached"))
+}
+
+fn read(path: &Path) -> Vec<Detached> {
+    // A damaged line is dropped: the note only makes jmount and jclean careful.
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Replace the jail's notes with `notes` (none: the file goes), atomically: a
+/// temp file renamed over it, so a reader never sees half of it.
+fn write(lock_dir: &Path, jail: &str, notes: &[Detached]) -> Result<()> {
+    let path = file(lock_dir, jail);
+    if notes.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).or_fail(ExitCode::CantCreate, || format!("{}", path.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    let mut text = String::new();
+    for note in notes {
+        text.push_str(&serde_json::to_string(note).unwrap_or_default());
+        text.push('\n');
+    }
+    std::fs::create_dir_all(lock_dir).or_fail(ExitCode::CantCreate, || {
+        format!("lock dir {}", lock_dir.display())
+    })?;
+    let tmp = lock_dir.join(format!(".{jail}.detached.{}", std::process::id()));
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .or_fail(ExitCode::CantCreate, || format!("{}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// Add `new` to the jail's notes (under the jail's lock).
+pub(crate) fn note(lock_dir: &Path, jail: &str, new: Vec<Detached>) -> Result<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut notes = read(&file(lock_dir, jail));
+    notes.retain(|old| !new.iter().any(|n| n.dev == old.dev && n.layer == old.layer));
+    notes.extend(new);
+    write(lock_dir, jail, &notes)
+}
+
+/// The jail's noted layers that a process still uses, with those processes.
+/// A note is stale, and dropped when `tidy` (a run that changes things, under
+/// the jail's lock), once no process uses its device, after a reboot, or when
+/// that device is in the mount table: then the number was given to another file
+/// system, and whoever uses it uses that one.
+pub(crate) fn live(
+    lock_dir: &Path,
+    jail: &str,
+    platform: &dyn Platform,
+    tidy: bool,
+) -> Result<Vec<Live>> {
+    let path = file(lock_dir, jail);
+    let notes = read(&path);
+    if notes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = platform.mounts(Path::new("/"))?;
+    let boot = boot_id();
+    let mut alive = Vec::new();
+    for note in &notes {
+        let reused = table.iter().any(|m| {
+            m.linux
+                .as_ref()
+                .is_some_and(|l| format!("{}:{}", l.dev.0, l.dev.1) == note.dev)
+        });
+        if note.boot != boot || reused {
+            continue;
+        }
+        // A mount id in the table was given to another mount: look by device only.
+        let mnt_reused = table
+            .iter()
+            .any(|m| m.linux.as_ref().is_some_and(|l| l.id == note.mnt));
+        let mnt = if mnt_reused { 0 } else { note.mnt };
+        let holders = platform.detached_users(&note.dev, mnt);
+        if !holders.is_empty() {
+            alive.push(Live {
+                note: note.clone(),
+                holders,
+            });
+        }
+    }
+    if tidy && alive.len() != notes.len() {
+        let kept: Vec<Detached> = alive.iter().map(|l| l.note.clone()).collect();
+        write(lock_dir, jail, &kept)?;
+    }
+    Ok(alive)
+}
+
+impl Live {
+    /// `UPPER is still used by the union junmount -f detached: held by ...`.
+    pub(crate) fn describe(&self, root: &Path, jail: &str) -> String {
+        let named: Vec<String> = self
+            .holders
+            .iter()
+            .map(|h| h.describe(root, jail))
+            .collect();
+        format!(
+            "{}: still in use by the union junmount -f detached: held by {}",
+            self.note.upper,
+            named.join(", ")
+        )
+    }
+}
