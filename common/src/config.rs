@@ -58,6 +58,9 @@ pub struct Jail {
     pub stop: Option<Vec<String>>,
     /// `network`, when the jail sets it ([`Config::network`] has the resolved one).
     pub network: Option<Network>,
+    /// The group let through the dirs that hold the upper dirs (`upper_group`, the
+    /// jail's or `[defaults]`), as a gid; `None`: root alone.
+    pub upper_group: Option<u32>,
 }
 
 /// The network jupdate's updater gets on Linux (`network`; on FreeBSD the jail's
@@ -204,6 +207,7 @@ struct RawDefaults {
     lock_dir: Option<String>,
     update: Option<Vec<String>>,
     network: Option<Network>,
+    upper_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +272,7 @@ struct RawJail {
     upper_fs: Option<UpperFs>,
     upper_size: Option<String>,
     network: Option<Network>,
+    upper_group: Option<String>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -295,6 +300,10 @@ where
 
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     let default_network = raw.defaults.network.unwrap_or_default();
+    let default_group = match &raw.defaults.upper_group {
+        Some(group) => Some(group_id(group).map_err(|e| format!("defaults: upper_group: {e}"))?),
+        None => None,
+    };
     let Defaults {
         upper_root,
         log_dir,
@@ -320,6 +329,8 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
             &upper_root,
             os,
         )?);
+        let jail = jails.last_mut().expect("just pushed");
+        jail.upper_group = jail.upper_group.or(default_group);
     }
     shared_paths(&jails, &layers)?;
     Ok(Config {
@@ -481,6 +492,10 @@ fn build_jail(
         ));
     }
     let root = abs_path(&raw.root).map_err(|e| ctx(format!("root: {e}")))?;
+    let upper_group = match &raw.upper_group {
+        Some(group) => Some(group_id(group).map_err(|e| ctx(format!("upper_group: {e}")))?),
+        None => None,
+    };
     let picked = jail_layers(&name, raw.layers.as_deref(), layers, index)?;
     let uppers = jail_uppers(&name, &raw.upper, &picked, layers, index, upper_root)?;
     let tmpfs = jail_tmpfs(&raw, &uppers, layers).map_err(ctx)?;
@@ -507,7 +522,22 @@ fn build_jail(
         start: raw.start,
         stop: raw.stop,
         network: raw.network,
+        upper_group,
     })
+}
+
+/// `upper_group`: a group name (getgrnam(3)) or a number.
+fn group_id(written: &str) -> Result<u32, String> {
+    if !written.is_empty() && written.bytes().all(|b| b.is_ascii_digit()) {
+        return written
+            .parse()
+            .map_err(|_| format!("{written:?}: not a group id"));
+    }
+    match nix::unistd::Group::from_name(written) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group {written:?}")),
+        Err(err) => Err(format!("group {written:?}: {}", err.desc())),
+    }
 }
 
 /// Which of a jail's union layers get a tmpfs upper, and its size. A jail's
@@ -1168,6 +1198,7 @@ root   = "/usr/local/var/jails/192.168.0.101"
                         layers: uppers.keys().copied().collect(),
                         uppers,
                         tmpfs: BTreeMap::new(),
+                        upper_group: None,
                         update: None,
                         start: None,
                         stop: None,
@@ -1400,5 +1431,29 @@ root   = "/usr/local/var/jails/192.168.0.101"
             msg.contains(":3:") && msg.contains("none") && msg.contains("host"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn upper_group_per_jail_or_defaults() {
+        let config = parse(
+            "[defaults]\nupper_group = \"5\"\n[jail.a]\nroot = \"/j/a\"\n\
+             [jail.b]\nroot = \"/j/b\"\nupper_group = \"0\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.jails[0].upper_group, Some(5));
+        assert_eq!(config.jails[1].upper_group, Some(0));
+        let config = parse("[jail.a]\nroot = \"/j/a\"\n").unwrap();
+        assert_eq!(config.jails[0].upper_group, None);
+        // By name, as getgrnam(3) finds it (root's group is 0 on every system).
+        let root = nix::unistd::Group::from_gid(0.into()).unwrap().unwrap().name;
+        let config = parse(&format!("[jail.a]\nroot = \"/j/a\"\nupper_group = \"{root}\"\n")).unwrap();
+        assert_eq!(config.jails[0].upper_group, Some(0));
+        let msg = err("[jail.a]\nroot = \"/j/a\"\nupper_group = \"no-such-group-jlayers\"\n");
+        assert!(
+            msg.contains("jail a: upper_group: unknown group \"no-such-group-jlayers\""),
+            "{msg}"
+        );
+        let msg = err("[defaults]\nupper_group = \"no-such-group-jlayers\"\n");
+        assert!(msg.contains("defaults: upper_group: unknown group"), "{msg}");
     }
 }

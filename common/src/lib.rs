@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod exit;
+mod guard;
 mod help;
 mod lock;
 pub mod mounts;

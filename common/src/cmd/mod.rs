@@ -254,7 +254,7 @@ pub(crate) fn layer_records(
                 Did::Unmount(k, src, t) => Some(
                     serde_json::json!({"action": "unmount", "type": k, "source": path_json(src), "target": path_json(t)}),
                 ),
-                Did::Mkdir => None,
+                Did::Mkdir | Did::Mode => None,
             })
             .collect();
         crate::report::json_record(
