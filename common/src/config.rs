@@ -96,6 +96,8 @@ pub struct Config {
     pub jails: Vec<Jail>,
     /// `[defaults] network`.
     pub default_network: Network,
+    /// `[defaults] upper_group`, as a gid: upper_root's group (every jail's).
+    pub upper_group: Option<u32>,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
     /// The layers' sources as found on disk (canonical), looked up once per run.
@@ -342,6 +344,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         layers,
         jails,
         default_network,
+        upper_group: default_group,
         roots: Default::default(),
         sources: Default::default(),
     })
@@ -1445,8 +1448,14 @@ root   = "/usr/local/var/jails/192.168.0.101"
         let config = parse("[jail.a]\nroot = \"/j/a\"\n").unwrap();
         assert_eq!(config.jails[0].upper_group, None);
         // By name, as getgrnam(3) finds it (root's group is 0 on every system).
-        let root = nix::unistd::Group::from_gid(0.into()).unwrap().unwrap().name;
-        let config = parse(&format!("[jail.a]\nroot = \"/j/a\"\nupper_group = \"{root}\"\n")).unwrap();
+        let root = nix::unistd::Group::from_gid(0.into())
+            .unwrap()
+            .unwrap()
+            .name;
+        let config = parse(&format!(
+            "[jail.a]\nroot = \"/j/a\"\nupper_group = \"{root}\"\n"
+        ))
+        .unwrap();
         assert_eq!(config.jails[0].upper_group, Some(0));
         let msg = err("[jail.a]\nroot = \"/j/a\"\nupper_group = \"no-such-group-jlayers\"\n");
         assert!(
@@ -1454,6 +1463,9 @@ root   = "/usr/local/var/jails/192.168.0.101"
             "{msg}"
         );
         let msg = err("[defaults]\nupper_group = \"no-such-group-jlayers\"\n");
-        assert!(msg.contains("defaults: upper_group: unknown group"), "{msg}");
+        assert!(
+            msg.contains("defaults: upper_group: unknown group"),
+            "{msg}"
+        );
     }
 }

@@ -82,9 +82,12 @@ impl Seen {
                 format!("{}: {}", path.display(), e.desc()),
             )
         })?;
+        // mode_t is u16 on FreeBSD.
+        #[allow(clippy::useless_conversion)]
+        let mode = u32::from(st.st_mode) & 0o7777;
         Ok(Seen {
             fd,
-            mode: u32::from(st.st_mode) & 0o7777,
+            mode,
             gid: st.st_gid,
         })
     }
@@ -113,12 +116,18 @@ impl Seen {
         let special = self.mode & 0o7000;
         if let Some(gid) = access.gid.filter(|&g| g != self.gid) {
             // Closed first: the new group never gets what the old mode gave the old one.
-            fchmod(self.fd.as_fd(), Mode::from_bits_truncate((special | 0o700) as _))
-                .map_err(err)?;
+            fchmod(
+                self.fd.as_fd(),
+                Mode::from_bits_truncate((special | 0o700) as _),
+            )
+            .map_err(err)?;
             fchown(self.fd.as_fd(), None, Some(Gid::from_raw(gid))).map_err(err)?;
         }
-        fchmod(self.fd.as_fd(), Mode::from_bits_truncate((special | access.mode()) as _))
-            .map_err(err)
+        fchmod(
+            self.fd.as_fd(),
+            Mode::from_bits_truncate((special | access.mode()) as _),
+        )
+        .map_err(err)
     }
 
     /// What a warning says of it: `mode 0755`, or `mode 0750, group 20` when a
@@ -207,16 +216,12 @@ pub(crate) fn make(place: &Place, access: Access) -> Result<()> {
     Ok(())
 }
 
-/// What `--status` says of a stack's guards: each dir more open than `access`
+/// What `--status` says of a stack's guards: each dir more open than its access
 /// (or, for a host upper outside upper_root, with no closed dir above it), with
 /// its warning. Looks only; a dir that cannot be opened is left to jmount to say.
-pub(crate) fn findings(
-    guards: &crate::plan::Guards,
-    access: Access,
-    tool: &str,
-) -> Vec<(PathBuf, String)> {
+pub(crate) fn findings(guards: &crate::plan::Guards, tool: &str) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
-    for place in &guards.owned {
+    for &(ref place, access) in &guards.owned {
         let Ok(Beneath::Dir(fd)) = place.open(Missing::Report) else {
             continue;
         };
@@ -228,9 +233,11 @@ pub(crate) fn findings(
             out.push((place.path.clone(), text));
         }
     }
-    if let Some(upper) = &guards.checked
-        && let Some(parent) = open_above(upper)
-    {
+    let above = guards
+        .checked
+        .as_ref()
+        .and_then(|upper| Some((upper, open_above(upper)?)));
+    if let Some((upper, parent)) = above {
         out.push((parent.clone(), open_above_warning(upper, &parent)));
     }
     out
@@ -241,9 +248,9 @@ pub(crate) fn findings(
 /// upper's parent (to close); `None` when one is closed to them.
 pub(crate) fn open_above(upper: &Path) -> Option<PathBuf> {
     let parent = upper.parent()?;
-    let closed = parent.ancestors().any(|dir| {
-        std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
-    });
+    let closed = parent
+        .ancestors()
+        .any(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0));
     (!closed).then(|| parent.to_path_buf())
 }
 
@@ -263,7 +270,12 @@ mod tests {
     #[test]
     fn too_open_and_differs() {
         let dir = tempfile::tempdir().unwrap();
-        let fd = open(dir.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let fd = open(
+            dir.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
         let mut seen = Seen::look(fd, dir.path()).unwrap();
         let root = Access::default();
         let group = Access { gid: Some(5) };

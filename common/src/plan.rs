@@ -32,9 +32,10 @@ pub(crate) struct Stack {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Guards {
     /// jlayers' own, top down: upper_root and the dirs below it above the upper,
-    /// a tmpfs upper's root, the work dir. Made with the jail's [`Access`] and set
-    /// back to it when found otherwise.
-    pub(crate) owned: Vec<Place>,
+    /// a tmpfs upper's root, the work dir. Each made with its [`Access`] (the
+    /// jail's; upper_root, every jail's, `[defaults]`') and set back to it when
+    /// found otherwise.
+    pub(crate) owned: Vec<(Place, Access)>,
     /// A host upper outside upper_root: the admin's dirs above it are only checked.
     pub(crate) checked: Option<PathBuf>,
 }
@@ -46,8 +47,6 @@ pub(crate) struct JailPlan {
     pub(crate) root: PathBuf,
     /// In mount order: parents before nested layers.
     pub(crate) stacks: Vec<Stack>,
-    /// Who may pass the dirs jlayers owns around the jail's uppers.
-    pub(crate) access: Access,
 }
 
 /// What the mount table shows at a stack's target.
@@ -67,6 +66,9 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
         gid: jail.upper_group,
     };
     let upper_root = cfg.roots().locate(&cfg.upper_root);
+    let shared = Access {
+        gid: cfg.upper_group,
+    };
     let mut stacks = Vec::new();
     for &index in &jail.layers {
         let layer = &cfg.layers[index];
@@ -97,8 +99,8 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
                 // wants both on one file system, the work dir not inside the upper).
                 Some(size) => {
                     // The tmpfs's root is jlayers' own wherever it lies.
-                    let mut owned = owned_above(&upper, &upper_root);
-                    owned.push(upper.clone());
+                    let mut owned = owned_above(&upper, &upper_root, shared, access);
+                    owned.push((upper.clone(), access));
                     stacks.push(Stack {
                         layer: layer.name.clone(),
                         target: upper.clone(),
@@ -116,7 +118,7 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
                     (upper.join("upper"), work)
                 }
                 None => {
-                    guards.owned = owned_above(&upper, &upper_root);
+                    guards.owned = owned_above(&upper, &upper_root, shared, access);
                     if guards.owned.is_empty() && upper.root.is_none() {
                         guards.checked = Some(upper.path.clone());
                     }
@@ -124,7 +126,9 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
                     (upper, work)
                 }
             };
-            guards.owned.extend(work.iter().cloned());
+            guards
+                .owned
+                .extend(work.iter().map(|w| (w.clone(), access)));
             union = Some(Union {
                 work,
                 upper,
@@ -142,23 +146,34 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
         jail: jail.name.clone(),
         root,
         stacks,
-        access,
     })
 }
 
-/// The dirs jlayers owns above a host upper dir: upper_root and those below it
-/// down to the upper's parent, top down; none for an upper elsewhere (the admin's
-/// dirs, or a jail's tree).
-fn owned_above(upper: &Place, upper_root: &Place) -> Vec<Place> {
+/// The dirs jlayers owns above a host upper dir, top down: upper_root (`shared`:
+/// every jail's) and those below it down to the upper's parent (the jail's
+/// `access`); none for an upper elsewhere (the admin's dirs, or a jail's tree).
+fn owned_above(
+    upper: &Place,
+    upper_root: &Place,
+    shared: Access,
+    access: Access,
+) -> Vec<(Place, Access)> {
     if upper.root.is_some() || upper_root.root.is_some() {
         return Vec::new();
     }
-    let mut owned: Vec<Place> = upper
+    let mut owned: Vec<(Place, Access)> = upper
         .path
         .ancestors()
         .skip(1)
         .take_while(|dir| dir.starts_with(&upper_root.path))
-        .map(|dir| Place::host(dir.to_path_buf()))
+        .map(|dir| {
+            let access = if dir == upper_root.path {
+                shared
+            } else {
+                access
+            };
+            (Place::host(dir.to_path_buf()), access)
+        })
         .collect();
     owned.reverse();
     owned

@@ -9,7 +9,7 @@ use crate::action::{
     Below, Discard, MakeDir, MakeOwned, MountStep, Recording, SetAccess, Sink, Site, UnmountTop,
 };
 use crate::exit::{ExitCode, fail};
-use crate::guard::{Seen, open_above, open_above_warning, warning};
+use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, Table};
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::Busy;
@@ -198,8 +198,8 @@ impl<'a> Engine<'a> {
     fn prepare(&self, plan: &JailPlan, stack: &Stack, table: &Table) -> Result<usize> {
         // The dirs around the upper first, so that none is made open on the way
         // (a tmpfs upper's stack owns its target: the tmpfs's root once mounted).
-        for place in &stack.guards.owned {
-            self.guard(plan, stack, place)?;
+        for (place, access) in &stack.guards.owned {
+            self.guard(plan, stack, place, *access)?;
         }
         if let Some(upper) = &stack.guards.checked {
             self.check_above(plan, stack, upper);
@@ -223,7 +223,7 @@ impl<'a> Engine<'a> {
 
     /// A dir jlayers owns around an upper dir: made closed if missing, set back to
     /// the jail's access if not so (said when it was more open).
-    fn guard(&self, plan: &JailPlan, stack: &Stack, place: &Place) -> Result<()> {
+    fn guard(&self, plan: &JailPlan, stack: &Stack, place: &Place, access: Access) -> Result<()> {
         if self.settled(&place.path) {
             return Ok(());
         }
@@ -231,28 +231,28 @@ impl<'a> Engine<'a> {
             Beneath::Dir(fd) => fd,
             Beneath::Missing(_) => {
                 self.sink
-                    .act(&site(plan, stack), MakeOwned(place, plan.access))?;
+                    .act(&site(plan, stack), MakeOwned(place, access))?;
                 self.settle(&place.path);
                 return Ok(());
             }
         };
         let seen = Seen::look(fd, &place.path)?;
-        if !seen.differs(plan.access) {
+        if !seen.differs(access) {
             self.settle(&place.path);
             return Ok(());
         }
-        if seen.too_open(plan.access) && self.first_warning(&place.path) {
+        if seen.too_open(access) && self.first_warning(&place.path) {
             let text = warning(
                 &place.path,
                 &seen,
-                plan.access,
+                access,
                 self.msg.tool,
                 self.sink.performs(),
             );
             self.msg.warn(&[&plan.jail, &stack.layer], &text);
         }
         self.sink
-            .act(&site(plan, stack), SetAccess(place, &seen, plan.access))?;
+            .act(&site(plan, stack), SetAccess(place, &seen, access))?;
         self.settle(&place.path);
         Ok(())
     }
@@ -271,9 +271,10 @@ impl<'a> Engine<'a> {
     /// A host upper outside upper_root: warn when no dir above it keeps other
     /// users out (those are the admin's: never changed).
     fn check_above(&self, plan: &JailPlan, stack: &Stack, upper: &Path) {
-        if let Some(parent) = open_above(upper)
-            && self.first_warning(&parent)
-        {
+        let Some(parent) = open_above(upper) else {
+            return;
+        };
+        if self.first_warning(&parent) {
             let text = open_above_warning(upper, &parent);
             self.msg.warn(&[&plan.jail, &stack.layer], &text);
         }
@@ -473,7 +474,6 @@ impl<'a> Engine<'a> {
         let again = JailPlan {
             jail: plan.jail.clone(),
             root: plan.root.clone(),
-            access: plan.access,
             stacks: plan
                 .stacks
                 .iter()

@@ -118,41 +118,53 @@ fn modes_as_made(b: Backend) {
 }
 
 /// `upper_group` (a number here; a name is looked up): the dirs are 0710 and the
-/// group's; a member of it passes, nobody else does. An unknown group is 78.
+/// group's; a member of it passes, nobody else does. `[defaults]`' group is
+/// upper_root's (every jail's), a jail's own is that of its dirs below it. An
+/// unknown group is 78.
 fn group_key_gives_0710(b: Backend) {
     sandbox(b, |sb| {
         open_scene(sb);
-        let conf = jlayers_tests::SCENE_CONF.replace(
-            "[jail.j1]\nroot = \"@T/j1\"\n",
-            "[jail.j1]\nroot = \"@T/j1\"\nupper_group = \"12345\"\n",
-        );
+        let conf = jlayers_tests::SCENE_CONF
+            .replace("[defaults]\n", "[defaults]\nupper_group = \"12345\"\n")
+            .replace(
+                "[jail.j2]\nroot = \"@T/j2\"\n",
+                "[jail.j2]\nroot = \"@T/j2\"\nupper_group = \"23456\"\n",
+            );
         sb.conf(&conf);
-        sb.run("jmount", &["j1"]).ok();
-        let mut dirs = vec!["upper", "upper/j1"];
+        sb.run("jmount", &["-a"]).ok();
+        let mut dirs = vec![("upper", 12345), ("upper/j1", 12345), ("upper/j2", 23456)];
         if b == Backend::Linux {
-            dirs.push("upper/j1/ports.work");
+            dirs.push(("upper/j1/ports.work", 12345));
+            dirs.push(("upper/j2/ports.work", 23456));
         }
-        for dir in dirs {
+        for (dir, gid) in dirs {
             let md = fs::metadata(sb.path(dir)).unwrap();
-            assert_eq!(md.mode() & 0o7777, 0o710, "{dir}");
-            assert_eq!(md.gid(), 12345, "{dir}");
+            assert_eq!((md.mode() & 0o7777, md.gid()), (0o710, gid), "{dir}");
         }
+        assert_eq!(mode(&sb.path("upper/j1/ports")), 0o755);
         let planted = plant_setuid(sb, "j1/usr/ports", "upper/j1/ports");
         refused(&planted);
         let o = run_as(&planted, 12345).expect("the group passes");
         assert!(o.status.success());
-        sb.run("junmount", &["j1"]).ok();
+        let again = sb.run("jmount", &["-a"]);
+        again.ok();
+        assert_eq!(
+            again.stderr, "",
+            "each dir as its group says: nothing to set"
+        );
+        sb.run("junmount", &["-a"]).ok();
 
-        // [defaults] names it for every jail; unknown: 78, nothing made.
+        // Unknown: 78, nothing made.
         let conf = jlayers_tests::SCENE_CONF.replace(
             "[defaults]\n",
             "[defaults]\nupper_group = \"no-such-group-jlayers\"\n",
         );
         sb.conf(&conf);
+        fs::remove_dir_all(sb.path("upper")).unwrap();
         sb.run("jmount", &["j2"])
             .code(78)
             .err_has("defaults: upper_group: unknown group \"no-such-group-jlayers\"");
-        assert!(!sb.path("upper/j2").exists());
+        assert!(!sb.path("upper").exists());
     });
 }
 

@@ -75,7 +75,7 @@ fn status(args: &Common) -> ExitCode {
             // Dirs around the uppers that let host users in: said on stderr, the
             // records stay as they are.
             for st in &plan.stacks {
-                for (dir, text) in crate::guard::findings(&st.guards, plan.access, "jmount") {
+                for (dir, text) in crate::guard::findings(&st.guards, "jmount") {
                     if warned.insert(dir) {
                         setup.msg.warn(&[&plan.jail, &st.layer], &text);
                     }
