@@ -17,6 +17,7 @@ use anyhow::Result;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::exit::{ExitCode, code_of, fail};
+use crate::guard::{Access, Seen};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::{Index, Mount, Table};
 use crate::plan::Step;
@@ -54,6 +55,14 @@ pub(crate) trait Act {
 
 /// Create a missing directory, and its missing parents, the way `Place` walks.
 pub(crate) struct MakeDir<'a>(pub(crate) &'a Place);
+
+/// Create a missing dir that jlayers owns around an upper dir, closed as `Access`
+/// says (its missing parents as [`MakeDir`] makes them).
+pub(crate) struct MakeOwned<'a>(pub(crate) &'a Place, pub(crate) Access);
+
+/// Set a dir that jlayers owns around an upper dir, found otherwise, to `Access`,
+/// by the descriptor it was looked at through.
+pub(crate) struct SetAccess<'a>(pub(crate) &'a Place, pub(crate) &'a Seen, pub(crate) Access);
 
 /// Perform `step` on `target`, on top of `below` (the mount that must be on top
 /// there first); gives back the mount made, pinned.
@@ -109,6 +118,46 @@ impl Act for MakeDir<'_> {
     }
     fn record(&self) -> Option<Did> {
         Some(Did::Mkdir)
+    }
+}
+
+impl Act for MakeOwned<'_> {
+    type Output = ();
+    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
+        crate::guard::make(self.0, self.1)
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        let mode = format!("{:04o}", self.1.mode());
+        let argv = [
+            OsStr::new("mkdir"),
+            OsStr::new("-p"),
+            OsStr::new("-m"),
+            OsStr::new(&mode),
+            self.0.path.as_os_str(),
+        ];
+        by.print(&argv);
+        // chmod again is a no-op; chgrp is what mkdir cannot do.
+        for argv in self.1.commands(&self.0.path).iter().skip(1) {
+            by.print(argv);
+        }
+    }
+    fn record(&self) -> Option<Did> {
+        Some(Did::Mkdir)
+    }
+}
+
+impl Act for SetAccess<'_> {
+    type Output = ();
+    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
+        self.1.set(self.2, &self.0.path)
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        for argv in self.2.commands(&self.0.path) {
+            by.print(&argv);
+        }
+    }
+    fn record(&self) -> Option<Did> {
+        Some(Did::Mode)
     }
 }
 
@@ -427,6 +476,8 @@ pub(crate) struct Change {
 pub(crate) enum Did {
     /// A directory made: the layer changed, though its record lists only mounts.
     Mkdir,
+    /// A directory's mode or group set, likewise.
+    Mode,
     /// A mount made: its kind (`null`, `union`, `tmpfs`), source and target.
     Mount(&'static str, PathBuf, PathBuf),
     /// A mount removed, the same way.

@@ -58,6 +58,9 @@ pub struct Jail {
     pub stop: Option<Vec<String>>,
     /// `network`, when the jail sets it ([`Config::network`] has the resolved one).
     pub network: Option<Network>,
+    /// The group let through the dirs that hold the upper dirs (`upper_group`, the
+    /// jail's or `[defaults]`), as a gid; `None`: root alone.
+    pub upper_group: Option<u32>,
 }
 
 /// The network jupdate's updater gets on Linux (`network`; on FreeBSD the jail's
@@ -96,6 +99,8 @@ pub struct Config {
     /// `[defaults] allow_empty`: a file with no jail is meant so (`--all` then
     /// selects none instead of failing, 78).
     pub allow_empty: bool,
+    /// `[defaults] upper_group`, as a gid: upper_root's group (every jail's).
+    pub upper_group: Option<u32>,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
     /// The layers' sources as found on disk (canonical), looked up once per run.
@@ -247,6 +252,7 @@ struct RawDefaults {
     update: Option<Vec<String>>,
     network: Option<Network>,
     allow_empty: Option<bool>,
+    upper_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +317,7 @@ struct RawJail {
     upper_fs: Option<UpperFs>,
     upper_size: Option<String>,
     network: Option<Network>,
+    upper_group: Option<String>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -339,6 +346,10 @@ where
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     let default_network = raw.defaults.network.unwrap_or_default();
     let allow_empty = raw.defaults.allow_empty.unwrap_or(false);
+    let default_group = match &raw.defaults.upper_group {
+        Some(group) => Some(group_id(group).map_err(|e| format!("defaults: upper_group: {e}"))?),
+        None => None,
+    };
     let Defaults {
         upper_root,
         log_dir,
@@ -364,6 +375,8 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
             &upper_root,
             os,
         )?);
+        let jail = jails.last_mut().expect("just pushed");
+        jail.upper_group = jail.upper_group.or(default_group);
     }
     shared_paths(&jails, &layers)?;
     Ok(Config {
@@ -376,6 +389,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         jails,
         default_network,
         allow_empty,
+        upper_group: default_group,
         roots: Default::default(),
         sources: Default::default(),
     })
@@ -527,6 +541,10 @@ fn build_jail(
         ));
     }
     let root = abs_path(&raw.root).map_err(|e| ctx(format!("root: {e}")))?;
+    let upper_group = match &raw.upper_group {
+        Some(group) => Some(group_id(group).map_err(|e| ctx(format!("upper_group: {e}")))?),
+        None => None,
+    };
     let picked = jail_layers(&name, raw.layers.as_deref(), layers, index)?;
     let uppers = jail_uppers(&name, &raw.upper, &picked, layers, index, upper_root)?;
     let tmpfs = jail_tmpfs(&raw, &uppers, layers).map_err(ctx)?;
@@ -553,7 +571,22 @@ fn build_jail(
         start: raw.start,
         stop: raw.stop,
         network: raw.network,
+        upper_group,
     })
+}
+
+/// `upper_group`: a group name (getgrnam(3)) or a number.
+fn group_id(written: &str) -> Result<u32, String> {
+    if !written.is_empty() && written.bytes().all(|b| b.is_ascii_digit()) {
+        return written
+            .parse()
+            .map_err(|_| format!("{written:?}: not a group id"));
+    }
+    match nix::unistd::Group::from_name(written) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group {written:?}")),
+        Err(err) => Err(format!("group {written:?}: {}", err.desc())),
+    }
 }
 
 /// Which of a jail's union layers get a tmpfs upper, and its size. A jail's
@@ -1240,6 +1273,7 @@ root   = "/usr/local/var/jails/192.168.0.101"
                         layers: uppers.keys().copied().collect(),
                         uppers,
                         tmpfs: BTreeMap::new(),
+                        upper_group: None,
                         update: None,
                         start: None,
                         stop: None,
@@ -1470,6 +1504,39 @@ root   = "/usr/local/var/jails/192.168.0.101"
         let msg = err("[jail.a]\nroot = \"/j/a\"\nnetwork = \"bridge\"\n");
         assert!(
             msg.contains(":3:") && msg.contains("none") && msg.contains("host"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn upper_group_per_jail_or_defaults() {
+        let config = parse(
+            "[defaults]\nupper_group = \"5\"\n[jail.a]\nroot = \"/j/a\"\n\
+             [jail.b]\nroot = \"/j/b\"\nupper_group = \"0\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.jails[0].upper_group, Some(5));
+        assert_eq!(config.jails[1].upper_group, Some(0));
+        let config = parse("[jail.a]\nroot = \"/j/a\"\n").unwrap();
+        assert_eq!(config.jails[0].upper_group, None);
+        // By name, as getgrnam(3) finds it (root's group is 0 on every system).
+        let root = nix::unistd::Group::from_gid(0.into())
+            .unwrap()
+            .unwrap()
+            .name;
+        let config = parse(&format!(
+            "[jail.a]\nroot = \"/j/a\"\nupper_group = \"{root}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.jails[0].upper_group, Some(0));
+        let msg = err("[jail.a]\nroot = \"/j/a\"\nupper_group = \"no-such-group-jlayers\"\n");
+        assert!(
+            msg.contains("jail a: upper_group: unknown group \"no-such-group-jlayers\""),
+            "{msg}"
+        );
+        let msg = err("[defaults]\nupper_group = \"no-such-group-jlayers\"\n");
+        assert!(
+            msg.contains("defaults: upper_group: unknown group"),
             "{msg}"
         );
     }

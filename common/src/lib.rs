@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod config;
 mod detached;
 pub mod exit;
+mod guard;
 mod help;
 mod lock;
 pub mod mounts;

@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::config::{Config, Jail, Mode, Upper};
 use crate::exit::{ExitCode, fail};
+use crate::guard::Access;
 use crate::mounts::{Mount, MountsAt};
 use crate::platform::Platform;
 use crate::target::Place;
@@ -22,6 +23,21 @@ pub(crate) struct Stack {
     pub(crate) target: Place,
     /// The mounts, bottom first.
     pub(crate) shape: Shape,
+    /// The dirs that keep host users out of its upper dir.
+    pub(crate) guards: Guards,
+}
+
+/// The dirs around a stack's upper dir that keep host users out of it (the upper
+/// dir itself is the jail's: it shows as the target's root).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Guards {
+    /// jlayers' own, top down: upper_root and the dirs below it above the upper,
+    /// a tmpfs upper's root, the work dir. Each made with its [`Access`] (the
+    /// jail's; upper_root, every jail's, `[defaults]`') and set back to it when
+    /// found otherwise.
+    pub(crate) owned: Vec<(Place, Access)>,
+    /// A host upper outside upper_root: the admin's dirs above it are only checked.
+    pub(crate) checked: Option<PathBuf>,
 }
 
 /// Everything jmount does for one jail, and junmount undoes.
@@ -46,6 +62,13 @@ pub(crate) enum State {
 /// The plan for one jail.
 pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
     let root = cfg.roots().real(&jail.root);
+    let access = Access {
+        gid: jail.upper_group,
+    };
+    let upper_root = cfg.roots().locate(&cfg.upper_root);
+    let shared = Access {
+        gid: cfg.upper_group,
+    };
     let mut stacks = Vec::new();
     for &index in &jail.layers {
         let layer = &cfg.layers[index];
@@ -54,6 +77,7 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
             read_only: layer.mode == Mode::Readonly,
         };
         let mut union = None;
+        let mut guards = Guards::default();
         if let Some(up) = jail.uppers.get(&index) {
             let upper = match up {
                 Upper::Host(path) => cfg.roots().locate(path),
@@ -74,19 +98,37 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
                 // `upper` in it, with Linux's work dir `work` beside it (overlay
                 // wants both on one file system, the work dir not inside the upper).
                 Some(size) => {
+                    // The tmpfs's root is jlayers' own wherever it lies.
+                    let mut owned = owned_above(&upper, &upper_root, shared, access);
+                    owned.push((upper.clone(), access));
                     stacks.push(Stack {
                         layer: layer.name.clone(),
                         target: upper.clone(),
-                        shape: Shape::UpperTmpfs(Tmpfs { size: size.clone() }),
+                        shape: Shape::UpperTmpfs(Tmpfs {
+                            size: size.clone(),
+                            access,
+                        }),
+                        guards: Guards {
+                            owned: owned.clone(),
+                            checked: None,
+                        },
                     });
+                    guards.owned = owned;
                     let work = platform.needs_work_dir().then(|| upper.join("work"));
                     (upper.join("upper"), work)
                 }
                 None => {
+                    guards.owned = owned_above(&upper, &upper_root, shared, access);
+                    if guards.owned.is_empty() && upper.root.is_none() {
+                        guards.checked = Some(upper.path.clone());
+                    }
                     let work = platform.needs_work_dir().then(|| work_dir(&upper));
                     (upper, work)
                 }
             };
+            guards
+                .owned
+                .extend(work.iter().map(|w| (w.clone(), access)));
             union = Some(Union {
                 work,
                 upper,
@@ -97,6 +139,7 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
             layer: layer.name.clone(),
             target: Place::beneath(&root, &layer.target),
             shape: Shape::Layer { null, union },
+            guards,
         });
     }
     Ok(JailPlan {
@@ -104,6 +147,36 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
         root,
         stacks,
     })
+}
+
+/// The dirs jlayers owns above a host upper dir, top down: upper_root (`shared`:
+/// every jail's) and those below it down to the upper's parent (the jail's
+/// `access`); none for an upper elsewhere (the admin's dirs, or a jail's tree).
+fn owned_above(
+    upper: &Place,
+    upper_root: &Place,
+    shared: Access,
+    access: Access,
+) -> Vec<(Place, Access)> {
+    if upper.root.is_some() || upper_root.root.is_some() {
+        return Vec::new();
+    }
+    let mut owned: Vec<(Place, Access)> = upper
+        .path
+        .ancestors()
+        .skip(1)
+        .take_while(|dir| dir.starts_with(&upper_root.path))
+        .map(|dir| {
+            let access = if dir == upper_root.path {
+                shared
+            } else {
+                access
+            };
+            (Place::host(dir.to_path_buf()), access)
+        })
+        .collect();
+    owned.reverse();
+    owned
 }
 
 /// Overlay's work dir: beside the upper, on its file system, never inside it.
@@ -171,6 +244,8 @@ pub(crate) struct Union {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Tmpfs {
     pub(crate) size: Option<String>,
+    /// Its root's mode and group: it holds the upper dir.
+    pub(crate) access: Access,
 }
 
 /// The mounts of one stack, bottom first. The compiler keeps the plan's rules: a
@@ -384,6 +459,7 @@ upper.obj = "var/obj-upper"
                     tmpfs_at.clone(),
                     Shape::UpperTmpfs(Tmpfs {
                         size: Some("1g".into()),
+                        access: Access::default(),
                     }),
                 ),
                 (

@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Below, Discard, MakeDir, MountStep, Recording, Sink, Site, UnmountTop};
+use crate::action::{
+    Below, Discard, MakeDir, MakeOwned, MountStep, Recording, SetAccess, Sink, Site, UnmountTop,
+};
 use crate::detached;
 use crate::exit::{ExitCode, fail};
+use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, Table};
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::Busy;
@@ -28,6 +31,12 @@ pub(crate) struct Engine<'a> {
     /// Where the jails' locks are, and the notes of uppers a forced unmount left
     /// in use (none: no notes kept or read).
     lock_dir: Option<&'a Path>,
+    /// Dirs around the uppers warned of this run: once each (upper_root is every
+    /// jail's).
+    warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Dirs around the uppers made or set right this run (or, `-n`, printed so):
+    /// not looked at again.
+    settled: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// A foreign mount on top of a stack this run would take down.
@@ -76,6 +85,8 @@ impl<'a> Engine<'a> {
             sink: Recording::new(sink),
             sources: Default::default(),
             lock_dir: None,
+            warned: Default::default(),
+            settled: Default::default(),
         }
     }
 
@@ -239,11 +250,16 @@ impl<'a> Engine<'a> {
 
     /// Make the stack's directories and read how much of it is mounted already.
     fn prepare(&self, plan: &JailPlan, stack: &Stack, table: &Table) -> Result<usize> {
+        // The dirs around the upper first, so that none is made open on the way
+        // (a tmpfs upper's stack owns its target: the tmpfs's root once mounted).
+        for (place, access) in &stack.guards.owned {
+            self.guard(plan, stack, place, *access)?;
+        }
+        if let Some(upper) = &stack.guards.checked {
+            self.check_above(plan, stack, upper);
+        }
         if let Some(union) = stack.shape.union() {
             self.ensure_dir(plan, stack, &union.upper)?;
-            if let Some(work) = &union.work {
-                self.ensure_dir(plan, stack, work)?;
-            }
         }
         self.ensure_dir(plan, stack, &stack.target)?;
         match stack.state(table, self.platform) {
@@ -260,9 +276,78 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// A dir jlayers owns around an upper dir: made closed if missing, set back to
+    /// the jail's access if not so (said when it was more open).
+    fn guard(&self, plan: &JailPlan, stack: &Stack, place: &Place, access: Access) -> Result<()> {
+        if self.settled(&place.path) {
+            return Ok(());
+        }
+        let fd = match place.open(Missing::Report)? {
+            Beneath::Dir(fd) => fd,
+            Beneath::Missing(_) => {
+                self.sink
+                    .act(&site(plan, stack), MakeOwned(place, access))?;
+                self.settle(&place.path);
+                return Ok(());
+            }
+        };
+        let seen = Seen::look(fd, &place.path)?;
+        if !seen.differs(access) {
+            self.settle(&place.path);
+            return Ok(());
+        }
+        if seen.too_open(access) && self.first_warning(&place.path) {
+            let text = warning(
+                &place.path,
+                &seen,
+                access,
+                self.msg.tool,
+                self.sink.performs(),
+            );
+            self.msg.warn(&[&plan.jail, &stack.layer], &text);
+        }
+        self.sink
+            .act(&site(plan, stack), SetAccess(place, &seen, access))?;
+        self.settle(&place.path);
+        Ok(())
+    }
+
+    /// Whether `path` was made or set right this run.
+    fn settled(&self, path: &Path) -> bool {
+        let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        settled.contains(path)
+    }
+
+    fn settle(&self, path: &Path) {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        settled.insert(path.to_path_buf());
+    }
+
+    /// A host upper outside upper_root: warn when no dir above it keeps other
+    /// users out (those are the admin's: never changed).
+    fn check_above(&self, plan: &JailPlan, stack: &Stack, upper: &Path) {
+        let Some(parent) = open_above(upper) else {
+            return;
+        };
+        if self.first_warning(&parent) {
+            let text = open_above_warning(upper, &parent);
+            self.msg.warn(&[&plan.jail, &stack.layer], &text);
+        }
+    }
+
+    /// Whether `path` was not warned of yet this run (and now is).
+    fn first_warning(&self, path: &Path) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        warned.insert(path.to_path_buf())
+    }
+
     /// Create a directory if missing; one below a jail root with the no-symlink walk
     /// (which, for `-n` too, refuses a link on the way).
     fn ensure_dir(&self, plan: &JailPlan, stack: &Stack, place: &Place) -> Result<()> {
+        // A tmpfs upper's mount point is one of the dirs around its upper.
+        if self.settled(&place.path) {
+            return Ok(());
+        }
         if let Beneath::Missing(_) = place.open(Missing::Report)? {
             self.sink.act(&site(plan, stack), MakeDir(place))?;
         }

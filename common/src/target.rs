@@ -137,7 +137,6 @@ impl Place {
     }
 
     /// The directory that holds this one, reached the same way, and this one's name.
-    #[cfg(target_os = "linux")]
     pub(crate) fn split(&self) -> Option<(Place, &std::ffi::OsStr)> {
         let name = self.path.file_name()?;
         if self.root.is_some() && self.rel().as_os_str().is_empty() {

@@ -157,9 +157,12 @@ fn config_errors_are_78_with_position() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         // The plan is the file's: its sources, targets and upper_root.
         let p = |rel: &str| sb.path(rel).display().to_string();
+        // The dirs around the upper are closed (jlayers.conf(5) upper_group).
         let want = [
+            format!("mkdir -p -m 0700 {}", p("upper")),
+            format!("mkdir -p -m 0700 {}", p("upper/j1")),
+            format!("mkdir -p -m 0700 {}", p("upper/j1/ports.work")),
             format!("mkdir -p {}", p("upper/j1/ports")),
-            format!("mkdir -p {}", p("upper/j1/ports.work")),
             format!("mkdir -p {}", p("j1/usr/ports")),
             format!("mount --bind {} {}", p("ports"), p("j1/usr/ports")),
             format!(

@@ -527,7 +527,7 @@ fn tmpfs_uppers(b: Backend) {
             .find(|l| l.contains("mount"))
             .unwrap_or_default();
         assert!(
-            first_mount.contains("-t tmpfs -o mode=0755,size=64m tmpfs"),
+            first_mount.contains("-t tmpfs -o mode=0700,size=64m tmpfs"),
             "the tmpfs first:\n{}",
             plan.stdout
         );

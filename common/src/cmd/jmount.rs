@@ -75,9 +75,20 @@ fn layer_state(states: &[(State, usize)]) -> &'static str {
 fn status(args: &Common) -> ExitCode {
     run("jmount", args, |setup| {
         let mut all_mounted = true;
+        // Each dir once: upper_root is every jail's.
+        let mut warned = std::collections::HashSet::new();
         let code = each_jail(setup, |jail| {
             let plan = plan(&setup.cfg, jail, &*setup.platform)?;
             let table = setup.platform.mounts(&plan.root)?;
+            // Dirs around the uppers that let host users in: said on stderr, the
+            // records stay as they are.
+            for st in &plan.stacks {
+                for (dir, text) in crate::guard::findings(&st.guards, "jmount") {
+                    if warned.insert(dir) {
+                        setup.msg.warn(&[&plan.jail, &st.layer], &text);
+                    }
+                }
+            }
             let mut seen: Vec<&str> = Vec::new();
             for st in &plan.stacks {
                 if seen.contains(&st.layer.as_str()) {

@@ -273,7 +273,7 @@ pub(crate) fn layer_records(
                 Did::Unmount(k, src, t) => Some(
                     serde_json::json!({"action": "unmount", "type": k, "source": path_json(src), "target": path_json(t)}),
                 ),
-                Did::Mkdir | Did::Discard { .. } => None,
+                Did::Mkdir | Did::Mode | Did::Discard { .. } => None,
             })
             .collect();
         // A tmpfs upper's content, gone with it: what it held.

@@ -19,7 +19,7 @@ use anyhow::Result;
 use super::{MountId, Mounted, Platform, changed, run_tool, run_tool_output};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::{Null, Step, Tmpfs, Union};
+use crate::plan::{Null, Step, Union};
 use crate::platform::Busy;
 use crate::target::Place;
 
@@ -153,9 +153,9 @@ impl Platform for FreeBsd {
                 }
                 argv.push(upper.path.clone().into());
             }
-            Step::Tmpfs(Tmpfs { size }) => {
+            Step::Tmpfs(tmpfs) => {
                 argv.extend(["mount".into(), "-t".into(), "tmpfs".into(), "-o".into()]);
-                argv.push(super::tmpfs_options(size).into());
+                argv.push(super::tmpfs_options(tmpfs).into());
                 argv.push("tmpfs".into());
             }
         }

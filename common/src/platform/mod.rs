@@ -63,11 +63,13 @@ pub(crate) fn argv_of(command: &Command) -> Vec<OsString> {
 }
 
 /// A tmpfs upper's options, the same for mount(8) on both systems: the root
-/// directory 0755 (not tmpfs's default 1777: it is the upper dir), and the size.
-pub(crate) fn tmpfs_options(size: &Option<String>) -> String {
-    match size {
-        Some(size) => format!("mode=0755,size={size}"),
-        None => "mode=0755".into(),
+/// directory, which holds the upper dir, closed as jlayers' other dirs around the
+/// uppers are (not tmpfs's default 1777), and the size.
+pub(crate) fn tmpfs_options(tmpfs: &crate::plan::Tmpfs) -> String {
+    let access = tmpfs.access.tmpfs_options();
+    match &tmpfs.size {
+        Some(size) => format!("{access},size={size}"),
+        None => access,
     }
 }
 

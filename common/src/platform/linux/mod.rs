@@ -108,12 +108,17 @@ impl Linux {
                 }
                 Ok(tree)
             }
-            Step::Tmpfs(Tmpfs { size }) => {
+            Step::Tmpfs(Tmpfs { size, access }) => {
                 let err = |e: Errno| mount_error(e, "tmpfs", target);
                 let fs = api::NewFs::new(c"tmpfs").map_err(err)?;
                 fs.set("source", OsStr::new("tmpfs")).map_err(err)?;
-                // The root is the upper (or holds it): 0755, not tmpfs's 1777.
-                fs.set("mode", OsStr::new("0755")).map_err(err)?;
+                // The root holds the upper and work dirs: closed to host users
+                // (jlayers.conf(5) upper_group), not tmpfs's 1777.
+                let mode = format!("{:04o}", access.mode());
+                fs.set("mode", OsStr::new(&mode)).map_err(err)?;
+                if let Some(gid) = access.gid {
+                    fs.set("gid", OsStr::new(&gid.to_string())).map_err(err)?;
+                }
                 if let Some(size) = size {
                     fs.set("size", OsStr::new(size)).map_err(err)?;
                 }
@@ -396,9 +401,9 @@ impl Platform for Linux {
     fn mount_command(&self, step: Step, target: &Path) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec!["mount".into()];
         match step {
-            Step::Tmpfs(Tmpfs { size }) => {
+            Step::Tmpfs(tmpfs) => {
                 argv.extend(["-t".into(), "tmpfs".into(), "-o".into()]);
-                argv.push(super::tmpfs_options(size).into());
+                argv.push(super::tmpfs_options(tmpfs).into());
                 argv.push("tmpfs".into());
             }
             Step::Null(Null { source, read_only }) => {
