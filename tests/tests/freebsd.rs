@@ -289,11 +289,11 @@ fn union_options_one_o_each() {
         assert!(union.contains("rw,noatime"), "{union}");
         sb.run("junmount", &["j1"]).ok();
 
-        union_conf("\"noatime\", \"below\"");
+        union_conf("\"noatime\", \"whiteout=whenneeded\"");
         let o = sb.run("jmount", &["-n", "j1"]);
         assert!(
             o.stdout.contains(&format!(
-                "mount_unionfs -o noatime -o below {} {}\n",
+                "mount_unionfs -o noatime -o whiteout=whenneeded {} {}\n",
                 u.display(),
                 t.display()
             )),
@@ -306,6 +306,59 @@ fn union_options_one_o_each() {
             "noatime given to nmount(2)"
         );
         sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// `-o below` swaps unionfs's layers (unionfs_domount): the null mount of the
+/// source becomes the writable layer, so the jail writes into the host's tree.
+/// The simulation does that; jlayers refuses the option (78) before any mount,
+/// and an option name unionfs would ignore without a word as well.
+#[test]
+fn union_below_and_unknown_options_refused() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        // The simulation's unionfs with -o below writes into what is mounted below.
+        for d in ["mp", "up", "sim-state"] {
+            fs::create_dir_all(sb.path(d)).unwrap();
+        }
+        let (src, mp, up) = (sb.path("ports"), sb.path("mp"), sb.path("up"));
+        sb.sh_backend(&format!(
+            "mount_nullfs {src} {mp} && mount_unionfs -o below {up} {mp} && echo x > {mp}/written",
+            src = src.display(),
+            mp = mp.display(),
+            up = up.display()
+        ))
+        .ok();
+        assert!(src.join("written").exists(), "below: the host tree written");
+        assert!(!up.join("written").exists());
+        let table = sb.sh_backend("mount -p").stdout;
+        assert!(
+            table.contains(&up.display().to_string()) && !table.contains("<below>"),
+            "mount -p drops the <below>: prefix: {table}"
+        );
+        sb.sh_backend(&format!("umount {mp} && umount {mp}", mp = mp.display()))
+            .ok();
+        fs::remove_file(src.join("written")).unwrap();
+
+        let union_conf = |opts: &str| {
+            sb.conf(&jlayers_tests::SCENE_CONF.replace(
+                "target = \"usr/ports\"",
+                &format!("target = \"usr/ports\"\nunion_options = [{opts}]"),
+            ));
+        };
+        union_conf("\"noatime\", \"below\"");
+        for args in [&["j1"][..], &["-n", "j1"]] {
+            sb.run("jmount", args).code(78).err_has(
+                "layer ports: union_options: \"below\" swaps the layers: the jail would write into the source, the host's tree, through its null mount; not allowed",
+            );
+        }
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        assert!(!src.join("written").exists());
+        union_conf("\"noatme\"");
+        sb.run("jmount", &["j1"]).code(78).err_has(
+            "union_options: unknown option \"noatme\" (unionfs would ignore it without a word); accepted: noatime, nosuid, noexec, ro, copymode=, whiteout=, udir=, ufile=, uid=, gid=",
+        );
         assert!(sb.mounts().is_empty());
     });
 }
