@@ -435,6 +435,38 @@ fn holder_by_mapping_is_named() {
     });
 }
 
+/// fstat(1) prints the command with `%-10s`: a command name with a space keeps
+/// its holder, read from the fixed columns on the right.
+#[test]
+fn holder_whose_command_has_a_space_is_named() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        fs::create_dir_all(sb.path("bin")).unwrap();
+        let exe = sb.path("bin/port maker");
+        fs::copy("/bin/sleep", &exe).unwrap();
+        let mut holder = std::process::Command::new(&exe)
+            .arg("30")
+            .current_dir(sb.path("j1/usr/ports"))
+            .spawn()
+            .unwrap();
+        let comm = format!("/proc/{}/comm", holder.id());
+        let t = std::time::Instant::now();
+        while !fs::read_to_string(&comm).is_ok_and(|c| c == "port maker\n")
+            && t.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        sb.run("junmount", &["j1"])
+            .code(75)
+            .err_has(&format!("held by pid {} port maker (cwd)", holder.id()));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
 /// rc.d/jail exits 0 when a jail did not start and never fails to stop: jupdate
 /// checks the jail's state after each, and fails with the service's own output.
 #[test]

@@ -605,20 +605,18 @@ fn fs_of(_fd: &OwnedFd) -> nix::Result<Fs> {
     Err(nix::errno::Errno::ENOSYS)
 }
 
-/// fstat(1) output: a header, then `USER CMD PID FD MOUNT ...` per open file; one
-/// holder per pid, with how it holds the file system.
+/// fstat(1) output: a header, then `USER CMD PID FD MOUNT INUM MODE SZ|DV R/W`
+/// per open file; one holder per pid, with how it holds the file system.
+/// print_file_info() writes the command with `%-10s` (usr.bin/fstat/fstat.c), and
+/// a command name may hold spaces: the line is read from the right, where the
+/// columns are fixed, and the command is what lies between the user and the pid.
 pub(crate) fn parse_fstat(text: &str) -> Vec<super::Holder> {
     let mut out: Vec<super::Holder> = Vec::new();
     for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let (Some(cmd), Some(Ok(pid)), Some(fd)) = (
-            fields.get(1),
-            fields.get(2).map(|p| p.parse::<u32>()),
-            fields.get(3),
-        ) else {
+        let Some((cmd, pid, fd)) = fstat_line(line) else {
             continue;
         };
-        let how = match *fd {
+        let how = match fd {
             "wd" => "cwd",
             "root" => "root",
             "jail" => "jail root",
@@ -641,6 +639,44 @@ pub(crate) fn parse_fstat(text: &str) -> Vec<super::Holder> {
         }
     }
     out
+}
+
+/// One fstat(1) line of a vnode: its command, pid and FD column. From the right:
+/// R/W (`%2s`, blank when neither), SZ|DV, MODE, INUM, the mount point (absent
+/// when unknown), FD, PID; the user is the first word, the command the rest.
+fn fstat_line(line: &str) -> Option<(&str, u32, &str)> {
+    // Each word with its byte offset in the line.
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut start = None;
+    for (i, c) in line.char_indices().chain([(line.len(), ' ')]) {
+        match (c.is_ascii_whitespace(), start) {
+            (true, Some(s)) => {
+                words.push((s, &line[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    let mut end = words.len();
+    if matches!(words.last(), Some((_, "r" | "w" | "rw"))) {
+        end -= 1;
+    }
+    end = end.checked_sub(3)?;
+    if end > 0 && words[end - 1].1.starts_with('/') {
+        end -= 1;
+    }
+    let fd = words.get(end.checked_sub(1)?)?.1;
+    let (pid_at, pid) = *words.get(end.checked_sub(2)?)?;
+    let fd_ok = fd.bytes().all(|b| b.is_ascii_digit())
+        || ["text", "wd", "root", "jail", "tr", "mmap", "ctty"].contains(&fd);
+    // The user, one word, then at least one word of command.
+    if !fd_ok || end < 4 {
+        return None;
+    }
+    let user_end = words[0].0 + words[0].1.len();
+    let cmd = line[user_end..pid_at].trim();
+    Some((cmd, pid.parse().ok()?, fd))
 }
 
 /// `mount -p` (fstab(5) format): fields separated by runs of tabs or spaces.
@@ -741,6 +777,25 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
         );
         assert_eq!(holders[1].how, ["open file", "cwd"]);
         assert!(parse_fstat("").is_empty());
+        // print_file_info(): "%-8s %-10s %5d", so a command with spaces, a long
+        // one, and a blank R/W column.
+        let text = "USER     CMD          PID   FD MOUNT      INUM MODE         SZ|DV R/W\n\
+root     port maker  4321   wd /j/usr/ports      5 drwxr-xr-x     512  r\n\
+root     a b c d e f g h  77    3 /j/usr/ports     77 -rw-r--r--    2048   \n\
+www      httpd        900 mmap /j/usr/ports     78 -rw-r--r--    2048 rw\n";
+        let holders = parse_fstat(text);
+        let got: Vec<_> = holders
+            .iter()
+            .map(|h| (h.pid, h.command.as_str(), h.how[0]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4321, "port maker", "cwd"),
+                (77, "a b c d e f g h", "open file"),
+                (900, "httpd", "mapping")
+            ]
+        );
     }
 
     #[test]
