@@ -467,6 +467,33 @@ fn holder_whose_command_has_a_space_is_named() {
     });
 }
 
+/// `jexec -l` changes to the caller's home directory inside the jail
+/// (usr.sbin/jexec/jexec.c: `err(1, "chdir: %s", pw_dir)`): a jail without /root
+/// fails before the updater runs, and jupdate says what is missing and the fix,
+/// not "update failed with status 1".
+#[test]
+fn jail_without_root_home_is_explained() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let root = sb.jail_root("j1", &["sh", "true", "env"]);
+        fs::remove_dir(root.join("root")).unwrap();
+        let o = sb.run("jupdate", &["j1", "--", "true"]);
+        o.code(69).err_has(&format!(
+            "jexec -l: the home directory /root of the user it runs as is missing in jail j1 (chdir: No such file or directory); create it (mkdir -m 700 {}), or give that user a home directory the jail has",
+            root.join("root").display()
+        ));
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        assert!(
+            log.contains("jexec: chdir: /root: No such file or directory"),
+            "{log}"
+        );
+        assert!(!sb.jail_running("j1"), "stopped again");
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        fs::create_dir(root.join("root")).unwrap();
+        sb.run("jupdate", &["j1", "--", "true"]).ok();
+    });
+}
+
 /// rc.d/jail exits 0 when a jail did not start and never fails to stop: jupdate
 /// checks the jail's state after each, and fails with the service's own output.
 #[test]

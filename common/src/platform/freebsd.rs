@@ -285,6 +285,24 @@ impl Platform for FreeBsd {
         command.args(cmd);
         command
     }
+
+    /// `jexec -l` takes the host's passwd entry of the caller, attaches to the
+    /// jail and then changes to its home directory there, `err(1, "chdir: %s",
+    /// pw_dir)` when it fails (usr.sbin/jexec/jexec.c): a jail without /root.
+    fn exec_failed(&self, exec: &super::Exec, output: &str) -> Option<anyhow::Error> {
+        let line = output.lines().find(|l| !l.trim().is_empty())?;
+        let rest = line.strip_prefix("jexec: chdir: ")?;
+        let (dir, why) = rest.rsplit_once(": ").unwrap_or((rest, "failed"));
+        let inside = Path::new(dir).strip_prefix("/").unwrap_or(Path::new(dir));
+        Some(fail(
+            ExitCode::Unavailable,
+            format!(
+                "jexec -l: the home directory {dir} of the user it runs as is missing in jail {jail} (chdir: {why}); create it (mkdir -m 700 {}), or give that user a home directory the jail has",
+                exec.root.join(inside).display(),
+                jail = exec.jail,
+            ),
+        ))
+    }
 }
 
 impl FreeBsd {

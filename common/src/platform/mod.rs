@@ -92,8 +92,8 @@ pub(crate) fn planned_line(step: Step, target: &Path, null: &str, union: &str) -
 /// A command to run inside a jail.
 pub(crate) struct Exec<'a> {
     pub(crate) jail: &'a str,
-    /// Linux: the root the sandbox pivots into (FreeBSD: jexec finds it by name).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// Linux: the root the sandbox pivots into (FreeBSD: jexec finds it by name;
+    /// errors name it).
     pub(crate) root: &'a Path,
     /// Its whole environment, besides what the platform itself must set.
     pub(crate) env: &'a [(&'a str, &'a str)],
@@ -264,6 +264,13 @@ pub(crate) trait Platform: Sync {
     /// The command that runs `cmd` inside the jail with `env` as its whole
     /// environment (besides what the platform itself must set).
     fn exec_command(&self, exec: &Exec) -> Command;
+
+    /// When a command run by [`Platform::exec_command`] failed, and `output`
+    /// (the start of what it printed) shows that the platform's own way into the
+    /// jail failed before the command ran: the error that says why and what to do.
+    fn exec_failed(&self, _exec: &Exec, _output: &str) -> Option<anyhow::Error> {
+        None
+    }
 
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
     fn exec_sh_argv(&self, exec: &Exec) -> Vec<OsString> {
