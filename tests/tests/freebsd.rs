@@ -494,6 +494,37 @@ fn jail_without_root_home_is_explained() {
     });
 }
 
+/// A mount that a union stands on is busy with no process holding it
+/// (dounmount: `mnt_uppers` not empty): the hint names that union, not "a
+/// process".
+#[test]
+fn busy_beneath_a_union_names_the_union() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        // Someone's union whose upper dir lies in j1's shared distfiles mount.
+        let nested = sb.path("j1/usr/ports/distfiles");
+        fs::create_dir_all(nested.join("up")).unwrap();
+        fs::create_dir_all(sb.path("elsewhere")).unwrap();
+        sb.sh_backend(&format!(
+            "mount_unionfs {}/up {}",
+            nested.display(),
+            sb.path("elsewhere").display()
+        ))
+        .ok();
+        sb.run("junmount", &["j1"]).code(75).err_has(&format!(
+            "unmount {n}: busy: the union mount on {e} has its upper dir {n}/up in it; unmount that first",
+            n = nested.display(),
+            e = sb.path("elsewhere").display()
+        ));
+        assert_eq!(sb.mounts_at("j1/usr/ports/distfiles").len(), 1, "put back");
+        sb.sh_backend(&format!("umount {}", sb.path("elsewhere").display()))
+            .ok();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+    });
+}
+
 /// rc.d/jail exits 0 when a jail did not start and never fails to stop: jupdate
 /// checks the jail's state after each, and fails with the service's own output.
 #[test]

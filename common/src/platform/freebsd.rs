@@ -224,7 +224,16 @@ impl Platform for FreeBsd {
         holders
     }
 
+    /// dounmount() (sys/kern/vfs_mount.c) refuses a mount that another one
+    /// stands on (`mnt_uppers`: a union whose layer lies in it) or that has a
+    /// mount inside it, with no process involved: those are named first.
     fn busy_hint(&self, target: &Path) -> String {
+        let above = kernel::table()
+            .map(|table| mounts_on(&table, target))
+            .unwrap_or_default();
+        if !above.is_empty() {
+            return format!("{}; unmount that first", above.join(", "));
+        }
         format!(
             "a process still uses it, most likely inside a running jail (see: fstat -f {}; jls)",
             target.display()
@@ -303,6 +312,34 @@ impl Platform for FreeBsd {
             ),
         ))
     }
+}
+
+/// The mounts that keep the file system at `target` busy in the kernel's eyes,
+/// said as the busy hint says them: a union whose upper dir lies in it (unionfs
+/// registers itself on its upper layer's mount), and a mount inside it.
+fn mounts_on(table: &[Mount], target: &Path) -> Vec<String> {
+    table
+        .iter()
+        .filter(|m| m.target != target)
+        .filter_map(|m| {
+            let upper = Path::new(&m.source);
+            if m.fstype == "unionfs" && upper.starts_with(target) {
+                Some(format!(
+                    "the union mount on {} has its upper dir {} in it",
+                    m.target.display(),
+                    upper.display()
+                ))
+            } else if m.target.starts_with(target) {
+                Some(format!(
+                    "{} is mounted inside it on {}",
+                    m.fstype,
+                    m.target.display()
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 impl FreeBsd {
