@@ -297,7 +297,10 @@ impl<'a> Engine<'a> {
             }
         }
         if busy == Busy::Fail {
-            self.refuse_if_held(plan, &work)?;
+            // A jail stopped a moment ago may have processes still exiting.
+            crate::platform::settle(self.platform, &plan.jail, || {
+                self.refuse_if_held(plan, &work)
+            })?;
         }
         let mut taken: Vec<(&Stack, usize)> = Vec::new();
         for &(stack, count) in &work {

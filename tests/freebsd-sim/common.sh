@@ -33,3 +33,12 @@ sim_done() {
     echo "$n" > "$SIM_STATE/calls.$PROG"
     [ "$n" != "$2" ] || kill -9 "$PPID"
 }
+
+# The pids of the processes in a jail: those whose root is the jail's root (what
+# ps -J and jls -d go by in the simulation).
+jail_pids() { # root
+    for d in /proc/[0-9]*; do
+        [ "$(readlink "$d/root" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"
+    done
+    return 0
+}

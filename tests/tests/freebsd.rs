@@ -525,6 +525,86 @@ fn busy_beneath_a_union_names_the_union() {
     });
 }
 
+/// The pids of the processes whose root is `root` (the simulation's jail members).
+fn jail_pids(root: &Path) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == root))
+        .collect()
+}
+
+/// `jail -r` does not wait for the processes it kills (usr.sbin/jail/command.c,
+/// term_procs): right after jupdate's stop, a process of the jail that is still
+/// exiting holds the union. The unmount is tried again while the jail is dying
+/// with processes (jls -d, ps -J), for at most 10 s, then fails naming them.
+#[test]
+fn unmount_after_stop_waits_for_exiting_processes() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let root = sb.jail_root("j1", &["sh", "sleep", "true", "env"]);
+        // sh opens /dev/null for a command run in the background.
+        fs::create_dir(root.join("dev")).unwrap();
+        nix::sys::stat::mknod(
+            &root.join("dev/null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        // A daemon in /usr/ports that takes a second to exit on SIGTERM.
+        let daemon = |on_term: &str| {
+            format!("cd /usr/ports && {{ trap '{on_term}' TERM; while :; do sleep 0.1; done; }} &")
+        };
+        let o = sb.run(
+            "jupdate",
+            &["j1", "--", "sh", "-c", &daemon("sleep 1; exit 0")],
+        );
+        o.ok();
+        assert!(!sb.jail_running("j1"));
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        assert!(jail_pids(&root).is_empty(), "exited");
+
+        // The same for junmount right after an admin's stop (460.jclean's way).
+        sb.run("jmount", &["j1"]).ok();
+        sb.sh_backend(&format!(
+            "service jail onestart j1 && jexec -l j1 sh -c \"{}\" >/dev/null 2>&1 && service jail onestop j1",
+            daemon("sleep 1; exit 0")
+        ))
+        .ok();
+        assert!(!jail_pids(&root).is_empty(), "still exiting");
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+
+        // One that ignores SIGTERM: after the bound, the holders are named.
+        let t = std::time::Instant::now();
+        let o = sb.run("jupdate", &["j1", "--", "sh", "-c", &daemon("")]);
+        let took = t.elapsed();
+        let pids = jail_pids(&root);
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        o.code(75)
+            .err_has("busy: held by pid ")
+            .err_has("(cwd; jail j1)");
+        assert!(!pids.is_empty());
+        assert!(
+            took >= std::time::Duration::from_secs(9) && took < std::time::Duration::from_secs(20),
+            "{took:?}"
+        );
+        let t = std::time::Instant::now();
+        while !jail_pids(&root).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+    });
+}
+
 /// rc.d/jail exits 0 when a jail did not start and never fails to stop: jupdate
 /// checks the jail's state after each, and fails with the service's own output.
 #[test]

@@ -251,6 +251,30 @@ impl Platform for FreeBsd {
         Ok(st.success())
     }
 
+    /// `jail -r` sends SIGTERM, waits at most stop.timeout, and jail_remove()
+    /// kills what is left without waiting for it to exit (usr.sbin/jail/
+    /// command.c, term_procs): the jail is dying (`jls -d` lists it, `jls`
+    /// does not) while its processes exit, and `ps -J JID` still shows them.
+    fn jail_exiting(&self, jail: &str) -> Option<bool> {
+        let out = |argv: &[&str]| -> Option<String> {
+            let output = Command::new(argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        };
+        // A running jail's processes are not exiting: no wait for them.
+        if self.jail_running(jail).unwrap_or(true) {
+            return Some(false);
+        }
+        let Some(jid) = out(&["jls", "-d", "-j", jail, "jid"]).filter(|j| !j.is_empty()) else {
+            return Some(false);
+        };
+        Some(out(&["ps", "-a", "-J", &jid, "-o", "pid="]).is_some_and(|pids| !pids.is_empty()))
+    }
+
     fn service_command(&self, jail: &str, to: super::Service) -> Option<Vec<OsString>> {
         let verb = match to {
             super::Service::Start => "onestart",
