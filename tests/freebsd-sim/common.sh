@@ -42,3 +42,12 @@ jail_pids() { # root
     done
     return 0
 }
+
+# Test hook: an executable $SIM_STATE/before-TOOL runs once, right before TOOL
+# resolves its paths (where a jail could swap a component), then is put aside.
+sim_before() {
+    hook=$SIM_STATE/before-$PROG
+    [ -x "$hook" ] || return 0
+    mv "$hook" "$hook.ran"
+    "$hook.ran"
+}

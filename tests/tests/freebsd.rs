@@ -605,6 +605,67 @@ fn unmount_after_stop_waits_for_exiting_processes() {
     });
 }
 
+/// mount_nullfs realpath(3)s its mount point: a jail that swaps a component for a
+/// link in the instant before sends the mount elsewhere, and jmount takes back
+/// what it made there, and nothing else: not another tool's null mount of the
+/// same source or tmpfs made meanwhile, nor a long-standing one that the
+/// table read before the mount left out (getfsstat skips a mount with an
+/// unmount under way).
+#[test]
+fn redirected_mount_undone_without_touching_foreign_mounts() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let t = sb.path("");
+        let t = t.display();
+        for d in ["foreign-null", "foreign-null2", "foreign-tmp", "sim-state"] {
+            fs::create_dir_all(sb.path(d)).unwrap();
+        }
+        // Long-standing, but left out of the table read before the mount.
+        sb.sh_backend(&format!("mount_nullfs {t}/ports {t}/foreign-null"))
+            .ok();
+        fs::write(
+            sb.path("sim-state/busy-unmounting"),
+            format!("{t}/foreign-null\n"),
+        )
+        .unwrap();
+        let hook = sb.path("sim-state/before-mount_nullfs");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\n\
+                 : > {t}/sim-state/busy-unmounting\n\
+                 mv {t}/j1/usr {t}/j1/usr.real\n\
+                 mkdir -p {t}/host/usr/ports\n\
+                 ln -s {t}/host/usr {t}/j1/usr\n\
+                 mount_nullfs {t}/ports {t}/foreign-null2\n\
+                 mount -t tmpfs tmpfs {t}/foreign-tmp\n"
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("the new mount was not at the planned path; undone");
+        assert!(sb.path("sim-state/before-mount_nullfs.ran").exists());
+        let left: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
+        for foreign in ["foreign-null", "foreign-null2", "foreign-tmp"] {
+            assert!(
+                left.contains(&sb.path(foreign)),
+                "{foreign} survives: {left:?}"
+            );
+        }
+        assert!(
+            !left.contains(&sb.path("host/usr/ports")),
+            "the stray is undone: {left:?}"
+        );
+        assert_eq!(left.len(), 3, "{left:?}");
+        for foreign in ["foreign-null", "foreign-null2", "foreign-tmp"] {
+            sb.sh_backend(&format!("umount {t}/{foreign}")).ok();
+        }
+    });
+}
+
 /// rc.d/jail exits 0 when a jail did not start and never fails to stop: jupdate
 /// checks the jail's state after each, and fails with the service's own output.
 #[test]
