@@ -663,6 +663,39 @@ fn redirected_mount_undone_without_touching_foreign_mounts() {
         for foreign in ["foreign-null", "foreign-null2", "foreign-tmp"] {
             sb.sh_backend(&format!("umount {t}/{foreign}")).ok();
         }
+
+        // The same for a tmpfs upper inside the jail root: another tool's tmpfs
+        // made meanwhile survives.
+        fs::remove_file(sb.path("j1/usr")).unwrap();
+        fs::rename(sb.path("j1/usr.real"), sb.path("j1/usr")).unwrap();
+        sb.conf(&jlayers_tests::SCENE_CONF.replace(
+            "[jail.j1]\nroot = \"@T/j1\"\n",
+            "[jail.j1]\nroot = \"@T/j1\"\nupper_fs = \"tmpfs\"\nupper.ports = \"up/ports\"\n",
+        ));
+        fs::create_dir_all(sb.path("j1/up/ports")).unwrap();
+        let hook = sb.path("sim-state/before-mount");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\n\
+                 mv {t}/j1/up {t}/j1/up.real\n\
+                 mkdir -p {t}/host/up/ports\n\
+                 ln -s {t}/host/up {t}/j1/up\n\
+                 mount -t tmpfs tmpfs {t}/foreign-tmp\n"
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("the new mount was not at the planned path; undone");
+        let left: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
+        assert_eq!(
+            left,
+            [sb.path("foreign-tmp")],
+            "only the foreign tmpfs is left"
+        );
+        sb.sh_backend(&format!("umount {t}/foreign-tmp")).ok();
     });
 }
 
