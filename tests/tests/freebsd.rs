@@ -543,7 +543,7 @@ fn jail_pids(root: &Path) -> Vec<i32> {
 fn unmount_after_stop_waits_for_exiting_processes() {
     sandbox(Backend::FreeBsd, |sb| {
         sb.scene();
-        let root = sb.jail_root("j1", &["sh", "sleep", "true", "env"]);
+        let root = sb.jail_root("j1", &["sh", "sleep", "true", "env", "rm", "test"]);
         // sh opens /dev/null for a command run in the background.
         fs::create_dir(root.join("dev")).unwrap();
         nix::sys::stat::mknod(
@@ -554,8 +554,11 @@ fn unmount_after_stop_waits_for_exiting_processes() {
         )
         .unwrap();
         // A daemon in /usr/ports that takes a second to exit on SIGTERM.
+        // The updater returns once the daemon's trap is set (/ready).
         let daemon = |on_term: &str| {
-            format!("cd /usr/ports && {{ trap '{on_term}' TERM; while :; do sleep 0.1; done; }} &")
+            format!(
+                "rm -f /ready; cd /usr/ports && {{ trap '{on_term}' TERM; : > /ready; while :; do sleep 0.1; done; }} & until test -e /ready; do sleep 0.1; done"
+            )
         };
         let o = sb.run(
             "jupdate",
