@@ -202,9 +202,12 @@ impl Act for UnmountTop<'_> {
     type Output = ();
     fn perform(self, by: &Perform, site: &Site) -> Result<()> {
         let id = by.platform.pin(self.target, self.top)?;
-        by.platform
-            .unmount(self.target, &id, self.busy)
-            .map_err(|e| by.name_holders(site, &self.target.path, e))?;
+        let unmount = || by.platform.unmount(self.target, &id, self.busy);
+        match self.busy {
+            Busy::Fail => crate::platform::settle(by.platform, site.jail, unmount),
+            Busy::Force => unmount(),
+        }
+        .map_err(|e| by.name_holders(site, &self.target.path, e))?;
         let done = format!(
             "unmounted {} on {}",
             self.step.describe(),

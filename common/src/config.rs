@@ -359,7 +359,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     let mut layers: Vec<Layer> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for raw_layer in raw.layer {
-        let layer = build_layer(raw_layer, &names)?;
+        let layer = build_layer(raw_layer, &names, os)?;
         names.insert(layer.name.clone(), layers.len());
         layers.push(layer);
     }
@@ -460,7 +460,7 @@ impl LayerIndex {
 }
 
 /// One `[[layer]]`, checked against the layers before it (`before`: their names).
-fn build_layer(raw: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, String> {
+fn build_layer(raw: RawLayer, before: &HashMap<String, usize>, os: Os) -> Result<Layer, String> {
     let ctx = |msg: String| format!("layer {}: {msg}", raw.name);
     if raw.name.is_empty() || raw.name.contains(['/', '\0']) || raw.name.trim() != raw.name {
         return Err(ctx("bad layer name".into()));
@@ -483,6 +483,12 @@ fn build_layer(raw: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, 
             "union_options: each entry is one option, without commas".into(),
         ));
     }
+    if os == Os::FreeBsd {
+        union_options
+            .iter()
+            .try_for_each(|o| unionfs_option(o))
+            .map_err(|e| ctx(format!("union_options: {e}")))?;
+    }
     let tmpfs = upper_fs(raw.upper_fs, raw.upper_size).map_err(ctx)?;
     if tmpfs.is_some() && raw.mode != Mode::Union {
         return Err(ctx("upper_fs: only a union layer has an upper dir".into()));
@@ -495,6 +501,36 @@ fn build_layer(raw: RawLayer, before: &HashMap<String, usize>) -> Result<Layer, 
         union_options,
         tmpfs,
     })
+}
+
+/// The `-o` options mount_unionfs(8) may get from a layer: the mount flags every
+/// file system takes, then unionfs's own (sys/fs/unionfs/union_vfsops.c,
+/// unionfs_domount), without `below` and `target`/`from`.
+const UNIONFS_OPTIONS: &str =
+    "noatime, nosuid, noexec, ro, copymode=, whiteout=, udir=, ufile=, uid=, gid=";
+
+/// Refuse a unionfs option that would make the jail write outside its upper dir,
+/// or that unionfs would ignore without a word (it never calls vfs_filteropt).
+fn unionfs_option(option: &str) -> Result<(), String> {
+    let (name, value) = match option.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (option, None),
+    };
+    match (name, value) {
+        // unionfs itself refuses a bad value (EINVAL, "Invalid copymode"): only
+        // the names need checking here.
+        ("noatime" | "nosuid" | "noexec" | "ro", None) => Ok(()),
+        ("copymode" | "whiteout" | "udir" | "ufile" | "uid" | "gid", Some(_)) => Ok(()),
+        // unionfs_domount: with `below` the null mount of the source becomes the
+        // writable layer; `target`/`from` name another upper dir.
+        ("below", _) => Err("\"below\" swaps the layers: the jail would write into the source, the host's tree, through its null mount; not allowed".into()),
+        ("target" | "from", _) => Err(format!(
+            "\"{option}\" would make unionfs take another directory as the writable layer; not allowed"
+        )),
+        _ => Err(format!(
+            "unknown option \"{option}\" (unionfs would ignore it without a word); accepted: {UNIONFS_OPTIONS}"
+        )),
+    }
 }
 
 /// A nested layer is mounted after its parent: the file order must say so.
@@ -1476,6 +1512,36 @@ root   = "/usr/local/var/jails/192.168.0.101"
         );
         let ok = text.replace("jail.100", "jail.j100");
         assert!(Config::parse(&ok, Path::new("f"), Os::FreeBsd).is_ok());
+    }
+
+    #[test]
+    fn union_options_that_write_elsewhere_or_are_unknown_refused_on_freebsd() {
+        let conf = |opts: &str| {
+            format!(
+                "[[layer]]\nname='p'\nsource='/usr/ports'\nunion_options = [{opts}]\n[jail.a]\nroot='/j'\n"
+            )
+        };
+        let refused = |opts: &str, want: &str| {
+            let error = Config::parse(&conf(opts), Path::new("f"), Os::FreeBsd).unwrap_err();
+            assert_eq!(code_of(&error), ExitCode::Config);
+            let msg = format!("{error:#}");
+            assert!(msg.contains(want), "{msg}");
+        };
+        refused(
+            "'noatime', 'below'",
+            "layer p: union_options: \"below\" swaps the layers: the jail would write into the source",
+        );
+        refused(
+            "'target=/usr/ports'",
+            "another directory as the writable layer",
+        );
+        refused(
+            "'noatme'",
+            "unknown option \"noatme\" (unionfs would ignore it without a word); accepted: noatime, nosuid",
+        );
+        refused("'copymode'", "unknown option \"copymode\"");
+        let ok = "'noatime', 'copymode=masquerade', 'whiteout=whenneeded', 'udir=0755', 'uid=0'";
+        assert!(Config::parse(&conf(ok), Path::new("f"), Os::FreeBsd).is_ok());
     }
 
     #[test]

@@ -456,7 +456,10 @@ impl<'a> Engine<'a> {
         }
         if busy == Busy::Fail {
             self.refuse_if_covered(&work, &table)?;
-            self.refuse_if_held(plan, &work)?;
+            // A jail stopped a moment ago may have processes still exiting.
+            crate::platform::settle(self.platform, &plan.jail, || {
+                self.refuse_if_held(plan, &work)
+            })?;
         }
         // -f: who holds what is forced off, found before it is out of reach.
         let held = match busy {

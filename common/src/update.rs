@@ -187,6 +187,20 @@ impl Run<'_> {
                 return Err(err);
             }
         }
+        // A failure of the platform's own way in (FreeBSD: jexec), told apart
+        // from the updater's by what the run printed.
+        if let (Outcome::Failed(_), Some(out)) = (outcome, &output) {
+            if let Some(err) = self.platform.exec_failed(&self.exec(), &out.head()) {
+                writeln!(
+                    log,
+                    "jupdate: {}: {}",
+                    self.jail,
+                    crate::exit::message(&err)
+                )
+                .ok();
+                return Err(err);
+            }
+        }
         Ok(outcome)
     }
 
@@ -386,6 +400,13 @@ impl RunOutput {
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
             .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
+    }
+
+    /// The first few lines the run wrote.
+    fn head(&self) -> String {
+        let mut buf = vec![0u8; 4096];
+        let read = self.file.read_at(&mut buf, 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..read]).into_owned()
     }
 
     /// What the run wrote, appended to the log (up to its length now: a daemon

@@ -33,3 +33,21 @@ sim_done() {
     echo "$n" > "$SIM_STATE/calls.$PROG"
     [ "$n" != "$2" ] || kill -9 "$PPID"
 }
+
+# The pids of the processes in a jail: those whose root is the jail's root (what
+# ps -J and jls -d go by in the simulation).
+jail_pids() { # root
+    for d in /proc/[0-9]*; do
+        [ "$(readlink "$d/root" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"
+    done
+    return 0
+}
+
+# Test hook: an executable $SIM_STATE/before-TOOL runs once, right before TOOL
+# resolves its paths (where a jail could swap a component), then is put aside.
+sim_before() {
+    hook=$SIM_STATE/before-$PROG
+    [ -x "$hook" ] || return 0
+    mv "$hook" "$hook.ran"
+    "$hook.ran"
+}

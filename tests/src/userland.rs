@@ -153,7 +153,10 @@ mod linux {
             .into_iter()
             .find(|p| std::fs::metadata(p).is_ok())
             .expect("a static busybox is needed for these tests (apt-get install busybox-static)");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
+        // /root too: jexec -l changes to root's home directory in the jail.
+        for dir in ["bin", "root"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
         std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
         for applet in applets {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
@@ -303,8 +306,10 @@ mod freebsd {
     /// with root and the login class database, which `jexec -l` reads inside the
     /// jail.
     pub fn jail_userland(root: &Path, applets: &[&str]) {
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
+        // /root: jexec -l changes to root's home directory in the jail.
+        for dir in ["bin", "etc", "root"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
         for applet in applets {
             let host = ["/bin", "/usr/bin", "/sbin", "/usr/sbin"]
                 .iter()

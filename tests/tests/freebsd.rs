@@ -289,11 +289,11 @@ fn union_options_one_o_each() {
         assert!(union.contains("rw,noatime"), "{union}");
         sb.run("junmount", &["j1"]).ok();
 
-        union_conf("\"noatime\", \"below\"");
+        union_conf("\"noatime\", \"whiteout=whenneeded\"");
         let o = sb.run("jmount", &["-n", "j1"]);
         assert!(
             o.stdout.contains(&format!(
-                "mount_unionfs -o noatime -o below {} {}\n",
+                "mount_unionfs -o noatime -o whiteout=whenneeded {} {}\n",
                 u.display(),
                 t.display()
             )),
@@ -306,6 +306,59 @@ fn union_options_one_o_each() {
             "noatime given to nmount(2)"
         );
         sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// `-o below` swaps unionfs's layers (unionfs_domount): the null mount of the
+/// source becomes the writable layer, so the jail writes into the host's tree.
+/// The simulation does that; jlayers refuses the option (78) before any mount,
+/// and an option name unionfs would ignore without a word as well.
+#[test]
+fn union_below_and_unknown_options_refused() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        // The simulation's unionfs with -o below writes into what is mounted below.
+        for d in ["mp", "up", "sim-state"] {
+            fs::create_dir_all(sb.path(d)).unwrap();
+        }
+        let (src, mp, up) = (sb.path("ports"), sb.path("mp"), sb.path("up"));
+        sb.sh_backend(&format!(
+            "mount_nullfs {src} {mp} && mount_unionfs -o below {up} {mp} && echo x > {mp}/written",
+            src = src.display(),
+            mp = mp.display(),
+            up = up.display()
+        ))
+        .ok();
+        assert!(src.join("written").exists(), "below: the host tree written");
+        assert!(!up.join("written").exists());
+        let table = sb.sh_backend("mount -p").stdout;
+        assert!(
+            table.contains(&up.display().to_string()) && !table.contains("<below>"),
+            "mount -p drops the <below>: prefix: {table}"
+        );
+        sb.sh_backend(&format!("umount {mp} && umount {mp}", mp = mp.display()))
+            .ok();
+        fs::remove_file(src.join("written")).unwrap();
+
+        let union_conf = |opts: &str| {
+            sb.conf(&jlayers_tests::SCENE_CONF.replace(
+                "target = \"usr/ports\"",
+                &format!("target = \"usr/ports\"\nunion_options = [{opts}]"),
+            ));
+        };
+        union_conf("\"noatime\", \"below\"");
+        for args in [&["j1"][..], &["-n", "j1"]] {
+            sb.run("jmount", args).code(78).err_has(
+                "layer ports: union_options: \"below\" swaps the layers: the jail would write into the source, the host's tree, through its null mount; not allowed",
+            );
+        }
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        assert!(!src.join("written").exists());
+        union_conf("\"noatme\"");
+        sb.run("jmount", &["j1"]).code(78).err_has(
+            "union_options: unknown option \"noatme\" (unionfs would ignore it without a word); accepted: noatime, nosuid, noexec, ro, copymode=, whiteout=, udir=, ufile=, uid=, gid=",
+        );
         assert!(sb.mounts().is_empty());
     });
 }
@@ -379,6 +432,273 @@ fn holder_by_mapping_is_named() {
         holder.wait().unwrap();
         sb.run("junmount", &["j1"]).ok();
         assert!(sb.mounts().is_empty());
+    });
+}
+
+/// fstat(1) prints the command with `%-10s`: a command name with a space keeps
+/// its holder, read from the fixed columns on the right.
+#[test]
+fn holder_whose_command_has_a_space_is_named() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        fs::create_dir_all(sb.path("bin")).unwrap();
+        let exe = sb.path("bin/port maker");
+        fs::copy("/bin/sleep", &exe).unwrap();
+        let mut holder = std::process::Command::new(&exe)
+            .arg("30")
+            .current_dir(sb.path("j1/usr/ports"))
+            .spawn()
+            .unwrap();
+        let comm = format!("/proc/{}/comm", holder.id());
+        let t = std::time::Instant::now();
+        while !fs::read_to_string(&comm).is_ok_and(|c| c == "port maker\n")
+            && t.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        sb.run("junmount", &["j1"])
+            .code(75)
+            .err_has(&format!("held by pid {} port maker (cwd)", holder.id()));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// `jexec -l` changes to the caller's home directory inside the jail
+/// (usr.sbin/jexec/jexec.c: `err(1, "chdir: %s", pw_dir)`): a jail without /root
+/// fails before the updater runs, and jupdate says what is missing and the fix,
+/// not "update failed with status 1".
+#[test]
+fn jail_without_root_home_is_explained() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let root = sb.jail_root("j1", &["sh", "true", "env"]);
+        fs::remove_dir(root.join("root")).unwrap();
+        let o = sb.run("jupdate", &["j1", "--", "true"]);
+        o.code(69).err_has(&format!(
+            "jexec -l: the home directory /root of the user it runs as is missing in jail j1 (chdir: No such file or directory); create it (mkdir -m 700 {}), or give that user a home directory the jail has",
+            root.join("root").display()
+        ));
+        let log = fs::read_to_string(sb.path("log/j1.log")).unwrap();
+        assert!(
+            log.contains("jexec: chdir: /root: No such file or directory"),
+            "{log}"
+        );
+        assert!(!sb.jail_running("j1"), "stopped again");
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        fs::create_dir(root.join("root")).unwrap();
+        sb.run("jupdate", &["j1", "--", "true"]).ok();
+    });
+}
+
+/// A mount that a union stands on is busy with no process holding it
+/// (dounmount: `mnt_uppers` not empty): the hint names that union, not "a
+/// process".
+#[test]
+fn busy_beneath_a_union_names_the_union() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        // Someone's union whose upper dir lies in j1's shared distfiles mount.
+        let nested = sb.path("j1/usr/ports/distfiles");
+        fs::create_dir_all(nested.join("up")).unwrap();
+        fs::create_dir_all(sb.path("elsewhere")).unwrap();
+        sb.sh_backend(&format!(
+            "mount_unionfs {}/up {}",
+            nested.display(),
+            sb.path("elsewhere").display()
+        ))
+        .ok();
+        sb.run("junmount", &["j1"]).code(75).err_has(&format!(
+            "unmount {n}: busy: the union mount on {e} has its upper dir {n}/up in it; unmount that first",
+            n = nested.display(),
+            e = sb.path("elsewhere").display()
+        ));
+        assert_eq!(sb.mounts_at("j1/usr/ports/distfiles").len(), 1, "put back");
+        sb.sh_backend(&format!("umount {}", sb.path("elsewhere").display()))
+            .ok();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+    });
+}
+
+/// The pids of the processes whose root is `root` (the simulation's jail members).
+fn jail_pids(root: &Path) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == root))
+        .collect()
+}
+
+/// `jail -r` does not wait for the processes it kills (usr.sbin/jail/command.c,
+/// term_procs): right after jupdate's stop, a process of the jail that is still
+/// exiting holds the union. The unmount is tried again while the jail is dying
+/// with processes (jls -d, ps -J), for at most 10 s, then fails naming them.
+#[test]
+fn unmount_after_stop_waits_for_exiting_processes() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let root = sb.jail_root("j1", &["sh", "sleep", "true", "env", "rm", "test"]);
+        // sh opens /dev/null for a command run in the background.
+        fs::create_dir(root.join("dev")).unwrap();
+        nix::sys::stat::mknod(
+            &root.join("dev/null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        // A daemon in /usr/ports that takes a second to exit on SIGTERM.
+        // The updater returns once the daemon's trap is set (/ready).
+        let daemon = |on_term: &str| {
+            format!(
+                "rm -f /ready; cd /usr/ports && {{ trap '{on_term}' TERM; : > /ready; while :; do sleep 0.1; done; }} & until test -e /ready; do sleep 0.1; done"
+            )
+        };
+        let o = sb.run(
+            "jupdate",
+            &["j1", "--", "sh", "-c", &daemon("sleep 1; exit 0")],
+        );
+        o.ok();
+        assert!(!sb.jail_running("j1"));
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+        assert!(jail_pids(&root).is_empty(), "exited");
+
+        // The same for junmount right after an admin's stop (460.jclean's way).
+        sb.run("jmount", &["j1"]).ok();
+        sb.sh_backend(&format!(
+            "service jail onestart j1 && jexec -l j1 sh -c \"{}\" >/dev/null 2>&1 && service jail onestop j1",
+            daemon("sleep 1; exit 0")
+        ))
+        .ok();
+        assert!(!jail_pids(&root).is_empty(), "still exiting");
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+
+        // One that ignores SIGTERM: after the bound, the holders are named.
+        let t = std::time::Instant::now();
+        let o = sb.run("jupdate", &["j1", "--", "sh", "-c", &daemon("")]);
+        let took = t.elapsed();
+        let pids = jail_pids(&root);
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        o.code(75)
+            .err_has("busy: held by pid ")
+            .err_has("(cwd; jail j1)");
+        assert!(!pids.is_empty());
+        assert!(
+            took >= std::time::Duration::from_secs(9) && took < std::time::Duration::from_secs(20),
+            "{took:?}"
+        );
+        let t = std::time::Instant::now();
+        while !jail_pids(&root).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+    });
+}
+
+/// mount_nullfs realpath(3)s its mount point: a jail that swaps a component for a
+/// link in the instant before sends the mount elsewhere, and jmount takes back
+/// what it made there, and nothing else: not another tool's null mount of the
+/// same source or tmpfs made meanwhile, nor a long-standing one that the
+/// table read before the mount left out (getfsstat skips a mount with an
+/// unmount under way).
+#[test]
+fn redirected_mount_undone_without_touching_foreign_mounts() {
+    sandbox(Backend::FreeBsd, |sb| {
+        sb.scene();
+        let t = sb.path("");
+        let t = t.display();
+        for d in ["foreign-null", "foreign-null2", "foreign-tmp", "sim-state"] {
+            fs::create_dir_all(sb.path(d)).unwrap();
+        }
+        // Long-standing, but left out of the table read before the mount.
+        sb.sh_backend(&format!("mount_nullfs {t}/ports {t}/foreign-null"))
+            .ok();
+        fs::write(
+            sb.path("sim-state/busy-unmounting"),
+            format!("{t}/foreign-null\n"),
+        )
+        .unwrap();
+        let hook = sb.path("sim-state/before-mount_nullfs");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\n\
+                 : > {t}/sim-state/busy-unmounting\n\
+                 mv {t}/j1/usr {t}/j1/usr.real\n\
+                 mkdir -p {t}/host/usr/ports\n\
+                 ln -s {t}/host/usr {t}/j1/usr\n\
+                 mount_nullfs {t}/ports {t}/foreign-null2\n\
+                 mount -t tmpfs tmpfs {t}/foreign-tmp\n"
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("the new mount was not at the planned path; undone");
+        assert!(sb.path("sim-state/before-mount_nullfs.ran").exists());
+        let left: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
+        for foreign in ["foreign-null", "foreign-null2", "foreign-tmp"] {
+            assert!(
+                left.contains(&sb.path(foreign)),
+                "{foreign} survives: {left:?}"
+            );
+        }
+        assert!(
+            !left.contains(&sb.path("host/usr/ports")),
+            "the stray is undone: {left:?}"
+        );
+        assert_eq!(left.len(), 3, "{left:?}");
+        for foreign in ["foreign-null", "foreign-null2", "foreign-tmp"] {
+            sb.sh_backend(&format!("umount {t}/{foreign}")).ok();
+        }
+
+        // The same for a tmpfs upper inside the jail root: another tool's tmpfs
+        // made meanwhile survives.
+        fs::remove_file(sb.path("j1/usr")).unwrap();
+        fs::rename(sb.path("j1/usr.real"), sb.path("j1/usr")).unwrap();
+        sb.conf(&jlayers_tests::SCENE_CONF.replace(
+            "[jail.j1]\nroot = \"@T/j1\"\n",
+            "[jail.j1]\nroot = \"@T/j1\"\nupper_fs = \"tmpfs\"\nupper.ports = \"up/ports\"\n",
+        ));
+        fs::create_dir_all(sb.path("j1/up/ports")).unwrap();
+        let hook = sb.path("sim-state/before-mount");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\n\
+                 mv {t}/j1/up {t}/j1/up.real\n\
+                 mkdir -p {t}/host/up/ports\n\
+                 ln -s {t}/host/up {t}/j1/up\n\
+                 mount -t tmpfs tmpfs {t}/foreign-tmp\n"
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        sb.run("jmount", &["j1"])
+            .code(77)
+            .err_has("the new mount was not at the planned path; undone");
+        let left: Vec<_> = sb.mounts().into_iter().map(|m| m.target).collect();
+        assert_eq!(
+            left,
+            [sb.path("foreign-tmp")],
+            "only the foreign tmpfs is left"
+        );
+        sb.sh_backend(&format!("umount {t}/foreign-tmp")).ok();
     });
 }
 

@@ -34,23 +34,68 @@ fn files(dir: &Path) -> BTreeSet<String> {
 }
 
 fn install(os: &str, dest: &Path) {
+    install_with(&["-o", os], dest)
+}
+
+fn install_with(opts: &[&str], dest: &Path) {
     let st = Command::new("sh")
         .arg(ws().join("scripts/install.sh"))
-        .args(["-o", os, "-b"])
+        .args(opts)
+        .arg("-b")
         .arg(bin_dir())
         .arg("-d")
         .arg(dest)
         .arg("/usr/local")
         .status()
         .unwrap();
-    assert!(st.success(), "install.sh -o {os}");
+    assert!(st.success(), "install.sh {opts:?}");
+}
+
+/// The port's `SUB_FILES` (its Makefile's list).
+fn sub_files(mk: &str) -> Vec<String> {
+    let line = mk
+        .lines()
+        .find_map(|l| l.strip_prefix("SUB_FILES="))
+        .expect("the port makes its periodic scripts with SUB_FILES");
+    line.split_whitespace().map(String::from).collect()
 }
 
 #[test]
 fn freebsd_layout_is_the_ports_plist() {
     let t = tempfile::tempdir().unwrap();
-    install("freebsd", t.path());
+    install_with(&["-o", "freebsd", "-p"], t.path());
     let root = t.path().join("usr/local");
+    assert!(
+        !root.join("etc/periodic").exists(),
+        "install.sh -p leaves the periodic scripts to the port's SUB_FILES"
+    );
+    // What bsd.port.mk does with SUB_FILES: files/NAME.in with %%PREFIX%% filled
+    // in, to ${WRKDIR}/NAME, which do-install puts in etc/periodic/weekly.
+    let port = ws().join("freebsd/ports/sysutils/jlayers");
+    let mk = std::fs::read_to_string(port.join("Makefile")).unwrap();
+    assert!(
+        mk.contains(".for f in ${SUB_FILES}")
+            && mk.contains(
+                "${INSTALL_SCRIPT} ${WRKDIR}/${f} ${STAGEDIR}${PREFIX}/etc/periodic/weekly/${f}"
+            ),
+        "do-install installs the SUB_FILES"
+    );
+    let subs = sub_files(&mk);
+    assert_eq!(subs, ["450.jupdate", "460.jclean"]);
+    std::fs::create_dir_all(root.join("etc/periodic/weekly")).unwrap();
+    for f in &subs {
+        let text = std::fs::read_to_string(port.join("files").join(format!("{f}.in"))).unwrap();
+        let source = std::fs::read_to_string(ws().join("freebsd/periodic/weekly").join(f)).unwrap();
+        assert_eq!(
+            text, source,
+            "files/{f}.in is a copy of freebsd/periodic/weekly/{f}: cp freebsd/periodic/weekly/{f} freebsd/ports/sysutils/jlayers/files/{f}.in"
+        );
+        std::fs::write(
+            root.join("etc/periodic/weekly").join(f),
+            text.replace("%%PREFIX%%", "/usr/local"),
+        )
+        .unwrap();
+    }
     // The ports framework compresses man pages; @sample installs the sample.
     let got: BTreeSet<String> = files(&root)
         .into_iter()
@@ -101,8 +146,16 @@ fn freebsd_layout_is_the_ports_plist() {
     };
     assert_eq!(mode("sbin/jmount"), 0o555);
     assert_eq!(mode("share/man/man8/jmount.8"), 0o444);
-    // newsyslog.conf(5): jupdate's logs, a glob, nothing to signal.
-    let conf = std::fs::read_to_string(root.join("etc/newsyslog.conf.d/jlayers.conf")).unwrap();
+    // newsyslog.conf(5): jupdate's logs, a glob, nothing to signal; a sample,
+    // so that a package upgrade keeps the admin's edits.
+    assert!(
+        plist
+            .lines()
+            .any(|l| l == "@sample etc/newsyslog.conf.d/jlayers.conf.sample"),
+        "the newsyslog entry is @sample in pkg-plist"
+    );
+    let conf =
+        std::fs::read_to_string(root.join("etc/newsyslog.conf.d/jlayers.conf.sample")).unwrap();
     let entries: Vec<Vec<&str>> = conf
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
@@ -120,7 +173,56 @@ fn freebsd_layout_is_the_ports_plist() {
         e[5].contains('G') && e[5].contains('N'),
         "glob, no signal: {e:?}"
     );
-    assert_eq!(mode("etc/newsyslog.conf.d/jlayers.conf"), 0o644);
+    assert_eq!(mode("etc/newsyslog.conf.d/jlayers.conf.sample"), 0o644);
+}
+
+/// `make install` (no port): install.sh fills in the periodic scripts' PREFIX
+/// itself, and puts the newsyslog entry in place from its sample, as @sample
+/// does: once, never over the admin's edited copy.
+#[test]
+fn freebsd_make_install_fills_in_what_the_port_does() {
+    let t = tempfile::tempdir().unwrap();
+    install("freebsd", t.path());
+    let root = t.path().join("usr/local");
+    for p in ["450.jupdate", "460.jclean"] {
+        let text = std::fs::read_to_string(root.join("etc/periodic/weekly").join(p)).unwrap();
+        assert!(
+            !text.contains("%%PREFIX%%") && text.contains("/usr/local/sbin/j"),
+            "{p}"
+        );
+    }
+    let nsl = root.join("etc/newsyslog.conf.d");
+    let sample = std::fs::read_to_string(nsl.join("jlayers.conf.sample")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(nsl.join("jlayers.conf")).unwrap(),
+        sample
+    );
+    std::fs::write(nsl.join("jlayers.conf"), "# edited\n").unwrap();
+    install("freebsd", t.path());
+    assert_eq!(
+        std::fs::read_to_string(nsl.join("jlayers.conf")).unwrap(),
+        "# edited\n",
+        "an upgrade keeps the edited entry"
+    );
+}
+
+/// jupdate(8)'s periodic example is the script the install ships, enabled the way
+/// that script reads its knobs: no second weekly job of the admin's making.
+#[test]
+fn jupdate_page_describes_the_installed_periodic_script() {
+    let page = std::fs::read_to_string(ws().join("man/jupdate.8")).unwrap();
+    let script = std::fs::read_to_string(ws().join("freebsd/periodic/weekly/450.jupdate")).unwrap();
+    assert!(
+        page.contains("/usr/local/etc/periodic/weekly/450.jupdate"),
+        "jupdate(8) names 450.jupdate"
+    );
+    for knob in ["weekly_jupdate_enable", "weekly_jupdate_flags"] {
+        assert!(script.contains(knob) && page.contains(knob), "{knob}");
+    }
+    assert!(
+        !page.contains("500.jupdate"),
+        "no other periodic script than the installed one"
+    );
 }
 
 #[test]
@@ -335,6 +437,12 @@ fn port_makefile_and_distinfo() {
         !mk.lines()
             .any(|l| l.starts_with(".include") && l.contains("Makefile.crates")),
         "USES=cargo includes Makefile.crates already"
+    );
+    // bsd.port.mk's default DISTFILES is DISTNAME EXTRACT_SUFX, which cargo.mk
+    // appends the crates to: a DISTFILES= line only restates it.
+    assert!(
+        !mk.lines().any(|l| l.starts_with("DISTFILES")),
+        "no DISTFILES= beside USES=cargo"
     );
     assert!(
         mk.contains("${STRIP_CMD} ${STAGEDIR}${PREFIX}/sbin/${t}")

@@ -451,13 +451,11 @@ fn busy_unmount_names_its_holders(b: Backend) {
         sb.scene();
         let root = sb.jail_root("j1", &["sh", "sleep"]);
         sb.run("jmount", &["j1"]).ok();
-        // The jail the holder runs in: j1 itself, stopped before junmount (the
-        // simulation's jails keep their processes); on the base system, where
-        // stopping a jail ends its processes, another jail on the same root.
-        let jail = if jlayers_tests::SIMULATED {
-            "j1"
-        } else {
-            "j1holder"
+        // The jail the holder runs in: on Linux the chroot j1; on FreeBSD another
+        // jail on the same root, running (stopping j1 would end its processes).
+        let jail = match b {
+            Backend::Linux => "j1",
+            Backend::FreeBsd => "j1holder",
         };
         let mut c = match b {
             Backend::Linux => {
@@ -467,7 +465,9 @@ fn busy_unmount_names_its_holders(b: Backend) {
             }
             Backend::FreeBsd => {
                 if jlayers_tests::SIMULATED {
-                    sb.sh_backend("service jail onestart j1").ok();
+                    std::fs::write(sb.path("sim-state/jails/j1holder"), root.to_str().unwrap())
+                        .unwrap();
+                    sb.sh_backend("service jail onestart j1holder").ok();
                 } else {
                     let r = root.display();
                     sb.sh_backend(&format!("jail -c name={jail} path={r} persist"))
@@ -491,10 +491,6 @@ fn busy_unmount_names_its_holders(b: Backend) {
         let t = std::time::Instant::now();
         while !root.join("ready").exists() && t.elapsed() < std::time::Duration::from_secs(5) {
             std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        if b == Backend::FreeBsd && jlayers_tests::SIMULATED {
-            // (A running jail is refused before any unmount is tried.)
-            sb.sh_backend("service jail onestop j1").ok();
         }
         let o = sb.run("junmount", &["j1"]);
         let pid = holder.id();

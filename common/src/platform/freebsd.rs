@@ -78,7 +78,9 @@ impl Platform for FreeBsd {
                 return Err(changed(target, "the mount below is not the one checked"));
             }
         }
-        let before = self.mounts(&target.path)?;
+        // By file system ID: a table row can repeat (the same source mounted
+        // twice on one path), an ID cannot.
+        let before: Vec<MountId> = kernel::table_ids()?.into_iter().map(|(id, _)| id).collect();
         run_tool(
             &self.mount_command(step, &target.path),
             ExitCode::Unavailable,
@@ -224,7 +226,16 @@ impl Platform for FreeBsd {
         holders
     }
 
+    /// dounmount() (sys/kern/vfs_mount.c) refuses a mount that another one
+    /// stands on (`mnt_uppers`: a union whose layer lies in it) or that has a
+    /// mount inside it, with no process involved: those are named first.
     fn busy_hint(&self, target: &Path) -> String {
+        let above = kernel::table()
+            .map(|table| mounts_on(&table, target))
+            .unwrap_or_default();
+        if !above.is_empty() {
+            return format!("{}; unmount that first", above.join(", "));
+        }
         format!(
             "a process still uses it, most likely inside a running jail (see: fstat -f {}; jls)",
             target.display()
@@ -240,6 +251,30 @@ impl Platform for FreeBsd {
             .status()
             .map_err(|e| fail(ExitCode::Unavailable, format!("jls: {e}")))?;
         Ok(st.success())
+    }
+
+    /// `jail -r` sends SIGTERM, waits at most stop.timeout, and jail_remove()
+    /// kills what is left without waiting for it to exit (usr.sbin/jail/
+    /// command.c, term_procs): the jail is dying (`jls -d` lists it, `jls`
+    /// does not) while its processes exit, and `ps -J JID` still shows them.
+    fn jail_exiting(&self, jail: &str) -> Option<bool> {
+        let out = |argv: &[&str]| -> Option<String> {
+            let output = Command::new(argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        };
+        // A running jail's processes are not exiting: no wait for them.
+        if self.jail_running(jail).unwrap_or(true) {
+            return Some(false);
+        }
+        let Some(jid) = out(&["jls", "-d", "-j", jail, "jid"]).filter(|j| !j.is_empty()) else {
+            return Some(false);
+        };
+        Some(out(&["ps", "-a", "-J", &jid, "-o", "pid="]).is_some_and(|pids| !pids.is_empty()))
     }
 
     fn service_command(&self, jail: &str, to: super::Service) -> Option<Vec<OsString>> {
@@ -285,28 +320,72 @@ impl Platform for FreeBsd {
         command.args(cmd);
         command
     }
+
+    /// `jexec -l` takes the host's passwd entry of the caller, attaches to the
+    /// jail and then changes to its home directory there, `err(1, "chdir: %s",
+    /// pw_dir)` when it fails (usr.sbin/jexec/jexec.c): a jail without /root.
+    fn exec_failed(&self, exec: &super::Exec, output: &str) -> Option<anyhow::Error> {
+        let line = output.lines().find(|l| !l.trim().is_empty())?;
+        let rest = line.strip_prefix("jexec: chdir: ")?;
+        let (dir, why) = rest.rsplit_once(": ").unwrap_or((rest, "failed"));
+        let inside = Path::new(dir).strip_prefix("/").unwrap_or(Path::new(dir));
+        Some(fail(
+            ExitCode::Unavailable,
+            format!(
+                "jexec -l: the home directory {dir} of the user it runs as is missing in jail {jail} (chdir: {why}); create it (mkdir -m 700 {}), or give that user a home directory the jail has",
+                exec.root.join(inside).display(),
+                jail = exec.jail,
+            ),
+        ))
+    }
+}
+
+/// The mounts that keep the file system at `target` busy in the kernel's eyes,
+/// said as the busy hint says them: a union whose upper dir lies in it (unionfs
+/// registers itself on its upper layer's mount), and a mount inside it.
+fn mounts_on(table: &[Mount], target: &Path) -> Vec<String> {
+    table
+        .iter()
+        .filter(|m| m.target != target)
+        .filter_map(|m| {
+            let upper = Path::new(&m.source);
+            if m.fstype == "unionfs" && upper.starts_with(target) {
+                Some(format!(
+                    "the union mount on {} has its upper dir {} in it",
+                    m.target.display(),
+                    upper.display()
+                ))
+            } else if m.target.starts_with(target) {
+                Some(format!(
+                    "{} is mounted inside it on {}",
+                    m.fstype,
+                    m.target.display()
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 impl FreeBsd {
-    /// After a mount that did not land on its target: unmount what it made
-    /// anywhere else (the mounts of this step not in the table `before`).
-    fn undo_strays(&self, step: Step, target: &Place, before: &[Mount]) -> Result<()> {
-        let after = self.mounts(&target.path)?;
-        let mut old: Vec<&Mount> = before.iter().collect();
-        for mount in after.iter() {
-            if let Some(index) = old.iter().position(|o| *o == mount) {
-                old.remove(index);
-            } else if self.matches(step, mount) {
-                let place = match &target.root {
-                    Some(root) if mount.target.starts_with(root) => Place {
-                        path: mount.target.clone(),
-                        root: Some(root.clone()),
-                    },
-                    _ => Place::host(mount.target.clone()),
-                };
-                if let Ok(fs) = fs_at(&place) {
-                    let _ = self.unmount(&place, &fs.id, Busy::Fail);
-                }
+    /// After a mount that did not land on its target: unmount what this run
+    /// made instead. mount_nullfs and mount_unionfs realpath(3) the target, so a
+    /// swapped component took the mount to where the path leads now, on the
+    /// host or in the jail: only a mount new since `before` (by file system
+    /// ID), of this step, at that place or inside the jail root is taken back,
+    /// never another tool's mount elsewhere that happens to be new and alike (a
+    /// builder's tmpfs, another jail's null mount of the same source).
+    fn undo_strays(&self, step: Step, target: &Place, before: &[MountId]) -> Result<()> {
+        let resolved = std::fs::canonicalize(&target.path).ok();
+        for (id, mount) in kernel::table_ids()? {
+            let ours_place = resolved.as_deref() == Some(mount.target.as_path())
+                || target
+                    .root
+                    .as_ref()
+                    .is_some_and(|root| mount.target.starts_with(root));
+            if !before.contains(&id) && ours_place && self.matches(step, &mount) {
+                let _ = kernel::unmount(&id, false);
             }
         }
         Ok(())
@@ -320,9 +399,20 @@ impl FreeBsd {
 /// what the simulation exercises, the system calls only a FreeBSD host does.
 mod kernel {
     #[cfg(target_os = "freebsd")]
-    pub(crate) use self::syscalls::{table, unmount};
+    pub(crate) use self::syscalls::{table_ids, unmount};
     #[cfg(not(target_os = "freebsd"))]
-    pub(crate) use self::tools::{table, unmount};
+    pub(crate) use self::tools::{table_ids, unmount};
+
+    use super::MountId;
+    use crate::mounts::Mount;
+
+    /// The mount table, in mount order.
+    pub(crate) fn table() -> anyhow::Result<Vec<Mount>> {
+        Ok(table_ids()?.into_iter().map(|(_, mount)| mount).collect())
+    }
+
+    /// Each mount with its file system ID.
+    pub(crate) type Ids = Vec<(MountId, Mount)>;
 
     /// The libc crate (0.2.191) declares all this needs for FreeBSD: getfsstat,
     /// unmount, fstatfs, `MNT_NOWAIT`, `MNT_BYFSID`, `MNT_FORCE` and the flag bits,
@@ -343,17 +433,27 @@ mod kernel {
 
         /// getfsstat(2) with `MNT_NOWAIT`: the kernel's table as it stands, without
         /// asking any file system (a hung NFS server cannot hang the read), in
-        /// mount order, as mount -p would print it.
-        pub(crate) fn table() -> Result<Vec<Mount>> {
+        /// mount order, as mount -p would print it, each with its file system ID.
+        /// kern_getfsstat (sys/kern/vfs_syscalls.c) skips a mount that
+        /// vfs_busy(MBF_NOWAIT) refuses, one with an unmount under way, but
+        /// counts it when asked for the number only: a read with fewer entries
+        /// than both counts around it missed one, and is done again.
+        pub(crate) fn table_ids() -> Result<super::Ids> {
             let err = |e: Errno| fail(ExitCode::Unavailable, format!("getfsstat: {}", e.desc()));
-            loop {
+            let count = || {
                 // SAFETY: a null buffer asks only for the number of file systems.
-                let count = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
-                if count < 0 {
-                    return Err(err(Errno::last()));
+                let n = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+                if n < 0 {
+                    Err(err(Errno::last()))
+                } else {
+                    Ok(n as usize)
                 }
+            };
+            let mut tries = 0;
+            loop {
+                let before = count()?;
                 // Room for mounts made in between; a full buffer is read again.
-                let room = count as usize + 8;
+                let room = before + 8;
                 let mut buf: Vec<libc::statfs> = Vec::with_capacity(room);
                 let size = (room * std::mem::size_of::<libc::statfs>()) as libc::c_long;
                 // SAFETY: the kernel writes at most `size` bytes, the capacity of
@@ -362,13 +462,32 @@ mod kernel {
                 if got < 0 {
                     return Err(err(Errno::last()));
                 }
-                if got as usize == room {
+                let got = got as usize;
+                if got == room {
+                    continue;
+                }
+                // An unmount in progress ends (or fails) within moments.
+                if got < before.min(count()?) && tries < 50 {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                     continue;
                 }
                 // SAFETY: the kernel initialised the first `got` entries.
-                unsafe { buf.set_len(got as usize) };
-                return Ok(buf.iter().map(line).collect());
+                unsafe { buf.set_len(got) };
+                return Ok(buf.iter().map(|st| (fsid(st), line(st))).collect());
             }
+        }
+
+        /// `f_fsid` as fs_of() gives it: its bytes in memory order, in hex.
+        fn fsid(st: &libc::statfs) -> MountId {
+            // SAFETY: views the fsid_t inside `st` as its bytes, borrowed from it.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&st.f_fsid as *const libc::fsid_t).cast::<u8>(),
+                    std::mem::size_of::<libc::fsid_t>(),
+                )
+            };
+            MountId(super::super::hex(bytes))
         }
 
         /// One statfs as mount(8)'s putfsent() shows it: the union prefix dropped,
@@ -439,24 +558,24 @@ mod kernel {
 
         use anyhow::Result;
 
-        use super::super::{MountId, parse_mount_p, run_tool};
+        use super::super::{MountId, parse_mount_v, run_tool};
         use crate::exit::{ExitCode, fail};
-        use crate::mounts::Mount;
 
-        pub(crate) fn table() -> Result<Vec<Mount>> {
+        /// `mount -v` of the simulation: each line with the fsid umount(8) takes.
+        pub(crate) fn table_ids() -> Result<super::Ids> {
             let out = Command::new("mount")
-                .arg("-p")
+                .arg("-v")
                 .stdin(Stdio::null())
                 .output()
-                .map_err(|e| fail(ExitCode::Unavailable, format!("mount -p: {e}")))?;
+                .map_err(|e| fail(ExitCode::Unavailable, format!("mount -v: {e}")))?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
                 return Err(fail(
                     ExitCode::Unavailable,
-                    format!("mount -p: {}", err.lines().next().unwrap_or("failed")),
+                    format!("mount -v: {}", err.lines().next().unwrap_or("failed")),
                 ));
             }
-            Ok(parse_mount_p(&String::from_utf8_lossy(&out.stdout)))
+            Ok(parse_mount_v(&String::from_utf8_lossy(&out.stdout)))
         }
 
         pub(crate) fn unmount(id: &MountId, force: bool) -> Result<()> {
@@ -605,20 +724,18 @@ fn fs_of(_fd: &OwnedFd) -> nix::Result<Fs> {
     Err(nix::errno::Errno::ENOSYS)
 }
 
-/// fstat(1) output: a header, then `USER CMD PID FD MOUNT ...` per open file; one
-/// holder per pid, with how it holds the file system.
+/// fstat(1) output: a header, then `USER CMD PID FD MOUNT INUM MODE SZ|DV R/W`
+/// per open file; one holder per pid, with how it holds the file system.
+/// print_file_info() writes the command with `%-10s` (usr.bin/fstat/fstat.c), and
+/// a command name may hold spaces: the line is read from the right, where the
+/// columns are fixed, and the command is what lies between the user and the pid.
 pub(crate) fn parse_fstat(text: &str) -> Vec<super::Holder> {
     let mut out: Vec<super::Holder> = Vec::new();
     for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let (Some(cmd), Some(Ok(pid)), Some(fd)) = (
-            fields.get(1),
-            fields.get(2).map(|p| p.parse::<u32>()),
-            fields.get(3),
-        ) else {
+        let Some((cmd, pid, fd)) = fstat_line(line) else {
             continue;
         };
-        let how = match *fd {
+        let how = match fd {
             "wd" => "cwd",
             "root" => "root",
             "jail" => "jail root",
@@ -641,6 +758,80 @@ pub(crate) fn parse_fstat(text: &str) -> Vec<super::Holder> {
         }
     }
     out
+}
+
+/// One fstat(1) line of a vnode: its command, pid and FD column. From the right:
+/// R/W (`%2s`, blank when neither), SZ|DV, MODE, INUM, the mount point (absent
+/// when unknown), FD, PID; the user is the first word, the command the rest.
+fn fstat_line(line: &str) -> Option<(&str, u32, &str)> {
+    // Each word with its byte offset in the line.
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut start = None;
+    for (i, c) in line.char_indices().chain([(line.len(), ' ')]) {
+        match (c.is_ascii_whitespace(), start) {
+            (true, Some(s)) => {
+                words.push((s, &line[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    let mut end = words.len();
+    if matches!(words.last(), Some((_, "r" | "w" | "rw"))) {
+        end -= 1;
+    }
+    end = end.checked_sub(3)?;
+    if end > 0 && words[end - 1].1.starts_with('/') {
+        end -= 1;
+    }
+    let fd = words.get(end.checked_sub(1)?)?.1;
+    let (pid_at, pid) = *words.get(end.checked_sub(2)?)?;
+    let fd_ok = fd.bytes().all(|b| b.is_ascii_digit())
+        || ["text", "wd", "root", "jail", "tr", "mmap", "ctty"].contains(&fd);
+    // The user, one word, then at least one word of command.
+    if !fd_ok || end < 4 {
+        return None;
+    }
+    let user_end = words[0].0 + words[0].1.len();
+    let cmd = line[user_end..pid_at].trim();
+    Some((cmd, pid.parse().ok()?, fd))
+}
+
+/// `mount -v` (sbin/mount/mount.c prmount(), verbose): `FROM on ON (TYPE, flag,
+/// ..., fsid HEX)`, the fsid as the bytes of f_fsid in hex, as umount(8) takes it;
+/// a union's FROM keeps its `<above>:` prefix, dropped here.
+#[cfg_attr(target_os = "freebsd", allow(dead_code))] // the simulation's seam
+pub(crate) fn parse_mount_v(text: &str) -> Vec<(MountId, Mount)> {
+    use std::os::unix::ffi::OsStrExt;
+    text.lines()
+        .filter_map(|line| {
+            let (head, tail) = line.rsplit_once(" (")?;
+            let (from, on) = head.split_once(" on ")?;
+            let mut fields = tail.strip_suffix(')')?.split(", ");
+            let fstype = fields.next()?.to_string();
+            let mut options = vec!["rw".to_string()];
+            let mut id = None;
+            for field in fields {
+                match field.strip_prefix("fsid ") {
+                    Some(hex) => id = Some(MountId(hex.to_string())),
+                    None if field == "read-only" => options[0] = "ro".into(),
+                    None => options.push(field.to_string()),
+                }
+            }
+            let source = from.as_bytes();
+            Some((
+                id?,
+                Mount {
+                    source: OsStr::from_bytes(strip_union_prefix(source)).to_os_string(),
+                    target: PathBuf::from(on),
+                    fstype,
+                    options,
+                    linux: None,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// `mount -p` (fstab(5) format): fields separated by runs of tabs or spaces.
@@ -702,6 +893,21 @@ zroot/usr/ports\t\t/usr/ports\t\tzfs\trw,noatime \t0 0\n\
     }
 
     #[test]
+    fn parses_mount_v_with_fsids() {
+        let text = "zroot/ROOT/default on / (zfs, local, noatime, nfsv4acls, fsid 0f2bdc8ede3a7c2d)\n\
+/usr/ports on /j/usr/ports (nullfs, local, read-only, fsid 2a00000039000000)\n\
+<above>:/j/usr/tmp/foo on /j/usr/ports (unionfs, local, noatime, fsid 2b00000039000000)\n\
+garbage\n";
+        let table = parse_mount_v(text);
+        assert_eq!(table.len(), 3);
+        assert_eq!(table[1].0, MountId("2a00000039000000".into()));
+        assert!(table[1].1.read_only() && table[1].1.fstype == "nullfs");
+        assert_eq!(table[2].1.source, "/j/usr/tmp/foo");
+        assert_eq!(table[2].1.target, Path::new("/j/usr/ports"));
+        assert!(table[0].1.options.contains(&"noatime".to_string()));
+    }
+
+    #[test]
     fn fsid_path_is_what_kern_unmount_reads() {
         let id = |s: &str| MountId(s.into());
         let want = format!(
@@ -741,6 +947,25 @@ root     make        1300    4 /j/usr/ports 78 -rw-r--r--    2048  r\n";
         );
         assert_eq!(holders[1].how, ["open file", "cwd"]);
         assert!(parse_fstat("").is_empty());
+        // print_file_info(): "%-8s %-10s %5d", so a command with spaces, a long
+        // one, and a blank R/W column.
+        let text = "USER     CMD          PID   FD MOUNT      INUM MODE         SZ|DV R/W\n\
+root     port maker  4321   wd /j/usr/ports      5 drwxr-xr-x     512  r\n\
+root     a b c d e f g h  77    3 /j/usr/ports     77 -rw-r--r--    2048   \n\
+www      httpd        900 mmap /j/usr/ports     78 -rw-r--r--    2048 rw\n";
+        let holders = parse_fstat(text);
+        let got: Vec<_> = holders
+            .iter()
+            .map(|h| (h.pid, h.command.as_str(), h.how[0]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4321, "port maker", "cwd"),
+                (77, "a b c d e f g h", "open file"),
+                (900, "httpd", "mapping")
+            ]
+        );
     }
 
     #[test]

@@ -94,8 +94,8 @@ pub(crate) fn planned_line(step: Step, target: &Path, null: &str, union: &str) -
 /// A command to run inside a jail.
 pub(crate) struct Exec<'a> {
     pub(crate) jail: &'a str,
-    /// Linux: the root the sandbox pivots into (FreeBSD: jexec finds it by name).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// Linux: the root the sandbox pivots into (FreeBSD: jexec finds it by name;
+    /// errors name it).
     pub(crate) root: &'a Path,
     /// Its whole environment, besides what the platform itself must set.
     pub(crate) env: &'a [(&'a str, &'a str)],
@@ -264,6 +264,13 @@ pub(crate) trait Platform: Sync {
     /// Whether the jail is running. Linux chroots have no such state: false.
     fn jail_running(&self, jail: &str) -> Result<bool>;
 
+    /// Whether processes of the jail are still exiting after it was stopped
+    /// (FreeBSD: `jail -r` does not wait for what it kills); `None` where the
+    /// platform cannot tell.
+    fn jail_exiting(&self, _jail: &str) -> Option<bool> {
+        None
+    }
+
     /// The command that starts (or stops) the jail when its config gives none;
     /// `None` where the platform has no notion of a running jail.
     fn service_command(&self, jail: &str, to: Service) -> Option<Vec<OsString>>;
@@ -280,9 +287,59 @@ pub(crate) trait Platform: Sync {
     /// environment (besides what the platform itself must set).
     fn exec_command(&self, exec: &Exec) -> Command;
 
+    /// When a command run by [`Platform::exec_command`] failed, and `output`
+    /// (the start of what it printed) shows that the platform's own way into the
+    /// jail failed before the command ran: the error that says why and what to do.
+    fn exec_failed(&self, _exec: &Exec, _output: &str) -> Option<anyhow::Error> {
+        None
+    }
+
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
     fn exec_sh_argv(&self, exec: &Exec) -> Vec<OsString> {
         argv_of(&self.exec_command(exec))
+    }
+}
+
+/// How long a busy unmount waits for a stopped jail's processes to exit: as long
+/// as jail(8) waits for them to end by themselves (its default stop.timeout).
+pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Do `attempt` again, with growing pauses, while it fails busy (75) and the
+/// jail's processes are still exiting, for at most [`SETTLE`]: right after a
+/// stop, they may still hold the jail's mounts. The last result is returned.
+pub(crate) fn settle<T>(
+    platform: &dyn Platform,
+    jail: &str,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    // Attempts left once no process is exiting (any more): the last ones may
+    // have gone between an attempt and the look, and a reference to a mount
+    // can outlive its process by a moment.
+    let mut grace = 3;
+    loop {
+        let result = attempt();
+        let busy = matches!(&result, Err(e) if crate::exit::code_of(e) == ExitCode::TempFail);
+        let left = SETTLE.saturating_sub(start.elapsed());
+        if !busy || left.is_zero() {
+            return result;
+        }
+        // Once none was exiting, not asked again.
+        let exiting = grace == 3
+            && match platform.jail_exiting(jail) {
+                Some(exiting) => exiting,
+                None => return result,
+            };
+        if !exiting {
+            if grace == 0 {
+                return result;
+            }
+            grace -= 1;
+        }
+        std::thread::sleep(pause.min(left));
+        crate::signals::check()?;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
     }
 }
 
