@@ -685,3 +685,87 @@ fn nothing_of_the_run_outlives_the_updater() {
         assert!(pids_of(&["sleep", "3072"]).is_empty());
     });
 }
+
+/// The lock outlives jupdate for as long as a process of its run does: one of
+/// the updater's processes frozen (a frozen process dies of SIGKILL only once
+/// thawed), jupdate killed; the jail stays locked, naming the run's sandbox,
+/// until that process is thawed and gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_lock_lives_as_long_as_the_run() {
+    sandbox(Backend::Linux, |sb| {
+        scene(sb);
+        fs::create_dir_all(sb.path("j1/dev")).unwrap();
+        let marker = ["sleep", "3073"];
+        struct Reap<'a>(&'a [&'a str]);
+        impl Drop for Reap<'_> {
+            fn drop(&mut self) {
+                for pid in pids_of(self.0) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _reap = Reap(&marker);
+        // A v1 freezer cgroup under the test's own, thawed and removed at the end.
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let parent = own
+            .lines()
+            .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string()))
+            .expect("a v1 freezer hierarchy on this host");
+        let freezer = std::path::Path::new("/sys/fs/cgroup/freezer")
+            .join(parent.trim_start_matches('/'))
+            .join(format!("jlayers-test-{}", std::process::id()));
+        fs::create_dir(&freezer).unwrap();
+        struct Thaw(std::path::PathBuf);
+        impl Drop for Thaw {
+            fn drop(&mut self) {
+                let _ = fs::write(self.0.join("freezer.state"), "THAWED");
+                // Whatever is still in it (a failure) is killed, so that it goes.
+                let procs = fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let t = Instant::now();
+                while fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(3) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let thaw = Thaw(freezer.clone());
+        let mut child = sb.spawn(
+            "jupdate",
+            &[
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "sleep 3073 & sleep 3073 & sleep 3073",
+            ],
+        );
+        assert!(within(Duration::from_secs(20), || pids_of(&marker).len() == 3));
+        let frozen = pids_of(&marker)[0];
+        fs::write(freezer.join("cgroup.procs"), frozen.to_string()).unwrap();
+        fs::write(freezer.join("freezer.state"), "FROZEN").unwrap();
+        assert!(within(Duration::from_secs(5), || {
+            fs::read_to_string(freezer.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        }));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The rest of the run goes; the frozen process stays, and so does the lock.
+        assert!(within(Duration::from_secs(1), || pids_of(&marker) == [frozen]));
+        for tool in ["junmount", "jclean", "jupdate"] {
+            sb.run(tool, &["j1"])
+                .code(75)
+                .err_has("the sandbox of a jupdate that was killed");
+        }
+        drop(thaw);
+        assert!(within(Duration::from_secs(1), || pids_of(&marker).is_empty()));
+        sb.run("junmount", &["j1"]).ok();
+    });
+}

@@ -27,10 +27,11 @@
 //! jupdate's time limit kills.
 //!
 //! Supervised, as bubblewrap's `--die-with-parent`: the unsharer dies with jupdate
-//! and pid 1 with the unsharer (PR_SET_PDEATHSIG, SIGKILL), and the kernel kills a
-//! PID namespace whose pid 1 is gone. Pid 1 holds the jail's lock (the open file
-//! description jupdate locked) and, once the updater exits, kills and reaps what
-//! is left before it exits: the lock is free only when no process of the run is.
+//! (PR_SET_PDEATHSIG, SIGKILL) and pid 1 learns of the unsharer's death (its own
+//! death signal, caught); the kernel kills a PID namespace whose pid 1 is gone.
+//! Pid 1 holds the jail's lock (the open file description jupdate locked) and,
+//! once the updater exits or the unsharer dies, kills and reaps what is left
+//! before it exits: the lock is free only when no process of the run is.
 
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -178,6 +179,44 @@ unsafe fn die_with_parent() -> std::io::Result<()> {
     })
 }
 
+/// As pid 1: SIGTERM when the unsharer dies, caught (an empty handler: it only
+/// interrupts the reaping, which then looks at `orphaned`). Not SIGKILL: pid 1
+/// killed, the kernel releases its files (the jail's lock) before it kills the
+/// rest of the namespace; caught, pid 1 kills and reaps the run first.
+unsafe fn init_dies_with_parent() -> std::io::Result<()> {
+    extern "C" fn interrupt(_: libc::c_int) {}
+    // SAFETY: a zeroed sigaction with a handler that does nothing; prctl with
+    // integer arguments.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = interrupt as *const () as libc::sighandler_t;
+        // No SA_RESTART: waitpid returns EINTR.
+        ok(libc::sigaction(
+            libc::SIGTERM,
+            &action,
+            std::ptr::null_mut(),
+        ))?;
+        ok(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))
+    }
+}
+
+/// Whether the unsharer is gone: the write end of `alive` closed with it.
+unsafe fn orphaned(alive: libc::c_int) -> bool {
+    let mut watch = libc::pollfd {
+        fd: alive,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on a live local, without waiting.
+    unsafe { libc::poll(&mut watch, 1, 0) != 0 }
+}
+
 /// Runs in the forked child. Returns (to exec the updater) only in pid 2.
 fn enter(plan: &Plan) -> std::io::Result<()> {
     let mut flags =
@@ -216,14 +255,9 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
             wait_and_exit(init, alive[1]);
         }
         // pid 1 of the new namespace.
-        die_with_parent()?;
         libc::close(alive[1]);
-        let mut watch = libc::pollfd {
-            fd: alive[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if libc::poll(&mut watch, 1, 0) != 0 {
+        init_dies_with_parent()?;
+        if orphaned(alive[0]) {
             libc::_exit(137);
         }
         let none = std::ptr::null::<libc::c_char>();
@@ -294,7 +328,7 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
             return Err(os_err());
         }
         if updater > 0 {
-            reap_until(updater, plan.lock);
+            reap_until(updater, plan.lock, alive[0]);
         }
         // pid 2: the updater.
         drop_privileges(plan.last_cap)?;
@@ -601,17 +635,20 @@ unsafe fn name_holder(lock: libc::c_int, pid: libc::pid_t) {
     }
 }
 
-/// Close every descriptor from 3 up except `keep` (-1: none).
-unsafe fn close_all_but(keep: libc::c_int) {
-    // SAFETY: close_range takes integers.
-    unsafe {
-        if keep < 3 {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        } else {
-            if keep > 3 {
-                libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
-            }
-            libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+/// Close every descriptor from 3 up except those in `keep` (-1: none).
+unsafe fn close_all_but(keep: &[libc::c_int]) {
+    let mut from = 3;
+    // Ascending, without allocating: the next kept descriptor each round.
+    loop {
+        let next = keep.iter().copied().filter(|&fd| fd >= from).min();
+        let to = next.map_or(u32::MAX, |fd| (fd - 1) as u32);
+        if next != Some(from) {
+            // SAFETY: close_range takes integers.
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, to, 0u32) };
+        }
+        match next {
+            Some(fd) => from = fd + 1,
+            None => return,
         }
     }
 }
@@ -623,7 +660,7 @@ unsafe fn wait_and_exit(pid: libc::pid_t, alive: libc::c_int) -> ! {
     // SAFETY: async-signal-safe calls only (the caller is a forked child); `st`
     // is a live local and errno is this thread's.
     unsafe {
-        close_all_but(alive);
+        close_all_but(&[alive]);
         let mut st = 0;
         while libc::waitpid(pid, &mut st, 0) < 0 {
             if *libc::__errno_location() != libc::EINTR {
@@ -634,27 +671,32 @@ unsafe fn wait_and_exit(pid: libc::pid_t, alive: libc::c_int) -> ! {
     }
 }
 
-/// As pid 1: reap every child until `pid` exits; then kill whatever of the run
-/// is left (kill(-1) from pid 1 reaches every other process of the namespace),
-/// reap it all, and exit with `pid`'s status. `lock`, kept open to the end, is
-/// released with this process, after the last of the run.
-unsafe fn reap_until(pid: libc::pid_t, lock: libc::c_int) -> ! {
+/// As pid 1: reap every child until `pid` exits, or until the unsharer is gone
+/// (jupdate died); then kill whatever of the run is left (kill(-1) from pid 1
+/// reaches every other process of the namespace), reap it all, and exit with
+/// `pid`'s status. `lock`, kept open to the end, is released with this process,
+/// after the last of the run.
+unsafe fn reap_until(pid: libc::pid_t, lock: libc::c_int, alive: libc::c_int) -> ! {
     // SAFETY: async-signal-safe calls only (the caller is a forked child); `st`
     // is a live local and errno is this thread's.
     unsafe {
-        close_all_but(lock);
-        let mut code = None;
+        close_all_but(&[lock, alive]);
+        let (mut code, mut ending) = (None, false);
         loop {
+            // Checked before each wait: a SIGTERM that came before it (between
+            // the fork and here) interrupted nothing.
+            ending = ending || orphaned(alive);
+            if ending {
+                libc::kill(-1, libc::SIGKILL);
+            }
             let mut st = 0;
             let reaped = libc::waitpid(-1, &mut st, 0);
             if reaped < 0 && *libc::__errno_location() == libc::ECHILD {
-                libc::_exit(code.unwrap_or(1));
+                libc::_exit(code.unwrap_or(137));
             }
             if reaped == pid {
                 code = Some(exit_code(st));
-            }
-            if code.is_some() {
-                libc::kill(-1, libc::SIGKILL);
+                ending = true;
             }
         }
     }
