@@ -253,7 +253,10 @@ impl Act for RunUpdater<'_> {
         self.0.run()
     }
     fn print(self, by: &Dry, _: &Site) {
+        let (before, after) = self.0.limits_sh();
+        by.print_lines(&before);
         by.print(&self.0.sh_argv());
+        by.print_lines(&after);
     }
 }
 
@@ -463,6 +466,15 @@ impl Dry<'_> {
     fn print<S: AsRef<OsStr>>(&self, argv: &[S]) {
         if self.sh {
             sh_line(argv);
+        }
+    }
+
+    /// Lines already in sh form.
+    fn print_lines(&self, lines: &[String]) {
+        if self.sh {
+            for line in lines {
+                crate::report::sh_raw(line);
+            }
         }
     }
 }

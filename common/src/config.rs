@@ -61,6 +61,33 @@ pub struct Jail {
     /// The group let through the dirs that hold the upper dirs (`upper_group`, the
     /// jail's or `[defaults]`), as a gid; `None`: root alone.
     pub upper_group: Option<u32>,
+    /// `pids`, `memory` and `cpu`: the jail's own, else those of `[defaults]`.
+    pub limits: Limits,
+}
+
+/// What one jupdate run may use (`pids`, `memory`, `cpu`); `None`: no limit set
+/// (on Linux a run still gets [`DEFAULT_PIDS`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub pids: Option<u64>,
+    /// Bytes, and the size as written (for messages).
+    pub memory: Option<(u64, String)>,
+    /// A number of CPUs, e.g. 1.5.
+    pub cpu: Option<f64>,
+}
+
+/// The pids limit of a run on Linux when none is set: podman's default.
+pub const DEFAULT_PIDS: u64 = 2048;
+
+impl Limits {
+    /// `self`'s keys, else `other`'s.
+    fn or(self, other: &Limits) -> Limits {
+        Limits {
+            pids: self.pids.or(other.pids),
+            memory: self.memory.or_else(|| other.memory.clone()),
+            cpu: self.cpu.or(other.cpu),
+        }
+    }
 }
 
 /// The network jupdate's updater gets on Linux (`network`; on FreeBSD the jail's
@@ -253,6 +280,83 @@ struct RawDefaults {
     network: Option<Network>,
     allow_empty: Option<bool>,
     upper_group: Option<String>,
+    pids: Option<i64>,
+    memory: Option<String>,
+    cpu: Option<Number>,
+}
+
+/// `pids`, `memory` and `cpu` as written.
+#[derive(Default)]
+struct RawLimits {
+    pids: Option<i64>,
+    memory: Option<String>,
+    cpu: Option<Number>,
+}
+
+/// A TOML number, integer or not (`cpu = 2` as `cpu = 2.0`).
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a number of CPUs (e.g. 1.5)")]
+enum Number {
+    Integer(i64),
+    Float(f64),
+}
+
+impl RawLimits {
+    fn build(self) -> Result<Limits, String> {
+        let pids = match self.pids {
+            Some(n) if n < 1 => return Err(format!("pids: {n}: at least 1")),
+            n => n.map(|n| n as u64),
+        };
+        let memory = match self.memory {
+            Some(text) => Some((
+                size_bytes(&text)
+                    .filter(|&b| b > 0)
+                    .ok_or_else(|| {
+                        format!(
+                            "memory: {text:?}: a number of bytes with an optional k, m, g or t (e.g. \"4g\")"
+                        )
+                    })?,
+                text,
+            )),
+            None => None,
+        };
+        let cpu = match self.cpu {
+            Some(Number::Integer(n)) => Some(n as f64),
+            Some(Number::Float(x)) => Some(x),
+            None => None,
+        };
+        if let Some(cpu) = cpu {
+            // Below 0.01 CPU neither a cgroup's quota nor rctl's percent holds it.
+            if !(0.01..=4096.0).contains(&cpu) {
+                return Err(format!(
+                    "cpu: {cpu}: a number of CPUs from 0.01 to 4096 (e.g. 1.5)"
+                ));
+            }
+        }
+        Ok(Limits { pids, memory, cpu })
+    }
+}
+
+/// `4g` and the like in bytes (k, m, g, t: powers of 1024), as `upper_size`.
+fn size_bytes(text: &str) -> Option<u64> {
+    let digits = text.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || text.len() - digits.len() > 1
+    {
+        return None;
+    }
+    let shift = match text.as_bytes()[digits.len()..]
+        .first()
+        .map(u8::to_ascii_lowercase)
+    {
+        None => 0,
+        Some(b'k') => 10,
+        Some(b'm') => 20,
+        Some(b'g') => 30,
+        _ => 40,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 #[derive(Deserialize)]
@@ -318,6 +422,9 @@ struct RawJail {
     upper_size: Option<String>,
     network: Option<Network>,
     upper_group: Option<String>,
+    pids: Option<i64>,
+    memory: Option<String>,
+    cpu: Option<Number>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -343,13 +450,20 @@ where
     deserializer.deserialize_map(TableEntries(std::marker::PhantomData))
 }
 
-fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
+fn build(mut raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     let default_network = raw.defaults.network.unwrap_or_default();
     let allow_empty = raw.defaults.allow_empty.unwrap_or(false);
     let default_group = match &raw.defaults.upper_group {
         Some(group) => Some(group_id(group).map_err(|e| format!("defaults: upper_group: {e}"))?),
         None => None,
     };
+    let default_limits = RawLimits {
+        pids: raw.defaults.pids,
+        memory: raw.defaults.memory.clone(),
+        cpu: raw.defaults.cpu.take(),
+    }
+    .build()
+    .map_err(|e| format!("defaults: {e}"))?;
     let Defaults {
         upper_root,
         log_dir,
@@ -367,16 +481,10 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     check_nesting(&layers, &index)?;
     let mut jails = Vec::new();
     for (name, raw_jail) in raw.jail {
-        jails.push(build_jail(
-            name,
-            raw_jail,
-            &layers,
-            &index,
-            &upper_root,
-            os,
-        )?);
-        let jail = jails.last_mut().expect("just pushed");
+        let mut jail = build_jail(name, raw_jail, &layers, &index, &upper_root, os)?;
         jail.upper_group = jail.upper_group.or(default_group);
+        jail.limits = jail.limits.or(&default_limits);
+        jails.push(jail);
     }
     shared_paths(&jails, &layers)?;
     Ok(Config {
@@ -597,7 +705,15 @@ fn build_jail(
             return Err(ctx(format!("{what}: empty command")));
         }
     }
+    let limits = RawLimits {
+        pids: raw.pids,
+        memory: raw.memory,
+        cpu: raw.cpu,
+    }
+    .build()
+    .map_err(ctx)?;
     Ok(Jail {
+        limits,
         name,
         root,
         layers: picked,
@@ -1023,6 +1139,36 @@ mod tests {
         format!("{error:#}")
     }
 
+    /// `pids`, `memory` and `cpu`: a jail's own over `[defaults]`, key by key;
+    /// nonsense refused.
+    #[test]
+    fn limits() {
+        let cfg = parse(
+            "[defaults]\npids = 100\nmemory = \"1g\"\n\
+             [jail.a]\nroot = '/a'\ncpu = 2\n\
+             [jail.b]\nroot = '/b'\npids = 5\ncpu = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.jails[0].limits,
+            Limits {
+                pids: Some(100),
+                memory: Some((1 << 30, "1g".into())),
+                cpu: Some(2.0)
+            }
+        );
+        assert_eq!(cfg.jails[1].limits.pids, Some(5));
+        assert_eq!(cfg.jails[1].limits.cpu, Some(0.5));
+        assert_eq!(
+            parse("[jail.a]\nroot='/a'\n").unwrap().jails[0].limits,
+            Limits::default()
+        );
+        assert!(err("[jail.a]\nroot='/a'\npids = 0\n").contains("pids: 0: at least 1"));
+        assert!(err("[defaults]\nmemory = \"lots\"\n").contains("defaults: memory"));
+        assert!(err("[jail.a]\nroot='/a'\ncpu = 0\n").contains("cpu: 0"));
+        assert!(err("[jail.a]\nroot='/a'\ncpu = \"1\"\n").contains("a number of CPUs"));
+    }
+
     const SPEC: &str = r#"
 [defaults]
 upper_root = "/usr/local/var/jlayers"
@@ -1314,6 +1460,7 @@ root   = "/usr/local/var/jails/192.168.0.101"
                         start: None,
                         stop: None,
                         network: None,
+                        limits: Limits::default(),
                     }
                 })
                 .collect();

@@ -17,6 +17,15 @@ pub(crate) struct JailLock {
     lock: Option<Flock<File>>,
 }
 
+impl JailLock {
+    /// The locked open file description (`None`: an ancestor holds the lock), for
+    /// the run's sandbox to hold to its end.
+    pub(crate) fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.lock.as_ref().map(|lock| lock.as_raw_fd())
+    }
+}
+
 impl Drop for JailLock {
     /// Empty the file before letting go: an empty lock file means "being taken",
     /// never a stale pid (a run killed with -9 leaves its pid, which the next
@@ -77,18 +86,28 @@ pub(crate) fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
                 return Ok(JailLock { lock: Some(lock) });
             }
             Err((locked, Errno::EWOULDBLOCK)) => {
-                let pid = holder(&locked);
+                let pids = holders(&locked);
+                let pid = pids.first().copied();
                 if pid.is_some_and(is_ancestor) {
                     return Ok(JailLock { lock: None });
                 }
+                // A run whose jupdate is gone lives on in its sandbox only while
+                // that sandbox's pid 1 (the next line) does: name it.
+                let live = pids.iter().copied().find(|&p| alive(p));
                 // Between the holder's flock and its write the file is empty (or
                 // names a dead run): look again, briefly.
-                if pid.is_none_or(|p| !alive(p)) && start.elapsed() < PID_WAIT {
+                if live.is_none() && start.elapsed() < PID_WAIT {
                     std::thread::sleep(Duration::from_millis(5));
                     file = locked;
                     continue;
                 }
-                let holder = pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
+                let holder = match live.or(pid) {
+                    Some(p) if Some(p) != pid => {
+                        format!("pid {p}, the sandbox of a jupdate that was killed")
+                    }
+                    Some(p) => format!("pid {p}"),
+                    None => "pid unknown".to_string(),
+                };
                 return Err(fail(
                     ExitCode::TempFail,
                     format!(
@@ -108,17 +127,17 @@ pub(crate) fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
     }
 }
 
-/// The pid on the lock file's first line.
-fn holder(file: &File) -> Option<u32> {
-    let mut buf = [0u8; 32];
-    let len = file.read_at(&mut buf, 0).ok()?;
-    let text = std::str::from_utf8(&buf[..len]).ok()?;
-    text.split('\n')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&p| p > 0)
+/// The pids in the lock file: the holder's on the first line, then the pid 1 of
+/// each sandbox it started (Linux), as the host sees them. Complete lines only.
+fn holders(file: &File) -> Vec<u32> {
+    let mut buf = [0u8; 256];
+    let len = file.read_at(&mut buf, 0).unwrap_or(0);
+    let text = std::str::from_utf8(&buf[..len]).unwrap_or("");
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .split('\n')
+        .map_while(|line| line.trim().parse().ok().filter(|&p| p > 0))
+        .collect()
 }
 
 /// Whether process `pid` exists.
@@ -184,6 +203,30 @@ mod tests {
         assert!(lock_jail(&dir, "server").is_ok());
         drop(held);
         assert!(lock_jail(&dir, "web").is_ok());
+    }
+
+    /// A run whose jupdate was killed: its sandbox's pid 1 (the second line)
+    /// holds the lock, and is named.
+    #[test]
+    fn a_killed_jupdates_sandbox_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = lock_jail(tmp.path(), "web").unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let text = format!("{dead}\n{}\n", std::process::id());
+        held.lock
+            .as_ref()
+            .unwrap()
+            .write_all_at(text.as_bytes(), 0)
+            .unwrap();
+        let err = lock_jail(tmp.path(), "web").unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail);
+        let want = format!(
+            "pid {}, the sandbox of a jupdate that was killed",
+            std::process::id()
+        );
+        assert!(format!("{err:#}").contains(&want), "{err:#}");
     }
 
     #[test]

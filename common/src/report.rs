@@ -253,6 +253,11 @@ pub(crate) fn sh_line<S: AsRef<OsStr>>(argv: &[S]) {
     sh_line_with_inputs(argv, &[]);
 }
 
+/// One line already in sh form (a comment, a command jlayers quoted itself).
+pub(crate) fn sh_raw(line: &str) {
+    out(format!("{line}\n").as_bytes());
+}
+
 /// One sh command line with files opened for reading on descriptors: `CMD... 3<PATH`.
 pub(crate) fn sh_line_with_inputs<S: AsRef<OsStr>>(argv: &[S], inputs: &[(u32, &Path)]) {
     let mut line = Vec::with_capacity(256);

@@ -31,6 +31,8 @@ pub(crate) enum Outcome {
     Timeout(i32),
     /// Killed because jupdate was interrupted.
     Interrupted(i32),
+    /// Ended by the kernel's OOM killer at the run's memory limit (its status).
+    OutOfMemory(i32),
 }
 
 impl Outcome {
@@ -38,14 +40,17 @@ impl Outcome {
         match self {
             Outcome::Ok => "ok",
             Outcome::Timeout(_) => "timeout",
-            Outcome::Failed(_) | Outcome::Interrupted(_) => "failed",
+            Outcome::Failed(_) | Outcome::Interrupted(_) | Outcome::OutOfMemory(_) => "failed",
         }
     }
 
     pub(crate) fn status(self) -> i32 {
         match self {
             Outcome::Ok => 0,
-            Outcome::Failed(c) | Outcome::Timeout(c) | Outcome::Interrupted(c) => c,
+            Outcome::Failed(c)
+            | Outcome::Timeout(c)
+            | Outcome::Interrupted(c)
+            | Outcome::OutOfMemory(c) => c,
         }
     }
 
@@ -53,7 +58,7 @@ impl Outcome {
     pub(crate) fn exit_code(self) -> ExitCode {
         match self {
             Outcome::Ok => ExitCode::Ok,
-            Outcome::Failed(_) => ExitCode::Unavailable,
+            Outcome::Failed(_) | Outcome::OutOfMemory(_) => ExitCode::Unavailable,
             Outcome::Timeout(_) => ExitCode::TempFail,
             Outcome::Interrupted(_) => ExitCode::Interrupted,
         }
@@ -74,6 +79,10 @@ pub(crate) struct Run<'a> {
     pub(crate) interactive: bool,
     /// Told each line of output as it comes (for a spinner).
     pub(crate) on_line: &'a (dyn Fn(&str) + Sync),
+    /// The jail's lock, which the run holds to its last process (Linux).
+    pub(crate) lock: Option<std::os::fd::RawFd>,
+    /// `pids`, `memory`, `cpu`.
+    pub(crate) limits: &'a crate::config::Limits,
 }
 
 impl Run<'_> {
@@ -89,7 +98,16 @@ impl Run<'_> {
             env: self.env(),
             cmd: self.cmd,
             network: self.network,
+            hold: crate::platform::Hold {
+                lock: self.lock,
+                cgroups: &[],
+            },
         }
+    }
+
+    /// The limits as `-n` prints them: sh lines before the command and after.
+    pub(crate) fn limits_sh(&self) -> (Vec<String>, Vec<String>) {
+        self.platform.limit_sh(self.jail, self.limits)
     }
 
     /// The command as one sh line, for `-n`.
@@ -122,7 +140,13 @@ impl Run<'_> {
             format!("log {}", self.log.display())
         })?;
 
-        let mut command = self.platform.exec_command(&self.exec());
+        // In place until dropped, after the run (whatever its end).
+        let limited = self.platform.limit(self.jail, self.limits)?;
+        let mut exec = self.exec();
+        if let Some(limited) = &limited {
+            exec.hold.cgroups = limited.cgroups();
+        }
+        let mut command = self.platform.exec_command(&exec);
         // Its own process group, so that a timeout kills everything it started.
         command.process_group(0);
         let mut output = None;
@@ -179,7 +203,17 @@ impl Run<'_> {
         if let Some(out) = &output {
             out.append_to(&mut log);
         }
-        let outcome = outcome?;
+        let mut outcome = outcome?;
+        if let Some(limited) = &limited {
+            let (hit, out_of_memory) = limited.hit();
+            for line in hit {
+                writeln!(log, "jupdate: {}: {line}", self.jail).ok();
+            }
+            if let (true, Outcome::Failed(code)) = (out_of_memory, outcome) {
+                outcome = Outcome::OutOfMemory(code);
+            }
+        }
+        drop(limited);
         // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
         // the jail is asked whether that is what happened.
         if outcome == Outcome::Failed(127) && !self.interactive {

@@ -531,3 +531,241 @@ fn interactive_reads_the_terminal(b: Backend) {
         assert!(!running(sb, "j1"));
     });
 }
+
+/// The pids of live processes whose command line is exactly `argv`.
+#[cfg(target_os = "linux")]
+fn pids_of(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat.rsplit(')').next()?.trim_start();
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            // argv[0] as the jail's shell gave it: a name or a path.
+            let named = cmdline.ends_with(&want)
+                && cmdline.len() - want.len()
+                    == cmdline[..cmdline.len() - want.len()]
+                        .iter()
+                        .rposition(|&b| b == b'/')
+                        .map_or(0, |i| i + 1);
+            (named && !state.starts_with('Z')).then_some(pid)
+        })
+        .collect()
+}
+
+/// Wait up to `limit` for `done`; whether it came.
+fn within(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let t = Instant::now();
+    while !done() {
+        if t.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// kill -9 of jupdate mid-run: every process of the run dies with it (the
+/// sandbox's pid 1 holding the jail's lock to the end), and no junmount, jclean
+/// or jupdate of the jail runs beside a process of the run.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_jupdate_takes_its_run_along() {
+    sandbox(Backend::Linux, |sb| {
+        scene(sb);
+        // A /dev for the sandbox to mount its own on: a shell's background job
+        // reads /dev/null.
+        fs::create_dir_all(sb.path("j1/dev")).unwrap();
+        // A number no other test sleeps.
+        let marker = ["sleep", "3071"];
+        // Whatever outlives the test (a failure) is killed: the updater's pid 2,
+        // and so its sandbox, ends with them.
+        struct Reap<'a>(&'a [&'a str]);
+        impl Drop for Reap<'_> {
+            fn drop(&mut self) {
+                for pid in pids_of(self.0) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _reap = Reap(&marker);
+        let mut child = sb.spawn(
+            "jupdate",
+            &[
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "sleep 3071 & sleep 3071 & sleep 3071",
+            ],
+        );
+        if !within(Duration::from_secs(20), || pids_of(&marker).len() == 3) {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            let seen: Vec<String> = fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains("3071"))
+                .collect();
+            panic!(
+                "the updater did not start ({seen:?}): {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                log(sb, "j1")
+            );
+        }
+        // The sandbox's pid 1 holds the jail's lock: its pid follows jupdate's in
+        // the lock file, and it has the file open (checked after the kill, so
+        // that a failure leaves nothing running).
+        let lock = sb.path("run/j1.lock");
+        let text = fs::read_to_string(&lock).unwrap();
+        let pids: Vec<String> = text.lines().map(String::from).collect();
+        let holds = pids.get(1).is_some_and(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|p| p == lock))
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let t = Instant::now();
+        // As long as a process of the run lives, the jail is locked; once
+        // junmount gets through, none is left.
+        loop {
+            let o = sb.run("junmount", &["j1"]);
+            if o.code == 0 {
+                assert!(pids_of(&marker).is_empty(), "junmount ran beside the run");
+                break;
+            }
+            o.code(75).err_has("locked by another jlayers run (pid");
+            assert!(t.elapsed() < Duration::from_secs(1), "{}", o.stderr);
+        }
+        assert!(
+            within(Duration::from_secs(1), || pids_of(&marker).is_empty()),
+            "the run outlived jupdate: {:?}",
+            pids_of(&marker)
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(pids.first(), Some(&child.id().to_string()), "{text:?}");
+        assert!(
+            holds,
+            "the sandbox's pid 1 does not hold {}: {text:?}",
+            lock.display()
+        );
+        assert!(sb.mounts().is_empty());
+        sb.run("jclean", &["j1"]).ok();
+        sb.run("jupdate", &["j1", "--", "sh", "-c", "exit 0"]).ok();
+        assert!(sb.mounts().is_empty());
+    });
+}
+
+/// A background process the updater leaves behind dies with the run, before
+/// jupdate reports it: the lock is free only when no process of the run is.
+#[cfg(target_os = "linux")]
+#[test]
+fn nothing_of_the_run_outlives_the_updater() {
+    sandbox(Backend::Linux, |sb| {
+        scene(sb);
+        fs::create_dir_all(sb.path("j1/dev")).unwrap();
+        let o = sb.run(
+            "jupdate",
+            &["j1", "--", "sh", "-c", "sleep 3072 & sleep 3072 & exit 0"],
+        );
+        o.ok();
+        assert!(pids_of(&["sleep", "3072"]).is_empty());
+    });
+}
+
+/// The lock outlives jupdate for as long as a process of its run does: one of
+/// the updater's processes frozen (a frozen process dies of SIGKILL only once
+/// thawed), jupdate killed; the jail stays locked, naming the run's sandbox,
+/// until that process is thawed and gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_lock_lives_as_long_as_the_run() {
+    sandbox(Backend::Linux, |sb| {
+        scene(sb);
+        fs::create_dir_all(sb.path("j1/dev")).unwrap();
+        let marker = ["sleep", "3073"];
+        struct Reap<'a>(&'a [&'a str]);
+        impl Drop for Reap<'_> {
+            fn drop(&mut self) {
+                for pid in pids_of(self.0) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _reap = Reap(&marker);
+        // A v1 freezer cgroup under the test's own, thawed and removed at the end.
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let parent = own
+            .lines()
+            .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string()))
+            .expect("a v1 freezer hierarchy on this host");
+        let freezer = std::path::Path::new("/sys/fs/cgroup/freezer")
+            .join(parent.trim_start_matches('/'))
+            .join(format!("jlayers-test-{}", std::process::id()));
+        fs::create_dir(&freezer).unwrap();
+        struct Thaw(std::path::PathBuf);
+        impl Drop for Thaw {
+            fn drop(&mut self) {
+                let _ = fs::write(self.0.join("freezer.state"), "THAWED");
+                // Whatever is still in it (a failure) is killed, so that it goes.
+                let procs = fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let t = Instant::now();
+                while fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(3) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let thaw = Thaw(freezer.clone());
+        let mut child = sb.spawn(
+            "jupdate",
+            &[
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                "sleep 3073 & sleep 3073 & sleep 3073",
+            ],
+        );
+        assert!(within(Duration::from_secs(20), || pids_of(&marker).len() == 3));
+        let frozen = pids_of(&marker)[0];
+        fs::write(freezer.join("cgroup.procs"), frozen.to_string()).unwrap();
+        fs::write(freezer.join("freezer.state"), "FROZEN").unwrap();
+        assert!(within(Duration::from_secs(5), || {
+            fs::read_to_string(freezer.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        }));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The rest of the run goes; the frozen process stays, and so does the lock.
+        assert!(within(Duration::from_secs(1), || pids_of(&marker) == [frozen]));
+        for tool in ["junmount", "jclean", "jupdate"] {
+            sb.run(tool, &["j1"])
+                .code(75)
+                .err_has("the sandbox of a jupdate that was killed");
+        }
+        drop(thaw);
+        assert!(within(Duration::from_secs(1), || pids_of(&marker).is_empty()));
+        sb.run("junmount", &["j1"]).ok();
+    });
+}

@@ -12,6 +12,7 @@ use crate::action::{RunUpdater, Site};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
+use crate::lock::JailLock;
 use crate::plan::plan;
 use crate::platform::Service;
 use crate::report::{emit, path_json};
@@ -204,6 +205,14 @@ fn report(
             let what = match outcome {
                 Outcome::Timeout(_) => format!("timed out; killed (log {})", log.display()),
                 Outcome::Interrupted(_) => "interrupted; killed".to_string(),
+                Outcome::OutOfMemory(code) => format!(
+                    "update failed with status {code}: out of memory at the jail's memory limit ({}) (log {})",
+                    jail.limits
+                        .memory
+                        .as_ref()
+                        .map_or("", |(_, text)| text.as_str()),
+                    log.display()
+                ),
                 _ => format!(
                     "update failed with status {} (log {})",
                     outcome.status(),
@@ -231,7 +240,7 @@ fn in_jail(
     log: &Path,
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
-    let _lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+    let lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
     let plan = plan(&setup.cfg, jail, &*setup.platform)?;
     let made = engine.mount_jail(&plan)?;
     let jail_run = JailRun {
@@ -251,7 +260,7 @@ fn in_jail(
             started = jail_run.service(Service::Start).context("start")?;
         }
         signals::check()?;
-        jail_run.update(log, bars)
+        jail_run.update(log, bars, lock.as_ref().and_then(JailLock::fd))
     })();
     // Put back what was found, whatever happened: stop what was started, unmount
     // what was mounted. The first error wins.
@@ -288,6 +297,7 @@ impl JailRun<'_> {
         &self,
         log: &Path,
         bars: Option<&indicatif::MultiProgress>,
+        lock: Option<std::os::fd::RawFd>,
     ) -> Result<Option<Outcome>> {
         let cmd = update_command(self.setup, self.jail, self.opts);
         let bar = bars.map(|bars| spinner(bars, &self.jail.name));
@@ -306,6 +316,8 @@ impl JailRun<'_> {
             timeout: self.opts.timeout,
             interactive: self.opts.interactive,
             on_line: &on_line,
+            lock,
+            limits: &self.jail.limits,
         };
         let outcome = self.engine.sink.act(&self.site, RunUpdater(&run));
         if let Some(bar) = bar {

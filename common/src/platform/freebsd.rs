@@ -318,6 +318,7 @@ impl Platform for FreeBsd {
         command.args(["-l", jail, "env"]);
         command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
         command.args(cmd);
+        die_with_parent(&mut command);
         command
     }
 
@@ -337,6 +338,46 @@ impl Platform for FreeBsd {
                 jail = exec.jail,
             ),
         ))
+    }
+
+    fn limit(
+        &self,
+        jail: &str,
+        limits: &crate::config::Limits,
+    ) -> Result<Option<Box<dyn super::Limited>>> {
+        let rules = rctl_rules(jail, limits);
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let enabled = super::run_tool_output(
+            &["sysctl", "-n", "kern.racct.enable"].map(OsString::from),
+            ExitCode::Unavailable,
+        )
+        .unwrap_or_default();
+        if enabled.trim() != "1" {
+            return Err(fail(
+                ExitCode::Config,
+                "pids, memory and cpu need resource accounting (kern.racct.enable is not 1): add kern.racct.enable=1 to /boot/loader.conf and reboot",
+            ));
+        }
+        // Each rule added is removed again when `added` is dropped, a failed add
+        // too.
+        let mut added = Rctl(Vec::new());
+        for rule in rules {
+            super::run_tool(&rctl("-a", &rule), ExitCode::Unavailable)?;
+            added.0.push(rule);
+        }
+        Ok(Some(Box::new(added)))
+    }
+
+    fn limit_sh(&self, jail: &str, limits: &crate::config::Limits) -> (Vec<String>, Vec<String>) {
+        let rules = rctl_rules(jail, limits);
+        // Jail names and the rules' words need no quoting.
+        let line = |op: &str, rule: &String| format!("rctl {op} {rule}");
+        (
+            rules.iter().map(|r| line("-a", r)).collect(),
+            rules.iter().map(|r| line("-r", r)).collect(),
+        )
     }
 }
 
@@ -367,6 +408,77 @@ fn mounts_on(table: &[Mount], target: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// The process jupdate starts through jexec (jexec execs env, env the updater:
+/// one process) gets SIGKILL when jupdate dies (procctl PROC_PDEATHSIG_CTL,
+/// FreeBSD 11.2+). What the updater forks in the jail is the jail's: the jail's
+/// stop ends it when jupdate started the jail.
+#[cfg(target_os = "freebsd")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid before the fork; in the child only procctl, getppid and
+    // _exit, async-signal-safe, on a live local.
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            let mut signal: libc::c_int = libc::SIGKILL;
+            if libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                (&mut signal as *mut libc::c_int).cast(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // jupdate died before the signal was set: it will never come.
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The rctl(8) rules of a run's limits on jail `jail`: maxproc, memoryuse (bytes)
+/// and pcpu (percent of one CPU). No pids limit unless set.
+fn rctl_rules(jail: &str, limits: &crate::config::Limits) -> Vec<String> {
+    let mut rules = Vec::new();
+    if let Some(pids) = limits.pids {
+        rules.push(format!("jail:{jail}:maxproc:deny={pids}"));
+    }
+    if let Some((bytes, _)) = &limits.memory {
+        rules.push(format!("jail:{jail}:memoryuse:deny={bytes}"));
+    }
+    if let Some(cpu) = limits.cpu {
+        rules.push(format!(
+            "jail:{jail}:pcpu:deny={}",
+            (cpu * 100.0).round() as u64
+        ));
+    }
+    rules
+}
+
+fn rctl(op: &str, rule: &str) -> Vec<OsString> {
+    ["rctl", op, rule].map(OsString::from).to_vec()
+}
+
+/// The rctl rules added for a run: removed when dropped.
+struct Rctl(Vec<String>);
+
+impl super::Limited for Rctl {}
+
+impl Drop for Rctl {
+    fn drop(&mut self) {
+        for rule in self.0.drain(..) {
+            let _ = super::run_tool(&rctl("-r", &rule), ExitCode::Unavailable);
+        }
+    }
+}
+
+/// Elsewhere the FreeBSD backend runs only against the simulated userland.
+#[cfg(not(target_os = "freebsd"))]
+fn die_with_parent(_command: &mut Command) {}
 
 impl FreeBsd {
     /// After a mount that did not land on its target: unmount what this run
@@ -1007,6 +1119,7 @@ www      httpd        900 mmap /j/usr/ports     78 -rw-r--r--    2048 rw\n";
             env: &[("BATCH", "yes")],
             cmd: &["portmaster".into(), "-a".into()],
             network: crate::config::Network::None,
+            hold: Default::default(),
         });
         let args: Vec<_> = command.get_args().collect();
         assert_eq!(command.get_program(), "jexec");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::config::Limits;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
 use crate::plan::Step;
@@ -103,6 +104,19 @@ pub(crate) struct Exec<'a> {
     /// Linux: the network the sandbox gives (FreeBSD: the jail's own, from jail.conf).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) network: crate::config::Network,
+    /// Linux: what the sandbox holds for the run.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) hold: Hold<'a>,
+}
+
+/// What the sandbox's processes hold for the run (Linux): the jail's lock, kept
+/// by its pid 1 to the end, and the run's cgroups (open `cgroup.procs` files),
+/// which it joins before anything of the run exists.
+#[derive(Clone, Copy, Default)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) struct Hold<'a> {
+    pub(crate) lock: Option<std::os::fd::RawFd>,
+    pub(crate) cgroups: &'a [std::os::fd::RawFd],
 }
 
 /// A jail's start or stop.
@@ -297,6 +311,31 @@ pub(crate) trait Platform: Sync {
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
     fn exec_sh_argv(&self, exec: &Exec) -> Vec<OsString> {
         argv_of(&self.exec_command(exec))
+    }
+
+    /// Put a run's limits in place (`None`: nothing to hold); they go when the
+    /// result is dropped.
+    fn limit(&self, _jail: &str, _limits: &Limits) -> Result<Option<Box<dyn Limited>>> {
+        Ok(None)
+    }
+
+    /// What `-n` prints of a run's limits: sh lines before the update and after.
+    fn limit_sh(&self, _jail: &str, _limits: &Limits) -> (Vec<String>, Vec<String>) {
+        (Vec::new(), Vec::new())
+    }
+}
+
+/// A run's limits, in place until dropped.
+pub(crate) trait Limited {
+    /// Linux: the run's cgroups (their open `cgroup.procs`), for the sandbox.
+    fn cgroups(&self) -> &[std::os::fd::RawFd] {
+        &[]
+    }
+
+    /// After the run: a line for each limit it ran into, and whether memory ran
+    /// out (the kernel killed a process of the run for it).
+    fn hit(&self) -> (Vec<String>, bool) {
+        (Vec::new(), false)
     }
 }
 

@@ -24,6 +24,7 @@ use crate::platform::Busy;
 use crate::target::Place;
 
 mod api;
+mod cgroup;
 mod holders;
 mod mountinfo;
 mod overlay;
@@ -523,8 +524,23 @@ impl Platform for Linux {
             command.env("TERM", term);
         }
         command.envs(env.iter().copied());
-        sandbox::confine(&mut command, root, jail, exec.network);
+        sandbox::confine(&mut command, root, jail, exec.network, exec.hold);
         command
+    }
+
+    fn limit(
+        &self,
+        jail: &str,
+        limits: &crate::config::Limits,
+    ) -> Result<Option<Box<dyn super::Limited>>> {
+        Ok(
+            cgroup::RunCgroup::create(jail, limits)?
+                .map(|c| Box::new(c) as Box<dyn super::Limited>),
+        )
+    }
+
+    fn limit_sh(&self, jail: &str, limits: &crate::config::Limits) -> (Vec<String>, Vec<String>) {
+        (vec![cgroup::describe(jail, limits)], Vec::new())
     }
 
     /// The sandbox's namespaces, no_new_privs and capabilities as util-linux

@@ -25,6 +25,13 @@
 //! the updater exits. Each waits for the one below and exits with its status, so
 //! jupdate sees the updater's status; all three share one process group, which
 //! jupdate's time limit kills.
+//!
+//! Supervised, as bubblewrap's `--die-with-parent`: the unsharer dies with jupdate
+//! (PR_SET_PDEATHSIG, SIGKILL) and pid 1 learns of the unsharer's death (its own
+//! death signal, caught); the kernel kills a PID namespace whose pid 1 is gone.
+//! Pid 1 holds the jail's lock (the open file description jupdate locked) and,
+//! once the updater exits or the unsharer dies, kills and reaps what is left
+//! before it exits: the lock is free only when no process of the run is.
 
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -33,6 +40,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::config::Network;
+use crate::platform::Hold;
 
 /// What the updater keeps: Docker's default capability set without CAP_NET_RAW
 /// and CAP_MKNOD (Docker keeps that one only behind a device cgroup, which jlayers
@@ -104,10 +112,22 @@ struct Plan {
     last_cap: u32,
     network: Network,
     filter: Vec<libc::sock_filter>,
+    /// jupdate's pid: the unsharer's parent, checked once its death signal is set.
+    parent: libc::pid_t,
+    /// The jail's lock (-1: none), held by pid 1 to its end.
+    lock: libc::c_int,
+    /// The run's cgroups' `cgroup.procs`, which the unsharer joins.
+    cgroups: Vec<libc::c_int>,
 }
 
 /// Make `command` run its program inside a sandbox rooted at `root`, named `name`.
-pub(crate) fn confine(command: &mut Command, root: &Path, name: &str, network: Network) {
+pub(crate) fn confine(
+    command: &mut Command,
+    root: &Path,
+    name: &str,
+    network: Network,
+    hold: Hold,
+) {
     let plan = Plan {
         root: CString::new(root.as_os_str().as_bytes()).unwrap_or_default(),
         host: CString::new(name).unwrap_or_default(),
@@ -117,6 +137,10 @@ pub(crate) fn confine(command: &mut Command, root: &Path, name: &str, network: N
             .unwrap_or(63),
         network,
         filter: no_user_namespaces(),
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        lock: hold.lock.unwrap_or(-1),
+        cgroups: hold.cgroups.to_vec(),
     };
     // SAFETY: after fork in a threaded process the closure calls only
     // async-signal-safe system calls on data prepared above; nothing allocates.
@@ -138,6 +162,61 @@ fn errno() -> libc::c_int {
     unsafe { *libc::__errno_location() }
 }
 
+/// Die with the parent (SIGKILL). The signal follows the parent *thread* that
+/// forked: jupdate spawns from a rayon worker, which lives as long as the pool
+/// (all of jupdate's run) and waits in that spawn's `Run::wait` until the child
+/// is gone, so no thread exit can kill a run.
+unsafe fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    ok(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
+}
+
+/// As pid 1: SIGTERM when the unsharer dies, caught (an empty handler: it only
+/// interrupts the reaping, which then looks at `orphaned`). Not SIGKILL: pid 1
+/// killed, the kernel releases its files (the jail's lock) before it kills the
+/// rest of the namespace; caught, pid 1 kills and reaps the run first.
+unsafe fn init_dies_with_parent() -> std::io::Result<()> {
+    extern "C" fn interrupt(_: libc::c_int) {}
+    // SAFETY: a zeroed sigaction with a handler that does nothing; prctl with
+    // integer arguments.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = interrupt as *const () as libc::sighandler_t;
+        // No SA_RESTART: waitpid returns EINTR.
+        ok(libc::sigaction(
+            libc::SIGTERM,
+            &action,
+            std::ptr::null_mut(),
+        ))?;
+        ok(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))
+    }
+}
+
+/// Whether the unsharer is gone: the write end of `alive` closed with it.
+unsafe fn orphaned(alive: libc::c_int) -> bool {
+    let mut watch = libc::pollfd {
+        fd: alive,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on a live local, without waiting.
+    unsafe { libc::poll(&mut watch, 1, 0) != 0 }
+}
+
 /// Runs in the forked child. Returns (to exec the updater) only in pid 2.
 fn enter(plan: &Plan) -> std::io::Result<()> {
     let mut flags =
@@ -147,15 +226,40 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
     }
     // SAFETY: plain system calls (see confine).
     unsafe {
+        die_with_parent()?;
+        // jupdate died before the death signal was set: it will never come.
+        if libc::getppid() != plan.parent {
+            libc::_exit(137);
+        }
+        // Into the run's cgroups before anything of the run exists ("0": the
+        // writer itself), so that every process of the run is counted.
+        for &fd in &plan.cgroups {
+            if libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                return Err(os_err());
+            }
+        }
         ok(libc::unshare(flags))?;
+        // Pid 1 sees its parent (outside its namespace) as 0 in getppid: it
+        // learns of the unsharer's death by the write end closing instead.
+        let mut alive = [-1; 2];
+        ok(libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC))?;
         let init = libc::fork();
         if init < 0 {
             return Err(os_err());
         }
         if init > 0 {
-            wait_and_exit(init);
+            libc::close(alive[0]);
+            if plan.lock >= 0 {
+                name_holder(plan.lock, init);
+            }
+            wait_and_exit(init, alive[1]);
         }
         // pid 1 of the new namespace.
+        libc::close(alive[1]);
+        init_dies_with_parent()?;
+        if orphaned(alive[0]) {
+            libc::_exit(137);
+        }
         let none = std::ptr::null::<libc::c_char>();
         let root = &plan.root;
         ok(libc::mount(
@@ -224,7 +328,7 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
             return Err(os_err());
         }
         if updater > 0 {
-            reap_until(updater);
+            reap_until(updater, plan.lock, alive[0]);
         }
         // pid 2: the updater.
         drop_privileges(plan.last_cap)?;
@@ -506,13 +610,57 @@ unsafe fn loopback_up() -> std::io::Result<()> {
     }
 }
 
+/// Append pid 1's pid (as the host sees it) to the lock file after jupdate's:
+/// should jupdate die, a second run names the run's live process.
+unsafe fn name_holder(lock: libc::c_int, pid: libc::pid_t) {
+    let mut line = [0u8; 16];
+    let mut at = line.len() - 1;
+    line[at] = b'\n';
+    let mut rest = pid.unsigned_abs();
+    loop {
+        at -= 1;
+        line[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // SAFETY: fstat and pwrite on an open descriptor and live buffers.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(lock, &mut st) == 0 {
+            let text = &line[at..];
+            libc::pwrite(lock, text.as_ptr().cast(), text.len(), st.st_size);
+        }
+    }
+}
+
+/// Close every descriptor from 3 up except those in `keep` (-1: none).
+unsafe fn close_all_but(keep: &[libc::c_int]) {
+    let mut from = 3;
+    // Ascending, without allocating: the next kept descriptor each round.
+    loop {
+        let next = keep.iter().copied().filter(|&fd| fd >= from).min();
+        let to = next.map_or(u32::MAX, |fd| (fd - 1) as u32);
+        if next != Some(from) {
+            // SAFETY: close_range takes integers.
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, to, 0u32) };
+        }
+        match next {
+            Some(fd) => from = fd + 1,
+            None => return,
+        }
+    }
+}
+
 /// Exit with the status of `pid` (128 + signal if it was killed), holding nothing
-/// open: jupdate's spawn waits for its exec-status pipe to close.
-unsafe fn wait_and_exit(pid: libc::pid_t) -> ! {
+/// open but `alive` (its closing tells pid 1 this process is gone): jupdate's
+/// spawn waits for its exec-status pipe to close.
+unsafe fn wait_and_exit(pid: libc::pid_t, alive: libc::c_int) -> ! {
     // SAFETY: async-signal-safe calls only (the caller is a forked child); `st`
     // is a live local and errno is this thread's.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        close_all_but(&[alive]);
         let mut st = 0;
         while libc::waitpid(pid, &mut st, 0) < 0 {
             if *libc::__errno_location() != libc::EINTR {
@@ -523,20 +671,32 @@ unsafe fn wait_and_exit(pid: libc::pid_t) -> ! {
     }
 }
 
-/// As pid 1: reap every child until `pid` exits, then exit with its status.
-unsafe fn reap_until(pid: libc::pid_t) -> ! {
+/// As pid 1: reap every child until `pid` exits, or until the unsharer is gone
+/// (jupdate died); then kill whatever of the run is left (kill(-1) from pid 1
+/// reaches every other process of the namespace), reap it all, and exit with
+/// `pid`'s status. `lock`, kept open to the end, is released with this process,
+/// after the last of the run.
+unsafe fn reap_until(pid: libc::pid_t, lock: libc::c_int, alive: libc::c_int) -> ! {
     // SAFETY: async-signal-safe calls only (the caller is a forked child); `st`
     // is a live local and errno is this thread's.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        close_all_but(&[lock, alive]);
+        let (mut code, mut ending) = (None, false);
         loop {
+            // Checked before each wait: a SIGTERM that came before it (between
+            // the fork and here) interrupted nothing.
+            ending = ending || orphaned(alive);
+            if ending {
+                libc::kill(-1, libc::SIGKILL);
+            }
             let mut st = 0;
             let reaped = libc::waitpid(-1, &mut st, 0);
-            if reaped == pid {
-                libc::_exit(exit_code(st));
-            }
             if reaped < 0 && *libc::__errno_location() == libc::ECHILD {
-                libc::_exit(1);
+                libc::_exit(code.unwrap_or(137));
+            }
+            if reaped == pid {
+                code = Some(exit_code(st));
+                ending = true;
             }
         }
     }
