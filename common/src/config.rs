@@ -58,7 +58,13 @@ pub struct Jail {
     pub stop: Option<Vec<String>>,
     /// `network`, when the jail sets it ([`Config::network`] has the resolved one).
     pub network: Option<Network>,
+    /// `log_max` in bytes, when the jail sets it ([`Config::log_max`] has the
+    /// resolved one).
+    pub log_max: Option<u64>,
 }
+
+/// What a run keeps of its output in the log when no `log_max` says otherwise.
+pub(crate) const LOG_MAX: u64 = 256 << 20;
 
 /// The network jupdate's updater gets on Linux (`network`; on FreeBSD the jail's
 /// jail.conf decides and the key has no effect).
@@ -93,6 +99,8 @@ pub struct Config {
     pub jails: Vec<Jail>,
     /// `[defaults] network`.
     pub default_network: Network,
+    /// `[defaults] log_max` in bytes, else [`LOG_MAX`].
+    pub default_log_max: u64,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
     /// The layers' sources as found on disk (canonical), looked up once per run.
@@ -155,6 +163,12 @@ impl Config {
         jail.network.unwrap_or(self.default_network)
     }
 
+    /// The most output a run of `jail` writes to its log: its own `log_max`,
+    /// else `[defaults]`, else [`LOG_MAX`].
+    pub(crate) fn log_max(&self, jail: &Jail) -> u64 {
+        jail.log_max.unwrap_or(self.default_log_max)
+    }
+
     /// Layer `i`'s source made canonical (the mount table shows real paths): once
     /// a run, not once a jail.
     pub(crate) fn real_source(&self, i: usize) -> &Path {
@@ -204,6 +218,7 @@ struct RawDefaults {
     lock_dir: Option<String>,
     update: Option<Vec<String>>,
     network: Option<Network>,
+    log_max: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +283,7 @@ struct RawJail {
     upper_fs: Option<UpperFs>,
     upper_size: Option<String>,
     network: Option<Network>,
+    log_max: Option<String>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -295,6 +311,10 @@ where
 
 fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     let default_network = raw.defaults.network.unwrap_or_default();
+    let default_log_max = match &raw.defaults.log_max {
+        Some(given) => byte_size(given).map_err(|e| format!("defaults: log_max: {e}"))?,
+        None => LOG_MAX,
+    };
     let Defaults {
         upper_root,
         log_dir,
@@ -331,6 +351,7 @@ fn build(raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         layers,
         jails,
         default_network,
+        default_log_max,
         roots: Default::default(),
         sources: Default::default(),
     })
@@ -497,6 +518,12 @@ fn build_jail(
             return Err(ctx(format!("{what}: empty command")));
         }
     }
+    let log_max = raw
+        .log_max
+        .as_deref()
+        .map(byte_size)
+        .transpose()
+        .map_err(|e| ctx(format!("log_max: {e}")))?;
     Ok(Jail {
         name,
         root,
@@ -507,7 +534,31 @@ fn build_jail(
         start: raw.start,
         stop: raw.stop,
         network: raw.network,
+        log_max,
     })
+}
+
+/// A size as `upper_size` takes it: a number of bytes with an optional k, m, g or
+/// t (powers of 1024).
+fn byte_size(given: &str) -> Result<u64, String> {
+    let digits = given.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
+    let shift = match &given[digits.len()..] {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        "t" | "T" => 40,
+        _ => 64,
+    };
+    let number = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().ok())
+        .flatten();
+    match number {
+        Some(number) if shift < 64 && number.leading_zeros() >= shift => Ok(number << shift),
+        _ => Err(format!(
+            "{given:?}: a number of bytes with an optional k, m, g or t (e.g. \"256m\")"
+        )),
+    }
 }
 
 /// Which of a jail's union layers get a tmpfs upper, and its size. A jail's
@@ -1172,6 +1223,7 @@ root   = "/usr/local/var/jails/192.168.0.101"
                         start: None,
                         stop: None,
                         network: None,
+                        log_max: None,
                     }
                 })
                 .collect();
@@ -1400,5 +1452,39 @@ root   = "/usr/local/var/jails/192.168.0.101"
             msg.contains(":3:") && msg.contains("none") && msg.contains("host"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn log_max_per_jail_or_defaults() {
+        let two = "[jail.a]\nroot = \"/j/a\"\n[jail.b]\nroot = \"/j/b\"\nlog_max = \"64k\"\n";
+        let config = parse(two).unwrap();
+        assert_eq!(config.log_max(&config.jails[0]), LOG_MAX);
+        assert_eq!(config.log_max(&config.jails[1]), 64 << 10);
+        let config = parse(&format!("[defaults]\nlog_max = \"2G\"\n{two}")).unwrap();
+        assert_eq!(config.log_max(&config.jails[0]), 2 << 30);
+        assert_eq!(config.log_max(&config.jails[1]), 64 << 10);
+        assert_eq!(
+            parse("[defaults]\nlog_max = \"1000\"\n")
+                .unwrap()
+                .default_log_max,
+            1000
+        );
+        for bad in [
+            "",
+            "m",
+            "1.5m",
+            "-1",
+            "1mb",
+            "1x",
+            "16777216t",
+            "99999999999999999999",
+        ] {
+            let msg = err(&format!("[jail.a]\nroot = \"/j/a\"\nlog_max = \"{bad}\"\n"));
+            assert!(msg.contains("jail a: log_max:"), "{bad}: {msg}");
+            let msg = err(&format!("[defaults]\nlog_max = \"{bad}\"\n"));
+            assert!(msg.contains("defaults: log_max:"), "{bad}: {msg}");
+        }
+        let error = parse("[defaults]\nlog_max = \"lots\"\n").unwrap_err();
+        assert_eq!(code_of(&error), ExitCode::Config);
     }
 }
