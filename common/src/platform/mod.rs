@@ -265,6 +265,13 @@ pub(crate) trait Platform: Sync {
     /// environment (besides what the platform itself must set).
     fn exec_command(&self, exec: &Exec) -> Command;
 
+    /// Whether the updater's output may go through a pipe: only where nothing it
+    /// starts outlives the run (else a daemon the update restarts would keep the
+    /// pipe, and block on it or get SIGPIPE).
+    fn output_through_pipe(&self) -> bool {
+        false
+    }
+
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
     fn exec_sh_argv(&self, exec: &Exec) -> Vec<OsString> {
         argv_of(&self.exec_command(exec))
