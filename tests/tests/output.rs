@@ -1,4 +1,5 @@
-//! jupdate's I/O seams: what of the updater's output reaches the admin (control characters made visible), and
+//! jupdate's I/O seams: what reaches the updater (only stdin, stdout and stderr),
+//! what of its output reaches the admin (control characters made visible), and
 //! the log (live, bounded by `log_max`, each run's entry ended by a result line,
 //! its history out of the updater's reach), with jupdate's memory bounded whatever
 //! the updater writes.
@@ -6,6 +7,8 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 use jlayers_tests::{Backend, Out, Sandbox, on_both, sandbox};
 
 on_both!(
+    only_stdio_crosses_into_the_jail,
     failure_tail_shows_control_characters,
     log_follows_the_run,
     each_entry_ends_with_its_result,
@@ -55,6 +59,50 @@ fn log(sb: &Sandbox) -> Vec<u8> {
 
 fn log_text(sb: &Sandbox) -> String {
     String::from_utf8_lossy(&log(sb)).into_owned()
+}
+
+/// `jupdate ARGS` with the directory `dir` open as descriptor 9, not close-on-exec,
+/// as `flock DIR jupdate ...` leaves it.
+fn with_dir_open(sb: &Sandbox, dir: &Path, args: &[&str]) -> Out {
+    let held = fs::File::open(dir).unwrap();
+    let fd = held.as_raw_fd();
+    let mut c = sb.tool("jupdate", args);
+    // SAFETY: dup2 only, in the forked child (the copy is not close-on-exec).
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(fd, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Out::from(c.output().unwrap())
+}
+
+/// A descriptor of a host directory that jupdate's caller left open never reaches
+/// the updater: through it `/proc/self/fd/9/..` would be the host's tree, written
+/// as root. The updater has 0, 1 and 2 only (and what `ls` opens itself).
+fn only_stdio_crosses_into_the_jail(b: Backend) {
+    sandbox(b, |sb| {
+        jail(sb, "");
+        fs::create_dir_all(sb.path("host/inner")).unwrap();
+        let script = "ls /proc/self/fd | while read fd; do printf 'fd:%s ' $fd; done; echo; \
+                      echo escaped > /proc/self/fd/9/../escaped && echo wrote-the-host";
+        let o = with_dir_open(
+            sb,
+            &sb.path("host/inner"),
+            &["j1", "--", "sh", "-c", script],
+        );
+        let log = log_text(sb);
+        assert!(!sb.path("host/escaped").exists(), "{log}");
+        assert!(!log.lines().any(|l| l == "wrote-the-host"), "{log}");
+        // ls itself opens one directory (3) to list it.
+        assert!(
+            log.contains("fd:0 fd:1 fd:2 fd:3 \n"),
+            "{}\n{log}",
+            o.stderr
+        );
+    });
 }
 
 /// What the updater prints reaches the admin's terminal and cron's mail with its
