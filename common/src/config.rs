@@ -63,6 +63,9 @@ pub struct Jail {
     pub upper_group: Option<u32>,
     /// `pids`, `memory` and `cpu`: the jail's own, else those of `[defaults]`.
     pub limits: Limits,
+    /// `log_max` in bytes, when the jail sets it ([`Config::log_max`] has the
+    /// resolved one).
+    pub log_max: Option<u64>,
 }
 
 /// What one jupdate run may use (`pids`, `memory`, `cpu`); `None`: no limit set
@@ -89,6 +92,9 @@ impl Limits {
         }
     }
 }
+
+/// What a run keeps of its output in the log when no `log_max` says otherwise.
+pub(crate) const LOG_MAX: u64 = 256 << 20;
 
 /// The network jupdate's updater gets on Linux (`network`; on FreeBSD the jail's
 /// jail.conf decides and the key has no effect).
@@ -128,6 +134,8 @@ pub struct Config {
     pub allow_empty: bool,
     /// `[defaults] upper_group`, as a gid: upper_root's group (every jail's).
     pub upper_group: Option<u32>,
+    /// `[defaults] log_max` in bytes, else [`LOG_MAX`].
+    pub default_log_max: u64,
     /// The jails' roots as found on disk, looked up once per run.
     roots: std::sync::OnceLock<crate::roots::Roots>,
     /// The layers' sources as found on disk (canonical), looked up once per run.
@@ -190,6 +198,12 @@ impl Config {
     /// The network `jail` gets: its own setting, else `[defaults]`, else none.
     pub(crate) fn network(&self, jail: &Jail) -> Network {
         jail.network.unwrap_or(self.default_network)
+    }
+
+    /// The most output a run of `jail` writes to its log: its own `log_max`,
+    /// else `[defaults]`, else [`LOG_MAX`].
+    pub(crate) fn log_max(&self, jail: &Jail) -> u64 {
+        jail.log_max.unwrap_or(self.default_log_max)
     }
 
     /// Layer `i`'s source made canonical (the mount table shows real paths): once
@@ -283,6 +297,7 @@ struct RawDefaults {
     pids: Option<i64>,
     memory: Option<String>,
     cpu: Option<Number>,
+    log_max: Option<String>,
 }
 
 /// `pids`, `memory` and `cpu` as written.
@@ -425,6 +440,7 @@ struct RawJail {
     pids: Option<i64>,
     memory: Option<String>,
     cpu: Option<Number>,
+    log_max: Option<String>,
 }
 
 /// A TOML table as a list of its entries in file order (`--all` means file order).
@@ -464,6 +480,10 @@ fn build(mut raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
     }
     .build()
     .map_err(|e| format!("defaults: {e}"))?;
+    let default_log_max = match &raw.defaults.log_max {
+        Some(given) => byte_size(given).map_err(|e| format!("defaults: log_max: {e}"))?,
+        None => LOG_MAX,
+    };
     let Defaults {
         upper_root,
         log_dir,
@@ -498,6 +518,7 @@ fn build(mut raw: Raw, path: &Path, os: Os) -> Result<Config, String> {
         default_network,
         allow_empty,
         upper_group: default_group,
+        default_log_max,
         roots: Default::default(),
         sources: Default::default(),
     })
@@ -712,6 +733,12 @@ fn build_jail(
     }
     .build()
     .map_err(ctx)?;
+    let log_max = raw
+        .log_max
+        .as_deref()
+        .map(byte_size)
+        .transpose()
+        .map_err(|e| ctx(format!("log_max: {e}")))?;
     Ok(Jail {
         limits,
         name,
@@ -724,6 +751,7 @@ fn build_jail(
         stop: raw.stop,
         network: raw.network,
         upper_group,
+        log_max,
     })
 }
 
@@ -738,6 +766,29 @@ fn group_id(written: &str) -> Result<u32, String> {
         Ok(Some(group)) => Ok(group.gid.as_raw()),
         Ok(None) => Err(format!("unknown group {written:?}")),
         Err(err) => Err(format!("group {written:?}: {}", err.desc())),
+    }
+}
+
+/// A size as `upper_size` takes it: a number of bytes with an optional k, m, g or
+/// t (powers of 1024).
+fn byte_size(given: &str) -> Result<u64, String> {
+    let digits = given.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
+    let shift = match &given[digits.len()..] {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        "t" | "T" => 40,
+        _ => 64,
+    };
+    let number = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().ok())
+        .flatten();
+    match number {
+        Some(number) if shift < 64 && number.leading_zeros() >= shift => Ok(number << shift),
+        _ => Err(format!(
+            "{given:?}: a number of bytes with an optional k, m, g or t (e.g. \"256m\")"
+        )),
     }
 }
 
@@ -1461,6 +1512,7 @@ root   = "/usr/local/var/jails/192.168.0.101"
                         stop: None,
                         network: None,
                         limits: Limits::default(),
+                        log_max: None,
                     }
                 })
                 .collect();
@@ -1752,5 +1804,39 @@ root   = "/usr/local/var/jails/192.168.0.101"
             msg.contains("defaults: upper_group: unknown group"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn log_max_per_jail_or_defaults() {
+        let two = "[jail.a]\nroot = \"/j/a\"\n[jail.b]\nroot = \"/j/b\"\nlog_max = \"64k\"\n";
+        let config = parse(two).unwrap();
+        assert_eq!(config.log_max(&config.jails[0]), LOG_MAX);
+        assert_eq!(config.log_max(&config.jails[1]), 64 << 10);
+        let config = parse(&format!("[defaults]\nlog_max = \"2G\"\n{two}")).unwrap();
+        assert_eq!(config.log_max(&config.jails[0]), 2 << 30);
+        assert_eq!(config.log_max(&config.jails[1]), 64 << 10);
+        assert_eq!(
+            parse("[defaults]\nlog_max = \"1000\"\n")
+                .unwrap()
+                .default_log_max,
+            1000
+        );
+        for bad in [
+            "",
+            "m",
+            "1.5m",
+            "-1",
+            "1mb",
+            "1x",
+            "16777216t",
+            "99999999999999999999",
+        ] {
+            let msg = err(&format!("[jail.a]\nroot = \"/j/a\"\nlog_max = \"{bad}\"\n"));
+            assert!(msg.contains("jail a: log_max:"), "{bad}: {msg}");
+            let msg = err(&format!("[defaults]\nlog_max = \"{bad}\"\n"));
+            assert!(msg.contains("defaults: log_max:"), "{bad}: {msg}");
+        }
+        let error = parse("[defaults]\nlog_max = \"lots\"\n").unwrap_err();
+        assert_eq!(code_of(&error), ExitCode::Config);
     }
 }

@@ -1,12 +1,22 @@
 //! Running the updater inside one jail (jupdate): the child's environment, its log,
 //! its time limit, and killing its whole process group.
+//!
+//! A run's entry in the log: a dated header line naming the command, the output as
+//! it comes (at most `log_max` bytes of it, then a line saying what was cut), and a
+//! dated result line (`exit 0 after 12m03s`, `timeout after ...`, ...). A run that
+//! finds the entry before it without a result line says first that that run did
+//! not finish.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
@@ -77,8 +87,12 @@ pub(crate) struct Run<'a> {
     pub(crate) timeout: Option<Duration>,
     /// The command gets this terminal; nothing is captured.
     pub(crate) interactive: bool,
-    /// Told each line of output as it comes (for a spinner).
+    /// Told each line of output as it comes (for a spinner), made visible.
     pub(crate) on_line: &'a (dyn Fn(&str) + Sync),
+    /// The most output the log gets of this run (`log_max`).
+    pub(crate) log_max: u64,
+    /// The run's last few KiB of output, for the failure tail.
+    pub(crate) tail: &'a Mutex<Tail>,
     /// The jail's lock, which the run holds to its last process (Linux).
     pub(crate) lock: Option<std::os::fd::RawFd>,
     /// `pids`, `memory`, `cpu`.
@@ -124,22 +138,53 @@ impl Run<'_> {
         // Appended: the log keeps each run's history (newsyslog or logrotate,
         // shipped with the install, rotates it).
         let mut log = File::options()
+            .read(true)
             .append(true)
             .create(true)
             .open(self.log)
             .or_fail(ExitCode::CantCreate, || {
                 format!("log {}", self.log.display())
             })?;
-        writeln!(
-            log,
-            "{}: jupdate: {}",
-            utc_timestamp(SystemTime::now()),
-            crate::report::sh_one_line(self.cmd)
-        )
-        .or_fail(ExitCode::CantCreate, || {
-            format!("log {}", self.log.display())
-        })?;
+        let begun = Instant::now();
+        let now = utc_timestamp(SystemTime::now());
+        let mut head = String::new();
+        // A log cut off mid-line (its run killed) gets this run's lines on lines of their own.
+        let len = log.metadata().map_or(0, |m| m.len());
+        let mut last = [b'\n'];
+        if len > 0 && log.read_at(&mut last, len - 1).is_ok() && last != [b'\n'] {
+            head.push('\n');
+        }
+        if let Some(started) = unfinished(&log) {
+            let which = started.map_or("the previous run".into(), |at| {
+                format!("the run started {at}")
+            });
+            head += &format!("{now}: jupdate: {which} did not finish (jupdate was killed)\n");
+        }
+        head += &format!("{now}: jupdate: {}\n", crate::report::sh_one_line(self.cmd));
+        log.write_all(head.as_bytes())
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })?;
+        let result = self.run_logged(&mut log);
+        // However the run ended: an entry without this line is one jupdate did
+        // not see to its end.
+        let after = duration(begun.elapsed());
+        let how = match &result {
+            Ok(Outcome::Ok) => format!("exit 0 after {after}"),
+            Ok(Outcome::Failed(code)) => format!("exit {code} after {after}"),
+            Ok(Outcome::OutOfMemory(code)) => {
+                format!("exit {code} after {after}: out of memory at the memory limit")
+            }
+            Ok(Outcome::Timeout(_)) => format!("timeout after {after}"),
+            Ok(Outcome::Interrupted(_)) => format!("interrupted after {after}"),
+            Err(err) => format!("error after {after}: {}", crate::exit::message(err)),
+        };
+        let _ = writeln!(log, "{}: jupdate: {how}", utc_timestamp(SystemTime::now()));
+        result
+    }
 
+    /// Spawn the updater with its output going to the log, and wait for it.
+    fn run_logged(&self, log: &mut File) -> Result<Outcome> {
         // In place until dropped, after the run (whatever its end).
         let limited = self.platform.limit(self.jail, self.limits)?;
         let mut exec = self.exec();
@@ -149,34 +194,28 @@ impl Run<'_> {
         let mut command = self.platform.exec_command(&exec);
         // Its own process group, so that a timeout kills everything it started.
         command.process_group(0);
-        let mut output = None;
+        let mut source = None;
         if self.interactive {
             writeln!(log, "(interactive: the output went to the terminal)").ok();
         } else {
-            // Not through a pipe: a daemon the update restarts may keep its
-            // output open long after the update ends, and must neither block nor
-            // get SIGPIPE. Nor the log itself: `echo x >/dev/stderr` reopens it
-            // through /proc/self/fd with O_TRUNC, which would wipe its history.
-            // A file of this run's own, appended to the log when the run ends.
-            let out = RunOutput::create(self.log)?;
+            let (out, into) = Source::new(self.platform.output_through_pipe(), self.log)?;
             let clone = || {
-                out.file
-                    .try_clone()
+                into.try_clone()
                     .or_fail(ExitCode::CantCreate, || "log".into())
             };
-            command
-                .stdin(Stdio::null())
-                .stdout(clone()?)
-                .stderr(clone()?);
-            output = Some(out);
+            command.stdin(Stdio::null()).stdout(clone()?).stderr(into);
+            source = Some(out);
         }
         // -i on the terminal: the updater's group becomes its foreground group
         // (as a shell does for a job), else reading it stops it with SIGTTIN.
         let foreground = self.interactive.then(Terminal::ours).flatten();
-        let mut child = match command.spawn() {
+        let spawned = command.spawn();
+        // Our end of the updater's output: a pipe ends when the run's last writer is gone.
+        drop(command);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.not_found(&mut log).unwrap_or_else(|| {
+                return Err(self.not_found(log).unwrap_or_else(|| {
                     crate::exit::fail(
                         ExitCode::Unavailable,
                         format!("{}: not found in the jail", self.cmd[0]),
@@ -196,13 +235,32 @@ impl Run<'_> {
                 });
             }
         };
-        // Given back when dropped, however the run ends.
-        let terminal = foreground.map(|t| t.hand_to(Pid::from_raw(child.id() as i32)));
-        let outcome = self.wait(&mut child, output.as_ref());
-        drop(terminal);
-        if let Some(out) = &output {
-            out.append_to(&mut log);
-        }
+        let ended = AtomicBool::new(false);
+        let outcome = std::thread::scope(|scope| {
+            // The output goes to the log as it comes, on a thread of its own, so
+            // that the updater never waits on jupdate.
+            let copier = source.map(|source| {
+                let into = log.try_clone();
+                let ended = &ended;
+                scope.spawn(move || {
+                    if let Ok(into) = into {
+                        let mut copy = Copy::new(into, self.log_max, self.on_line);
+                        source.follow(&mut copy, ended);
+                        copy.finish(self.tail);
+                    }
+                })
+            });
+            // Given back when dropped, however the run ends.
+            let terminal = foreground.map(|t| t.hand_to(Pid::from_raw(child.id() as i32)));
+            let outcome = self.wait(&mut child);
+            drop(terminal);
+            ended.store(true, Ordering::Release);
+            if let Some(copier) = copier {
+                copier.thread().unpark();
+                let _ = copier.join();
+            }
+            outcome
+        });
         let mut outcome = outcome?;
         if let Some(limited) = &limited {
             let (hit, out_of_memory) = limited.hit();
@@ -217,21 +275,17 @@ impl Run<'_> {
         // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
         // the jail is asked whether that is what happened.
         if outcome == Outcome::Failed(127) && !self.interactive {
-            if let Some(err) = self.not_found(&mut log) {
+            if let Some(err) = self.not_found(log) {
                 return Err(err);
             }
         }
         // A failure of the platform's own way in (FreeBSD: jexec), told apart
-        // from the updater's by what the run printed.
-        if let (Outcome::Failed(_), Some(out)) = (outcome, &output) {
-            if let Some(err) = self.platform.exec_failed(&self.exec(), &out.head()) {
-                writeln!(
-                    log,
-                    "jupdate: {}: {}",
-                    self.jail,
-                    crate::exit::message(&err)
-                )
-                .ok();
+        // from the updater's by what the run printed (its last few KiB: all of
+        // it, when the way in failed).
+        if let (Outcome::Failed(_), false) = (outcome, self.interactive) {
+            let printed = self.tail.lock().map(|t| t.text()).unwrap_or_default();
+            if let Some(err) = self.platform.exec_failed(&self.exec(), &printed) {
+                writeln!(log, "jupdate: {}: {}", self.jail, crate::exit::message(&err)).ok();
                 return Err(err);
             }
         }
@@ -277,20 +331,12 @@ impl Run<'_> {
 
     /// Wait for the child, killing its process group at the time limit or on
     /// SIGINT/SIGTERM.
-    fn wait(&self, child: &mut Child, output: Option<&RunOutput>) -> Result<Outcome> {
+    fn wait(&self, child: &mut Child) -> Result<Outcome> {
         let start = Instant::now();
         let pgid = Pid::from_raw(child.id() as i32);
-        let mut seen = 0u64;
-        let mut last_look = Instant::now();
         let mut nap = Duration::from_millis(1);
         let exited = ExitWatch::new(child);
         loop {
-            if last_look.elapsed() >= Duration::from_millis(250) {
-                last_look = Instant::now();
-                if let Some(out) = output {
-                    self.latest_line(out, &mut seen);
-                }
-            }
             if let Some(st) = child
                 .try_wait()
                 .or_fail(ExitCode::Unavailable, || "wait".into())?
@@ -368,102 +414,403 @@ impl ExitWatch {
     }
 }
 
-impl Run<'_> {
-    /// Tell `on_line` the newest complete line this run's output has gained.
-    fn latest_line(&self, out: &RunOutput, seen: &mut u64) {
-        let len = out.file.metadata().map_or(0, |m| m.len());
-        if len <= *seen {
-            // Truncated (`>/dev/stderr`): new lines count from its new end.
-            *seen = len;
-            return;
-        }
-        // Only the tail matters for a one-line display.
-        let from = (*seen).max(len.saturating_sub(4096));
-        let mut buf = vec![0; (len - from) as usize];
-        let Ok(read) = out.file.read_at(&mut buf, from) else {
-            return;
-        };
-        buf.truncate(read);
-        *seen = len;
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
-            (self.on_line)(line.trim_end());
-        }
-    }
+/// Where the updater's output comes from while it runs.
+enum Source {
+    /// A pipe's read end (Linux: nothing of the run outlives its sandbox, whose
+    /// PID namespace dies with its pid 1, so the pipe ends with the run). A pipe
+    /// makes no sparse file and cannot be cut short: `: >/dev/stdout` truncates
+    /// nothing, and the log only ever gets what came through it.
+    Pipe(OwnedFd),
+    /// A file of the run's own beside the log (on the host, never in the jail),
+    /// unlinked as soon as it is made, and followed as it grows (FreeBSD: a daemon
+    /// the update restarts may keep its output open long after the update ends,
+    /// and must neither block nor get SIGPIPE). Opened O_APPEND, so that a
+    /// reopening with O_TRUNC leaves no hole.
+    File(File),
 }
 
-/// One run's output: a file of its own beside the log (on the host, never in the
-/// jail), unlinked as soon as it is made, and appended to the log when the run
-/// ends. Opened O_APPEND, so that a reopening with O_TRUNC leaves no hole.
-struct RunOutput {
-    file: File,
-}
-
-impl RunOutput {
-    fn create(log: &Path) -> Result<RunOutput> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = log.parent().unwrap_or(Path::new("."));
-        let base = log.file_name().unwrap_or_default();
-        let mut last = None;
-        for attempt in 0..100u32 {
-            let mut name = std::ffi::OsString::from(".");
-            name.push(base);
-            name.push(format!(".run-{}-{attempt}", std::process::id()));
-            let path = dir.join(name);
-            // O_EXCL: a new file or nothing (never an existing file or a
-            // symlink's target); owner-only.
-            match File::options()
-                .read(true)
-                .append(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(file) => {
-                    // Nothing left behind, whatever happens to jupdate.
-                    let _ = std::fs::remove_file(&path);
-                    return Ok(RunOutput { file });
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => last = Some(err),
-                Err(err) => {
-                    return Err(err)
-                        .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()));
-                }
-            }
+impl Source {
+    /// The source, and what the updater writes into.
+    fn new(pipe: bool, log: &Path) -> Result<(Source, OwnedFd)> {
+        if pipe {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .or_fail(ExitCode::CantCreate, || "pipe for the output".into())?;
+            return Ok((Source::Pipe(read), write));
         }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
-            .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
+        let file = run_file(log)?;
+        let write = file
+            .try_clone()
+            .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))?;
+        Ok((Source::File(file), write.into()))
     }
 
-    /// The first few lines the run wrote.
-    fn head(&self) -> String {
-        let mut buf = vec![0u8; 4096];
-        let read = self.file.read_at(&mut buf, 0).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..read]).into_owned()
-    }
-
-    /// What the run wrote, appended to the log (up to its length now: a daemon
-    /// still writing to it is not waited for).
-    fn append_to(&self, log: &mut File) {
-        let len = self.file.metadata().map_or(0, |m| m.len());
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut at = 0u64;
-        while at < len {
-            let want = buf.len().min((len - at) as usize);
-            match self.file.read_at(&mut buf[..want], at) {
-                Ok(0) | Err(_) => break,
-                Ok(read) => {
-                    if log.write_all(&buf[..read]).is_err() {
+    /// Copy what the run writes until it is over: a pipe to its end (a writer
+    /// that got out of the run, passed on through a socket, is given 2 seconds
+    /// once the run has ended), a file until the run has ended.
+    fn follow(self, copy: &mut Copy, ended: &AtomicBool) {
+        let mut buf = vec![0u8; 64 << 10];
+        match self {
+            Source::Pipe(fd) => {
+                use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                let mut pipe = File::from(fd);
+                let mut over: Option<Instant> = None;
+                loop {
+                    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+                    if poll(&mut fds, PollTimeout::from(100u16)).is_ok_and(|n| n > 0) {
+                        match pipe.read(&mut buf) {
+                            // Its last writer is gone.
+                            Ok(0) => return,
+                            Ok(read) => copy.take(&buf[..read]),
+                            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => return,
+                        }
+                    }
+                    if ended.load(Ordering::Acquire)
+                        && over.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2)
+                    {
                         return;
                     }
-                    at += read as u64;
+                }
+            }
+            Source::File(file) => {
+                let mut done = 0;
+                loop {
+                    let last = ended.load(Ordering::Acquire);
+                    done = copy_new(&file, done, &mut buf, copy);
+                    if last {
+                        return;
+                    }
+                    // Woken at once when the run ends.
+                    std::thread::park_timeout(Duration::from_millis(100));
                 }
             }
         }
     }
 }
 
+/// A new file for one run's output beside `log`, already unlinked: nothing is left
+/// behind, whatever happens to jupdate.
+fn run_file(log: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = log.parent().unwrap_or(Path::new("."));
+    let base = log.file_name().unwrap_or_default();
+    let mut last = None;
+    for attempt in 0..100u32 {
+        let mut name = std::ffi::OsString::from(".");
+        name.push(base);
+        name.push(format!(".run-{}-{attempt}", std::process::id()));
+        let path = dir.join(name);
+        // O_EXCL: a new file or nothing (never an existing file or a symlink's
+        // target); owner-only.
+        match File::options()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(file) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(file);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => last = Some(err),
+            Err(err) => {
+                return Err(err).or_fail(ExitCode::CantCreate, || format!("log {}", log.display()));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+        .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
+}
+
+/// Copy what `file` gained past `done` (its data only: a hole, from ftruncate or a
+/// seek past the end, is no output); where it ends now. What was already copied is
+/// never read again, so the run cannot rewrite it; a file cut short counts new
+/// output from its new end.
+fn copy_new(file: &File, done: u64, buf: &mut [u8], copy: &mut Copy) -> u64 {
+    use std::os::fd::AsRawFd;
+    let len = file.metadata().map_or(done, |m| m.len());
+    let mut at = done.min(len);
+    while at < len {
+        let seek = |whence| {
+            // SAFETY: lseek on a descriptor this File owns. The updater shares its
+            // offset, which its O_APPEND writes do not use.
+            let to = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, whence) };
+            (to >= 0).then_some(to as u64)
+        };
+        let Some(data) = seek(libc::SEEK_DATA) else {
+            // ENXIO: only a hole from here on.
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            // No SEEK_DATA here: all of it counts as data.
+            let end = copy_range(file, at, len, buf, copy);
+            at = end;
+            break;
+        };
+        if data >= len {
+            break;
+        }
+        let hole = seek(libc::SEEK_HOLE).map_or(len, |hole| hole.clamp(data, len));
+        at = copy_range(file, data, hole.max(data + 1).min(len), buf, copy);
+    }
+    len.max(at)
+}
+
+/// Copy `from..to` of `file`; where it stopped.
+fn copy_range(file: &File, from: u64, to: u64, buf: &mut [u8], copy: &mut Copy) -> u64 {
+    let mut at = from;
+    while at < to {
+        let want = buf.len().min((to - at) as usize);
+        match file.read_at(&mut buf[..want], at) {
+            Ok(0) | Err(_) => return to,
+            Ok(read) => {
+                // NUL bytes dropped: a file system reports a hole's first page
+                // as data (zeros up to the page's end); a log is text.
+                for part in buf[..read].split(|&b| b == 0).filter(|p| !p.is_empty()) {
+                    copy.take(part);
+                }
+                at += read as u64;
+            }
+        }
+    }
+    at
+}
+
+/// Where a run's output goes as it comes: the log (up to `log_max`), the failure
+/// tail, and the spinner's line.
+struct Copy<'a> {
+    log: File,
+    max: u64,
+    logged: u64,
+    /// What came past `max`.
+    cut: u64,
+    /// The log's last byte from this run ends a line (or there was none).
+    ends_line: bool,
+    tail: Tail,
+    on_line: &'a (dyn Fn(&str) + Sync),
+    told: Option<Instant>,
+}
+
+impl<'a> Copy<'a> {
+    fn new(log: File, max: u64, on_line: &'a (dyn Fn(&str) + Sync)) -> Copy<'a> {
+        Copy {
+            log,
+            max,
+            logged: 0,
+            cut: 0,
+            ends_line: true,
+            tail: Tail::default(),
+            on_line,
+            told: None,
+        }
+    }
+
+    fn take(&mut self, data: &[u8]) {
+        let room = self.max.saturating_sub(self.logged);
+        let keep = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if keep > 0 {
+            // A full disk loses output, never the run: it goes on being drained.
+            let _ = self.log.write_all(&data[..keep]);
+            self.logged += keep as u64;
+            self.ends_line = data[keep - 1] == b'\n';
+        }
+        self.cut += (data.len() - keep) as u64;
+        self.tail.push(data);
+        // The spinner at most ten times a second, however fast lines come.
+        if self
+            .told
+            .is_none_or(|told| told.elapsed() >= Duration::from_millis(100))
+        {
+            self.told = Some(Instant::now());
+            self.tell();
+        }
+    }
+
+    fn tell(&self) {
+        if let Some(line) = self.tail.last_line() {
+            (self.on_line)(&line);
+        }
+    }
+
+    /// The end of the output: a line saying what was cut, and the tail handed over.
+    fn finish(mut self, tail: &Mutex<Tail>) {
+        if !self.ends_line {
+            let _ = self.log.write_all(b"\n");
+        }
+        if self.cut > 0 {
+            let _ = writeln!(
+                self.log,
+                "jupdate: {} bytes of output cut (log_max: {} bytes)",
+                self.cut, self.max
+            );
+        }
+        self.tell();
+        if let Ok(mut given) = tail.lock() {
+            *given = self.tail;
+        }
+    }
+}
+
+/// How many bytes of a run's output jupdate keeps in memory for its failure tail.
+const TAIL_BYTES: usize = 8 << 10;
+
+/// The last few KiB of a run's output: never more, whatever the run writes.
+#[derive(Default)]
+pub(crate) struct Tail {
+    bytes: VecDeque<u8>,
+    /// Earlier output was dropped: the first line may be a part of one.
+    cut: bool,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(TAIL_BYTES)..];
+        let over = (self.bytes.len() + data.len()).saturating_sub(TAIL_BYTES);
+        if over > 0 {
+            self.bytes.drain(..over);
+            self.cut = true;
+        }
+        self.bytes.extend(data);
+    }
+
+    /// The text of the whole lines held.
+    fn text(&self) -> String {
+        let bytes: Vec<u8> = self.bytes.iter().copied().collect();
+        let mut whole = &bytes[..];
+        if self.cut {
+            if let Some(newline) = whole.iter().position(|&b| b == b'\n') {
+                whole = &whole[newline + 1..];
+            }
+        }
+        String::from_utf8_lossy(whole).into_owned()
+    }
+
+    /// Its last `count` lines, control characters made visible.
+    pub(crate) fn lines(&self, count: usize) -> Vec<String> {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(count)..]
+            .iter()
+            .map(|line| visible(line))
+            .collect()
+    }
+
+    /// The newest line with something on it, as a terminal shows it (what
+    /// follows its last carriage return), made visible: for a one-line display.
+    fn last_line(&self) -> Option<String> {
+        let text = self.text();
+        let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+        let shown = line
+            .trim_end_matches('\r')
+            .rsplit('\r')
+            .find(|part| !part.trim().is_empty())
+            .unwrap_or(line);
+        Some(visible(shown.trim_end()))
+    }
+}
+
+/// `text` with its control characters made visible as `cat -v` shows them (`^[`
+/// for ESC, `M-^[` for CSI), tabs kept, and bidirectional overrides named: the
+/// updater's output never drives the admin's terminal or cron's mail.
+pub(crate) fn visible(text: &str) -> String {
+    use std::fmt::Write as _;
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push('\t'),
+            '\0'..='\x1f' => {
+                out.push('^');
+                out.push(char::from(c as u8 + 0x40));
+            }
+            '\x7f' => out.push_str("^?"),
+            '\u{80}'..='\u{9f}' => {
+                out.push_str("M-^");
+                out.push(char::from((c as u32 - 0x40) as u8));
+            }
+            // They reorder what follows them on the screen.
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                let _ = write!(out, "<U+{:04X}>", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `12m03s`: a run's duration, to the second.
+fn duration(elapsed: Duration) -> String {
+    let secs = elapsed.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes:02}m{seconds:02}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds:02}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// A dated line of jupdate's in a log: (its date, what follows `jupdate: `).
+fn dated(line: &str) -> Option<(&str, &str)> {
+    let (date, rest) = (line.get(..23)?, line.get(23..)?);
+    let shape = date.bytes().enumerate().all(|(index, b)| match index {
+        4 | 7 => b == b'-',
+        10 | 19 => b == b' ',
+        13 | 16 => b == b':',
+        20..=22 => b == b"UTC"[index - 20],
+        _ => b.is_ascii_digit(),
+    });
+    let what = rest.strip_prefix(": jupdate: ")?;
+    shape.then_some((date, what))
+}
+
+/// Whether a dated line of jupdate's ends a run's entry (or says one did not end).
+fn ends_a_run(what: &str) -> bool {
+    let after = |prefix: &str| {
+        what.strip_prefix(prefix)
+            .is_some_and(|r| r.contains(" after "))
+    };
+    let exit = what
+        .strip_prefix("exit ")
+        .and_then(|rest| rest.split_once(" after "))
+        .is_some_and(|(code, _)| !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()));
+    exit || after("timeout")
+        || after("interrupted")
+        || after("error")
+        || what.ends_with(" did not finish (jupdate was killed)")
+}
+
+/// How much of the log's end is read for the entry before a run: only a little,
+/// however long the log.
+const LAST_ENTRY_BYTES: u64 = 4 << 10;
+
+/// `Some` when the log's last entry has no result line (jupdate was killed: SIGKILL,
+/// the OOM killer, a power cut), with the date that run started when its header is
+/// in the log's last few KiB.
+fn unfinished(log: &File) -> Option<Option<String>> {
+    let len = log.metadata().ok()?.len();
+    if len == 0 {
+        return None;
+    }
+    let from = len.saturating_sub(LAST_ENTRY_BYTES);
+    let mut buf = vec![0; (len - from) as usize];
+    let read = log.read_at(&mut buf, from).ok()?;
+    buf.truncate(read);
+    let text = String::from_utf8_lossy(&buf);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    if dated(last).is_some_and(|(_, what)| ends_a_run(what)) {
+        return None;
+    }
+    let header = text
+        .lines()
+        .rev()
+        .filter_map(dated)
+        .find(|(_, what)| !ends_a_run(what));
+    Some(header.map(|(date, _)| date.to_string()))
+}
 /// jupdate's controlling terminal (on stdin) while jupdate's group is its
 /// foreground group.
 struct Terminal {
@@ -552,28 +899,6 @@ fn status_code(st: std::process::ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
-/// The length of a log before a run appends to it: where its lines begin.
-pub(crate) fn log_len(log: &Path) -> u64 {
-    std::fs::metadata(log).map_or(0, |m| m.len())
-}
-
-/// The last `count` lines a run wrote to a log from offset `from` on, for stderr (so
-/// that cron mails them): never an earlier run's.
-pub(crate) fn tail(log: &Path, from: u64, count: usize) -> Vec<String> {
-    let mut text = Vec::new();
-    if let Ok(mut file) = File::open(log) {
-        if file.seek(SeekFrom::Start(from)).is_ok() {
-            let _ = file.read_to_end(&mut text);
-        }
-    }
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
-}
-
 /// `2026-11-23 20:55:00 UTC`, without a time zone database.
 pub(crate) fn utc_timestamp(time: SystemTime) -> String {
     let secs = time
@@ -601,6 +926,7 @@ pub(crate) fn utc_timestamp(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Seek;
 
     #[test]
     fn timestamps() {
@@ -612,5 +938,139 @@ mod tests {
         );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(utc_timestamp(leap), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn control_characters_made_visible() {
+        assert_eq!(
+            visible("\x1b]0;pwned\x07\x1b[2J\tok\x7f\u{9b}31m\r\n\0\r"),
+            "^[]0;pwned^G^[[2J\tok^?M-^[31m^M^J^@"
+        );
+        assert_eq!(visible("abc\u{202e}cba é"), "abc<U+202E>cba é");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_only() {
+        let mut tail = Tail::default();
+        tail.push(b"one\ntwo\n\x1b[2Jthree");
+        assert_eq!(tail.lines(2), ["two", "^[[2Jthree"]);
+        assert_eq!(tail.last_line().as_deref(), Some("^[[2Jthree"));
+        for _ in 0..10_000 {
+            tail.push(b"0123456789abcdef\n");
+        }
+        tail.push(b"50%\r60%\r\n\n");
+        assert!(tail.bytes.len() <= TAIL_BYTES);
+        assert_eq!(tail.lines(3), ["0123456789abcdef", "50%^M60%", ""]);
+        assert_eq!(tail.last_line().as_deref(), Some("60%"));
+        tail.push(&vec![b'x'; 3 * TAIL_BYTES]);
+        assert_eq!(tail.bytes.len(), TAIL_BYTES);
+        // Only part of a line is held: it is all there is.
+        assert_eq!(tail.lines(1)[0].len(), TAIL_BYTES);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(Duration::from_millis(900)), "0s");
+        assert_eq!(duration(Duration::from_secs(59)), "59s");
+        assert_eq!(duration(Duration::from_secs(12 * 60 + 3)), "12m03s");
+        assert_eq!(duration(Duration::from_secs(4 * 3600 + 5)), "4h00m05s");
+    }
+
+    fn log_with(text: &str) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn an_entry_without_its_result_line_did_not_finish() {
+        let header = "2026-12-02 18:00:00 UTC: jupdate: portmaster -a\n";
+        for ended in [
+            "exit 0 after 12m03s",
+            "exit 2 after 1s",
+            "timeout after 6h00m00s",
+            "interrupted after 3s",
+            "error after 0s: x: not found in the jail (PATH=/bin)",
+        ] {
+            let log = log_with(&format!(
+                "{header}out\n2026-12-02 18:12:03 UTC: jupdate: {ended}\n"
+            ));
+            assert_eq!(unfinished(&log), None, "{ended}");
+        }
+        assert_eq!(unfinished(&log_with("")), None);
+        let killed = log_with(&format!("{header}building\n"));
+        assert_eq!(
+            unfinished(&killed),
+            Some(Some("2026-12-02 18:00:00 UTC".into()))
+        );
+        // Its header out of reach: said without a date.
+        let long = log_with(&format!("{header}{}", "x\n".repeat(4096)));
+        assert_eq!(unfinished(&long), Some(None));
+        // The line saying so is no header itself.
+        let twice = log_with(&format!(
+            "{header}2026-12-02 19:00:00 UTC: jupdate: the run started 2026-12-02 18:00:00 UTC \
+             did not finish (jupdate was killed)\n2026-12-02 19:00:00 UTC: jupdate: ls\n"
+        ));
+        assert_eq!(
+            unfinished(&twice),
+            Some(Some("2026-12-02 19:00:00 UTC".into()))
+        );
+        // An output line that merely looks like one does not end the entry.
+        let fake = log_with(&format!("{header}exit 0 after 1s\n"));
+        assert!(unfinished(&fake).is_some());
+    }
+
+    #[test]
+    fn a_files_holes_are_no_output() {
+        // O_APPEND, as a run's own file is.
+        let named = tempfile::NamedTempFile::new().unwrap();
+        let file = File::options()
+            .read(true)
+            .append(true)
+            .open(named.path())
+            .unwrap();
+        (&file).write_all(b"before\n").unwrap();
+        let tail = Mutex::new(Tail::default());
+        let log = tempfile::tempfile().unwrap();
+        let no_line = |_: &str| {};
+        let mut copy = Copy::new(log.try_clone().unwrap(), 1 << 20, &no_line);
+        let mut buf = vec![0; 4096];
+        let done = copy_new(&file, 0, &mut buf, &mut copy);
+        assert_eq!(done, 7);
+        file.set_len(200 << 20).unwrap();
+        (&file).write_all(b"after\n").unwrap();
+        let done = copy_new(&file, done, &mut buf, &mut copy);
+        assert_eq!(done, (200 << 20) + 6);
+        // Cut short and written again: counted from its new end, the history kept.
+        file.set_len(0).unwrap();
+        assert_eq!(copy_new(&file, done, &mut buf, &mut copy), 0);
+        (&file).write_all(b"again\n").unwrap();
+        copy_new(&file, 0, &mut buf, &mut copy);
+        copy.finish(&tail);
+        let mut text = String::new();
+        (&log).seek(std::io::SeekFrom::Start(0)).unwrap();
+        (&log).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "before\nafter\nagain\n");
+        assert_eq!(tail.lock().unwrap().lines(5), ["before", "after", "again"]);
+    }
+
+    #[test]
+    fn output_past_log_max_is_cut_and_counted() {
+        let log = tempfile::tempfile().unwrap();
+        let no_line = |_: &str| {};
+        let mut copy = Copy::new(log.try_clone().unwrap(), 10, &no_line);
+        copy.take(b"0123456");
+        copy.take(b"789abcdef\n");
+        copy.take(b"more\n");
+        let tail = Mutex::new(Tail::default());
+        copy.finish(&tail);
+        let mut text = String::new();
+        (&log).seek(std::io::SeekFrom::Start(0)).unwrap();
+        (&log).read_to_string(&mut text).unwrap();
+        assert_eq!(
+            text,
+            "0123456789\njupdate: 12 bytes of output cut (log_max: 10 bytes)\n"
+        );
+        assert_eq!(tail.lock().unwrap().lines(1), ["more"]);
     }
 }

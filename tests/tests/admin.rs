@@ -543,7 +543,7 @@ fn log_keeps_history(b: Backend) {
         let headers: Vec<&str> = lines
             .iter()
             .copied()
-            .filter(|l| l.contains(": jupdate: "))
+            .filter(|l| l.contains(": jupdate: sh -c "))
             .collect();
         assert_eq!(headers.len(), 2, "{log}");
         let date = |h: &str| {

@@ -348,6 +348,7 @@ fn sample_configuration_is_valid() {
             assert_eq!(c.log_dir, Path::new("/var/log/jlayers"));
             assert_eq!(c.update, ["portmaster", "-a", "-G", "--no-confirm"]);
             assert_eq!(c.default_network, Network::None);
+            assert_eq!(c.default_log_max, 256 << 20);
         }
         // The commented lock_dir is FreeBSD's default; Linux's is the one it names.
         let lock = if os == Os::Linux {

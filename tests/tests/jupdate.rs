@@ -426,8 +426,16 @@ fn stderr_reopened_keeps_the_history(b: Backend) {
         )
         .ok();
         let log = log(sb, "j1");
-        let headers = log.lines().filter(|l| l.contains(": jupdate: ")).count();
+        let headers = log
+            .lines()
+            .filter(|l| l.contains(": jupdate: sh -c "))
+            .count();
         assert_eq!(headers, 2, "{log:?}");
+        let results = log
+            .lines()
+            .filter(|l| l.contains(": jupdate: exit 0 after "))
+            .count();
+        assert_eq!(results, 2, "{log:?}");
         assert!(log.contains("first-run\n"), "{log:?}");
         assert!(log.contains("reopened\nafter\n"), "{log:?}");
         assert!(!log.contains('\0'), "{log:?}");

@@ -338,3 +338,127 @@ fn host_dev_and_sys_in_jail_are_hidden() {
         assert!(out.contains("own-dev"), "{out}");
     });
 }
+
+/// The pids of the processes below `pid` (children first), read from the host's
+/// /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            Some((p, ppid.parse().ok()?))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut at = 0;
+    while at < found.len() {
+        let parent = found[at];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        at += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// A descriptor of a host directory that jupdate's caller left open (as `flock DIR
+/// jupdate -a` from cron leaves it) reaches no updater, with one jail or two at a
+/// time: through `/proc/self/fd/9/../..` it would be the host's tree, written as
+/// root. Each updater starts with 0, 1 and 2 only (none of the other run's
+/// descriptors either), and jupdate's own processes in the sandbox (the unsharer,
+/// pid 1) hold no directory.
+#[test]
+fn no_descriptor_crosses() {
+    sandbox(Backend::Linux, |sb| {
+        sb.debian_jail("d");
+        sb.debian_jail("e");
+        sb.conf(
+            "[defaults]\nupper_root = \"@T/upper\"\nlock_dir = \"@T/run\"\nlog_dir = \"@T/log\"\n\
+             [jail.d]\nroot = \"@T/d\"\n[jail.e]\nroot = \"@T/e\"\n",
+        );
+        fs::create_dir_all(sb.path("host/a/b")).unwrap();
+        let script = "echo fds: $(ls /proc/self/fd); \
+            echo pwned > /proc/self/fd/9/../../escaped 2>/dev/null && echo wrote-the-host; \
+            ls /proc/self/fd/9/../.. >/dev/null 2>&1 && echo reached-the-host; \
+            echo ready; i=0; while [ ! -e /tmp/go ]; do sleep 0.05; i=$((i+1)); \
+            [ $i -gt 400 ] && exit 9; done; echo script-done";
+        for (jails, args) in [
+            (&["d"][..], &["d"][..]),
+            (&["d", "e"], &["-j", "2", "--all"]),
+        ] {
+            for jail in jails {
+                let _ = fs::remove_file(sb.path(&format!("{jail}/tmp/go")));
+                let _ = fs::remove_file(sb.path(&format!("log/{jail}.log")));
+            }
+            let held = fs::File::open(sb.path("host/a/b")).unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+            let mut c = sb.tool("jupdate", args);
+            c.args(["--", "bash", "-c", script])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            // SAFETY: dup2 only, in the forked child (the copy is not close-on-exec).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                    if libc::dup2(fd, 9) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = c.spawn().unwrap();
+            drop(held);
+            let log = |jail: &str| {
+                fs::read_to_string(sb.path(&format!("log/{jail}.log"))).unwrap_or_default()
+            };
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !jails.iter().all(|j| log(j).contains("\nready\n")) {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "{:?}",
+                    jails.iter().map(|j| log(j)).collect::<Vec<_>>()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // Every process of jupdate's below it, the updaters' shells too: none
+            // holds a directory of the host's.
+            for pid in descendants(child.id()) {
+                let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+                    continue;
+                };
+                let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                for fd in fds {
+                    let fd = fd.unwrap().path();
+                    let target = fs::read_link(&fd).unwrap_or_default();
+                    assert!(
+                        !fs::metadata(&fd).is_ok_and(|m| m.is_dir()),
+                        "{} ({}) holds {} -> {}",
+                        pid,
+                        exe.display(),
+                        fd.display(),
+                        target.display()
+                    );
+                }
+            }
+            for jail in jails {
+                fs::write(sb.path(&format!("{jail}/tmp/go")), "").unwrap();
+            }
+            let o = child.wait_with_output().unwrap();
+            for jail in jails {
+                let log = log(jail);
+                assert!(o.status.success() && log.contains("script-done"), "{log}");
+                assert!(log.contains("\nfds: 0 1 2 3\n"), "{log}");
+                for bad in ["wrote-the-host", "reached-the-host"] {
+                    assert!(!log.lines().any(|l| l == bad), "{log}");
+                }
+            }
+            assert!(!sb.path("host/escaped").exists());
+        }
+    });
+}

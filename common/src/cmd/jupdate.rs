@@ -18,7 +18,7 @@ use crate::platform::Service;
 use crate::report::{emit, path_json};
 use crate::signals;
 use crate::stack::Engine;
-use crate::update::{Outcome, Run, log_len, tail};
+use crate::update::{Outcome, Run, Tail};
 use serde_json::json;
 
 use super::{Setup, each_jail_par, run, thread_pool};
@@ -110,13 +110,14 @@ fn update_jail(
     let start = Instant::now();
     let log_dir = opts.log_dir.as_deref().unwrap_or(&setup.cfg.log_dir);
     let log = log_dir.join(format!("{}.log", jail.name));
-    let from = log_len(&log);
-    let result = in_jail(setup, engine, jail, opts, &log, bars).with_context(|| jail.name.clone());
+    let tail = std::sync::Mutex::new(Tail::default());
+    let result =
+        in_jail(setup, engine, jail, opts, (&log, &tail), bars).with_context(|| jail.name.clone());
     report(
         setup,
         engine,
         jail,
-        (&log, from),
+        (&log, &tail),
         start.elapsed().as_secs(),
         result,
     )
@@ -135,7 +136,7 @@ fn spinner(bars: &indicatif::MultiProgress, jail: &str) -> indicatif::ProgressBa
 }
 
 /// What is told of one jail: its exit status, its report line (or JSON object),
-/// and on a failure the messages and the last lines of its log.
+/// and on a failure the messages and the last lines of its output.
 struct Told {
     code: ExitCode,
     record: Option<(Vec<OsString>, serde_json::Value)>,
@@ -159,13 +160,13 @@ impl Told {
 }
 
 /// A jail's report line (or JSON object), and on a failure the message and the
-/// last lines of its log on stderr, with the jail's exit status.
+/// last lines of its output on stderr, with the jail's exit status.
 /// With -n there is no run to report: only a failure, as a message.
 fn report(
     setup: &Setup,
     engine: &Engine,
     jail: &Jail,
-    (log, from): (&Path, u64),
+    (log, tail): (&Path, &std::sync::Mutex<Tail>),
     secs: u64,
     result: Result<Option<Outcome>>,
 ) -> Told {
@@ -221,7 +222,8 @@ fn report(
             };
             told.problems.push((vec![jail.name.clone()], what));
             // Part of the failure, so shown with -q too: cron mails them.
-            for line in tail(log, from, TAIL) {
+            let lines = tail.lock().map(|t| t.lines(TAIL)).unwrap_or_default();
+            for line in lines {
                 told.problems
                     .push((vec![jail.name.clone(), "log".into()], line));
             }
@@ -237,7 +239,7 @@ fn in_jail(
     engine: &Engine,
     jail: &Jail,
     opts: &Opts,
-    log: &Path,
+    log: (&Path, &std::sync::Mutex<Tail>),
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
     let lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
@@ -295,7 +297,7 @@ impl JailRun<'_> {
     /// Run the updater, with a spinner showing its latest log line.
     fn update(
         &self,
-        log: &Path,
+        (log, tail): (&Path, &std::sync::Mutex<Tail>),
         bars: Option<&indicatif::MultiProgress>,
         lock: Option<std::os::fd::RawFd>,
     ) -> Result<Option<Outcome>> {
@@ -318,6 +320,8 @@ impl JailRun<'_> {
             on_line: &on_line,
             lock,
             limits: &self.jail.limits,
+            log_max: self.setup.cfg.log_max(self.jail),
+            tail,
         };
         let outcome = self.engine.sink.act(&self.site, RunUpdater(&run));
         if let Some(bar) = bar {

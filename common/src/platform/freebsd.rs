@@ -319,6 +319,11 @@ impl Platform for FreeBsd {
         command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
         command.args(cmd);
         die_with_parent(&mut command);
+        // jexec passes on what it is given: only 0, 1 and 2 into the jail.
+        // SAFETY: the closure makes async-signal-safe calls only.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, super::cloexec_above_stderr);
+        }
         command
     }
 

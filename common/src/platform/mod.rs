@@ -308,6 +308,13 @@ pub(crate) trait Platform: Sync {
         None
     }
 
+    /// Whether the updater's output may go through a pipe: only where nothing it
+    /// starts outlives the run (else a daemon the update restarts would keep the
+    /// pipe, and block on it or get SIGPIPE).
+    fn output_through_pipe(&self) -> bool {
+        false
+    }
+
     /// [`Platform::exec_command`] as one sh command line, for `-n`.
     fn exec_sh_argv(&self, exec: &Exec) -> Vec<OsString> {
         argv_of(&self.exec_command(exec))
@@ -447,4 +454,40 @@ pub(crate) fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<Strin
             format!("{name}: {line}")
         },
     ))
+}
+
+/// In a forked child before exec: every descriptor above stderr marked
+/// close-on-exec, so that the program it execs starts with 0, 1 and 2 only (a
+/// descriptor the caller left open, `flock DIR jupdate`, would otherwise reach
+/// the host from the jail). Marked, not closed: the spawn's own pipe still
+/// reports a failed exec. Async-signal-safe: no allocation.
+pub(crate) fn cloexec_above_stderr() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: close_range(2) with integer arguments.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    #[cfg(target_os = "freebsd")]
+    // SAFETY: close_range(2) with integer arguments.
+    let marked =
+        unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } == 0;
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let marked = false;
+    if marked {
+        return Ok(());
+    }
+    // A kernel without CLOSE_RANGE_CLOEXEC (FreeBSD before 13.1): one descriptor
+    // at a time, up to the limit.
+    // SAFETY: sysconf with a constant.
+    let highest = (unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }).clamp(0, 1 << 20) as libc::c_int;
+    for fd in 3..=highest {
+        // SAFETY: fcntl on a descriptor number; EBADF for one not open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }

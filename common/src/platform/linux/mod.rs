@@ -543,6 +543,12 @@ impl Platform for Linux {
         (vec![cgroup::describe(jail, limits)], Vec::new())
     }
 
+    /// The sandbox's PID namespace dies with its pid 1: nothing of the run is
+    /// left to hold the pipe.
+    fn output_through_pipe(&self) -> bool {
+        true
+    }
+
     /// The sandbox's namespaces, no_new_privs and capabilities as util-linux
     /// gives them, then the command with its environment. jupdate does more, by
     /// system call (pivot_root, nodev, its own /proc, /dev and /sys, lo up, no

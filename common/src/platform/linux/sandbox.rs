@@ -238,6 +238,8 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
                 return Err(os_err());
             }
         }
+        // Before pid 1 is forked: it never holds a host directory.
+        close_inherited();
         ok(libc::unshare(flags))?;
         // Pid 1 sees its parent (outside its namespace) as 0 in getppid: it
         // learns of the unsharer's death by the write end closing instead.
@@ -330,7 +332,8 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
         if updater > 0 {
             reap_until(updater, plan.lock, alive[0]);
         }
-        // pid 2: the updater.
+        // pid 2: the updater, which starts with 0, 1 and 2 only.
+        crate::platform::cloexec_above_stderr()?;
         drop_privileges(plan.last_cap)?;
         let prog = libc::sock_fprog {
             len: plan.filter.len() as libc::c_ushort,
@@ -341,6 +344,75 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
             libc::SECCOMP_MODE_FILTER as libc::c_ulong,
             &prog as *const libc::sock_fprog,
         ))
+    }
+}
+
+/// Close what the unsharer inherited above stderr that is not jupdate's own (not
+/// close-on-exec: a descriptor the caller left open, `flock DIR jupdate`), and
+/// every directory (another thread's, from `-j`), so that neither the unsharer nor
+/// pid 1 ever holds a host directory. The spawn's own pipe (close-on-exec, not a
+/// directory) stays: a failed setup is still reported through it.
+unsafe fn close_inherited() {
+    // SAFETY: async-signal-safe calls on a stack buffer and descriptor numbers.
+    unsafe {
+        let check = |fd: libc::c_int| {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 {
+                return;
+            }
+            let mut st: libc::stat = std::mem::zeroed();
+            let dir = libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            if flags & libc::FD_CLOEXEC == 0 || dir {
+                libc::close(fd);
+            }
+        };
+        let list = libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if list < 0 {
+            // No /proc: every number up to the limit.
+            let highest = libc::sysconf(libc::_SC_OPEN_MAX).clamp(0, 1 << 20) as libc::c_int;
+            (3..=highest).for_each(check);
+            return;
+        }
+        // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+        let mut buf = [0u64; 512];
+        loop {
+            let got = libc::syscall(
+                libc::SYS_getdents64,
+                list,
+                buf.as_mut_ptr(),
+                std::mem::size_of_val(&buf),
+            );
+            if got <= 0 {
+                break;
+            }
+            let bytes = std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), got as usize);
+            let mut at = 0;
+            while at + 19 < bytes.len() {
+                let reclen = u16::from_ne_bytes([bytes[at + 16], bytes[at + 17]]) as usize;
+                if reclen < 20 || at + reclen > bytes.len() {
+                    break;
+                }
+                let mut fd: libc::c_int = 0;
+                let mut digits = 0;
+                for &b in &bytes[at + 19..at + reclen] {
+                    if !b.is_ascii_digit() {
+                        break;
+                    }
+                    fd = fd
+                        .saturating_mul(10)
+                        .saturating_add((b - b'0') as libc::c_int);
+                    digits += 1;
+                }
+                if digits > 0 && fd > 2 && fd != list {
+                    check(fd);
+                }
+                at += reclen;
+            }
+        }
+        libc::close(list);
     }
 }
 
