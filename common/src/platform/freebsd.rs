@@ -283,6 +283,7 @@ impl Platform for FreeBsd {
         command.args(["-l", jail, "env"]);
         command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
         command.args(cmd);
+        super::own_session(&mut command);
         command
     }
 }

@@ -508,6 +508,7 @@ impl Platform for Linux {
             command.env("TERM", term);
         }
         command.envs(env.iter().copied());
+        super::own_session(&mut command);
         sandbox::confine(&mut command, root, jail, exec.network);
         command
     }
