@@ -533,8 +533,8 @@ fn interactive_reads_the_terminal(b: Backend) {
 }
 
 /// The attacker's tool: `inject TTY TEXT` types TEXT and a newline into terminal
-/// TTY (`-` for stdin) with TIOCSTI, as a hostile updater would into the admin's
-/// shell. Static, for any jail root.
+/// TTY (a path, or 0, 1 or 2 for that descriptor) with TIOCSTI, as a hostile
+/// updater would into the admin's shell. Static, for any jail root.
 const INJECT_C: &str = r#"
 #include <fcntl.h>
 #include <stdio.h>
@@ -543,7 +543,8 @@ const INJECT_C: &str = r#"
 #include <unistd.h>
 int main(int argc, char **argv) {
     if (argc != 3) return 64;
-    int fd = strcmp(argv[1], "-") == 0 ? 0 : open(argv[1], O_RDWR);
+    int fd = strlen(argv[1]) == 1 && strchr("012", argv[1][0])
+        ? argv[1][0] - '0' : open(argv[1], O_RDWR);
     if (fd < 0) { perror(argv[1]); return 1; }
     char nl = '\n';
     for (char *p = argv[2]; *p; p++)
@@ -662,6 +663,18 @@ fn process_running(argv: &[&str]) -> Option<(i32, i32, i32)> {
 /// once the terminal shows its word.
 #[cfg(target_os = "linux")]
 fn on_tty(sb: &Sandbox, args: &[&str], size: (u16, u16), steps: &[(&str, Step)]) -> TtyRun {
+    on_tty_with(sb, args, size, steps, true)
+}
+
+/// [`on_tty`], with jupdate's stdin /dev/null unless `stdin`.
+#[cfg(target_os = "linux")]
+fn on_tty_with(
+    sb: &Sandbox,
+    args: &[&str],
+    size: (u16, u16),
+    steps: &[(&str, Step)],
+    stdin: bool,
+) -> TtyRun {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -677,9 +690,13 @@ fn on_tty(sb: &Sandbox, args: &[&str], size: (u16, u16), steps: &[(&str, Step)])
     let mut run = TtyRun::default();
     run.modes.push(modes(&slave));
     let mut c = sb.tool("jupdate", args);
-    c.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
+    c.stdin(if stdin {
+        Stdio::from(slave.try_clone().unwrap())
+    } else {
+        Stdio::null()
+    })
+    .stdout(slave.try_clone().unwrap())
+    .stderr(slave.try_clone().unwrap());
     // SAFETY: setsid and ioctl only, in the forked child.
     unsafe {
         c.pre_exec(move || {
@@ -818,7 +835,7 @@ fn interactive_terminal_is_its_own(b: Backend) {
     sandbox(b, |sb| {
         tty_scene(sb, b);
         let script = "[ -t 0 ] && echo stdin-is-a-tty; stty size; echo ready; read x; \
-                      echo got $x; stty size; inject - 'echo INJECTED'; echo done";
+                      echo got $x; stty size; inject 0 'echo INJECTED'; echo done";
         let run = on_tty(
             sb,
             &["-i", "j1", "--", "sh", "-c", script],
@@ -834,13 +851,36 @@ fn interactive_terminal_is_its_own(b: Backend) {
         assert!(out.contains("33 97"), "{out}");
         assert!(out.contains("got hello"), "{out}");
         assert!(out.contains("40 120"), "{out}");
-        assert!(out.contains("injected into -"), "{out}");
+        assert!(out.contains("injected into 0"), "{out}");
         assert_eq!(run.left, "", "typed into the test's terminal: {out}");
         let [before, during, after] = &run.modes[..] else {
             panic!("{} modes", run.modes.len());
         };
         assert_eq!(during.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG), 0);
         assert!(same_modes(before, after), "modes not restored");
+    });
+}
+
+/// -i with only stdout and stderr on the admin's terminal (stdin /dev/null): the
+/// updater's streams are still a terminal of its own, never the admin's; the end
+/// of stdin is its terminal's end of file.
+#[cfg(target_os = "linux")]
+fn interactive_output_only(b: Backend) {
+    sandbox(b, |sb| {
+        tty_scene(sb, b);
+        let script = "inject 1 'echo INJECTED'; cat; echo cat-ended";
+        let run = on_tty_with(
+            sb,
+            &["-i", "j1", "--", "sh", "-c", script],
+            (24, 80),
+            &[],
+            false,
+        );
+        let out = &run.shown;
+        assert_eq!(run.status, Some(0), "{out}");
+        assert!(out.contains("injected into 1"), "{out}");
+        assert!(out.contains("cat-ended"), "{out}");
+        assert_eq!(run.left, "", "typed into the test's terminal: {out}");
     });
 }
 
@@ -896,6 +936,14 @@ mod tty {
     #[test]
     fn freebsd_sim_interactive_terminal_is_its_own() {
         interactive_terminal_is_its_own(Backend::FreeBsd)
+    }
+    #[test]
+    fn linux_interactive_output_only() {
+        interactive_output_only(Backend::Linux)
+    }
+    #[test]
+    fn freebsd_sim_interactive_output_only() {
+        interactive_output_only(Backend::FreeBsd)
     }
     #[test]
     fn linux_interactive_modes_come_back() {
