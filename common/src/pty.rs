@@ -178,6 +178,8 @@ impl Relay {
     fn read_input(&mut self) {
         let mut buf = [0u8; 4096];
         match nix::unistd::read(borrowed(0), &mut buf) {
+            // Someone else's read took it first (stdin shared, non-blocking).
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
             Ok(0) | Err(_) => {
                 // A pipe's end is the updater's end of input: its terminal's EOF
                 // character (a read there returns 0).
