@@ -16,6 +16,7 @@ pub mod mounts;
 mod plan;
 pub mod platform;
 mod prune;
+mod pty;
 pub mod report;
 mod roots;
 mod signals;

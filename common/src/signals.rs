@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static RESIZED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -22,6 +23,26 @@ pub(crate) fn install() {
         // SAFETY: the handler only stores to an atomic.
         let _ = unsafe { sigaction(sig, &act) };
     }
+}
+
+extern "C" fn on_resize(_: libc::c_int) {
+    RESIZED.store(true, Ordering::SeqCst);
+}
+
+/// Catch SIGWINCH (the terminal's window size changed) from now on.
+pub(crate) fn watch_resize() {
+    let act = SigAction::new(
+        SigHandler::Handler(on_resize),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    let _ = unsafe { sigaction(Signal::SIGWINCH, &act) };
+}
+
+/// Whether the window size changed since the last call.
+pub(crate) fn resized() -> bool {
+    RESIZED.swap(false, Ordering::SeqCst)
 }
 
 pub(crate) fn interrupted() -> bool {

@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
@@ -191,12 +190,24 @@ impl Run<'_> {
         if let Some(limited) = &limited {
             exec.hold.cgroups = limited.cgroups();
         }
+        // In a session and process group of its own (the platform's
+        // exec_command), so that a timeout kills everything it started.
         let mut command = self.platform.exec_command(&exec);
-        // Its own process group, so that a timeout kills everything it started.
-        command.process_group(0);
         let mut source = None;
+        let mut relay = None;
         if self.interactive {
             writeln!(log, "(interactive: the output went to the terminal)").ok();
+            // A terminal of its own, relayed to jupdate's: never a descriptor of
+            // the admin's terminal (TIOCSTI there types into the admin's shell).
+            relay = crate::pty::Relay::open()?;
+            if let Some(slave) = relay.as_mut().and_then(|r| r.take_slave()) {
+                let clone = || {
+                    slave
+                        .try_clone()
+                        .or_fail(ExitCode::Unavailable, || "pseudo-terminal".into())
+                };
+                command.stdin(clone()?).stdout(clone()?).stderr(slave);
+            }
         } else {
             let (out, into) = Source::new(self.platform.output_through_pipe(), self.log)?;
             let clone = || {
@@ -206,11 +217,9 @@ impl Run<'_> {
             command.stdin(Stdio::null()).stdout(clone()?).stderr(into);
             source = Some(out);
         }
-        // -i on the terminal: the updater's group becomes its foreground group
-        // (as a shell does for a job), else reading it stops it with SIGTTIN.
-        let foreground = self.interactive.then(Terminal::ours).flatten();
         let spawned = command.spawn();
-        // Our end of the updater's output: a pipe ends when the run's last writer is gone.
+        // Our end of the updater's output: a pipe ends when the run's last writer
+        // is gone; the slave side of -i's terminal goes with it too.
         drop(command);
         let mut child = match spawned {
             Ok(child) => child,
@@ -250,10 +259,13 @@ impl Run<'_> {
                     }
                 })
             });
-            // Given back when dropped, however the run ends.
-            let terminal = foreground.map(|t| t.hand_to(Pid::from_raw(child.id() as i32)));
-            let outcome = self.wait(&mut child);
-            drop(terminal);
+            let outcome = self.wait(&mut child, relay.as_mut());
+            // The terminal's last output, then its modes put back (also when
+            // dropped on an error): however the run ended.
+            if let Some(relay) = relay.as_mut() {
+                relay.drain();
+            }
+            drop(relay);
             ended.store(true, Ordering::Release);
             if let Some(copier) = copier {
                 copier.thread().unpark();
@@ -331,7 +343,11 @@ impl Run<'_> {
 
     /// Wait for the child, killing its process group at the time limit or on
     /// SIGINT/SIGTERM.
-    fn wait(&self, child: &mut Child) -> Result<Outcome> {
+    fn wait(
+        &self,
+        child: &mut Child,
+        mut relay: Option<&mut crate::pty::Relay>,
+    ) -> Result<Outcome> {
         let start = Instant::now();
         let pgid = Pid::from_raw(child.id() as i32);
         let mut nap = Duration::from_millis(1);
@@ -341,8 +357,8 @@ impl Run<'_> {
                 .try_wait()
                 .or_fail(ExitCode::Unavailable, || "wait".into())?
             {
-                // -i: a ^C on the terminal goes to the updater's group (the
-                // foreground one), not to jupdate; its death by SIGINT (130,
+                // -i: a ^C on the terminal goes through to the updater's own,
+                // which sends its foreground group SIGINT; its death by it (130,
                 // also as the Linux sandbox passes it on) ends the run as
                 // interrupted.
                 if self.interactive && status_code(st) == 130 {
@@ -366,7 +382,10 @@ impl Run<'_> {
             // Short naps first (most per-jail overhead is here), then at most 50 ms
             // between looks at the clock and the interrupt flag; cut short when the
             // child exits, where the system can say so.
-            exited.nap(nap);
+            match relay.as_deref_mut() {
+                Some(relay) => relay.pump(exited.fd(), nap),
+                None => exited.nap(nap),
+            }
             nap = (nap * 2).min(Duration::from_millis(50));
         }
     }
@@ -396,6 +415,19 @@ impl ExitWatch {
         {
             let _ = child;
             ExitWatch()
+        }
+    }
+
+    /// Readable once the child has exited, where the system can say so.
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsFd;
+            self.0.as_ref().map(|fd| fd.as_fd())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
         }
     }
 
@@ -811,56 +843,6 @@ fn unfinished(log: &File) -> Option<Option<String>> {
         .find(|(_, what)| !ends_a_run(what));
     Some(header.map(|(date, _)| date.to_string()))
 }
-/// jupdate's controlling terminal (on stdin) while jupdate's group is its
-/// foreground group.
-struct Terminal {
-    ours: Pid,
-}
-
-/// The terminal, handed to the updater's group until dropped.
-struct Handed {
-    ours: Pid,
-}
-
-impl Terminal {
-    /// `None` when stdin is not a terminal or jupdate runs in the background.
-    fn ours() -> Option<Terminal> {
-        let stdin = std::io::stdin();
-        let fg = nix::unistd::tcgetpgrp(&stdin).ok()?;
-        let ours = nix::unistd::getpgrp();
-        (fg == ours).then_some(Terminal { ours })
-    }
-
-    fn hand_to(self, group: Pid) -> Handed {
-        let _ = without_sigttou(|| nix::unistd::tcsetpgrp(std::io::stdin(), group));
-        // An updater that read the terminal before it was its own was stopped
-        // (SIGTTIN): it goes on, its read now allowed.
-        let _ = killpg(group, Signal::SIGCONT);
-        Handed { ours: self.ours }
-    }
-}
-
-impl Drop for Handed {
-    fn drop(&mut self) {
-        // From the background now: SIGTTOU would stop jupdate.
-        let _ = without_sigttou(|| nix::unistd::tcsetpgrp(std::io::stdin(), self.ours));
-    }
-}
-
-/// `run` with SIGTTOU ignored, as tcsetpgrp from a background group needs.
-fn without_sigttou<T>(run: impl FnOnce() -> T) -> T {
-    use nix::sys::signal::{SigHandler, signal};
-    // SAFETY: SIG_IGN and the previous disposition (restored right after) are
-    // no handler code.
-    let old = unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) };
-    let result = run();
-    if let Ok(old) = old {
-        // SAFETY: as above: it puts back what was there.
-        let _ = unsafe { signal(Signal::SIGTTOU, old) };
-    }
-    result
-}
-
 /// What is left of a group whose leader has exited: SIGTERM, SIGKILL shortly after.
 fn stop_group(pgid: Pid) {
     if killpg(pgid, Signal::SIGTERM).is_ok() {

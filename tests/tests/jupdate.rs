@@ -490,7 +490,7 @@ fn on_a_terminal(sb: &Sandbox, script: &str, keys: &[u8]) -> (String, Option<i32
             break st.code();
         }
         if Instant::now() > end {
-            // Hung (the updater stopped by SIGTTIN): end it for the test to go on.
+            // Hung: end it for the test to go on.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
@@ -514,9 +514,9 @@ fn on_a_terminal(sb: &Sandbox, script: &str, keys: &[u8]) -> (String, Option<i32
     (String::from_utf8_lossy(&seen).into_owned(), status)
 }
 
-/// `-i`: the updater may read the terminal (as `portmaster -ai` does): its group
-/// is the terminal's foreground group while it runs. A ^C there ends the run as
-/// interrupted, everything put back (130).
+/// `-i`: the updater may read the terminal (as `portmaster -ai` does): its own,
+/// relayed to the test's. A ^C there ends the run as interrupted, everything put
+/// back (130).
 fn interactive_reads_the_terminal(b: Backend) {
     sandbox(b, |sb| {
         scene(sb);
@@ -529,7 +529,7 @@ fn interactive_reads_the_terminal(b: Backend) {
         assert!(sb.mounts().is_empty());
         assert!(!running(sb, "j1"));
 
-        // ^C: the terminal's SIGINT goes to the updater's group.
+        // ^C: the updater's terminal sends its group SIGINT.
         let script = "echo ready; read x; echo not-interrupted";
         let (out, status) = on_a_terminal(sb, script, b"\x03");
         assert_eq!(status, Some(130), "{out}");
@@ -776,4 +776,427 @@ fn the_lock_lives_as_long_as_the_run() {
         assert!(within(Duration::from_secs(1), || pids_of(&marker).is_empty()));
         sb.run("junmount", &["j1"]).ok();
     });
+}
+
+/// The attacker's tool: `inject TTY TEXT` types TEXT and a newline into terminal
+/// TTY (a path, or 0, 1 or 2 for that descriptor) with TIOCSTI, as a hostile
+/// updater would into the admin's shell. Static, for any jail root.
+const INJECT_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc != 3) return 64;
+    int fd = strlen(argv[1]) == 1 && strchr("012", argv[1][0])
+        ? argv[1][0] - '0' : open(argv[1], O_RDWR);
+    if (fd < 0) { perror(argv[1]); return 1; }
+    char nl = '\n';
+    for (char *p = argv[2]; *p; p++)
+        if (ioctl(fd, TIOCSTI, p) < 0) { perror("TIOCSTI"); return 1; }
+    if (ioctl(fd, TIOCSTI, &nl) < 0) { perror("TIOCSTI"); return 1; }
+    printf("injected into %s\n", argv[1]);
+    return 0;
+}
+"#;
+
+/// The scene with j1 a busybox root that has `stty`, the `inject` tool, and a
+/// /dev/tty (the Linux sandbox binds the host's into its own /dev; the simulated
+/// jail, a chroot, gets the host's bound over its own).
+#[cfg(target_os = "linux")]
+fn tty_scene(sb: &Sandbox, b: Backend) {
+    sb.scene();
+    let root = sb.jail_root(
+        "j1",
+        &[
+            "sh", "env", "echo", "sleep", "stty", "true", "cat", "test", "[",
+        ],
+    );
+    jail_root(sb, "j2");
+    let src = sb.path("inject.c");
+    fs::write(&src, INJECT_C).unwrap();
+    let o = std::process::Command::new("cc")
+        .args(["-static", "-O", "-o"])
+        .arg(root.join("bin/inject"))
+        .arg(&src)
+        .output()
+        .expect("cc(1) builds the TIOCSTI tool (apt-get install gcc libc6-dev)");
+    assert!(
+        o.status.success(),
+        "cc -static: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fs::create_dir_all(root.join("dev")).unwrap();
+    fs::create_dir_all(root.join("proc")).unwrap();
+    if b == Backend::FreeBsd {
+        fs::write(root.join("dev/tty"), "").unwrap();
+        nix::mount::mount(
+            Some("/dev/tty"),
+            &root.join("dev/tty"),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind /dev/tty into the simulated jail");
+    }
+}
+
+/// What the test does once the terminal shows a word.
+enum Step<'a> {
+    Type(&'a [u8]),
+    /// TIOCSWINSZ on the test's terminal (rows, columns).
+    Resize(u16, u16),
+    Signal(nix::sys::signal::Signal),
+    /// Look at the updater's `sleep ARG` process from the host, then end it.
+    Sleeper(&'a str),
+}
+
+/// A run of jupdate on a terminal the test owns.
+#[derive(Default)]
+struct TtyRun {
+    shown: String,
+    status: Option<i32>,
+    /// The test's terminal's modes before jupdate, when the first step came, and
+    /// after it exited.
+    modes: Vec<libc::termios>,
+    /// What was left to read on the test's terminal after jupdate exited (what
+    /// an admin's shell would run).
+    left: String,
+    /// The updater's `sleep`: its session and its controlling terminal (device
+    /// number, 0 for none), from /proc.
+    sleeper: Option<(i32, i32)>,
+    jupdate_pid: i32,
+}
+
+fn modes(fd: &impl std::os::fd::AsRawFd) -> libc::termios {
+    // SAFETY: tcgetattr fills the termios it is given, a local.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), &mut t), 0, "tcgetattr");
+        t
+    }
+}
+
+fn same_modes(a: &libc::termios, b: &libc::termios) -> bool {
+    (a.c_iflag, a.c_oflag, a.c_cflag, a.c_lflag, a.c_cc)
+        == (b.c_iflag, b.c_oflag, b.c_cflag, b.c_lflag, b.c_cc)
+}
+
+/// A process (not a zombie) running exactly `argv`: its pid, session and tty_nr.
+#[cfg(target_os = "linux")]
+fn process_running(argv: &[&str]) -> Option<(i32, i32, i32)> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        if fs::read(e.path().join("cmdline")).ok()? != want {
+            return None;
+        }
+        let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        if f[0] == "Z" {
+            return None;
+        }
+        Some((pid, f[3].parse().ok()?, f[4].parse().ok()?))
+    })
+}
+
+/// `jupdate ARGS` on a terminal of the test's (its controlling terminal, stdin,
+/// stdout and stderr, as an admin's shell gives it) of `size`, each step done
+/// once the terminal shows its word.
+#[cfg(target_os = "linux")]
+fn on_tty(sb: &Sandbox, args: &[&str], size: (u16, u16), steps: &[(&str, Step)]) -> TtyRun {
+    on_tty_with(sb, args, size, steps, true)
+}
+
+/// [`on_tty`], with jupdate's stdin /dev/null unless `stdin`.
+#[cfg(target_os = "linux")]
+fn on_tty_with(
+    sb: &Sandbox,
+    args: &[&str],
+    size: (u16, u16),
+    steps: &[(&str, Step)],
+    stdin: bool,
+) -> TtyRun {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let winsize = nix::pty::Winsize {
+        ws_row: size.0,
+        ws_col: size.1,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&winsize), None).unwrap();
+    let slave = fs::File::from(pty.slave);
+    let fd = slave.as_raw_fd();
+    let mut run = TtyRun::default();
+    run.modes.push(modes(&slave));
+    let mut c = sb.tool("jupdate", args);
+    c.stdin(if stdin {
+        Stdio::from(slave.try_clone().unwrap())
+    } else {
+        Stdio::null()
+    })
+    .stdout(slave.try_clone().unwrap())
+    .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl only, in the forked child.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    run.jupdate_pid = child.id() as i32;
+    let master = fs::File::from(pty.master);
+    let mut writer = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    jlayers_tests::read_terminal(master, move |raw| {
+        let _ = tx.send(raw.to_vec());
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut next = 0;
+    run.status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > end {
+            // Hung: jupdate takes its updater down on SIGTERM.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(run.jupdate_pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            child.wait().unwrap();
+            break None;
+        }
+        while let Ok(raw) = rx.try_recv() {
+            seen = raw;
+        }
+        if let Some((word, step)) = steps.get(next) {
+            let sleeper = match step {
+                Step::Sleeper(arg) => process_running(&["sleep", arg]),
+                _ => None,
+            };
+            let due = match step {
+                Step::Sleeper(_) => sleeper.is_some(),
+                _ => String::from_utf8_lossy(&seen).contains(word),
+            };
+            if due {
+                if next == 0 {
+                    run.modes.push(modes(&slave));
+                }
+                match step {
+                    Step::Type(keys) => writer.write_all(keys).unwrap(),
+                    Step::Resize(rows, cols) => {
+                        let size = nix::pty::Winsize {
+                            ws_row: *rows,
+                            ws_col: *cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        // SAFETY: TIOCSWINSZ reads the winsize, a local.
+                        let r = unsafe { libc::ioctl(writer.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                        assert_eq!(r, 0, "TIOCSWINSZ");
+                    }
+                    Step::Signal(sig) => {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.jupdate_pid), *sig)
+                            .unwrap();
+                    }
+                    Step::Sleeper(_) => {
+                        let (pid, sid, tty) = sleeper.unwrap();
+                        run.sleeper = Some((sid, tty));
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                next += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    run.modes.push(modes(&slave));
+    // Whatever was typed into the test's terminal and is still unread: a whole
+    // line, as the shell would read it.
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&slave),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(300u16)).unwrap_or(0) > 0 {
+        let mut buf = [0u8; 4096];
+        let n = nix::unistd::read(&slave, &mut buf).unwrap_or(0);
+        run.left = String::from_utf8_lossy(&buf[..n]).into_owned();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok(raw) = rx.try_recv() {
+        seen = raw;
+    }
+    run.shown = String::from_utf8_lossy(&seen).into_owned();
+    run
+}
+
+/// Without -i the updater runs in a session of its own, with no controlling
+/// terminal: /dev/tty does not open, and TIOCSTI types nothing into the admin's
+/// shell.
+#[cfg(target_os = "linux")]
+fn no_terminal_without_i(b: Backend) {
+    sandbox(b, |sb| {
+        tty_scene(sb, b);
+        // A duration of this run's own: one per backend (the two run in
+        // parallel) and per test process (a stray of an earlier one is not it).
+        let secs = format!(
+            "{}",
+            200_000 + std::process::id() * 2 + u32::from(b == Backend::Linux)
+        );
+        let script = format!("inject /dev/tty 'echo INJECTED'; sleep {secs}; true");
+        let run = on_tty(
+            sb,
+            &["j1", "--", "sh", "-c", &script],
+            (24, 80),
+            &[("sleep", Step::Sleeper(&secs))],
+        );
+        let log = log(sb, "j1");
+        assert_eq!(run.status, Some(0), "{log}");
+        assert_eq!(run.left, "", "typed into the test's terminal\n{log}");
+        assert!(!log.contains("injected into"), "{log}");
+        let (sid, tty) = run.sleeper.expect("the updater's sleep was seen");
+        assert_ne!(sid, run.jupdate_pid, "the updater in jupdate's session");
+        assert_eq!(tty, 0, "the updater has a controlling terminal");
+    });
+}
+
+/// -i: the updater's terminal is its own, relayed: TIOCSTI on its stdin types
+/// into that one only; the window size comes through, at start and when it
+/// changes; the admin's terminal is raw while it runs and its modes come back.
+#[cfg(target_os = "linux")]
+fn interactive_terminal_is_its_own(b: Backend) {
+    sandbox(b, |sb| {
+        tty_scene(sb, b);
+        let script = "[ -t 0 ] && echo stdin-is-a-tty; stty size; echo ready; read x; \
+                      echo got $x; stty size; inject 0 'echo INJECTED'; echo done";
+        let run = on_tty(
+            sb,
+            &["-i", "j1", "--", "sh", "-c", script],
+            (33, 97),
+            &[
+                ("ready", Step::Resize(40, 120)),
+                ("ready", Step::Type(b"hello\r")),
+            ],
+        );
+        let out = &run.shown;
+        assert_eq!(run.status, Some(0), "{out}");
+        assert!(out.contains("stdin-is-a-tty"), "{out}");
+        assert!(out.contains("33 97"), "{out}");
+        assert!(out.contains("got hello"), "{out}");
+        assert!(out.contains("40 120"), "{out}");
+        assert!(out.contains("injected into 0"), "{out}");
+        assert_eq!(run.left, "", "typed into the test's terminal: {out}");
+        let [before, during, after] = &run.modes[..] else {
+            panic!("{} modes", run.modes.len());
+        };
+        assert_eq!(during.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG), 0);
+        assert!(same_modes(before, after), "modes not restored");
+    });
+}
+
+/// -i with only stdout and stderr on the admin's terminal (stdin /dev/null): the
+/// updater's streams are still a terminal of its own, never the admin's; the end
+/// of stdin is its terminal's end of file.
+#[cfg(target_os = "linux")]
+fn interactive_output_only(b: Backend) {
+    sandbox(b, |sb| {
+        tty_scene(sb, b);
+        let script = "inject 1 'echo INJECTED'; cat; echo cat-ended";
+        let run = on_tty_with(
+            sb,
+            &["-i", "j1", "--", "sh", "-c", script],
+            (24, 80),
+            &[],
+            false,
+        );
+        let out = &run.shown;
+        assert_eq!(run.status, Some(0), "{out}");
+        assert!(out.contains("injected into 1"), "{out}");
+        assert!(out.contains("cat-ended"), "{out}");
+        assert_eq!(run.left, "", "typed into the test's terminal: {out}");
+    });
+}
+
+/// -i: the admin's terminal gets its modes back however the run ends: at the
+/// time limit, on SIGTERM and SIGINT to jupdate, on a ^C typed to the updater.
+#[cfg(target_os = "linux")]
+fn interactive_modes_come_back(b: Backend) {
+    use nix::sys::signal::Signal;
+    sandbox(b, |sb| {
+        tty_scene(sb, b);
+        // The simulated jail's /dev/tty is one.
+        let mounts = sb.mounts();
+        let script = "echo ready; sleep 30";
+        let cases: [(&[&str], Step, i32); 4] = [
+            (&["--timeout", "1s"], Step::Type(b""), 75),
+            (&[], Step::Signal(Signal::SIGTERM), 130),
+            (&[], Step::Signal(Signal::SIGINT), 130),
+            (&[], Step::Type(b"\x03"), 130),
+        ];
+        for (flags, step, want) in cases {
+            let mut args = vec!["-i"];
+            args.extend_from_slice(flags);
+            args.extend(["j1", "--", "sh", "-c", script]);
+            let run = on_tty(sb, &args, (24, 80), &[("ready", step)]);
+            let case = format!("{args:?}: {}", run.shown);
+            assert_eq!(run.status, Some(want), "{case}");
+            let [before, during, after] = &run.modes[..] else {
+                panic!("{case}: {} modes", run.modes.len());
+            };
+            assert_eq!(during.c_lflag & libc::ICANON, 0, "{case}: not raw");
+            assert!(same_modes(before, after), "{case}: modes not restored");
+            assert_eq!(sb.mounts(), mounts, "{case}");
+        }
+    });
+}
+
+#[cfg(target_os = "linux")]
+mod tty {
+    use super::*;
+
+    #[test]
+    fn linux_no_terminal_without_i() {
+        no_terminal_without_i(Backend::Linux)
+    }
+    #[test]
+    fn freebsd_sim_no_terminal_without_i() {
+        no_terminal_without_i(Backend::FreeBsd)
+    }
+    #[test]
+    fn linux_interactive_terminal_is_its_own() {
+        interactive_terminal_is_its_own(Backend::Linux)
+    }
+    #[test]
+    fn freebsd_sim_interactive_terminal_is_its_own() {
+        interactive_terminal_is_its_own(Backend::FreeBsd)
+    }
+    #[test]
+    fn linux_interactive_output_only() {
+        interactive_output_only(Backend::Linux)
+    }
+    #[test]
+    fn freebsd_sim_interactive_output_only() {
+        interactive_output_only(Backend::FreeBsd)
+    }
+    #[test]
+    fn linux_interactive_modes_come_back() {
+        interactive_modes_come_back(Backend::Linux)
+    }
+    #[test]
+    fn freebsd_sim_interactive_modes_come_back() {
+        interactive_modes_come_back(Backend::FreeBsd)
+    }
 }

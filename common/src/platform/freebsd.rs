@@ -318,6 +318,7 @@ impl Platform for FreeBsd {
         command.args(["-l", jail, "env"]);
         command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
         command.args(cmd);
+        super::own_session(&mut command);
         die_with_parent(&mut command);
         // jexec passes on what it is given: only 0, 1 and 2 into the jail.
         // SAFETY: the closure makes async-signal-safe calls only.

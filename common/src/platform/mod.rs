@@ -119,6 +119,31 @@ pub(crate) struct Hold<'a> {
     pub(crate) cgroups: &'a [std::os::fd::RawFd],
 }
 
+/// Make `command` (a jail's updater) start a session of its own, registered
+/// before anything else it does in the child: no terminal of the caller's is its
+/// controlling terminal, so `/dev/tty` gives ENXIO and TIOCSTI there is refused.
+/// Its process group is its own too, which a time limit kills. When its stdin is
+/// a terminal (the pseudo-terminal `jupdate -i` gives it) that one becomes its
+/// controlling terminal; TIOCSCTTY without force takes no terminal another
+/// session has, so it never takes the caller's.
+pub(crate) fn own_session(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: after fork the closure makes only async-signal-safe system calls
+    // (setsid, tcgetattr, ioctl) on its own stack; nothing allocates.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut modes: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut modes) == 0 && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A jail's start or stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Service {

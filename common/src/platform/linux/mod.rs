@@ -524,6 +524,7 @@ impl Platform for Linux {
             command.env("TERM", term);
         }
         command.envs(env.iter().copied());
+        super::own_session(&mut command);
         sandbox::confine(&mut command, root, jail, exec.network, exec.hold);
         command
     }
