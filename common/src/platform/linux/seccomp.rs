@@ -12,10 +12,13 @@
 //! and kills the calls of any other; jlayers installs one filter per ABI, each
 //! compiled from the same table with that ABI's numbers and its arch check turned
 //! into "another arch: allow, its own filter decides", plus a guard that refuses
-//! (ENOSYS) every call of an arch no filter covers. On x86_64 that is i386 (its own
-//! numbers) and x32, whose calls come as x86_64's with bit 30 set: the x86_64
-//! filter carries those numbers too. On aarch64 the guard refuses the 32-bit arm
-//! ABI: jails rarely hold such programs and many arm64 CPUs no longer run them.
+//! (ENOSYS) every call of an ABI no filter covers. On x86_64 i386 has a filter (its
+//! own numbers); x32, whose calls come as x86_64's with bit 30 set, is refused by
+//! the guard: few kernels run x32 programs (Debian's do not by default), and its
+//! numbers in the x86_64 filter would double the time the kernel takes to install
+//! it (it runs each filter on every call number to cache what it always allows).
+//! On aarch64 the guard refuses the 32-bit arm ABI: jails rarely hold such programs
+//! and many arm64 CPUs no longer run them.
 
 use std::collections::BTreeMap;
 
@@ -205,41 +208,31 @@ fn i386(name: &str) -> Option<i64> {
     })
 }
 
-/// x32's calls: x86_64's numbers with this bit, except those x32 has apart.
+/// An x32 call: an x86_64 number with this bit set, under AUDIT_ARCH_X86_64.
 #[cfg(target_arch = "x86_64")]
-const X32_BIT: i64 = 0x4000_0000;
+const X32_BIT: u32 = 0x4000_0000;
 
-#[cfg(target_arch = "x86_64")]
-fn x32(name: &str) -> Option<i64> {
-    let own = match name {
-        "kexec_load" => 528,
-        _ => native(name)?,
-    };
-    Some(own | X32_BIT)
-}
-
-/// An ABI: its audit arch and where its numbers come from (more than one list
-/// when several ABIs share the arch, as x32 shares x86_64's).
+/// An ABI with a filter: its audit arch and its numbers.
 struct Abi {
     arch: u32,
-    numbers: &'static [fn(&str) -> Option<i64>],
+    numbers: fn(&str) -> Option<i64>,
 }
 
 #[cfg(target_arch = "x86_64")]
 const ABIS: &[Abi] = &[
     Abi {
         arch: 0xC000_003E, // AUDIT_ARCH_X86_64
-        numbers: &[native, x32],
+        numbers: native,
     },
     Abi {
         arch: 0x4000_0003, // AUDIT_ARCH_I386
-        numbers: &[i386],
+        numbers: i386,
     },
 ];
 #[cfg(target_arch = "aarch64")]
 const ABIS: &[Abi] = &[Abi {
     arch: 0xC000_00B7, // AUDIT_ARCH_AARCH64
-    numbers: &[native],
+    numbers: native,
 }];
 
 /// The arch seccompiler compiles for: this build's (the arch check is rewritten).
@@ -248,24 +241,29 @@ const TARGET: TargetArch = TargetArch::x86_64;
 #[cfg(target_arch = "aarch64")]
 const TARGET: TargetArch = TargetArch::aarch64;
 
+/// [`compile`]d once per process: a fixed table, compiled on every build by the
+/// unit tests, so it cannot fail at run time.
+pub(crate) fn filters() -> &'static [BpfProgram] {
+    static FILTERS: std::sync::OnceLock<Vec<BpfProgram>> = std::sync::OnceLock::new();
+    FILTERS.get_or_init(|| compile().expect("the seccomp table compiles"))
+}
+
 /// The filters to install, all of them (the kernel runs every one on each call
 /// and takes the strictest answer): the arch guard, then per ABI one filter for
 /// the calls refused with EPERM and one for those refused with ENOSYS.
-pub(crate) fn filters() -> Result<Vec<BpfProgram>> {
+fn compile() -> Result<Vec<BpfProgram>> {
     let mut programs = vec![guard()];
     for abi in ABIS {
         let mut eperm = BTreeMap::new();
         let mut enosys = BTreeMap::new();
         for &(name, deny) in CALLS {
-            for numbers in abi.numbers {
-                let Some(number) = numbers(name) else {
-                    continue;
-                };
-                match deny {
-                    Deny::Missing => enosys.insert(number, Vec::new()),
-                    _ => eperm.insert(number, rules(deny)?),
-                };
-            }
+            let Some(number) = (abi.numbers)(name) else {
+                continue;
+            };
+            match deny {
+                Deny::Missing => enosys.insert(number, Vec::new()),
+                _ => eperm.insert(number, rules(deny)?),
+            };
         }
         for (rules, errno) in [(eperm, libc::EPERM), (enosys, libc::ENOSYS)] {
             let filter = SeccompFilter::new(
@@ -339,28 +337,32 @@ fn retarget(program: &mut BpfProgram, arch: u32) -> Result<()> {
     }
 }
 
-/// Refuse (ENOSYS) the calls of every arch no filter covers; allow the others.
+/// Refuse (ENOSYS) the calls of every ABI no filter covers; allow the others.
 fn guard() -> BpfProgram {
-    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    let ret = |k| sock_filter {
-        code: (libc::BPF_RET | libc::BPF_K) as u16,
-        jt: 0,
-        jf: 0,
+    let op = |code: u32, jt, jf, k| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
         k,
     };
-    let mut program = vec![LD_ARCH];
-    for (index, abi) in ABIS.iter().enumerate() {
-        // To the last instruction (allow) when equal, else on to the next check.
-        let to_allow = ABIS.len() - index;
-        program.push(sock_filter {
-            code: jeq,
-            jt: to_allow as u8,
-            jf: 0,
-            k: abi.arch,
-        });
-    }
-    program.push(ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
-    program.push(ret(libc::SECCOMP_RET_ALLOW));
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let refuse = op(ret, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+    let allow = op(ret, 0, 0, libc::SECCOMP_RET_ALLOW);
+    #[cfg(target_arch = "x86_64")]
+    let program = vec![
+        LD_ARCH,
+        op(jeq, 0, 3, ABIS[0].arch),
+        // x86_64: refuse x32's numbers.
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        op(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, 2, 0, X32_BIT),
+        allow.clone(),
+        op(jeq, 1, 0, ABIS[1].arch),
+        refuse,
+        allow,
+    ];
+    #[cfg(target_arch = "aarch64")]
+    let program = vec![LD_ARCH, op(jeq, 1, 0, ABIS[0].arch), refuse, allow];
     program
 }
 
@@ -411,9 +413,7 @@ mod tests {
     fn every_call_has_a_number() {
         for &(name, _) in CALLS {
             assert!(
-                ABIS.iter()
-                    .flat_map(|abi| abi.numbers)
-                    .any(|numbers| numbers(name).is_some()),
+                ABIS.iter().any(|abi| (abi.numbers)(name).is_some()),
                 "{name}: no ABI has it"
             );
         }
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn filters_compile() {
-        let programs = filters().unwrap();
+        let programs = compile().unwrap();
         assert_eq!(programs.len(), 1 + 2 * ABIS.len());
         for program in &programs {
             assert!(program.len() < 4096, "{}", program.len());
@@ -625,16 +625,21 @@ mod tests {
         ];
         #[cfg(target_arch = "x86_64")]
         checks.extend([
-            // This kernel may lack x32 (ENOSYS): the filter answers first.
+            // The guard refuses x32 whole (this kernel may lack it: ENOSYS too).
             (
                 "x32 keyctl",
-                (|| call(libc::SYS_keyctl | X32_BIT, [GET_ID, SESSION, 0, 0])) as fn() -> i64,
-                eperm,
+                (|| {
+                    call(
+                        libc::SYS_keyctl | i64::from(X32_BIT),
+                        [GET_ID, SESSION, 0, 0],
+                    )
+                }) as fn() -> i64,
+                Want::Refused(libc::ENOSYS),
             ),
             (
-                "x32 unshare(CLONE_NEWUSER)",
-                || call(libc::SYS_unshare | X32_BIT, [NEWUSER, 0, 0, 0]),
-                eperm,
+                "x32 getpid",
+                || call(libc::SYS_getpid | i64::from(X32_BIT), [0; 4]),
+                Want::Refused(libc::ENOSYS),
             ),
             ("i386 keyctl", || call_i386(288, GET_ID, SESSION), only),
             ("i386 mount", || call_i386(21, 0, 0), eperm),
@@ -739,7 +744,7 @@ mod tests {
     /// errno, each allowed one goes through.
     #[test]
     fn filters_refuse_the_table_and_allow_the_rest() {
-        let programs = filters().unwrap();
+        let programs = filters();
         let checks = checks();
         assert!(checks.len() < usize::from(u8::MAX));
         // Without the filter first: the calls only the filter refuses go through,
@@ -764,7 +769,7 @@ mod tests {
             || {
                 // SAFETY: plain prctl.
                 let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-                nnp == 0 && install(&programs).is_ok()
+                nnp == 0 && install(programs).is_ok()
             },
             |got, want| match want {
                 Want::Refused(errno) | Want::RefusedOnlyByFilter(errno) => got != -i64::from(errno),
