@@ -271,7 +271,8 @@ fn no_mount_no_namespaces() {
 }
 
 /// `jupdate -n` prints the sandbox's namespaces (the network one unless the jail
-/// has the host's) and its capability bounding set, CAP_MKNOD not in it.
+/// has the host's), its capability bounding set, CAP_MKNOD not in it, and the new
+/// session keyring.
 #[test]
 fn dry_run_prints_the_isolation() {
     sandbox(Backend::Linux, |sb| {
@@ -297,6 +298,7 @@ fn dry_run_prints_the_isolation() {
         );
         assert!(j1.contains("setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,+chown,"));
         assert!(!j1.contains("mknod"), "{j1}");
+        assert!(j1.contains(" keyctl session - chroot "), "{j1}");
         let j2 = line("j2");
         assert!(
             j2.starts_with("unshare --mount --pid --ipc --uts --fork "),
@@ -460,5 +462,212 @@ fn no_descriptor_crosses() {
             }
             assert!(!sb.path("host/escaped").exists());
         }
+    });
+}
+
+/// A system call the probe makes: its name, number and perl arguments (`$b` is a
+/// zeroed buffer), with arguments that make it fail or touch nothing outside the
+/// sandbox if it were let through.
+type Probe = (&'static str, libc::c_long, &'static str);
+
+/// Docker's default profile's refusals, each made from inside the updater.
+const REFUSED: &[Probe] = &[
+    ("keyctl", libc::SYS_keyctl, "0, -3, 0"),
+    (
+        "add_key",
+        libc::SYS_add_key,
+        "'user', 'planted', 'x', 1, -3",
+    ),
+    (
+        "request_key",
+        libc::SYS_request_key,
+        "'user', 'jlayers-none', 0, 0",
+    ),
+    ("bpf", libc::SYS_bpf, "0, $b, 72"),
+    (
+        "perf_event_open",
+        libc::SYS_perf_event_open,
+        "$b, 0, -1, -1, 0",
+    ),
+    ("userfaultfd", libc::SYS_userfaultfd, "1"),
+    ("io_uring_setup", libc::SYS_io_uring_setup, "1, $b"),
+    (
+        "io_uring_enter",
+        libc::SYS_io_uring_enter,
+        "-1, 0, 0, 0, 0, 0",
+    ),
+    (
+        "io_uring_register",
+        libc::SYS_io_uring_register,
+        "-1, 0, 0, 0",
+    ),
+    ("kexec_load", libc::SYS_kexec_load, "0, 0, 0, 0x10000"),
+    (
+        "kexec_file_load",
+        libc::SYS_kexec_file_load,
+        "-1, -1, 0, 0, 0",
+    ),
+    ("init_module", libc::SYS_init_module, "0, 0, ''"),
+    ("finit_module", libc::SYS_finit_module, "-1, '', 0"),
+    (
+        "delete_module",
+        libc::SYS_delete_module,
+        "'jlayers-none', 0",
+    ),
+    ("clock_settime", libc::SYS_clock_settime, "-1, $b"),
+    ("clock_adjtime", libc::SYS_clock_adjtime, "-1, $b"),
+    ("settimeofday", libc::SYS_settimeofday, "0, 0"),
+    // modes 0: a query anyone may make where nothing refuses it.
+    ("adjtimex", libc::SYS_adjtimex, "$b"),
+    ("acct", libc::SYS_acct, "'/nonexistent'"),
+    ("swapon", libc::SYS_swapon, "'/nonexistent', 0"),
+    ("swapoff", libc::SYS_swapoff, "'/nonexistent'"),
+    ("reboot", libc::SYS_reboot, "0, 0, 0, 0"),
+    ("mount", libc::SYS_mount, "'none', '/mnt', 'tmpfs', 0, 0"),
+    ("umount2", libc::SYS_umount2, "'/nonexistent', 0"),
+    ("fsopen", libc::SYS_fsopen, "'tmpfs', 0"),
+    ("fsconfig", libc::SYS_fsconfig, "-1, 0, 0, 0, 0"),
+    ("fsmount", libc::SYS_fsmount, "-1, 0, 0"),
+    ("fspick", libc::SYS_fspick, "-100, '/', 0"),
+    ("open_tree", libc::SYS_open_tree, "-100, '/', 1"),
+    ("move_mount", libc::SYS_move_mount, "-1, '', -1, '', 0"),
+    (
+        "mount_setattr",
+        libc::SYS_mount_setattr,
+        "-100, '/nonexistent', 0, $b, 32",
+    ),
+    (
+        "pivot_root",
+        libc::SYS_pivot_root,
+        "'/nonexistent', '/nonexistent'",
+    ),
+    ("setns", libc::SYS_setns, "-1, 0"),
+    ("unshare-user", libc::SYS_unshare, "0x10000000"),
+    ("unshare-mount", libc::SYS_unshare, "0x20000"),
+    // CLONE_FS beside CLONE_NEWUSER: the kernel refuses it, no child.
+    ("clone-user", libc::SYS_clone, "0x10000200, 0, 0, 0, 0"),
+    (
+        "personality-read-implies-exec",
+        libc::SYS_personality,
+        "0x0400000",
+    ),
+    (
+        "personality-addr-no-randomize",
+        libc::SYS_personality,
+        "0x0040000",
+    ),
+];
+
+/// What the filter lets through.
+const ALLOWED: &[Probe] = &[
+    ("getpid", libc::SYS_getpid, ""),
+    ("personality-query", libc::SYS_personality, "0xffffffff"),
+    ("personality-linux32", libc::SYS_personality, "8"),
+    ("personality-linux", libc::SYS_personality, "0"),
+    ("unshare-files", libc::SYS_unshare, "0x400"),
+];
+
+/// Give the calling test thread (and what it starts) a new session keyring of its
+/// own: a key added there touches no keyring of the host's.
+fn own_session_keyring() {
+    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a null name: an anonymous keyring.
+    let id = unsafe { libc::syscall(libc::SYS_keyctl, 1, std::ptr::null::<libc::c_char>()) };
+    assert!(id > 0, "keyctl join: {}", std::io::Error::last_os_error());
+}
+
+/// A perl script making each probe's call, printing `name=ok` or `name=ERRNO`.
+fn probe_script(probes: &[Probe]) -> String {
+    let mut script = String::from(
+        "my $b = \"\\0\" x 256;\n\
+         sub t { my ($n, $r) = @_; print \"$n=\", ($r == -1 ? $! + 0 : 'ok'), \"\\n\" }\n",
+    );
+    for (name, nr, args) in probes {
+        // perl passes a string as a pointer and wants it writable: a variable.
+        let args: String = args
+            .split(", ")
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| {
+                if arg.starts_with('\'') {
+                    format!(", (my $s = {arg})")
+                } else {
+                    format!(", {arg}")
+                }
+            })
+            .collect();
+        script += &format!("t('{name}', syscall({nr}{args}));\n");
+    }
+    script
+}
+
+/// Each call Docker's default seccomp profile refuses fails with EPERM inside the
+/// updater (clone3 with ENOSYS, for libc to fall back to clone), made by perl's
+/// syscall() in a real userland; getpid, the allowed personalities, a plain
+/// unshare and a fork still work.
+#[test]
+fn seccomp_refuses_dockers_denials() {
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        // Where add_key would plant its key if it got through.
+        own_session_keyring();
+        let mut probes = REFUSED.to_vec();
+        probes.push(("clone3", libc::SYS_clone3, "$b, 88"));
+        probes.extend(ALLOWED);
+        fs::write(sb.path("d/probe.pl"), probe_script(&probes)).unwrap();
+        let out = run(
+            sb,
+            "perl /probe.pl; \
+             perl -e 'my $p = fork; exit 0 unless $p; waitpid($p, 0); print \"fork=\", ($? ? $? : \"ok\"), \"\\n\"'; \
+             echo script-done",
+        );
+        let eperm = libc::EPERM.to_string();
+        let enosys = libc::ENOSYS.to_string();
+        let wants = REFUSED
+            .iter()
+            .map(|&(name, ..)| (name, eperm.as_str()))
+            .chain([("clone3", enosys.as_str()), ("fork", "ok")])
+            .chain(ALLOWED.iter().map(|&(name, ..)| (name, "ok")));
+        let wrong: Vec<String> = wants
+            .filter(|(name, want)| !out.lines().any(|l| l == format!("{name}={want}")))
+            .map(|(name, want)| format!("{name} (want {want})"))
+            .collect();
+        assert!(wrong.is_empty(), "wrong: {wrong:?}\n{out}");
+    });
+}
+
+/// A key in the caller's session keyring (cron's, an admin's login) is out of
+/// the updater's reach: keyctl is refused and the updater's session keyring is
+/// a new one. The test joins a session keyring of its own first (its thread
+/// alone, inherited by jupdate): no host keyring is touched.
+#[test]
+fn host_keys_out_of_reach() {
+    const SESSION: libc::c_long = -3; // KEY_SPEC_SESSION_KEYRING
+    sandbox(Backend::Linux, |sb| {
+        debian(sb, None);
+        own_session_keyring();
+        // SAFETY: valid C strings and a payload with its length.
+        let key = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"jlayers-host-key".as_ptr(),
+                c"HOST-SECRET".as_ptr(),
+                11usize,
+                SESSION,
+            )
+        };
+        assert!(key > 0, "add_key: {}", std::io::Error::last_os_error());
+        let read = format!(
+            "my $b = \"\\0\" x 64; my $n = syscall({nr}, 11, {key}, $b, 64); \
+             print $n < 0 ? \"read=$!\\n\" : \"read=$b\\n\"; \
+             my ($type, $name) = ('user', 'jlayers-host-key'); \
+             $n = syscall({nr}, 10, -3, $type, $name, 0); \
+             print \"search=\", ($n < 0 ? $! + 0 : $n), \"\\n\";",
+            nr = libc::SYS_keyctl,
+        );
+        fs::write(sb.path("d/keys.pl"), read).unwrap();
+        let out = run(sb, "perl /keys.pl; echo script-done");
+        assert!(!out.contains("HOST-SECRET"), "{out}");
+        assert!(!out.contains(&format!("search={key}")), "{out}");
+        assert!(out.contains(&format!("search={}", libc::EPERM)), "{out}");
     });
 }

@@ -29,6 +29,7 @@ mod holders;
 mod mountinfo;
 mod overlay;
 mod sandbox;
+mod seccomp;
 
 pub(crate) use api::mount_id;
 pub use mountinfo::parse_mountinfo;
@@ -551,9 +552,10 @@ impl Platform for Linux {
     }
 
     /// The sandbox's namespaces, no_new_privs and capabilities as util-linux
-    /// gives them, then the command with its environment. jupdate does more, by
-    /// system call (pivot_root, nodev, its own /proc, /dev and /sys, lo up, no
-    /// user namespaces): jupdate(8) lists what this line lacks.
+    /// gives them, the new session keyring as keyutils does, then the command
+    /// with its environment. jupdate does more, by system call (pivot_root,
+    /// nodev, its own /proc, /dev and /sys, lo up, the seccomp filter):
+    /// jupdate(8) lists what this line lacks.
     fn exec_sh_argv(&self, exec: &super::Exec) -> Vec<OsString> {
         let (root, command) = (exec.root, self.exec_command(exec));
         let mut argv: Vec<OsString> = ["unshare", "--mount", "--pid", "--ipc", "--uts"]
@@ -571,6 +573,10 @@ impl Platform for Linux {
                 "--no-new-privs",
                 "--inh-caps=-all",
                 "--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+sys_chroot,+audit_write,+setfcap",
+                // keyutils: a new anonymous session keyring.
+                "keyctl",
+                "session",
+                "-",
                 "chroot",
             ]
             .map(OsString::from),

@@ -14,8 +14,11 @@
 //! - root's capabilities cut down to a container runtime's default set without
 //!   CAP_MKNOD and CAP_NET_RAW (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, ...), with
 //!   `PR_SET_NO_NEW_PRIVS`. The updater still builds as root: chown and install work;
-//! - no user namespaces (a seccomp filter, as Docker's default profile has): in one
-//!   the updater would have every capability again over new mount namespaces.
+//! - Docker's default seccomp profile's refusals (see seccomp.rs): no keyrings,
+//!   bpf, perf, userfaultfd, io_uring, kexec, modules, clock setting, swap, reboot,
+//!   mounts or namespaces (in a user namespace the updater would have every
+//!   capability again), personality only the default or 32-bit;
+//! - a new session keyring of its own, as runc gives each container.
 //!
 //! A mount point the jail root lacks (or has as a symlink or file) is left alone:
 //! the updater then has no /proc (or /dev, /sys), never a host's one.
@@ -111,7 +114,7 @@ struct Plan {
     host: CString,
     last_cap: u32,
     network: Network,
-    filter: Vec<libc::sock_filter>,
+    filters: &'static [seccompiler::BpfProgram],
     /// jupdate's pid: the unsharer's parent, checked once its death signal is set.
     parent: libc::pid_t,
     /// The jail's lock (-1: none), held by pid 1 to its end.
@@ -136,7 +139,7 @@ pub(crate) fn confine(
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63),
         network,
-        filter: no_user_namespaces(),
+        filters: super::seccomp::filters(),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         lock: hold.lock.unwrap_or(-1),
@@ -335,15 +338,9 @@ fn enter(plan: &Plan) -> std::io::Result<()> {
         // pid 2: the updater, which starts with 0, 1 and 2 only.
         crate::platform::cloexec_above_stderr()?;
         drop_privileges(plan.last_cap)?;
-        let prog = libc::sock_fprog {
-            len: plan.filter.len() as libc::c_ushort,
-            filter: plan.filter.as_ptr().cast_mut(),
-        };
-        ok(libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-            &prog as *const libc::sock_fprog,
-        ))
+        // Before the filter, which refuses keyctl(2).
+        super::seccomp::join_new_session_keyring()?;
+        super::seccomp::install(plan.filters)
     }
 }
 
@@ -414,56 +411,6 @@ unsafe fn close_inherited() {
         }
         libc::close(list);
     }
-}
-
-/// The system call numbers of unshare, clone and clone3 for each audit arch this
-/// build's processes can run as (a 64-bit kernel runs 32-bit programs too).
-#[cfg(target_arch = "x86_64")]
-const ARCHES: &[(u32, [u32; 3])] = &[
-    (0xC000_003E, [272, 56, 435]),
-    (0x4000_0003, [310, 120, 435]),
-];
-#[cfg(target_arch = "aarch64")]
-const ARCHES: &[(u32, [u32; 3])] = &[
-    (0xC000_00B7, [97, 220, 435]),
-    (0x4000_0028, [337, 120, 435]),
-];
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const ARCHES: &[(u32, [u32; 3])] = &[];
-
-/// A seccomp program that fails unshare(2) and clone(2) with CLONE_NEWUSER (EPERM)
-/// and clone3(2) (ENOSYS, whose flags a filter cannot read: libc falls back to
-/// clone), and allows everything else.
-fn no_user_namespaces() -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let ret = |k| op(RET_K, 0, 0, k);
-    // struct seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low half: the
-    // flags, on these little-endian machines).
-    let mut program = vec![op(LD_W_ABS, 0, 0, 4)];
-    for &(arch, [unshare, clone, clone3]) in ARCHES {
-        let block = [
-            op(LD_W_ABS, 0, 0, 0),
-            // x32 calls are the x86_64 numbers with bit 30 set.
-            op(AND_K, 0, 0, !0x4000_0000),
-            op(JEQ_K, 0, 1, clone3),
-            ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-            op(JEQ_K, 1, 0, unshare),
-            op(JEQ_K, 0, 3, clone),
-            op(LD_W_ABS, 0, 0, 16),
-            op(JSET_K, 0, 1, libc::CLONE_NEWUSER as u32),
-            ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-            ret(libc::SECCOMP_RET_ALLOW),
-        ];
-        program.push(op(JEQ_K, 0, block.len() as u8, arch));
-        program.extend(block);
-    }
-    program.push(ret(libc::SECCOMP_RET_ALLOW));
-    program
 }
 
 /// mount_setattr(2) on the mount at `path` (and below it, with AT_RECURSIVE).
@@ -840,27 +787,6 @@ unsafe fn drop_privileges(last_cap: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every jump of the seccomp program lands inside it, and it ends in a return
-    /// (the kernel refuses a program that does not).
-    #[test]
-    fn seccomp_program_is_well_formed() {
-        let program = no_user_namespaces();
-        assert!(program.len() > 1 && program.len() < 256);
-        for (index, op) in program.iter().enumerate() {
-            if op.code & 0x07 == 0x05 {
-                // BPF_JMP: both branches in range.
-                assert!(
-                    index + 1 + (op.jt.max(op.jf) as usize) < program.len(),
-                    "jump at {index}"
-                );
-            }
-        }
-        assert_eq!(program.last().unwrap().code, 0x06);
-        assert_eq!(program.last().unwrap().k, libc::SECCOMP_RET_ALLOW);
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(program.len(), 2 + 2 * 11);
-    }
 
     #[test]
     fn no_mknod_in_the_kept_capabilities() {
