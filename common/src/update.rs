@@ -297,7 +297,13 @@ impl Run<'_> {
         if let (Outcome::Failed(_), false) = (outcome, self.interactive) {
             let printed = self.tail.lock().map(|t| t.text()).unwrap_or_default();
             if let Some(err) = self.platform.exec_failed(&self.exec(), &printed) {
-                writeln!(log, "jupdate: {}: {}", self.jail, crate::exit::message(&err)).ok();
+                writeln!(
+                    log,
+                    "jupdate: {}: {}",
+                    self.jail,
+                    crate::exit::message(&err)
+                )
+                .ok();
                 return Err(err);
             }
         }

@@ -1,5 +1,6 @@
 complete -c jmount -s c -l config -d 'Configuration file' -r -F
 complete -c jmount -l libxo -d 'FreeBSD\'s spelling of --json (libxo): --libxo json' -r
+complete -c jmount -l layer -d 'Only layer NAME of each jail, with the layers nested inside it; repeatable' -r
 complete -c jmount -s a -l all -d 'Every jail in the configuration file, in file order (none: 78, unless it sets allow_empty)'
 complete -c jmount -s q -l quiet -d 'Print only errors: no report line for what succeeded'
 complete -c jmount -s v -l verbose -d 'Say what is done, one line per action'

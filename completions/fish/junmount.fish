@@ -1,5 +1,6 @@
 complete -c junmount -s c -l config -d 'Configuration file' -r -F
 complete -c junmount -l libxo -d 'FreeBSD\'s spelling of --json (libxo): --libxo json' -r
+complete -c junmount -l layer -d 'Only layer NAME of each jail, with the layers nested inside it; repeatable' -r
 complete -c junmount -s a -l all -d 'Every jail in the configuration file, in file order (none: 78, unless it sets allow_empty)'
 complete -c junmount -s q -l quiet -d 'Print only errors: no report line for what succeeded'
 complete -c junmount -s v -l verbose -d 'Say what is done, one line per action'

@@ -160,13 +160,13 @@ fn cgroups_hold_the_keys_and_go_with_the_run() {
         for dir in &cgroups {
             assert!(!dir.exists(), "{} left after the run", dir.display());
         }
-        // What a killed jupdate (pid 1: never a jupdate) leaves: removed by the
+        // What a killed jupdate (a pid past pid_max: gone) leaves: removed by the
         // next run of the jail; another jail's is left alone.
         let stale: Vec<_> = cgroups
             .iter()
-            .map(|d| d.with_file_name("jlayers-j1-1"))
+            .map(|d| d.with_file_name("jlayers-j1-999999999"))
             .collect();
-        let other = cgroups[0].with_file_name("jlayers-j2-1");
+        let other = cgroups[0].with_file_name("jlayers-j2-999999999");
         for d in stale.iter().chain([&other]) {
             fs::create_dir(d).unwrap();
         }

@@ -312,7 +312,7 @@ impl Cleaner<'_> {
                 jail: &plan.jail,
                 stack,
                 place: upper,
-                plan: &plan,
+                plan,
             };
             // Looking (-n, --list) only reads the upper, which both platforms allow
             // under a mounted union; changing it is what a live layer forbids.

@@ -292,7 +292,9 @@ fn counter(path: &Path, key: &str) -> u64 {
 }
 
 /// Remove what a killed jupdate left of an earlier run of `jail` (empty by now:
-/// the run died with it; a cgroup still busy is left).
+/// the run died with it; a cgroup still busy is left). Only a dead jupdate's: the
+/// jail's lock is per configuration, and another jupdate (another config, a
+/// jail of the same name) may have just made its own, still empty.
 fn remove_stale(parent: &Path, jail: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
@@ -301,11 +303,22 @@ fn remove_stale(parent: &Path, jail: &str) {
         if entry
             .file_name()
             .to_str()
-            .is_some_and(|n| is_run_of(n, jail))
+            .is_some_and(|n| is_run_of(n, jail) && !alive(n))
         {
             let _ = std::fs::remove_dir(entry.path());
         }
     }
+}
+
+/// Whether the jupdate named at the end of a run's cgroup name still runs.
+fn alive(entry: &str) -> bool {
+    let pid = entry.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
+    pid.is_some_and(|pid| {
+        !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+    })
 }
 
 /// v2: the controllers `settings` needs, enabled for the children of `parent`
@@ -467,7 +480,7 @@ mod tests {
         std::fs::create_dir_all(&own).unwrap();
         std::fs::write(own.join("cgroup.subtree_control"), "").unwrap();
         // A killed run's cgroup, and another jail's.
-        std::fs::create_dir(own.join("jlayers-web-1")).unwrap();
+        std::fs::create_dir(own.join("jlayers-web-999999999")).unwrap();
         std::fs::create_dir(own.join("jlayers-db-1")).unwrap();
         let run = RunCgroup::create_in(tmp.path(), Version::V2, "0::/cron\n", "web", &limits())
             .unwrap()
@@ -477,7 +490,7 @@ mod tests {
         assert_eq!(read("pids.max"), "50");
         assert_eq!(read("memory.max"), "33554432");
         assert_eq!(read("cpu.max"), "150000 100000");
-        assert!(!own.join("jlayers-web-1").exists());
+        assert!(!own.join("jlayers-web-999999999").exists());
         assert!(own.join("jlayers-db-1").exists());
         assert_eq!(run.cgroups().len(), 1);
         // A plain directory: the files written are what a removal would meet.
