@@ -324,7 +324,8 @@ impl RawLimits {
         };
         let memory = match self.memory {
             Some(text) => Some((
-                size_bytes(&text)
+                byte_size(&text)
+                    .ok()
                     .filter(|&b| b > 0)
                     .ok_or_else(|| {
                         format!(
@@ -350,28 +351,6 @@ impl RawLimits {
         }
         Ok(Limits { pids, memory, cpu })
     }
-}
-
-/// `4g` and the like in bytes (k, m, g, t: powers of 1024), as `upper_size`.
-fn size_bytes(text: &str) -> Option<u64> {
-    let digits = text.trim_end_matches(['k', 'm', 'g', 't', 'K', 'M', 'G', 'T']);
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || text.len() - digits.len() > 1
-    {
-        return None;
-    }
-    let shift = match text.as_bytes()[digits.len()..]
-        .first()
-        .map(u8::to_ascii_lowercase)
-    {
-        None => 0,
-        Some(b'k') => 10,
-        Some(b'm') => 20,
-        Some(b'g') => 30,
-        _ => 40,
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 #[derive(Deserialize)]
