@@ -107,6 +107,12 @@ pub(crate) struct Entry<'a> {
 }
 
 impl Entry<'_> {
+    /// Whether it is the directory at `path` below the upper dir, without making
+    /// its path (each entry's, at any depth, would cost the square of the depth).
+    pub(crate) fn is_dir_at(&self, path: &Path) -> bool {
+        self.name.is_none() && self.at.is(path)
+    }
+
     /// Its path below the upper dir, made when asked for: at any depth, only
     /// what is shown costs its path.
     pub(crate) fn rel(&self) -> PathBuf {

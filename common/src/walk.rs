@@ -37,7 +37,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::dir::Dir;
@@ -79,6 +79,12 @@ impl At<'_> {
     /// This directory's path below the upper dir.
     pub(crate) fn rel(&self) -> PathBuf {
         PathBuf::from(OsStr::from_bytes(self.0))
+    }
+
+    /// Whether this directory's path below the upper dir is `path` (no copy of a
+    /// deep path made to tell).
+    pub(crate) fn is(&self, path: &Path) -> bool {
+        self.0 == path.as_os_str().as_bytes()
     }
 
     /// The path of the entry `name` of this directory.

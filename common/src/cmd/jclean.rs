@@ -457,8 +457,7 @@ impl Cleaner<'_> {
             None => Vec::new(),
             Some(dir) => dir.changes(source, mounts, &self.sink, |e| {
                 let mount_point = matches!(e.kind, Kind::Dir | Kind::NewDir)
-                    && !nested.is_empty()
-                    && nested.contains(&e.rel());
+                    && nested.iter().any(|n| e.is_dir_at(n));
                 let wanted = !mount_point && (opts.only.is_empty() || opts.only.contains(&e.kind));
                 if wanted && opts.list {
                     self.list_line(to_clean, &e.rel(), e.kind, e.size);
