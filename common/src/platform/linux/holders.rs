@@ -14,8 +14,8 @@ pub(crate) fn holders(target: &Path) -> Vec<Holder> {
     scan().iter().filter_map(|u| u.holder(target)).collect()
 }
 
-/// Every process's uses, in pid order, this process left out.
-fn scan() -> Vec<Uses> {
+/// Every process's pid but this one's, in order.
+fn other_pids() -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -26,7 +26,12 @@ fn scan() -> Vec<Uses> {
         .filter(|&p| p != me)
         .collect();
     pids.sort_unstable();
-    pids.into_iter().map(Uses::read).collect()
+    pids
+}
+
+/// Every process's uses, in pid order, this process left out.
+fn scan() -> Vec<Uses> {
+    other_pids().into_iter().map(Uses::read).collect()
 }
 
 /// For each of `targets`, the processes using anything at or below it, in pid
@@ -149,16 +154,7 @@ pub(crate) fn on_device(dev: &str, mnt: u64) -> Vec<Holder> {
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
     };
     let on = |p: &Path| overlay(p) && nix::sys::stat::stat(p).is_ok_and(|s| s.st_dev == dev);
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let me = std::process::id();
-    let mut pids: Vec<u32> = procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&p| p != me)
-        .collect();
-    pids.sort_unstable();
+    let pids = other_pids();
     let mut found = Vec::new();
     for pid in pids {
         let dir = PathBuf::from(format!("/proc/{pid}"));
