@@ -60,6 +60,22 @@ impl fmt::Display for Fail {
 
 impl std::error::Error for Fail {}
 
+/// Several mistakes of one kind found in one go (a configuration's): the tools
+/// print each on a line of its own.
+#[derive(Debug)]
+pub(crate) struct Failures {
+    pub(crate) code: ExitCode,
+    pub(crate) msgs: Vec<String>,
+}
+
+impl fmt::Display for Failures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msgs.join("; "))
+    }
+}
+
+impl std::error::Error for Failures {}
+
 /// A new classified error.
 pub(crate) fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Fail {
@@ -72,8 +88,11 @@ pub(crate) fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
 pub fn code_of(err: &anyhow::Error) -> ExitCode {
     // anyhow's downcast sees through context layers, both to context values and
     // to the root error.
-    err.downcast_ref::<Fail>()
-        .map_or(ExitCode::Unavailable, |f| f.code)
+    match (err.downcast_ref::<Fail>(), err.downcast_ref::<Failures>()) {
+        (Some(fail), _) => fail.code,
+        (None, Some(failures)) => failures.code,
+        (None, None) => ExitCode::Unavailable,
+    }
 }
 
 /// The exit status a failed system call means, the one mapping of errno for

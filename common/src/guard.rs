@@ -22,48 +22,7 @@ use nix::unistd::{Gid, fchown};
 use crate::exit::{ExitCode, fail};
 use crate::target::{Beneath, Missing, Place};
 
-/// Who may pass the dirs jlayers owns around the uppers: root alone (0700), or
-/// root and a group (0710).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Access {
-    pub(crate) gid: Option<u32>,
-}
-
-impl Access {
-    pub(crate) fn mode(self) -> u32 {
-        if self.gid.is_some() { 0o710 } else { 0o700 }
-    }
-
-    /// A tmpfs's root as mount(8) takes it on both systems: `mode=0700`, or
-    /// `mode=0710,gid=N`.
-    pub(crate) fn tmpfs_options(self) -> String {
-        match self.gid {
-            Some(gid) => format!("mode=0710,gid={gid}"),
-            None => "mode=0700".into(),
-        }
-    }
-
-    /// For messages: `0700`, or `0710, group 5`.
-    fn describe(self) -> String {
-        match self.gid {
-            Some(gid) => format!("0710, group {gid}"),
-            None => "0700".into(),
-        }
-    }
-
-    /// The sh commands that set a dir to it (`-n`, and the fix a warning names).
-    pub(crate) fn commands(self, path: &Path) -> Vec<Vec<std::ffi::OsString>> {
-        let mut out = vec![vec![
-            "chmod".into(),
-            format!("{:04o}", self.mode()).into(),
-            path.into(),
-        ]];
-        if let Some(gid) = self.gid {
-            out.push(vec!["chgrp".into(), gid.to_string().into(), path.into()]);
-        }
-        out
-    }
-}
+pub(crate) use crate::step::Access;
 
 /// One of jlayers' dirs as found: its descriptor, permission bits and group.
 #[derive(Debug)]

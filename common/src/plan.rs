@@ -10,9 +10,9 @@ use anyhow::Result;
 
 use crate::config::{Config, Jail, Mode, Upper};
 use crate::exit::{ExitCode, fail};
-use crate::guard::Access;
 use crate::mounts::{Mount, MountsAt};
-use crate::platform::Platform;
+use crate::os::Os;
+pub(crate) use crate::step::{Access, Null, Shape, Step, Tmpfs, Union};
 use crate::target::Place;
 
 /// One layer's stack on one jail's target.
@@ -60,7 +60,7 @@ pub(crate) enum State {
 }
 
 /// The plan for one jail.
-pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result<JailPlan> {
+pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os) -> Result<JailPlan> {
     let root = cfg.roots().real(&jail.root);
     let access = Access {
         gid: jail.upper_group,
@@ -114,7 +114,7 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
                         },
                     });
                     guards.owned = owned;
-                    let work = platform.needs_work_dir().then(|| upper.join("work"));
+                    let work = os.needs_work_dir().then(|| upper.join("work"));
                     (upper.join("upper"), work)
                 }
                 None => {
@@ -122,7 +122,7 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, platform: &dyn Platform) -> Result
                     if guards.owned.is_empty() && upper.root.is_none() {
                         guards.checked = Some(upper.path.clone());
                     }
-                    let work = platform.needs_work_dir().then(|| work_dir(&upper));
+                    let work = os.needs_work_dir().then(|| work_dir(&upper));
                     (upper, work)
                 }
             };
@@ -194,154 +194,6 @@ impl Stack {
     pub(crate) fn is_upper_tmpfs(&self) -> bool {
         matches!(self.shape, Shape::UpperTmpfs(_))
     }
-
-    /// Read this stack's state from the table: the plan's steps must sit on top of
-    /// the target's mounts as a consistent prefix, bottom step first.
-    pub(crate) fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
-        let at = self.at(table);
-        for count in (1..=self.shape.steps().len().min(at.len())).rev() {
-            let top = &at[at.len() - count..];
-            if self
-                .shape
-                .steps()
-                .zip(top)
-                .all(|(step, m)| platform.matches(step, m))
-            {
-                return State::Mounted(count);
-            }
-        }
-        match at.last() {
-            None => State::Mounted(0),
-            Some(top) => State::Foreign {
-                top: (*top).clone(),
-                ours: at
-                    .iter()
-                    .any(|m| self.shape.steps().any(|step| platform.matches(step, m))),
-            },
-        }
-    }
-}
-
-/// nullfs (FreeBSD) / bind mount (Linux) of a host directory on the target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Null {
-    pub(crate) source: PathBuf,
-    pub(crate) read_only: bool,
-}
-
-/// unionfs (FreeBSD) / overlay (Linux) of the upper dir over what the target shows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Union {
-    pub(crate) upper: Place,
-    /// Linux's overlay work dir, a sibling of `upper`; `None` on FreeBSD.
-    pub(crate) work: Option<Place>,
-    pub(crate) options: Vec<String>,
-}
-
-/// A tmpfs of its own for a union layer's upper (and, on Linux, work) dir, mounted
-/// on the upper's place before the layer's stack; `size` as tmpfs takes it (`4g`),
-/// `None` for the kernel's default.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Tmpfs {
-    pub(crate) size: Option<String>,
-    /// Its root's mode and group: it holds the upper dir.
-    pub(crate) access: Access,
-}
-
-/// The mounts of one stack, bottom first. The compiler keeps the plan's rules: a
-/// union only ever goes on top of its layer's null mount, and a tmpfs upper is a
-/// stack of its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// A layer: the host directory, and the union of its upper dir if it has one.
-    Layer { null: Null, union: Option<Union> },
-    /// The tmpfs a layer's upper dir lives in.
-    UpperTmpfs(Tmpfs),
-}
-
-/// One mount of a stack, as a backend performs, matches and prints it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Step<'a> {
-    Null(&'a Null),
-    Union(&'a Union),
-    Tmpfs(&'a Tmpfs),
-}
-
-impl Shape {
-    /// The mounts, bottom first.
-    pub(crate) fn steps(&self) -> impl DoubleEndedIterator<Item = Step<'_>> + ExactSizeIterator {
-        // A fixed pair cut to length: no allocation, and both ends reachable.
-        let (bottom, top, count) = match self {
-            Shape::Layer {
-                null,
-                union: Some(union),
-            } => (Step::Null(null), Step::Union(union), 2),
-            Shape::Layer { null, union: None } => (Step::Null(null), Step::Null(null), 1),
-            Shape::UpperTmpfs(tmpfs) => (Step::Tmpfs(tmpfs), Step::Tmpfs(tmpfs), 1),
-        };
-        [bottom, top].into_iter().take(count)
-    }
-
-    /// The bottom `count` mounts (1 or more) of the stack: what is left of it when the
-    /// top ones are taken down.
-    pub(crate) fn cut(&self, count: usize) -> Shape {
-        match self {
-            Shape::Layer { null, .. } if count < 2 => Shape::Layer {
-                null: null.clone(),
-                union: None,
-            },
-            _ => self.clone(),
-        }
-    }
-
-    /// The layer's host directory: its null mount.
-    pub(crate) fn null(&self) -> Option<&Null> {
-        match self {
-            Shape::Layer { null, .. } => Some(null),
-            Shape::UpperTmpfs(_) => None,
-        }
-    }
-
-    /// The layer's union, if it has one.
-    pub(crate) fn union(&self) -> Option<&Union> {
-        match self {
-            Shape::Layer { union, .. } => union.as_ref(),
-            Shape::UpperTmpfs(_) => None,
-        }
-    }
-}
-
-impl Step<'_> {
-    /// The step's kind, as the JSON records name it.
-    pub(crate) fn kind(self) -> &'static str {
-        match self {
-            Step::Null(_) => "null",
-            Step::Union(_) => "union",
-            Step::Tmpfs(_) => "tmpfs",
-        }
-    }
-
-    /// What the step mounts, as a record shows it.
-    pub(crate) fn source_shown(self) -> PathBuf {
-        match self {
-            Step::Null(null) => null.source.clone(),
-            Step::Union(union) => union.upper.path.clone(),
-            Step::Tmpfs(_) => PathBuf::from("tmpfs"),
-        }
-    }
-
-    /// The step in words, for `-v`.
-    pub(crate) fn describe(self) -> String {
-        match self {
-            Step::Null(Null {
-                source,
-                read_only: true,
-            }) => format!("read-only null mount of {}", source.display()),
-            Step::Null(null) => format!("null mount of {}", null.source.display()),
-            Step::Union(union) => format!("union mount of {}", union.upper.path.display()),
-            Step::Tmpfs(_) => "tmpfs for the upper dir".to_string(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -388,8 +240,7 @@ upper.obj = "var/obj-upper"
 
     fn shapes_of(os: Os) -> (Vec<(String, Place, Shape)>, bool) {
         let cfg = Config::parse(CONF, Path::new("jlayers.conf"), os).unwrap();
-        let platform = crate::platform::backend(os).unwrap();
-        let jail_plan = plan(&cfg, &cfg.jails[0], &*platform).unwrap();
+        let jail_plan = plan(&cfg, &cfg.jails[0], os).unwrap();
         assert_eq!(jail_plan.jail, "j");
         assert_eq!(jail_plan.root, Path::new("/nonexistent-jlayers-plan/j"));
         let stacks = jail_plan
@@ -397,7 +248,7 @@ upper.obj = "var/obj-upper"
             .into_iter()
             .map(|s| (s.layer, s.target, s.shape))
             .collect();
-        (stacks, platform.needs_work_dir())
+        (stacks, os.needs_work_dir())
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub(crate) struct Messages {
 impl Messages {
     /// An error with its whole chain on one line.
     pub(crate) fn error(&self, err: &anyhow::Error) {
-        self.emit(&[], &crate::exit::message(err));
+        match err.downcast_ref::<crate::exit::Failures>() {
+            Some(failures) => failures.msgs.iter().for_each(|m| self.emit(&[], m)),
+            None => self.emit(&[], &crate::exit::message(err)),
+        }
     }
 
     /// A warning: shown unless `-q`.
@@ -199,7 +202,7 @@ pub(crate) fn set_header(tool: &str, dry_run: bool) {
     let dry = if dry_run { " (dry run)" } else { "" };
     let line = format!(
         "# {tool}: {}{dry}: {}\n",
-        crate::update::utc_timestamp(std::time::SystemTime::now()),
+        utc_timestamp(std::time::SystemTime::now()),
         sh_one_line(&args)
     );
     *HEADER.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
@@ -356,9 +359,46 @@ pub fn size(bytes: u64, exact: bool) -> String {
     }
 }
 
+/// `2026-11-23 20:55:00 UTC`, without a time zone database.
+pub(crate) fn utc_timestamp(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let shifted = days as i64 + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let doe = shifted - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps() {
+        let time =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_467_300);
+        assert_eq!(utc_timestamp(time), "2026-11-23 20:55:00 UTC");
+        assert_eq!(
+            utc_timestamp(std::time::SystemTime::UNIX_EPOCH),
+            "1970-01-01 00:00:00 UTC"
+        );
+        let leap = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(utc_timestamp(leap), "2000-02-29 00:00:00 UTC");
+    }
 
     #[test]
     fn quoting() {

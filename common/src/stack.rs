@@ -11,7 +11,7 @@ use crate::action::{
 use crate::detached;
 use crate::exit::{ExitCode, fail};
 use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
-use crate::mounts::{Mount, Table};
+use crate::mounts::{Mount, MountsAt, Table};
 use crate::plan::{JailPlan, Stack, State, Step};
 use crate::platform::Busy;
 use crate::platform::{Mounted, Platform};
@@ -748,5 +748,34 @@ impl<'a> Engine<'a> {
         }
         self.sink
             .note(&stack.layer, crate::action::Did::Discard { files, bytes });
+    }
+}
+
+/// A stack's state is read with the backend's notion of which mount a step makes.
+impl Stack {
+    /// Read this stack's state from the table: the plan's steps must sit on top of
+    /// the target's mounts as a consistent prefix, bottom step first.
+    pub(crate) fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {
+        let at = self.at(table);
+        for count in (1..=self.shape.steps().len().min(at.len())).rev() {
+            let top = &at[at.len() - count..];
+            if self
+                .shape
+                .steps()
+                .zip(top)
+                .all(|(step, m)| platform.matches(step, m))
+            {
+                return State::Mounted(count);
+            }
+        }
+        match at.last() {
+            None => State::Mounted(0),
+            Some(top) => State::Foreign {
+                top: (*top).clone(),
+                ours: at
+                    .iter()
+                    .any(|m| self.shape.steps().any(|step| platform.matches(step, m))),
+            },
+        }
     }
 }

@@ -145,7 +145,7 @@ impl Run<'_> {
                 format!("log {}", self.log.display())
             })?;
         let begun = Instant::now();
-        let now = utc_timestamp(SystemTime::now());
+        let now = crate::report::utc_timestamp(SystemTime::now());
         let mut head = String::new();
         // A log cut off mid-line (its run killed) gets this run's lines on lines of their own.
         let len = log.metadata().map_or(0, |m| m.len());
@@ -178,7 +178,11 @@ impl Run<'_> {
             Ok(Outcome::Interrupted(_)) => format!("interrupted after {after}"),
             Err(err) => format!("error after {after}: {}", crate::exit::message(err)),
         };
-        let _ = writeln!(log, "{}: jupdate: {how}", utc_timestamp(SystemTime::now()));
+        let _ = writeln!(
+            log,
+            "{}: jupdate: {how}",
+            crate::report::utc_timestamp(SystemTime::now())
+        );
         result
     }
 
@@ -887,46 +891,10 @@ fn status_code(st: std::process::ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
-/// `2026-11-23 20:55:00 UTC`, without a time zone database.
-pub(crate) fn utc_timestamp(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let shifted = days as i64 + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let doe = shifted - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Seek;
-
-    #[test]
-    fn timestamps() {
-        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_467_300);
-        assert_eq!(utc_timestamp(time), "2026-11-23 20:55:00 UTC");
-        assert_eq!(
-            utc_timestamp(SystemTime::UNIX_EPOCH),
-            "1970-01-01 00:00:00 UTC"
-        );
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(utc_timestamp(leap), "2000-02-29 00:00:00 UTC");
-    }
 
     #[test]
     fn control_characters_made_visible() {

@@ -21,6 +21,8 @@ pub mod jupdate;
 pub(crate) struct Setup {
     pub(crate) cfg: Config,
     pub(crate) platform: Box<dyn Platform>,
+    /// The backend's OS: what the plan needs of the platform.
+    pub(crate) os: Os,
     pub(crate) msg: Messages,
     pub(crate) jails: Vec<usize>,
 }
@@ -67,6 +69,7 @@ impl Setup {
         Ok(Setup {
             cfg,
             platform: platform::backend(os)?,
+            os,
             msg,
             jails,
         })
@@ -221,7 +224,7 @@ pub(crate) fn stack_tool(
         let engine = setup.engine(args);
         Ok(each_jail(setup, |jail| {
             let _lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
-            let plan = crate::plan::plan(&setup.cfg, jail, &*setup.platform)?;
+            let plan = crate::plan::plan(&setup.cfg, jail, setup.os)?;
             engine.sink.take();
             let result = act(&engine, &plan);
             if result.is_ok() || failed_too {

@@ -26,10 +26,6 @@ use crate::target::Place;
 pub(crate) struct FreeBsd;
 
 impl Platform for FreeBsd {
-    fn needs_work_dir(&self) -> bool {
-        false
-    }
-
     fn mounts(&self, _scope: &Path) -> Result<Arc<Vec<Mount>>> {
         kernel::table().map(Arc::new)
     }

@@ -14,34 +14,7 @@ use crate::mounts::Mount;
 use crate::plan::Step;
 use crate::target::Place;
 
-/// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Os {
-    FreeBsd,
-    Linux,
-}
-
-impl Os {
-    /// The backend of this run.
-    pub fn current() -> Result<Os> {
-        match std::env::var_os("JLAYERS_PLATFORM") {
-            None => Ok(if cfg!(target_os = "freebsd") {
-                Os::FreeBsd
-            } else {
-                Os::Linux
-            }),
-            Some(value) if value == "freebsd" => Ok(Os::FreeBsd),
-            Some(value) if value == "linux" => Ok(Os::Linux),
-            Some(value) => Err(fail(
-                ExitCode::Usage,
-                format!(
-                    "JLAYERS_PLATFORM={}: expected freebsd or linux",
-                    value.to_string_lossy()
-                ),
-            )),
-        }
-    }
-}
+pub use crate::os::Os;
 
 /// What an unmount does with a busy mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,9 +186,6 @@ pub(crate) fn changed(target: &Place, what: &str) -> anyhow::Error {
 
 /// What a backend does.
 pub(crate) trait Platform: Sync {
-    /// Overlay needs a work dir beside the upper; unionfs does not.
-    fn needs_work_dir(&self) -> bool;
-
     /// The mount table, in mount order; exact at and below `scope` (a backend may
     /// serve what it read before when nothing there can have changed since).
     fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>>;

@@ -227,10 +227,6 @@ impl Linux {
 }
 
 impl Platform for Linux {
-    fn needs_work_dir(&self) -> bool {
-        true
-    }
-
     fn mounts(&self, scope: &Path) -> Result<Arc<Vec<Mount>>> {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cache) = guard.as_mut() {
