@@ -4,7 +4,7 @@
 //! jmount applies a stack bottom-up, junmount removes it top-down, `-n` prints it.
 //! Both platforms perform the same steps; only how a step is done differs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -59,13 +59,24 @@ pub(crate) enum State {
     Foreign { top: Mount, ours: bool },
 }
 
+/// What a plan needs to know of the disk, found by the caller (roots.rs): the
+/// plan itself is made of the configuration and these facts.
+pub(crate) trait OnDisk {
+    /// A jail root as found (canonical).
+    fn real_root(&self, written: &Path) -> PathBuf;
+    /// A host path, beneath the jail root it lies in, if any.
+    fn locate(&self, path: &Path) -> Place;
+    /// Layer `layer`'s source as found (canonical).
+    fn real_source(&self, layer: usize) -> &Path;
+}
+
 /// The plan for one jail.
-pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os) -> Result<JailPlan> {
-    let root = cfg.roots().real(&jail.root);
+pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os, disk: &dyn OnDisk) -> Result<JailPlan> {
+    let root = disk.real_root(&jail.root);
     let access = Access {
         gid: jail.upper_group,
     };
-    let upper_root = cfg.roots().locate(&cfg.upper_root);
+    let upper_root = disk.locate(&cfg.upper_root);
     let shared = Access {
         gid: cfg.upper_group,
     };
@@ -73,14 +84,14 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os) -> Result<JailPlan> {
     for &index in &jail.layers {
         let layer = &cfg.layers[index];
         let null = Null {
-            source: cfg.real_source(index).to_path_buf(),
+            source: disk.real_source(index).to_path_buf(),
             read_only: layer.mode == Mode::Readonly,
         };
         let mut union = None;
         let mut guards = Guards::default();
         if let Some(up) = jail.uppers.get(&index) {
             let upper = match up {
-                Upper::Host(path) => cfg.roots().locate(path),
+                Upper::Host(path) => disk.locate(path),
                 Upper::InRoot(rel) => Place::beneath(&root, rel),
             };
             if upper.root.is_some() && upper.rel().as_os_str().is_empty() {
@@ -240,7 +251,8 @@ upper.obj = "var/obj-upper"
 
     fn shapes_of(os: Os) -> (Vec<(String, Place, Shape)>, bool) {
         let cfg = Config::parse(CONF, Path::new("jlayers.conf"), os).unwrap();
-        let jail_plan = plan(&cfg, &cfg.jails[0], os).unwrap();
+        let host = crate::roots::Host::of(&cfg);
+        let jail_plan = plan(&cfg, &cfg.jails[0], os, &host).unwrap();
         assert_eq!(jail_plan.jail, "j");
         assert_eq!(jail_plan.root, Path::new("/nonexistent-jlayers-plan/j"));
         let stacks = jail_plan

@@ -10,7 +10,40 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{AtFlags, OFlag, open};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
+use crate::config::Config;
+use crate::plan::OnDisk;
 use crate::target::Place;
+
+/// What a run found of the configuration on disk, looked up once: the jails'
+/// roots and the layers' sources, canonical (the mount table shows real paths).
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub(crate) roots: Roots,
+    sources: Vec<PathBuf>,
+}
+
+impl Host {
+    pub(crate) fn of(cfg: &Config) -> Host {
+        Host {
+            roots: Roots::of(cfg.jails.iter().map(|j| j.root.as_path())),
+            sources: cfg.layers.iter().map(|l| real(&l.source)).collect(),
+        }
+    }
+}
+
+impl OnDisk for Host {
+    fn real_root(&self, written: &Path) -> PathBuf {
+        self.roots.real(written)
+    }
+
+    fn locate(&self, path: &Path) -> Place {
+        self.roots.locate(path)
+    }
+
+    fn real_source(&self, layer: usize) -> &Path {
+        &self.sources[layer]
+    }
+}
 
 /// Paths that exist are made canonical (the mount table shows real paths); the jail
 /// root and sources are host-controlled, so following their links is the admin's intent.

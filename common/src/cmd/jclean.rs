@@ -209,7 +209,7 @@ impl Cleaner<'_> {
     fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
         let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
-        let plan = plan(&setup.cfg, jail, setup.os)?;
+        let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
         self.layers(&plan, false, total)
     }
 
@@ -220,7 +220,7 @@ impl Cleaner<'_> {
     fn remount(&self, engine: &Engine, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
         let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
-        let plan = plan(&setup.cfg, jail, setup.os)?;
+        let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
         let table = engine.sink.mounts(&plan.root)?;
         let platform = &*setup.platform;
         let mounted = plan

@@ -78,7 +78,7 @@ fn status(args: &Common) -> ExitCode {
         // Each dir once: upper_root is every jail's.
         let mut warned = std::collections::HashSet::new();
         let code = each_jail(setup, |jail| {
-            let plan = plan(&setup.cfg, jail, setup.os)?;
+            let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
             let table = setup.platform.mounts(&plan.root)?;
             // Dirs around the uppers that let host users in: said on stderr, the
             // records stay as they are.

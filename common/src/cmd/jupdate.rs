@@ -243,7 +243,7 @@ fn in_jail(
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
     let lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
-    let plan = plan(&setup.cfg, jail, setup.os)?;
+    let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
     let made = engine.mount_jail(&plan)?;
     let jail_run = JailRun {
         setup,

@@ -23,6 +23,8 @@ pub(crate) struct Setup {
     pub(crate) platform: Box<dyn Platform>,
     /// The backend's OS: what the plan needs of the platform.
     pub(crate) os: Os,
+    /// The configuration's roots and sources as found on disk.
+    pub(crate) host: crate::roots::Host,
     pub(crate) msg: Messages,
     pub(crate) jails: Vec<usize>,
 }
@@ -39,7 +41,8 @@ impl Setup {
             .clone()
             .unwrap_or_else(|| Config::default_path(os));
         let cfg = Config::load(&path, os)?;
-        if let Some((first, second)) = cfg.roots().shared() {
+        let host = crate::roots::Host::of(&cfg);
+        if let Some((first, second)) = host.roots.shared() {
             let (first, second) = (&cfg.jails[first], &cfg.jails[second]);
             return Err(crate::exit::fail(
                 ExitCode::Config,
@@ -70,6 +73,7 @@ impl Setup {
             cfg,
             platform: platform::backend(os)?,
             os,
+            host,
             msg,
             jails,
         })
@@ -224,7 +228,7 @@ pub(crate) fn stack_tool(
         let engine = setup.engine(args);
         Ok(each_jail(setup, |jail| {
             let _lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
-            let plan = crate::plan::plan(&setup.cfg, jail, setup.os)?;
+            let plan = crate::plan::plan(&setup.cfg, jail, setup.os, &setup.host)?;
             engine.sink.take();
             let result = act(&engine, &plan);
             if result.is_ok() || failed_too {

@@ -66,8 +66,6 @@ pub(super) fn build(raw: Raw, path: &Path, os: Os, found: &mut Found<'_>) -> Opt
         allow_empty: defaults.allow_empty,
         upper_group: defaults.group,
         default_log_max: defaults.log_max,
-        roots: Default::default(),
-        sources: Default::default(),
     })
 }
 

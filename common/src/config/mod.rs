@@ -143,10 +143,6 @@ pub struct Config {
     pub upper_group: Option<u32>,
     /// `[defaults] log_max` in bytes, else [`LOG_MAX`].
     pub default_log_max: u64,
-    /// The jails' roots as found on disk, looked up once per run.
-    roots: std::sync::OnceLock<crate::roots::Roots>,
-    /// The layers' sources as found on disk (canonical), looked up once per run.
-    sources: std::sync::OnceLock<Vec<PathBuf>>,
 }
 
 impl Upper {
@@ -208,22 +204,5 @@ impl Config {
     /// else `[defaults]`, else [`LOG_MAX`].
     pub(crate) fn log_max(&self, jail: &Jail) -> u64 {
         jail.log_max.unwrap_or(self.default_log_max)
-    }
-
-    /// Layer `i`'s source made canonical (the mount table shows real paths): once
-    /// a run, not once a jail.
-    pub(crate) fn real_source(&self, i: usize) -> &Path {
-        self.sources.get_or_init(|| {
-            self.layers
-                .iter()
-                .map(|l| crate::roots::real(&l.source))
-                .collect()
-        })[i]
-            .as_path()
-    }
-
-    pub(crate) fn roots(&self) -> &crate::roots::Roots {
-        self.roots
-            .get_or_init(|| crate::roots::Roots::of(self.jails.iter().map(|j| j.root.as_path())))
     }
 }
