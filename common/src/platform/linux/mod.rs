@@ -26,13 +26,11 @@ use crate::target::Place;
 mod api;
 mod cgroup;
 mod holders;
-mod mountinfo;
 mod overlay;
 mod sandbox;
 mod seccomp;
 
-pub(crate) use api::mount_id;
-pub use mountinfo::parse_mountinfo;
+pub use crate::mounts::mountinfo::parse_mountinfo;
 use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
 
 /// The Linux backend. It keeps the mount table it read, with the open mountinfo
