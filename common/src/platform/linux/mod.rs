@@ -28,7 +28,6 @@ mod cgroup;
 mod holders;
 mod overlay;
 mod sandbox;
-mod seccomp;
 
 pub use crate::mounts::mountinfo::parse_mountinfo;
 use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
@@ -524,7 +523,11 @@ impl Platform for Linux {
         }
         command.envs(env.iter().copied());
         super::own_session(&mut command);
-        sandbox::confine(&mut command, root, jail, exec.network, exec.hold);
+        let network = match exec.network {
+            crate::config::Network::None => sandbox::Net::Loopback,
+            crate::config::Network::Host => sandbox::Net::Host,
+        };
+        sandbox::confine(&mut command, root, jail, network, exec.hold);
         command
     }
 

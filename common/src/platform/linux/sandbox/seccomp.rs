@@ -378,34 +378,10 @@ pub(crate) fn install(filters: &[BpfProgram]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Join a new anonymous session keyring, as runc does for each container: the
-/// caller's session keyring (and any key linked there) is out of reach even of
-/// a keyring call the filter would allow. A kernel without keyrings has none to
-/// reach. Allocates nothing: fit for a forked child.
-pub(crate) fn join_new_session_keyring() -> std::io::Result<()> {
-    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    // SAFETY: a null name asks for an anonymous keyring; no memory is passed.
-    let id = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    if id >= 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ENOSYS) {
-        Ok(())
-    } else {
-        Err(err)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::linux::sandbox::testing::{call, errno, in_child, write_all};
 
     /// Every name of the table has a number on some ABI (a misspelt name would be
     /// left out silently), and the natively refused calls are all there.
@@ -437,19 +413,6 @@ mod tests {
     fn retarget_refuses_an_unknown_opening() {
         let mut program = guard();
         assert!(retarget(&mut program, 0).is_err());
-    }
-
-    /// A raw system call's result: the value, or -errno.
-    fn call(nr: i64, args: [i64; 4]) -> i64 {
-        // SAFETY: every call below is given arguments that make it fail or do
-        // nothing if it were let through (no pointer the kernel writes to).
-        let r = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) };
-        if r < 0 { -i64::from(errno()) } else { r }
-    }
-
-    fn errno() -> i32 {
-        // SAFETY: reads this thread's errno.
-        unsafe { *libc::__errno_location() }
     }
 
     /// An i386 call from this 64-bit process (int 0x80: seccomp sees
@@ -678,47 +641,6 @@ mod tests {
         }
     }
 
-    /// Run `body` in a forked child; the bytes it writes to the descriptor it is
-    /// given. The child does no allocation (the test harness has threads).
-    fn in_child(body: impl FnOnce(libc::c_int)) -> Vec<u8> {
-        let mut pipe = [0; 2];
-        // SAFETY: pipe fills the array; the child runs only system calls and
-        // writes, then _exits; the parent reads and reaps.
-        unsafe {
-            assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
-            let pid = libc::fork();
-            assert!(pid >= 0);
-            if pid == 0 {
-                libc::close(pipe[0]);
-                body(pipe[1]);
-                libc::_exit(0);
-            }
-            libc::close(pipe[1]);
-            let mut out = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = libc::read(pipe[0], buf.as_mut_ptr().cast(), buf.len());
-                if n <= 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n as usize]);
-            }
-            libc::close(pipe[0]);
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "the child died: status {status:#x}"
-            );
-            out
-        }
-    }
-
-    fn write_all(fd: libc::c_int, bytes: &[u8]) {
-        // SAFETY: writes from a live buffer.
-        unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-    }
-
     /// Run each check in a forked child, after `setup`; the indexes of those
     /// for which `wrong` holds (u8::MAX: `setup` failed).
     fn run_checks(
@@ -782,59 +704,5 @@ mod tests {
             "wrong under the filter: {:?}",
             names(&checks, &failed)
         );
-    }
-
-    /// After joining a new session keyring the caller's session keyring, and a key
-    /// in it, are out of reach.
-    #[test]
-    fn a_new_session_keyring_hides_the_callers() {
-        const SESSION: i64 = -3; // KEY_SPEC_SESSION_KEYRING
-        const GET_ID: i64 = 0;
-        const SEARCH: i64 = 10; // KEYCTL_SEARCH
-        let ours = in_child(|fd| {
-            // A session keyring of this child's own, and a key in it.
-            join_new_session_keyring().unwrap();
-            let key = unsafe {
-                // SAFETY: valid C strings and a payload buffer with its length.
-                libc::syscall(
-                    libc::SYS_add_key,
-                    c"user".as_ptr(),
-                    c"jlayers-test-key".as_ptr(),
-                    c"secret".as_ptr(),
-                    6usize,
-                    SESSION,
-                )
-            };
-            let before = call(libc::SYS_keyctl, [GET_ID, SESSION, 0, 0]);
-            let found = unsafe {
-                // SAFETY: valid C strings; no destination keyring.
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    SEARCH,
-                    SESSION,
-                    c"user".as_ptr(),
-                    c"jlayers-test-key".as_ptr(),
-                    0,
-                )
-            };
-            join_new_session_keyring().unwrap();
-            let after = call(libc::SYS_keyctl, [GET_ID, SESSION, 0, 0]);
-            let found_after = unsafe {
-                // SAFETY: as above.
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    SEARCH,
-                    SESSION,
-                    c"user".as_ptr(),
-                    c"jlayers-test-key".as_ptr(),
-                    0,
-                )
-            };
-            let not_found = found_after < 0 && errno() == libc::ENOKEY;
-            let ok =
-                key > 0 && found == key && before > 0 && after > 0 && after != before && not_found;
-            write_all(fd, if ok { b"ok" } else { b"no" });
-        });
-        assert_eq!(String::from_utf8_lossy(&ours), "ok");
     }
 }
