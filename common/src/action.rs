@@ -20,11 +20,11 @@ use crate::exit::{ExitCode, code_of, fail};
 use crate::guard::{Access, Seen};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::{Index, Mount, Table};
-use crate::plan::Step;
 use crate::platform::Busy;
 use crate::platform::{MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
+use crate::step::Step;
 use crate::target::{Missing, Place};
 use crate::update::{Outcome, Run};
 

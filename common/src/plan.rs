@@ -12,7 +12,7 @@ use crate::config::{Config, Jail, Mode, Upper};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{Mount, MountsAt};
 use crate::os::Os;
-pub(crate) use crate::step::{Access, Null, Shape, Step, Tmpfs, Union};
+use crate::step::{Access, Null, Shape, Tmpfs, Union};
 use crate::target::Place;
 
 /// One layer's stack on one jail's target.

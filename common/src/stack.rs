@@ -12,11 +12,12 @@ use crate::detached;
 use crate::exit::{ExitCode, fail};
 use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, MountsAt, Table};
-use crate::plan::{JailPlan, Stack, State, Step};
+use crate::plan::{JailPlan, Stack, State};
 use crate::platform::Busy;
 use crate::platform::{Mounted, Platform};
 use crate::prune::{Rules, Tally};
 use crate::report::Messages;
+use crate::step::Step;
 use crate::target::{Beneath, Missing, Place};
 use crate::upper::UpperDir;
 

@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::config::Limits;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::Step;
+use crate::step::Step;
 use crate::target::Place;
 
 pub use crate::os::Os;
@@ -39,7 +39,7 @@ pub(crate) fn argv_of(command: &Command) -> Vec<OsString> {
 /// A tmpfs upper's options, the same for mount(8) on both systems: the root
 /// directory, which holds the upper dir, closed as jlayers' other dirs around the
 /// uppers are (not tmpfs's default 1777), and the size.
-pub(crate) fn tmpfs_options(tmpfs: &crate::plan::Tmpfs) -> String {
+pub(crate) fn tmpfs_options(tmpfs: &crate::step::Tmpfs) -> String {
     let access = tmpfs.access.tmpfs_options();
     match &tmpfs.size {
         Some(size) => format!("{access},size={size}"),

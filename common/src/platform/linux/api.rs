@@ -1,7 +1,8 @@
 //! The Linux mount API that works on descriptors: `open_tree(2)`, `move_mount(2)`,
 //! `mount_setattr(2)` (5.12), `fsopen`/`fsconfig`/`fsmount` (5.2), and statx's
-//! mount id (5.8). A mount made this way is attached to the directory a descriptor
-//! pins, never to a path the kernel would look up again.
+//! mount id (5.8, beside the mountinfo reader in [`crate::mounts::mountinfo`]). A
+//! mount made this way is attached to the directory a descriptor pins, never to a
+//! path the kernel would look up again.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -9,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+
+pub(crate) use crate::mounts::mountinfo::{mount_id, mount_id_at};
 
 fn cstr(value: &OsStr) -> nix::Result<CString> {
     CString::new(value.as_bytes()).map_err(|_| Errno::EINVAL)
@@ -93,38 +96,6 @@ pub(crate) fn move_mount_onto(mnt: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> nix:
         )
     })
     .map(drop)
-}
-
-fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix::Result<u64> {
-    // SAFETY: zeroed statx is a valid value; the kernel fills it.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is a C string and `stx` a live buffer of the type statx writes.
-    let status = unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::AT_NO_AUTOMOUNT,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    if status != 0 {
-        return Err(Errno::last());
-    }
-    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(Errno::ENOSYS);
-    }
-    Ok(stx.stx_mnt_id)
-}
-
-/// The id of the mount that `fd` lies in (mountinfo's first field).
-pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
-    statx_mnt_id(fd, &CString::default(), libc::AT_EMPTY_PATH)
-}
-
-/// The id of the top mount at `dir/name`, not following a link there.
-pub(crate) fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<u64> {
-    statx_mnt_id(dir, &cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
 }
 
 /// Detach the mount whose root `mnt` is, lazily: used only to undo a mount this

@@ -184,31 +184,53 @@ impl RunCgroup {
             fds: Vec::new(),
             limits: limits.clone(),
         };
-        for (controller, dir) in &dirs {
-            if run.dirs.iter().any(|(_, made)| made == dir) {
-                run.dirs.push((controller, dir.clone()));
+        if let Err(what) = run.make_dirs(root, jail, &dirs, &settings) {
+            return unavailable(what);
+        }
+        run.write_settings(&settings)?;
+        run.open_procs()?;
+        Ok(Some(run))
+    }
+
+    /// Make each planned directory (once where controllers share one), after the
+    /// stale runs' cgroups of `jail` beside it are gone and (v2) its parent
+    /// delegates the controllers. `Err`: what is unavailable.
+    fn make_dirs(
+        &mut self,
+        root: &Path,
+        jail: &str,
+        dirs: &[(&'static str, PathBuf)],
+        settings: &[Setting],
+    ) -> Result<(), String> {
+        for (controller, dir) in dirs {
+            if self.dirs.iter().any(|(_, made)| made == dir) {
+                self.dirs.push((controller, dir.clone()));
                 continue;
             }
             let parent = dir.parent().unwrap_or(root);
             if !parent.is_dir() {
-                return unavailable(format!(
+                return Err(format!(
                     "no cgroup {controller} controller at {}",
                     parent.display()
                 ));
             }
             remove_stale(parent, jail);
-            if version == Version::V2 {
-                if let Err(err) = delegate(parent, &settings) {
-                    return unavailable(err);
-                }
+            if self.version == Version::V2 {
+                delegate(parent, settings)?;
             }
             if let Err(err) = std::fs::create_dir(dir) {
-                return unavailable(format!("cgroup {}: {err}", dir.display()));
+                return Err(format!("cgroup {}: {err}", dir.display()));
             }
-            run.dirs.push((controller, dir.clone()));
+            self.dirs.push((controller, dir.clone()));
         }
-        for (controller, file, value) in &settings {
-            let Some((_, dir)) = run.dirs.iter().find(|(c, _)| c == controller) else {
+        Ok(())
+    }
+
+    /// Write each setting into its controller's directory (an optional file the
+    /// kernel lacks is skipped).
+    fn write_settings(&self, settings: &[Setting]) -> Result<()> {
+        for (controller, file, value) in settings {
+            let Some((_, dir)) = self.dirs.iter().find(|(c, _)| c == controller) else {
                 continue;
             };
             let path = dir.join(file);
@@ -222,7 +244,12 @@ impl RunCgroup {
                 )
             })?;
         }
-        for dir in run.unique() {
+        Ok(())
+    }
+
+    /// Open each directory's `cgroup.procs`, which the sandbox joins.
+    fn open_procs(&mut self) -> Result<()> {
+        for dir in self.unique() {
             let path = dir.join("cgroup.procs");
             let file = File::options()
                 .write(true)
@@ -235,10 +262,10 @@ impl RunCgroup {
                         format!("limits: {}: {err}", path.display()),
                     )
                 })?;
-            run.fds.push(file.as_raw_fd());
-            run.procs.push(file);
+            self.fds.push(file.as_raw_fd());
+            self.procs.push(file);
         }
-        Ok(Some(run))
+        Ok(())
     }
 
     /// Each directory once.

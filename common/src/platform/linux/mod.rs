@@ -19,20 +19,17 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::{MountId, Mounted, Platform, changed};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::{LinuxInfo, Mount};
-use crate::plan::{Null, Step, Tmpfs, Union};
 use crate::platform::Busy;
+use crate::step::{Null, Step, Tmpfs, Union};
 use crate::target::Place;
 
 mod api;
 mod cgroup;
 mod holders;
-mod mountinfo;
 mod overlay;
 mod sandbox;
-mod seccomp;
 
-pub(crate) use api::mount_id;
-pub use mountinfo::parse_mountinfo;
+pub use crate::mounts::mountinfo::parse_mountinfo;
 use overlay::{Layers, OverlayError, options_word, overlay, overlay_args};
 
 /// The Linux backend. It keeps the mount table it read, with the open mountinfo
@@ -522,7 +519,11 @@ impl Platform for Linux {
         }
         command.envs(env.iter().copied());
         super::own_session(&mut command);
-        sandbox::confine(&mut command, root, jail, exec.network, exec.hold);
+        let network = match exec.network {
+            crate::config::Network::None => sandbox::Net::Loopback,
+            crate::config::Network::Host => sandbox::Net::Host,
+        };
+        sandbox::confine(&mut command, root, jail, network, exec.hold);
         command
     }
 

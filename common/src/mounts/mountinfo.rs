@@ -1,8 +1,12 @@
-//! `/proc/self/mountinfo` (proc(5)), read into the shared mount model.
+//! `/proc/self/mountinfo` (proc(5)), read into the shared mount model, and the
+//! mount id (statx, 5.8) that finds a descriptor's line in it.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+
+use nix::errno::Errno;
 
 use crate::mounts::{LinuxInfo, Mount};
 
@@ -44,6 +48,39 @@ fn parse_line(line: &[u8]) -> Option<Mount> {
     })
 }
 
+fn statx_mnt_id(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> nix::Result<u64> {
+    // SAFETY: zeroed statx is a valid value; the kernel fills it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a C string and `stx` a live buffer of the type statx writes.
+    let status = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if status != 0 {
+        return Err(Errno::last());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// The id of the mount that `fd` lies in (mountinfo's first field).
+pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    statx_mnt_id(fd, &CString::default(), libc::AT_EMPTY_PATH)
+}
+
+/// The id of the top mount at `dir/name`, not following a link there.
+pub(crate) fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<u64> {
+    let name = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+    statx_mnt_id(dir, &name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
 /// Decode the kernel's `\NNN` octal escapes.
 fn unescape(escaped: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(escaped.len());
@@ -74,8 +111,6 @@ fn unescape(escaped: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsStr;
-    use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
 
     #[test]

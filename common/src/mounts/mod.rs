@@ -1,9 +1,14 @@
-//! The mount table as jlayers sees it: one model, filled by each platform's reader.
+//! The mount table as jlayers sees it: one model, and beside it the readers that
+//! fill it from a system's own table ([`mountinfo`] for Linux's, which the FreeBSD
+//! backend's simulation reads too).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+#[cfg(target_os = "linux")]
+pub mod mountinfo;
 
 /// One line of the mount table.
 #[derive(Clone, Debug, PartialEq, Eq)]
