@@ -25,15 +25,60 @@ use crate::platform::{MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
 use crate::step::Step;
-use crate::target::{Missing, Place};
+use crate::target::{MadeDir, Place};
 use crate::update::{Outcome, Run};
 
-/// Where an action happens: the jail (its name and root) and the layer.
+/// Where an action happens: a jail as a whole (its start, stop, updater) or one
+/// of its layers' stacks.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Site<'a> {
-    pub(crate) jail: &'a str,
-    pub(crate) root: &'a Path,
-    pub(crate) layer: &'a str,
+pub(crate) enum Site<'a> {
+    Jail {
+        jail: &'a str,
+        root: &'a Path,
+    },
+    Layer {
+        jail: &'a str,
+        root: &'a Path,
+        layer: &'a str,
+    },
+}
+
+impl<'a> Site<'a> {
+    pub(crate) fn of_jail(jail: &'a str, root: &'a Path) -> Site<'a> {
+        Site::Jail { jail, root }
+    }
+
+    pub(crate) fn of_layer(jail: &'a str, root: &'a Path, layer: &'a str) -> Site<'a> {
+        Site::Layer { jail, root, layer }
+    }
+
+    pub(crate) fn jail(&self) -> &'a str {
+        match *self {
+            Site::Jail { jail, .. } | Site::Layer { jail, .. } => jail,
+        }
+    }
+
+    pub(crate) fn root(&self) -> &'a Path {
+        match *self {
+            Site::Jail { root, .. } | Site::Layer { root, .. } => root,
+        }
+    }
+
+    /// The layer's name; `""` for the jail as a whole (as the JSON records say).
+    pub(crate) fn layer(&self) -> &'a str {
+        match *self {
+            Site::Jail { .. } => "",
+            Site::Layer { layer, .. } => layer,
+        }
+    }
+
+    /// What a message about it names: the jail, and the layer if any.
+    pub(crate) fn scope(&self) -> Vec<&'a str> {
+        match *self {
+            Site::Jail { jail, .. } => vec![jail],
+            Site::Layer { jail, layer, .. } => vec![jail, layer],
+        }
+    }
 }
 
 /// One change to the system. Each kind is a type that says what doing it gives
@@ -104,9 +149,12 @@ pub(crate) enum Below<'a> {
 }
 
 impl Act for MakeDir<'_> {
-    type Output = ();
-    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
-        self.0.open(Missing::Create).map(drop)
+    /// The dirs made, for a failed run to take back.
+    type Output = Vec<MadeDir>;
+    fn perform(self, _: &Perform, _: &Site) -> Result<Vec<MadeDir>> {
+        let mut made = Vec::new();
+        self.0.create(&mut made)?;
+        Ok(made)
     }
     fn print(self, by: &Dry, _: &Site) {
         let argv = [
@@ -122,9 +170,12 @@ impl Act for MakeDir<'_> {
 }
 
 impl Act for MakeOwned<'_> {
-    type Output = ();
-    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
-        crate::guard::make(self.0, self.1)
+    /// The dirs made, for a failed run to take back.
+    type Output = Vec<MadeDir>;
+    fn perform(self, _: &Perform, _: &Site) -> Result<Vec<MadeDir>> {
+        let mut made = Vec::new();
+        crate::guard::make(self.0, self.1, &mut made)?;
+        Ok(made)
     }
     fn print(self, by: &Dry, _: &Site) {
         let mode = format!("{:04o}", self.1.mode());
@@ -172,7 +223,7 @@ impl Act for MountStep<'_> {
         };
         let made = by.platform.mount(self.step, self.target, below.as_ref())?;
         let done = format!("{} on {}", self.step.describe(), self.target.path.display());
-        by.msg.info(&[site.jail, site.layer], &done);
+        by.msg.info(&site.scope(), &done);
         Ok(made)
     }
     fn print(self, by: &Dry, site: &Site) {
@@ -182,7 +233,7 @@ impl Act for MountStep<'_> {
         let line = by.platform.planned(self.step, target);
         ghosts.at.entry(key.to_owned()).or_default().push(line);
         // A root's entry is made once; looking it up first spares a copy of it.
-        let root = site.root.as_os_str();
+        let root = site.root().as_os_str();
         match ghosts.of_root.get_mut(root) {
             Some(targets) => targets.insert(key.to_owned()),
             None => (ghosts.of_root.entry(root.to_owned()).or_default()).insert(key.to_owned()),
@@ -204,7 +255,7 @@ impl Act for UnmountTop<'_> {
         let id = by.platform.pin(self.target, self.top)?;
         let unmount = || by.platform.unmount(self.target, &id, self.busy);
         match self.busy {
-            Busy::Fail => crate::platform::settle(by.platform, site.jail, unmount),
+            Busy::Fail => crate::platform::settle(by.platform, site.jail(), unmount),
             Busy::Force => unmount(),
         }
         .map_err(|e| by.name_holders(site, &self.target.path, e))?;
@@ -213,7 +264,7 @@ impl Act for UnmountTop<'_> {
             self.step.describe(),
             self.target.path.display()
         );
-        by.msg.info(&[site.jail, site.layer], &done);
+        by.msg.info(&site.scope(), &done);
         Ok(())
     }
     fn print(self, by: &Dry, _: &Site) {
@@ -235,6 +286,34 @@ impl Act for Discard {
     }
     // Nothing printed was made: nothing to take back.
     fn print(self, _: &Dry, _: &Site) {}
+}
+
+/// Take the jail's lock for the run (a dry run takes none: it changes nothing).
+pub(crate) struct Lock<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) jail: &'a str,
+}
+
+impl Act for Lock<'_> {
+    type Output = JailLock;
+    fn perform(self, _: &Perform, _: &Site) -> Result<JailLock> {
+        lock_jail(self.dir, self.jail)
+    }
+    fn print(self, _: &Dry, _: &Site) {}
+}
+
+/// Take back a directory a failed run made (only if still empty and the same).
+pub(crate) struct RemoveDir(pub(crate) MadeDir);
+
+impl Act for RemoveDir {
+    /// Whether it was removed.
+    type Output = bool;
+    fn perform(self, _: &Perform, _: &Site) -> Result<bool> {
+        Ok(self.0.remove())
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        by.print(&[OsStr::new("rmdir"), self.0.path.as_os_str()]);
+    }
 }
 
 impl Act for StartStop<'_> {
@@ -326,14 +405,6 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Take the jail's lock for the run (a dry run changes nothing: no lock).
-    pub(crate) fn lock(&self, dir: &Path, jail: &str) -> Result<Option<JailLock>> {
-        match self {
-            Sink::Perform(_) => lock_jail(dir, jail).map(Some),
-            Sink::Dry(_) => Ok(None),
-        }
-    }
-
     /// Remove one entry of an upper dir (jclean's walk: one call per entry, so not
     /// an [`Act`], whose errors carry context). `Ok(true)`: removed; `Ok(false)`:
     /// only counted.
@@ -397,7 +468,7 @@ impl Perform<'_> {
         }
         let named: Vec<String> = holders
             .iter()
-            .map(|h| h.describe(site.root, site.jail))
+            .map(|h| h.describe(site.root(), site.jail()))
             .collect();
         let held = named.join(", ");
         fail(ExitCode::TempFail, format!("{err:#}: held by {held}"))
@@ -521,7 +592,7 @@ impl<'a> Recording<'a> {
         let did = action.record();
         let output = self.sink.act(site, action)?;
         if let Some(did) = did {
-            let layer = site.layer.to_string();
+            let layer = site.layer().to_string();
             self.lock_changes().push(Change { layer, did });
         }
         Ok(output)

@@ -20,7 +20,7 @@ use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
 use nix::unistd::{Gid, fchown};
 
 use crate::exit::{ExitCode, fail};
-use crate::target::{Beneath, Missing, Place};
+use crate::target::{Beneath, MadeDir, Missing, Place};
 
 pub(crate) use crate::step::Access;
 
@@ -128,7 +128,8 @@ pub(crate) fn warning(path: &Path, seen: &Seen, access: Access, tool: &str, done
 
 /// Make a dir jlayers owns: missing parents as [`Place`] makes them (0755), the
 /// dir itself set to `access` by the descriptor it was opened by.
-pub(crate) fn make(place: &Place, access: Access) -> Result<()> {
+/// The dirs made (missing parents too) are pushed on `made`, top down.
+pub(crate) fn make(place: &Place, access: Access, made: &mut Vec<MadeDir>) -> Result<()> {
     let cannot = |e: Errno| {
         fail(
             ExitCode::CantCreate,
@@ -141,27 +142,27 @@ pub(crate) fn make(place: &Place, access: Access) -> Result<()> {
         // Below a jail root: made and opened on its parent's descriptor, no link
         // followed.
         Some((parent, name)) if place.root.is_some() => {
-            let Beneath::Dir(dir) = parent.open(Missing::Create)? else {
-                return Err(cannot(Errno::ENOENT));
-            };
+            let dir = parent.create(made)?;
             match mkdirat(&dir, name, mode) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => made.extend(MadeDir::made(&dir, name, &place.path)),
+                Err(Errno::EEXIST) => {}
                 Err(e) => return Err(cannot(e)),
             }
             openat(&dir, name, flags | OFlag::O_NOFOLLOW, Mode::empty()).map_err(cannot)?
         }
         // A host path: the admin's links are followed, as everywhere.
         _ => {
-            if let Some(parent) = place.path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    fail(
-                        ExitCode::CantCreate,
-                        format!("cannot create {}: {e}", parent.display()),
-                    )
-                })?;
-            }
+            let parent = match place.path.parent() {
+                Some(parent) => Some(Place::host(parent.to_path_buf()).create(made)?),
+                None => None,
+            };
             match nix::unistd::mkdir(&place.path, mode) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {
+                    if let (Some(dir), Some(name)) = (&parent, place.path.file_name()) {
+                        made.extend(MadeDir::made(dir, name, &place.path));
+                    }
+                }
+                Err(Errno::EEXIST) => {}
                 Err(e) => return Err(cannot(e)),
             }
             open(&place.path, flags, Mode::empty()).map_err(cannot)?

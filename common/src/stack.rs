@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::action::{
-    Below, Discard, MakeDir, MakeOwned, MountStep, Recording, SetAccess, Sink, Site, UnmountTop,
+    Below, Discard, MakeDir, MakeOwned, MountStep, Recording, RemoveDir, SetAccess, Sink, Site,
+    UnmountTop,
 };
 use crate::detached;
 use crate::exit::{ExitCode, fail};
@@ -18,7 +19,7 @@ use crate::platform::{Mounted, Platform};
 use crate::prune::{Rules, Tally};
 use crate::report::Messages;
 use crate::step::Step;
-use crate::target::{Beneath, Missing, Place};
+use crate::target::{Beneath, MadeDir, Missing, Place};
 use crate::upper::UpperDir;
 
 /// Runs plans on one platform, handing every change to its sink: done, or
@@ -37,7 +38,11 @@ pub(crate) struct Engine<'a> {
     warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// Dirs around the uppers made or set right this run (or, `-n`, printed so):
     /// not looked at again.
-    settled: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    settled: std::sync::Mutex<std::collections::HashMap<PathBuf, Vec<String>>>,
+    /// Held shared while a jail makes or takes dirs it checks in `settled`, and
+    /// alone while a failed jail takes back the dirs it made: a dir another jail
+    /// relies on is never taken from under it.
+    dirs: std::sync::RwLock<()>,
 }
 
 /// A foreign mount on top of a stack this run would take down.
@@ -66,16 +71,18 @@ pub(crate) struct Made {
     pub(crate) target: PathBuf,
 }
 
-/// While a run mounts: what each mount pinned, to take it back if a later one fails.
-type Pinned = Vec<(Made, Option<Mounted>)>;
+/// What a jail's run did, oldest first, each as what takes it back: a failure
+/// unwinds it newest first, so the jail is changed all or nothing.
+enum Undo {
+    /// A mount made, pinned (`None` for `-n`).
+    Mount(Made, Option<Mounted>),
+    /// A dir made (missing parents too), for its layer.
+    Dir(String, MadeDir),
+}
 
 /// Where a stack's actions happen.
 fn site<'p>(plan: &'p JailPlan, stack: &'p Stack) -> Site<'p> {
-    Site {
-        jail: &plan.jail,
-        root: &plan.root,
-        layer: &stack.layer,
-    }
+    Site::of_layer(&plan.jail, &plan.root, &stack.layer)
 }
 
 impl<'a> Engine<'a> {
@@ -88,6 +95,7 @@ impl<'a> Engine<'a> {
             lock_dir: None,
             warned: Default::default(),
             settled: Default::default(),
+            dirs: Default::default(),
         }
     }
 
@@ -133,31 +141,53 @@ impl<'a> Engine<'a> {
     /// Mount what is missing of every stack, in order. On failure, everything this
     /// call mounted is unmounted again before the error is returned.
     pub(crate) fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
-        let mut made: Pinned = Vec::new();
-        let result = self.mount_all(plan, &mut made);
+        let mut undo: Vec<Undo> = Vec::new();
+        let result = self.mount_all(plan, &mut undo);
         self.platform.release();
         if result.is_ok() {
             // Dropping the descriptors: they would keep the mounts busy.
-            return result.map(|()| made.into_iter().map(|(m, _)| m).collect());
+            let made = undo.into_iter().filter_map(|u| match u {
+                Undo::Mount(made, _) => Some(made),
+                Undo::Dir(..) => None,
+            });
+            return Ok(made.collect());
         }
-        for (made_one, pinned) in made.into_iter().rev() {
-            let Some(mounted) = pinned else { continue };
-            let site = Site {
-                jail: &plan.jail,
-                root: &plan.root,
-                layer: &made_one.layer,
-            };
-            if let Err(re) = self.sink.act(&site, Discard(mounted)) {
-                self.msg.error(&re.context(format!(
-                    "{}: {}: rollback incomplete, mounts left in place",
-                    plan.jail, made_one.layer
-                )));
-            }
-        }
+        self.unwind(plan, undo);
         result.map(|()| Vec::new())
     }
 
-    fn mount_all(&self, plan: &JailPlan, made: &mut Pinned) -> Result<()> {
+    /// Take back what a failed run did to the jail, newest first: its mounts,
+    /// then the dirs it made that nothing was put in since and no other jail of
+    /// this run relies on.
+    fn unwind(&self, plan: &JailPlan, undo: Vec<Undo>) {
+        let _dirs = self.dirs.write().unwrap_or_else(|p| p.into_inner());
+        for step in undo.into_iter().rev() {
+            let (layer, result) = match step {
+                Undo::Mount(_, None) => continue,
+                Undo::Mount(made, Some(mounted)) => {
+                    let site = Site::of_layer(&plan.jail, &plan.root, &made.layer);
+                    let result = self.sink.act(&site, Discard(mounted)).map(drop);
+                    (made.layer, result)
+                }
+                Undo::Dir(layer, dir) => {
+                    if !self.release_dir(&dir.path, &plan.jail) {
+                        continue;
+                    }
+                    let site = Site::of_layer(&plan.jail, &plan.root, &layer);
+                    let result = self.sink.act(&site, RemoveDir(dir)).map(drop);
+                    (layer, result)
+                }
+            };
+            if let Err(re) = result {
+                self.msg.error(&re.context(format!(
+                    "{}: {layer}: rollback incomplete, mounts left in place",
+                    plan.jail
+                )));
+            }
+        }
+    }
+
+    fn mount_all(&self, plan: &JailPlan, made: &mut Vec<Undo>) -> Result<()> {
         if !plan.root.is_dir() {
             return Err(fail(
                 ExitCode::NoInput,
@@ -200,9 +230,9 @@ impl<'a> Engine<'a> {
         plan: &JailPlan,
         stack: &Stack,
         table: &Table,
-        made: &mut Pinned,
+        made: &mut Vec<Undo>,
     ) -> Result<()> {
-        let done = self.prepare(plan, stack, table)?;
+        let done = self.prepare(plan, stack, table, made)?;
         if done == stack.shape.steps().len() {
             self.msg
                 .info(&[&plan.jail, &stack.layer], "already mounted");
@@ -230,7 +260,7 @@ impl<'a> Engine<'a> {
             if let Some(top) = &mounted {
                 below = Some(Below::Made(top.id.clone()));
             }
-            made.push((made_here, mounted));
+            made.push(Undo::Mount(made_here, mounted));
         }
         Ok(())
     }
@@ -250,19 +280,26 @@ impl<'a> Engine<'a> {
     }
 
     /// Make the stack's directories and read how much of it is mounted already.
-    fn prepare(&self, plan: &JailPlan, stack: &Stack, table: &Table) -> Result<usize> {
+    fn prepare(
+        &self,
+        plan: &JailPlan,
+        stack: &Stack,
+        table: &Table,
+        undo: &mut Vec<Undo>,
+    ) -> Result<usize> {
+        let _dirs = self.dirs.read().unwrap_or_else(|p| p.into_inner());
         // The dirs around the upper first, so that none is made open on the way
         // (a tmpfs upper's stack owns its target: the tmpfs's root once mounted).
         for (place, access) in &stack.guards.owned {
-            self.guard(plan, stack, place, *access)?;
+            self.guard(plan, stack, place, *access, undo)?;
         }
         if let Some(upper) = &stack.guards.checked {
             self.check_above(plan, stack, upper);
         }
         if let Some(union) = stack.shape.union() {
-            self.ensure_dir(plan, stack, &union.upper)?;
+            self.ensure_dir(plan, stack, &union.upper, undo)?;
         }
-        self.ensure_dir(plan, stack, &stack.target)?;
+        self.ensure_dir(plan, stack, &stack.target, undo)?;
         match stack.state(table, self.platform) {
             State::Mounted(mounted) => Ok(mounted),
             State::Foreign { top, .. } => Err(fail(
@@ -279,22 +316,32 @@ impl<'a> Engine<'a> {
 
     /// A dir jlayers owns around an upper dir: made closed if missing, set back to
     /// the jail's access if not so (said when it was more open).
-    fn guard(&self, plan: &JailPlan, stack: &Stack, place: &Place, access: Access) -> Result<()> {
-        if self.settled(&place.path) {
+    fn guard(
+        &self,
+        plan: &JailPlan,
+        stack: &Stack,
+        place: &Place,
+        access: Access,
+        undo: &mut Vec<Undo>,
+    ) -> Result<()> {
+        if self.settled(&place.path, &plan.jail) {
             return Ok(());
         }
         let fd = match place.open(Missing::Report)? {
             Beneath::Dir(fd) => fd,
             Beneath::Missing(_) => {
-                self.sink
+                let made = self
+                    .sink
                     .act(&site(plan, stack), MakeOwned(place, access))?;
-                self.settle(&place.path);
+                let made = made.into_iter().flatten();
+                undo.extend(made.map(|dir| Undo::Dir(stack.layer.clone(), dir)));
+                self.settle(&place.path, &plan.jail);
                 return Ok(());
             }
         };
         let seen = Seen::look(fd, &place.path)?;
         if !seen.differs(access) {
-            self.settle(&place.path);
+            self.settle(&place.path, &plan.jail);
             return Ok(());
         }
         if seen.too_open(access) && self.first_warning(&place.path) {
@@ -309,19 +356,43 @@ impl<'a> Engine<'a> {
         }
         self.sink
             .act(&site(plan, stack), SetAccess(place, &seen, access))?;
-        self.settle(&place.path);
+        self.settle(&place.path, &plan.jail);
         Ok(())
     }
 
-    /// Whether `path` was made or set right this run.
-    fn settled(&self, path: &Path) -> bool {
-        let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        settled.contains(path)
+    /// Whether `path` was made or set right this run; `jail` relies on it now.
+    fn settled(&self, path: &Path, jail: &str) -> bool {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        match settled.get_mut(path) {
+            Some(users) => {
+                if !users.iter().any(|u| u == jail) {
+                    users.push(jail.to_string());
+                }
+                true
+            }
+            None => false,
+        }
     }
 
-    fn settle(&self, path: &Path) {
+    fn settle(&self, path: &Path, jail: &str) {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        settled.insert(path.to_path_buf());
+        settled
+            .entry(path.to_path_buf())
+            .or_default()
+            .push(jail.to_string());
+    }
+
+    /// Whether `jail`, failing, may take back the dir `path` it made: no other
+    /// jail relies on it (then it is no longer settled: a jail after it makes it again).
+    fn release_dir(&self, path: &Path, jail: &str) -> bool {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        match settled.get(path) {
+            Some(users) if users.iter().any(|u| u != jail) => false,
+            _ => {
+                settled.remove(path);
+                true
+            }
+        }
     }
 
     /// A host upper outside upper_root: warn when no dir above it keeps other
@@ -344,13 +415,21 @@ impl<'a> Engine<'a> {
 
     /// Create a directory if missing; one below a jail root with the no-symlink walk
     /// (which, for `-n` too, refuses a link on the way).
-    fn ensure_dir(&self, plan: &JailPlan, stack: &Stack, place: &Place) -> Result<()> {
+    fn ensure_dir(
+        &self,
+        plan: &JailPlan,
+        stack: &Stack,
+        place: &Place,
+        undo: &mut Vec<Undo>,
+    ) -> Result<()> {
         // A tmpfs upper's mount point is one of the dirs around its upper.
-        if self.settled(&place.path) {
+        if self.settled(&place.path, &plan.jail) {
             return Ok(());
         }
         if let Beneath::Missing(_) = place.open(Missing::Report)? {
-            self.sink.act(&site(plan, stack), MakeDir(place))?;
+            let made = self.sink.act(&site(plan, stack), MakeDir(place))?;
+            let made = made.into_iter().flatten();
+            undo.extend(made.map(|dir| Undo::Dir(stack.layer.clone(), dir)));
         }
         Ok(())
     }

@@ -27,7 +27,13 @@ pub(crate) enum Missing {
 
 /// Open `root/rel`, creating missing directories if told to; else a missing one is
 /// named by [`Beneath::Missing`].
-pub(crate) fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<Beneath> {
+/// The directories it creates are pushed on `made_dirs`, top down.
+fn open_beneath(
+    root: &Path,
+    rel: &Path,
+    missing: Missing,
+    made_dirs: &mut Vec<MadeDir>,
+) -> Result<Beneath> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut dir = open(root, flags, Mode::empty()).map_err(|err| match err {
         Errno::ENOENT | Errno::ENOTDIR => fail(
@@ -63,7 +69,11 @@ pub(crate) fn open_beneath(root: &Path, rel: &Path, missing: Missing) -> Result<
                 }
                 Err(Errno::ENOENT) if !made => {
                     match mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => made = true,
+                        Ok(()) => {
+                            made_dirs.extend(MadeDir::made(&dir, name, &here));
+                            made = true;
+                        }
+                        Err(Errno::EEXIST) => made = true,
                         Err(err) => {
                             return Err(fail(
                                 ExitCode::CantCreate,
@@ -169,9 +179,25 @@ impl Place {
 
     /// Open the directory (creating what is missing if told to).
     pub(crate) fn open(&self, missing: Missing) -> Result<Beneath> {
+        self.open_making(missing, &mut Vec::new())
+    }
+
+    /// Open the directory, creating what is missing: the directories made, top
+    /// down, are pushed on `made`, so that a failed run can take them back.
+    pub(crate) fn create(&self, made: &mut Vec<MadeDir>) -> Result<OwnedFd> {
+        match self.open_making(Missing::Create, made)? {
+            Beneath::Dir(fd) => Ok(fd),
+            Beneath::Missing(path) => Err(fail(
+                ExitCode::CantCreate,
+                format!("cannot create {}", path.display()),
+            )),
+        }
+    }
+
+    fn open_making(&self, missing: Missing, made: &mut Vec<MadeDir>) -> Result<Beneath> {
         match &self.root {
-            Some(root) => open_beneath(root, self.rel(), missing),
-            None => open_host(&self.path, missing),
+            Some(root) => open_beneath(root, self.rel(), missing, made),
+            None => open_host(&self.path, missing, made),
         }
     }
 
@@ -188,14 +214,29 @@ impl Place {
 }
 
 /// A host directory: links in it are the administrator's and are followed.
-fn open_host(path: &Path, missing: Missing) -> Result<Beneath> {
+fn open_host(path: &Path, missing: Missing, made: &mut Vec<MadeDir>) -> Result<Beneath> {
     if missing == Missing::Create {
+        // The admin's own tree: the dirs missing now are the ones made, top down.
+        let mut absent: Vec<&Path> = path
+            .ancestors()
+            .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
+            .collect();
+        absent.reverse();
         std::fs::create_dir_all(path).map_err(|err| {
             fail(
                 ExitCode::CantCreate,
                 format!("cannot create {}: {err}", path.display()),
             )
         })?;
+        for dir in absent {
+            let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+                continue;
+            };
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            if let Ok(parent) = open(parent, flags, Mode::empty()) {
+                made.extend(MadeDir::made(&parent, name, dir));
+            }
+        }
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     match open(path, flags, Mode::empty()) {
@@ -206,6 +247,54 @@ fn open_host(path: &Path, missing: Missing) -> Result<Beneath> {
             format!("{}: {}", path.display(), err.desc()),
         )),
     }
+}
+
+/// A directory a run made, pinned by its parent's descriptor and its identity,
+/// so that a run that fails can take it back without looking its path up again.
+#[derive(Debug)]
+pub(crate) struct MadeDir {
+    parent: OwnedFd,
+    name: std::ffi::OsString,
+    id: (u64, u64),
+    /// For messages.
+    pub(crate) path: PathBuf,
+}
+
+impl MadeDir {
+    /// The directory `name` just made in `parent`; `None` if it cannot be pinned
+    /// (then it is left, as anything the run cannot be sure it made).
+    pub(crate) fn made(parent: &OwnedFd, name: &std::ffi::OsStr, path: &Path) -> Option<MadeDir> {
+        let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        Some(MadeDir {
+            parent: parent.try_clone().ok()?,
+            name: name.to_os_string(),
+            id: file_id(&st),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Remove it if it is still the directory made and empty; whatever was put
+    /// in it since (by the jail or anyone) keeps it. Whether it was removed.
+    pub(crate) fn remove(&self) -> bool {
+        let same = fstatat(
+            &self.parent,
+            self.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| file_id(&st) == self.id);
+        same && nix::unistd::unlinkat(
+            &self.parent,
+            self.name.as_os_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        )
+        .is_ok()
+    }
+}
+
+/// A file's device and inode.
+#[allow(clippy::unnecessary_cast)] // st_dev and st_ino differ in width across platforms
+fn file_id(st: &nix::sys::stat::FileStat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
 }
 
 /// The result of [`open_beneath`].
@@ -249,14 +338,24 @@ mod tests {
     fn creates_and_refuses_links() {
         let jail = tempfile::tempdir().unwrap();
         let root = jail.path();
-        let Beneath::Missing(missing) =
-            open_beneath(root, Path::new("usr/ports"), Missing::Report).unwrap()
-        else {
+        let Beneath::Missing(missing) = open_beneath(
+            root,
+            Path::new("usr/ports"),
+            Missing::Report,
+            &mut Vec::new(),
+        )
+        .unwrap() else {
             panic!("should be missing")
         };
         assert_eq!(missing, root.join("usr"));
         assert!(matches!(
-            open_beneath(root, Path::new("usr/ports"), Missing::Create).unwrap(),
+            open_beneath(
+                root,
+                Path::new("usr/ports"),
+                Missing::Create,
+                &mut Vec::new()
+            )
+            .unwrap(),
             Beneath::Dir(..)
         ));
         assert!(root.join("usr/ports").is_dir());
@@ -264,18 +363,75 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         symlink(outside.path(), root.join("usr/local")).unwrap();
         for create in [Missing::Report, Missing::Create] {
-            let err = open_beneath(root, Path::new("usr/local/x"), create).unwrap_err();
+            let err =
+                open_beneath(root, Path::new("usr/local/x"), create, &mut Vec::new()).unwrap_err();
             assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
             assert!(format!("{err:#}").contains("usr/local is a symbolic link"));
         }
         assert!(!outside.path().join("x").exists());
         symlink("/nonexistent", root.join("usr/dangling")).unwrap();
-        let err = open_beneath(root, Path::new("usr/dangling"), Missing::Create).unwrap_err();
+        let err = open_beneath(
+            root,
+            Path::new("usr/dangling"),
+            Missing::Create,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert_eq!(code_of(&err), ExitCode::NoPerm);
         std::fs::write(root.join("usr/file"), "").unwrap();
-        let err = open_beneath(root, Path::new("usr/file/x"), Missing::Create).unwrap_err();
+        let err = open_beneath(
+            root,
+            Path::new("usr/file/x"),
+            Missing::Create,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert_eq!(code_of(&err), ExitCode::CantCreate);
-        let err = open_beneath(&root.join("nope"), Path::new("x"), Missing::Create).unwrap_err();
+        let err = open_beneath(
+            &root.join("nope"),
+            Path::new("x"),
+            Missing::Create,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert_eq!(code_of(&err), ExitCode::NoInput);
+    }
+
+    /// What a run made is taken back only while it is the same dir and empty.
+    #[test]
+    fn made_dirs_taken_back_only_empty_and_same() {
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path();
+        let mut made = Vec::new();
+        Place::beneath(root, Path::new("a/b/c"))
+            .create(&mut made)
+            .unwrap();
+        let paths: Vec<_> = made.iter().map(|d| d.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [root.join("a"), root.join("a/b"), root.join("a/b/c")]
+        );
+        // Something put in c keeps it, and so its parents.
+        std::fs::write(root.join("a/b/c/f"), "").unwrap();
+        assert_eq!(
+            made.iter().rev().map(|d| d.remove()).collect::<Vec<_>>(),
+            [false; 3]
+        );
+        // c swapped for another (empty) dir: not the one made, kept. (The made one
+        // still exists elsewhere, so the new one cannot reuse its inode.)
+        std::fs::rename(root.join("a/b/c"), root.join("moved")).unwrap();
+        std::fs::create_dir(root.join("a/b/c")).unwrap();
+        assert!(!made[2].remove());
+        std::fs::remove_dir(root.join("a/b/c")).unwrap();
+        // Empty and the same: gone, bottom up.
+        assert!(made[1].remove() && made[0].remove());
+        assert!(!root.join("a").exists());
+        // A host path: the dirs that were missing, and only those.
+        let mut made = Vec::new();
+        Place::host(root.join("h/i")).create(&mut made).unwrap();
+        Place::host(root.join("h/i")).create(&mut made).unwrap();
+        assert_eq!(made.len(), 2);
+        assert!(made.iter().rev().all(MadeDir::remove));
+        assert!(!root.join("h").exists() && root.is_dir());
     }
 }

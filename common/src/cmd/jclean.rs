@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
-use crate::action::{Sink, Site};
+use crate::action::{Lock, Sink, Site};
 use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
@@ -209,7 +209,13 @@ struct UpperToClean<'a> {
 impl Cleaner<'_> {
     fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
-        let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+        let _lock = self.sink.act(
+            &Site::of_jail(&jail.name, &jail.root),
+            Lock {
+                dir: &setup.cfg.lock_dir,
+                jail: &jail.name,
+            },
+        )?;
         let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
         self.layers(&plan, false, total)
     }
@@ -220,7 +226,13 @@ impl Cleaner<'_> {
     /// back leaves the jail stopped, and says so.
     fn remount(&self, engine: &Engine, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
-        let _lock = self.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+        let _lock = self.sink.act(
+            &Site::of_jail(&jail.name, &jail.root),
+            Lock {
+                dir: &setup.cfg.lock_dir,
+                jail: &jail.name,
+            },
+        )?;
         let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
         let table = engine.sink.mounts(&plan.root)?;
         let platform = &*setup.platform;
@@ -229,11 +241,7 @@ impl Cleaner<'_> {
             .iter()
             .any(|stack| stack.state(&table, platform) != State::Mounted(0));
         drop(table);
-        let site = Site {
-            jail: &plan.jail,
-            root: &plan.root,
-            layer: "",
-        };
+        let site = Site::of_jail(&plan.jail, &plan.root);
         let service = |to| super::jail_service(setup, engine, jail, &site, to);
         let stopped = mounted
             && platform.jail_running(&jail.name)?

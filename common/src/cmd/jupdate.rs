@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{RunUpdater, Site};
+use crate::action::{Lock, RunUpdater, Site};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -242,7 +242,13 @@ fn in_jail(
     log: (&Path, &std::sync::Mutex<Tail>),
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
-    let lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+    let lock = engine.sink.act(
+        &Site::of_jail(&jail.name, &jail.root),
+        Lock {
+            dir: &setup.cfg.lock_dir,
+            jail: &jail.name,
+        },
+    )?;
     let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
     let made = engine.mount_jail(&plan)?;
     let jail_run = JailRun {
@@ -250,11 +256,7 @@ fn in_jail(
         engine,
         jail,
         opts,
-        site: Site {
-            jail: &jail.name,
-            root: &plan.root,
-            layer: "",
-        },
+        site: Site::of_jail(&jail.name, &plan.root),
     };
     let mut started = false;
     let result = (|| {
@@ -311,7 +313,7 @@ impl JailRun<'_> {
         let run = Run {
             platform: &*self.setup.platform,
             jail: &self.jail.name,
-            root: self.site.root,
+            root: self.site.root(),
             cmd: &cmd,
             network: self.setup.cfg.network(self.jail),
             log,

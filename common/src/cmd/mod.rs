@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::action::Sink;
+use crate::action::{Lock, Sink, Site};
 use crate::cli::{self, Common};
 use crate::config::{Config, Jail};
 use crate::exit::{ExitCode, OrFail, code_of};
@@ -227,7 +227,13 @@ pub(crate) fn stack_tool(
     run(tool, args, |setup| {
         let engine = setup.engine(args);
         Ok(each_jail(setup, |jail| {
-            let _lock = engine.sink.lock(&setup.cfg.lock_dir, &jail.name)?;
+            let _lock = engine.sink.act(
+                &Site::of_jail(&jail.name, &jail.root),
+                Lock {
+                    dir: &setup.cfg.lock_dir,
+                    jail: &jail.name,
+                },
+            )?;
             let plan = crate::plan::plan(&setup.cfg, jail, setup.os, &setup.host)?;
             engine.sink.take();
             let result = act(&engine, &plan);
