@@ -361,3 +361,88 @@ fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
 fn whiteout_file(st: &FileStat) -> bool {
     file_type(st.st_mode) == file_type(libc::S_IFCHR) && st.st_rdev == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::fake::{Fake, MSG};
+
+    /// Every entry below `upper` told against `host`, in walk order, as
+    /// (path, kind); those named in `remove` removed through `sink`.
+    fn kinds(upper: &Path, host: &Path, sink: &Sink, remove: &[&str]) -> Vec<(String, Kind)> {
+        let fd: OwnedFd = std::fs::File::open(upper).unwrap().into();
+        let mut seen = Vec::new();
+        let problems = walk(&fd, host, Vec::new(), sink, |entry| {
+            let rel = entry.rel().display().to_string();
+            let gone = remove.contains(&rel.as_str());
+            seen.push((rel, entry.kind));
+            gone
+        })
+        .unwrap();
+        assert_eq!(problems, []);
+        seen
+    }
+
+    /// A host tree and an upper dir over it: an untouched copy, a file the jail
+    /// changed, one it made, a merged directory and one of its own, in path order.
+    #[test]
+    fn each_entry_against_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("d")).unwrap();
+        for name in ["d/copy", "d/changed"] {
+            std::fs::write(host.path().join(name), "host").unwrap();
+        }
+        // The copies are born after the host's files last changed.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(upper.path().join("d")).unwrap();
+        std::fs::create_dir_all(upper.path().join("own")).unwrap();
+        std::fs::write(upper.path().join("d/copy"), "host").unwrap();
+        std::fs::write(upper.path().join("d/changed"), "jail").unwrap();
+        std::fs::write(upper.path().join("own/new"), "").unwrap();
+        std::os::unix::fs::symlink("/x", upper.path().join("link")).unwrap();
+        let fake = Fake::default();
+        let dry = Sink::new(&fake, MSG, true);
+        let want = [
+            ("d", Kind::Dir),
+            ("d/changed", Kind::Modified),
+            ("d/copy", Kind::Copy),
+            ("link", Kind::New),
+            ("own", Kind::NewDir),
+            ("own/new", Kind::New),
+        ];
+        let want: Vec<(String, Kind)> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        let remove = ["own/new", "d"];
+        assert_eq!(kinds(upper.path(), host.path(), &dry, &remove), want);
+        assert!(upper.path().join("own/new").exists(), "-n removed a file");
+        let sink = Sink::new(&fake, MSG, false);
+        assert_eq!(kinds(upper.path(), host.path(), &sink, &remove), want);
+        // A file goes; a directory never does.
+        assert!(!upper.path().join("own/new").exists());
+        assert!(upper.path().join("d").is_dir());
+    }
+
+    /// Without a host tree, every entry is new.
+    #[test]
+    fn without_a_host_tree_all_is_new() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("d")).unwrap();
+        std::fs::write(upper.path().join("d/f"), "").unwrap();
+        let fake = Fake::default();
+        let dry = Sink::new(&fake, MSG, true);
+        let none = upper.path().join("no-such-host");
+        let got = kinds(upper.path(), &none, &dry, &[]);
+        let want = [
+            ("d".to_string(), Kind::NewDir),
+            ("d/f".to_string(), Kind::New),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_files_prune_alone() {
+        assert_eq!(Kind::parse_prunable("stale"), Ok(Kind::Stale));
+        assert!(Kind::parse_prunable("dir").is_err());
+        assert!(Kind::parse_prunable("nope").is_err());
+    }
+}

@@ -50,6 +50,8 @@ mod deep;
 pub(crate) mod fs;
 pub(crate) mod os;
 mod pending;
+#[cfg(test)]
+mod tests;
 
 use deep::Frame;
 pub(crate) use fs::{is_dir, listing, mtime, open_dir, stat_here};
