@@ -309,3 +309,106 @@ mod tests {
         assert!(left.iter().all(|(_, why)| why.contains("appeared")));
     }
 }
+
+/// Pruning on temp dirs, without root: through the fake platform's sinks.
+#[cfg(test)]
+mod walk_tests {
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::platform::fake::{Fake, MSG};
+
+    /// What is left below `dir`, as sorted paths below it.
+    fn left(dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(at) = todo.pop() {
+            for entry in std::fs::read_dir(&at).unwrap() {
+                let path = entry.unwrap().path();
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                if path.is_dir() && !path.is_symlink() {
+                    todo.push(path);
+                }
+                found.push(rel);
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// A tree with a kept dir, a link out of it, and a mount point.
+    fn tree() -> (tempfile::TempDir, tempfile::TempDir) {
+        let upper = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("canary"), "").unwrap();
+        for dir in ["a/b/c", "keep/sub", "m/inside"] {
+            std::fs::create_dir_all(upper.path().join(dir)).unwrap();
+        }
+        for file in ["a/b/c/f", "a/g", "keep/k", "keep/sub/k", "t", "m/inside/x"] {
+            std::fs::write(upper.path().join(file), "data").unwrap();
+        }
+        std::os::unix::fs::symlink(outside.path(), upper.path().join("a/link")).unwrap();
+        (upper, outside)
+    }
+
+    fn run(upper: &Path, dry: bool) -> Tally {
+        let mut keep = globset::GlobSetBuilder::new();
+        keep.add(globset::Glob::new("keep").unwrap());
+        let rules = Rules {
+            keep: Some(keep.build().unwrap()),
+            older_than: None,
+        };
+        let tally = Tally::default();
+        let fake = Fake::default();
+        let sink = Sink::new(&fake, MSG, dry);
+        let dir: OwnedFd = std::fs::File::open(upper).unwrap().into();
+        let mounts = [upper.join("m")];
+        prune(&dir, upper, &mounts, &rules, &tally, &sink).unwrap();
+        tally
+    }
+
+    #[test]
+    fn prunes_all_but_kept_and_mounted_never_through_a_link() {
+        let (upper, outside) = tree();
+        let before = left(upper.path());
+        let tally = run(upper.path(), true);
+        assert_eq!(left(upper.path()), before, "-n removed something");
+        let counted = tally.files.load(Ordering::Relaxed);
+        let tally = run(upper.path(), false);
+        // f, g, t and the link: the same count as -n's.
+        assert_eq!(tally.files.load(Ordering::Relaxed), 4);
+        assert_eq!(counted, 4);
+        let kept = [
+            "keep",
+            "keep/k",
+            "keep/sub",
+            "keep/sub/k",
+            "m",
+            "m/inside",
+            "m/inside/x",
+        ];
+        assert_eq!(left(upper.path()), kept);
+        assert!(outside.path().join("canary").exists());
+        let skipped = tally.skipped.into_inner().unwrap();
+        let why = "another file system is mounted here; skipped".to_string();
+        assert_eq!(skipped, [(upper.path().join("m"), why)]);
+    }
+
+    #[test]
+    fn too_new_entries_stay() {
+        let (upper, _outside) = tree();
+        let before = left(upper.path());
+        let rules = Rules {
+            keep: None,
+            older_than: Some(SystemTime::UNIX_EPOCH),
+        };
+        let tally = Tally::default();
+        let fake = Fake::default();
+        let sink = Sink::new(&fake, MSG, false);
+        let dir: OwnedFd = std::fs::File::open(upper.path()).unwrap().into();
+        prune(&dir, upper.path(), &[], &rules, &tally, &sink).unwrap();
+        assert_eq!(left(upper.path()), before);
+        assert_eq!(tally.files.load(Ordering::Relaxed), 0);
+    }
+}

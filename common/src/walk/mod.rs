@@ -30,6 +30,11 @@
 //!
 //! Pruning may walk the first levels in parallel ([`Walker::par`]): each task is
 //! one subdirectory, walked below the parallel levels by [`Walker::deep`].
+//!
+//! Here: the walker and a directory's listing; [`deep`] the one-thread walk, its
+//! state a struct; [`pending`] the entries waiting; [`fs`] the only opens and
+//! stats the walk and its modes make; [`os`] what differs by OS (the reader of
+//! entries, birth times, opaque dirs, whiteouts), one file each.
 
 // st_dev, st_ino, st_blocks differ in width and sign across platforms.
 #![allow(clippy::unnecessary_cast)]
