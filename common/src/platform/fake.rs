@@ -198,7 +198,9 @@ impl Platform for Fake {
             let why = format!("{}: mount: Operation not permitted", path.display());
             return Err(fail(ExitCode::NoPerm, why));
         }
-        if below.map(id_of) != Self::top_at(&world, &path).filter(|_| below.is_some()) {
+        // What it must go on top of is on top there, as a backend checks first.
+        let top = Self::top_at(&world, &path);
+        if below.is_some_and(|below| top != Some(id_of(below))) {
             world.calls.push(call);
             return Err(changed(target, "mount"));
         }

@@ -156,7 +156,10 @@ impl<V: Visit + ?Sized> Deep<'_, '_, V> {
         let host_fd = beside.and_then(|h| h.fd.as_ref());
         let (at, visitor) = (At(&self.path), self.walker.visitor);
         let done = match kind {
-            PENDING_WHITEOUT => return visitor.whiteout(&at, name),
+            PENDING_WHITEOUT => {
+                visitor.whiteout(&at, name);
+                return;
+            }
             PENDING_FILE => visitor.file(&at, fd, name, host_fd),
             _ => Done::Dir,
         };

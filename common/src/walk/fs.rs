@@ -5,10 +5,10 @@
 // st_mtime and st_mtime_nsec differ in width and sign across platforms.
 #![allow(clippy::unnecessary_cast)]
 
-use std::ffi::CStr;
 use std::os::fd::OwnedFd;
 use std::time::SystemTime;
 
+use nix::NixPath;
 use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstatat};
@@ -21,12 +21,14 @@ pub(crate) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 /// Open the directory `name` of `dir` (`..` to climb back): ELOOP (EMLINK on
 /// FreeBSD) for a link, ENOTDIR for anything else not a directory.
-pub(crate) fn open_dir(dir: &OwnedFd, name: &CStr) -> nix::Result<OwnedFd> {
+pub(crate) fn open_dir<P: ?Sized + NixPath>(dir: &OwnedFd, name: &P) -> nix::Result<OwnedFd> {
     openat(dir, name, DIR_FLAGS, Mode::empty())
 }
 
-/// What the entry `name` of `dir` is itself: a link is not followed.
-pub(crate) fn stat_here(dir: &OwnedFd, name: &CStr) -> nix::Result<FileStat> {
+/// What the entry `name` of `dir` is itself: a link is not followed (lstat(2)
+/// beneath a descriptor; the walk's every look at an entry, and the one for any
+/// code that must not follow a link a jail may have put there).
+pub(crate) fn stat_here<P: ?Sized + NixPath>(dir: &OwnedFd, name: &P) -> nix::Result<FileStat> {
     fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
