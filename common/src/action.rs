@@ -620,3 +620,242 @@ impl<'a> std::ops::Deref for Recording<'a> {
         &self.sink
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::exit::code_of;
+    use crate::platform::fake::{Call, Fake, MSG, Scene, Script};
+
+    fn site(scene: &Scene) -> Site<'_> {
+        Site::of_layer(&scene.plan.jail, &scene.plan.root, "a")
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn make_dir_makes_it_beneath_the_root_and_dry_only_records() {
+        let scene = Scene::new(&[("a", false)]);
+        let fake = Fake::default();
+        let place = &scene.plan.stacks[0].target;
+        let dry = Sink::new(&fake, MSG, true);
+        assert!(dry.act(&site(&scene), MakeDir(place)).unwrap().is_none());
+        assert!(!place.path.exists());
+        assert!(matches!(MakeDir(place).record(), Some(Did::Mkdir)));
+        let sink = Sink::new(&fake, MSG, false);
+        sink.act(&site(&scene), MakeDir(place)).unwrap().unwrap();
+        assert!(place.path.is_dir());
+        // A link on the way is refused, never followed.
+        let outside = scene.dir.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, scene.plan.root.join("link")).unwrap();
+        let linked = Place::beneath(&scene.plan.root, Path::new("link/x"));
+        let err = sink.act(&site(&scene), MakeDir(&linked)).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
+        assert!(!outside.join("x").exists());
+    }
+
+    #[test]
+    fn make_owned_and_set_access_close_the_dir() {
+        let scene = Scene::new(&[("a", true)]);
+        let fake = Fake::default();
+        let sink = Sink::new(&fake, MSG, false);
+        let owned = Place::host(scene.dir.join("up/j"));
+        let access = Access::default();
+        let dry = Sink::new(&fake, MSG, true);
+        dry.act(&site(&scene), MakeOwned(&owned, access)).unwrap();
+        assert!(!owned.path.exists());
+        sink.act(&site(&scene), MakeOwned(&owned, access)).unwrap();
+        assert_eq!(mode(&owned.path), 0o700);
+        std::fs::set_permissions(&owned.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fd = owned.open_dir().unwrap();
+        let seen = Seen::look(fd, &owned.path).unwrap();
+        dry.act(&site(&scene), SetAccess(&owned, &seen, access))
+            .unwrap();
+        assert_eq!(mode(&owned.path), 0o755);
+        sink.act(&site(&scene), SetAccess(&owned, &seen, access))
+            .unwrap();
+        assert_eq!(mode(&owned.path), 0o700);
+        assert!(matches!(
+            SetAccess(&owned, &seen, access).record(),
+            Some(Did::Mode)
+        ));
+    }
+
+    /// A mount on top of the table's top pins it first; one on a top that is
+    /// not the table's fails and makes nothing.
+    #[test]
+    fn mount_step_pins_what_it_goes_on() {
+        let scene = Scene::new(&[("a", true)]);
+        let stack = &scene.plan.stacks[0];
+        let fake = Fake::default();
+        let sink = Sink::new(&fake, MSG, false);
+        let target = &stack.target;
+        std::fs::create_dir_all(&target.path).unwrap();
+        let mut steps = stack.shape.steps();
+        let (null, union) = (steps.next().unwrap(), steps.next().unwrap());
+        let bottom = fake.preload(null, &target.path);
+        let table = fake.mounts(&scene.plan.root).unwrap();
+        let mut wrong = table[0].clone();
+        wrong.source = "elsewhere".into();
+        let below = Some(Below::Table(&wrong));
+        let act = MountStep {
+            step: union,
+            target,
+            below,
+        };
+        let err = sink.act(&site(&scene), act).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
+        assert_eq!(fake.lines().len(), 1);
+        let below = Some(Below::Table(&table[0]));
+        let act = MountStep {
+            step: union,
+            target,
+            below,
+        };
+        let record = act.record();
+        let made = sink.act(&site(&scene), act).unwrap().unwrap();
+        assert_eq!(made.id.0, (bottom + 1).to_string());
+        assert!(matches!(record, Some(Did::Mount("union", _, _))));
+        // Taken back by what was pinned.
+        sink.act(&site(&scene), Discard(made)).unwrap();
+        // The wrong top failed at its pin: no mount was tried.
+        assert_eq!(
+            fake.take_calls(),
+            [
+                Call::Mount {
+                    kind: "union",
+                    target: target.path.clone(),
+                    made: Some(bottom + 1)
+                },
+                Call::Discard(bottom + 1)
+            ]
+        );
+        assert_eq!(fake.lines().len(), 1);
+    }
+
+    /// A busy unmount names who holds the mount, or the platform's hint; forced,
+    /// it goes.
+    #[test]
+    fn unmount_top_names_holders_when_busy() {
+        let scene = Scene::new(&[("a", false)]);
+        let stack = &scene.plan.stacks[0];
+        let target = &stack.target;
+        let fake = Fake::new(Script {
+            busy_at: vec![target.path.clone()],
+            ..Script::default()
+        });
+        let sink = Sink::new(&fake, MSG, false);
+        let step = stack.shape.steps().next().unwrap();
+        fake.preload(step, &target.path);
+        let table = fake.mounts(&scene.plan.root).unwrap();
+        let top = &table[0];
+        let unmount = |busy| UnmountTop {
+            step,
+            target,
+            top,
+            busy,
+        };
+        let err = sink.act(&site(&scene), unmount(Busy::Fail)).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail);
+        assert!(
+            format!("{err:#}").contains("no process holds it (fake)"),
+            "{err:#}"
+        );
+        fake.script.lock().unwrap().held = vec![target.path.clone()];
+        let err = sink.act(&site(&scene), unmount(Busy::Fail)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("held by pid 4242 make (cwd)"),
+            "{err:#}"
+        );
+        assert_eq!(fake.lines().len(), 1);
+        sink.act(&site(&scene), unmount(Busy::Force)).unwrap();
+        assert_eq!(fake.lines(), []);
+        assert!(matches!(
+            unmount(Busy::Fail).record(),
+            Some(Did::Unmount("null", _, _))
+        ));
+    }
+
+    #[test]
+    fn start_stop_runs_only_when_performed() {
+        let scene = Scene::new(&[]);
+        let fake = Fake::default();
+        let argv = fake.service_command("j", Service::Start).unwrap();
+        let start = || StartStop {
+            argv: &argv,
+            jail: "j",
+            to: Service::Start,
+        };
+        Sink::new(&fake, MSG, true)
+            .act(&site(&scene), start())
+            .unwrap();
+        assert_eq!(fake.take_calls(), []);
+        Sink::new(&fake, MSG, false)
+            .act(&site(&scene), start())
+            .unwrap();
+        assert_eq!(fake.take_calls(), [Call::Service(Service::Start)]);
+        assert!(fake.jail_running("j").unwrap());
+    }
+
+    /// `-n` keeps the mounts it printed as made, per root, and an unmount it
+    /// prints takes the newest away again.
+    #[test]
+    fn dry_ghosts_are_the_table_a_run_would_leave() {
+        let scene = Scene::new(&[("a", true)]);
+        let stack = &scene.plan.stacks[0];
+        let fake = Fake::default();
+        let dry = Sink::new(&fake, MSG, true);
+        for step in stack.shape.steps() {
+            let act = MountStep {
+                step,
+                target: &stack.target,
+                below: None,
+            };
+            dry.act(&site(&scene), act).unwrap();
+        }
+        let table = dry.mounts(&scene.plan.root).unwrap();
+        let kinds: Vec<&str> = stack.at(&table).iter().map(|m| m.fstype.as_str()).collect();
+        assert_eq!(kinds, ["nullfs", "unionfs"]);
+        let other = dry.mounts(&scene.dir.join("other")).unwrap();
+        assert!(stack.at(&other).is_empty());
+        let top = stack.at(&table)[1].clone();
+        let step = stack.shape.steps().nth(1).unwrap();
+        let act = UnmountTop {
+            step,
+            target: &stack.target,
+            top: &top,
+            busy: Busy::Fail,
+        };
+        dry.act(&site(&scene), act).unwrap();
+        let table = dry.mounts(&scene.plan.root).unwrap();
+        assert_eq!(stack.at(&table).len(), 1);
+        assert_eq!(fake.lines(), []);
+    }
+
+    #[test]
+    fn unlink_removes_only_when_performed() {
+        let scene = Scene::new(&[]);
+        let file = scene.dir.join("f");
+        std::fs::write(&file, "").unwrap();
+        let dir: OwnedFd = std::fs::File::open(&scene.dir).unwrap().into();
+        let fake = Fake::default();
+        let flags = UnlinkatFlags::NoRemoveDir;
+        assert!(
+            !Sink::new(&fake, MSG, true)
+                .unlink(&dir, c"f", flags)
+                .unwrap()
+        );
+        assert!(file.exists());
+        assert!(
+            Sink::new(&fake, MSG, false)
+                .unlink(&dir, c"f", flags)
+                .unwrap()
+        );
+        assert!(!file.exists());
+    }
+}

@@ -21,12 +21,13 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, fstatat};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode};
 use nix::unistd::UnlinkatFlags;
 
 use crate::action::Sink;
-use crate::walk::{At, DirStat, Done, Host, Visit, Walker, is_dir};
+use crate::walk::os::{self, Time};
+use crate::walk::{At, DirStat, Done, Host, Visit, Walker, is_dir, stat_here};
 
 /// What an upper entry is to the host tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +177,7 @@ impl Lister<'_, '_> {
 
 impl Visit for Lister<'_, '_> {
     fn file(&self, at: &At, dir: &OwnedFd, name: &CStr, host: Option<&OwnedFd>) -> Done {
-        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let st = match stat_here(dir, name) {
             Ok(st) => st,
             Err(_) => return Done::Gone,
         };
@@ -207,7 +208,8 @@ impl Visit for Lister<'_, '_> {
     }
 
     fn entered(&self, at: &At, dir: &OwnedFd, st: &FileStat, on_host: Option<bool>) {
-        let kind = if opaque(dir, st) {
+        // overlayfs's opaque attribute, unionfs's `UF_OPAQUE` flag.
+        let kind = if os::opaque(dir, st) {
             Kind::Opaque
         } else if on_host == Some(false) {
             Kind::NewDir
@@ -223,7 +225,7 @@ impl Visit for Lister<'_, '_> {
     }
 
     fn whiteout_names(&self, dir: &OwnedFd) -> Vec<CString> {
-        whiteout_names(dir)
+        os::whiteout_names(dir).unwrap_or_default()
     }
 
     fn whiteout(&self, at: &At, name: &CStr) {
@@ -245,40 +247,6 @@ impl Visit for Lister<'_, '_> {
     }
 }
 
-/// A time as (seconds, nanoseconds).
-type Time = (i64, i64);
-
-/// When the upper entry `name` of `dir` was born, if its file system says.
-#[cfg(target_os = "linux")]
-fn birth(dir: &OwnedFd, name: &CStr, _st: &FileStat) -> Option<Time> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: statx is plain old data; all zeroes is a valid value.
-    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: the name is a C string, the buffer is ours and of the right type.
-    let status = unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_BTIME,
-            &mut sx,
-        )
-    };
-    (status == 0 && sx.stx_mask & libc::STATX_BTIME != 0)
-        .then_some((sx.stx_btime.tv_sec, i64::from(sx.stx_btime.tv_nsec)))
-}
-
-#[cfg(target_os = "freebsd")]
-#[allow(clippy::unnecessary_cast)]
-fn birth(_dir: &OwnedFd, _name: &CStr, st: &FileStat) -> Option<Time> {
-    (st.st_birthtime >= 0).then_some((st.st_birthtime as i64, st.st_birthtime_nsec as i64))
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-fn birth(_dir: &OwnedFd, _name: &CStr, _st: &FileStat) -> Option<Time> {
-    None
-}
-
 #[allow(clippy::unnecessary_cast)]
 fn times(st: &FileStat) -> (Time, Time) {
     (
@@ -293,12 +261,12 @@ fn against_host(dir: &OwnedFd, name: &CStr, st: &FileStat, host: Option<&OwnedFd
     let Some(host) = host else {
         return Kind::New;
     };
-    let Ok(host_st) = fstatat(host, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+    let Ok(host_st) = stat_here(host, name) else {
         return Kind::New;
     };
     let (mtime, ctime) = times(st);
     // When the copy was made, and whether the jail wrote its content since.
-    let made = birth(dir, name, st).unwrap_or(ctime);
+    let made = os::birth(dir, name, st).unwrap_or(ctime);
     let written = mtime >= made;
     let (_, host_ctime) = times(&host_st);
     if host_ctime > made {
@@ -389,54 +357,92 @@ fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
 }
 
 /// overlayfs marks a deletion with a 0/0 character device; unionfs with a DT_WHT
-/// entry (see [`whiteout_names`]).
+/// entry (see [`os::whiteout_names`]).
 fn whiteout_file(st: &FileStat) -> bool {
     file_type(st.st_mode) == file_type(libc::S_IFCHR) && st.st_rdev == 0
 }
 
-/// Whether a directory hides the host's: overlayfs's `trusted.overlay.opaque`
-/// attribute, unionfs's `UF_OPAQUE` flag.
-#[cfg(target_os = "linux")]
-fn opaque(dir: &OwnedFd, _st: &FileStat) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut value = [0u8; 4];
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|attr| {
-            let name = CString::new(*attr).unwrap_or_default();
-            // SAFETY: the buffer and its length are ours; the name is a C string.
-            let len = unsafe {
-                libc::fgetxattr(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
-            len > 0 && matches!(value[0], b'y' | b'x')
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::fake::{Fake, MSG};
+
+    /// Every entry below `upper` told against `host`, in walk order, as
+    /// (path, kind); those named in `remove` removed through `sink`.
+    fn kinds(upper: &Path, host: &Path, sink: &Sink, remove: &[&str]) -> Vec<(String, Kind)> {
+        let fd: OwnedFd = std::fs::File::open(upper).unwrap().into();
+        let mut seen = Vec::new();
+        let problems = walk(&fd, host, Vec::new(), sink, |entry| {
+            let rel = entry.rel().display().to_string();
+            let gone = remove.contains(&rel.as_str());
+            seen.push((rel, entry.kind));
+            gone
         })
-}
+        .unwrap();
+        assert_eq!(problems, []);
+        seen
+    }
 
-#[cfg(target_os = "freebsd")]
-fn opaque(_dir: &OwnedFd, st: &FileStat) -> bool {
-    const UF_OPAQUE: u64 = 0x8;
-    #[allow(clippy::unnecessary_cast)]
-    let flags = st.st_flags as u64;
-    flags & UF_OPAQUE != 0
-}
+    /// A host tree and an upper dir over it: an untouched copy, a file the jail
+    /// changed, one it made, a merged directory and one of its own, in path order.
+    #[test]
+    fn each_entry_against_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("d")).unwrap();
+        for name in ["d/copy", "d/changed"] {
+            std::fs::write(host.path().join(name), "host").unwrap();
+        }
+        // The copies are born after the host's files last changed.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(upper.path().join("d")).unwrap();
+        std::fs::create_dir_all(upper.path().join("own")).unwrap();
+        std::fs::write(upper.path().join("d/copy"), "host").unwrap();
+        std::fs::write(upper.path().join("d/changed"), "jail").unwrap();
+        std::fs::write(upper.path().join("own/new"), "").unwrap();
+        std::os::unix::fs::symlink("/x", upper.path().join("link")).unwrap();
+        let fake = Fake::default();
+        let dry = Sink::new(&fake, MSG, true);
+        let want = [
+            ("d", Kind::Dir),
+            ("d/changed", Kind::Modified),
+            ("d/copy", Kind::Copy),
+            ("link", Kind::New),
+            ("own", Kind::NewDir),
+            ("own/new", Kind::New),
+        ];
+        let want: Vec<(String, Kind)> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        let remove = ["own/new", "d"];
+        assert_eq!(kinds(upper.path(), host.path(), &dry, &remove), want);
+        assert!(upper.path().join("own/new").exists(), "-n removed a file");
+        let sink = Sink::new(&fake, MSG, false);
+        assert_eq!(kinds(upper.path(), host.path(), &sink, &remove), want);
+        // A file goes; a directory never does.
+        assert!(!upper.path().join("own/new").exists());
+        assert!(upper.path().join("d").is_dir());
+    }
 
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-fn opaque(_dir: &OwnedFd, _st: &FileStat) -> bool {
-    false
-}
+    /// Without a host tree, every entry is new.
+    #[test]
+    fn without_a_host_tree_all_is_new() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("d")).unwrap();
+        std::fs::write(upper.path().join("d/f"), "").unwrap();
+        let fake = Fake::default();
+        let dry = Sink::new(&fake, MSG, true);
+        let none = upper.path().join("no-such-host");
+        let got = kinds(upper.path(), &none, &dry, &[]);
+        let want = [
+            ("d".to_string(), Kind::NewDir),
+            ("d/f".to_string(), Kind::New),
+        ];
+        assert_eq!(got, want);
+    }
 
-/// UFS whiteouts in `dir`, which readdir(3) hides.
-#[cfg(target_os = "freebsd")]
-fn whiteout_names(dir: &OwnedFd) -> Vec<CString> {
-    crate::prune::whiteouts::list(dir).unwrap_or_default()
-}
-
-#[cfg(not(target_os = "freebsd"))]
-fn whiteout_names(_dir: &OwnedFd) -> Vec<CString> {
-    Vec::new()
+    #[test]
+    fn only_files_prune_alone() {
+        assert_eq!(Kind::parse_prunable("stale"), Ok(Kind::Stale));
+        assert!(Kind::parse_prunable("dir").is_err());
+        assert!(Kind::parse_prunable("nope").is_err());
+    }
 }

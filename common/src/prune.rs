@@ -23,13 +23,13 @@ use std::time::SystemTime;
 
 use globset::GlobSet;
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
-use nix::sys::stat::{FileStat, fstatat};
+use nix::sys::stat::FileStat;
 use nix::unistd::UnlinkatFlags;
 
 use crate::action::Sink;
 use crate::signals;
-use crate::walk::{At, DirStat, Done, FD_KEEP, Visit, Walker, is_dir, listing, mtime};
+use crate::walk::{At, DirStat, Done, FD_KEEP, Visit, Walker, below, is_dir, listing, mtime};
+use crate::walk::{os, stat_here};
 
 /// What to prune, and what to leave.
 pub(crate) struct Rules {
@@ -124,16 +124,6 @@ fn par_depth(threads: usize) -> usize {
     spare.clamp(1, PAR_DEPTH as u64) as usize
 }
 
-/// The mount points strictly below `upper`, as paths below it.
-pub(crate) fn below(upper: &Path, mounts: &[PathBuf]) -> Vec<Vec<u8>> {
-    mounts
-        .iter()
-        .filter_map(|m| m.strip_prefix(upper).ok())
-        .filter(|rel| !rel.as_os_str().is_empty())
-        .map(|rel| rel.as_os_str().as_bytes().to_vec())
-        .collect()
-}
-
 /// Prune everything below the open upper dir `dir`. What was kept for any reason
 /// but a rule (a mount, an error, a race with the jail) is on `tally.skipped`.
 pub(crate) fn prune(
@@ -154,7 +144,7 @@ pub(crate) fn prune(
     let kept = walker.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
     // Only a removal that was made is completed and checked.
     if !kept && !signals::interrupted() && sink.performs() {
-        whiteouts::remove(dir, upper, tally);
+        pruner.remove_whiteouts(dir);
         pruner.left_over(dir);
     }
     Ok(())
@@ -167,6 +157,17 @@ impl Pruner<'_> {
 
     fn kept_by_glob(&self, rel: &Path) -> bool {
         self.rules.keep.as_ref().is_some_and(|g| g.is_match(rel))
+    }
+
+    /// The upper dir's own whiteouts (FreeBSD), which its walk cannot remove.
+    fn remove_whiteouts(&self, dir: &OwnedFd) {
+        for (name, why) in os::remove_whiteouts(dir) {
+            let path = match name {
+                Some(name) => self.upper.join(OsStr::from_bytes(name.to_bytes())),
+                None => self.upper.to_path_buf(),
+            };
+            self.tally.skip(path, why);
+        }
     }
 
     /// After a walk that kept nothing, the upper must be empty; whatever appeared
@@ -193,7 +194,7 @@ impl Visit for Pruner<'_> {
         if self.rules.keep.is_some() && self.kept_by_glob(&at.join(name)) {
             return Done::Kept;
         }
-        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let st = match stat_here(dir, name) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Done::Gone,
             Err(err) => {
@@ -213,7 +214,7 @@ impl Visit for Pruner<'_> {
             Err(Errno::ENOENT) => return Done::Gone,
             // A directory swapped in since the stat: walk it as one.
             Err(Errno::EISDIR) | Err(Errno::EPERM)
-                if fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)) =>
+                if stat_here(dir, name).is_ok_and(|st| is_dir(&st)) =>
             {
                 return Done::Dir;
             }
@@ -256,123 +257,6 @@ impl Visit for Pruner<'_> {
     fn problem(&self, rel: PathBuf, why: String) {
         self.tally.skip(self.upper.join(rel), why);
     }
-}
-
-/// Whiteouts: entries a union mount's deletions leave in a UFS upper dir. readdir(3)
-/// hides them (they are DT_WHT in getdirentries(2)), rmdir(2) ignores them in a
-/// directory it removes, and undelete(2) removes one by name. Only the upper dir's
-/// own are left after a walk, since it is never removed.
-#[cfg(target_os = "freebsd")]
-pub(crate) mod whiteouts {
-    use std::ffi::{CStr, CString, OsStr};
-    use std::os::fd::{AsRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-
-    use super::Tally;
-
-    const DT_WHT: u8 = 14;
-
-    unsafe extern "C" {
-        fn getdirentries(
-            fd: libc::c_int,
-            buf: *mut libc::c_char,
-            nbytes: libc::size_t,
-            base: *mut libc::off_t,
-        ) -> libc::ssize_t;
-        fn undelete(path: *const libc::c_char) -> libc::c_int;
-    }
-
-    /// The names of the whiteouts in `dir` (struct dirent of FreeBSD 12 and later:
-    /// d_reclen at 16, d_type at 18, d_namlen at 20, d_name at 24).
-    pub(crate) fn list(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
-        let fd = nix::unistd::dup(dir)?;
-        // SAFETY: lseek on a descriptor this function owns.
-        if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut names = Vec::new();
-        loop {
-            let mut base: libc::off_t = 0;
-            // SAFETY: the kernel writes at most buf.len() bytes into buf.
-            let read = unsafe {
-                getdirentries(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut base,
-                )
-            };
-            if read < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if read == 0 {
-                return Ok(names);
-            }
-            let mut off = 0usize;
-            let end = read as usize;
-            while off + 24 <= end {
-                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-                let namlen = u16::from_ne_bytes([buf[off + 20], buf[off + 21]]) as usize;
-                if reclen == 0 || off + 24 + namlen > end {
-                    break;
-                }
-                if buf[off + 18] == DT_WHT {
-                    if let Ok(name) = CString::new(&buf[off + 24..off + 24 + namlen]) {
-                        names.push(name);
-                    }
-                }
-                off += reclen;
-            }
-        }
-    }
-
-    /// Remove the whiteouts in the (otherwise empty) upper dir. undelete(2) takes a
-    /// path, so the pinned directory becomes the working directory and the name is
-    /// one component: nothing of it is looked up by a path from the host. No other
-    /// thread runs a walk at this point.
-    pub(crate) fn remove(dir: &OwnedFd, upper: &Path, tally: &Tally) {
-        let names = match list(dir) {
-            Ok(names) if names.is_empty() => return,
-            Ok(names) => names,
-            Err(err) => {
-                tally.skip(upper.to_path_buf(), format!("cannot list whiteouts: {err}"));
-                return;
-            }
-        };
-        let Ok(cwd) = nix::fcntl::open(c".", crate::walk::DIR_FLAGS, nix::sys::stat::Mode::empty())
-        else {
-            tally.skip(
-                upper.to_path_buf(),
-                "cannot open the working directory".into(),
-            );
-            return;
-        };
-        if let Err(err) = nix::unistd::fchdir(dir) {
-            tally.skip(upper.to_path_buf(), format!("cannot enter: {}", err.desc()));
-            return;
-        }
-        for name in &names {
-            // SAFETY: name is a NUL-terminated C string.
-            if unsafe { undelete(name.as_ptr()) } != 0 {
-                let err = std::io::Error::last_os_error();
-                let name: &CStr = name;
-                tally.skip(
-                    upper.join(OsStr::from_bytes(name.to_bytes())),
-                    format!("cannot remove whiteout: {err}"),
-                );
-            }
-        }
-        let _ = nix::unistd::fchdir(&cwd);
-    }
-}
-
-/// Linux file systems have no whiteout entries: overlayfs whiteouts are character
-/// devices, removed like any file.
-#[cfg(not(target_os = "freebsd"))]
-mod whiteouts {
-    pub(crate) fn remove(_: &std::os::fd::OwnedFd, _: &std::path::Path, _: &super::Tally) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -423,5 +307,108 @@ mod tests {
         let left = tally.skipped.into_inner().unwrap();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|(_, why)| why.contains("appeared")));
+    }
+}
+
+/// Pruning on temp dirs, without root: through the fake platform's sinks.
+#[cfg(test)]
+mod walk_tests {
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::platform::fake::{Fake, MSG};
+
+    /// What is left below `dir`, as sorted paths below it.
+    fn left(dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(at) = todo.pop() {
+            for entry in std::fs::read_dir(&at).unwrap() {
+                let path = entry.unwrap().path();
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                if path.is_dir() && !path.is_symlink() {
+                    todo.push(path);
+                }
+                found.push(rel);
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// A tree with a kept dir, a link out of it, and a mount point.
+    fn tree() -> (tempfile::TempDir, tempfile::TempDir) {
+        let upper = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("canary"), "").unwrap();
+        for dir in ["a/b/c", "keep/sub", "m/inside"] {
+            std::fs::create_dir_all(upper.path().join(dir)).unwrap();
+        }
+        for file in ["a/b/c/f", "a/g", "keep/k", "keep/sub/k", "t", "m/inside/x"] {
+            std::fs::write(upper.path().join(file), "data").unwrap();
+        }
+        std::os::unix::fs::symlink(outside.path(), upper.path().join("a/link")).unwrap();
+        (upper, outside)
+    }
+
+    fn run(upper: &Path, dry: bool) -> Tally {
+        let mut keep = globset::GlobSetBuilder::new();
+        keep.add(globset::Glob::new("keep").unwrap());
+        let rules = Rules {
+            keep: Some(keep.build().unwrap()),
+            older_than: None,
+        };
+        let tally = Tally::default();
+        let fake = Fake::default();
+        let sink = Sink::new(&fake, MSG, dry);
+        let dir: OwnedFd = std::fs::File::open(upper).unwrap().into();
+        let mounts = [upper.join("m")];
+        prune(&dir, upper, &mounts, &rules, &tally, &sink).unwrap();
+        tally
+    }
+
+    #[test]
+    fn prunes_all_but_kept_and_mounted_never_through_a_link() {
+        let (upper, outside) = tree();
+        let before = left(upper.path());
+        let tally = run(upper.path(), true);
+        assert_eq!(left(upper.path()), before, "-n removed something");
+        let counted = tally.files.load(Ordering::Relaxed);
+        let tally = run(upper.path(), false);
+        // f, g, t and the link: the same count as -n's.
+        assert_eq!(tally.files.load(Ordering::Relaxed), 4);
+        assert_eq!(counted, 4);
+        let kept = [
+            "keep",
+            "keep/k",
+            "keep/sub",
+            "keep/sub/k",
+            "m",
+            "m/inside",
+            "m/inside/x",
+        ];
+        assert_eq!(left(upper.path()), kept);
+        assert!(outside.path().join("canary").exists());
+        let skipped = tally.skipped.into_inner().unwrap();
+        let why = "another file system is mounted here; skipped".to_string();
+        assert_eq!(skipped, [(upper.path().join("m"), why)]);
+    }
+
+    #[test]
+    fn too_new_entries_stay() {
+        let (upper, _outside) = tree();
+        let before = left(upper.path());
+        let rules = Rules {
+            keep: None,
+            older_than: Some(SystemTime::UNIX_EPOCH),
+        };
+        let tally = Tally::default();
+        let fake = Fake::default();
+        let sink = Sink::new(&fake, MSG, false);
+        let dir: OwnedFd = std::fs::File::open(upper.path()).unwrap().into();
+        prune(&dir, upper.path(), &[], &rules, &tally, &sink).unwrap();
+        assert_eq!(left(upper.path()), before);
+        assert_eq!(tally.files.load(Ordering::Relaxed), 0);
     }
 }

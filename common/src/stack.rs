@@ -859,3 +859,309 @@ impl Stack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::code_of;
+    use crate::platform::fake::{Call, Fake, MSG, Scene, Script};
+
+    fn engine<'a>(fake: &'a Fake, dry: bool) -> Engine<'a> {
+        Engine::new(fake, MSG, Sink::new(fake, MSG, dry))
+    }
+
+    /// A union layer `a`, a read-only `b`, a union `c`: five mounts, in order
+    /// a null, a union, b null, c null, c union.
+    fn scene() -> Scene {
+        Scene::new(&[("a", true), ("b", false), ("c", true)])
+    }
+
+    /// The (kind, layer) of each mount the plan makes, in mount order.
+    const ORDER: [(&str, &str); 5] = [
+        ("null", "a"),
+        ("union", "a"),
+        ("null", "b"),
+        ("null", "c"),
+        ("union", "c"),
+    ];
+
+    fn mount_call(scene: &Scene, (kind, layer): (&str, &str), made: Option<u64>) -> Call {
+        let kind = if kind == "null" { "null" } else { "union" };
+        let target = scene.target(layer);
+        Call::Mount { kind, target, made }
+    }
+
+    #[test]
+    fn mounts_every_step_in_order() {
+        let scene = scene();
+        let fake = Fake::default();
+        let made = engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        assert_eq!(made.len(), 5);
+        let want: Vec<Call> = (ORDER.iter().enumerate())
+            .map(|(i, &step)| mount_call(&scene, step, Some(i as u64 + 1)))
+            .collect();
+        assert_eq!(fake.take_calls(), want);
+        // Again: all mounted already, nothing done.
+        assert!(
+            engine(&fake, false)
+                .mount_jail(&scene.plan)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(fake.take_calls(), []);
+    }
+
+    /// A failure at the Nth mount takes back exactly the N-1 made before it,
+    /// newest first, and leaves the table as it was.
+    #[test]
+    fn a_failed_step_rolls_back_the_ones_made_in_reverse() {
+        for n in 1..=ORDER.len() {
+            let scene = scene();
+            let script = Script {
+                refuse_mount: Some(n),
+                ..Script::default()
+            };
+            let fake = Fake::new(script);
+            let err = engine(&fake, false).mount_jail(&scene.plan).unwrap_err();
+            assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
+            let mut want: Vec<Call> = (ORDER[..n - 1].iter().enumerate())
+                .map(|(i, &step)| mount_call(&scene, step, Some(i as u64 + 1)))
+                .collect();
+            want.push(mount_call(&scene, ORDER[n - 1], None));
+            want.extend((1..n as u64).rev().map(Call::Discard));
+            assert_eq!(fake.take_calls(), want, "failure at mount {n}");
+            assert_eq!(fake.lines(), [], "failure at mount {n}");
+        }
+    }
+
+    /// A mount that does not land on its target is taken back, then the run's.
+    #[test]
+    fn a_mount_that_lands_elsewhere_is_taken_back_and_rolled_back() {
+        let scene = scene();
+        let script = Script {
+            lands_elsewhere: Some((3, scene.dir.join("elsewhere"))),
+            ..Script::default()
+        };
+        let fake = Fake::new(script);
+        let err = engine(&fake, false).mount_jail(&scene.plan).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
+        assert!(format!("{err:#}").contains("the path changed"), "{err:#}");
+        let calls = fake.take_calls();
+        assert_eq!(calls[2], mount_call(&scene, ORDER[2], None));
+        assert_eq!(calls[3..], [Call::Discard(2), Call::Discard(1)]);
+        assert_eq!(fake.lines(), []);
+    }
+
+    /// A rollback leaves alone what was mounted before the run, and a half-built
+    /// stack is completed on top of what the table shows.
+    #[test]
+    fn rollback_keeps_what_was_there_before() {
+        let scene = scene();
+        let fake = Fake::new(Script {
+            refuse_mount: Some(3),
+            ..Script::default()
+        });
+        let a = &scene.plan.stacks[0];
+        let first = a.shape.steps().next().unwrap();
+        let before = fake.preload(first, &scene.target("a"));
+        let err = engine(&fake, false).mount_jail(&scene.plan).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm);
+        let calls = fake.take_calls();
+        // a's union on top of the null found, b's null, c's null refused.
+        assert_eq!(calls[0], mount_call(&scene, ORDER[1], Some(before + 1)));
+        assert_eq!(
+            calls[3..],
+            [Call::Discard(before + 2), Call::Discard(before + 1)]
+        );
+        let kept = (before, "nullfs".to_string(), scene.target("a"));
+        assert_eq!(fake.lines(), [kept]);
+    }
+
+    /// junmount: nested layers first, each stack's newest mount first.
+    #[test]
+    fn unmount_takes_down_in_exact_reverse() {
+        let scene = scene();
+        let fake = Fake::default();
+        engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        fake.take_calls();
+        (engine(&fake, false).unmount_jail(&scene.plan, Busy::Fail)).unwrap();
+        let ids: Vec<(u64, PathBuf)> = fake
+            .take_calls()
+            .into_iter()
+            .map(|call| match call {
+                Call::Unmount { target, id, .. } => (id, target),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: Vec<(u64, PathBuf)> = (ORDER.iter().enumerate().rev())
+            .map(|(i, (_, layer))| (i as u64 + 1, scene.target(layer)))
+            .collect();
+        assert_eq!(ids, want);
+        assert_eq!(fake.lines(), []);
+    }
+
+    #[test]
+    fn a_running_jail_is_refused_without_force() {
+        let scene = scene();
+        let fake = Fake::default();
+        engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        fake.script.lock().unwrap().running = true;
+        let err = (engine(&fake, false).unmount_jail(&scene.plan, Busy::Fail)).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail, "{err:#}");
+        assert_eq!(fake.lines().len(), 5);
+        (engine(&fake, false).unmount_jail(&scene.plan, Busy::Force)).unwrap();
+        assert_eq!(fake.lines(), []);
+    }
+
+    /// A held target refuses the jail before anything is unmounted.
+    #[test]
+    fn a_held_target_unmounts_nothing() {
+        let scene = scene();
+        let fake = Fake::default();
+        engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        let lines = fake.lines();
+        fake.take_calls();
+        fake.script.lock().unwrap().held = vec![scene.target("a")];
+        let err = (engine(&fake, false).unmount_jail(&scene.plan, Busy::Fail)).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail, "{err:#}");
+        assert!(
+            format!("{err:#}").contains("held by pid 4242 make"),
+            "{err:#}"
+        );
+        assert_eq!(fake.take_calls(), []);
+        assert_eq!(fake.lines(), lines);
+    }
+
+    /// An unmount that fails busy midway: what this call took down (all of c,
+    /// b's null) is mounted again, in mount order, and the error says so.
+    #[test]
+    fn a_busy_unmount_midway_puts_back_what_was_taken_down() {
+        let scene = scene();
+        let fake = Fake::default();
+        engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        let before = fake.shape();
+        fake.take_calls();
+        fake.script.lock().unwrap().busy_at = vec![scene.target("a")];
+        let err = (engine(&fake, false).unmount_jail(&scene.plan, Busy::Fail)).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail, "{err:#}");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("mounted again what this run took down (b, c)"),
+            "{text}"
+        );
+        assert_eq!(fake.shape(), before);
+        let calls = fake.take_calls();
+        let remounts: Vec<&Call> = calls.iter().skip(4).collect();
+        let want = [ORDER[2], ORDER[3], ORDER[4]];
+        assert_eq!(remounts.len(), want.len(), "{calls:?}");
+        for (call, step) in remounts.into_iter().zip(want) {
+            let Call::Mount { kind, target, made } = call else {
+                panic!("{call:?}")
+            };
+            assert!(made.is_some());
+            assert_eq!((*kind, target), (step.0, &scene.target(step.1)));
+        }
+    }
+
+    /// jclean --remount: what was taken down is mounted again exactly, each
+    /// stack cut to the mounts it had.
+    #[test]
+    fn take_down_then_mount_again_restores_the_table() {
+        let scene = scene();
+        let fake = Fake::default();
+        // c is mounted only half: its null.
+        let c = &scene.plan.stacks[2];
+        let engine = engine(&fake, false);
+        let a_b = JailPlan {
+            stacks: scene.plan.stacks[..2].to_vec(),
+            ..scene.plan.clone()
+        };
+        engine.mount_jail(&a_b).unwrap();
+        fake.preload(c.shape.steps().next().unwrap(), &scene.target("c"));
+        let before = fake.shape();
+        let taken = engine.take_down_jail(&scene.plan, Busy::Fail).unwrap();
+        assert_eq!(fake.lines(), []);
+        let counts: Vec<(&str, usize)> = taken.iter().map(|(s, n)| (&*s.layer, *n)).collect();
+        assert_eq!(counts, [("c", 1), ("b", 1), ("a", 2)]);
+        engine.mount_again(&scene.plan, &taken).unwrap();
+        assert_eq!(fake.shape(), before);
+    }
+
+    /// jupdate's undo: only what its own mount_jail made goes, newest first;
+    /// what was mounted before the run stays.
+    #[test]
+    fn undo_takes_down_only_what_the_run_made() {
+        let scene = scene();
+        let fake = Fake::default();
+        let a_null = scene.plan.stacks[0].shape.steps().next().unwrap();
+        let found = fake.preload(a_null, &scene.target("a"));
+        let engine = engine(&fake, false);
+        let made = engine.mount_jail(&scene.plan).unwrap();
+        assert_eq!(made.len(), 4);
+        fake.take_calls();
+        engine.undo(&scene.plan, &made).unwrap();
+        let unmounted: Vec<u64> = (fake.take_calls().into_iter())
+            .map(|call| match call {
+                Call::Unmount { id, .. } => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(unmounted, [found + 4, found + 3, found + 2, found + 1]);
+        assert_eq!(fake.lines(), [(found, "nullfs".into(), scene.target("a"))]);
+        // Nothing made: nothing undone.
+        engine.undo(&scene.plan, &[]).unwrap();
+        assert_eq!(fake.take_calls(), []);
+    }
+
+    /// `-n`: nothing made, every mount printed in order, and the table it
+    /// would leave is what the printed unmounts then take down, in reverse.
+    #[test]
+    fn dry_run_prints_the_planned_table_in_order() {
+        let scene = scene();
+        let fake = Fake::default();
+        let engine = engine(&fake, true);
+        assert_eq!(engine.mount_jail(&scene.plan).unwrap().len(), 5);
+        assert!(!scene.target("a").exists(), "-n made a directory");
+        let printed: Vec<Call> = (ORDER.iter())
+            .map(|&(kind, layer)| Call::PrintMount {
+                kind: if kind == "null" { "null" } else { "union" },
+                target: scene.target(layer),
+            })
+            .collect();
+        assert_eq!(fake.take_calls(), printed);
+        assert_eq!(fake.lines(), []);
+        let table = engine.sink.mounts(&scene.plan.root).unwrap();
+        let planned: Vec<(&str, &Path)> = (scene.plan.stacks.iter())
+            .flat_map(|s| s.at(&table))
+            .map(|m| (m.fstype.as_str(), m.target.as_path()))
+            .collect();
+        let a = scene.target("a");
+        let (b, c) = (scene.target("b"), scene.target("c"));
+        let want: [(&str, &Path); 5] = [
+            ("nullfs", &a),
+            ("unionfs", &a),
+            ("nullfs", &b),
+            ("nullfs", &c),
+            ("unionfs", &c),
+        ];
+        assert_eq!(planned, want);
+        // Each stack's dirs (upper, then target) before its mounts.
+        let did: Vec<String> = (engine.sink.take().into_iter())
+            .map(|change| match change.did {
+                crate::action::Did::Mount(kind, _, _) => format!("{} {kind}", change.layer),
+                other => format!("{} {other:?}", change.layer),
+            })
+            .collect();
+        let want = [
+            "a Mkdir", "a Mkdir", "a null", "a union", "b Mkdir", "b null", "c Mkdir", "c Mkdir",
+            "c null", "c union",
+        ];
+        assert_eq!(did, want);
+        // What -n then takes down is what it printed, newest first.
+        engine.unmount_jail(&scene.plan, Busy::Fail).unwrap();
+        let taken: Vec<Call> = (ORDER.iter().rev())
+            .map(|(_, layer)| Call::PrintUnmount(scene.target(layer)))
+            .collect();
+        assert_eq!(fake.take_calls(), taken);
+    }
+}

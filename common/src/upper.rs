@@ -55,7 +55,7 @@ impl UpperDir {
         sink: &Sink,
         each: impl FnMut(&Entry) -> bool,
     ) -> Result<Problems> {
-        let mounts = crate::prune::below(&self.path, mounts);
+        let mounts = crate::walk::below(&self.path, mounts);
         changes::walk(&self.fd, source, mounts, sink, each).map_err(|e| self.failed(e))
     }
 

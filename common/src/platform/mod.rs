@@ -25,6 +25,8 @@ pub(crate) enum Busy {
     Force,
 }
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod freebsd;
 #[cfg(target_os = "linux")]
 pub mod linux;
