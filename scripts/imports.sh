@@ -31,8 +31,8 @@ edges() {
         awk '/^ *#\[cfg\(test\)\]/ { test = 1; next }
              test && /^ *mod [a-z_]+ \{/ { exit }
              { test = 0; print }' "$file" |
-            grep -v '^ *//' |
-            grep -oE '(crate|super)(::super)?::[a-z_]+(::[a-z_]+)?' |
+            { grep -v '^ *//' || true; } |
+            { grep -oE '(crate|super)(::super)?::[a-z_]+(::[a-z_]+)?' || true; } |
             sort -u |
             while read -r path; do
                 local to
