@@ -288,6 +288,23 @@ impl Act for Discard {
     fn print(self, _: &Dry, _: &Site) {}
 }
 
+/// Remove one entry of an upper dir (jclean's walk, one per entry): what the
+/// system call said, for the walk to tell a race from a failure; nothing is
+/// removed for `-n` (`None`: only counted).
+pub(crate) struct Unlink<'a> {
+    pub(crate) dir: &'a OwnedFd,
+    pub(crate) name: &'a CStr,
+    pub(crate) flags: UnlinkatFlags,
+}
+
+impl Act for Unlink<'_> {
+    type Output = nix::Result<()>;
+    fn perform(self, _: &Perform, _: &Site) -> Result<nix::Result<()>> {
+        Ok(unlinkat(self.dir, self.name, self.flags))
+    }
+    fn print(self, _: &Dry, _: &Site) {}
+}
+
 /// Take the jail's lock for the run (a dry run takes none: it changes nothing).
 pub(crate) struct Lock<'a> {
     pub(crate) dir: &'a Path,
@@ -402,21 +419,6 @@ impl<'a> Sink<'a> {
                 let extra = by.ghosts().near(root);
                 by.indexed.table(by.platform, root, extra)
             }
-        }
-    }
-
-    /// Remove one entry of an upper dir (jclean's walk: one call per entry, so not
-    /// an [`Act`], whose errors carry context). `Ok(true)`: removed; `Ok(false)`:
-    /// only counted.
-    pub(crate) fn unlink(
-        &self,
-        dir: &OwnedFd,
-        name: &CStr,
-        flags: UnlinkatFlags,
-    ) -> nix::Result<bool> {
-        match self {
-            Sink::Perform(_) => unlinkat(dir, name, flags).map(|()| true),
-            Sink::Dry(_) => Ok(false),
         }
     }
 }
@@ -845,17 +847,17 @@ mod tests {
         let dir: OwnedFd = std::fs::File::open(&scene.dir).unwrap().into();
         let fake = Fake::default();
         let flags = UnlinkatFlags::NoRemoveDir;
-        assert!(
-            !Sink::new(&fake, MSG, true)
-                .unlink(&dir, c"f", flags)
-                .unwrap()
-        );
+        let site = Site::of_layer("j", &scene.dir, "a");
+        let unlink = || Unlink {
+            dir: &dir,
+            name: c"f",
+            flags,
+        };
+        let dry = Sink::new(&fake, MSG, true).act(&site, unlink()).unwrap();
+        assert!(dry.is_none());
         assert!(file.exists());
-        assert!(
-            Sink::new(&fake, MSG, false)
-                .unlink(&dir, c"f", flags)
-                .unwrap()
-        );
+        let done = Sink::new(&fake, MSG, false).act(&site, unlink()).unwrap();
+        assert_eq!(done, Some(Ok(())));
         assert!(!file.exists());
     }
 }

@@ -25,7 +25,7 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode};
 use nix::unistd::UnlinkatFlags;
 
-use crate::action::Sink;
+use crate::action::{Sink, Site, Unlink};
 use crate::walk::os::{self, Time};
 use crate::walk::{At, DirStat, Done, Host, Visit, Walker, is_dir, stat_here};
 
@@ -137,10 +137,12 @@ pub(crate) fn walk(
     source: &Path,
     mounts: Vec<Vec<u8>>,
     sink: &Sink,
+    site: &Site,
     each: impl FnMut(&Entry) -> bool,
 ) -> nix::Result<Problems> {
     let lister = Lister {
         sink,
+        site,
         each: RefCell::new(Box::new(each)),
         problems: RefCell::new(Problems::new()),
     };
@@ -165,6 +167,7 @@ type Each<'e> = Box<dyn FnMut(&Entry) -> bool + 'e>;
 /// Listing, as the walk's visitor: every entry told, those asked for removed.
 struct Lister<'a, 'e> {
     sink: &'a Sink<'a>,
+    site: &'a Site<'a>,
     each: RefCell<Each<'e>>,
     problems: RefCell<Problems>,
 }
@@ -198,8 +201,18 @@ impl Visit for Lister<'_, '_> {
         if !remove {
             return Done::Kept;
         }
-        match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(_) | Err(Errno::ENOENT) => Done::Gone,
+        let act = Unlink {
+            dir,
+            name,
+            flags: UnlinkatFlags::NoRemoveDir,
+        };
+        // -n (`None`): counted as removed.
+        let done = match self.sink.act(self.site, act) {
+            Ok(done) => done.unwrap_or(Ok(())),
+            Err(_) => Err(Errno::EIO),
+        };
+        match done {
+            Ok(()) | Err(Errno::ENOENT) => Done::Gone,
             Err(errno) => {
                 self.problem(at.join(name), format!("cannot remove: {}", errno.desc()));
                 Done::Kept
@@ -372,7 +385,8 @@ mod tests {
     fn kinds(upper: &Path, host: &Path, sink: &Sink, remove: &[&str]) -> Vec<(String, Kind)> {
         let fd: OwnedFd = std::fs::File::open(upper).unwrap().into();
         let mut seen = Vec::new();
-        let problems = walk(&fd, host, Vec::new(), sink, |entry| {
+        let site = Site::of_layer("j", Path::new("/"), "l");
+        let problems = walk(&fd, host, Vec::new(), sink, &site, |entry| {
             let rel = entry.rel().display().to_string();
             let gone = remove.contains(&rel.as_str());
             seen.push((rel, entry.kind));

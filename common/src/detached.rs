@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::action::{Act, Dry, Perform, Sink, Site};
 use crate::exit::{ExitCode, OrFail};
 use crate::platform::{Holder, Platform};
 
@@ -96,16 +97,17 @@ pub(crate) fn note(lock_dir: &Path, jail: &str, new: Vec<Detached>) -> Result<()
     write(lock_dir, jail, &notes)
 }
 
-/// The jail's noted layers that a process still uses, with those processes.
-/// A note is stale, and dropped when `tidy` (a run that changes things, under
-/// the jail's lock), once no process uses its device, after a reboot, or when
-/// that device is in the mount table: then the number was given to another file
-/// system, and whoever uses it uses that one.
+/// The jail's noted layers that a process still uses, with those processes;
+/// the stale notes are forgotten (through `sink`: not for `-n`, and under the
+/// jail's lock). A note is stale once no process uses its device, after a
+/// reboot, or when that device is in the mount table: then the number was
+/// given to another file system, and whoever uses it uses that one.
 pub(crate) fn live(
     lock_dir: &Path,
     jail: &str,
     platform: &dyn Platform,
-    tidy: bool,
+    sink: &Sink,
+    site: &Site,
 ) -> Result<Vec<Live>> {
     let path = file(lock_dir, jail);
     let notes = read(&path);
@@ -137,11 +139,33 @@ pub(crate) fn live(
             });
         }
     }
-    if tidy && alive.len() != notes.len() {
+    if alive.len() != notes.len() {
         let kept: Vec<Detached> = alive.iter().map(|l| l.note.clone()).collect();
-        write(lock_dir, jail, &kept)?;
+        sink.act(
+            site,
+            Forget {
+                lock_dir,
+                jail,
+                kept: &kept,
+            },
+        )?;
     }
     Ok(alive)
+}
+
+/// Forget the stale notes of a jail: keep only `kept`.
+struct Forget<'a> {
+    lock_dir: &'a Path,
+    jail: &'a str,
+    kept: &'a [Detached],
+}
+
+impl Act for Forget<'_> {
+    type Output = ();
+    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
+        write(self.lock_dir, self.jail, self.kept)
+    }
+    fn print(self, _: &Dry, _: &Site) {}
 }
 
 impl Live {

@@ -26,7 +26,7 @@ use nix::errno::Errno;
 use nix::sys::stat::FileStat;
 use nix::unistd::UnlinkatFlags;
 
-use crate::action::Sink;
+use crate::action::{Act, Dry, Perform, Sink, Site, Unlink};
 use crate::signals;
 use crate::walk::{At, DirStat, Done, FD_KEEP, Visit, Walker, below, is_dir, listing, mtime};
 use crate::walk::{os, stat_here};
@@ -95,6 +95,8 @@ struct Pruner<'a> {
     rules: &'a Rules,
     /// Where each removal goes: done, or (`-n`) only counted.
     sink: &'a Sink<'a>,
+    /// The jail's layer whose upper dir this is.
+    site: &'a Site<'a>,
     tally: &'a Tally,
     upper: &'a Path,
 }
@@ -133,24 +135,49 @@ pub(crate) fn prune(
     rules: &Rules,
     tally: &Tally,
     sink: &Sink,
+    site: &Site,
 ) -> nix::Result<()> {
     let pruner = Pruner {
         rules,
         sink,
+        site,
         tally,
         upper,
     };
     let walker = Walker::new(&pruner, dir, below(upper, mounts))?;
     let kept = walker.par(dir, &[], 0, par_depth(rayon::current_num_threads()));
-    // Only a removal that was made is completed and checked.
-    if !kept && !signals::interrupted() && sink.performs() {
-        pruner.remove_whiteouts(dir);
-        pruner.left_over(dir);
+    if !kept && !signals::interrupted() {
+        let _ = sink.act(site, Complete(&pruner, dir));
     }
     Ok(())
 }
 
+/// A removal completed and checked: the upper dir's own whiteouts (FreeBSD)
+/// taken, what is left named. Only a removal that was made (not for `-n`).
+struct Complete<'p, 'a>(&'p Pruner<'a>, &'p OwnedFd);
+
+impl Act for Complete<'_, '_> {
+    type Output = ();
+    fn perform(self, _: &Perform, _: &Site) -> anyhow::Result<()> {
+        self.0.remove_whiteouts(self.1);
+        self.0.left_over(self.1);
+        Ok(())
+    }
+    fn print(self, _: &Dry, _: &Site) {}
+}
+
 impl Pruner<'_> {
+    /// Remove `name` of `dir` through the sink (`-n`: counted as removed).
+    fn unlink(&self, dir: &OwnedFd, name: &CStr, flags: UnlinkatFlags) -> nix::Result<()> {
+        let act = Unlink { dir, name, flags };
+        match self.sink.act(self.site, act) {
+            Ok(Some(done)) => done,
+            // -n: counted as removed.
+            Ok(None) => Ok(()),
+            Err(_) => Err(Errno::EIO),
+        }
+    }
+
     fn too_new(&self, mtime: SystemTime) -> bool {
         self.rules.older_than.is_some_and(|cut| mtime > cut)
     }
@@ -209,8 +236,8 @@ impl Visit for Pruner<'_> {
             return Done::Kept;
         }
         let counts = self.tally.first_sight(&st);
-        match self.sink.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(_) => {}
+        match self.unlink(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => {}
             Err(Errno::ENOENT) => return Done::Gone,
             // A directory swapped in since the stat: walk it as one.
             Err(Errno::EISDIR) | Err(Errno::EPERM)
@@ -237,8 +264,8 @@ impl Visit for Pruner<'_> {
         if kept || self.too_new(st.mtime) {
             return true;
         }
-        match self.sink.unlink(parent, name, UnlinkatFlags::RemoveDir) {
-            Ok(_) | Err(Errno::ENOENT) => {}
+        match self.unlink(parent, name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
             // Swapped for a symlink or file after the walk: remove that instead
             // (what was walked went elsewhere, and is found there or named).
             Err(Errno::ENOTDIR) => {
@@ -300,6 +327,7 @@ mod tests {
         let pruner = Pruner {
             rules: &rules,
             sink: &sink,
+            site: &Site::of_layer("j", Path::new("/"), "l"),
             tally: &tally,
             upper: upper.path(),
         };
@@ -364,7 +392,8 @@ mod walk_tests {
         let sink = Sink::new(&fake, MSG, dry);
         let dir: OwnedFd = std::fs::File::open(upper).unwrap().into();
         let mounts = [upper.join("m")];
-        prune(&dir, upper, &mounts, &rules, &tally, &sink).unwrap();
+        let site = Site::of_layer("j", Path::new("/"), "l");
+        prune(&dir, upper, &mounts, &rules, &tally, &sink, &site).unwrap();
         tally
     }
 
@@ -407,7 +436,8 @@ mod walk_tests {
         let fake = Fake::default();
         let sink = Sink::new(&fake, MSG, false);
         let dir: OwnedFd = std::fs::File::open(upper.path()).unwrap().into();
-        prune(&dir, upper.path(), &[], &rules, &tally, &sink).unwrap();
+        let site = Site::of_layer("j", Path::new("/"), "l");
+        prune(&dir, upper.path(), &[], &rules, &tally, &sink, &site).unwrap();
         assert_eq!(left(upper.path()), before);
         assert_eq!(tally.files.load(Ordering::Relaxed), 0);
     }

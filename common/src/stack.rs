@@ -111,8 +111,8 @@ impl<'a> Engine<'a> {
         let Some(dir) = self.lock_dir else {
             return Ok(());
         };
-        let tidy = self.sink.performs();
-        let live = detached::live(dir, &plan.jail, self.platform, tidy)?;
+        let site = Site::of_jail(&plan.jail, &plan.root);
+        let live = detached::live(dir, &plan.jail, self.platform, &self.sink, &site)?;
         let refused: Vec<String> = plan
             .stacks
             .iter()
@@ -476,7 +476,7 @@ impl<'a> Engine<'a> {
     ) -> Result<()> {
         // A tmpfs upper's content goes with it: counted first, told once gone.
         let content = (stack.is_upper_tmpfs() && count > 0)
-            .then(|| self.tmpfs_content(stack))
+            .then(|| self.tmpfs_content(plan, stack))
             .flatten();
         // The top count mounts are the plan's bottom count steps, newest on top.
         let tops = stack.at(table).into_iter().rev().take(count);
@@ -792,7 +792,7 @@ impl<'a> Engine<'a> {
 
     /// What a tmpfs upper holds, counted as jclean -n counts (files, allocated
     /// bytes) before its unmount throws it away; `None` when it cannot be read.
-    fn tmpfs_content(&self, stack: &Stack) -> Option<(u64, u64)> {
+    fn tmpfs_content(&self, plan: &JailPlan, stack: &Stack) -> Option<(u64, u64)> {
         let dir = UpperDir::open(&stack.target).ok()??;
         let tally = Tally::default();
         let rules = Rules {
@@ -800,7 +800,8 @@ impl<'a> Engine<'a> {
             older_than: None,
         };
         let count_only = Sink::new(self.platform, self.msg, true);
-        dir.empty(&[], &rules, &tally, &count_only).ok()?;
+        dir.empty(&[], &rules, &tally, &count_only, &site(plan, stack))
+            .ok()?;
         let files = tally.files.load(std::sync::atomic::Ordering::Relaxed);
         let bytes = tally.bytes.load(std::sync::atomic::Ordering::Relaxed);
         Some((files, bytes))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::action::Sink;
+use crate::action::{Sink, Site};
 use crate::changes::{self, Entry, Problems};
 use crate::exit::{ExitCode, fail};
 use crate::prune::{Rules, Tally, prune};
@@ -41,8 +41,9 @@ impl UpperDir {
         rules: &Rules,
         tally: &Tally,
         sink: &Sink,
+        site: &Site,
     ) -> Result<()> {
-        prune(&self.fd, &self.path, mounts, rules, tally, sink).map_err(|e| self.failed(e))
+        prune(&self.fd, &self.path, mounts, rules, tally, sink, site).map_err(|e| self.failed(e))
     }
 
     /// Tell `each` what every entry is to the host tree `source`; remove (through
@@ -53,10 +54,11 @@ impl UpperDir {
         source: &Path,
         mounts: &[PathBuf],
         sink: &Sink,
+        site: &Site,
         each: impl FnMut(&Entry) -> bool,
     ) -> Result<Problems> {
         let mounts = crate::walk::below(&self.path, mounts);
-        changes::walk(&self.fd, source, mounts, sink, each).map_err(|e| self.failed(e))
+        changes::walk(&self.fd, source, mounts, sink, site, each).map_err(|e| self.failed(e))
     }
 
     fn failed(&self, errno: nix::errno::Errno) -> anyhow::Error {

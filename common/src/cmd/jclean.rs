@@ -206,6 +206,12 @@ struct UpperToClean<'a> {
     plan: &'a JailPlan,
 }
 
+impl UpperToClean<'_> {
+    fn site(&self) -> Site<'_> {
+        Site::of_layer(self.jail, &self.plan.root, &self.stack.layer)
+    }
+}
+
 impl Cleaner<'_> {
     fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
@@ -298,7 +304,8 @@ impl Cleaner<'_> {
             &setup.cfg.lock_dir,
             &plan.jail,
             &*setup.platform,
-            self.sink.performs(),
+            &self.sink,
+            &Site::of_jail(&plan.jail, &plan.root),
         )?;
         let mut first_err = None;
         for stack in &plan.stacks {
@@ -388,7 +395,7 @@ impl Cleaner<'_> {
         let tally = Tally::default();
         if let Some(dir) = &dir {
             with_progress(&self.setup.msg, &tally, opts.bytes, || {
-                dir.empty(&mounts, rules, &tally, &self.sink)
+                dir.empty(&mounts, rules, &tally, &self.sink, &to_clean.site())
             })?;
         }
         let left = tally
@@ -464,7 +471,7 @@ impl Cleaner<'_> {
         // it does (memory stays linear in depth, whatever is listed).
         let problems = match dir {
             None => Vec::new(),
-            Some(dir) => dir.changes(source, mounts, &self.sink, |e| {
+            Some(dir) => dir.changes(source, mounts, &self.sink, &to_clean.site(), |e| {
                 let mount_point = matches!(e.kind, Kind::Dir | Kind::NewDir)
                     && nested.iter().any(|n| e.is_dir_at(n));
                 let wanted = !mount_point && (opts.only.is_empty() || opts.only.contains(&e.kind));
