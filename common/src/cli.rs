@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::{Args, Parser};
 
 use crate::config::Config;
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_io};
 
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
@@ -247,7 +247,7 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
             std::io::stdin()
                 .lock()
                 .read_to_end(&mut raw)
-                .map_err(|e| fail(ExitCode::Usage, format!("stdin: {e}")))?;
+                .map_err(|e| fail_io(ExitCode::Usage, &e, format!("stdin: {}", IoText(&e))))?;
             names.extend(names_from(&raw));
         } else {
             names.push(name.clone());
