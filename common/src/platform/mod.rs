@@ -502,3 +502,48 @@ pub(crate) fn cloexec_above_stderr() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+    use crate::exit::{code_of, message};
+
+    fn sh(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script].map(OsString::from).to_vec()
+    }
+
+    /// A tool's stderr is read once, where it ran: its first line (its own name
+    /// stripped) is the message, the errno it names the code's cause.
+    #[test]
+    fn a_tools_line_and_its_errno() {
+        let err = run_tool(
+            &sh("echo >&2; echo 'sh: /x: Permission denied' >&2; exit 1"),
+            ExitCode::Unavailable,
+        )
+        .unwrap_err();
+        let tool = err.downcast_ref::<ToolError>().unwrap();
+        assert_eq!(tool.errno, Some(nix::errno::Errno::EACCES));
+        assert_eq!(code_of(&err), ExitCode::NoPerm);
+        assert!(crate::exit::refused(&err));
+        assert_eq!(format!("{err}"), "sh: /x: Permission denied");
+        let err =
+            run_tool(&sh("echo 'device busy' >&2; exit 1"), ExitCode::CantCreate).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail);
+        let err = run_tool(&sh("exit 3"), ExitCode::CantCreate).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::CantCreate);
+        assert!(!crate::exit::refused(&err));
+        assert_eq!(format!("{err}"), "sh failed (exit 3)");
+    }
+
+    /// A tool that cannot be started: its name and the system call's text.
+    #[test]
+    fn a_tool_not_started() {
+        let argv = [OsString::from("/nonexistent-jlayers-tool")];
+        let err = run_tool_output(&argv, ExitCode::Unavailable).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::Unavailable);
+        assert_eq!(
+            message(&err),
+            "/nonexistent-jlayers-tool: No such file or directory"
+        );
+    }
+}
