@@ -1,8 +1,12 @@
 //! Exit codes: the contract's sysexits, and how an error carries one to the edge.
 //!
 //! Errors are `anyhow` chains all the way up. Where the cause is classified, a
-//! [`Fail`] is put in the chain (as the root error or as a context layer); the tool's
-//! edge asks [`code_of`] for it. An error nobody classified is an operating failure (69).
+//! [`Coded`] error is in the chain: a [`Fail`] (as the root error or as a context
+//! layer), or a domain's own type ([`Failures`], [`ToolError`], the lock's
+//! `LockError`); the tool's edge asks [`code_of`] for it. An error nobody
+//! classified is an operating failure (69). What an error is caused by (a
+//! permission refused) is told by its types, never by its text; an I/O error is
+//! shown by its description only ([`IoText`]).
 
 use std::fmt;
 

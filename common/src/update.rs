@@ -129,41 +129,9 @@ impl Run<'_> {
     }
 
     pub(crate) fn run(&self) -> Result<Outcome> {
-        if let Some(dir) = self.log.parent() {
-            std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
-                format!("log dir {}", dir.display())
-            })?;
-        }
-        // Appended: the log keeps each run's history (newsyslog or logrotate,
-        // shipped with the install, rotates it).
-        let mut log = File::options()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(self.log)
-            .or_fail(ExitCode::CantCreate, || {
-                format!("log {}", self.log.display())
-            })?;
+        let mut log = self.open_log()?;
         let begun = Instant::now();
-        let now = crate::report::utc_timestamp(SystemTime::now());
-        let mut head = String::new();
-        // A log cut off mid-line (its run killed) gets this run's lines on lines of their own.
-        let len = log.metadata().map_or(0, |m| m.len());
-        let mut last = [b'\n'];
-        if len > 0 && log.read_at(&mut last, len - 1).is_ok() && last != [b'\n'] {
-            head.push('\n');
-        }
-        if let Some(started) = unfinished(&log) {
-            let which = started.map_or("the previous run".into(), |at| {
-                format!("the run started {at}")
-            });
-            head += &format!("{now}: jupdate: {which} did not finish (jupdate was killed)\n");
-        }
-        head += &format!("{now}: jupdate: {}\n", crate::report::sh_one_line(self.cmd));
-        log.write_all(head.as_bytes())
-            .or_fail(ExitCode::CantCreate, || {
-                format!("log {}", self.log.display())
-            })?;
+        self.write_head(&mut log)?;
         let result = self.run_logged(&mut log);
         // However the run ended: an entry without this line is one jupdate did
         // not see to its end.
@@ -184,6 +152,47 @@ impl Run<'_> {
             crate::report::utc_timestamp(SystemTime::now())
         );
         result
+    }
+
+    /// The jail's log, its dir made when missing. Appended: the log keeps each
+    /// run's history (newsyslog or logrotate, shipped with the install, rotates it).
+    fn open_log(&self) -> Result<File> {
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
+                format!("log dir {}", dir.display())
+            })?;
+        }
+        File::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(self.log)
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })
+    }
+
+    /// The run's first log line, after one telling of a run killed before its end.
+    fn write_head(&self, log: &mut File) -> Result<()> {
+        let now = crate::report::utc_timestamp(SystemTime::now());
+        let mut head = String::new();
+        // A log cut off mid-line (its run killed) gets this run's lines on lines of their own.
+        let len = log.metadata().map_or(0, |m| m.len());
+        let mut last = [b'\n'];
+        if len > 0 && log.read_at(&mut last, len - 1).is_ok() && last != [b'\n'] {
+            head.push('\n');
+        }
+        if let Some(started) = unfinished(log) {
+            let which = started.map_or("the previous run".into(), |at| {
+                format!("the run started {at}")
+            });
+            head += &format!("{now}: jupdate: {which} did not finish (jupdate was killed)\n");
+        }
+        head += &format!("{now}: jupdate: {}\n", crate::report::sh_one_line(self.cmd));
+        log.write_all(head.as_bytes())
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })
     }
 
     /// Spawn the updater with its output going to the log, and wait for it.
