@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::{Args, Parser};
 
 use crate::config::Config;
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_io};
 
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
@@ -218,21 +218,7 @@ pub fn parse<T: Parser>(tool: &str) -> T {
 /// Unknown names are a usage error before anything is done.
 pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     if args.all {
-        if !args.jails.is_empty() {
-            return Err(fail(ExitCode::Usage, "give jail names or --all, not both"));
-        }
-        // A file with no jail is a broken template more often than a choice:
-        // deployed, it would pass as a success.
-        if cfg.jails.is_empty() && !cfg.allow_empty {
-            return Err(fail(
-                ExitCode::Config,
-                format!(
-                    "{}: no jail configured for --all (set allow_empty = true in [defaults] if that is meant)",
-                    cfg.path.display()
-                ),
-            ));
-        }
-        return Ok((0..cfg.jails.len()).collect());
+        return select_all(cfg, args);
     }
     if args.jails.is_empty() {
         return Err(fail(
@@ -240,6 +226,34 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
             "no jail named (give JAIL... or --all)",
         ));
     }
+    let names = named(args)?;
+    if names.is_empty() {
+        return Err(fail(ExitCode::Usage, "no jail named on standard input"));
+    }
+    indices(cfg, &names)
+}
+
+/// `--all`: every jail, in file order.
+fn select_all(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
+    if !args.jails.is_empty() {
+        return Err(fail(ExitCode::Usage, "give jail names or --all, not both"));
+    }
+    // A file with no jail is a broken template more often than a choice:
+    // deployed, it would pass as a success.
+    if cfg.jails.is_empty() && !cfg.allow_empty {
+        return Err(fail(
+            ExitCode::Config,
+            format!(
+                "{}: no jail configured for --all (set allow_empty = true in [defaults] if that is meant)",
+                cfg.path.display()
+            ),
+        ));
+    }
+    Ok((0..cfg.jails.len()).collect())
+}
+
+/// The names given, `-` replaced by those read from stdin.
+fn named(args: &Common) -> Result<Vec<OsString>> {
     let mut names: Vec<OsString> = Vec::new();
     for name in &args.jails {
         if name == "-" {
@@ -247,15 +261,17 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
             std::io::stdin()
                 .lock()
                 .read_to_end(&mut raw)
-                .map_err(|e| fail(ExitCode::Usage, format!("stdin: {e}")))?;
+                .map_err(|e| fail_io(ExitCode::Usage, &e, format!("stdin: {}", IoText(&e))))?;
             names.extend(names_from(&raw));
         } else {
             names.push(name.clone());
         }
     }
-    if names.is_empty() {
-        return Err(fail(ExitCode::Usage, "no jail named on standard input"));
-    }
+    Ok(names)
+}
+
+/// Each name's jail, once, in the order named; an unknown one is a usage error.
+fn indices(cfg: &Config, names: &[OsString]) -> Result<Vec<usize>> {
     // By name, once: a long list on stdin costs no scan of the file per name.
     let by_name: std::collections::HashMap<&str, usize> = cfg
         .jails
@@ -266,7 +282,7 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for name in &names {
+    for name in names {
         let index = name
             .to_str()
             .and_then(|s| by_name.get(s).copied())

@@ -1,10 +1,16 @@
 //! Exit codes: the contract's sysexits, and how an error carries one to the edge.
 //!
 //! Errors are `anyhow` chains all the way up. Where the cause is classified, a
-//! [`Fail`] is put in the chain (as the root error or as a context layer); the tool's
-//! edge asks [`code_of`] for it. An error nobody classified is an operating failure (69).
+//! [`Coded`] error is in the chain: a [`Fail`] (as the root error or as a context
+//! layer), or a domain's own type ([`Failures`], [`ToolError`], the lock's
+//! `LockError`); the tool's edge asks [`code_of`] for it. An error nobody
+//! classified is an operating failure (69). What an error is caused by (a
+//! permission refused) is told by its types, never by its text; an I/O error is
+//! shown by its description only ([`IoText`]).
 
 use std::fmt;
+
+use nix::errno::Errno;
 
 /// The exit statuses the man pages give (EXIT STATUS; sysexits(3) values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,11 +51,20 @@ impl From<ExitCode> for std::process::ExitCode {
     }
 }
 
+/// An error type that knows the exit status it means: [`code_of`] asks each of
+/// the types that implement it, so a domain's error carries its own code.
+pub(crate) trait Coded {
+    fn code(&self) -> ExitCode;
+}
+
 /// An error (or a context layer) that says which exit status it means.
 #[derive(Debug)]
 pub(crate) struct Fail {
     pub(crate) code: ExitCode,
     pub(crate) msg: String,
+    /// The failed system call's errno when `msg` tells it, so that [`refused`]
+    /// knows the cause without reading the text.
+    pub(crate) errno: Option<Errno>,
 }
 
 impl fmt::Display for Fail {
@@ -59,6 +74,12 @@ impl fmt::Display for Fail {
 }
 
 impl std::error::Error for Fail {}
+
+impl Coded for Fail {
+    fn code(&self) -> ExitCode {
+        self.code
+    }
+}
 
 /// Several mistakes of one kind found in one go (a configuration's): the tools
 /// print each on a line of its own.
@@ -76,29 +97,117 @@ impl fmt::Display for Failures {
 
 impl std::error::Error for Failures {}
 
+impl Coded for Failures {
+    fn code(&self) -> ExitCode {
+        self.code
+    }
+}
+
+/// A base-system tool that failed: its first stderr line (or how it ended), and
+/// the errno that line names, read once where the tool ran.
+#[derive(Debug)]
+pub(crate) struct ToolError {
+    /// The program, as named in the message.
+    pub(crate) tool: String,
+    /// The tool's first stderr line, its own name stripped; empty when silent.
+    pub(crate) line: String,
+    /// How the tool ended (`exit 1`, `killed by a signal`), shown when silent.
+    pub(crate) status: String,
+    pub(crate) errno: Option<Errno>,
+    pub(crate) code: ExitCode,
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line.is_empty() {
+            write!(f, "{} failed ({})", self.tool, self.status)
+        } else {
+            write!(f, "{}: {}", self.tool, self.line)
+        }
+    }
+}
+
+impl std::error::Error for ToolError {}
+
+impl Coded for ToolError {
+    fn code(&self) -> ExitCode {
+        self.code
+    }
+}
+
+/// An I/O error shown as the tools show every failed system call: its
+/// description only, without std's "(os error N)".
+pub(crate) struct IoText<'a>(pub(crate) &'a std::io::Error);
+
+impl fmt::Display for IoText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.raw_os_error() {
+            Some(raw) => f.write_str(Errno::from_raw(raw).desc()),
+            None => fmt::Display::fmt(self.0, f),
+        }
+    }
+}
+
 /// A new classified error.
 pub(crate) fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Fail {
         code,
         msg: msg.into(),
+        errno: None,
     })
 }
 
-/// The exit status an error stands for: the outermost [`Fail`] in its chain.
-pub fn code_of(err: &anyhow::Error) -> ExitCode {
+/// A new classified error for a failed system call whose description `msg` tells.
+pub(crate) fn fail_errno(code: ExitCode, errno: Errno, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fail {
+        code,
+        msg: msg.into(),
+        errno: Some(errno),
+    })
+}
+
+/// [`fail_errno`] for a failed I/O call: `msg` tells its [`IoText`].
+pub(crate) fn fail_io(
+    code: ExitCode,
+    err: &std::io::Error,
+    msg: impl Into<String>,
+) -> anyhow::Error {
+    anyhow::Error::new(Fail {
+        code,
+        msg: msg.into(),
+        errno: err.raw_os_error().map(Errno::from_raw),
+    })
+}
+
+/// Finds one [`Coded`] type in an error's chain.
+type Probe = fn(&anyhow::Error) -> Option<&dyn Coded>;
+
+/// The [`Coded`] error an error's chain holds, if any: a [`Fail`] first (it may be
+/// a context layer put around any of the others), then the domains' own types.
+fn coded(err: &anyhow::Error) -> Option<&dyn Coded> {
     // anyhow's downcast sees through context layers, both to context values and
     // to the root error.
-    match (err.downcast_ref::<Fail>(), err.downcast_ref::<Failures>()) {
-        (Some(fail), _) => fail.code,
-        (None, Some(failures)) => failures.code,
-        (None, None) => ExitCode::Unavailable,
-    }
+    const PROBES: [Probe; 4] = [
+        |e| e.downcast_ref::<Fail>().map(|c| c as &dyn Coded),
+        |e| {
+            e.downcast_ref::<crate::lock::LockError>()
+                .map(|c| c as &dyn Coded)
+        },
+        |e| e.downcast_ref::<ToolError>().map(|c| c as &dyn Coded),
+        |e| e.downcast_ref::<Failures>().map(|c| c as &dyn Coded),
+    ];
+    PROBES.iter().find_map(|probe| probe(err))
+}
+
+/// The exit status an error stands for: its [`Coded`] error's; an error nobody
+/// classified is an operating failure (69).
+pub fn code_of(err: &anyhow::Error) -> ExitCode {
+    coded(err).map_or(ExitCode::Unavailable, Coded::code)
 }
 
 /// The exit status a failed system call means, the one mapping of errno for
 /// every backend: not permitted 77, busy 75, anything else `otherwise`.
-pub(crate) fn of_errno(errno: nix::errno::Errno, otherwise: ExitCode) -> ExitCode {
-    use nix::errno::Errno;
+pub(crate) fn of_errno(errno: Errno, otherwise: ExitCode) -> ExitCode {
     match errno {
         Errno::EPERM | Errno::EACCES => ExitCode::NoPerm,
         Errno::EBUSY => ExitCode::TempFail,
@@ -106,28 +215,50 @@ pub(crate) fn of_errno(errno: nix::errno::Errno, otherwise: ExitCode) -> ExitCod
     }
 }
 
+/// The errno an error of the chain carries: a system call's, an I/O error's, a
+/// tool's, or one a [`Fail`] was made with.
+fn errno_of(cause: &(dyn std::error::Error + 'static)) -> Option<Errno> {
+    if let Some(errno) = cause.downcast_ref::<Errno>() {
+        return Some(*errno);
+    }
+    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+        return io.raw_os_error().map(Errno::from_raw);
+    }
+    if let Some(tool) = cause.downcast_ref::<ToolError>() {
+        return tool.errno;
+    }
+    cause.downcast_ref::<Fail>().and_then(|fail| fail.errno)
+}
+
 /// Whether an error was caused by a permission refused (EPERM, EACCES), at any
-/// depth of its chain.
+/// depth of its chain; told by the errors' types, never by their text.
 pub(crate) fn refused(err: &anyhow::Error) -> bool {
-    use nix::errno::Errno;
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    let denied = |cause: &(dyn std::error::Error + 'static)| {
+        matches!(errno_of(cause), Some(Errno::EPERM | Errno::EACCES))
             || cause
-                .downcast_ref::<Errno>()
-                .is_some_and(|e| matches!(e, Errno::EPERM | Errno::EACCES))
-            || {
-                let text = cause.to_string();
-                text.contains("Operation not permitted") || text.contains("Permission denied")
-            }
-    })
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    };
+    err.chain().any(denied)
+}
+
+/// An error's chain on one line, as `{:#}` shows it, but an I/O error by its
+/// description only ([`IoText`]).
+pub(crate) fn text(err: &anyhow::Error) -> String {
+    let shown: Vec<String> = err
+        .chain()
+        .map(|cause| match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => IoText(io).to_string(),
+            None => cause.to_string(),
+        })
+        .collect();
+    shown.join(": ")
 }
 
 /// An error as the tools print it: its chain on one line, and `(run as root)`
 /// when a permission refused to a user other than root is the cause.
 pub(crate) fn message(err: &anyhow::Error) -> String {
-    let text = format!("{err:#}");
+    let text = text(err);
     let hint = code_of(err) == ExitCode::NoPerm
         && !nix::unistd::geteuid().is_root()
         && refused(err)
@@ -158,7 +289,11 @@ where
             } else {
                 code
             };
-            err.context(Fail { code, msg: msg() })
+            err.context(Fail {
+                code,
+                msg: msg(),
+                errno: None,
+            })
         })
     }
 }
@@ -185,5 +320,69 @@ mod tests {
         assert_eq!(code_of(&err), ExitCode::CantCreate);
         assert_eq!(format!("{err:#}"), "mkdir x: boom");
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ExitCode::Unavailable);
+    }
+
+    #[test]
+    fn io_errors_without_the_os_error_suffix() {
+        let gone = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(IoText(&gone()).to_string(), "No such file or directory");
+        assert_eq!(IoText(&std::io::Error::other("boom")).to_string(), "boom");
+        let err = anyhow::Error::new(gone()).context("x").context("y");
+        assert_eq!(message(&err), "y: x: No such file or directory");
+        let err = Err::<(), _>(gone())
+            .or_fail(ExitCode::Config, || "conf".into())
+            .unwrap_err();
+        assert_eq!(message(&err), "conf: No such file or directory");
+    }
+
+    #[test]
+    fn refused_by_type_never_by_text() {
+        let text_only = fail(ExitCode::NoPerm, "x: Permission denied");
+        assert!(!refused(&text_only));
+        assert!(refused(&fail_errno(ExitCode::NoPerm, Errno::EACCES, "x")));
+        let io = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert!(refused(&fail_io(ExitCode::CantCreate, &io, "x")));
+        assert!(refused(&anyhow::Error::new(io).context("y")));
+        let tool = |errno| ToolError {
+            tool: "mount".into(),
+            line: "Operation not permitted".into(),
+            status: "exit 1".into(),
+            errno,
+            code: ExitCode::Unavailable,
+        };
+        assert!(refused(&anyhow::Error::new(tool(Some(Errno::EPERM)))));
+        assert!(!refused(&anyhow::Error::new(tool(None))));
+        // A refused cause makes or_fail's code 77.
+        let err = Err::<(), _>(tool(Some(Errno::EPERM)))
+            .or_fail(ExitCode::CantCreate, || "mkdir".into())
+            .unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::NoPerm);
+    }
+
+    #[test]
+    fn code_of_asks_each_coded_type() {
+        let tool = ToolError {
+            tool: "umount".into(),
+            line: String::new(),
+            status: "exit 1".into(),
+            errno: Some(Errno::EBUSY),
+            code: ExitCode::TempFail,
+        };
+        assert_eq!(tool.to_string(), "umount failed (exit 1)");
+        let err = anyhow::Error::new(tool).context("layer");
+        assert_eq!(code_of(&err), ExitCode::TempFail);
+        // A Fail put around it says more.
+        let err = err.context(Fail {
+            code: ExitCode::CantCreate,
+            msg: "upper".into(),
+            errno: None,
+        });
+        assert_eq!(code_of(&err), ExitCode::CantCreate);
+        let list = anyhow::Error::new(Failures {
+            code: ExitCode::Config,
+            msgs: vec!["a".into(), "b".into()],
+        });
+        assert_eq!(code_of(&list), ExitCode::Config);
+        assert_eq!(format!("{list}"), "a; b");
     }
 }

@@ -73,91 +73,140 @@ pub(crate) trait OnDisk {
 /// The plan for one jail.
 pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os, disk: &dyn OnDisk) -> Result<JailPlan> {
     let root = disk.real_root(&jail.root);
-    let access = Access {
-        gid: jail.upper_group,
+    let mut planner = Planner {
+        cfg,
+        jail,
+        os,
+        access: Access {
+            gid: jail.upper_group,
+        },
+        upper_root: disk.locate(&cfg.upper_root),
+        shared: Access {
+            gid: cfg.upper_group,
+        },
+        disk,
+        root,
+        stacks: Vec::new(),
     };
-    let upper_root = disk.locate(&cfg.upper_root);
-    let shared = Access {
-        gid: cfg.upper_group,
-    };
-    let mut stacks = Vec::new();
     for &index in &jail.layers {
-        let layer = &cfg.layers[index];
-        let null = Null {
-            source: disk.real_source(index).to_path_buf(),
-            read_only: layer.mode == Mode::Readonly,
-        };
-        let mut union = None;
-        let mut guards = Guards::default();
-        if let Some(up) = jail.uppers.get(&index) {
-            let upper = match up {
-                Upper::Host(path) => disk.locate(path),
-                Upper::InRoot(rel) => Place::beneath(&root, rel),
-            };
-            if upper.root.is_some() && upper.rel().as_os_str().is_empty() {
-                return Err(fail(
-                    ExitCode::Config,
-                    format!(
-                        "{}: upper dir {} is a jail root",
-                        layer.name,
-                        upper.path.display()
-                    ),
-                ));
-            }
-            let (upper, work) = match jail.tmpfs.get(&index) {
-                // The tmpfs is mounted on the upper's place and the upper dir is
-                // `upper` in it, with Linux's work dir `work` beside it (overlay
-                // wants both on one file system, the work dir not inside the upper).
-                Some(size) => {
-                    // The tmpfs's root is jlayers' own wherever it lies.
-                    let mut owned = owned_above(&upper, &upper_root, shared, access);
-                    owned.push((upper.clone(), access));
-                    stacks.push(Stack {
-                        layer: layer.name.clone(),
-                        target: upper.clone(),
-                        shape: Shape::UpperTmpfs(Tmpfs {
-                            size: size.clone(),
-                            access,
-                        }),
-                        guards: Guards {
-                            owned: owned.clone(),
-                            checked: None,
-                        },
-                    });
-                    guards.owned = owned;
-                    let work = os.needs_work_dir().then(|| upper.join("work"));
-                    (upper.join("upper"), work)
-                }
-                None => {
-                    guards.owned = owned_above(&upper, &upper_root, shared, access);
-                    if guards.owned.is_empty() && upper.root.is_none() {
-                        guards.checked = Some(upper.path.clone());
-                    }
-                    let work = os.needs_work_dir().then(|| work_dir(&upper));
-                    (upper, work)
-                }
-            };
-            guards
-                .owned
-                .extend(work.iter().map(|w| (w.clone(), access)));
-            union = Some(Union {
-                work,
-                upper,
-                options: layer.union_options.clone(),
-            });
-        }
-        stacks.push(Stack {
-            layer: layer.name.clone(),
-            target: Place::beneath(&root, &layer.target),
-            shape: Shape::Layer { null, union },
-            guards,
-        });
+        planner.layer(index)?;
     }
     Ok(JailPlan {
         jail: jail.name.clone(),
-        root,
-        stacks,
+        root: planner.root,
+        stacks: planner.stacks,
     })
+}
+
+/// What making one jail's plan knows, and the stacks made so far.
+struct Planner<'a> {
+    cfg: &'a Config,
+    jail: &'a Jail,
+    os: Os,
+    disk: &'a dyn OnDisk,
+    root: PathBuf,
+    /// The jail's upper dirs' owner group.
+    access: Access,
+    upper_root: Place,
+    /// upper_root's, every jail's.
+    shared: Access,
+    stacks: Vec<Stack>,
+}
+
+impl Planner<'_> {
+    /// Layer `index`'s stack, after its upper tmpfs's when it has one.
+    fn layer(&mut self, index: usize) -> Result<()> {
+        let layer = &self.cfg.layers[index];
+        let null = Null {
+            source: self.disk.real_source(index).to_path_buf(),
+            read_only: layer.mode == Mode::Readonly,
+        };
+        let (union, guards) = match self.jail.uppers.get(&index) {
+            Some(up) => {
+                let (union, guards) = self.union(index, up)?;
+                (Some(union), guards)
+            }
+            None => (None, Guards::default()),
+        };
+        self.stacks.push(Stack {
+            layer: layer.name.clone(),
+            target: Place::beneath(&self.root, &layer.target),
+            shape: Shape::Layer { null, union },
+            guards,
+        });
+        Ok(())
+    }
+
+    /// The union mount of layer `index` on upper `up`, and the dirs that guard it.
+    fn union(&mut self, index: usize, up: &Upper) -> Result<(Union, Guards)> {
+        let layer = &self.cfg.layers[index];
+        let upper = match up {
+            Upper::Host(path) => self.disk.locate(path),
+            Upper::InRoot(rel) => Place::beneath(&self.root, rel),
+        };
+        if upper.root.is_some() && upper.rel().as_os_str().is_empty() {
+            return Err(fail(
+                ExitCode::Config,
+                format!(
+                    "{}: upper dir {} is a jail root",
+                    layer.name,
+                    upper.path.display()
+                ),
+            ));
+        }
+        let mut guards = Guards::default();
+        let (upper, work) = match self.jail.tmpfs.get(&index) {
+            Some(size) => self.in_tmpfs(&layer.name, upper, size, &mut guards),
+            None => {
+                guards.owned = owned_above(&upper, &self.upper_root, self.shared, self.access);
+                if guards.owned.is_empty() && upper.root.is_none() {
+                    guards.checked = Some(upper.path.clone());
+                }
+                let work = self.os.needs_work_dir().then(|| work_dir(&upper));
+                (upper, work)
+            }
+        };
+        guards
+            .owned
+            .extend(work.iter().map(|w| (w.clone(), self.access)));
+        let union = Union {
+            work,
+            upper,
+            options: layer.union_options.clone(),
+        };
+        Ok((union, guards))
+    }
+
+    /// The tmpfs is mounted on the upper's place (a stack of its own) and the
+    /// upper dir is `upper` in it, with Linux's work dir `work` beside it
+    /// (overlay wants both on one file system, the work dir not inside the
+    /// upper): those two.
+    fn in_tmpfs(
+        &mut self,
+        layer: &str,
+        upper: Place,
+        size: &Option<String>,
+        guards: &mut Guards,
+    ) -> (Place, Option<Place>) {
+        // The tmpfs's root is jlayers' own wherever it lies.
+        let mut owned = owned_above(&upper, &self.upper_root, self.shared, self.access);
+        owned.push((upper.clone(), self.access));
+        self.stacks.push(Stack {
+            layer: layer.to_string(),
+            target: upper.clone(),
+            shape: Shape::UpperTmpfs(Tmpfs {
+                size: size.clone(),
+                access: self.access,
+            }),
+            guards: Guards {
+                owned: owned.clone(),
+                checked: None,
+            },
+        });
+        guards.owned = owned;
+        let work = self.os.needs_work_dir().then(|| upper.join("work"));
+        (upper.join("upper"), work)
+    }
 }
 
 /// The dirs jlayers owns above a host upper dir, top down: upper_root (`shared`:
@@ -254,7 +303,7 @@ upper.obj = "var/obj-upper"
         let host = crate::roots::Host::of(&cfg);
         let jail_plan = plan(&cfg, &cfg.jails[0], os, &host).unwrap();
         assert_eq!(jail_plan.jail, "j");
-        assert_eq!(jail_plan.root, Path::new("/nonexistent-jlayers-plan/j"));
+        assert_eq!(jail_plan.root, Path::new(ROOT));
         let stacks = jail_plan
             .stacks
             .into_iter()
@@ -263,86 +312,133 @@ upper.obj = "var/obj-upper"
         (stacks, os.needs_work_dir())
     }
 
-    #[test]
-    fn plan_steps_for_each_kind_of_layer() {
+    const ROOT: &str = "/nonexistent-jlayers-plan/j";
+
+    fn host(p: &str) -> PathBuf {
+        PathBuf::from(format!("/nonexistent-jlayers-plan/{p}"))
+    }
+
+    fn inside(rel: &str) -> Place {
+        Place::beneath(Path::new(ROOT), Path::new(rel))
+    }
+
+    /// `check` with each platform's stacks (Linux's only on Linux) and whether
+    /// it has work dirs.
+    fn for_each_os(check: impl Fn(Os, &[(String, Place, Shape)], bool)) {
         let mut oses = vec![Os::FreeBsd];
         if cfg!(target_os = "linux") {
             oses.push(Os::Linux);
         }
-        let root = Path::new("/nonexistent-jlayers-plan/j");
-        let host = |p: &str| PathBuf::from(format!("/nonexistent-jlayers-plan/{p}"));
-        let inside = |rel: &str| Place::beneath(root, Path::new(rel));
         for os in oses {
             let (stacks, work) = shapes_of(os);
-            let union_up = Place::host(host("up/j/ports"));
-            let tmpfs_at = inside("var/obj-upper");
-            let want = vec![
-                (
-                    "base".to_string(),
-                    inside("base"),
-                    Shape::Layer {
-                        null: Null {
-                            source: host("base"),
-                            read_only: true,
-                        },
-                        union: None,
-                    },
-                ),
-                (
-                    "ports".into(),
-                    inside("usr/ports"),
-                    Shape::Layer {
-                        null: Null {
-                            source: host("ports"),
-                            read_only: false,
-                        },
-                        union: Some(Union {
-                            work: work.then(|| Place::host(host("up/j/ports.work"))),
-                            upper: union_up,
-                            options: vec!["noatime".into()],
-                        }),
-                    },
-                ),
-                // Nested: after its parent, a writable null mount alone.
-                (
-                    "distfiles".into(),
-                    inside("usr/ports/distfiles"),
-                    Shape::Layer {
-                        null: Null {
-                            source: host("distfiles"),
-                            read_only: false,
-                        },
-                        union: None,
-                    },
-                ),
-                // The tmpfs goes on the upper's place first, in a stack of its own;
-                // upper and work dir are inside it, side by side.
-                (
-                    "obj".into(),
-                    tmpfs_at.clone(),
-                    Shape::UpperTmpfs(Tmpfs {
-                        size: Some("1g".into()),
-                        access: Access::default(),
-                    }),
-                ),
-                (
-                    "obj".into(),
-                    inside("usr/obj"),
-                    Shape::Layer {
-                        null: Null {
-                            source: host("obj"),
-                            read_only: false,
-                        },
-                        union: Some(Union {
-                            work: work.then(|| tmpfs_at.join("work")),
-                            upper: tmpfs_at.join("upper"),
-                            options: vec!["noatime".into()],
-                        }),
-                    },
-                ),
-            ];
-            assert_eq!(stacks, want, "{os:?}");
+            check(os, &stacks, work);
         }
+    }
+
+    /// Five stacks, one per layer and one for the tmpfs, in mount order.
+    #[test]
+    fn plan_steps_for_each_kind_of_layer() {
+        for_each_os(|os, stacks, _| {
+            let layers: Vec<&str> = stacks.iter().map(|s| s.0.as_str()).collect();
+            assert_eq!(
+                layers,
+                ["base", "ports", "distfiles", "obj", "obj"],
+                "{os:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn plan_readonly_layer_is_a_null_mount() {
+        for_each_os(|os, stacks, _| {
+            let want = (
+                "base".to_string(),
+                inside("base"),
+                Shape::Layer {
+                    null: Null {
+                        source: host("base"),
+                        read_only: true,
+                    },
+                    union: None,
+                },
+            );
+            assert_eq!(stacks[0], want, "{os:?}");
+        });
+    }
+
+    #[test]
+    fn plan_union_layer_upper_under_upper_root() {
+        for_each_os(|os, stacks, work| {
+            let want = (
+                "ports".to_string(),
+                inside("usr/ports"),
+                Shape::Layer {
+                    null: Null {
+                        source: host("ports"),
+                        read_only: false,
+                    },
+                    union: Some(Union {
+                        work: work.then(|| Place::host(host("up/j/ports.work"))),
+                        upper: Place::host(host("up/j/ports")),
+                        options: vec!["noatime".into()],
+                    }),
+                },
+            );
+            assert_eq!(stacks[1], want, "{os:?}");
+        });
+    }
+
+    /// Nested: after its parent, a writable null mount alone.
+    #[test]
+    fn plan_nested_shared_layer_after_its_parent() {
+        for_each_os(|os, stacks, _| {
+            let want = (
+                "distfiles".to_string(),
+                inside("usr/ports/distfiles"),
+                Shape::Layer {
+                    null: Null {
+                        source: host("distfiles"),
+                        read_only: false,
+                    },
+                    union: None,
+                },
+            );
+            assert_eq!(stacks[2], want, "{os:?}");
+        });
+    }
+
+    /// The tmpfs goes on the upper's place first, in a stack of its own; upper
+    /// and work dir are inside it, side by side.
+    #[test]
+    fn plan_tmpfs_upper_first_then_its_union() {
+        for_each_os(|os, stacks, work| {
+            let tmpfs_at = inside("var/obj-upper");
+            let tmpfs = (
+                "obj".to_string(),
+                tmpfs_at.clone(),
+                Shape::UpperTmpfs(Tmpfs {
+                    size: Some("1g".into()),
+                    access: Access::default(),
+                }),
+            );
+            assert_eq!(stacks[3], tmpfs, "{os:?}");
+            let layer = (
+                "obj".to_string(),
+                inside("usr/obj"),
+                Shape::Layer {
+                    null: Null {
+                        source: host("obj"),
+                        read_only: false,
+                    },
+                    union: Some(Union {
+                        work: work.then(|| tmpfs_at.join("work")),
+                        upper: tmpfs_at.join("upper"),
+                        options: vec!["noatime".into()],
+                    }),
+                },
+            );
+            assert_eq!(stacks[4], layer, "{os:?}");
+        });
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub(crate) fn stdout_error(err: &std::io::Error) {
     }
     STDOUT_FAILED.store(true, Ordering::Relaxed);
     let tool = TOOL.get().copied().unwrap_or("jlayers");
-    let line = format!("{tool}: stdout: {err}\n");
+    let line = format!("{tool}: stdout: {}\n", crate::exit::IoText(err));
     // Never a panic when stderr fails too (eprintln! would).
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }

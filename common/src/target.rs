@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_errno, fail_io};
 
 /// What opening a directory does about missing components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +40,9 @@ fn open_beneath(
             ExitCode::NoInput,
             format!("jail root {} does not exist", root.display()),
         ),
-        err => fail(
+        err => fail_errno(
             ExitCode::NoInput,
+            err,
             format!("jail root {}: {}", root.display(), err.desc()),
         ),
     })?;
@@ -75,8 +76,9 @@ fn open_beneath(
                         }
                         Err(Errno::EEXIST) => made = true,
                         Err(err) => {
-                            return Err(fail(
+                            return Err(fail_errno(
                                 ExitCode::CantCreate,
+                                err,
                                 format!("cannot create {}: {}", here.display(), err.desc()),
                             ));
                         }
@@ -223,9 +225,10 @@ fn open_host(path: &Path, missing: Missing, made: &mut Vec<MadeDir>) -> Result<B
             .collect();
         absent.reverse();
         std::fs::create_dir_all(path).map_err(|err| {
-            fail(
+            fail_io(
                 ExitCode::CantCreate,
-                format!("cannot create {}: {err}", path.display()),
+                &err,
+                format!("cannot create {}: {}", path.display(), IoText(&err)),
             )
         })?;
         for dir in absent {
@@ -242,8 +245,9 @@ fn open_host(path: &Path, missing: Missing, made: &mut Vec<MadeDir>) -> Result<B
     match open(path, flags, Mode::empty()) {
         Ok(fd) => Ok(Beneath::Dir(fd)),
         Err(Errno::ENOENT) => Ok(Beneath::Missing(path.to_path_buf())),
-        Err(err) => Err(fail(
+        Err(err) => Err(fail_errno(
             ExitCode::CantCreate,
+            err,
             format!("{}: {}", path.display(), err.desc()),
         )),
     }
@@ -321,8 +325,9 @@ fn refusal(dir: &OwnedFd, name: &std::ffi::OsStr, here: &Path, err: Errno) -> an
             ExitCode::CantCreate,
             format!("{} exists and is not a directory", here.display()),
         ),
-        Err(_) => fail(
+        Err(_) => fail_errno(
             ExitCode::CantCreate,
+            err,
             format!("{}: {}", here.display(), err.desc()),
         ),
     }

@@ -129,41 +129,9 @@ impl Run<'_> {
     }
 
     pub(crate) fn run(&self) -> Result<Outcome> {
-        if let Some(dir) = self.log.parent() {
-            std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
-                format!("log dir {}", dir.display())
-            })?;
-        }
-        // Appended: the log keeps each run's history (newsyslog or logrotate,
-        // shipped with the install, rotates it).
-        let mut log = File::options()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(self.log)
-            .or_fail(ExitCode::CantCreate, || {
-                format!("log {}", self.log.display())
-            })?;
+        let mut log = self.open_log()?;
         let begun = Instant::now();
-        let now = crate::report::utc_timestamp(SystemTime::now());
-        let mut head = String::new();
-        // A log cut off mid-line (its run killed) gets this run's lines on lines of their own.
-        let len = log.metadata().map_or(0, |m| m.len());
-        let mut last = [b'\n'];
-        if len > 0 && log.read_at(&mut last, len - 1).is_ok() && last != [b'\n'] {
-            head.push('\n');
-        }
-        if let Some(started) = unfinished(&log) {
-            let which = started.map_or("the previous run".into(), |at| {
-                format!("the run started {at}")
-            });
-            head += &format!("{now}: jupdate: {which} did not finish (jupdate was killed)\n");
-        }
-        head += &format!("{now}: jupdate: {}\n", crate::report::sh_one_line(self.cmd));
-        log.write_all(head.as_bytes())
-            .or_fail(ExitCode::CantCreate, || {
-                format!("log {}", self.log.display())
-            })?;
+        self.write_head(&mut log)?;
         let result = self.run_logged(&mut log);
         // However the run ended: an entry without this line is one jupdate did
         // not see to its end.
@@ -186,6 +154,47 @@ impl Run<'_> {
         result
     }
 
+    /// The jail's log, its dir made when missing. Appended: the log keeps each
+    /// run's history (newsyslog or logrotate, shipped with the install, rotates it).
+    fn open_log(&self) -> Result<File> {
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
+                format!("log dir {}", dir.display())
+            })?;
+        }
+        File::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(self.log)
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })
+    }
+
+    /// The run's first log line, after one telling of a run killed before its end.
+    fn write_head(&self, log: &mut File) -> Result<()> {
+        let now = crate::report::utc_timestamp(SystemTime::now());
+        let mut head = String::new();
+        // A log cut off mid-line (its run killed) gets this run's lines on lines of their own.
+        let len = log.metadata().map_or(0, |m| m.len());
+        let mut last = [b'\n'];
+        if len > 0 && log.read_at(&mut last, len - 1).is_ok() && last != [b'\n'] {
+            head.push('\n');
+        }
+        if let Some(started) = unfinished(log) {
+            let which = started.map_or("the previous run".into(), |at| {
+                format!("the run started {at}")
+            });
+            head += &format!("{now}: jupdate: {which} did not finish (jupdate was killed)\n");
+        }
+        head += &format!("{now}: jupdate: {}\n", crate::report::sh_one_line(self.cmd));
+        log.write_all(head.as_bytes())
+            .or_fail(ExitCode::CantCreate, || {
+                format!("log {}", self.log.display())
+            })
+    }
+
     /// Spawn the updater with its output going to the log, and wait for it.
     fn run_logged(&self, log: &mut File) -> Result<Outcome> {
         // In place until dropped, after the run (whatever its end).
@@ -197,13 +206,26 @@ impl Run<'_> {
         // In a session and process group of its own (the platform's
         // exec_command), so that a timeout kills everything it started.
         let mut command = self.platform.exec_command(&exec);
-        let mut source = None;
-        let mut relay = None;
+        let (source, relay) = self.wire(&mut command, log)?;
+        let child = self.spawn(command, log)?;
+        let outcome = self.follow(child, source, relay, log)?;
+        let outcome = self.limits_told(outcome, limited.as_deref(), log);
+        drop(limited);
+        self.judged(outcome, log)
+    }
+
+    /// The updater's standard descriptors: `-i`'s own terminal (relayed), or the
+    /// log's source (a pipe or the log itself).
+    fn wire(
+        &self,
+        command: &mut std::process::Command,
+        log: &mut File,
+    ) -> Result<(Option<Source>, Option<crate::pty::Relay>)> {
         if self.interactive {
             writeln!(log, "(interactive: the output went to the terminal)").ok();
             // A terminal of its own, relayed to jupdate's: never a descriptor of
             // the admin's terminal (TIOCSTI there types into the admin's shell).
-            relay = crate::pty::Relay::open()?;
+            let mut relay = crate::pty::Relay::open()?;
             if let Some(slave) = relay.as_mut().and_then(|r| r.take_slave()) {
                 let clone = || {
                     slave
@@ -212,46 +234,57 @@ impl Run<'_> {
                 };
                 command.stdin(clone()?).stdout(clone()?).stderr(slave);
             }
-        } else {
-            let (out, into) = Source::new(self.platform.output_through_pipe(), self.log)?;
-            let clone = || {
-                into.try_clone()
-                    .or_fail(ExitCode::CantCreate, || "log".into())
-            };
-            command.stdin(Stdio::null()).stdout(clone()?).stderr(into);
-            source = Some(out);
+            return Ok((None, relay));
         }
+        let (out, into) = Source::new(self.platform.output_through_pipe(), self.log)?;
+        let clone = || {
+            into.try_clone()
+                .or_fail(ExitCode::CantCreate, || "log".into())
+        };
+        command.stdin(Stdio::null()).stdout(clone()?).stderr(into);
+        Ok((Some(out), None))
+    }
+
+    /// Start the updater; a command the jail lacks or cannot run is told so.
+    fn spawn(&self, mut command: std::process::Command, log: &mut File) -> Result<Child> {
         let spawned = command.spawn();
         // Our end of the updater's output: a pipe ends when the run's last writer
         // is gone; the slave side of -i's terminal goes with it too.
         drop(command);
-        let mut child = match spawned {
-            Ok(child) => child,
+        match spawned {
+            Ok(child) => Ok(child),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.not_found(log).unwrap_or_else(|| {
+                Err(self.not_found(log).unwrap_or_else(|| {
                     crate::exit::fail(
                         ExitCode::Unavailable,
                         format!("{}: not found in the jail", self.cmd[0]),
                     )
-                }));
+                }))
             }
             // The jail's file, not the administrator's permission: 69, not 77.
             Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(crate::exit::fail(
+                Err(crate::exit::fail(
                     ExitCode::Unavailable,
                     format!("{}: not executable in the jail", self.cmd[0]),
-                ));
+                ))
             }
-            Err(err) => {
-                return Err(err).or_fail(ExitCode::Unavailable, || {
-                    format!("cannot run {}", self.cmd[0])
-                });
-            }
-        };
+            Err(err) => Err(err).or_fail(ExitCode::Unavailable, || {
+                format!("cannot run {}", self.cmd[0])
+            }),
+        }
+    }
+
+    /// Wait for the updater while its output goes to the log as it comes, on a
+    /// thread of its own, so that the updater never waits on jupdate.
+    fn follow(
+        &self,
+        mut child: Child,
+        source: Option<Source>,
+        mut relay: Option<crate::pty::Relay>,
+        log: &File,
+    ) -> Result<Outcome> {
         let ended = AtomicBool::new(false);
-        let outcome = std::thread::scope(|scope| {
-            // The output goes to the log as it comes, on a thread of its own, so
-            // that the updater never waits on jupdate.
+        std::thread::scope(|scope| {
             let copier = source.map(|source| {
                 let into = log.try_clone();
                 let ended = &ended;
@@ -276,18 +309,33 @@ impl Run<'_> {
                 let _ = copier.join();
             }
             outcome
-        });
-        let mut outcome = outcome?;
-        if let Some(limited) = &limited {
-            let (hit, out_of_memory) = limited.hit();
-            for line in hit {
-                writeln!(log, "jupdate: {}: {line}", self.jail).ok();
-            }
-            if let (true, Outcome::Failed(code)) = (out_of_memory, outcome) {
-                outcome = Outcome::OutOfMemory(code);
-            }
+        })
+    }
+
+    /// The limits the run hit, written to the log; a failure at the memory
+    /// limit is told as out of memory.
+    fn limits_told(
+        &self,
+        outcome: Outcome,
+        limited: Option<&dyn crate::platform::Limited>,
+        log: &mut File,
+    ) -> Outcome {
+        let Some(limited) = limited else {
+            return outcome;
+        };
+        let (hit, out_of_memory) = limited.hit();
+        for line in hit {
+            writeln!(log, "jupdate: {}: {line}", self.jail).ok();
         }
-        drop(limited);
+        match (out_of_memory, outcome) {
+            (true, Outcome::Failed(code)) => Outcome::OutOfMemory(code),
+            _ => outcome,
+        }
+    }
+
+    /// A failed run's cause when it is not the updater's own: a command the
+    /// jail lacks, or the platform's way in.
+    fn judged(&self, outcome: Outcome, log: &mut File) -> Result<Outcome> {
         // 127: the shell's and env(1)'s "not found" (jexec -l NAME env ... CMD);
         // the jail is asked whether that is what happened.
         if outcome == Outcome::Failed(127) && !self.interactive {

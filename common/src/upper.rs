@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::action::{Sink, Site};
 use crate::changes::{self, Entry, Problems};
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, fail_errno};
 use crate::prune::{Rules, Tally, prune};
 use crate::target::{Beneath, Missing, Place};
 
@@ -62,8 +62,9 @@ impl UpperDir {
     }
 
     fn failed(&self, errno: nix::errno::Errno) -> anyhow::Error {
-        fail(
+        fail_errno(
             ExitCode::Unavailable,
+            errno,
             format!("{}: {}", self.path.display(), errno.desc()),
         )
     }

@@ -143,7 +143,7 @@ fn config_errors_are_78_with_position() {
             sb.cmd("jmount")
                 .args(["-c", "/nonexistent/jlayers.conf", "--all"]),
             78,
-            "jmount: /nonexistent/jlayers.conf: No such file or directory (os error 2)\n",
+            "jmount: /nonexistent/jlayers.conf: No such file or directory\n",
         );
         // $JLAYERS_CONF is the default path.
         sb.scene();

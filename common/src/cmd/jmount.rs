@@ -1,13 +1,16 @@
 //! jmount(8): stack each jail's layers; `--status` shows how they stand.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::path::PathBuf;
 
 use crate::cli::{Common, LayerChoice, Nested};
 use crate::exit::ExitCode;
-use crate::plan::{State, plan};
+use crate::mounts::Mount;
+use crate::plan::{JailPlan, State, plan};
 use crate::report::{emit, path_json};
 
-use super::{each_jail, run, stack_tool};
+use super::{Setup, each_jail, run, stack_tool};
 
 /// Stack each jail's layers of a shared host tree; silent on success.
 ///
@@ -80,56 +83,8 @@ fn status(args: &Common) -> ExitCode {
         let code = each_jail(setup, |jail| {
             let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
             let table = setup.platform.mounts(&plan.root)?;
-            // Dirs around the uppers that let host users in: said on stderr, the
-            // records stay as they are.
-            for st in &plan.stacks {
-                for (dir, text) in crate::guard::findings(&st.guards, "jmount") {
-                    if warned.insert(dir) {
-                        setup.msg.warn(&[&plan.jail, &st.layer], &text);
-                    }
-                }
-            }
-            let mut seen: Vec<&str> = Vec::new();
-            for st in &plan.stacks {
-                if seen.contains(&st.layer.as_str()) {
-                    continue;
-                }
-                seen.push(&st.layer);
-                let states: Vec<(State, usize)> = plan
-                    .stacks
-                    .iter()
-                    .filter(|t| t.layer == st.layer)
-                    .map(|t| {
-                        (
-                            t.state(table.as_slice(), &*setup.platform),
-                            t.shape.steps().len(),
-                        )
-                    })
-                    .collect();
-                let state = layer_state(&states);
-                all_mounted &= state == "mounted";
-                // The layer's own stack is its last (a tmpfs upper comes first).
-                let target = &plan
-                    .stacks
-                    .iter()
-                    .rfind(|t| t.layer == st.layer)
-                    .unwrap_or(st)
-                    .target
-                    .path;
-                if setup.msg.level > crate::report::Verbosity::Quiet {
-                    emit(
-                        "jmount",
-                        &[
-                            OsStr::new(&plan.jail),
-                            OsStr::new(&st.layer),
-                            OsStr::new(state),
-                            target.as_os_str(),
-                        ],
-                        serde_json::json!({"jail": plan.jail, "layer": st.layer,
-                                           "state": state, "target": path_json(target)}),
-                    );
-                }
-            }
+            warn_guards(setup, &plan, &mut warned);
+            all_mounted &= show_layers(setup, &plan, table.as_slice());
             Ok(())
         });
         Ok(match code {
@@ -137,4 +92,58 @@ fn status(args: &Common) -> ExitCode {
             c => c,
         })
     })
+}
+
+/// Dirs around the uppers that let host users in: said on stderr (each dir once,
+/// `warned`), the records stay as they are.
+fn warn_guards(setup: &Setup, plan: &JailPlan, warned: &mut HashSet<PathBuf>) {
+    for st in &plan.stacks {
+        for (dir, text) in crate::guard::findings(&st.guards, "jmount") {
+            if warned.insert(dir) {
+                setup.msg.warn(&[&plan.jail, &st.layer], &text);
+            }
+        }
+    }
+}
+
+/// A record per layer of the jail: its state and target. Whether all are mounted.
+fn show_layers(setup: &Setup, plan: &JailPlan, table: &[Mount]) -> bool {
+    let mut all_mounted = true;
+    let mut seen: Vec<&str> = Vec::new();
+    for st in &plan.stacks {
+        if seen.contains(&st.layer.as_str()) {
+            continue;
+        }
+        seen.push(&st.layer);
+        let states: Vec<(State, usize)> = plan
+            .stacks
+            .iter()
+            .filter(|t| t.layer == st.layer)
+            .map(|t| (t.state(table, &*setup.platform), t.shape.steps().len()))
+            .collect();
+        let state = layer_state(&states);
+        all_mounted &= state == "mounted";
+        // The layer's own stack is its last (a tmpfs upper comes first).
+        let target = &plan
+            .stacks
+            .iter()
+            .rfind(|t| t.layer == st.layer)
+            .unwrap_or(st)
+            .target
+            .path;
+        if setup.msg.level > crate::report::Verbosity::Quiet {
+            emit(
+                "jmount",
+                &[
+                    OsStr::new(&plan.jail),
+                    OsStr::new(&st.layer),
+                    OsStr::new(state),
+                    target.as_os_str(),
+                ],
+                serde_json::json!({"jail": plan.jail, "layer": st.layer,
+                                   "state": state, "target": path_json(target)}),
+            );
+        }
+    }
+    all_mounted
 }

@@ -170,57 +170,24 @@ fn report(
     secs: u64,
     result: Result<Option<Outcome>>,
 ) -> Told {
-    let (word, status, code) = match &result {
-        Ok(Some(outcome)) => (outcome.word(), Some(outcome.status()), outcome.exit_code()),
-        Ok(None) => ("ok", Some(0), ExitCode::Ok),
-        Err(err) => ("failed", None, code_of(err)),
+    let code = match &result {
+        Ok(Some(outcome)) => outcome.exit_code(),
+        Ok(None) => ExitCode::Ok,
+        Err(err) => code_of(err),
     };
-    let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
-                            "seconds": secs, "log": path_json(log)});
-    if let Err(err) = &result {
-        object["error"] = json!(crate::exit::message(err));
-        object["exit"] = json!(code.code());
-    }
-    let (status, secs) = (
-        status.map_or("-".into(), |status| status.to_string()),
-        secs.to_string(),
-    );
-    let fields: Vec<OsString> = vec![
-        jail.name.clone().into(),
-        word.into(),
-        status.into(),
-        secs.into(),
-        log.as_os_str().to_os_string(),
-    ];
     // -q: only errors, so a line only for a jail that did not end ok; -n: none.
     let quiet = setup.msg.level == crate::report::Verbosity::Quiet && code == ExitCode::Ok;
     let ran = engine.sink.performs();
     let mut told = Told {
         code,
-        record: (ran && !quiet).then_some((fields, object)),
+        record: (ran && !quiet).then(|| record(jail, log, secs, &result)),
         problems: Vec::new(),
     };
     match result {
         Err(err) => told.problems.push((Vec::new(), crate::exit::message(&err))),
         Ok(Some(outcome)) if outcome != Outcome::Ok => {
-            let what = match outcome {
-                Outcome::Timeout(_) => format!("timed out; killed (log {})", log.display()),
-                Outcome::Interrupted(_) => "interrupted; killed".to_string(),
-                Outcome::OutOfMemory(code) => format!(
-                    "update failed with status {code}: out of memory at the jail's memory limit ({}) (log {})",
-                    jail.limits
-                        .memory
-                        .as_ref()
-                        .map_or("", |(_, text)| text.as_str()),
-                    log.display()
-                ),
-                _ => format!(
-                    "update failed with status {} (log {})",
-                    outcome.status(),
-                    log.display()
-                ),
-            };
-            told.problems.push((vec![jail.name.clone()], what));
+            told.problems
+                .push((vec![jail.name.clone()], failed(jail, log, outcome)));
             // Part of the failure, so shown with -q too: cron mails them.
             let lines = tail.lock().map(|t| t.lines(TAIL)).unwrap_or_default();
             for line in lines {
@@ -231,6 +198,56 @@ fn report(
         Ok(_) => {}
     }
     told
+}
+
+/// A jail's report line's fields and its JSON object.
+fn record(
+    jail: &Jail,
+    log: &Path,
+    secs: u64,
+    result: &Result<Option<Outcome>>,
+) -> (Vec<OsString>, serde_json::Value) {
+    let (word, status, code) = match result {
+        Ok(Some(outcome)) => (outcome.word(), Some(outcome.status()), outcome.exit_code()),
+        Ok(None) => ("ok", Some(0), ExitCode::Ok),
+        Err(err) => ("failed", None, code_of(err)),
+    };
+    let mut object = json!({"jail": jail.name, "result": word, "exit_code": status,
+                            "seconds": secs, "log": path_json(log)});
+    if let Err(err) = result {
+        object["error"] = json!(crate::exit::message(err));
+        object["exit"] = json!(code.code());
+    }
+    let status = status.map_or("-".into(), |status| status.to_string());
+    let fields: Vec<OsString> = vec![
+        jail.name.clone().into(),
+        word.into(),
+        status.into(),
+        secs.to_string().into(),
+        log.as_os_str().to_os_string(),
+    ];
+    (fields, object)
+}
+
+/// What a run that did not end ok says of how it ended.
+fn failed(jail: &Jail, log: &Path, outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Timeout(_) => format!("timed out; killed (log {})", log.display()),
+        Outcome::Interrupted(_) => "interrupted; killed".to_string(),
+        Outcome::OutOfMemory(code) => format!(
+            "update failed with status {code}: out of memory at the jail's memory limit ({}) (log {})",
+            jail.limits
+                .memory
+                .as_ref()
+                .map_or("", |(_, text)| text.as_str()),
+            log.display()
+        ),
+        _ => format!(
+            "update failed with status {} (log {})",
+            outcome.status(),
+            log.display()
+        ),
+    }
 }
 
 /// Lock, mount, start, run, and restore what was found. `Ok(None)`: printed, not run.

@@ -296,18 +296,7 @@ fn build_jail(
     os: Os,
 ) -> Result<Jail, String> {
     let ctx = |msg: String| format!("jail {name}: {msg}");
-    if !valid_jail_name(&name) {
-        return Err(ctx(
-            "bad jail name (letters, digits, '-' and '_' only)".into()
-        ));
-    }
-    // jls -j and jexec take an all-digit argument as a jail ID, never a name.
-    if os == Os::FreeBsd && name.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ctx(
-            "an all-digit jail name is a jail ID to jls(8) and jexec(8): use a name with a letter"
-                .into(),
-        ));
-    }
+    jail_name(&name, os).map_err(ctx)?;
     let root = abs_path(&raw.root).map_err(|e| ctx(format!("root: {e}")))?;
     let upper_group = match &raw.upper_group {
         Some(group) => Some(group_id(group).map_err(|e| ctx(format!("upper_group: {e}")))?),
@@ -320,15 +309,7 @@ fn build_jail(
     if os == Os::FreeBsd {
         freebsd_paths(&root, &picked, &uppers, layers).map_err(ctx)?;
     }
-    for (what, cmd) in [
-        ("update", &raw.update),
-        ("start", &raw.start),
-        ("stop", &raw.stop),
-    ] {
-        if cmd.as_ref().is_some_and(|c| c.is_empty()) {
-            return Err(ctx(format!("{what}: empty command")));
-        }
-    }
+    commands(&raw).map_err(ctx)?;
     let limits = RawLimits {
         pids: raw.pids,
         memory: raw.memory,
@@ -356,6 +337,35 @@ fn build_jail(
         upper_group,
         log_max,
     })
+}
+
+/// A jail's name as the platform's tools take it.
+fn jail_name(name: &str, os: Os) -> Result<(), String> {
+    if !valid_jail_name(name) {
+        return Err("bad jail name (letters, digits, '-' and '_' only)".into());
+    }
+    // jls -j and jexec take an all-digit argument as a jail ID, never a name.
+    if os == Os::FreeBsd && name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(
+            "an all-digit jail name is a jail ID to jls(8) and jexec(8): use a name with a letter"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A jail's commands: none given empty.
+fn commands(raw: &RawJail) -> Result<(), String> {
+    for (what, cmd) in [
+        ("update", &raw.update),
+        ("start", &raw.start),
+        ("stop", &raw.stop),
+    ] {
+        if cmd.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(format!("{what}: empty command"));
+        }
+    }
+    Ok(())
 }
 
 /// `upper_group`: a group name (getgrnam(3)) or a number.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Deserialize;
 
-use crate::exit::{ExitCode, Failures, fail};
+use crate::exit::{ExitCode, Failures, IoText, fail, fail_io};
 use crate::os::Os;
 
 mod build;
@@ -169,8 +169,10 @@ impl Config {
 
     /// Read and validate the file.
     pub(crate) fn load(path: &Path, os: Os) -> Result<Config> {
-        let text = std::fs::read(path)
-            .map_err(|e| fail(ExitCode::Config, format!("{}: {e}", path.display())))?;
+        let text = std::fs::read(path).map_err(|e| {
+            let msg = format!("{}: {}", path.display(), IoText(&e));
+            fail_io(ExitCode::Config, &e, msg)
+        })?;
         let text = String::from_utf8(text).map_err(|e| {
             let (line, col) = raw::line_col(e.as_bytes(), e.utf8_error().valid_up_to());
             fail(

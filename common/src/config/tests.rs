@@ -154,22 +154,39 @@ fn unknown_key_names_line_and_column() {
     assert!(!err("[x\n").contains('\n'));
 }
 
+const LAYER: &str = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
+const SHARED: &str = "[[layer]]\nname='p'\nsource='/usr/ports'\nmode='shared'\nupper_fs='tmpfs'\n";
+
+/// Each text is refused with its message.
+fn fires(cases: &[(&str, &str)]) {
+    for (text, want) in cases {
+        let msg = err(text);
+        assert!(msg.contains(want), "want {want:?} in {msg:?}");
+    }
+}
+
+/// Names: each once, each one known.
 #[test]
-fn validation_rules() {
-    let layer = "[[layer]]\nname='p'\nsource='/usr/ports'\n";
-    let shared = "[[layer]]\nname='p'\nsource='/usr/ports'\nmode='shared'\nupper_fs='tmpfs'\n";
-    let cases: &[(&str, &str)] = &[
-        (&format!("{layer}{layer}"), "layer p: duplicate layer name"),
+fn validation_rules_names() {
+    fires(&[
+        (&format!("{LAYER}{LAYER}"), "layer p: duplicate layer name"),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nlayers=['q']\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nlayers=['q']\n"),
             "jail a: unknown layer q",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nupper.q='x'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nupper.q='x'\n"),
             "jail a: upper.q: unknown layer q",
         ),
+    ]);
+}
+
+/// Paths: absolute where a host path, relative in a jail, never `..`.
+#[test]
+fn validation_rules_paths() {
+    fires(&[
         (
-            &format!("{layer}[jail.a]\nroot='j'\n"),
+            &format!("{LAYER}[jail.a]\nroot='j'\n"),
             "jail a: root: \"j\" is not an absolute path",
         ),
         (
@@ -184,6 +201,13 @@ fn validation_rules() {
             "[[layer]]\nname='p'\nsource='/p'\ntarget='usr/../../etc'\n",
             "layer p: target: \"usr/../../etc\" contains '..'",
         ),
+    ]);
+}
+
+/// A nested layer after its parent, in the file and in a jail.
+#[test]
+fn validation_rules_nesting() {
+    fires(&[
         (
             "[[layer]]\nname='d'\nsource='/d'\ntarget='usr/ports/distfiles'\n[[layer]]\nname='p'\nsource='/p'\ntarget='usr/ports'\n",
             "layer d: listed before its parent layer p",
@@ -192,69 +216,86 @@ fn validation_rules() {
             "[[layer]]\nname='p'\nsource='/p'\ntarget='usr/ports'\n[[layer]]\nname='d'\nsource='/d'\ntarget='usr/ports/distfiles'\n[jail.a]\nroot='/j'\nlayers=['d','p']\n",
             "jail a: layer d: listed before its parent layer p",
         ),
+    ]);
+}
+
+/// An upper dir never inside its layer's target or source.
+#[test]
+fn validation_rules_uppers() {
+    fires(&[
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nupper.p='usr/ports/up'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nupper.p='usr/ports/up'\n"),
             "jail a: layer p: upper dir /j/usr/ports/up is inside the layer's target",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nupper.p='/usr/ports/up'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nupper.p='/usr/ports/up'\n"),
             "jail a: layer p: upper dir /usr/ports/up is inside the layer's source",
         ),
         (
-            &format!("[defaults]\nupper_root='/usr/ports/x'\n{layer}[jail.a]\nroot='/j'\n"),
+            &format!("[defaults]\nupper_root='/usr/ports/x'\n{LAYER}[jail.a]\nroot='/j'\n"),
             "jail a: layer p: upper dir /usr/ports/x/a/p is inside the layer's source",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nupper.p='../x'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nupper.p='../x'\n"),
             "jail a: layer p: upper: \"../x\" contains '..'",
         ),
+    ]);
+}
+
+/// Jails: names, commands, and roots and uppers apart.
+#[test]
+fn validation_rules_jails() {
+    fires(&[
         (
-            &format!("{layer}[jail.'a.b']\nroot='/j'\n"),
+            &format!("{LAYER}[jail.'a.b']\nroot='/j'\n"),
             "jail a.b: bad jail name",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nupdate=[]\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nupdate=[]\n"),
             "jail a: update: empty command",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\n[jail.b]\nroot='/j/'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\n[jail.b]\nroot='/j/'\n"),
             "jail b: same root as jail a: /j",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/u/b'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/u/b'\n"),
             "jail a: layer p: upper dir /u is or holds the root of jail b",
         ),
         (
             &format!(
-                "{layer}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/j/b'\nupper.p='/u/b'\n"
+                "{LAYER}[jail.a]\nroot='/j/a'\nupper.p='/u'\n[jail.b]\nroot='/j/b'\nupper.p='/u/b'\n"
             ),
             "jail b: layer p: upper dir /u/b is, holds or lies in the upper dir of jail a: layer p",
         ),
+    ]);
+}
+
+/// A tmpfs upper: only on a union layer, with a size in bytes.
+#[test]
+fn validation_rules_tmpfs() {
+    fires(&[
         (
-            &format!("{layer}upper_size='4g'\n[jail.a]\nroot='/j'\n"),
+            &format!("{LAYER}upper_size='4g'\n[jail.a]\nroot='/j'\n"),
             "layer p: upper_size: only with upper_fs = \"tmpfs\"",
         ),
         (
-            &format!("{layer}upper_fs='tmpfs'\nupper_size='4x'\n[jail.a]\nroot='/j'\n"),
+            &format!("{LAYER}upper_fs='tmpfs'\nupper_size='4x'\n[jail.a]\nroot='/j'\n"),
             "layer p: upper_size: \"4x\": a number of bytes",
         ),
         (
-            &format!("{layer}upper_fs='zfs'\n[jail.a]\nroot='/j'\n"),
+            &format!("{LAYER}upper_fs='zfs'\n[jail.a]\nroot='/j'\n"),
             "unknown variant `zfs`",
         ),
         (
-            &format!("{shared}[jail.a]\nroot='/j'\n"),
+            &format!("{SHARED}[jail.a]\nroot='/j'\n"),
             "layer p: upper_fs: only a union layer has an upper dir",
         ),
         (
-            &format!("{layer}[jail.a]\nroot='/j'\nupper_size='1g'\n"),
+            &format!("{LAYER}[jail.a]\nroot='/j'\nupper_size='1g'\n"),
             "jail a: upper_size: only with upper_fs",
         ),
-    ];
-    for (text, want) in cases {
-        let msg = err(text);
-        assert!(msg.contains(want), "want {want:?} in {msg:?}");
-    }
+    ]);
 }
 
 /// A path taken as written is the one its components make.
@@ -300,9 +341,6 @@ fn normal_as_written_or_rebuilt() {
 /// names one (it may say so when none is: the rules then run one by one).
 #[test]
 fn quick_shared_check_misses_nothing() {
-    let paths = [
-        "/", "/a", "/a/b", "/a/b/c", "/a-b", "/a-b/c", "/ab", "/a/bc", "/b", "/b/a",
-    ];
     let layer = |name: &str| Layer {
         name: name.into(),
         source: "/src".into(),
@@ -312,37 +350,10 @@ fn quick_shared_check_misses_nothing() {
         tmpfs: None,
     };
     let layers = [layer("p"), layer("q")];
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = |n: usize| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) as usize % n
-    };
+    let mut rng = Lcg(0x9e37_79b9_7f4a_7c15);
     let (mut broken, mut fine) = (0, 0);
     for _ in 0..20_000 {
-        let jails: Vec<Jail> = (0..1 + next(3))
-            .map(|number| {
-                let mut uppers = BTreeMap::new();
-                for layer_index in 0..next(3) {
-                    uppers.insert(layer_index, Upper::Host(paths[next(paths.len())].into()));
-                }
-                Jail {
-                    name: format!("j{number}"),
-                    root: paths[next(paths.len())].into(),
-                    layers: uppers.keys().copied().collect(),
-                    uppers,
-                    tmpfs: BTreeMap::new(),
-                    upper_group: None,
-                    update: None,
-                    start: None,
-                    stop: None,
-                    network: None,
-                    limits: Limits::default(),
-                    log_max: None,
-                }
-            })
-            .collect();
+        let jails = rng.jails();
         let named = name_shared(&jails, &layers).is_err();
         assert!(
             !named || any_shared(&jails),
@@ -362,82 +373,155 @@ fn quick_shared_check_misses_nothing() {
     assert!(broken > 1000 && fine > 1000, "{broken} {fine}");
 }
 
+/// A seeded generator of jail sets for [`quick_shared_check_misses_nothing`].
+struct Lcg(u64);
+
+impl Lcg {
+    const PATHS: [&str; 10] = [
+        "/", "/a", "/a/b", "/a/b/c", "/a-b", "/a-b/c", "/ab", "/a/bc", "/b", "/b/a",
+    ];
+
+    /// A number below `n`.
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as usize % n
+    }
+
+    fn path(&mut self) -> PathBuf {
+        Self::PATHS[self.next(Self::PATHS.len())].into()
+    }
+
+    /// One to three jails, each with a root and up to two host uppers.
+    fn jails(&mut self) -> Vec<Jail> {
+        (0..1 + self.next(3))
+            .map(|number| {
+                let mut uppers = BTreeMap::new();
+                for layer_index in 0..self.next(3) {
+                    uppers.insert(layer_index, Upper::Host(self.path()));
+                }
+                Jail {
+                    name: format!("j{number}"),
+                    root: self.path(),
+                    layers: uppers.keys().copied().collect(),
+                    uppers,
+                    tmpfs: BTreeMap::new(),
+                    upper_group: None,
+                    update: None,
+                    start: None,
+                    stop: None,
+                    network: None,
+                    limits: Limits::default(),
+                    log_max: None,
+                }
+            })
+            .collect()
+    }
+}
+
 /// 10,000 jails: the file loads, and a conflict written last is still found,
 /// naming the first jail it conflicts with (the rules index paths instead of
 /// comparing everything with everything; the benchmark times it).
+fn big() -> &'static str {
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| {
+        use std::fmt::Write;
+        let mut big = String::from(
+            "[defaults]\nupper_root='/u'\n\
+             [[layer]]\nname='ports'\nsource='/usr/ports'\n\
+             [[layer]]\nname='distfiles'\nsource='/d'\ntarget='usr/ports/distfiles'\nmode='shared'\n\
+             [[layer]]\nname='src'\nsource='/usr/src'\nmode='readonly'\n",
+        );
+        for number in 1..=10_000 {
+            write!(big, "[jail.j{number}]\nroot='/j/j{number}'\n").unwrap();
+        }
+        big
+    })
+}
+
+const JAIL_X: &str = "[jail.x]\nroot='/k/x'\n";
+
+/// Each text written after the 10,000 jails is refused with its message.
+fn fires_after_big(cases: &[(String, &str)]) {
+    let big = big();
+    for (tail, want) in cases {
+        let msg =
+            parse(&format!("{big}{tail}")).map_or_else(|e| format!("{e:#}"), |_| tail.clone());
+        assert!(msg.contains(want), "want {want:?} in {msg:?}");
+    }
+}
+
 #[test]
 fn large_config_every_rule_still_fires() {
-    use std::fmt::Write;
-    let mut big = String::from(
-        "[defaults]\nupper_root='/u'\n\
-         [[layer]]\nname='ports'\nsource='/usr/ports'\n\
-         [[layer]]\nname='distfiles'\nsource='/d'\ntarget='usr/ports/distfiles'\nmode='shared'\n\
-         [[layer]]\nname='src'\nsource='/usr/src'\nmode='readonly'\n",
-    );
-    for number in 1..=10_000 {
-        write!(big, "[jail.j{number}]\nroot='/j/j{number}'\n").unwrap();
-    }
-    let config = parse(&big).unwrap();
+    let config = parse(big()).unwrap();
     assert_eq!(config.jails.len(), 10_000);
     assert_eq!(
         config.jails[9_999].uppers[&0],
         Upper::Host("/u/j10000/ports".into())
     );
-    let jail_x = "[jail.x]\nroot='/k/x'\n";
-    let cases: &[(String, &str)] = &[
+}
+
+/// Roots and uppers against every jail's.
+#[test]
+fn large_config_roots_and_uppers_still_fire() {
+    fires_after_big(&[
         (
             "[jail.x]\nroot='/j/j1/'\n".into(),
             "jail x: same root as jail j1: /j/j1",
         ),
         (
-            format!("{jail_x}upper.ports='/j'\n"),
+            format!("{JAIL_X}upper.ports='/j'\n"),
             "jail x: layer ports: upper dir /j is or holds the root of jail j1",
         ),
         (
-            format!("{jail_x}upper.ports='/j/j5000'\n"),
+            format!("{JAIL_X}upper.ports='/j/j5000'\n"),
             "jail x: layer ports: upper dir /j/j5000 is or holds the root of jail j5000",
         ),
         (
-            format!("{jail_x}upper.ports='/u/j10000/ports/in'\n"),
+            format!("{JAIL_X}upper.ports='/u/j10000/ports/in'\n"),
             "jail x: layer ports: upper dir /u/j10000/ports/in is, holds or lies in the upper dir of jail j10000: layer ports",
         ),
         (
-            format!("{jail_x}upper.ports='/u/j9999'\n"),
+            format!("{JAIL_X}upper.ports='/u/j9999'\n"),
             "upper dir /u/j9999 is, holds or lies in the upper dir of jail j9999: layer ports",
         ),
         (
-            format!("{jail_x}upper.ports='/u'\n"),
+            format!("{JAIL_X}upper.ports='/u'\n"),
             "upper dir /u is, holds or lies in the upper dir of jail j1: layer ports",
         ),
+    ]);
+    // The same root written last, as the first jail's was: the pair is named.
+    let msg = err(&format!("{}[jail.x]\nroot='/j/j10000/./'\n", big()));
+    assert!(msg.contains("jail x: same root as jail j10000"), "{msg}");
+}
+
+/// A jail's own layer list and names.
+#[test]
+fn large_config_layer_rules_still_fire() {
+    fires_after_big(&[
         (
-            format!("{jail_x}layers=['src','distfiles','ports']\n"),
+            format!("{JAIL_X}layers=['src','distfiles','ports']\n"),
             "jail x: layer distfiles: listed before its parent layer ports",
         ),
         (
-            format!("{jail_x}layers=['ports','nope']\n"),
+            format!("{JAIL_X}layers=['ports','nope']\n"),
             "jail x: unknown layer nope",
         ),
         (
-            format!("{jail_x}layers=['src','ports','src']\n"),
+            format!("{JAIL_X}layers=['src','ports','src']\n"),
             "jail x: layer src listed twice",
         ),
         (
-            format!("{jail_x}upper.src='/up'\n"),
+            format!("{JAIL_X}upper.src='/up'\n"),
             "jail x: layer src: upper given for a layer that is not a union layer",
         ),
         (
             "[jail.'x y']\nroot='/k/x'\n".into(),
             "jail x y: bad jail name",
         ),
-    ];
-    for (tail, want) in cases {
-        let msg =
-            parse(&format!("{big}{tail}")).map_or_else(|e| format!("{e:#}"), |_| tail.clone());
-        assert!(msg.contains(want), "want {want:?} in {msg:?}");
-    }
-    // The same root written last, as the first jail's was: the pair is named.
-    let msg = err(&format!("{big}[jail.x]\nroot='/j/j10000/./'\n"));
-    assert!(msg.contains("jail x: same root as jail j10000"), "{msg}");
+    ]);
 }
 
 /// Sorted by bytes, `/u/a/p!x` and `/u/a/p.x` fall between `/u/a/p` and

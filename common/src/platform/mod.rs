@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::config::Limits;
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, ToolError, fail};
 use crate::mounts::Mount;
 use crate::step::Step;
 use crate::target::Place;
@@ -401,7 +401,7 @@ pub(crate) fn backend(os: Os) -> Result<Box<dyn Platform>> {
 }
 
 /// The errno a tool's message names by its strerror(3) text (FreeBSD's and
-/// Linux's wording), for [`crate::exit::of_errno`].
+/// Linux's wording): the one place text is read, since a tool tells no more.
 fn errno_in(line: &str) -> Option<nix::errno::Errno> {
     use nix::errno::Errno;
     if line.contains("busy") {
@@ -420,14 +420,19 @@ pub(crate) fn run_tool(argv: &[OsString], code: ExitCode) -> Result<()> {
     run_tool_output(argv, code).map(drop)
 }
 
-/// [`run_tool`], giving back what the tool printed (stdout, then stderr).
+/// [`run_tool`], giving back what the tool printed (stdout, then stderr). A
+/// failure is a [`ToolError`]: its code is `code` unless its line names an errno
+/// that means another ([`crate::exit::of_errno`]).
 pub(crate) fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<String> {
-    let name = argv[0].to_string_lossy().into_owned();
-    let out = Command::new(&argv[0])
+    let tool = argv[0].to_string_lossy().into_owned();
+    let out = match Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| fail(code, format!("{name}: {e}")))?;
+    {
+        Ok(out) => out,
+        Err(e) => return Err(not_started(tool, &e, code).into()),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         return Ok(format!("{}{stderr}", String::from_utf8_lossy(&out.stdout)));
@@ -437,20 +442,31 @@ pub(crate) fn run_tool_output(argv: &[OsString], code: ExitCode) -> Result<Strin
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    let line = line.strip_prefix(&format!("{name}: ")).unwrap_or(line);
-    let code = errno_in(line).map_or(code, |e| crate::exit::of_errno(e, code));
+    let line = line.strip_prefix(&format!("{tool}: ")).unwrap_or(line);
+    let errno = errno_in(line);
     let status = match out.status.code() {
         Some(exit) => format!("exit {exit}"),
         None => "killed by a signal".into(),
     };
-    Err(fail(
+    Err(ToolError {
+        line: line.to_string(),
+        status,
+        errno,
+        code: errno.map_or(code, |e| crate::exit::of_errno(e, code)),
+        tool,
+    }
+    .into())
+}
+
+/// A tool that could not be started (`err`), told as the tool's own line.
+fn not_started(tool: String, err: &std::io::Error, code: ExitCode) -> ToolError {
+    ToolError {
+        line: IoText(err).to_string(),
+        status: String::new(),
+        errno: err.raw_os_error().map(nix::errno::Errno::from_raw),
         code,
-        if line.is_empty() {
-            format!("{name} failed ({status})")
-        } else {
-            format!("{name}: {line}")
-        },
-    ))
+        tool,
+    }
 }
 
 /// In a forked child before exec: every descriptor above stderr marked
@@ -487,4 +503,49 @@ pub(crate) fn cloexec_above_stderr() -> std::io::Result<()> {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+    use crate::exit::{code_of, message};
+
+    fn sh(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script].map(OsString::from).to_vec()
+    }
+
+    /// A tool's stderr is read once, where it ran: its first line (its own name
+    /// stripped) is the message, the errno it names the code's cause.
+    #[test]
+    fn a_tools_line_and_its_errno() {
+        let err = run_tool(
+            &sh("echo >&2; echo 'sh: /x: Permission denied' >&2; exit 1"),
+            ExitCode::Unavailable,
+        )
+        .unwrap_err();
+        let tool = err.downcast_ref::<ToolError>().unwrap();
+        assert_eq!(tool.errno, Some(nix::errno::Errno::EACCES));
+        assert_eq!(code_of(&err), ExitCode::NoPerm);
+        assert!(crate::exit::refused(&err));
+        assert_eq!(format!("{err}"), "sh: /x: Permission denied");
+        let err =
+            run_tool(&sh("echo 'device busy' >&2; exit 1"), ExitCode::CantCreate).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::TempFail);
+        let err = run_tool(&sh("exit 3"), ExitCode::CantCreate).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::CantCreate);
+        assert!(!crate::exit::refused(&err));
+        assert_eq!(format!("{err}"), "sh failed (exit 3)");
+    }
+
+    /// A tool that cannot be started: its name and the system call's text.
+    #[test]
+    fn a_tool_not_started() {
+        let argv = [OsString::from("/nonexistent-jlayers-tool")];
+        let err = run_tool_output(&argv, ExitCode::Unavailable).unwrap_err();
+        assert_eq!(code_of(&err), ExitCode::Unavailable);
+        assert_eq!(
+            message(&err),
+            "/nonexistent-jlayers-tool: No such file or directory"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use anyhow::Result;
 pub(super) use self::syscalls::{table_ids, unmount};
 #[cfg(not(target_os = "freebsd"))]
 pub(super) use super::sim::{die_with_parent, fs_of, table_ids, unmount};
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, fail_errno};
 use crate::mounts::Mount;
 use crate::platform::MountId;
 use crate::target::Place;
@@ -45,7 +45,7 @@ mod syscalls {
     use nix::errno::Errno;
 
     use super::fsid_path;
-    use crate::exit::{ExitCode, fail, of_errno};
+    use crate::exit::{ExitCode, fail, fail_errno, of_errno};
     use crate::mounts::Mount;
     use crate::platform::MountId;
     use crate::platform::freebsd::parse::strip_union_prefix;
@@ -58,7 +58,8 @@ mod syscalls {
     /// counts it when asked for the number only: a read with fewer entries
     /// than both counts around it missed one, and is done again.
     pub(in crate::platform::freebsd) fn table_ids() -> Result<super::Ids> {
-        let err = |e: Errno| fail(ExitCode::Unavailable, format!("getfsstat: {}", e.desc()));
+        let err =
+            |e: Errno| fail_errno(ExitCode::Unavailable, e, format!("getfsstat: {}", e.desc()));
         let count = || {
             // SAFETY: a null buffer asks only for the number of file systems.
             let n = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
@@ -158,8 +159,9 @@ mod syscalls {
         // SAFETY: a NUL-terminated string the call only reads.
         if unsafe { libc::unmount(path.as_ptr(), flags) } != 0 {
             let errno = Errno::last();
-            return Err(fail(
+            return Err(fail_errno(
                 of_errno(errno, ExitCode::Unavailable),
+                errno,
                 format!("unmount of file system {}: {}", id.0, errno.desc()),
             ));
         }
@@ -201,8 +203,9 @@ pub(super) struct Fs {
 pub(super) fn fs_at(place: &Place) -> Result<Fs> {
     let fd = place.open_dir()?;
     fs_of(&fd).map_err(|e| {
-        fail(
+        fail_errno(
             ExitCode::Unavailable,
+            e,
             format!("{}: statfs: {}", place.path.display(), e.desc()),
         )
     })

@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use super::kernel::{Fs, Ids, hex};
 use super::parse::{parse_mount_v, strip_union_prefix};
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_io};
 use crate::platform::{MountId, run_tool};
 
 /// `mount -v` of the simulation: each line with the fsid umount(8) takes.
@@ -21,7 +21,13 @@ pub(super) fn table_ids() -> Result<Ids> {
         .arg("-v")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| fail(ExitCode::Unavailable, format!("mount -v: {e}")))?;
+        .map_err(|e| {
+            fail_io(
+                ExitCode::Unavailable,
+                &e,
+                format!("mount -v: {}", IoText(&e)),
+            )
+        })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(fail(

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::{FreeBsd, kernel, parse};
 use crate::config::Limits;
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_io};
 use crate::mounts::Mount;
 use crate::platform::{
     Exec, Holder, Limited, MountId, Mounted, Platform, Service, changed, run_tool, run_tool_output,
@@ -217,7 +217,7 @@ pub(super) fn jail_running(jail: &str) -> Result<bool> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map_err(|e| fail(ExitCode::Unavailable, format!("jls: {e}")))?;
+        .map_err(|e| fail_io(ExitCode::Unavailable, &e, format!("jls: {}", IoText(&e))))?;
     Ok(st.success())
 }
 

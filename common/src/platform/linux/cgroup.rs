@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::config::{DEFAULT_PIDS, Limits};
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_io};
 use crate::platform::Limited;
 
 /// Where the hierarchies are mounted.
@@ -219,7 +219,7 @@ impl RunCgroup {
                 delegate(parent, settings)?;
             }
             if let Err(err) = std::fs::create_dir(dir) {
-                return Err(format!("cgroup {}: {err}", dir.display()));
+                return Err(format!("cgroup {}: {}", dir.display(), IoText(&err)));
             }
             self.dirs.push((controller, dir.clone()));
         }
@@ -238,9 +238,10 @@ impl RunCgroup {
                 continue;
             }
             std::fs::write(&path, value).map_err(|err| {
-                fail(
+                fail_io(
                     ExitCode::Unavailable,
-                    format!("limits: {} = {value}: {err}", path.display()),
+                    &err,
+                    format!("limits: {} = {value}: {}", path.display(), IoText(&err)),
                 )
             })?;
         }
@@ -257,9 +258,10 @@ impl RunCgroup {
                 .truncate(false)
                 .open(&path)
                 .map_err(|err| {
-                    fail(
+                    fail_io(
                         ExitCode::Unavailable,
-                        format!("limits: {}: {err}", path.display()),
+                        &err,
+                        format!("limits: {}: {}", path.display(), IoText(&err)),
                     )
                 })?;
             self.fds.push(file.as_raw_fd());
@@ -361,8 +363,9 @@ fn delegate(parent: &Path, settings: &[Setting]) -> Result<(), String> {
         }
         std::fs::write(&control, format!("+{controller}")).map_err(|err| {
             format!(
-                "cannot enable the {controller} controller in {} ({err}): run jupdate in a cgroup with it delegated (e.g. systemd-run -p Delegate=yes)",
-                control.display()
+                "cannot enable the {controller} controller in {} ({}): run jupdate in a cgroup with it delegated (e.g. systemd-run -p Delegate=yes)",
+                control.display(),
+                IoText(&err)
             )
         })?;
     }

@@ -17,7 +17,7 @@ use nix::mount::MntFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{MountId, Mounted, Platform, changed};
-use crate::exit::{ExitCode, fail};
+use crate::exit::{ExitCode, IoText, fail, fail_errno, fail_io};
 use crate::mounts::{LinuxInfo, Mount};
 use crate::platform::Busy;
 use crate::step::{Null, Step, Tmpfs, Union};
@@ -89,7 +89,10 @@ impl Linux {
         let mut raw = Vec::with_capacity(64 * 1024);
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.read_to_end(&mut raw))
-            .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
+            .map_err(|e| {
+                let msg = format!("/proc/self/mountinfo: {}", IoText(&e));
+                fail_io(ExitCode::Unavailable, &e, msg)
+            })?;
         Ok(parse_mountinfo(&raw))
     }
 
@@ -234,8 +237,10 @@ impl Platform for Linux {
             cache.touched.clear();
             return Ok(cache.table.clone());
         }
-        let mut file = File::open("/proc/self/mountinfo")
-            .map_err(|e| fail(ExitCode::Unavailable, format!("/proc/self/mountinfo: {e}")))?;
+        let mut file = File::open("/proc/self/mountinfo").map_err(|e| {
+            let msg = format!("/proc/self/mountinfo: {}", IoText(&e));
+            fail_io(ExitCode::Unavailable, &e, msg)
+        })?;
         let table = Arc::new(Self::read_table(&mut file)?);
         *guard = Some(Cache {
             file,
@@ -337,8 +342,9 @@ impl Platform for Linux {
         let Some(fd) = made.fd else { return Ok(()) };
         self.our_change(Path::new("/"), || api::detach(fd.as_fd()))
             .map_err(|e| {
-                fail(
+                fail_errno(
                     ExitCode::Unavailable,
+                    e,
                     format!("detach mount {}: {}", made.id.0, e.desc()),
                 )
             })
@@ -351,8 +357,9 @@ impl Platform for Linux {
         };
         let dir = parent.open_dir()?;
         let now = api::mount_id_at(dir.as_fd(), name).map_err(|e| {
-            fail(
+            fail_errno(
                 ExitCode::Unavailable,
+                e,
                 format!("{}: {}", target.path.display(), e.desc()),
             )
         })?;
@@ -389,7 +396,7 @@ impl Platform for Linux {
                 other => other.desc().to_string(),
             };
             let code = crate::exit::of_errno(errno, ExitCode::Unavailable);
-            fail(code, format!("unmount {}: {why}", shown.display()))
+            fail_errno(code, errno, format!("unmount {}: {why}", shown.display()))
         })
     }
 
@@ -612,8 +619,9 @@ fn id_of(fd: BorrowedFd<'_>, target: &Place) -> Result<MountId> {
     api::mount_id(fd)
         .map(|id| MountId(id.to_string()))
         .map_err(|e| {
-            fail(
+            fail_errno(
                 ExitCode::Unavailable,
+                e,
                 format!(
                     "{}: mount id: {} (jlayers needs Linux 5.12 or later)",
                     target.path.display(),
@@ -631,8 +639,9 @@ fn mount_error(errno: Errno, what: &str, target: &Path) -> anyhow::Error {
     } else {
         ""
     };
-    fail(
+    fail_errno(
         code,
+        errno,
         format!("{what} on {}: {}{hint}", target.display(), errno.desc()),
     )
 }
