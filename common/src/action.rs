@@ -466,14 +466,20 @@ impl Perform<'_> {
         let holders = self.platform.holders(target);
         if holders.is_empty() {
             let hint = self.platform.busy_hint(target);
-            return fail(ExitCode::TempFail, format!("{err:#}: {hint}"));
+            return fail(
+                ExitCode::TempFail,
+                format!("{}: {hint}", crate::exit::text(&err)),
+            );
         }
         let named: Vec<String> = holders
             .iter()
             .map(|h| h.describe(site.root(), site.jail()))
             .collect();
         let held = named.join(", ");
-        fail(ExitCode::TempFail, format!("{err:#}: held by {held}"))
+        fail(
+            ExitCode::TempFail,
+            format!("{}: held by {held}", crate::exit::text(&err)),
+        )
     }
 }
 

@@ -758,12 +758,17 @@ impl<'a> Engine<'a> {
         match self.mount_again(plan, taken) {
             Ok(_) => fail(
                 code,
-                format!("{err:#}; mounted again what this run took down ({layers})"),
+                format!(
+                    "{}; mounted again what this run took down ({layers})",
+                    crate::exit::text(&err)
+                ),
             ),
             Err(re) => fail(
                 code,
                 format!(
-                    "{err:#}; mounting again what this run took down ({layers}) failed: {re:#}"
+                    "{}; mounting again what this run took down ({layers}) failed: {}",
+                    crate::exit::text(&err),
+                    crate::exit::text(&re)
                 ),
             ),
         }
