@@ -57,6 +57,49 @@ pub(crate) trait Coded {
     fn code(&self) -> ExitCode;
 }
 
+/// A domain's own error type (as lock.rs's `LockError`): carried in a
+/// [`Domain`], so that the edge asks its code without knowing the domain (the
+/// edge is imported by every domain, never the other way).
+pub(crate) trait DomainError: Coded + std::error::Error + Send + Sync + 'static {
+    /// For [`Domain::get`]: a test looks at the domain's own error.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// Any [`DomainError`], as one type the edge finds in an error's chain.
+#[derive(Debug)]
+pub(crate) struct Domain(Box<dyn DomainError>);
+
+impl Domain {
+    pub(crate) fn error(err: impl DomainError) -> anyhow::Error {
+        anyhow::Error::new(Domain(Box::new(err)))
+    }
+
+    /// The domain's own error, if it is a `T`.
+    #[cfg(test)]
+    pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Domain {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl Coded for Domain {
+    fn code(&self) -> ExitCode {
+        self.0.code()
+    }
+}
+
 /// An error (or a context layer) that says which exit status it means.
 #[derive(Debug)]
 pub(crate) struct Fail {
@@ -189,10 +232,7 @@ fn coded(err: &anyhow::Error) -> Option<&dyn Coded> {
     // to the root error.
     const PROBES: [Probe; 4] = [
         |e| e.downcast_ref::<Fail>().map(|c| c as &dyn Coded),
-        |e| {
-            e.downcast_ref::<crate::lock::LockError>()
-                .map(|c| c as &dyn Coded)
-        },
+        |e| e.downcast_ref::<Domain>().map(|c| c as &dyn Coded),
         |e| e.downcast_ref::<ToolError>().map(|c| c as &dyn Coded),
         |e| e.downcast_ref::<Failures>().map(|c| c as &dyn Coded),
     ];

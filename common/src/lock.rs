@@ -11,7 +11,7 @@ use anyhow::Result;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::exit::{Coded, ExitCode, of_errno};
+use crate::exit::{Coded, Domain, DomainError, ExitCode, of_errno};
 
 /// Held for as long as it lives; the kernel drops it if the process dies.
 #[derive(Debug)]
@@ -106,6 +106,12 @@ impl std::error::Error for LockError {
     }
 }
 
+impl DomainError for LockError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl Coded for LockError {
     /// A permission refused is 77 whatever was being made: the cause is who runs
     /// the tool.
@@ -132,7 +138,7 @@ impl Coded for LockError {
 pub(crate) fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
     let path = dir.join(format!("{jail}.lock"));
     let start = Instant::now();
-    let mut file = open_lock_file(dir, &path)?;
+    let mut file = open_lock_file(dir, &path).map_err(Domain::error)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(holding(lock)),
@@ -145,10 +151,10 @@ pub(crate) fn lock_jail(dir: &Path, jail: &str) -> Result<JailLock> {
                     file = locked;
                 }
                 Seen::Holder { holder, .. } => {
-                    return Err(LockError::Busy { holder, path }.into());
+                    return Err(Domain::error(LockError::Busy { holder, path }));
                 }
             },
-            Err((_, errno)) => return Err(LockError::Lock { path, errno }.into()),
+            Err((_, errno)) => return Err(Domain::error(LockError::Lock { path, errno })),
         }
     }
 }
@@ -332,7 +338,8 @@ mod tests {
         let err = lock_jail(&dir, "web").unwrap_err();
         assert_eq!(code_of(&err), ExitCode::CantCreate);
         assert!(matches!(
-            err.downcast_ref::<LockError>(),
+            err.downcast_ref::<Domain>()
+                .and_then(Domain::get::<LockError>),
             Some(LockError::CreateFile { .. })
         ));
         assert_eq!(
@@ -345,7 +352,8 @@ mod tests {
         let err = lock_jail(&link, "web").unwrap_err();
         assert_eq!(code_of(&err), ExitCode::CantCreate);
         assert!(matches!(
-            err.downcast_ref::<LockError>(),
+            err.downcast_ref::<Domain>()
+                .and_then(Domain::get::<LockError>),
             Some(LockError::CreateDir { .. })
         ));
         assert_eq!(
