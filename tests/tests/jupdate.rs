@@ -59,6 +59,8 @@ fn log(sb: &Sandbox, jail: &str) -> String {
     fs::read_to_string(sb.path(&format!("log/{jail}.log"))).unwrap()
 }
 
+/// Whether `jail` runs: on Linux, a process in its sandbox (the jail root as its
+/// root directory); on FreeBSD, `jls` shows it.
 fn running(sb: &Sandbox, jail: &str) -> bool {
     sb.jail_running(jail)
 }
@@ -264,7 +266,17 @@ fn interrupt_restores_and_exits_130(b: Backend) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = jlayers_tests::interrupt_when(child, || sb.path("distfiles/started").exists());
+        // The positive control of every `!running` here: while j1's updater runs,
+        // j1 (and j1 only) is seen running.
+        let seen = std::cell::Cell::new(None);
+        let out = jlayers_tests::interrupt_when(child, || {
+            let started = sb.path("distfiles/started").exists();
+            if started && seen.get().is_none() {
+                seen.set(Some((running(sb, "j1"), running(sb, "j2"))));
+            }
+            started
+        });
+        assert_eq!(seen.get(), Some((true, false)), "j1 running, j2 not yet");
         jlayers_tests::assert_exit(&out, 130);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.starts_with("j1\tfailed\t"));
@@ -284,7 +296,9 @@ fn interactive_takes_one_jail_and_the_terminal() {
         sb.run("jupdate", &["-i", "--all"])
             .code(64)
             .err_has("-i works on exactly one jail");
-        sb.run("jupdate", &["-i", "j1", "j2"]).code(64);
+        sb.run("jupdate", &["-i", "j1", "j2"])
+            .code(64)
+            .err_has("jupdate: -i works on exactly one jail");
         // The command's output goes to jupdate's own stdout and stdin, not the log.
         let o = sb.run(
             "jupdate",
