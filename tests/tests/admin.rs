@@ -345,7 +345,9 @@ fn status_view(b: Backend) {
             .code(1)
             .ok_or_quiet();
         assert_eq!(sb.mounts().len(), before, "--status changed nothing");
-        sb.run("jmount", &["--status", "-n", "j2"]).code(64);
+        sb.run("jmount", &["--status", "-n", "j2"])
+            .code(64)
+            .err_has("jmount: the argument '--status' cannot be used with '--dry-run'");
     });
 }
 
