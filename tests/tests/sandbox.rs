@@ -359,16 +359,22 @@ fn host_dev_and_sys_in_jail_are_hidden() {
         mount(&["--rbind", "/dev"], "d/dev");
         mount(&["--bind", "/sys"], "d/sys");
         mount(&["--bind", "/sys"], "d/sys");
-        let out = run(
-            sb,
-            "test -e /dev/kmsg && echo HOST-DEV-SEEN; \
-             test -e /sys/kernel && echo HOST-SYS-SEEN; \
-             test -c /dev/null && echo own-dev; \
-             echo script-done",
-        );
+        let probe = "test -e $T/dev/kmsg && echo HOST-DEV-SEEN; \
+             test -e $T/sys/kernel && echo HOST-SYS-SEEN; \
+             test -c $T/dev/null && echo own-dev; \
+             echo script-done";
+        let out = run(sb, probe);
         assert!(!out.contains("HOST-DEV-SEEN"), "{out}");
         assert!(!out.contains("HOST-SYS-SEEN"), "{out}");
         assert!(out.contains("own-dev"), "{out}");
+        // The control: the jail root's mounts show the host's /dev and /sys.
+        let host = on_host(sb, probe);
+        for seen in ["HOST-DEV-SEEN", "HOST-SYS-SEEN"] {
+            assert!(
+                has_line(&host, seen),
+                "{seen} not seen on the host:\n{host}"
+            );
+        }
     });
 }
 
@@ -696,9 +702,14 @@ fn host_keys_out_of_reach() {
             nr = libc::SYS_keyctl,
         );
         fs::write(sb.path("d/keys.pl"), read).unwrap();
-        let out = run(sb, "perl /keys.pl; echo script-done");
+        let probe = "perl $T/keys.pl; echo script-done";
+        let out = run(sb, probe);
         assert!(!out.contains("HOST-SECRET"), "{out}");
         assert!(!out.contains(&format!("search={key}")), "{out}");
         assert!(out.contains(&format!("search={}", libc::EPERM)), "{out}");
+        // The control: the same script in the test's session reads and finds it.
+        let host = on_host(sb, probe);
+        assert!(host.contains("read=HOST-SECRET"), "{host:?}");
+        assert!(has_line(&host, &format!("search={key}")), "{host}");
     });
 }
