@@ -109,6 +109,14 @@ fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
                 text.contains("USER=root") && text.contains("SHELL="),
                 "{text}"
             );
+        } else {
+            // A cleared environment: PATH and HOME as a login gives, no more.
+            assert!(
+                text.lines().any(|l| l == "HOME=/root")
+                    && text.lines().any(|l| l.starts_with("PATH=/"))
+                    && !text.contains("USER="),
+                "{text}"
+            );
         }
         assert!(
             sb.path("upper/j1/ports/editors/vim/work/.build_done.vim")
@@ -352,6 +360,19 @@ fn dry_run_prints_and_changes_nothing(b: Backend) {
             ));
             assert!(lines.contains(&"service jail onestop j1"));
             assert!(!running(sb, "j1"));
+        } else {
+            // No jail to start: the updater in its sandbox, chrooted to the jail
+            // root (found there on its PATH), just before the unmounts.
+            assert!(!o.stdout.contains("service jail"), "{}", o.stdout);
+            let run = lines[lines.len() - 4];
+            let chroot = format!(" chroot {} env -i ", sb.path("j1").display());
+            assert!(
+                run.starts_with("unshare ")
+                    && run.contains(&chroot)
+                    && run.ends_with(" TERM=dumb /usr/local/sbin/portmaster -a -G --no-confirm"),
+                "{}",
+                o.stdout
+            );
         }
         assert!(sb.mounts().is_empty() && !sb.path("log").exists());
     });
