@@ -13,6 +13,29 @@ bench_need() {
     done
 }
 
+# bench_median: the median of the numbers on stdin, one a line (for an even count
+# the lower of the two middle ones), printed as it was read. The one median of the
+# bench scripts.
+bench_median() {
+    sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }'
+}
+
+# bench_baseline TOOL...: `base`, the directory JLAYERS_BENCH_BASELINE names (another
+# build's jmount, junmount, jclean and jupdate, e.g. an older commit's
+# target/release), whose TOOLs the calling script runs in the same runs as this
+# build's; empty when it is unset. Fails unless each TOOL is there.
+bench_baseline() {
+    base=${JLAYERS_BENCH_BASELINE:-}
+    [ -n "$base" ] || return 0
+    local t
+    for t in "$@"; do
+        [ -x "$base/$t" ] || {
+            echo "${0##*/}: JLAYERS_BENCH_BASELINE=$base has no $t" >&2
+            exit 1
+        }
+    done
+}
+
 # bench_namespace "PACKAGE..." ARGS...: outside the namespace, build the packages
 # --release and run the calling script again with ARGS in a private mount
 # namespace of its own, so that its mounts never reach the host; inside, return.
@@ -21,6 +44,7 @@ bench_namespace() {
     local p pkgs=()
     for p in $1; do pkgs+=(-p "$p"); done
     shift
+    bench_need cargo unshare
     # shellcheck disable=SC2154 # top is the sourcing script's
     cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml" "${pkgs[@]}"
     exec env JLAYERS_BENCH_NS=1 unshare -m --propagation private "$0" "$@"

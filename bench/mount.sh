@@ -2,7 +2,10 @@
 # Benchmark: jmount --all / junmount --all for JAILS jails x 2 layers (a union ports
 # layer and a nested shared distfiles layer: 3 mounts a jail) against a sh loop that
 # runs mount(8)/umount(8) for the same stacks. Runs in its own mount namespace on a
-# tmpfs; prints the median of ROUNDS runs of each and the ratios.
+# tmpfs; prints the median of ROUNDS runs of each and the ratios. With
+# JLAYERS_BENCH_BASELINE=DIR (another build's binaries, e.g. an older commit's
+# target/release), its jmount and junmount run in the same rounds, with the ratios
+# of this build's times to its.
 #   usage: bench/mount.sh [JAILS] [ROUNDS]     (root; builds --release first)
 set -eu
 JAILS=${1:-200}
@@ -10,6 +13,8 @@ ROUNDS=${2:-7}
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
 . "$top/bench/lib.sh"
+bench_need mount umount
+bench_baseline jmount junmount
 bench_namespace "jmount junmount" "$@"
 bin=$top/target/release
 bench_tmpdir jlayers-bench
@@ -39,22 +44,36 @@ loop_down() {
 }
 now() { date +%s%N; }
 count() { grep -c " $T/jails/" /proc/self/mountinfo || true; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# cycle DIR: jmount --all and junmount --all with the binaries in DIR, checked;
+# prints "MOUNT_NS UNMOUNT_NS".
+cycle() {
+    local t0 t1 t2
+    t0=$(now); ${JMOUNT_WRAP:-} "$1/jmount" -c "$T/jlayers.conf" --all; t1=$(now)
+    [ "$(count)" = $((JAILS * 3)) ] || { echo "$1/jmount mounted $(count)" >&2; exit 1; }
+    "$1/junmount" -c "$T/jlayers.conf" --all; t2=$(now)
+    [ "$(count)" = 0 ] || { echo "$1/junmount left $(count)" >&2; exit 1; }
+    echo "$((t1 - t0)) $((t2 - t1))"
+}
 
 for r in $(seq "$ROUNDS"); do
     t0=$(now); loop_up; t1=$(now)
     [ "$(count)" = $((JAILS * 3)) ] || { echo "sh loop mounted $(count)"; exit 1; }
     loop_down; t2=$(now)
-    t3=$(now); ${JMOUNT_WRAP:-} "$bin/jmount" -c "$T/jlayers.conf" --all; t4=$(now)
-    [ "$(count)" = $((JAILS * 3)) ] || { echo "jmount mounted $(count)"; exit 1; }
-    "$bin/junmount" -c "$T/jlayers.conf" --all; t5=$(now)
-    [ "$(count)" = 0 ] || { echo "junmount left $(count)"; exit 1; }
-    echo "$((t1 - t0)) $((t2 - t1)) $((t4 - t3)) $((t5 - t4))" >> "$T/times"
+    this=$(cycle "$bin")
+    b=
+    [ -z "$base" ] || b=$(cycle "$base")
+    echo "$((t1 - t0)) $((t2 - t1)) $this $b" >> "$T/times"
+    : "$r"
 done
-col() { awk -v c="$1" '{print $c}' "$T/times" | median; }
+col() { awk -v c="$1" '{print $c}' "$T/times" | bench_median; }
 lu=$(col 1); ld=$(col 2); ju=$(col 3); jd=$(col 4)
 ms() { awk -v n="$1" 'BEGIN {printf "%.1f ms", n / 1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 echo "jails: $JAILS x 2 layers ($((JAILS * 3)) mounts), median of $ROUNDS runs"
 printf 'mount:   jmount --all   %s   sh loop %s   ratio %s\n' "$(ms "$ju")" "$(ms "$lu")" "$(ratio "$ju" "$lu")"
 printf 'unmount: junmount --all %s   sh loop %s   ratio %s\n' "$(ms "$jd")" "$(ms "$ld")" "$(ratio "$jd" "$ld")"
+if [ -n "$base" ]; then
+    bu=$(col 5); bd=$(col 6)
+    printf 'baseline: jmount --all %s (this/baseline %s)   junmount --all %s (this/baseline %s)\n' \
+        "$(ms "$bu")" "$(ratio "$ju" "$bu")" "$(ms "$bd")" "$(ratio "$jd" "$bd")"
+fi

@@ -11,10 +11,10 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
 . "$top/bench/lib.sh"
-bench_namespace "jupdate" "$@"
 bench_need /usr/bin/time busybox
+bench_baseline jupdate
+bench_namespace "jupdate" "$@"
 bin=$top/target/release
-base=${JLAYERS_BENCH_BASELINE:-}
 bench_tmpdir jlayers-bench
 mount -t tmpfs bench "$T"
 mkdir -p "$T/j/bin" "$T/j/proc" "$T/j/dev"

@@ -8,23 +8,28 @@
 # --list --only new, --only new; wall time, peak RSS and exit status, and the
 # growth ratio from 10,000 to 100,000 levels (linear: about 10x).
 #
-# usage: bench/scale-upper.sh [BASE_BIN_DIR]
-#   BASE_BIN_DIR: another build's binaries (e.g. main's target/release), measured
-#   in the same run as "before"; ratios are after/before.
+# usage: bench/scale-upper.sh
+#   JLAYERS_BENCH_BASELINE=DIR: another build's binaries (e.g. an older commit's
+#   target/release), its jclean measured in the same run as "before"; ratios are
+#   after/before.
 #   DEEP=N WIDE=M: the shallower chain's levels (the deeper has 10x) and the wide
 #   directory's width, for a quick run at small sizes (default 10000 and 50000).
-#   BENCH_BASE_MEM: address-space limit for the "before" runs, KiB (default
+#   JLAYERS_BENCH_BASELINE_MEM: address-space limit for the "before" runs, KiB (default
 #   4194304, 4 GiB; main took 10 GB at 100,000 levels): a run over it fails.
 # Needs python3 and GNU time (/usr/bin/time).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
 . "$top/bench/lib.sh"
-base=${1:-}
 DEEP=${DEEP:-10000}
 DEEP0=$((DEEP * 10))
 WIDE=${WIDE:-50000}
+[ $# -eq 0 ] || {
+    echo "scale-upper.sh: no arguments; give the baseline as JLAYERS_BENCH_BASELINE=DIR" >&2
+    exit 64
+}
 bench_need python3 /usr/bin/time
+bench_baseline jclean
 bench_namespace jclean "$@"
 after=$top/target/release/jclean
 bench_tmpdir jlayers-scale-upper
@@ -81,7 +86,7 @@ measure() {
         r=()
         for b in "${bins[@]}"; do
             local mem=unlimited
-            [ "$b" = "$after" ] || mem=${BENCH_BASE_MEM:-4194304}
+            [ "$b" = "$after" ] || mem=${JLAYERS_BENCH_BASELINE_MEM:-4194304}
             # Read-only modes share one tree; the others get a fresh one.
             case $mode in
             "-n") [ "$b" != "$after" ] || make "$shape" "$n" ;;

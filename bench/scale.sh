@@ -16,21 +16,23 @@
 #   upper:  deep and wide upper dirs (jclean): bench/scale-upper.sh.
 # usage: bench/scale.sh [ROWS...]     ROWS: jails mounts upper (default: all)
 #   JAILS="1000 3000 10000"  MOUNT_JAILS="250 1000"  ROUNDS=3
-#   BASE=DIR  also run every row with the binaries in DIR (another build's
-#             target/release) and print new/base time ratios, same run
+#   JLAYERS_BENCH_BASELINE=DIR  also run every row with the binaries in DIR
+#             (another build's target/release) and print new/base time ratios,
+#             same run
 #   LIMIT=S   stop a command after S seconds: its time shows as ">S s" (a
 #             quadratic old build can take hours at 10,000 jails)
-# Needs root (mounts) and /usr/bin/time (peak RSS); builds --release first.
+# Needs root (mounts), GNU time (/usr/bin/time: peak RSS) and python3 (the upper
+# rows); builds --release first.
 set -euo pipefail
 JAILS=${JAILS:-1000 3000 10000}
 MOUNT_JAILS=${MOUNT_JAILS:-250 1000}
 ROUNDS=${ROUNDS:-3}
-BASE=${BASE:-}
 LIMIT=${LIMIT:-0}
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
 . "$top/bench/lib.sh"
-[ -x /usr/bin/time ] || { echo "scale.sh: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
+bench_need /usr/bin/time python3 timeout
+bench_baseline jmount junmount jclean
 bench_namespace "jmount junmount jclean" "$@"
 bin=$top/target/release
 bench_tmpdir jlayers-scale
@@ -56,7 +58,6 @@ make_jails() {
 }
 
 now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Time one command: "NANOSECONDS PEAK_RSS_KIB" (its status is ignored: a row
 # measures the work, and the old build fails some of them by being too slow).
@@ -85,7 +86,7 @@ measure() {
         [ "${out% *}" -gt 5000000000 ] && break
         : "$r"
     done
-    echo "$(printf '%s\n' "${times[@]}" | median) $rss"
+    echo "$(printf '%s\n' "${times[@]}" | bench_median) $rss"
 }
 
 # A time, or ">LIMIT s" for a command stopped at the limit.
@@ -96,7 +97,7 @@ secs() {
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
 printf '%-8s %-36s %6s %10s %10s %14s' row command size time 'peak RSS' growth
-[ -z "$BASE" ] || printf ' %10s %10s %8s' 'base time' 'base RSS' new/base
+[ -z "$base" ] || printf ' %10s %10s %8s' 'base time' 'base RSS' new/base
 echo
 
 # Print one row: NAME DESC SIZE PREV_SIZE PREV_TIME TIME RSS [BASE_TIME BASE_RSS]
@@ -118,7 +119,7 @@ row() {
     local name=$1 desc=$2 size=$3 psize=$4 ptime=$5 tool=$6 r b=()
     shift 6
     r=$(measure "$bin/$tool" "$@")
-    [ -z "$BASE" ] || read -ra b <<<"$(measure "$BASE/$tool" "$@")"
+    [ -z "$base" ] || read -ra b <<<"$(measure "$base/$tool" "$@")"
     show "$name" "$desc" "$size" "$psize" "$ptime" "${r% *}" "${r#* }" "${b[@]}"
     last=${r% *}
 }
@@ -157,7 +158,7 @@ rows_mounts() {
         make_jails "$n"
         mapfile -t r < <(mount_cycle "$bin" "$T/$n/jlayers.conf")
         b=("" "" "")
-        [ -z "$BASE" ] || mapfile -t b < <(mount_cycle "$BASE" "$T/$n/jlayers.conf")
+        [ -z "$base" ] || mapfile -t b < <(mount_cycle "$base" "$T/$n/jlayers.conf")
         local names=(up again down)
         local descs=("jmount --all" "jmount --all (all mounted)" "junmount --all")
         for i in 0 1 2; do
@@ -173,9 +174,9 @@ rows_mounts() {
 # ---- deep and wide upper dirs (jclean) -------------------------------------
 # Rows `deep` (a 10,000- / 100,000-level chain of directories in an upper) and
 # `wide` (50,000 sibling dirs under ulimit -n 256), in every mode jclean walks an
-# upper: bench/scale-upper.sh (BASE's jclean measured in the same run).
+# upper: bench/scale-upper.sh (the baseline's jclean measured in the same run).
 rows_upper() {
-    "$top/bench/scale-upper.sh" ${BASE:+"$BASE"}
+    "$top/bench/scale-upper.sh"
 }
 # ----------------------------------------------------------------------------
 

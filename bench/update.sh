@@ -4,7 +4,7 @@
 # against bubblewrap's sandbox for the same command in the same root (`bwrap
 # --unshare-all --die-with-parent --new-session`), and with the layers already
 # mounted, in one run (hyperfine, mean and fastest of RUNS), in a private mount
-# namespace on a tmpfs. Needs hyperfine, busybox-static and bubblewrap.
+# namespace on a tmpfs. Needs hyperfine, busybox-static, bubblewrap and python3.
 # With JLAYERS_BENCH_BASELINE=DIR (a directory holding another build's jupdate,
 # e.g. the previous commit's target/release), that jupdate runs in the same
 # hyperfine runs and each figure is also given as a ratio to it.
@@ -14,10 +14,10 @@ RUNS=${1:-50}
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
 . "$top/bench/lib.sh"
-bench_need hyperfine busybox bwrap
+bench_need hyperfine busybox bwrap chroot python3
+bench_baseline jupdate
 bench_namespace "jupdate jmount" "$@"
 bin=$top/target/release
-base=${JLAYERS_BENCH_BASELINE:-}
 bench_tmpdir jlayers-bench
 mount -t tmpfs bench "$T"
 mkdir -p "$T/ports/editors/vim" "$T/j/bin"

@@ -3,12 +3,13 @@
 # release tarball (binaries, man pages, sample configuration, periodic(8) scripts,
 # shell completions, laid out under usr/local as scripts/install.sh puts them):
 #   target/dist/jlayers-VERSION-x86_64-freebsd14.tar.gz
-# std is built for the target from Debian's rust-web-src (as scripts/check-freebsd.sh
-# does); zig (the ziglang package from PyPI, in a venv under target/tools) links
-# against FreeBSD 14's libc. The libc crate also asks for -lkvm -lmemstat -lprocstat
-# -ldevstat, which zig does not ship and nothing here uses: empty shared libraries
-# of those names satisfy the linker, and --as-needed leaves them out of the binaries. Each binary is checked: a FreeBSD ELF whose interpreter is
-# /libexec/ld-elf.so.1 and which needs base system libraries only.
+# std is built for the target from Debian's rust-web-src (scripts/freebsd-toolchain.sh,
+# as for scripts/check-freebsd.sh); zig (the ziglang package from PyPI, in a venv
+# under target/tools) links against FreeBSD 14's libc. The libc crate also asks
+# for -lkvm -lmemstat -lprocstat -ldevstat, which zig does not ship and nothing here
+# uses: empty shared libraries of those names satisfy the linker, and --as-needed
+# leaves them out of the binaries. Each binary is checked: a FreeBSD ELF whose
+# interpreter is /libexec/ld-elf.so.1 and which needs base system libraries only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -17,7 +18,7 @@ tools=(jmount junmount jclean jupdate)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 # Debian's rust-web toolchain; the lint is check-freebsd.sh's alone (CI runs it once).
-scripts/check-freebsd.sh --install
+scripts/freebsd-toolchain.sh
 zigenv=$top/target/tools/zig
 if ! "$zigenv/bin/python3" -c 'import ziglang' 2>/dev/null; then
     rm -rf "$zigenv"
@@ -39,10 +40,8 @@ CC
 chmod +x "$cc"
 
 build=$top/target/freebsd-release
-PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$build \
-    CARGO_TARGET_X86_64_UNKNOWN_FREEBSD_LINKER=$cc \
-    /usr/bin/cargo build --locked --release -Zbuild-std=std,panic_abort --target $target \
-    "${tools[@]/#/-p}"
+CARGO_TARGET_DIR=$build CARGO_TARGET_X86_64_UNKNOWN_FREEBSD_LINKER=$cc \
+    scripts/freebsd-toolchain.sh build --locked --release "${tools[@]/#/-p}"
 bin=$build/$target/release
 
 for t in "${tools[@]}"; do

@@ -336,11 +336,43 @@ impl Sandbox {
         root
     }
 
-    /// Whether the FreeBSD userland shows jail `name` running (`jls -j NAME`).
+    /// Whether jail `name` runs, as its backend shows it. FreeBSD: `jls -j NAME`.
+    /// Linux has no jail to list (the backend's own `jail_running` is always
+    /// false): whether a live process has the jail root `<temp>/NAME` as its root
+    /// directory, as jupdate's updater has in its sandbox.
     pub fn jail_running(&self, name: &str) -> bool {
-        self.sh_backend(&format!("jls -j {name} >/dev/null 2>&1"))
-            .code
-            == 0
+        match self.backend {
+            #[cfg(target_os = "linux")]
+            Backend::Linux => userland::rooted_at(&self.path(name)),
+            _ => {
+                self.sh_backend(&format!("jls -j {name} >/dev/null 2>&1"))
+                    .code
+                    == 0
+            }
+        }
+    }
+
+    /// The mounts at `rel`, oldest first, as (file system type, source) in the
+    /// backend's terms: for the FreeBSD backend from its `mount -p` (nullfs shows
+    /// the directory it mirrors, unionfs its upper dir); for Linux from the mount
+    /// table (a bind shows the directory it mirrors, an overlay its upper dir).
+    pub fn sources_at(&self, rel: &str) -> Vec<(String, PathBuf)> {
+        let p = self.path(rel);
+        match self.backend {
+            #[cfg(target_os = "linux")]
+            Backend::Linux => userland::sources_at(&p),
+            _ => {
+                let table = self.sh_backend("mount -p");
+                table.code(0);
+                table
+                    .stdout
+                    .lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                    .filter(|f| f.len() >= 3 && Path::new(f[1]) == p)
+                    .map(|f| (f[2].to_string(), PathBuf::from(f[0])))
+                    .collect()
+            }
+        }
     }
 
     /// Mount a tmpfs at `p` with the host's mount(8) (a foreign mount for jlayers).

@@ -141,6 +141,61 @@ mod linux {
         })
     }
 
+    /// Whether a live process (not a zombie) has `root` as its root directory (the
+    /// same directory: device and inode, through /proc/PID/root): how a test
+    /// tells that jupdate's Linux sandbox, which pivots into the jail root, runs.
+    pub fn rooted_at(root: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(want) = std::fs::metadata(root) else {
+            return false;
+        };
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        procs.flatten().any(|e| {
+            let p = e.path();
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.is_empty()
+                && !state.starts_with(['Z', 'X'])
+                && std::fs::metadata(p.join("root"))
+                    .is_ok_and(|m| (m.dev(), m.ino()) == (want.dev(), want.ino()))
+        })
+    }
+
+    /// The mounts at `target`, oldest first, as (file system type, source): a bind
+    /// mount's source is the path it shows (the mount point of a mount of the same
+    /// device at that device's root, joined with the bind's root), any other's the
+    /// source field (an overlay's is what jlayers named it: the upper dir).
+    pub fn sources_at(target: &Path) -> Vec<(String, PathBuf)> {
+        let raw = std::fs::read("/proc/thread-self/mountinfo").unwrap();
+        let rows: Vec<Vec<Vec<u8>>> = raw
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let f: Vec<&[u8]> = l.split(|&b| b == b' ').collect();
+                let sep = f.iter().position(|&x| x == b"-").unwrap();
+                // device, root, mount point, type, source
+                [f[2], f[3], f[4], f[sep + 1], f[sep + 2]]
+                    .iter()
+                    .map(|x| unescape(x))
+                    .collect()
+            })
+            .collect();
+        let path = |b: &[u8]| PathBuf::from(OsString::from_vec(b.to_vec()));
+        rows.iter()
+            .filter(|r| path(&r[2]) == target)
+            .map(|r| {
+                let whole = rows.iter().find(|w| w[0] == r[0] && w[1] == b"/");
+                let source = match whole {
+                    Some(w) if r[3] != b"overlay" => path(&w[2]).join(path(&r[1][1..])),
+                    _ => path(&r[4]),
+                };
+                (String::from_utf8_lossy(&r[3]).into_owned(), source)
+            })
+            .collect()
+    }
+
     /// Make `name` a jail of the simulated userland (its jail.conf entry).
     pub fn register_jail(state: &Path, name: &str, root: &Path) {
         std::fs::create_dir_all(state.join("jails")).unwrap();

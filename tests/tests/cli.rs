@@ -108,18 +108,32 @@ fn help_and_version_exit_0() {
 fn jail_names_from_stdin() {
     sandbox(Backend::Linux, |sb| {
         sb.scene();
-        let mut c = sb.tool("jmount", &["-"]);
-        c.stdin(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"j2\n\nj1\n")
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(sb.mounts().len(), 6);
+        let from_stdin = |input: &'static [u8]| {
+            let mut c = sb.tool("jmount", &["-"]);
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            jlayers_tests::Out::from(child.wait_with_output().unwrap())
+        };
+        // Blank and white-space lines skipped, names trimmed (a CR too), a name
+        // given twice taken once; the jails in the order given.
+        from_stdin(b"j2\n\n  \t\r\n j1 \r\nj2\n").ok();
+        let jails: Vec<String> = sb
+            .mounts()
+            .iter()
+            .map(|m| {
+                let rel = m.target.strip_prefix(&sb.dir).unwrap();
+                rel.iter().next().unwrap().to_string_lossy().into_owned()
+            })
+            .collect();
+        assert_eq!(jails, ["j2", "j2", "j2", "j1", "j1", "j1"], "{jails:?}");
         sb.run("junmount", &["--all"]).ok();
+        from_stdin(b"\n \r\n")
+            .code(64)
+            .err_has("jmount: no jail named on standard input");
+        assert!(sb.mounts().is_empty());
     });
 }
 

@@ -240,7 +240,9 @@ fn remount_restarts_exactly_the_jails_it_stopped() {
             sb.sh_backend(&format!("service jail onestart {j}")).ok();
         }
         // junmount alone refuses a running jail.
-        sb.run("junmount", &["j1"]).code(75);
+        sb.run("junmount", &["j1"])
+            .code(75)
+            .err_has("junmount: j1: jail is running (jls -j j1 shows it)");
         let o = sb.run("jclean", &["-q", "--remount", "--all"]);
         o.ok();
         assert_eq!(o.stdout, "");
@@ -285,7 +287,9 @@ fn all_with_no_jail_is_an_error_unless_allowed() {
                 .err_has("no jail configured for --all")
                 .err_has("allow_empty = true");
         }
-        sb.run("jmount", &["--all", "nosuch"]).code(64);
+        sb.run("jmount", &["--all", "nosuch"])
+            .code(64)
+            .err_has("jmount: give jail names or --all, not both");
         sb.conf(&layers.replace("[defaults]\n", "[defaults]\nallow_empty = true\n"));
         for tool in jlayers_tests::TOOLS {
             let o = sb.run(tool, &["--all"]);

@@ -153,7 +153,9 @@ fn running_jail_refused_unless_forced() {
         sb.run("junmount", &["server"])
             .code(75)
             .err_has("junmount: server: jail is running (jls -j server shows it)");
-        sb.run("junmount", &["-n", "server"]).code(75);
+        sb.run("junmount", &["-n", "server"])
+            .code(75)
+            .err_has("junmount: server: jail is running (jls -j server shows it)");
         let o = sb.run("junmount", &["-n", "-f", "server"]);
         o.ok();
         assert_eq!(

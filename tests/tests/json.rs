@@ -79,7 +79,10 @@ fn failures_clean_and_update_records() {
         // A layer that is mounted: jclean's refusal as an object.
         let o = sb.run("jclean", &["--json", "j1"]);
         o.code(75);
-        assert_eq!(json_lines(&o.stdout)[0]["exit"], 75);
+        let v = json_lines(&o.stdout);
+        assert_eq!(v[0]["exit"], 75);
+        let error = v[0]["error"].as_str().unwrap();
+        assert!(error.contains("the layer is mounted on"), "{error}");
         sb.run("junmount", &["j1"]).ok();
 
         std::fs::write(sb.path("upper/j1/ports/built"), vec![0u8; 10000]).unwrap();
@@ -111,7 +114,9 @@ fn failures_clean_and_update_records() {
         assert_eq!(v[0]["exit_code"], 1);
         assert!(v[0]["seconds"].is_u64());
         assert_eq!(v[0]["log"], sb.path("log/j1.log").to_str().unwrap());
-        sb.run("jupdate", &["--json", "-n", "j1"]).code(64);
+        sb.run("jupdate", &["--json", "-n", "j1"])
+            .code(64)
+            .err_has("jupdate: the argument '--json' cannot be used with '--dry-run'");
         sb.run("jmount", &["--libxo", "xml", "j1"])
             .code(64)
             .err_has("only json");

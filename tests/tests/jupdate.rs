@@ -59,6 +59,8 @@ fn log(sb: &Sandbox, jail: &str) -> String {
     fs::read_to_string(sb.path(&format!("log/{jail}.log"))).unwrap()
 }
 
+/// Whether `jail` runs: on Linux, a process in its sandbox (the jail root as its
+/// root directory); on FreeBSD, `jls` shows it.
 fn running(sb: &Sandbox, jail: &str) -> bool {
     sb.jail_running(jail)
 }
@@ -105,6 +107,14 @@ fn product_lands_in_the_upper_with_a_clean_environment(b: Backend) {
             // jexec -l: only HOME, SHELL, TERM, USER and the login class survive.
             assert!(
                 text.contains("USER=root") && text.contains("SHELL="),
+                "{text}"
+            );
+        } else {
+            // A cleared environment: PATH and HOME as a login gives, no more.
+            assert!(
+                text.lines().any(|l| l == "HOME=/root")
+                    && text.lines().any(|l| l.starts_with("PATH=/"))
+                    && !text.contains("USER="),
                 "{text}"
             );
         }
@@ -264,7 +274,17 @@ fn interrupt_restores_and_exits_130(b: Backend) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = jlayers_tests::interrupt_when(child, || sb.path("distfiles/started").exists());
+        // The positive control of every `!running` here: while j1's updater runs,
+        // j1 (and j1 only) is seen running.
+        let seen = std::cell::Cell::new(None);
+        let out = jlayers_tests::interrupt_when(child, || {
+            let started = sb.path("distfiles/started").exists();
+            if started && seen.get().is_none() {
+                seen.set(Some((running(sb, "j1"), running(sb, "j2"))));
+            }
+            started
+        });
+        assert_eq!(seen.get(), Some((true, false)), "j1 running, j2 not yet");
         jlayers_tests::assert_exit(&out, 130);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.starts_with("j1\tfailed\t"));
@@ -284,7 +304,9 @@ fn interactive_takes_one_jail_and_the_terminal() {
         sb.run("jupdate", &["-i", "--all"])
             .code(64)
             .err_has("-i works on exactly one jail");
-        sb.run("jupdate", &["-i", "j1", "j2"]).code(64);
+        sb.run("jupdate", &["-i", "j1", "j2"])
+            .code(64)
+            .err_has("jupdate: -i works on exactly one jail");
         // The command's output goes to jupdate's own stdout and stdin, not the log.
         let o = sb.run(
             "jupdate",
@@ -338,6 +360,19 @@ fn dry_run_prints_and_changes_nothing(b: Backend) {
             ));
             assert!(lines.contains(&"service jail onestop j1"));
             assert!(!running(sb, "j1"));
+        } else {
+            // No jail to start: the updater in its sandbox, chrooted to the jail
+            // root (found there on its PATH), just before the unmounts.
+            assert!(!o.stdout.contains("service jail"), "{}", o.stdout);
+            let run = lines[lines.len() - 4];
+            let chroot = format!(" chroot {} env -i ", sb.path("j1").display());
+            assert!(
+                run.starts_with("unshare ")
+                    && run.contains(&chroot)
+                    && run.ends_with(" TERM=dumb /usr/local/sbin/portmaster -a -G --no-confirm"),
+                "{}",
+                o.stdout
+            );
         }
         assert!(sb.mounts().is_empty() && !sb.path("log").exists());
     });

@@ -234,7 +234,8 @@ fn freebsd_limits_are_rctl_rules_for_the_run() {
         assert_eq!(fs::read_to_string(sb.path("sim-state/rctl")).unwrap(), "");
         // A failed run removes them too.
         sb.run("jupdate", &["j1", "--", "sh", "-c", "exit 3"])
-            .code(69);
+            .code(69)
+            .err_has("jupdate: j1: update failed with status 3");
         assert_eq!(fs::read_to_string(sb.path("sim-state/rctl")).unwrap(), "");
         // -n: the rctl commands around the update, nothing run.
         fs::remove_file(sb.path("sim-state/rctl.log")).unwrap();

@@ -256,7 +256,9 @@ fn status_without_jail_shows_every_jail(b: Backend) {
         assert_eq!(jails, ["j1", "j1", "j2", "j2"], "{}", o.stdout);
         assert_eq!(o.stdout, sb.run("jmount", &["--status", "--all"]).stdout);
         // Other runs still need their jails named.
-        sb.run("jmount", &[]).code(64);
+        sb.run("jmount", &[])
+            .code(64)
+            .err_has("jmount: no jail named (give JAIL... or --all)");
     });
 }
 

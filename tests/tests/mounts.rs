@@ -36,21 +36,36 @@ fn read(sb: &Sandbox, rel: &str) -> Option<String> {
     fs::read_to_string(sb.path(rel)).ok()
 }
 
-/// A union stack as the mount table shows it: the null (bind) mount, then the
-/// union on top.
+/// A union stack of the scene's ports layer as the mount table shows it: the null
+/// (bind) mount of the ports tree, then the union with `jail`'s upper dir on top,
+/// each level's type and source as the backend names them.
 #[track_caller]
-fn assert_union_stack(sb: &Sandbox, rel: &str) {
+fn assert_union_stack(sb: &Sandbox, rel: &str, jail: &str) {
     let at = sb.mounts_at(rel);
     assert_eq!(at.len(), 2, "{rel}: {at:?}");
     assert_eq!(at[1], jlayers_tests::UNION_FSTYPE, "{rel}: {at:?}");
+    // Linux: a bind shows the type of the file system it mirrors (the test's tmpfs).
+    let (null, union) = match sb.backend {
+        Backend::Linux => ("tmpfs", "overlay"),
+        Backend::FreeBsd => ("nullfs", "unionfs"),
+    };
+    let upper = sb.path(&format!("upper/{jail}/ports"));
+    assert_eq!(
+        sb.sources_at(rel),
+        [
+            (null.to_string(), sb.path("ports")),
+            (union.to_string(), upper)
+        ],
+        "{rel}"
+    );
 }
 
 fn copy_on_write_two_jails(b: Backend) {
     sandbox(b, |sb| {
         sb.scene();
         sb.run("jmount", &["--all"]).ok();
-        assert_union_stack(sb, "j1/usr/ports");
-        assert_union_stack(sb, "j2/usr/ports");
+        assert_union_stack(sb, "j1/usr/ports", "j1");
+        assert_union_stack(sb, "j2/usr/ports", "j2");
 
         // A build-like write through j1 lands in j1's upper dir only.
         fs::create_dir_all(sb.path("j1/usr/ports/editors/vim/work")).unwrap();
@@ -143,7 +158,7 @@ fn half_stack_completed(b: Backend) {
             .err_has("union mount of")
             .err_has("distfiles: null mount of");
         assert!(!o.stderr.contains("ports: null mount of"), "{}", o.stderr);
-        assert_union_stack(sb, "j1/usr/ports");
+        assert_union_stack(sb, "j1/usr/ports", "j1");
         assert_eq!(sb.mounts().len(), 3);
     });
 }
@@ -161,7 +176,7 @@ fn rollback_after_later_layer_fails(b: Backend) {
             .err_has("is not a directory");
         // j1: no half stack left behind; j2 is mounted all the same.
         assert!(sb.mounts_at("j1/usr/ports").is_empty(), "{:?}", sb.mounts());
-        assert_union_stack(sb, "j2/usr/ports");
+        assert_union_stack(sb, "j2/usr/ports", "j2");
         assert_eq!(sb.mounts_at("j2/usr/ports/distfiles").len(), 1);
     });
 }
@@ -421,7 +436,7 @@ fn awkward_paths(b: Backend) {
             .replace('\n', "\\n");
         sb.conf(&jlayers_tests::SCENE_CONF.replace("@T/j1", &format!("@T/{escaped}")));
         sb.run("jmount", &["j1"]).ok();
-        assert_union_stack(sb, &format!("{weird}/usr/ports"));
+        assert_union_stack(sb, &format!("{weird}/usr/ports"), "j1");
         fs::write(sb.path(weird).join("usr/ports/new"), "x").unwrap();
         assert!(sb.path("upper/j1/ports/new").is_file());
         sb.run("jmount", &["j1"]).ok();

@@ -190,12 +190,14 @@ fn each_entry_ends_with_its_result(b: Backend) {
             "jupdate",
             &["j1", "--", "sh", "-c", "printf no-newline; exit 4"],
         )
-        .code(69);
+        .code(69)
+        .err_has("jupdate: j1: update failed with status 4");
         sb.run(
             "jupdate",
             &["--timeout", "1s", "j1", "--", "sh", "-c", "sleep 30"],
         )
-        .code(75);
+        .code(75)
+        .err_has("timed out");
         let log = log_text(sb);
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 12, "{log}");

@@ -1,10 +1,14 @@
 //! A hostile jail against the host-side tools: a racer thread swaps a directory the
 //! jail owns for a symlink to a host directory (renameat2 RENAME_EXCHANGE, in a
 //! tight loop) while jmount or junmount runs, many times over. Each case counts the
-//! runs in which the jail won (a hit) and requires none. Run with --nocapture to see
-//! tries and hits; JLAYERS_TEST_BIN_DIR measures another build's tools.
+//! runs in which the jail won (a hit) and requires none; it also counts the runs
+//! that did their work and those refused, by kind: some must have worked (a tool
+//! that always fails early wins no race), and every refusal must be one the case
+//! expects. Run with --nocapture to see the counts; JLAYERS_TEST_BIN_DIR measures
+//! another build's tools.
 #![cfg(target_os = "linux")]
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -12,7 +16,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use jlayers_tests::{Backend, Sandbox, on_both, read_mounts, sandbox};
+use jlayers_tests::{Backend, Out, Sandbox, on_both, read_mounts, sandbox};
 
 on_both!(absolute_upper_inside_root_is_beneath_it);
 
@@ -39,6 +43,26 @@ fn usr_swapped_during_readonly_jmount_linux() {
 
 /// Tries per case: enough that the code before descriptor pinning lost every case.
 const TRIES: usize = 150;
+
+/// The refusals of a run whose path the jail swapped: a symbolic link met on the
+/// descriptor walk, a mount found elsewhere than planned (undone), a directory to
+/// make found to be something else.
+const SWAPPED: &[Refusal] = &[
+    (77, "is a symbolic link; refusing to follow it"),
+    (77, "the path changed while jlayers worked on it"),
+    (73, "exists and is not a directory"),
+];
+
+/// The refusals of junmount whose path the jail swapped: [`SWAPPED`]'s, and, with
+/// the stack read while it moved, a mount seen on top of the jail's own (left
+/// alone) or an unmount refused as busy (nothing unmounted).
+const UNMOUNT_SWAPPED: &[Refusal] = &[
+    SWAPPED[0],
+    SWAPPED[1],
+    SWAPPED[2],
+    (69, "is mounted on top of this layer; left alone"),
+    (75, ": busy: a process has a file open"),
+];
 
 /// Exchange `a` and `b` in one step (renameat2 RENAME_EXCHANGE); 0 on success.
 fn exchange(a: &CString, b: &CString) -> libc::c_int {
@@ -131,16 +155,69 @@ fn at(p: &Path) -> Vec<(String, bool)> {
     out
 }
 
-/// Run `one` TRIES times (it returns whether the jail won), resetting the mounts
-/// after each; report, and require that the jail never won.
-fn tries(sb: &Sandbox, name: &str, mut one: impl FnMut(usize) -> bool) {
-    let mut hits = 0;
+/// One try: the raced tool's run, whether the jail won, and whether the run did
+/// its work (checked when it succeeded).
+struct Try {
+    out: Out,
+    hit: bool,
+    worked: bool,
+}
+
+/// A refusal a case expects: the exit status and a part of its message.
+type Refusal = (i32, &'static str);
+
+/// How a case takes a run that succeeded without doing its work.
+#[derive(PartialEq)]
+enum Idle {
+    /// A failure of the test.
+    Refused,
+    /// Counted only. junmount looks the jail's mounts up in the mount table, which
+    /// names a mount point by its path now: while the racer has `usr` renamed
+    /// (`usr.x`), nothing is mounted at the jail's paths, and junmount says "not
+    /// mounted" and succeeds (the mounts stay; no host mount is touched).
+    Counted,
+}
+
+/// Run `one` TRIES times, resetting the mounts after each; report, and require
+/// that the jail never won, that some run did its work (every success, unless
+/// `idle` allows otherwise), and that every failure is one of `refusals`.
+fn tries(
+    sb: &Sandbox,
+    name: &str,
+    refusals: &[Refusal],
+    idle: Idle,
+    mut one: impl FnMut(usize) -> Try,
+) {
+    let (mut hits, mut worked, mut idled) = (0, 0, 0);
+    let mut refused: BTreeMap<Refusal, usize> = BTreeMap::new();
     for i in 0..TRIES {
-        hits += usize::from(one(i));
+        let t = one(i);
+        hits += usize::from(t.hit);
+        let (code, err) = (t.out.code, &t.out.stderr);
+        if code == 0 {
+            let undone = !t.worked && idle == Idle::Refused;
+            assert!(
+                !undone,
+                "{name}: try {i} succeeded, its work undone:\n{err}"
+            );
+            worked += usize::from(t.worked);
+            idled += usize::from(!t.worked);
+        } else {
+            let kind = refusals
+                .iter()
+                .find(|(c, m)| *c == code && err.contains(m))
+                .unwrap_or_else(|| panic!("{name}: try {i}: unexpected status {code}:\n{err}"));
+            *refused.entry(*kind).or_default() += 1;
+        }
         reset(sb);
     }
-    eprintln!("race {name} ({:?}): {TRIES} tries, {hits} hits", sb.backend);
+    eprintln!(
+        "race {name} ({:?}): {TRIES} tries, {hits} hits, {worked} worked, {idled} idle, \
+         refused {refused:?}",
+        sb.backend
+    );
     assert_eq!(hits, 0, "{name}: the jail won {hits} of {TRIES} races");
+    assert!(worked > 0, "{name}: no run did its work: {refused:?}");
 }
 
 /// A host directory the jail aims at: `host/ports` holding a secret file.
@@ -176,19 +253,27 @@ fn in_root_upper_swapped_during_jmount(b: Backend) {
         plant();
         fs::create_dir_all(sb.path("j1/var/up")).unwrap();
         let before = listing(&host);
-        tries(sb, "in-root upper swapped during jmount", |i| {
-            let o = racing(&sb.path("j1/var/up"), &host, || sb.run("jmount", &["j1"]));
-            if o.code == 0 {
-                // A build-like write inside the jail must not reach the host.
-                let _ = fs::write(sb.path(&format!("j1/usr/ports/probe{i}")), "jail");
-            }
-            let hit = listing(&host) != before;
-            if hit {
-                let _ = fs::remove_dir_all(&host);
-                plant();
-            }
-            hit
-        });
+        tries(
+            sb,
+            "in-root upper swapped during jmount",
+            SWAPPED,
+            Idle::Refused,
+            |i| {
+                let out = racing(&sb.path("j1/var/up"), &host, || sb.run("jmount", &["j1"]));
+                let probe = format!("probe{i}");
+                // A build-like write inside the jail must not reach the host; it lands
+                // in the upper inside the jail root.
+                let worked = out.code == 0
+                    && fs::write(sb.path("j1/usr/ports").join(&probe), "jail").is_ok()
+                    && sb.path("j1/var/up/ports").join(&probe).is_file();
+                let hit = listing(&host) != before;
+                if hit {
+                    let _ = fs::remove_dir_all(&host);
+                    plant();
+                }
+                Try { out, hit, worked }
+            },
+        );
     });
 }
 
@@ -200,13 +285,26 @@ fn usr_swapped_during_jmount(b: Backend) {
         sb.scene();
         let host = host_tree(sb);
         let target = sb.path("j1/usr/ports");
-        tries(sb, "usr swapped during jmount", |_| {
-            racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
-            let elsewhere = sb.mounts().iter().any(|m| !m.target.starts_with(&target));
-            let bare = at(&target).len() == 1;
-            let sees_host = target.join("secret").exists();
-            elsewhere || bare || sees_host
-        });
+        tries(
+            sb,
+            "usr swapped during jmount",
+            SWAPPED,
+            Idle::Refused,
+            |_| {
+                let out = racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
+                let elsewhere = sb.mounts().iter().any(|m| !m.target.starts_with(&target));
+                let bare = at(&target).len() == 1;
+                let sees_host = target.join("secret").exists();
+                let worked = at(&target).get(1).is_some_and(|m| m.0 == "overlay")
+                    && target.join("editors/vim/Makefile").is_file()
+                    && !at(&target.join("distfiles")).is_empty();
+                Try {
+                    out,
+                    hit: elsewhere || bare || sees_host,
+                    worked,
+                }
+            },
+        );
     });
 }
 
@@ -217,12 +315,24 @@ fn usr_swapped_during_junmount(b: Backend) {
         sb.scene();
         let host = host_tree(sb);
         let decoy = host.join("ports");
-        tries(sb, "usr swapped during junmount", |_| {
-            sb.tmpfs(&decoy);
-            sb.run("jmount", &["j1"]).ok();
-            racing(&sb.path("j1/usr"), &host, || sb.run("junmount", &["j1"]));
-            at(&decoy).is_empty()
-        });
+        let jail = sb.path("j1");
+        tries(
+            sb,
+            "usr swapped during junmount",
+            UNMOUNT_SWAPPED,
+            Idle::Counted,
+            |_| {
+                sb.tmpfs(&decoy);
+                sb.run("jmount", &["j1"]).ok();
+                let out = racing(&sb.path("j1/usr"), &host, || sb.run("junmount", &["j1"]));
+                let worked = sb.mounts().iter().all(|m| !m.target.starts_with(&jail));
+                Try {
+                    out,
+                    hit: at(&decoy).is_empty(),
+                    worked,
+                }
+            },
+        );
     });
 }
 
@@ -235,16 +345,31 @@ fn usr_swapped_during_readonly_jmount(b: Backend) {
             "target = \"usr/ports\"\n",
             "target = \"usr/ports\"\nmode = \"readonly\"\n",
         ));
+        // The distfiles layer's mount point, which cannot be made in a read-only
+        // layer: without it no run could succeed.
+        fs::create_dir_all(sb.path("ports/distfiles")).unwrap();
         let host = host_tree(sb);
         let decoy = host.join("ports");
         let target = sb.path("j1/usr/ports");
-        tries(sb, "usr swapped during readonly jmount", |_| {
-            sb.tmpfs(&decoy);
-            racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
-            let decoy_ro = at(&decoy).iter().any(|m| m.1);
-            let writable = at(&target).first().is_some_and(|m| !m.1);
-            decoy_ro || writable
-        });
+        tries(
+            sb,
+            "usr swapped during readonly jmount",
+            SWAPPED,
+            Idle::Refused,
+            |_| {
+                sb.tmpfs(&decoy);
+                let out = racing(&sb.path("j1/usr"), &host, || sb.run("jmount", &["j1"]));
+                let decoy_ro = at(&decoy).iter().any(|m| m.1);
+                let writable = at(&target).first().is_some_and(|m| !m.1);
+                let worked = at(&target).first().is_some_and(|m| m.1)
+                    && target.join("editors/vim/Makefile").is_file();
+                Try {
+                    out,
+                    hit: decoy_ro || writable,
+                    worked,
+                }
+            },
+        );
     });
 }
 
@@ -278,7 +403,9 @@ fn absolute_upper_inside_root_is_beneath_it(b: Backend) {
         sb.run("jmount", &["j1"])
             .code(77)
             .err_has("j1/ports is a symbolic link");
-        sb.run("jclean", &["j1"]).code(77);
+        sb.run("jclean", &["j1"])
+            .code(77)
+            .err_has("j1/ports is a symbolic link");
         assert_eq!(
             listing(&host),
             [Path::new("foo"), Path::new("foo/precious")]

@@ -40,6 +40,29 @@ fn run(sb: &Sandbox, script: &str) -> String {
     out
 }
 
+/// `script` run as the control of a probe: by the host's bash in the test's
+/// namespace, as root with every capability, `$T` the jail root (unset in the
+/// jail), so that the probe's paths are the jail's own. What it printed, which
+/// must end the script.
+fn on_host(sb: &Sandbox, script: &str) -> String {
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("T", sb.path("d"))
+        .current_dir(&sb.dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("script-done"), "{out}");
+    out
+}
+
+/// Whether `out` has `line` as a whole line.
+fn has_line(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l == line)
+}
+
 /// The host's procfs, mounted twice in the jail's /proc as a chroot recipe that
 /// runs more than once leaves it: the sandbox must show its own procfs anyway.
 fn host_proc_in_jail(sb: &Sandbox) {
@@ -117,16 +140,16 @@ fn device_nodes_never_open() {
             .status()
             .unwrap();
         assert!(st.success(), "mknod {}", planted.display());
-        let out = run(
-            sb,
-            "mknod /tmp/made c 1 3 && echo MKNOD-OK; \
-             test -c /tmp/made && echo x > /tmp/made && echo MADE-OPENED; \
-             echo x > /tmp/planted && echo PLANTED-OPENED; \
-             mknod /dev/made c 1 3 && echo DEV-MKNOD-OK; \
-             echo script-done",
-        );
+        let probe = "mknod $T/tmp/made c 1 3 && echo MKNOD-OK; \
+             test -c $T/tmp/made && echo x > $T/tmp/made && echo MADE-OPENED; \
+             echo x > $T/tmp/planted && echo PLANTED-OPENED; \
+             rm -f $T/tmp/made; echo script-done";
+        let out = run(sb, probe);
+        // The control: the host's root makes and opens both.
+        let host = on_host(sb, probe);
         for bad in ["MKNOD-OK", "MADE-OPENED", "PLANTED-OPENED"] {
             assert!(!out.contains(bad), "{bad}:\n{out}");
+            assert!(has_line(&host, bad), "{bad} not seen on the host:\n{host}");
         }
     });
 }
@@ -140,17 +163,18 @@ fn proc_is_the_sandboxes_own() {
         debian(sb, None);
         host_proc_in_jail(sb);
         let me = std::process::id();
-        let out = run(
-            sb,
-            &format!(
-                "test -d /proc/{me} && echo HOST-PID-SEEN; \
-                 test -d /proc/self/fd && echo own-proc; \
-                 ls /proc | grep -c '^[0-9]' | sed 's/^/procs: /'; \
-                 echo script-done"
-            ),
+        let probe = format!(
+            "test -d /proc/{me} && echo HOST-PID-SEEN; \
+             test -d /proc/self/fd && echo own-proc; \
+             ls /proc | grep -c '^[0-9]' | sed 's/^/procs: /'; \
+             echo script-done"
         );
+        let out = run(sb, &probe);
         assert!(!out.contains("HOST-PID-SEEN"), "{out}");
         assert!(out.contains("own-proc"), "{out}");
+        // The control: the host's /proc shows the test.
+        let host = on_host(sb, &probe);
+        assert!(has_line(&host, "HOST-PID-SEEN"), "{host}");
     });
 }
 
@@ -255,17 +279,24 @@ fn network_host_is_the_hosts() {
 fn no_mount_no_namespaces() {
     sandbox(Backend::Linux, |sb| {
         debian(sb, None);
-        let out = run(
-            sb,
-            "mount -t tmpfs t /mnt && echo MOUNTED; \
-             mount -t proc p /mnt && echo MOUNTED-PROC; \
+        let probe = "mount -t tmpfs t $T/mnt && echo MOUNTED; \
+             mount -t proc p $T/mnt && echo MOUNTED-PROC; \
              unshare -m true && echo UNSHARED-M; \
-             unshare -Urm sh -c 'mount -t tmpfs t /mnt && echo MOUNTED-IN-USERNS'; \
+             unshare -Urm sh -c \"mount -t tmpfs t $T/mnt && echo MOUNTED-IN-USERNS\"; \
              unshare -U true && echo UNSHARED-U; \
-             echo script-done",
-        );
-        for bad in ["MOUNTED", "UNSHARED-M", "MOUNTED-IN-USERNS", "UNSHARED-U"] {
+             echo script-done";
+        let out = run(sb, probe);
+        // The control: the host's root does each (in the test's mount namespace).
+        let host = on_host(sb, probe);
+        for bad in [
+            "MOUNTED",
+            "MOUNTED-PROC",
+            "UNSHARED-M",
+            "MOUNTED-IN-USERNS",
+            "UNSHARED-U",
+        ] {
             assert!(!out.contains(bad), "{bad}:\n{out}");
+            assert!(has_line(&host, bad), "{bad} not seen on the host:\n{host}");
         }
     });
 }
@@ -328,16 +359,22 @@ fn host_dev_and_sys_in_jail_are_hidden() {
         mount(&["--rbind", "/dev"], "d/dev");
         mount(&["--bind", "/sys"], "d/sys");
         mount(&["--bind", "/sys"], "d/sys");
-        let out = run(
-            sb,
-            "test -e /dev/kmsg && echo HOST-DEV-SEEN; \
-             test -e /sys/kernel && echo HOST-SYS-SEEN; \
-             test -c /dev/null && echo own-dev; \
-             echo script-done",
-        );
+        let probe = "test -e $T/dev/kmsg && echo HOST-DEV-SEEN; \
+             test -e $T/sys/kernel && echo HOST-SYS-SEEN; \
+             test -c $T/dev/null && echo own-dev; \
+             echo script-done";
+        let out = run(sb, probe);
         assert!(!out.contains("HOST-DEV-SEEN"), "{out}");
         assert!(!out.contains("HOST-SYS-SEEN"), "{out}");
         assert!(out.contains("own-dev"), "{out}");
+        // The control: the jail root's mounts show the host's /dev and /sys.
+        let host = on_host(sb, probe);
+        for seen in ["HOST-DEV-SEEN", "HOST-SYS-SEEN"] {
+            assert!(
+                has_line(&host, seen),
+                "{seen} not seen on the host:\n{host}"
+            );
+        }
     });
 }
 
@@ -665,9 +702,14 @@ fn host_keys_out_of_reach() {
             nr = libc::SYS_keyctl,
         );
         fs::write(sb.path("d/keys.pl"), read).unwrap();
-        let out = run(sb, "perl /keys.pl; echo script-done");
+        let probe = "perl $T/keys.pl; echo script-done";
+        let out = run(sb, probe);
         assert!(!out.contains("HOST-SECRET"), "{out}");
         assert!(!out.contains(&format!("search={key}")), "{out}");
         assert!(out.contains(&format!("search={}", libc::EPERM)), "{out}");
+        // The control: the same script in the test's session reads and finds it.
+        let host = on_host(sb, probe);
+        assert!(host.contains("read=HOST-SECRET"), "{host:?}");
+        assert!(has_line(&host, &format!("search={key}")), "{host}");
     });
 }
