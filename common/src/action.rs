@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
+use crate::config::Limits;
 use crate::exit::{ExitCode, code_of, fail};
 use crate::guard::{Access, Seen};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::{Index, Mount, Table};
 use crate::platform::Busy;
-use crate::platform::{MountId, Mounted, Platform, Service};
+use crate::platform::{Limited, MountId, Mounted, Platform, Service};
 use crate::report::{Messages, sh_line};
 use crate::signals;
 use crate::step::Step;
@@ -305,6 +306,42 @@ impl Act for Unlink<'_> {
     fn print(self, _: &Dry, _: &Site) {}
 }
 
+/// Put a run's limits (`pids`, `memory`, `cpu`) in place around the updater: a
+/// Linux cgroup, FreeBSD rctl rules. What it gives back holds them; [`Unlimit`]
+/// takes them away after the run (`-n`: the sh lines that set and lift them).
+pub(crate) struct Limit<'a> {
+    pub(crate) jail: &'a str,
+    pub(crate) limits: &'a Limits,
+}
+
+impl Act for Limit<'_> {
+    type Output = Option<Box<dyn Limited>>;
+    fn perform(self, by: &Perform, _: &Site) -> Result<Option<Box<dyn Limited>>> {
+        by.platform.limit(self.jail, self.limits)
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        by.print_lines(&by.platform.limit_sh(self.jail, self.limits).0);
+    }
+}
+
+/// Take a run's limits away: [`Limit`]'s undo.
+pub(crate) struct Unlimit<'a> {
+    pub(crate) jail: &'a str,
+    pub(crate) limits: &'a Limits,
+    pub(crate) held: Option<Box<dyn Limited>>,
+}
+
+impl Act for Unlimit<'_> {
+    type Output = ();
+    fn perform(self, _: &Perform, _: &Site) -> Result<()> {
+        drop(self.held);
+        Ok(())
+    }
+    fn print(self, by: &Dry, _: &Site) {
+        by.print_lines(&by.platform.limit_sh(self.jail, self.limits).1);
+    }
+}
+
 /// Take the jail's lock for the run (a dry run takes none: it changes nothing).
 pub(crate) struct Lock<'a> {
     pub(crate) dir: &'a Path,
@@ -349,10 +386,7 @@ impl Act for RunUpdater<'_> {
         self.0.run()
     }
     fn print(self, by: &Dry, _: &Site) {
-        let (before, after) = self.0.limits_sh();
-        by.print_lines(&before);
         by.print(&self.0.sh_argv());
-        by.print_lines(&after);
     }
 }
 

@@ -94,8 +94,8 @@ pub(crate) struct Run<'a> {
     pub(crate) tail: &'a Mutex<Tail>,
     /// The jail's lock, which the run holds to its last process (Linux).
     pub(crate) lock: Option<std::os::fd::RawFd>,
-    /// `pids`, `memory`, `cpu`.
-    pub(crate) limits: &'a crate::config::Limits,
+    /// The run's limits in place ([`crate::action::Limit`]), if any.
+    pub(crate) limited: Option<&'a dyn crate::platform::Limited>,
 }
 
 impl Run<'_> {
@@ -116,11 +116,6 @@ impl Run<'_> {
                 cgroups: &[],
             },
         }
-    }
-
-    /// The limits as `-n` prints them: sh lines before the command and after.
-    pub(crate) fn limits_sh(&self) -> (Vec<String>, Vec<String>) {
-        self.platform.limit_sh(self.jail, self.limits)
     }
 
     /// The command as one sh line, for `-n`.
@@ -197,10 +192,8 @@ impl Run<'_> {
 
     /// Spawn the updater with its output going to the log, and wait for it.
     fn run_logged(&self, log: &mut File) -> Result<Outcome> {
-        // In place until dropped, after the run (whatever its end).
-        let limited = self.platform.limit(self.jail, self.limits)?;
         let mut exec = self.exec();
-        if let Some(limited) = &limited {
+        if let Some(limited) = self.limited {
             exec.hold.cgroups = limited.cgroups();
         }
         // In a session and process group of its own (the platform's
@@ -209,8 +202,7 @@ impl Run<'_> {
         let (source, relay) = self.wire(&mut command, log)?;
         let child = self.spawn(command, log)?;
         let outcome = self.follow(child, source, relay, log)?;
-        let outcome = self.limits_told(outcome, limited.as_deref(), log);
-        drop(limited);
+        let outcome = self.limits_told(outcome, self.limited, log);
         self.judged(outcome, log)
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Lock, RunUpdater, Site};
+use crate::action::{Limit, Lock, RunUpdater, Site, Unlimit};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -327,6 +327,10 @@ impl JailRun<'_> {
                 bar.set_message(line.to_string());
             }
         };
+        let limits = &self.jail.limits;
+        let jail = &self.jail.name;
+        let sink = &self.engine.sink;
+        let limited = sink.act(&self.site, Limit { jail, limits })?.flatten();
         let run = Run {
             platform: &*self.setup.platform,
             jail: &self.jail.name,
@@ -338,11 +342,13 @@ impl JailRun<'_> {
             interactive: self.opts.interactive,
             on_line: &on_line,
             lock,
-            limits: &self.jail.limits,
+            limited: limited.as_deref(),
             log_max: self.setup.cfg.log_max(self.jail),
             tail,
         };
-        let outcome = self.engine.sink.act(&self.site, RunUpdater(&run));
+        let outcome = sink.act(&self.site, RunUpdater(&run));
+        let held = limited;
+        sink.act(&self.site, Unlimit { jail, limits, held })?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

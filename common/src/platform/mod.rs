@@ -330,7 +330,7 @@ pub(crate) trait Platform: Sync {
 }
 
 /// A run's limits, in place until dropped.
-pub(crate) trait Limited {
+pub(crate) trait Limited: Sync {
     /// Linux: the run's cgroups (their open `cgroup.procs`), for the sandbox.
     fn cgroups(&self) -> &[std::os::fd::RawFd] {
         &[]
