@@ -58,39 +58,49 @@ fn open_beneath(
             ));
         };
         here.push(name);
-        let mut made = false;
-        loop {
-            match openat(&dir, name, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
-                Ok(fd) => {
-                    dir = fd;
-                    break;
-                }
-                Err(Errno::ENOENT) if missing == Missing::Report => {
-                    return Ok(Beneath::Missing(here));
-                }
-                Err(Errno::ENOENT) if !made => {
-                    match mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
-                        Ok(()) => {
-                            made_dirs.extend(MadeDir::made(&dir, name, &here));
-                            made = true;
-                        }
-                        Err(Errno::EEXIST) => made = true,
-                        Err(err) => {
-                            return Err(fail_errno(
-                                ExitCode::CantCreate,
-                                err,
-                                format!("cannot create {}: {}", here.display(), err.desc()),
-                            ));
-                        }
-                    }
-                }
-                // O_NOFOLLOW on a link: ELOOP on Linux, EMLINK on FreeBSD; ENOTDIR
-                // for other non-directories. Look before saying which.
-                Err(err) => return Err(refusal(&dir, name, &here, err)),
-            }
+        match step_in(&dir, name, &here, missing, made_dirs)? {
+            Some(fd) => dir = fd,
+            None => return Ok(Beneath::Missing(here)),
         }
     }
     Ok(Beneath::Dir(dir))
+}
+
+/// One component of [`open_beneath`]'s walk: `name` in `dir` (at `here`),
+/// made if missing and told to (once: a dir made and gone again is an error);
+/// `None`: missing, and only to be reported.
+fn step_in(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    here: &Path,
+    missing: Missing,
+    made_dirs: &mut Vec<MadeDir>,
+) -> Result<Option<OwnedFd>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let mut made = false;
+    loop {
+        match openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::ENOENT) if missing == Missing::Report => return Ok(None),
+            Err(Errno::ENOENT) if !made => {
+                match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) => made_dirs.extend(MadeDir::made(dir, name, here)),
+                    Err(Errno::EEXIST) => {}
+                    Err(err) => {
+                        return Err(fail_errno(
+                            ExitCode::CantCreate,
+                            err,
+                            format!("cannot create {}: {}", here.display(), err.desc()),
+                        ));
+                    }
+                }
+                made = true;
+            }
+            // O_NOFOLLOW on a link: ELOOP on Linux, EMLINK on FreeBSD; ENOTDIR
+            // for other non-directories. Look before saying which.
+            Err(err) => return Err(refusal(dir, name, here, err)),
+        }
+    }
 }
 
 /// The whole walk in one system call where the kernel can keep the same rules
@@ -343,63 +353,46 @@ mod tests {
     fn creates_and_refuses_links() {
         let jail = tempfile::tempdir().unwrap();
         let root = jail.path();
-        let Beneath::Missing(missing) = open_beneath(
-            root,
-            Path::new("usr/ports"),
-            Missing::Report,
-            &mut Vec::new(),
-        )
-        .unwrap() else {
+        let open =
+            |rel: &str, missing| open_beneath(root, Path::new(rel), missing, &mut Vec::new());
+        let Beneath::Missing(missing) = open("usr/ports", Missing::Report).unwrap() else {
             panic!("should be missing")
         };
         assert_eq!(missing, root.join("usr"));
-        assert!(matches!(
-            open_beneath(
-                root,
-                Path::new("usr/ports"),
-                Missing::Create,
-                &mut Vec::new()
-            )
-            .unwrap(),
-            Beneath::Dir(..)
-        ));
+        let made = open("usr/ports", Missing::Create).unwrap();
+        assert!(matches!(made, Beneath::Dir(..)));
         assert!(root.join("usr/ports").is_dir());
 
         let outside = tempfile::tempdir().unwrap();
         symlink(outside.path(), root.join("usr/local")).unwrap();
         for create in [Missing::Report, Missing::Create] {
-            let err =
-                open_beneath(root, Path::new("usr/local/x"), create, &mut Vec::new()).unwrap_err();
+            let err = open("usr/local/x", create).unwrap_err();
             assert_eq!(code_of(&err), ExitCode::NoPerm, "{err:#}");
             assert!(format!("{err:#}").contains("usr/local is a symbolic link"));
         }
         assert!(!outside.path().join("x").exists());
+    }
+
+    #[test]
+    fn refuses_dangling_links_files_and_a_missing_root() {
+        let jail = tempfile::tempdir().unwrap();
+        let root = jail.path();
+        let open = |rel: &str| open_beneath(root, Path::new(rel), Missing::Create, &mut Vec::new());
+        std::fs::create_dir(root.join("usr")).unwrap();
         symlink("/nonexistent", root.join("usr/dangling")).unwrap();
-        let err = open_beneath(
-            root,
-            Path::new("usr/dangling"),
-            Missing::Create,
-            &mut Vec::new(),
-        )
-        .unwrap_err();
-        assert_eq!(code_of(&err), ExitCode::NoPerm);
+        assert_eq!(
+            code_of(&open("usr/dangling").unwrap_err()),
+            ExitCode::NoPerm
+        );
+        assert!(!Path::new("/nonexistent").exists());
         std::fs::write(root.join("usr/file"), "").unwrap();
-        let err = open_beneath(
-            root,
-            Path::new("usr/file/x"),
-            Missing::Create,
-            &mut Vec::new(),
-        )
-        .unwrap_err();
-        assert_eq!(code_of(&err), ExitCode::CantCreate);
-        let err = open_beneath(
-            &root.join("nope"),
-            Path::new("x"),
-            Missing::Create,
-            &mut Vec::new(),
-        )
-        .unwrap_err();
-        assert_eq!(code_of(&err), ExitCode::NoInput);
+        assert_eq!(
+            code_of(&open("usr/file/x").unwrap_err()),
+            ExitCode::CantCreate
+        );
+        let nope = root.join("nope");
+        let err = open_beneath(&nope, Path::new("x"), Missing::Create, &mut Vec::new());
+        assert_eq!(code_of(&err.unwrap_err()), ExitCode::NoInput);
     }
 
     /// What a run made is taken back only while it is the same dir and empty.

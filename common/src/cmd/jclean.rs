@@ -133,34 +133,41 @@ pub fn main(cli: &Cli) -> ExitCode {
                 }
             })
         });
-        // Once a run, not once a layer (warn: never with -q).
-        let only_read = cleaner
-            .only_read
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        if !only_read.is_empty() {
-            let note = format!(
-                "mounted layers only read, nothing deleted (a jail may write to them meanwhile): {}",
-                only_read.join(", ")
-            );
-            setup.msg.warn(&[], &note);
-        }
-        if total.lines > 1 && setup.msg.level != Verbosity::Quiet {
-            emit(
-                "jclean",
-                &[
-                    "total".as_ref(),
-                    "-".as_ref(),
-                    total.files.to_string().as_ref(),
-                    size(total.bytes, opts.bytes).as_ref(),
-                    "-".as_ref(),
-                ],
-                json!({"total": true, "jail": null, "layer": null, "files": total.files,
-                       "bytes": total.bytes, "upper": null}),
-            );
-        }
+        told_only_read(setup, cleaner.only_read);
+        told_total(setup, opts, &total);
         Ok(status)
     })
+}
+
+/// The mounted layers a run only read: said once a run, not once a layer (a
+/// warning: never with -q).
+fn told_only_read(setup: &Setup, only_read: std::sync::Mutex<Vec<String>>) {
+    let only_read = only_read.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !only_read.is_empty() {
+        let note = format!(
+            "mounted layers only read, nothing deleted (a jail may write to them meanwhile): {}",
+            only_read.join(", ")
+        );
+        setup.msg.warn(&[], &note);
+    }
+}
+
+/// The total line, after more than one report line (not with -q).
+fn told_total(setup: &Setup, opts: &Opts, total: &Total) {
+    if total.lines > 1 && setup.msg.level != Verbosity::Quiet {
+        emit(
+            "jclean",
+            &[
+                "total".as_ref(),
+                "-".as_ref(),
+                total.files.to_string().as_ref(),
+                size(total.bytes, opts.bytes).as_ref(),
+                "-".as_ref(),
+            ],
+            json!({"total": true, "jail": null, "layer": null, "files": total.files,
+                   "bytes": total.bytes, "upper": null}),
+        );
+    }
 }
 
 fn rules(opts: &Opts) -> Result<Rules> {
@@ -240,17 +247,10 @@ impl Cleaner<'_> {
             },
         )?;
         let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
-        let table = engine.sink.mounts(&plan.root)?;
-        let platform = &*setup.platform;
-        let mounted = plan
-            .stacks
-            .iter()
-            .any(|stack| stack.state(&table, platform) != State::Mounted(0));
-        drop(table);
         let site = Site::of_jail(&plan.jail, &plan.root);
         let service = |to| super::jail_service(setup, engine, jail, &site, to);
-        let stopped = mounted
-            && platform.jail_running(&jail.name)?
+        let stopped = self.any_mounted(engine, &plan)?
+            && setup.platform.jail_running(&jail.name)?
             && service(Service::Stop).context("stop")?;
         // -n stops no jail: its own processes are no holders to predict.
         let busy = if stopped && !engine.sink.performs() {
@@ -275,16 +275,7 @@ impl Cleaner<'_> {
         // Put back even when interrupted: the jail is left as it was found.
         let back = signals::restoring(|| engine.mount_again(&plan, &taken))
             .context("mounting again what was taken down");
-        let started = match (&back, stopped) {
-            (Ok(()), true) => signals::restoring(|| service(Service::Start))
-                .context("start")
-                .map(drop),
-            (Err(_), true) => Err(fail(
-                ExitCode::Unavailable,
-                "the jail is left stopped: its layers are not all back",
-            )),
-            _ => Ok(()),
-        };
+        let started = restart(&back, stopped, || service(Service::Start));
         // The first failure is the jail's; the others are said too.
         let mut errors = [cleaned, back, started].into_iter().filter_map(Result::err);
         let first = errors.next();
@@ -292,6 +283,16 @@ impl Cleaner<'_> {
             setup.msg.error(&err.context(plan.jail.clone()));
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Whether any layer of the plan is mounted, wholly or in part.
+    fn any_mounted(&self, engine: &Engine, plan: &JailPlan) -> Result<bool> {
+        let table = engine.sink.mounts(&plan.root)?;
+        let platform = &*self.setup.platform;
+        Ok(plan
+            .stacks
+            .iter()
+            .any(|stack| stack.state(&table, platform) != State::Mounted(0)))
     }
 
     /// Clean each union layer's upper dir of the plan; `down`: the layers count
@@ -313,61 +314,10 @@ impl Cleaner<'_> {
                 continue;
             };
             signals::check()?;
-            // A tmpfs upper that is not mounted holds nothing: no path to report.
-            if down || !tmpfs_mounted(setup, plan, stack, &table) {
-                if let Some(tmpfs) = tmpfs_of(plan, stack) {
-                    let note = format!(
-                        "tmpfs upper {} not mounted: nothing to clean",
-                        tmpfs.target.path.display()
-                    );
-                    setup.msg.info(&[&plan.jail, &stack.layer], &note);
-                    continue;
-                }
+            if self.tmpfs_gone(plan, stack, &table, down) {
+                continue;
             }
-            let to_clean = UpperToClean {
-                jail: &plan.jail,
-                stack,
-                place: upper,
-                plan,
-            };
-            // Looking (-n, --list) only reads the upper, which both platforms allow
-            // under a mounted union; changing it is what a live layer forbids.
-            let live = !down && live(setup, plan, stack, &table);
-            let in_use = detached.iter().find(|d| d.note.layer == stack.layer);
-            let result = if let Some(found) = in_use.filter(|_| !self.looking) {
-                Err(fail(
-                    ExitCode::TempFail,
-                    format!(
-                        "{}; nothing deleted",
-                        found.describe(&plan.root, &plan.jail)
-                    ),
-                ))
-            } else if live && !self.looking {
-                let target = &stack.target.path;
-                // A mount jlayers did not make is not junmount's to take off.
-                let advice = match stack.state(&table[..], &*setup.platform) {
-                    State::Foreign { top, .. } => format!(
-                        "{} is mounted on {}; nothing deleted ({})",
-                        top.describe(),
-                        target.display(),
-                        crate::stack::foreign_advice(target)
-                    ),
-                    _ => format!(
-                        "the layer is mounted on {}; nothing deleted (junmount it first)",
-                        target.display()
-                    ),
-                };
-                Err(fail(
-                    ExitCode::TempFail,
-                    format!("{}: {advice}", upper.path.display()),
-                ))
-            } else {
-                if live {
-                    let mut seen = self.only_read.lock().unwrap_or_else(|p| p.into_inner());
-                    seen.push(format!("{}: {}", plan.jail, stack.layer));
-                }
-                self.upper(&to_clean, &table, total)
-            };
+            let result = self.layer(plan, stack, upper, (&table, &detached), down, total);
             if let Err(err) = result.with_context(|| stack.layer.clone()) {
                 if signals::interrupted() {
                     return Err(err);
@@ -376,6 +326,86 @@ impl Cleaner<'_> {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// A tmpfs upper that is not mounted holds nothing: no path to report.
+    fn tmpfs_gone(&self, plan: &JailPlan, stack: &Stack, table: &[Mount], down: bool) -> bool {
+        let setup = self.setup;
+        if !down && tmpfs_mounted(setup, plan, stack, table) {
+            return false;
+        }
+        let Some(tmpfs) = tmpfs_of(plan, stack) else {
+            return false;
+        };
+        let note = format!(
+            "tmpfs upper {} not mounted: nothing to clean",
+            tmpfs.target.path.display()
+        );
+        setup.msg.info(&[&plan.jail, &stack.layer], &note);
+        true
+    }
+
+    /// Clean one layer's upper dir, unless a live union (or one `junmount -f`
+    /// detached) still uses it and this run would change it.
+    fn layer(
+        &self,
+        plan: &JailPlan,
+        stack: &Stack,
+        upper: &Place,
+        (table, detached): (&[Mount], &[crate::detached::Live]),
+        down: bool,
+        total: &mut Total,
+    ) -> Result<()> {
+        let setup = self.setup;
+        // Looking (-n, --list) only reads the upper, which both platforms allow
+        // under a mounted union; changing it is what a live layer forbids.
+        let live = !down && live(setup, plan, stack, table);
+        let in_use = detached.iter().find(|d| d.note.layer == stack.layer);
+        if let Some(found) = in_use.filter(|_| !self.looking) {
+            return Err(fail(
+                ExitCode::TempFail,
+                format!(
+                    "{}; nothing deleted",
+                    found.describe(&plan.root, &plan.jail)
+                ),
+            ));
+        }
+        if live && !self.looking {
+            return Err(self.mounted(stack, upper, table));
+        }
+        if live {
+            let mut seen = self.only_read.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push(format!("{}: {}", plan.jail, stack.layer));
+        }
+        let to_clean = UpperToClean {
+            jail: &plan.jail,
+            stack,
+            place: upper,
+            plan,
+        };
+        self.upper(&to_clean, table, total)
+    }
+
+    /// Why a mounted layer's upper is not cleaned, with what to do about it.
+    fn mounted(&self, stack: &Stack, upper: &Place, table: &[Mount]) -> anyhow::Error {
+        let target = &stack.target.path;
+        // A mount jlayers did not make is not junmount's to take off.
+        let advice = match stack.state(table, &*self.setup.platform) {
+            State::Foreign { top, .. } => format!(
+                "{} is mounted on {}; nothing deleted ({})",
+                top.describe(),
+                target.display(),
+                crate::stack::foreign_advice(target)
+            ),
+            _ => format!(
+                "the layer is mounted on {}; nothing deleted (junmount it first)",
+                target.display()
+            ),
+        };
+        fail(
+            ExitCode::TempFail,
+            format!("{}: {advice}", upper.path.display()),
+        )
     }
 
     /// Prune one upper dir and print its report line.
@@ -419,6 +449,19 @@ fn tmpfs_of<'p>(plan: &'p JailPlan, stack: &Stack) -> Option<&'p Stack> {
 }
 
 /// Whether the layer's upper has a tmpfs of its own, mounted (any part of it).
+/// Start again the jail `--remount` stopped, once its layers are back (even
+/// when interrupted); left stopped, and said, when they are not.
+fn restart(back: &Result<()>, stopped: bool, start: impl Fn() -> Result<bool>) -> Result<()> {
+    match (back, stopped) {
+        (Ok(()), true) => signals::restoring(start).context("start").map(drop),
+        (Err(_), true) => Err(fail(
+            ExitCode::Unavailable,
+            "the jail is left stopped: its layers are not all back",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn tmpfs_mounted(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
     tmpfs_of(plan, stack).is_some_and(|t| t.state(table, &*setup.platform) != State::Mounted(0))
 }
