@@ -139,7 +139,7 @@ pub(crate) struct StartStop<'a> {
 }
 
 /// Run the updater inside a jail; gives back how it ended.
-pub(crate) struct RunUpdater<'a>(pub(crate) &'a Run<'a>);
+pub(crate) struct RunUpdater<'a>(pub(crate) &'a Run<'a>, pub(crate) Option<std::fs::File>);
 
 /// The mount a new one must go on top of.
 pub(crate) enum Below<'a> {
@@ -306,6 +306,17 @@ impl Act for Unlink<'_> {
     fn print(self, _: &Dry, _: &Site) {}
 }
 
+/// Open a jail's log for a run, its dir made when missing (`-n`: neither).
+pub(crate) struct OpenLog<'a>(pub(crate) &'a Path);
+
+impl Act for OpenLog<'_> {
+    type Output = std::fs::File;
+    fn perform(self, _: &Perform, _: &Site) -> Result<std::fs::File> {
+        crate::update::open_log(self.0)
+    }
+    fn print(self, _: &Dry, _: &Site) {}
+}
+
 /// Put a run's limits (`pids`, `memory`, `cpu`) in place around the updater: a
 /// Linux cgroup, FreeBSD rctl rules. What it gives back holds them; [`Unlimit`]
 /// takes them away after the run (`-n`: the sh lines that set and lift them).
@@ -383,7 +394,10 @@ impl Act for StartStop<'_> {
 impl Act for RunUpdater<'_> {
     type Output = Outcome;
     fn perform(self, _: &Perform, _: &Site) -> Result<Outcome> {
-        self.0.run()
+        let log = self
+            .1
+            .ok_or_else(|| anyhow::anyhow!("no log opened for the run"))?;
+        self.0.run(log)
     }
     fn print(self, by: &Dry, _: &Site) {
         by.print(&self.0.sh_argv());

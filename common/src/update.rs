@@ -123,8 +123,8 @@ impl Run<'_> {
         self.platform.exec_sh_argv(&self.exec())
     }
 
-    pub(crate) fn run(&self) -> Result<Outcome> {
-        let mut log = self.open_log()?;
+    /// The run, its output into `log` ([`open_log`]'s).
+    pub(crate) fn run(&self, mut log: File) -> Result<Outcome> {
         let begun = Instant::now();
         self.write_head(&mut log)?;
         let result = self.run_logged(&mut log);
@@ -147,24 +147,6 @@ impl Run<'_> {
             crate::report::utc_timestamp(SystemTime::now())
         );
         result
-    }
-
-    /// The jail's log, its dir made when missing. Appended: the log keeps each
-    /// run's history (newsyslog or logrotate, shipped with the install, rotates it).
-    fn open_log(&self) -> Result<File> {
-        if let Some(dir) = self.log.parent() {
-            std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
-                format!("log dir {}", dir.display())
-            })?;
-        }
-        File::options()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(self.log)
-            .or_fail(ExitCode::CantCreate, || {
-                format!("log {}", self.log.display())
-            })
     }
 
     /// The run's first log line, after one telling of a run killed before its end.
@@ -929,6 +911,22 @@ fn kill_group(child: &mut Child, pgid: Pid) -> i32 {
 fn status_code(st: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+/// The jail's log, its dir made when missing. Appended: the log keeps each
+/// run's history (newsyslog or logrotate, shipped with the install, rotates it).
+pub(crate) fn open_log(log: &Path) -> Result<File> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
+            format!("log dir {}", dir.display())
+        })?;
+    }
+    File::options()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(log)
+        .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Limit, Lock, RunUpdater, Site, Unlimit};
+use crate::action::{Limit, Lock, OpenLog, RunUpdater, Site, Unlimit};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -330,6 +330,7 @@ impl JailRun<'_> {
         let limits = &self.jail.limits;
         let jail = &self.jail.name;
         let sink = &self.engine.sink;
+        let log_file = sink.act(&self.site, OpenLog(log))?;
         let limited = sink.act(&self.site, Limit { jail, limits })?.flatten();
         let run = Run {
             platform: &*self.setup.platform,
@@ -346,7 +347,7 @@ impl JailRun<'_> {
             log_max: self.setup.cfg.log_max(self.jail),
             tail,
         };
-        let outcome = sink.act(&self.site, RunUpdater(&run));
+        let outcome = sink.act(&self.site, RunUpdater(&run, log_file));
         let held = limited;
         sink.act(&self.site, Unlimit { jail, limits, held })?;
         if let Some(bar) = bar {
