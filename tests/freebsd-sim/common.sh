@@ -10,8 +10,11 @@ newest_mount_id() {
     awk -v mp="$1" '$5 == mp { id = $1 } END { print id }' /proc/self/mountinfo
 }
 
-record() { # id type device
-    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$SIM_STATE/mounts"
+# A mount id is given again once its mount is gone (Linux takes the lowest free
+# one), also to a mount the simulation did not make: a record holds for the id at
+# its own mount point only.
+record() { # id type device mount-point
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$SIM_STATE/mounts"
 }
 
 real_dir() { # the realpath(3) of an existing directory, or the tool's error

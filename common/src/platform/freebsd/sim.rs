@@ -72,7 +72,10 @@ pub(super) fn fs_of(fd: &OwnedFd) -> nix::Result<Fs> {
         .rev()
         .find_map(|line| {
             let fields: Vec<&str> = line.split('\t').collect();
-            (fields.len() == 3 && fields[0] == id_s).then(|| {
+            // An id is given again once its mount is gone: a record holds at its
+            // own mount point only.
+            let at = OsStr::new(fields.get(3)?);
+            (fields.len() == 4 && fields[0] == id_s && at == mount.target.as_os_str()).then(|| {
                 let from = strip_union_prefix(fields[2].as_bytes());
                 (
                     fields[1].to_string(),
