@@ -128,6 +128,12 @@ mod linux {
             want.extend_from_slice(a.as_bytes());
             want.push(0);
         }
+        any_live(|p| std::fs::read(p.join("cmdline")).is_ok_and(|c| c.ends_with(&want)))
+    }
+
+    /// Whether a live process (not a zombie, not dead) whose /proc/PID is `pick`ed
+    /// exists.
+    fn any_live(pick: impl Fn(&Path) -> bool) -> bool {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return false;
         };
@@ -135,9 +141,7 @@ mod linux {
             let p = e.path();
             let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
             let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            std::fs::read(p.join("cmdline")).is_ok_and(|c| c.ends_with(&want))
-                && !state.is_empty()
-                && !state.starts_with('Z')
+            !state.is_empty() && !state.starts_with(['Z', 'X']) && pick(&p)
         })
     }
 
@@ -149,17 +153,9 @@ mod linux {
         let Ok(want) = std::fs::metadata(root) else {
             return false;
         };
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return false;
-        };
-        procs.flatten().any(|e| {
-            let p = e.path();
-            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !state.is_empty()
-                && !state.starts_with(['Z', 'X'])
-                && std::fs::metadata(p.join("root"))
-                    .is_ok_and(|m| (m.dev(), m.ino()) == (want.dev(), want.ino()))
+        any_live(|p| {
+            std::fs::metadata(p.join("root"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (want.dev(), want.ino()))
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use globset::{Glob, GlobSetBuilder};
 
-use crate::action::{Lock, Sink, Site};
+use crate::action::{Sink, Site};
 use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
@@ -222,13 +222,7 @@ impl UpperToClean<'_> {
 impl Cleaner<'_> {
     fn jail(&self, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
-        let _lock = self.sink.act(
-            &Site::of_jail(&jail.name, &jail.root),
-            Lock {
-                dir: &setup.cfg.lock_dir,
-                jail: &jail.name,
-            },
-        )?;
+        let _lock = setup.lock(&self.sink, jail)?;
         let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
         self.layers(&plan, false, total)
     }
@@ -239,13 +233,7 @@ impl Cleaner<'_> {
     /// back leaves the jail stopped, and says so.
     fn remount(&self, engine: &Engine, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
-        let _lock = self.sink.act(
-            &Site::of_jail(&jail.name, &jail.root),
-            Lock {
-                dir: &setup.cfg.lock_dir,
-                jail: &jail.name,
-            },
-        )?;
+        let _lock = setup.lock(&self.sink, jail)?;
         let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
         let site = Site::of_jail(&plan.jail, &plan.root);
         let service = |to| super::jail_service(setup, engine, jail, &site, to);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Limit, Lock, OpenLog, RunUpdater, Site, Unlimit};
+use crate::action::{Limit, OpenLog, RunUpdater, Site, Unlimit};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -259,13 +259,7 @@ fn in_jail(
     log: (&Path, &std::sync::Mutex<Tail>),
     bars: Option<&indicatif::MultiProgress>,
 ) -> Result<Option<Outcome>> {
-    let lock = engine.sink.act(
-        &Site::of_jail(&jail.name, &jail.root),
-        Lock {
-            dir: &setup.cfg.lock_dir,
-            jail: &jail.name,
-        },
-    )?;
+    let lock = setup.lock(&engine.sink, jail)?;
     let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
     let made = engine.mount_jail(&plan)?;
     let jail_run = JailRun {

@@ -30,6 +30,19 @@ pub(crate) struct Setup {
 }
 
 impl Setup {
+    /// The jail's lock for the run, taken through `sink` (`-n`: none).
+    pub(crate) fn lock(&self, sink: &Sink, jail: &Jail) -> Result<Option<crate::lock::JailLock>> {
+        let site = Site::of_jail(&jail.name, &jail.root);
+        let dir = &self.cfg.lock_dir;
+        sink.act(
+            &site,
+            Lock {
+                dir,
+                jail: &jail.name,
+            },
+        )
+    }
+
     pub(crate) fn load(tool: &'static str, args: &Common) -> Result<Setup> {
         let msg = Messages {
             tool,
@@ -227,13 +240,7 @@ pub(crate) fn stack_tool(
     run(tool, args, |setup| {
         let engine = setup.engine(args);
         Ok(each_jail(setup, |jail| {
-            let _lock = engine.sink.act(
-                &Site::of_jail(&jail.name, &jail.root),
-                Lock {
-                    dir: &setup.cfg.lock_dir,
-                    jail: &jail.name,
-                },
-            )?;
+            let _lock = setup.lock(&engine.sink, jail)?;
             let plan = crate::plan::plan(&setup.cfg, jail, setup.os, &setup.host)?;
             engine.sink.take();
             let result = act(&engine, &plan);

@@ -124,22 +124,24 @@ pub(super) fn mount_command(step: Step, target: &Path) -> Vec<OsString> {
     argv
 }
 
+/// A base tool's standard output, trimmed; `None` when it could not run (or,
+/// with `ok_only`, when it failed).
+fn stdout_of<S: AsRef<OsStr>>(argv: &[S], ok_only: bool) -> Option<String> {
+    let output = Command::new(argv[0].as_ref())
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    (!ok_only || output.status.success())
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
 /// fstat(1) -m -f lists what is open on the file system mounted there (working
 /// and root directories, text, descriptors, and with -m mappings); ps(1) and
 /// jls(8) name each holder's jail.
 pub(super) fn holders(target: &Path) -> Vec<Holder> {
-    let out = |argv: &[&OsStr]| -> Option<String> {
-        let output = Command::new(argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-    };
+    let out = |argv: &[&OsStr]| stdout_of(argv, true);
     let listing = out(&[
         "fstat".as_ref(),
         "-m".as_ref(),
@@ -226,15 +228,7 @@ pub(super) fn jail_running(jail: &str) -> Result<bool> {
 /// command.c, term_procs): the jail is dying (`jls -d` lists it, `jls`
 /// does not) while its processes exit, and `ps -J JID` still shows them.
 pub(super) fn jail_exiting(jail: &str) -> Option<bool> {
-    let out = |argv: &[&str]| -> Option<String> {
-        let output = Command::new(argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    };
+    let out = |argv: &[&str]| stdout_of(argv, false);
     // A running jail's processes are not exiting: no wait for them.
     if jail_running(jail).unwrap_or(true) {
         return Some(false);
