@@ -1,6 +1,7 @@
 //! Applying and removing a jail's plan: the one place that knows the order of
 //! mounts, what counts as already done, and how a failed run is rolled back.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -38,7 +39,7 @@ pub(crate) struct Engine<'a> {
     warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// Dirs around the uppers made or set right this run (or, `-n`, printed so):
     /// not looked at again.
-    settled: std::sync::Mutex<std::collections::HashMap<PathBuf, Vec<String>>>,
+    settled: std::sync::Mutex<HashMap<PathBuf, HashSet<String>>>,
     /// Held shared while a jail makes or takes dirs it checks in `settled`, and
     /// alone while a failed jail takes back the dirs it made: a dir another jail
     /// relies on is never taken from under it.
@@ -365,8 +366,8 @@ impl<'a> Engine<'a> {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
         match settled.get_mut(path) {
             Some(users) => {
-                if !users.iter().any(|u| u == jail) {
-                    users.push(jail.to_string());
+                if !users.contains(jail) {
+                    users.insert(jail.to_string());
                 }
                 true
             }
@@ -379,7 +380,7 @@ impl<'a> Engine<'a> {
         settled
             .entry(path.to_path_buf())
             .or_default()
-            .push(jail.to_string());
+            .insert(jail.to_string());
     }
 
     /// Whether `jail`, failing, may take back the dir `path` it made: no other
