@@ -600,6 +600,9 @@ impl<'a> Engine<'a> {
             }
         };
         if mounted == 0 {
+            if let Some(moved) = stack.union_elsewhere(table.lines(), self.platform) {
+                return Err(moved_away(stack, moved));
+            }
             self.msg.info(&[&plan.jail, &stack.layer], "not mounted");
             return Ok(0);
         }
@@ -838,8 +841,36 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// A stack whose union shows up elsewhere than its target: the jail moved a
+/// directory above the target (the mount table names a mount point by its path
+/// now). Nothing is unmounted: the mounts are the jail's, where it put them.
+fn moved_away(stack: &Stack, moved: &Mount) -> anyhow::Error {
+    fail(
+        ExitCode::TempFail,
+        format!(
+            "{}: not mounted there, but its union is mounted on {} (a directory above \
+             the target was moved); nothing unmounted: move it back, then junmount again",
+            stack.target.path.display(),
+            moved.target.display()
+        ),
+    )
+}
+
 /// A stack's state is read with the backend's notion of which mount a step makes.
 impl Stack {
+    /// This stack's union mounted anywhere in `table` but at its target (its
+    /// upper dir is its own: a union of it is this stack's wherever it shows).
+    pub(crate) fn union_elsewhere<'t>(
+        &self,
+        table: &'t [Mount],
+        platform: &dyn Platform,
+    ) -> Option<&'t Mount> {
+        let union = self.shape.steps().find(|s| matches!(s, Step::Union(_)))?;
+        table
+            .iter()
+            .find(|m| m.target != self.target.path && platform.matches(union, m))
+    }
+
     /// Read this stack's state from the table: the plan's steps must sit on top of
     /// the target's mounts as a consistent prefix, bottom step first.
     pub(crate) fn state<T: MountsAt + ?Sized>(&self, table: &T, platform: &dyn Platform) -> State {

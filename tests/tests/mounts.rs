@@ -695,3 +695,35 @@ fn in_flight(path: &std::path::Path) -> [std::os::fd::OwnedFd; 2] {
     drop(file);
     pair
 }
+
+/// The jail renames `usr` (above j1's targets) while its layers are mounted:
+/// junmount must not say "not mounted" and leave them (75, naming where they
+/// are, nothing unmounted), nor jclean prune the upper under the live union;
+/// moved back, junmount takes them down. Linux only: Linux's mount table names
+/// a mount point by its path now, FreeBSD's statfs(2) by the path it was
+/// mounted on (f_mntonname is not updated by a rename), which the simulation
+/// does not model.
+#[cfg(target_os = "linux")]
+#[test]
+fn moved_stack_refused_not_forgotten() {
+    sandbox(Backend::Linux, |sb| {
+        sb.scene();
+        sb.run("jmount", &["j1"]).ok();
+        let before = sb.mounts().len();
+        fs::write(sb.path("j1/usr/ports/made-in-jail"), "x").unwrap();
+        fs::rename(sb.path("j1/usr"), sb.path("j1/usr.x")).unwrap();
+        let moved = sb.path("j1/usr.x/ports");
+        sb.run("junmount", &["j1"])
+            .code(75)
+            .err_has(&format!("its union is mounted on {}", moved.display()))
+            .err_has("nothing unmounted");
+        assert_eq!(sb.mounts().len(), before, "{:?}", sb.mounts());
+        sb.run("jclean", &["j1"])
+            .code(75)
+            .err_has("nothing deleted");
+        assert!(sb.path("upper/j1/ports/made-in-jail").is_file());
+        fs::rename(sb.path("j1/usr.x"), sb.path("j1/usr")).unwrap();
+        sb.run("junmount", &["j1"]).ok();
+        assert!(sb.mounts().is_empty(), "{:?}", sb.mounts());
+    });
+}

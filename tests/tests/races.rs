@@ -62,6 +62,7 @@ const UNMOUNT_SWAPPED: &[Refusal] = &[
     SWAPPED[2],
     (69, "is mounted on top of this layer; left alone"),
     (75, ": busy: a process has a file open"),
+    (75, "its union is mounted on"),
 ];
 
 /// Exchange `a` and `b` in one step (renameat2 RENAME_EXCHANGE); 0 on success.
@@ -173,8 +174,11 @@ enum Idle {
     Refused,
     /// Counted only. junmount looks the jail's mounts up in the mount table, which
     /// names a mount point by its path now: while the racer has `usr` renamed
-    /// (`usr.x`), nothing is mounted at the jail's paths, and junmount says "not
-    /// mounted" and succeeds (the mounts stay; no host mount is touched).
+    /// (`usr.x`), nothing is mounted at the jail's paths. On Linux junmount then
+    /// finds the union elsewhere and refuses (75); the simulation of FreeBSD
+    /// cannot show it (FreeBSD keeps the path a mount was made on), and a run
+    /// there may say "not mounted" and succeed (the mounts stay; no host mount is
+    /// touched).
     Counted,
 }
 

@@ -463,13 +463,8 @@ fn live(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool 
         .stacks
         .iter()
         .any(|t| t.layer == stack.layer && t.is_upper_tmpfs() && mounted(t));
-    let union_anywhere = |union| {
-        table
-            .iter()
-            .any(|mount| setup.platform.matches(union, mount))
-    };
-    let union = stack.shape.steps().nth(1);
-    mounted(stack) || union.is_some_and(union_anywhere) || tmpfs_up
+    let elsewhere = stack.union_elsewhere(table, &*setup.platform).is_some();
+    mounted(stack) || elsewhere || tmpfs_up
 }
 
 impl Cleaner<'_> {
