@@ -600,7 +600,10 @@ impl<'a> Engine<'a> {
             }
         };
         if mounted == 0 {
-            if let Some(moved) = stack.union_elsewhere(table.lines(), self.platform) {
+            // Looked up by its upper dir (the union's source): no scan of the table.
+            let upper = stack.shape.union().map(|u| u.upper.path.as_os_str());
+            let candidates = upper.into_iter().flat_map(|u| table.of_source(u));
+            if let Some(moved) = stack.union_elsewhere(candidates, self.platform) {
                 return Err(moved_away(stack, moved));
             }
             self.msg.info(&[&plan.jail, &stack.layer], "not mounted");
@@ -862,12 +865,12 @@ impl Stack {
     /// upper dir is its own: a union of it is this stack's wherever it shows).
     pub(crate) fn union_elsewhere<'t>(
         &self,
-        table: &'t [Mount],
+        mounts: impl IntoIterator<Item = &'t Mount>,
         platform: &dyn Platform,
     ) -> Option<&'t Mount> {
         let union = self.shape.steps().find(|s| matches!(s, Step::Union(_)))?;
-        table
-            .iter()
+        mounts
+            .into_iter()
             .find(|m| m.target != self.target.path && platform.matches(union, m))
     }
 

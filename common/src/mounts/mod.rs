@@ -80,20 +80,29 @@ impl MountsAt for [Mount] {
     }
 }
 
-/// Where each mount point's lines are in a table, in mount order. Keyed by the
-/// path's bytes (mount points and planned targets are normal paths): hashing a
-/// `Path` parses its components.
-pub(crate) type Index = HashMap<OsString, Vec<usize>>;
+/// Where each mount point's lines are in a table, and each source's (a union's
+/// source is its upper dir), in mount order. Keyed by the path's bytes (mount
+/// points and planned targets are normal paths): hashing a `Path` parses its
+/// components.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    at: HashMap<OsString, Vec<usize>>,
+    by_source: HashMap<OsString, Vec<usize>>,
+}
 
-/// Index a table by mount point.
+/// Index a table by mount point and by source.
 pub(crate) fn index(lines: &[Mount]) -> Index {
-    let mut at: Index = HashMap::with_capacity(lines.len());
+    let mut index = Index {
+        at: HashMap::with_capacity(lines.len()),
+        by_source: HashMap::with_capacity(lines.len()),
+    };
     for (line, mount) in lines.iter().enumerate() {
-        at.entry(mount.target.clone().into_os_string())
-            .or_default()
-            .push(line);
+        let at = mount.target.clone().into_os_string();
+        index.at.entry(at).or_default().push(line);
+        let from = mount.source.clone();
+        index.by_source.entry(from).or_default().push(line);
     }
-    at
+    index
 }
 
 /// The mount table as a run sees it: the system's lines, indexed by mount point
@@ -124,6 +133,13 @@ impl Table {
         &self.lines
     }
 
+    /// The system's mounts of `source` (a union's is its upper dir), in mount
+    /// order, wherever they are.
+    pub(crate) fn of_source(&self, source: &std::ffi::OsStr) -> impl Iterator<Item = &Mount> {
+        let lines = self.index.by_source.get(source).into_iter().flatten();
+        lines.map(|&line| &self.lines[line])
+    }
+
     /// Hide everything at or below `target` (the run mounted on it).
     pub(crate) fn hide(&mut self, target: &Path) {
         self.hidden.push(target.to_path_buf());
@@ -136,7 +152,7 @@ impl MountsAt for Table {
             return Vec::new();
         }
         let key = target.as_os_str();
-        let system = self.index.get(key).into_iter().flatten();
+        let system = self.index.at.get(key).into_iter().flatten();
         system
             .map(|&line| &self.lines[line])
             .chain(self.extra.iter().filter(|m| m.target.as_os_str() == key))
