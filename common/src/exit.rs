@@ -285,8 +285,16 @@ pub(crate) fn refused(err: &anyhow::Error) -> bool {
 /// An error's chain on one line, as `{:#}` shows it, but an I/O error by its
 /// description only ([`IoText`]).
 pub(crate) fn text(err: &anyhow::Error) -> String {
-    let shown: Vec<String> = err
-        .chain()
+    chain_text(err.chain())
+}
+
+/// [`text`] without the outermost context: what it says the cause of.
+pub(crate) fn cause_text(err: &anyhow::Error) -> String {
+    chain_text(err.chain().skip(1))
+}
+
+fn chain_text<'e>(chain: impl Iterator<Item = &'e (dyn std::error::Error + 'static)>) -> String {
+    let shown: Vec<String> = chain
         .map(|cause| match cause.downcast_ref::<std::io::Error>() {
             Some(io) => IoText(io).to_string(),
             None => cause.to_string(),

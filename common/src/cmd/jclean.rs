@@ -20,7 +20,7 @@ use crate::platform::{Busy, Service};
 use crate::prune::{Rules, Tally};
 use crate::report::{Messages, Verbosity, emit, path_json, size};
 use crate::signals;
-use crate::stack::Engine;
+use crate::stack::{Engine, Entry, Undo, first_error};
 use crate::step::{Null, Union};
 use crate::target::Place;
 use crate::upper::UpperDir;
@@ -228,49 +228,37 @@ impl Cleaner<'_> {
     }
 
     /// `--remount`, under the jail's lock: stop it if it runs with layers
-    /// mounted, take them all down (none when one is held), prune, mount again
-    /// exactly what was taken down, start what was stopped. A failure to put
-    /// back leaves the jail stopped, and says so.
+    /// mounted, take them all down (none when one is held), prune, then take
+    /// back what was done: mount again exactly what was taken down, start what
+    /// was stopped. A failure to put back leaves the jail stopped, and says so.
     fn remount(&self, engine: &Engine, jail: &Jail, total: &mut Total) -> Result<()> {
         let setup = self.setup;
         let _lock = setup.lock(&self.sink, jail)?;
         let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
-        let site = Site::of_jail(&plan.jail, &plan.root);
-        let service = |to| super::jail_service(setup, engine, jail, &site, to);
-        let stopped = self.any_mounted(engine, &plan)?
-            && setup.platform.jail_running(&jail.name)?
-            && service(Service::Stop).context("stop")?;
-        // -n stops no jail: its own processes are no holders to predict.
-        let busy = if stopped && !engine.sink.performs() {
-            Busy::Force
-        } else {
-            Busy::Fail
+        let mut undo = Undo::default();
+        let mut body = || {
+            let stopped = self.any_mounted(engine, &plan)?
+                && setup.platform.jail_running(&jail.name)?
+                && engine.service(&plan, jail, Service::Stop, &mut undo)?;
+            // -n stops no jail: its own processes are no holders to predict.
+            let busy = if stopped && !engine.sink.performs() {
+                Busy::Force
+            } else {
+                Busy::Fail
+            };
+            // Nothing is down when this fails: the jail runs again as it did.
+            let taken = engine.take_down_jail(&plan, busy)?;
+            undo.push(Entry::TakenDown(taken));
+            // -n took nothing down: the uppers are looked at as if it had.
+            self.layers(&plan, !engine.sink.performs(), total)
         };
-        let taken = match engine.take_down_jail(&plan, busy) {
-            Ok(taken) => taken,
-            Err(err) => {
-                // Nothing is down: the jail runs again as it did.
-                if stopped {
-                    if let Err(start) = service(Service::Start).context("start") {
-                        return Err(err.context(format!("{start:#}")));
-                    }
-                }
-                return Err(err);
-            }
-        };
-        // -n took nothing down: the uppers are looked at as if it had.
-        let cleaned = self.layers(&plan, !engine.sink.performs(), total);
-        // Put back even when interrupted: the jail is left as it was found.
-        let back = signals::restoring(|| engine.mount_again(&plan, &taken))
-            .context("mounting again what was taken down");
-        let started = restart(&back, stopped, || service(Service::Start));
+        let cleaned = body();
+        // Even when interrupted: the jail is left as it was found.
+        let undone = engine.unwind(&plan, undo);
         // The first failure is the jail's; the others are said too.
-        let mut errors = [cleaned, back, started].into_iter().filter_map(Result::err);
-        let first = errors.next();
-        for err in errors {
-            setup.msg.error(&err.context(plan.jail.clone()));
-        }
-        first.map_or(Ok(()), Err)
+        first_error(cleaned, undone, |err| {
+            setup.msg.error(&err.context(plan.jail.clone()))
+        })
     }
 
     /// Whether any layer of the plan is mounted, wholly or in part.
@@ -437,19 +425,6 @@ fn tmpfs_of<'p>(plan: &'p JailPlan, stack: &Stack) -> Option<&'p Stack> {
 }
 
 /// Whether the layer's upper has a tmpfs of its own, mounted (any part of it).
-/// Start again the jail `--remount` stopped, once its layers are back (even
-/// when interrupted); left stopped, and said, when they are not.
-fn restart(back: &Result<()>, stopped: bool, start: impl Fn() -> Result<bool>) -> Result<()> {
-    match (back, stopped) {
-        (Ok(()), true) => signals::restoring(start).context("start").map(drop),
-        (Err(_), true) => Err(fail(
-            ExitCode::Unavailable,
-            "the jail is left stopped: its layers are not all back",
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn tmpfs_mounted(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
     tmpfs_of(plan, stack).is_some_and(|t| t.state(table, &*setup.platform) != State::Mounted(0))
 }

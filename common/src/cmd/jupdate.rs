@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::action::{Limit, OpenLog, RunUpdater, Site, Unlimit};
+use crate::action::{Limit, OpenLog, RunUpdater, Site};
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, code_of, fail};
@@ -17,7 +17,7 @@ use crate::plan::plan;
 use crate::platform::Service;
 use crate::report::{emit, path_json};
 use crate::signals;
-use crate::stack::Engine;
+use crate::stack::{Engine, Entry, Undo, first_error};
 use crate::update::{Outcome, Run, Tail};
 use serde_json::json;
 
@@ -261,7 +261,7 @@ fn in_jail(
 ) -> Result<Option<Outcome>> {
     let lock = setup.lock(&engine.sink, jail)?;
     let plan = plan(&setup.cfg, jail, setup.os, &setup.host)?;
-    let made = engine.mount_jail(&plan)?;
+    let mut undo = engine.mount_jail(&plan)?;
     let jail_run = JailRun {
         setup,
         engine,
@@ -269,26 +269,19 @@ fn in_jail(
         opts,
         site: Site::of_jail(&jail.name, &plan.root),
     };
-    let mut started = false;
     let result = (|| {
         if !setup.platform.jail_running(&jail.name)? {
-            started = jail_run.service(Service::Start).context("start")?;
+            engine.service(&plan, jail, Service::Start, &mut undo)?;
         }
         signals::check()?;
-        jail_run.update(log, bars, lock.as_ref().and_then(JailLock::fd))
+        jail_run.update(log, bars, lock.as_ref().and_then(JailLock::fd), &mut undo)
     })();
-    // Put back what was found, whatever happened: stop what was started, unmount
-    // what was mounted. The first error wins.
-    let restore = if started {
-        jail_run.service(Service::Stop).map(drop).context("stop")
-    } else {
-        Ok(())
-    };
-    let undo = engine.undo(&plan, &made);
-    let result = result?;
-    restore?;
-    undo?;
-    Ok(result)
+    // Put back what was found, whatever happened, newest first: lift the limits,
+    // stop what was started, unmount what was mounted.
+    let undone = engine.unwind(&plan, undo);
+    first_error(result, undone, |err| {
+        setup.msg.error(&err.context(jail.name.clone()))
+    })
 }
 
 /// One jail's update, once its layers are mounted.
@@ -300,19 +293,15 @@ struct JailRun<'a> {
     site: Site<'a>,
 }
 
-impl JailRun<'_> {
-    /// Start or stop the jail: its configured command, else the platform's.
-    /// Whether there was one to run.
-    fn service(&self, to: Service) -> Result<bool> {
-        super::jail_service(self.setup, self.engine, self.jail, &self.site, to)
-    }
-
-    /// Run the updater, with a spinner showing its latest log line.
+impl<'a> JailRun<'a> {
+    /// Run the updater, with a spinner showing its latest log line; its limits
+    /// are pushed onto `undo`, to be lifted with the rest.
     fn update(
         &self,
         (log, tail): (&Path, &std::sync::Mutex<Tail>),
         bars: Option<&indicatif::MultiProgress>,
         lock: Option<std::os::fd::RawFd>,
+        undo: &mut Undo<'a>,
     ) -> Result<Option<Outcome>> {
         let cmd = update_command(self.setup, self.jail, self.opts);
         let bar = bars.map(|bars| spinner(bars, &self.jail.name));
@@ -325,7 +314,8 @@ impl JailRun<'_> {
         let jail = &self.jail.name;
         let sink = &self.engine.sink;
         let log_file = sink.act(&self.site, OpenLog(log))?;
-        let limited = sink.act(&self.site, Limit { jail, limits })?.flatten();
+        let held = sink.act(&self.site, Limit { jail, limits })?.flatten();
+        undo.push(Entry::Limits { limits, held });
         let run = Run {
             platform: &*self.setup.platform,
             jail: &self.jail.name,
@@ -337,13 +327,11 @@ impl JailRun<'_> {
             interactive: self.opts.interactive,
             on_line: &on_line,
             lock,
-            limited: limited.as_deref(),
+            limited: undo.limited(),
             log_max: self.setup.cfg.log_max(self.jail),
             tail,
         };
         let outcome = sink.act(&self.site, RunUpdater(&run, log_file));
-        let held = limited;
-        sink.act(&self.site, Unlimit { jail, limits, held })?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

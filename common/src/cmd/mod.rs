@@ -313,36 +313,6 @@ pub(crate) fn layer_records(
     }
 }
 
-/// Start or stop a jail: its configured command, else the platform's. Whether
-/// there was one to run.
-pub(crate) fn jail_service(
-    setup: &Setup,
-    engine: &Engine,
-    jail: &Jail,
-    site: &crate::action::Site,
-    to: crate::platform::Service,
-) -> Result<bool> {
-    use crate::platform::Service;
-    let configured = match to {
-        Service::Start => &jail.start,
-        Service::Stop => &jail.stop,
-    };
-    let configured = configured
-        .as_ref()
-        .map(|v| v.iter().map(std::ffi::OsString::from).collect());
-    let platform = || setup.platform.service_command(&jail.name, to);
-    let Some(cmd) = configured.or_else(platform) else {
-        return Ok(false);
-    };
-    let service = crate::action::StartStop {
-        argv: &cmd,
-        jail: &jail.name,
-        to,
-    };
-    engine.sink.act(site, service)?;
-    Ok(true)
-}
-
 /// With `--json`, a failed jail is a record too: `{"tool", "jail", "error", "exit"}`.
 pub(crate) fn failed_json(tool: &str, jail: &str, e: &anyhow::Error) {
     if crate::report::json() {

@@ -59,6 +59,8 @@ pub(crate) struct Script {
     pub(crate) held: Vec<PathBuf>,
     /// Whether the jail runs.
     pub(crate) running: bool,
+    /// A start or stop that fails (69); the jail stays as it was.
+    pub(crate) refuse_service: Option<Service>,
 }
 
 #[derive(Default)]
@@ -321,11 +323,15 @@ impl Platform for Fake {
     }
 
     fn service(&self, _argv: &[OsString], _jail: &str, to: Service) -> Result<()> {
-        self.script
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .running = to == Service::Start;
         self.world().calls.push(Call::Service(to));
+        let mut script = self.script.lock().unwrap_or_else(|p| p.into_inner());
+        if script.refuse_service == Some(to) {
+            return Err(crate::exit::fail(
+                ExitCode::Unavailable,
+                "service failed (fake)",
+            ));
+        }
+        script.running = to == Service::Start;
         Ok(())
     }
 

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::action::{
-    Below, Discard, MakeDir, MakeOwned, MountStep, Recording, RemoveDir, SetAccess, Sink, Site,
-    UnmountTop,
+    Below, MakeDir, MakeOwned, MountStep, Recording, SetAccess, Sink, Site, UnmountTop,
 };
 use crate::detached;
 use crate::exit::{ExitCode, fail};
@@ -16,12 +15,17 @@ use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, MountsAt, Table};
 use crate::plan::{JailPlan, Stack, State};
 use crate::platform::Busy;
-use crate::platform::{Mounted, Platform};
+use crate::platform::Platform;
 use crate::prune::{Rules, Tally};
 use crate::report::Messages;
 use crate::step::Step;
-use crate::target::{Beneath, MadeDir, Missing, Place};
+use crate::target::{Beneath, Missing, Place};
 use crate::upper::UpperDir;
+
+mod undo;
+
+use undo::Made;
+pub(crate) use undo::{Entry, Undo, first_error};
 
 /// Runs plans on one platform, handing every change to its sink: done, or
 /// printed (`-n`), and recorded either way.
@@ -63,22 +67,6 @@ fn on_top(stack: &Stack, top: &Mount, what: &str) -> anyhow::Error {
 /// jlayers did not make: it is the administrator's to take off.
 pub(crate) fn foreign_advice(target: &Path) -> String {
     format!("to take it off: umount {}", target.display())
-}
-
-/// One mount this run made: enough to take it down again.
-#[derive(Clone, Debug)]
-pub(crate) struct Made {
-    pub(crate) layer: String,
-    pub(crate) target: PathBuf,
-}
-
-/// What a jail's run did, oldest first, each as what takes it back: a failure
-/// unwinds it newest first, so the jail is changed all or nothing.
-enum Undo {
-    /// A mount made, pinned (`None` for `-n`).
-    Mount(Made, Option<Mounted>),
-    /// A dir made (missing parents too), for its layer.
-    Dir(String, MadeDir),
 }
 
 /// Where a stack's actions happen.
@@ -139,56 +127,27 @@ impl<'a> Engine<'a> {
         ))
     }
 
-    /// Mount what is missing of every stack, in order. On failure, everything this
-    /// call mounted is unmounted again before the error is returned.
-    pub(crate) fn mount_jail(&self, plan: &JailPlan) -> Result<Vec<Made>> {
-        let mut undo: Vec<Undo> = Vec::new();
+    /// Mount what is missing of every stack, in order; what it did, to be taken
+    /// back ([`Undo::settle`]d: the mounts). On failure, everything this call
+    /// did is taken back before the error is returned.
+    pub(crate) fn mount_jail<'p>(&self, plan: &JailPlan) -> Result<Undo<'p>> {
+        let mut undo = Undo::default();
         let result = self.mount_all(plan, &mut undo);
         self.platform.release();
         if result.is_ok() {
-            // Dropping the descriptors: they would keep the mounts busy.
-            let made = undo.into_iter().filter_map(|u| match u {
-                Undo::Mount(made, _) => Some(made),
-                Undo::Dir(..) => None,
-            });
-            return Ok(made.collect());
+            return Ok(undo.settle());
         }
-        self.unwind(plan, undo);
-        result.map(|()| Vec::new())
+        for err in self.unwind(plan, undo) {
+            let err = err.context(format!(
+                "{}: rollback incomplete, mounts left in place",
+                plan.jail
+            ));
+            self.msg.error(&err);
+        }
+        result.map(|()| Undo::default())
     }
 
-    /// Take back what a failed run did to the jail, newest first: its mounts,
-    /// then the dirs it made that nothing was put in since and no other jail of
-    /// this run relies on.
-    fn unwind(&self, plan: &JailPlan, undo: Vec<Undo>) {
-        let _dirs = self.dirs.write().unwrap_or_else(|p| p.into_inner());
-        for step in undo.into_iter().rev() {
-            let (layer, result) = match step {
-                Undo::Mount(_, None) => continue,
-                Undo::Mount(made, Some(mounted)) => {
-                    let site = Site::of_layer(&plan.jail, &plan.root, &made.layer);
-                    let result = self.sink.act(&site, Discard(mounted)).map(drop);
-                    (made.layer, result)
-                }
-                Undo::Dir(layer, dir) => {
-                    if !self.release_dir(&dir.path, &plan.jail) {
-                        continue;
-                    }
-                    let site = Site::of_layer(&plan.jail, &plan.root, &layer);
-                    let result = self.sink.act(&site, RemoveDir(dir)).map(drop);
-                    (layer, result)
-                }
-            };
-            if let Err(re) = result {
-                self.msg.error(&re.context(format!(
-                    "{}: {layer}: rollback incomplete, mounts left in place",
-                    plan.jail
-                )));
-            }
-        }
-    }
-
-    fn mount_all(&self, plan: &JailPlan, made: &mut Vec<Undo>) -> Result<()> {
+    fn mount_all(&self, plan: &JailPlan, made: &mut Undo) -> Result<()> {
         if !plan.root.is_dir() {
             return Err(fail(
                 ExitCode::NoInput,
@@ -214,12 +173,12 @@ impl<'a> Engine<'a> {
         let mut table = self.sink.mounts(&plan.root)?;
         self.refuse_live_uppers(plan, &table)?;
         for stack in &plan.stacks {
-            let before = made.len();
+            let before = made.mounts().count();
             self.mount_stack(plan, stack, &table, made)
                 .with_context(|| stack.layer.clone())?;
             // Whatever was mounted at or below a target this run mounted on is
             // hidden now, so a nested stack sees nothing of its own there.
-            if made.len() > before {
+            if made.mounts().count() > before {
                 table.hide(&stack.target.path);
             }
         }
@@ -231,7 +190,7 @@ impl<'a> Engine<'a> {
         plan: &JailPlan,
         stack: &Stack,
         table: &Table,
-        made: &mut Vec<Undo>,
+        made: &mut Undo,
     ) -> Result<()> {
         let done = self.prepare(plan, stack, table, made)?;
         if done == stack.shape.steps().len() {
@@ -261,7 +220,7 @@ impl<'a> Engine<'a> {
             if let Some(top) = &mounted {
                 below = Some(Below::Made(top.id.clone()));
             }
-            made.push(Undo::Mount(made_here, mounted));
+            made.push(Entry::Mount(made_here, mounted));
         }
         Ok(())
     }
@@ -286,7 +245,7 @@ impl<'a> Engine<'a> {
         plan: &JailPlan,
         stack: &Stack,
         table: &Table,
-        undo: &mut Vec<Undo>,
+        undo: &mut Undo,
     ) -> Result<usize> {
         let _dirs = self.dirs.read().unwrap_or_else(|p| p.into_inner());
         // The dirs around the upper first, so that none is made open on the way
@@ -323,7 +282,7 @@ impl<'a> Engine<'a> {
         stack: &Stack,
         place: &Place,
         access: Access,
-        undo: &mut Vec<Undo>,
+        undo: &mut Undo,
     ) -> Result<()> {
         if self.settled(&place.path, &plan.jail) {
             return Ok(());
@@ -335,7 +294,9 @@ impl<'a> Engine<'a> {
                     .sink
                     .act(&site(plan, stack), MakeOwned(place, access))?;
                 let made = made.into_iter().flatten();
-                undo.extend(made.map(|dir| Undo::Dir(stack.layer.clone(), dir)));
+                for dir in made {
+                    undo.push(Entry::Dir(stack.layer.clone(), dir));
+                }
                 self.settle(&place.path, &plan.jail);
                 return Ok(());
             }
@@ -421,7 +382,7 @@ impl<'a> Engine<'a> {
         plan: &JailPlan,
         stack: &Stack,
         place: &Place,
-        undo: &mut Vec<Undo>,
+        undo: &mut Undo,
     ) -> Result<()> {
         // A tmpfs upper's mount point is one of the dirs around its upper.
         if self.settled(&place.path, &plan.jail) {
@@ -430,15 +391,17 @@ impl<'a> Engine<'a> {
         if let Beneath::Missing(_) = place.open(Missing::Report)? {
             let made = self.sink.act(&site(plan, stack), MakeDir(place))?;
             let made = made.into_iter().flatten();
-            undo.extend(made.map(|dir| Undo::Dir(stack.layer.clone(), dir)));
+            for dir in made {
+                undo.push(Entry::Dir(stack.layer.clone(), dir));
+            }
         }
         Ok(())
     }
 
-    /// Unmount the mounts this run made, newest first. What is gone already (a
+    /// Unmount the mounts a run made, newest first. What is gone already (a
     /// jail's stop hook may have run junmount) is not missed: each stack loses at
-    /// most the mounts this run added that are still on top.
-    pub(crate) fn undo(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
+    /// most the mounts the run added that are still on top.
+    fn take_back(&self, plan: &JailPlan, made: &[Made]) -> Result<()> {
         if made.is_empty() {
             return Ok(());
         }
@@ -762,8 +725,15 @@ impl<'a> Engine<'a> {
             .map(|stack| stack.layer.as_str())
             .collect();
         let layers = layers.join(", ");
-        match self.mount_again(plan, taken) {
-            Ok(_) => fail(
+        let mut undo = Undo::default();
+        undo.push(Entry::TakenDown(taken.to_vec()));
+        match self
+            .unwind(plan, undo)
+            .into_iter()
+            .next()
+            .map_or(Ok(()), Err)
+        {
+            Ok(()) => fail(
                 code,
                 format!(
                     "{}; mounted again what this run took down ({layers})",
@@ -775,7 +745,8 @@ impl<'a> Engine<'a> {
                 format!(
                     "{}; mounting again what this run took down ({layers}) failed: {}",
                     crate::exit::text(&err),
-                    crate::exit::text(&re)
+                    // Past the unwind's own "mounting again" context.
+                    crate::exit::cause_text(&re)
                 ),
             ),
         }
@@ -937,7 +908,7 @@ mod tests {
         let scene = scene();
         let fake = Fake::default();
         let made = engine(&fake, false).mount_jail(&scene.plan).unwrap();
-        assert_eq!(made.len(), 5);
+        assert_eq!(made.mounts().count(), 5);
         let want: Vec<Call> = (ORDER.iter().enumerate())
             .map(|(i, &step)| mount_call(&scene, step, Some(i as u64 + 1)))
             .collect();
@@ -947,7 +918,9 @@ mod tests {
             engine(&fake, false)
                 .mount_jail(&scene.plan)
                 .unwrap()
-                .is_empty()
+                .mounts()
+                .next()
+                .is_none()
         );
         assert_eq!(fake.take_calls(), []);
     }
@@ -1138,9 +1111,9 @@ mod tests {
         let found = fake.preload(a_null, &scene.target("a"));
         let engine = engine(&fake, false);
         let made = engine.mount_jail(&scene.plan).unwrap();
-        assert_eq!(made.len(), 4);
+        assert_eq!(made.mounts().count(), 4);
         fake.take_calls();
-        engine.undo(&scene.plan, &made).unwrap();
+        assert!(engine.unwind(&scene.plan, made).is_empty());
         let unmounted: Vec<u64> = (fake.take_calls().into_iter())
             .map(|call| match call {
                 Call::Unmount { id, .. } => id,
@@ -1150,7 +1123,7 @@ mod tests {
         assert_eq!(unmounted, [found + 4, found + 3, found + 2, found + 1]);
         assert_eq!(fake.lines(), [(found, "nullfs".into(), scene.target("a"))]);
         // Nothing made: nothing undone.
-        engine.undo(&scene.plan, &[]).unwrap();
+        assert!(engine.unwind(&scene.plan, Undo::default()).is_empty());
         assert_eq!(fake.take_calls(), []);
     }
 
@@ -1161,7 +1134,7 @@ mod tests {
         let scene = scene();
         let fake = Fake::default();
         let engine = engine(&fake, true);
-        assert_eq!(engine.mount_jail(&scene.plan).unwrap().len(), 5);
+        assert_eq!(engine.mount_jail(&scene.plan).unwrap().mounts().count(), 5);
         assert!(!scene.target("a").exists(), "-n made a directory");
         let printed: Vec<Call> = (ORDER.iter())
             .map(|&(kind, layer)| Call::PrintMount {
