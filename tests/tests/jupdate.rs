@@ -426,6 +426,34 @@ fn configured_start_and_stop_run_as_hooks_under_the_lock() {
             .code(69)
             .err_has("jupdate: j1: start: false failed");
         assert!(sb.mounts().is_empty());
+        // A failing stop command fails the jail, and the layers come off all the
+        // same: what is put back after it still is.
+        sb.conf(&jlayers_tests::SCENE_CONF.replace(
+            "root = \"@T/j1\"",
+            "root = \"@T/j1\"\nstart = [\"true\"]\nstop = [\"false\"]",
+        ));
+        sb.run("jupdate", &["j1", "--", "sh", "-c", "exit 0"])
+            .code(69)
+            .err_has("jupdate: j1: stop: false failed");
+        assert!(sb.mounts().is_empty());
+        // The run's own failure is the jail's; the stop's is said too.
+        fs::write(sb.path("afile"), "").unwrap();
+        let logs = sb.path("afile/logs");
+        let o = sb.run(
+            "jupdate",
+            &[
+                "--log-dir",
+                logs.to_str().unwrap(),
+                "j1",
+                "--",
+                "sh",
+                "-c",
+                ":",
+            ],
+        );
+        o.code(73).err_has("jupdate: j1: stop: false failed");
+        assert!(o.stderr.contains("afile/logs"), "{}", o.stderr);
+        assert!(sb.mounts().is_empty());
     });
 }
 
