@@ -14,7 +14,7 @@ use crate::detached;
 use crate::exit::{ExitCode, fail};
 use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, MountsAt, Table};
-use crate::plan::{JailPlan, Stack, State};
+use crate::plan::{JailPlan, LayerPlan, Stack, State};
 use crate::platform::Busy;
 use crate::platform::{Mounted, Platform};
 use crate::prune::{Rules, Tally};
@@ -115,8 +115,7 @@ impl<'a> Engine<'a> {
         let site = Site::of_jail(&plan.jail, &plan.root);
         let live = detached::live(dir, &plan.jail, self.platform, &self.sink, &site)?;
         let refused: Vec<String> = plan
-            .stacks
-            .iter()
+            .stacks()
             .filter(|stack| stack.shape.union().is_some())
             .filter(|stack| {
                 stack.state(table, self.platform) != State::Mounted(stack.shape.steps().len())
@@ -195,7 +194,7 @@ impl<'a> Engine<'a> {
                 format!("jail root {} does not exist", plan.root.display()),
             ));
         }
-        for stack in &plan.stacks {
+        for stack in plan.stacks() {
             if let Some(null) = stack.shape.null() {
                 let source = &null.source;
                 let mut seen = self.sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -213,7 +212,7 @@ impl<'a> Engine<'a> {
         }
         let mut table = self.sink.mounts(&plan.root)?;
         self.refuse_live_uppers(plan, &table)?;
-        for stack in &plan.stacks {
+        for stack in plan.stacks() {
             let before = made.len();
             self.mount_stack(plan, stack, &table, made)
                 .with_context(|| stack.layer.clone())?;
@@ -443,7 +442,7 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         let table = self.sink.mounts(&plan.root)?;
-        for stack in plan.stacks.iter().rev() {
+        for stack in plan.stacks().rev() {
             let ours = made
                 .iter()
                 .filter(|m| m.target == stack.target.path)
@@ -527,7 +526,7 @@ impl<'a> Engine<'a> {
         let table = self.sink.mounts(&plan.root)?;
         // What each stack loses, decided before anything changes.
         let mut work: Vec<(&Stack, usize)> = Vec::new();
-        for stack in plan.stacks.iter().rev() {
+        for stack in plan.stacks().rev() {
             let count = self
                 .to_take_down(plan, stack, &table)
                 .with_context(|| stack.layer.clone())?;
@@ -628,10 +627,7 @@ impl<'a> Engine<'a> {
             .map(|h| h.describe(&plan.root, &plan.jail))
             .collect();
         // A tmpfs upper goes with its tmpfs: the next jmount makes a new one.
-        let tmpfs_upper = plan
-            .stacks
-            .iter()
-            .any(|t| t.layer == stack.layer && t.is_upper_tmpfs());
+        let tmpfs_upper = plan.layer_of(stack).is_some_and(|l| l.tmpfs.is_some());
         let notes: Vec<detached::Detached> = tops
             .iter()
             .filter(|_| !tmpfs_upper)
@@ -756,8 +752,7 @@ impl<'a> Engine<'a> {
         let code = crate::exit::code_of(&err);
         // In mount order, as they go back.
         let layers: Vec<&str> = plan
-            .stacks
-            .iter()
+            .stacks()
             .filter(|stack| taken.iter().any(|(t, _)| std::ptr::eq(*t, *stack)))
             .map(|stack| stack.layer.as_str())
             .collect();
@@ -784,20 +779,32 @@ impl<'a> Engine<'a> {
     /// Mount again what [`Engine::take_down_jail`] took down: in mount order, each
     /// stack cut to the mounts it had.
     pub(crate) fn mount_again(&self, plan: &JailPlan, taken: &[(&Stack, usize)]) -> Result<()> {
+        let cut = |stack: &Stack| {
+            let &(_, count) = taken.iter().find(|(t, _)| std::ptr::eq(*t, stack))?;
+            Some(Stack {
+                shape: stack.shape.cut(count),
+                ..stack.clone()
+            })
+        };
+        let layers = (plan.layers.iter())
+            .filter_map(|layer| {
+                let tmpfs = layer.tmpfs.as_ref().and_then(cut);
+                match (tmpfs, cut(&layer.stack)) {
+                    (tmpfs, Some(stack)) => Some(LayerPlan { tmpfs, stack }),
+                    // Its tmpfs alone was down: that stack alone goes back (only
+                    // the order of the stacks counts to mount_jail).
+                    (Some(tmpfs), None) => Some(LayerPlan {
+                        tmpfs: None,
+                        stack: tmpfs,
+                    }),
+                    (None, None) => None,
+                }
+            })
+            .collect();
         let again = JailPlan {
             jail: plan.jail.clone(),
             root: plan.root.clone(),
-            stacks: plan
-                .stacks
-                .iter()
-                .filter_map(|stack| {
-                    let &(_, count) = taken.iter().find(|(t, _)| std::ptr::eq(*t, stack))?;
-                    Some(Stack {
-                        shape: stack.shape.cut(count),
-                        ..stack.clone()
-                    })
-                })
-                .collect(),
+            layers,
         };
         self.mount_jail(&again).map(drop)
     }
@@ -1002,7 +1009,7 @@ mod tests {
             refuse_mount: Some(3),
             ..Script::default()
         });
-        let a = &scene.plan.stacks[0];
+        let a = &scene.plan.layers[0].stack;
         let first = a.shape.steps().next().unwrap();
         let before = fake.preload(first, &scene.target("a"));
         let err = engine(&fake, false).mount_jail(&scene.plan).unwrap_err();
@@ -1111,10 +1118,10 @@ mod tests {
         let scene = scene();
         let fake = Fake::default();
         // c is mounted only half: its null.
-        let c = &scene.plan.stacks[2];
+        let c = &scene.plan.layers[2].stack;
         let engine = engine(&fake, false);
         let a_b = JailPlan {
-            stacks: scene.plan.stacks[..2].to_vec(),
+            layers: scene.plan.layers[..2].to_vec(),
             ..scene.plan.clone()
         };
         engine.mount_jail(&a_b).unwrap();
@@ -1134,7 +1141,7 @@ mod tests {
     fn undo_takes_down_only_what_the_run_made() {
         let scene = scene();
         let fake = Fake::default();
-        let a_null = scene.plan.stacks[0].shape.steps().next().unwrap();
+        let a_null = scene.plan.layers[0].stack.shape.steps().next().unwrap();
         let found = fake.preload(a_null, &scene.target("a"));
         let engine = engine(&fake, false);
         let made = engine.mount_jail(&scene.plan).unwrap();
@@ -1172,7 +1179,9 @@ mod tests {
         assert_eq!(fake.take_calls(), printed);
         assert_eq!(fake.lines(), []);
         let table = engine.sink.mounts(&scene.plan.root).unwrap();
-        let planned: Vec<(&str, &Path)> = (scene.plan.stacks.iter())
+        let planned: Vec<(&str, &Path)> = scene
+            .plan
+            .stacks()
             .flat_map(|s| s.at(&table))
             .map(|m| (m.fstype.as_str(), m.target.as_path()))
             .collect();

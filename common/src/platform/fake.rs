@@ -13,7 +13,7 @@ use anyhow::Result;
 use super::{Busy, Exec, Holder, MountId, Mounted, Platform, Service, changed, planned_line};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::{Guards, JailPlan, Stack};
+use crate::plan::{Guards, JailPlan, LayerPlan, Stack};
 use crate::report::{Messages, Verbosity};
 use crate::step::{Null, Shape, Step, Union};
 use crate::target::Place;
@@ -356,7 +356,7 @@ impl Scene {
         let dir = std::env::temp_dir().join(name);
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let stacks = layers
+        let layers = layers
             .iter()
             .map(|&(layer, union)| {
                 let source = dir.join("src").join(layer);
@@ -371,16 +371,17 @@ impl Scene {
                     options: Vec::new(),
                 });
                 let target = Path::new("mnt").join(layer);
-                Stack {
+                let stack = Stack {
                     layer: layer.to_string(),
                     target: Place::beneath(&root, &target),
                     shape: Shape::Layer { null, union },
                     guards: Guards::default(),
-                }
+                };
+                LayerPlan { tmpfs: None, stack }
             })
             .collect();
         let jail = "j".to_string();
-        let plan = JailPlan { jail, root, stacks };
+        let plan = JailPlan { jail, root, layers };
         Scene { dir, plan }
     }
 
