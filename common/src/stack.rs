@@ -1214,4 +1214,72 @@ mod tests {
             .collect();
         assert_eq!(fake.take_calls(), taken);
     }
+
+    /// A union layer `a` whose upper lives in a tmpfs, and a read-only `b`.
+    fn tmpfs_scene() -> Scene {
+        Scene::new(&[("a", true), ("b", false)]).tmpfs_upper("a")
+    }
+
+    /// A tmpfs upper goes on before its layer's stack, and comes off after it.
+    #[test]
+    fn a_tmpfs_upper_is_mounted_first_and_taken_down_last() {
+        let scene = tmpfs_scene();
+        let fake = Fake::default();
+        engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        let kinds: Vec<(&str, PathBuf)> = (fake.take_calls().into_iter())
+            .map(|call| match call {
+                Call::Mount { kind, target, .. } => (kind, target),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let (tmpfs, a, b) = (
+            scene.tmpfs_target("a"),
+            scene.target("a"),
+            scene.target("b"),
+        );
+        let want = [
+            ("tmpfs", tmpfs.clone()),
+            ("null", a.clone()),
+            ("union", a.clone()),
+            ("null", b.clone()),
+        ];
+        assert_eq!(kinds, want);
+        (engine(&fake, false).unmount_jail(&scene.plan, Busy::Fail)).unwrap();
+        let targets: Vec<PathBuf> = (fake.take_calls().into_iter())
+            .map(|call| match call {
+                Call::Unmount { target, .. } => target,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, [b, a.clone(), a, tmpfs]);
+        assert_eq!(fake.lines(), []);
+    }
+
+    /// jclean --remount with a layer's tmpfs mounted but not the layer: the
+    /// tmpfs alone comes off, and alone goes back.
+    #[test]
+    fn a_tmpfs_taken_down_alone_is_mounted_again_alone() {
+        let scene = tmpfs_scene();
+        let fake = Fake::default();
+        let tmpfs = scene.plan.layers[0].tmpfs.as_ref().unwrap();
+        let step = tmpfs.shape.steps().next().unwrap();
+        std::fs::create_dir_all(scene.tmpfs_target("a")).unwrap();
+        fake.preload(step, &scene.tmpfs_target("a"));
+        let before = fake.shape();
+        let engine = engine(&fake, false);
+        let taken = engine.take_down_jail(&scene.plan, Busy::Fail).unwrap();
+        assert_eq!(fake.lines(), []);
+        let counts: Vec<(&Path, usize)> = (taken.iter())
+            .map(|(s, n)| (s.target.path.as_path(), *n))
+            .collect();
+        assert_eq!(counts, [(scene.tmpfs_target("a").as_path(), 1)]);
+        fake.take_calls();
+        engine.mount_again(&scene.plan, &taken).unwrap();
+        assert_eq!(fake.shape(), before);
+        let made = fake.take_calls();
+        assert!(
+            matches!(&made[..], [Call::Mount { kind: "tmpfs", .. }]),
+            "{made:?}"
+        );
+    }
 }
