@@ -697,7 +697,7 @@ mod tests {
     fn make_dir_makes_it_beneath_the_root_and_dry_only_records() {
         let scene = Scene::new(&[("a", false)]);
         let fake = Fake::default();
-        let place = &scene.plan.stacks[0].target;
+        let place = &scene.plan.layers[0].stack.target;
         let dry = Sink::new(&fake, MSG, true);
         assert!(dry.act(&site(&scene), MakeDir(place)).unwrap().is_none());
         assert!(!place.path.exists());
@@ -747,7 +747,7 @@ mod tests {
     #[test]
     fn mount_step_pins_what_it_goes_on() {
         let scene = Scene::new(&[("a", true)]);
-        let stack = &scene.plan.stacks[0];
+        let stack = &scene.plan.layers[0].stack;
         let fake = Fake::default();
         let sink = Sink::new(&fake, MSG, false);
         let target = &stack.target;
@@ -799,7 +799,7 @@ mod tests {
     #[test]
     fn unmount_top_names_holders_when_busy() {
         let scene = Scene::new(&[("a", false)]);
-        let stack = &scene.plan.stacks[0];
+        let stack = &scene.plan.layers[0].stack;
         let target = &stack.target;
         let fake = Fake::new(Script {
             busy_at: vec![target.path.clone()],
@@ -863,7 +863,7 @@ mod tests {
     #[test]
     fn dry_ghosts_are_the_table_a_run_would_leave() {
         let scene = Scene::new(&[("a", true)]);
-        let stack = &scene.plan.stacks[0];
+        let stack = &scene.plan.layers[0].stack;
         let fake = Fake::default();
         let dry = Sink::new(&fake, MSG, true);
         for step in stack.shape.steps() {

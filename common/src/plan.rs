@@ -1,5 +1,6 @@
 //! The plan: each layer of a jail as a stack of mount steps on one target, its
-//! [`Shape`] (the mounts, bottom first), each mount a [`Step`] a backend performs.
+//! [`Shape`] (the mounts, bottom first), each mount a [`Step`] a backend performs;
+//! a layer whose upper dir lives in a tmpfs has that tmpfs's stack too, first.
 //!
 //! jmount applies a stack bottom-up, junmount removes it top-down, `-n` prints it.
 //! Both platforms perform the same steps; only how a step is done differs.
@@ -46,7 +47,38 @@ pub(crate) struct JailPlan {
     pub(crate) jail: String,
     pub(crate) root: PathBuf,
     /// In mount order: parents before nested layers.
-    pub(crate) stacks: Vec<Stack>,
+    pub(crate) layers: Vec<LayerPlan>,
+}
+
+/// One layer of a jail: its stack, after the tmpfs its upper dir lives in.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerPlan {
+    /// The tmpfs mounted on the upper's place first (`upper_fs = "tmpfs"`).
+    pub(crate) tmpfs: Option<Stack>,
+    /// The layer's own: null mount, and union.
+    pub(crate) stack: Stack,
+}
+
+impl JailPlan {
+    /// Every stack in mount order (reversed: unmount order), each layer's
+    /// tmpfs before its own stack.
+    pub(crate) fn stacks(&self) -> impl DoubleEndedIterator<Item = &Stack> + Clone {
+        self.layers.iter().flat_map(LayerPlan::stacks)
+    }
+
+    /// The layer `stack` (one of this plan's) belongs to.
+    pub(crate) fn layer_of(&self, stack: &Stack) -> Option<&LayerPlan> {
+        self.layers
+            .iter()
+            .find(|layer| layer.stacks().any(|s| std::ptr::eq(s, stack)))
+    }
+}
+
+impl LayerPlan {
+    /// Its stacks in mount order: the tmpfs, then its own.
+    pub(crate) fn stacks(&self) -> impl DoubleEndedIterator<Item = &Stack> + Clone {
+        self.tmpfs.iter().chain(std::iter::once(&self.stack))
+    }
 }
 
 /// What the mount table shows at a stack's target.
@@ -73,7 +105,7 @@ pub(crate) trait OnDisk {
 /// The plan for one jail.
 pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os, disk: &dyn OnDisk) -> Result<JailPlan> {
     let root = disk.real_root(&jail.root);
-    let mut planner = Planner {
+    let planner = Planner {
         cfg,
         jail,
         os,
@@ -86,19 +118,18 @@ pub(crate) fn plan(cfg: &Config, jail: &Jail, os: Os, disk: &dyn OnDisk) -> Resu
         },
         disk,
         root,
-        stacks: Vec::new(),
     };
-    for &index in &jail.layers {
-        planner.layer(index)?;
-    }
+    let layers = (jail.layers.iter())
+        .map(|&index| planner.layer(index))
+        .collect::<Result<_>>()?;
     Ok(JailPlan {
         jail: jail.name.clone(),
         root: planner.root,
-        stacks: planner.stacks,
+        layers,
     })
 }
 
-/// What making one jail's plan knows, and the stacks made so far.
+/// What making one jail's plan knows.
 struct Planner<'a> {
     cfg: &'a Config,
     jail: &'a Jail,
@@ -110,35 +141,35 @@ struct Planner<'a> {
     upper_root: Place,
     /// upper_root's, every jail's.
     shared: Access,
-    stacks: Vec<Stack>,
 }
 
 impl Planner<'_> {
-    /// Layer `index`'s stack, after its upper tmpfs's when it has one.
-    fn layer(&mut self, index: usize) -> Result<()> {
+    /// Layer `index`'s stack, and its upper's tmpfs when it has one.
+    fn layer(&self, index: usize) -> Result<LayerPlan> {
         let layer = &self.cfg.layers[index];
         let null = Null {
             source: self.disk.real_source(index).to_path_buf(),
             read_only: layer.mode == Mode::Readonly,
         };
-        let (union, guards) = match self.jail.uppers.get(&index) {
+        let (union, guards, tmpfs) = match self.jail.uppers.get(&index) {
             Some(up) => {
-                let (union, guards) = self.union(index, up)?;
-                (Some(union), guards)
+                let (union, guards, tmpfs) = self.union(index, up)?;
+                (Some(union), guards, tmpfs)
             }
-            None => (None, Guards::default()),
+            None => (None, Guards::default(), None),
         };
-        self.stacks.push(Stack {
+        let stack = Stack {
             layer: layer.name.clone(),
             target: Place::beneath(&self.root, &layer.target),
             shape: Shape::Layer { null, union },
             guards,
-        });
-        Ok(())
+        };
+        Ok(LayerPlan { tmpfs, stack })
     }
 
-    /// The union mount of layer `index` on upper `up`, and the dirs that guard it.
-    fn union(&mut self, index: usize, up: &Upper) -> Result<(Union, Guards)> {
+    /// The union mount of layer `index` on upper `up`, the dirs that guard it,
+    /// and the tmpfs stack the upper lives in, if any.
+    fn union(&self, index: usize, up: &Upper) -> Result<(Union, Guards, Option<Stack>)> {
         let layer = &self.cfg.layers[index];
         let upper = match up {
             Upper::Host(path) => self.disk.locate(path),
@@ -155,8 +186,14 @@ impl Planner<'_> {
             ));
         }
         let mut guards = Guards::default();
+        let mut tmpfs = None;
         let (upper, work) = match self.jail.tmpfs.get(&index) {
-            Some(size) => self.in_tmpfs(&layer.name, upper, size, &mut guards),
+            Some(size) => {
+                let (stack, upper, work) = self.in_tmpfs(&layer.name, upper, size);
+                guards.owned = stack.guards.owned.clone();
+                tmpfs = Some(stack);
+                (upper, work)
+            }
             None => {
                 guards.owned = owned_above(&upper, &self.upper_root, self.shared, self.access);
                 if guards.owned.is_empty() && upper.root.is_none() {
@@ -174,24 +211,23 @@ impl Planner<'_> {
             upper,
             options: layer.union_options.clone(),
         };
-        Ok((union, guards))
+        Ok((union, guards, tmpfs))
     }
 
-    /// The tmpfs is mounted on the upper's place (a stack of its own) and the
-    /// upper dir is `upper` in it, with Linux's work dir `work` beside it
-    /// (overlay wants both on one file system, the work dir not inside the
-    /// upper): those two.
+    /// The tmpfs is mounted on the upper's place (a stack of its own, guarded
+    /// as the layer's is) and the upper dir is `upper` in it, with Linux's work
+    /// dir `work` beside it (overlay wants both on one file system, the work dir
+    /// not inside the upper): the tmpfs's stack and those two.
     fn in_tmpfs(
-        &mut self,
+        &self,
         layer: &str,
         upper: Place,
         size: &Option<String>,
-        guards: &mut Guards,
-    ) -> (Place, Option<Place>) {
+    ) -> (Stack, Place, Option<Place>) {
         // The tmpfs's root is jlayers' own wherever it lies.
         let mut owned = owned_above(&upper, &self.upper_root, self.shared, self.access);
         owned.push((upper.clone(), self.access));
-        self.stacks.push(Stack {
+        let stack = Stack {
             layer: layer.to_string(),
             target: upper.clone(),
             shape: Shape::UpperTmpfs(Tmpfs {
@@ -199,13 +235,12 @@ impl Planner<'_> {
                 access: self.access,
             }),
             guards: Guards {
-                owned: owned.clone(),
+                owned,
                 checked: None,
             },
-        });
-        guards.owned = owned;
+        };
         let work = self.os.needs_work_dir().then(|| upper.join("work"));
-        (upper.join("upper"), work)
+        (stack, upper.join("upper"), work)
     }
 }
 
@@ -298,16 +333,19 @@ root = "/nonexistent-jlayers-plan/j"
 upper.obj = "var/obj-upper"
 "#;
 
-    fn shapes_of(os: Os) -> (Vec<(String, Place, Shape)>, bool) {
+    fn plan_of(os: Os) -> JailPlan {
         let cfg = Config::parse(CONF, Path::new("jlayers.conf"), os).unwrap();
         let host = crate::roots::Host::of(&cfg);
         let jail_plan = plan(&cfg, &cfg.jails[0], os, &host).unwrap();
         assert_eq!(jail_plan.jail, "j");
         assert_eq!(jail_plan.root, Path::new(ROOT));
-        let stacks = jail_plan
-            .stacks
-            .into_iter()
-            .map(|s| (s.layer, s.target, s.shape))
+        jail_plan
+    }
+
+    /// Every stack of the plan, in mount order.
+    fn shapes_of(os: Os) -> (Vec<(String, Place, Shape)>, bool) {
+        let stacks = (plan_of(os).stacks())
+            .map(|s| (s.layer.clone(), s.target.clone(), s.shape.clone()))
             .collect();
         (stacks, os.needs_work_dir())
     }
@@ -325,14 +363,18 @@ upper.obj = "var/obj-upper"
     /// `check` with each platform's stacks (Linux's only on Linux) and whether
     /// it has work dirs.
     fn for_each_os(check: impl Fn(Os, &[(String, Place, Shape)], bool)) {
+        for os in oses() {
+            let (stacks, work) = shapes_of(os);
+            check(os, &stacks, work);
+        }
+    }
+
+    fn oses() -> Vec<Os> {
         let mut oses = vec![Os::FreeBsd];
         if cfg!(target_os = "linux") {
             oses.push(Os::Linux);
         }
-        for os in oses {
-            let (stacks, work) = shapes_of(os);
-            check(os, &stacks, work);
-        }
+        oses
     }
 
     /// Five stacks, one per layer and one for the tmpfs, in mount order.
@@ -346,6 +388,41 @@ upper.obj = "var/obj-upper"
                 "{os:?}"
             );
         });
+    }
+
+    /// Four layers, each its own stack; the tmpfs is obj's alone, and unmount
+    /// order is mount order reversed.
+    #[test]
+    fn plan_tmpfs_belongs_to_its_layer() {
+        for os in oses() {
+            let jail_plan = plan_of(os);
+            let layers: Vec<(&str, Option<&Path>)> = (jail_plan.layers.iter())
+                .map(|l| {
+                    let tmpfs = l.tmpfs.as_ref().map(|t| t.target.path.as_path());
+                    (l.stack.layer.as_str(), tmpfs)
+                })
+                .collect();
+            let tmpfs_at = inside("var/obj-upper").path;
+            let want = [
+                ("base", None),
+                ("ports", None),
+                ("distfiles", None),
+                ("obj", Some(tmpfs_at.as_path())),
+            ];
+            assert_eq!(layers, want, "{os:?}");
+            let obj = &jail_plan.layers[3];
+            assert!(obj.tmpfs.as_ref().is_some_and(Stack::is_upper_tmpfs));
+            assert!(!obj.stack.is_upper_tmpfs());
+            let order: Vec<&Path> = jail_plan.stacks().map(|s| &*s.target.path).collect();
+            let mut back: Vec<&Path> = jail_plan.stacks().rev().map(|s| &*s.target.path).collect();
+            back.reverse();
+            assert_eq!(order, back, "{os:?}");
+            let of = |s: &Stack| jail_plan.layer_of(s).map(|l| l.stack.layer.as_str());
+            assert_eq!(obj.tmpfs.as_ref().and_then(of), Some("obj"));
+            assert_eq!(of(&jail_plan.layers[1].stack), Some("ports"));
+            // A stack of another plan is none of this one's, whatever its name.
+            assert_eq!(of(&obj.stack.clone()), None);
+        }
     }
 
     #[test]

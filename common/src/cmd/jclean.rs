@@ -15,7 +15,7 @@ use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::{JailPlan, Stack, State, plan};
+use crate::plan::{JailPlan, LayerPlan, Stack, State, plan};
 use crate::platform::{Busy, Service};
 use crate::prune::{Rules, Tally};
 use crate::report::{Messages, Verbosity, emit, path_json, size};
@@ -266,8 +266,7 @@ impl Cleaner<'_> {
         let table = engine.sink.mounts(&plan.root)?;
         let platform = &*self.setup.platform;
         Ok(plan
-            .stacks
-            .iter()
+            .stacks()
             .any(|stack| stack.state(&table, platform) != State::Mounted(0)))
     }
 
@@ -285,15 +284,16 @@ impl Cleaner<'_> {
             &Site::of_jail(&plan.jail, &plan.root),
         )?;
         let mut first_err = None;
-        for stack in &plan.stacks {
+        for layer in &plan.layers {
+            let stack = &layer.stack;
             let Some(Union { upper, .. }) = stack.shape.union() else {
                 continue;
             };
             signals::check()?;
-            if self.tmpfs_gone(plan, stack, &table, down) {
+            if self.tmpfs_gone(plan, layer, &table, down) {
                 continue;
             }
-            let result = self.layer(plan, stack, upper, (&table, &detached), down, total);
+            let result = self.layer(plan, layer, upper, (&table, &detached), down, total);
             if let Err(err) = result.with_context(|| stack.layer.clone()) {
                 if signals::interrupted() {
                     return Err(err);
@@ -305,19 +305,19 @@ impl Cleaner<'_> {
     }
 
     /// A tmpfs upper that is not mounted holds nothing: no path to report.
-    fn tmpfs_gone(&self, plan: &JailPlan, stack: &Stack, table: &[Mount], down: bool) -> bool {
+    fn tmpfs_gone(&self, plan: &JailPlan, layer: &LayerPlan, table: &[Mount], down: bool) -> bool {
         let setup = self.setup;
-        if !down && tmpfs_mounted(setup, plan, stack, table) {
-            return false;
-        }
-        let Some(tmpfs) = tmpfs_of(plan, stack) else {
+        let Some(tmpfs) = &layer.tmpfs else {
             return false;
         };
+        if !down && is_mounted(setup, tmpfs, table) {
+            return false;
+        }
         let note = format!(
             "tmpfs upper {} not mounted: nothing to clean",
             tmpfs.target.path.display()
         );
-        setup.msg.info(&[&plan.jail, &stack.layer], &note);
+        setup.msg.info(&[&plan.jail, &layer.stack.layer], &note);
         true
     }
 
@@ -326,7 +326,7 @@ impl Cleaner<'_> {
     fn layer(
         &self,
         plan: &JailPlan,
-        stack: &Stack,
+        layer: &LayerPlan,
         upper: &Place,
         (table, detached): (&[Mount], &[crate::detached::Live]),
         down: bool,
@@ -335,7 +335,8 @@ impl Cleaner<'_> {
         let setup = self.setup;
         // Looking (-n, --list) only reads the upper, which both platforms allow
         // under a mounted union; changing it is what a live layer forbids.
-        let live = !down && live(setup, plan, stack, table);
+        let stack = &layer.stack;
+        let live = !down && live(setup, layer, table);
         let in_use = detached.iter().find(|d| d.note.layer == stack.layer);
         if let Some(found) = in_use.filter(|_| !self.looking) {
             return Err(fail(
@@ -417,29 +418,19 @@ impl Cleaner<'_> {
     }
 }
 
-/// The tmpfs stack a layer's upper lives in, if it has one.
-fn tmpfs_of<'p>(plan: &'p JailPlan, stack: &Stack) -> Option<&'p Stack> {
-    plan.stacks
-        .iter()
-        .find(|t| t.layer == stack.layer && t.is_upper_tmpfs())
-}
-
-/// Whether the layer's upper has a tmpfs of its own, mounted (any part of it).
-fn tmpfs_mounted(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
-    tmpfs_of(plan, stack).is_some_and(|t| t.state(table, &*setup.platform) != State::Mounted(0))
+/// Whether any mount of the stack is there.
+fn is_mounted(setup: &Setup, stack: &Stack, table: &[Mount]) -> bool {
+    stack.state(table, &*setup.platform) != State::Mounted(0)
 }
 
 /// Whether a layer's upper is live: a live upper must not change under a mounted
 /// union (undefined behaviour on both platforms). A tmpfs upper is live while its
 /// tmpfs is mounted (junmount discards it).
-fn live(setup: &Setup, plan: &JailPlan, stack: &Stack, table: &[Mount]) -> bool {
-    let mounted = |st: &Stack| st.state(table, &*setup.platform) != State::Mounted(0);
-    let tmpfs_up = plan
-        .stacks
-        .iter()
-        .any(|t| t.layer == stack.layer && t.is_upper_tmpfs() && mounted(t));
+fn live(setup: &Setup, layer: &LayerPlan, table: &[Mount]) -> bool {
+    let stack = &layer.stack;
+    let tmpfs_up = (layer.tmpfs.iter()).any(|t| is_mounted(setup, t, table));
     let elsewhere = stack.union_elsewhere(table, &*setup.platform).is_some();
-    mounted(stack) || elsewhere || tmpfs_up
+    is_mounted(setup, stack, table) || elsewhere || tmpfs_up
 }
 
 impl Cleaner<'_> {
@@ -462,8 +453,7 @@ impl Cleaner<'_> {
         // union by jmount: no change of the jail's.
         let nested: Vec<PathBuf> = to_clean
             .plan
-            .stacks
-            .iter()
+            .stacks()
             .filter_map(|t| t.target.path.strip_prefix(&to_clean.stack.target.path).ok())
             .filter(|rel| !rel.as_os_str().is_empty())
             .map(PathBuf::from)

@@ -97,7 +97,7 @@ fn status(args: &Common) -> ExitCode {
 /// Dirs around the uppers that let host users in: said on stderr (each dir once,
 /// `warned`), the records stay as they are.
 fn warn_guards(setup: &Setup, plan: &JailPlan, warned: &mut HashSet<PathBuf>) {
-    for st in &plan.stacks {
+    for st in plan.stacks() {
         for (dir, text) in crate::guard::findings(&st.guards, "jmount") {
             if warned.insert(dir) {
                 setup.msg.warn(&[&plan.jail, &st.layer], &text);
@@ -109,28 +109,14 @@ fn warn_guards(setup: &Setup, plan: &JailPlan, warned: &mut HashSet<PathBuf>) {
 /// A record per layer of the jail: its state and target. Whether all are mounted.
 fn show_layers(setup: &Setup, plan: &JailPlan, table: &[Mount]) -> bool {
     let mut all_mounted = true;
-    let mut seen: Vec<&str> = Vec::new();
-    for st in &plan.stacks {
-        if seen.contains(&st.layer.as_str()) {
-            continue;
-        }
-        seen.push(&st.layer);
-        let states: Vec<(State, usize)> = plan
-            .stacks
-            .iter()
-            .filter(|t| t.layer == st.layer)
+    for layer in &plan.layers {
+        let st = &layer.stack;
+        let states: Vec<(State, usize)> = (layer.stacks())
             .map(|t| (t.state(table, &*setup.platform), t.shape.steps().len()))
             .collect();
         let state = layer_state(&states);
         all_mounted &= state == "mounted";
-        // The layer's own stack is its last (a tmpfs upper comes first).
-        let target = &plan
-            .stacks
-            .iter()
-            .rfind(|t| t.layer == st.layer)
-            .unwrap_or(st)
-            .target
-            .path;
+        let target = &st.target.path;
         if setup.msg.level > crate::report::Verbosity::Quiet {
             emit(
                 "jmount",

@@ -266,19 +266,15 @@ pub(crate) fn layer_records(
     if !crate::report::json() {
         return;
     }
-    let mut seen: Vec<&str> = Vec::new();
     // In the order the run went: junmount takes the layers down in reverse.
-    let stacks: Vec<&crate::plan::Stack> = if tool == "junmount" {
-        plan.stacks.iter().rev().collect()
+    let layers: Vec<&crate::plan::LayerPlan> = if tool == "junmount" {
+        plan.layers.iter().rev().collect()
     } else {
-        plan.stacks.iter().collect()
+        plan.layers.iter().collect()
     };
-    for st in stacks {
-        // A tmpfs upper is a stack of its own under the layer's name.
-        if seen.contains(&st.layer.as_str()) || st.is_upper_tmpfs() {
-            continue;
-        }
-        seen.push(&st.layer);
+    for layer in layers {
+        // A tmpfs upper's changes are its layer's, under the layer's name.
+        let st = &layer.stack;
         let mine: Vec<&Did> = changes
             .iter()
             .filter(|sub_dir| sub_dir.layer == st.layer)

@@ -13,9 +13,9 @@ use anyhow::Result;
 use super::{Busy, Exec, Holder, MountId, Mounted, Platform, Service, changed, planned_line};
 use crate::exit::{ExitCode, fail};
 use crate::mounts::Mount;
-use crate::plan::{Guards, JailPlan, Stack};
+use crate::plan::{Guards, JailPlan, LayerPlan, Stack};
 use crate::report::{Messages, Verbosity};
-use crate::step::{Null, Shape, Step, Union};
+use crate::step::{Access, Null, Shape, Step, Tmpfs, Union};
 use crate::target::Place;
 
 /// What the fake was asked to do, in order.
@@ -362,7 +362,7 @@ impl Scene {
         let dir = std::env::temp_dir().join(name);
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let stacks = layers
+        let layers = layers
             .iter()
             .map(|&(layer, union)| {
                 let source = dir.join("src").join(layer);
@@ -377,22 +377,53 @@ impl Scene {
                     options: Vec::new(),
                 });
                 let target = Path::new("mnt").join(layer);
-                Stack {
+                let stack = Stack {
                     layer: layer.to_string(),
                     target: Place::beneath(&root, &target),
                     shape: Shape::Layer { null, union },
                     guards: Guards::default(),
-                }
+                };
+                LayerPlan { tmpfs: None, stack }
             })
             .collect();
         let jail = "j".to_string();
-        let plan = JailPlan { jail, root, stacks };
+        let plan = JailPlan { jail, root, layers };
         Scene { dir, plan }
+    }
+
+    /// Union layer `layer`'s upper dir put in a tmpfs of its own, mounted on
+    /// the upper's place (the tmpfs's root: `upper` in it), as the plan does.
+    pub(crate) fn tmpfs_upper(mut self, layer: &str) -> Scene {
+        let at = self.tmpfs_target(layer);
+        let mut layers = self.plan.layers.iter_mut();
+        let layer = layers.find(|l| l.stack.layer == layer).unwrap();
+        let Shape::Layer {
+            union: Some(union), ..
+        } = &mut layer.stack.shape
+        else {
+            panic!("{}: no union", layer.stack.layer)
+        };
+        union.upper = Place::host(at.join("upper"));
+        layer.tmpfs = Some(Stack {
+            layer: layer.stack.layer.clone(),
+            target: Place::host(at),
+            shape: Shape::UpperTmpfs(Tmpfs {
+                size: None,
+                access: Access::default(),
+            }),
+            guards: Guards::default(),
+        });
+        self
     }
 
     /// The target of `layer`.
     pub(crate) fn target(&self, layer: &str) -> PathBuf {
         self.plan.root.join("mnt").join(layer)
+    }
+
+    /// Where [`Scene::tmpfs_upper`] mounts `layer`'s tmpfs.
+    pub(crate) fn tmpfs_target(&self, layer: &str) -> PathBuf {
+        self.dir.join("up").join(layer)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::detached;
 use crate::exit::{ExitCode, fail};
 use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, MountsAt, Table};
-use crate::plan::{JailPlan, Stack, State};
+use crate::plan::{JailPlan, LayerPlan, Stack, State};
 use crate::platform::Busy;
 use crate::platform::Platform;
 use crate::prune::{Rules, Tally};
@@ -103,8 +103,7 @@ impl<'a> Engine<'a> {
         let site = Site::of_jail(&plan.jail, &plan.root);
         let live = detached::live(dir, &plan.jail, self.platform, &self.sink, &site)?;
         let refused: Vec<String> = plan
-            .stacks
-            .iter()
+            .stacks()
             .filter(|stack| stack.shape.union().is_some())
             .filter(|stack| {
                 stack.state(table, self.platform) != State::Mounted(stack.shape.steps().len())
@@ -154,7 +153,7 @@ impl<'a> Engine<'a> {
                 format!("jail root {} does not exist", plan.root.display()),
             ));
         }
-        for stack in &plan.stacks {
+        for stack in plan.stacks() {
             if let Some(null) = stack.shape.null() {
                 let source = &null.source;
                 let mut seen = self.sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,7 +171,7 @@ impl<'a> Engine<'a> {
         }
         let mut table = self.sink.mounts(&plan.root)?;
         self.refuse_live_uppers(plan, &table)?;
-        for stack in &plan.stacks {
+        for stack in plan.stacks() {
             let before = made.mounts().count();
             self.mount_stack(plan, stack, &table, made)
                 .with_context(|| stack.layer.clone())?;
@@ -406,7 +405,7 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         let table = self.sink.mounts(&plan.root)?;
-        for stack in plan.stacks.iter().rev() {
+        for stack in plan.stacks().rev() {
             let ours = made
                 .iter()
                 .filter(|m| m.target == stack.target.path)
@@ -490,7 +489,7 @@ impl<'a> Engine<'a> {
         let table = self.sink.mounts(&plan.root)?;
         // What each stack loses, decided before anything changes.
         let mut work: Vec<(&Stack, usize)> = Vec::new();
-        for stack in plan.stacks.iter().rev() {
+        for stack in plan.stacks().rev() {
             let count = self
                 .to_take_down(plan, stack, &table)
                 .with_context(|| stack.layer.clone())?;
@@ -591,10 +590,7 @@ impl<'a> Engine<'a> {
             .map(|h| h.describe(&plan.root, &plan.jail))
             .collect();
         // A tmpfs upper goes with its tmpfs: the next jmount makes a new one.
-        let tmpfs_upper = plan
-            .stacks
-            .iter()
-            .any(|t| t.layer == stack.layer && t.is_upper_tmpfs());
+        let tmpfs_upper = plan.layer_of(stack).is_some_and(|l| l.tmpfs.is_some());
         let notes: Vec<detached::Detached> = tops
             .iter()
             .filter(|_| !tmpfs_upper)
@@ -719,8 +715,7 @@ impl<'a> Engine<'a> {
         let code = crate::exit::code_of(&err);
         // In mount order, as they go back.
         let layers: Vec<&str> = plan
-            .stacks
-            .iter()
+            .stacks()
             .filter(|stack| taken.iter().any(|(t, _)| std::ptr::eq(*t, *stack)))
             .map(|stack| stack.layer.as_str())
             .collect();
@@ -755,20 +750,32 @@ impl<'a> Engine<'a> {
     /// Mount again what [`Engine::take_down_jail`] took down: in mount order, each
     /// stack cut to the mounts it had.
     pub(crate) fn mount_again(&self, plan: &JailPlan, taken: &[(&Stack, usize)]) -> Result<()> {
+        let cut = |stack: &Stack| {
+            let &(_, count) = taken.iter().find(|(t, _)| std::ptr::eq(*t, stack))?;
+            Some(Stack {
+                shape: stack.shape.cut(count),
+                ..stack.clone()
+            })
+        };
+        let layers = (plan.layers.iter())
+            .filter_map(|layer| {
+                let tmpfs = layer.tmpfs.as_ref().and_then(cut);
+                match (tmpfs, cut(&layer.stack)) {
+                    (tmpfs, Some(stack)) => Some(LayerPlan { tmpfs, stack }),
+                    // Its tmpfs alone was down: that stack alone goes back (only
+                    // the order of the stacks counts to mount_jail).
+                    (Some(tmpfs), None) => Some(LayerPlan {
+                        tmpfs: None,
+                        stack: tmpfs,
+                    }),
+                    (None, None) => None,
+                }
+            })
+            .collect();
         let again = JailPlan {
             jail: plan.jail.clone(),
             root: plan.root.clone(),
-            stacks: plan
-                .stacks
-                .iter()
-                .filter_map(|stack| {
-                    let &(_, count) = taken.iter().find(|(t, _)| std::ptr::eq(*t, stack))?;
-                    Some(Stack {
-                        shape: stack.shape.cut(count),
-                        ..stack.clone()
-                    })
-                })
-                .collect(),
+            layers,
         };
         self.mount_jail(&again).map(drop)
     }
@@ -975,7 +982,7 @@ mod tests {
             refuse_mount: Some(3),
             ..Script::default()
         });
-        let a = &scene.plan.stacks[0];
+        let a = &scene.plan.layers[0].stack;
         let first = a.shape.steps().next().unwrap();
         let before = fake.preload(first, &scene.target("a"));
         let err = engine(&fake, false).mount_jail(&scene.plan).unwrap_err();
@@ -1084,10 +1091,10 @@ mod tests {
         let scene = scene();
         let fake = Fake::default();
         // c is mounted only half: its null.
-        let c = &scene.plan.stacks[2];
+        let c = &scene.plan.layers[2].stack;
         let engine = engine(&fake, false);
         let a_b = JailPlan {
-            stacks: scene.plan.stacks[..2].to_vec(),
+            layers: scene.plan.layers[..2].to_vec(),
             ..scene.plan.clone()
         };
         engine.mount_jail(&a_b).unwrap();
@@ -1107,7 +1114,7 @@ mod tests {
     fn undo_takes_down_only_what_the_run_made() {
         let scene = scene();
         let fake = Fake::default();
-        let a_null = scene.plan.stacks[0].shape.steps().next().unwrap();
+        let a_null = scene.plan.layers[0].stack.shape.steps().next().unwrap();
         let found = fake.preload(a_null, &scene.target("a"));
         let engine = engine(&fake, false);
         let made = engine.mount_jail(&scene.plan).unwrap();
@@ -1145,7 +1152,9 @@ mod tests {
         assert_eq!(fake.take_calls(), printed);
         assert_eq!(fake.lines(), []);
         let table = engine.sink.mounts(&scene.plan.root).unwrap();
-        let planned: Vec<(&str, &Path)> = (scene.plan.stacks.iter())
+        let planned: Vec<(&str, &Path)> = scene
+            .plan
+            .stacks()
             .flat_map(|s| s.at(&table))
             .map(|m| (m.fstype.as_str(), m.target.as_path()))
             .collect();
@@ -1177,5 +1186,73 @@ mod tests {
             .map(|(_, layer)| Call::PrintUnmount(scene.target(layer)))
             .collect();
         assert_eq!(fake.take_calls(), taken);
+    }
+
+    /// A union layer `a` whose upper lives in a tmpfs, and a read-only `b`.
+    fn tmpfs_scene() -> Scene {
+        Scene::new(&[("a", true), ("b", false)]).tmpfs_upper("a")
+    }
+
+    /// A tmpfs upper goes on before its layer's stack, and comes off after it.
+    #[test]
+    fn a_tmpfs_upper_is_mounted_first_and_taken_down_last() {
+        let scene = tmpfs_scene();
+        let fake = Fake::default();
+        engine(&fake, false).mount_jail(&scene.plan).unwrap();
+        let kinds: Vec<(&str, PathBuf)> = (fake.take_calls().into_iter())
+            .map(|call| match call {
+                Call::Mount { kind, target, .. } => (kind, target),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let (tmpfs, a, b) = (
+            scene.tmpfs_target("a"),
+            scene.target("a"),
+            scene.target("b"),
+        );
+        let want = [
+            ("tmpfs", tmpfs.clone()),
+            ("null", a.clone()),
+            ("union", a.clone()),
+            ("null", b.clone()),
+        ];
+        assert_eq!(kinds, want);
+        (engine(&fake, false).unmount_jail(&scene.plan, Busy::Fail)).unwrap();
+        let targets: Vec<PathBuf> = (fake.take_calls().into_iter())
+            .map(|call| match call {
+                Call::Unmount { target, .. } => target,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, [b, a.clone(), a, tmpfs]);
+        assert_eq!(fake.lines(), []);
+    }
+
+    /// jclean --remount with a layer's tmpfs mounted but not the layer: the
+    /// tmpfs alone comes off, and alone goes back.
+    #[test]
+    fn a_tmpfs_taken_down_alone_is_mounted_again_alone() {
+        let scene = tmpfs_scene();
+        let fake = Fake::default();
+        let tmpfs = scene.plan.layers[0].tmpfs.as_ref().unwrap();
+        let step = tmpfs.shape.steps().next().unwrap();
+        std::fs::create_dir_all(scene.tmpfs_target("a")).unwrap();
+        fake.preload(step, &scene.tmpfs_target("a"));
+        let before = fake.shape();
+        let engine = engine(&fake, false);
+        let taken = engine.take_down_jail(&scene.plan, Busy::Fail).unwrap();
+        assert_eq!(fake.lines(), []);
+        let counts: Vec<(&Path, usize)> = (taken.iter())
+            .map(|(s, n)| (s.target.path.as_path(), *n))
+            .collect();
+        assert_eq!(counts, [(scene.tmpfs_target("a").as_path(), 1)]);
+        fake.take_calls();
+        engine.mount_again(&scene.plan, &taken).unwrap();
+        assert_eq!(fake.shape(), before);
+        let made = fake.take_calls();
+        assert!(
+            matches!(&made[..], [Call::Mount { kind: "tmpfs", .. }]),
+            "{made:?}"
+        );
     }
 }
