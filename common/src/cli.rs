@@ -2,7 +2,8 @@
 //! the selection of jails.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::fmt;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use anyhow::Result;
 use clap::{Args, Parser};
 
 use crate::config::Config;
-use crate::exit::{ExitCode, IoText, fail, fail_io};
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
 
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
@@ -96,6 +97,91 @@ pub(crate) enum Nested {
     Alone,
 }
 
+/// What is wrong with the jails or layers named on the command line.
+#[derive(Debug)]
+pub(crate) enum UsageError {
+    /// `--layer NAME`: the file has no such layer.
+    NoSuchLayer { name: String, config: PathBuf },
+    /// jmount `--layer`: a nested layer named without the layer it stands on.
+    ParentNotNamed {
+        layer: String,
+        jail: String,
+        parent: String,
+    },
+    /// Neither jail names nor `--all`.
+    NoJailNamed,
+    /// `-` read no name.
+    NoJailOnStdin,
+    /// Jail names and `--all` both.
+    NamesAndAll,
+    /// `--all` on a file with no jail (not `allow_empty`): the file's mistake.
+    NoJailForAll { config: PathBuf },
+    /// `-`: standard input could not be read.
+    Stdin(io::Error),
+    /// A name the file has no jail of.
+    NoSuchJail { name: OsString, config: PathBuf },
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::NoSuchLayer { name, config } => {
+                write!(f, "--layer {name}: no such layer in {}", config.display())
+            }
+            UsageError::ParentNotNamed {
+                layer,
+                jail,
+                parent,
+            } => write!(
+                f,
+                "--layer {layer}: jail {jail}: it stands on layer {parent}: name that too"
+            ),
+            UsageError::NoJailNamed => f.write_str("no jail named (give JAIL... or --all)"),
+            UsageError::NoJailOnStdin => f.write_str("no jail named on standard input"),
+            UsageError::NamesAndAll => f.write_str("give jail names or --all, not both"),
+            UsageError::NoJailForAll { config } => write!(
+                f,
+                "{}: no jail configured for --all (set allow_empty = true in [defaults] if that is meant)",
+                config.display()
+            ),
+            // The cause, shown after it, says what failed.
+            UsageError::Stdin(_) => f.write_str("stdin"),
+            UsageError::NoSuchJail { name, config } => write!(
+                f,
+                "{}: no such jail in {}",
+                name.to_string_lossy(),
+                config.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsageError::Stdin(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl DomainError for UsageError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for UsageError {
+    /// 64, also for stdin unreadable (what was named cannot be known); a file
+    /// with no jail is the file's mistake (78).
+    fn code(&self) -> ExitCode {
+        match self {
+            UsageError::NoJailForAll { .. } => ExitCode::Config,
+            _ => ExitCode::Usage,
+        }
+    }
+}
+
 /// Restrict each selected jail to the layers `names` (and the layers nested in
 /// them), in its own order. An unknown name is a usage error; a note says which
 /// nested layers were taken along.
@@ -110,10 +196,10 @@ pub(crate) fn restrict_layers(
     }
     for name in names {
         if !cfg.layers.iter().any(|layer| &layer.name == name) {
-            return Err(fail(
-                ExitCode::Usage,
-                format!("--layer {name}: no such layer in {}", cfg.path.display()),
-            ));
+            return Err(Domain::error(UsageError::NoSuchLayer {
+                name: name.clone(),
+                config: cfg.path.clone(),
+            }));
         }
     }
     let mut along = Vec::new();
@@ -135,13 +221,11 @@ pub(crate) fn restrict_layers(
                         .iter()
                         .find(|&&o| on(layer, o) && !keep.contains(&o))
                     {
-                        return Err(fail(
-                            ExitCode::Usage,
-                            format!(
-                                "--layer {}: jail {}: it stands on layer {}: name that too",
-                                cfg.layers[layer].name, jail.name, cfg.layers[parent].name
-                            ),
-                        ));
+                        return Err(Domain::error(UsageError::ParentNotNamed {
+                            layer: cfg.layers[layer].name.clone(),
+                            jail: jail.name.clone(),
+                            parent: cfg.layers[parent].name.clone(),
+                        }));
                     }
                 }
                 if !chosen(layer) && !along.contains(&cfg.layers[layer].name) {
@@ -221,14 +305,11 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
         return select_all(cfg, args);
     }
     if args.jails.is_empty() {
-        return Err(fail(
-            ExitCode::Usage,
-            "no jail named (give JAIL... or --all)",
-        ));
+        return Err(Domain::error(UsageError::NoJailNamed));
     }
     let names = named(args)?;
     if names.is_empty() {
-        return Err(fail(ExitCode::Usage, "no jail named on standard input"));
+        return Err(Domain::error(UsageError::NoJailOnStdin));
     }
     indices(cfg, &names)
 }
@@ -236,18 +317,14 @@ pub(crate) fn select(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
 /// `--all`: every jail, in file order.
 fn select_all(cfg: &Config, args: &Common) -> Result<Vec<usize>> {
     if !args.jails.is_empty() {
-        return Err(fail(ExitCode::Usage, "give jail names or --all, not both"));
+        return Err(Domain::error(UsageError::NamesAndAll));
     }
     // A file with no jail is a broken template more often than a choice:
     // deployed, it would pass as a success.
     if cfg.jails.is_empty() && !cfg.allow_empty {
-        return Err(fail(
-            ExitCode::Config,
-            format!(
-                "{}: no jail configured for --all (set allow_empty = true in [defaults] if that is meant)",
-                cfg.path.display()
-            ),
-        ));
+        return Err(Domain::error(UsageError::NoJailForAll {
+            config: cfg.path.clone(),
+        }));
     }
     Ok((0..cfg.jails.len()).collect())
 }
@@ -261,7 +338,7 @@ fn named(args: &Common) -> Result<Vec<OsString>> {
             std::io::stdin()
                 .lock()
                 .read_to_end(&mut raw)
-                .map_err(|e| fail_io(ExitCode::Usage, &e, format!("stdin: {}", IoText(&e))))?;
+                .map_err(|e| Domain::error(UsageError::Stdin(e)))?;
             names.extend(names_from(&raw));
         } else {
             names.push(name.clone());
@@ -287,14 +364,10 @@ fn indices(cfg: &Config, names: &[OsString]) -> Result<Vec<usize>> {
             .to_str()
             .and_then(|s| by_name.get(s).copied())
             .ok_or_else(|| {
-                fail(
-                    ExitCode::Usage,
-                    format!(
-                        "{}: no such jail in {}",
-                        name.to_string_lossy(),
-                        cfg.path.display()
-                    ),
-                )
+                Domain::error(UsageError::NoSuchJail {
+                    name: name.clone(),
+                    config: cfg.path.clone(),
+                })
             })?;
         if seen.insert(index) {
             out.push(index);
@@ -437,6 +510,62 @@ mod tests {
                 .contains("e.g. 600s for 600 seconds")
         );
         assert!(parse_age("7").unwrap_err().contains("e.g. 7d for 7 days"));
+    }
+
+    #[test]
+    fn usage_error_codes_and_lines() {
+        use crate::exit::check_domain as check;
+        let config = || PathBuf::from("/etc/jlayers.conf");
+        check(
+            UsageError::NoSuchLayer {
+                name: "ports".into(),
+                config: config(),
+            },
+            ExitCode::Usage,
+            "--layer ports: no such layer in /etc/jlayers.conf",
+        );
+        check(
+            UsageError::ParentNotNamed {
+                layer: "distfiles".into(),
+                jail: "web".into(),
+                parent: "ports".into(),
+            },
+            ExitCode::Usage,
+            "--layer distfiles: jail web: it stands on layer ports: name that too",
+        );
+        check(
+            UsageError::NoJailNamed,
+            ExitCode::Usage,
+            "no jail named (give JAIL... or --all)",
+        );
+        check(
+            UsageError::NoJailOnStdin,
+            ExitCode::Usage,
+            "no jail named on standard input",
+        );
+        check(
+            UsageError::NamesAndAll,
+            ExitCode::Usage,
+            "give jail names or --all, not both",
+        );
+        check(
+            UsageError::NoJailForAll { config: config() },
+            ExitCode::Config,
+            "/etc/jlayers.conf: no jail configured for --all (set allow_empty = true in [defaults] if that is meant)",
+        );
+        check(
+            UsageError::Stdin(io::Error::from_raw_os_error(libc::EBADF)),
+            ExitCode::Usage,
+            &format!("stdin: {}", nix::errno::Errno::EBADF.desc()),
+        );
+        check(
+            UsageError::NoSuchJail {
+                name: OsString::from("db"),
+                config: config(),
+            },
+            ExitCode::Usage,
+            "db: no such jail in /etc/jlayers.conf",
+        );
     }
 
     #[test]

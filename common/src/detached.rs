@@ -7,13 +7,15 @@
 //! process still uses that device. FreeBSD's `umount -f` revokes the vnodes and
 //! leaves nothing mounted: no note there.
 
+use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Act, Dry, Perform, Sink, Site};
-use crate::exit::{ExitCode, OrFail};
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
 use crate::platform::{Holder, Platform};
 
 /// One layer whose union a forced unmount detached while it was in use.
@@ -35,6 +37,52 @@ pub(crate) struct Detached {
 pub(crate) struct Live {
     pub(crate) note: Detached,
     pub(crate) holders: Vec<Holder>,
+}
+
+/// Why a jail's notes could not be written.
+#[derive(Debug)]
+pub(crate) enum DetachedError {
+    /// The lock dir, where the notes go, cannot be made.
+    LockDir { dir: PathBuf, source: io::Error },
+    /// The notes file cannot be written, renamed into place or removed.
+    Write { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for DetachedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DetachedError::LockDir { dir, .. } => write!(f, "lock dir {}", dir.display()),
+            DetachedError::Write { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for DetachedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DetachedError::LockDir { source, .. } | DetachedError::Write { source, .. } => {
+                Some(source)
+            }
+        }
+    }
+}
+
+impl DomainError for DetachedError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for DetachedError {
+    /// A permission refused is 77: the cause is who runs the tool.
+    fn code(&self) -> ExitCode {
+        let (DetachedError::LockDir { source, .. } | DetachedError::Write { source, .. }) = self;
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            ExitCode::NoPerm
+        } else {
+            ExitCode::CantCreate
+        }
+    }
 }
 
 /// This boot's id (Linux); empty where there is none.
@@ -61,11 +109,15 @@ fn read(path: &Path) -> Vec<Detached> {
 /// temp file renamed over it, so a reader never sees half of it.
 fn write(lock_dir: &Path, jail: &str, notes: &[Detached]) -> Result<()> {
     let path = file(lock_dir, jail);
+    let not_written = |source| {
+        Domain::error(DetachedError::Write {
+            path: path.clone(),
+            source,
+        })
+    };
     if notes.is_empty() {
         return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).or_fail(ExitCode::CantCreate, || format!("{}", path.display()))
-            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(not_written(e)),
             _ => Ok(()),
         };
     }
@@ -74,13 +126,16 @@ fn write(lock_dir: &Path, jail: &str, notes: &[Detached]) -> Result<()> {
         text.push_str(&serde_json::to_string(note).unwrap_or_default());
         text.push('\n');
     }
-    std::fs::create_dir_all(lock_dir).or_fail(ExitCode::CantCreate, || {
-        format!("lock dir {}", lock_dir.display())
+    std::fs::create_dir_all(lock_dir).map_err(|source| {
+        Domain::error(DetachedError::LockDir {
+            dir: lock_dir.to_path_buf(),
+            source,
+        })
     })?;
     let tmp = lock_dir.join(format!(".{jail}.detached.{}", std::process::id()));
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .or_fail(ExitCode::CantCreate, || format!("{}", path.display()))
+        .map_err(not_written)
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
@@ -181,5 +236,72 @@ impl Live {
             self.note.upper,
             named.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::check_domain as check;
+
+    #[test]
+    fn detached_error_codes_and_lines() {
+        let os = io::Error::from_raw_os_error;
+        check(
+            DetachedError::LockDir {
+                dir: "/run/jlayers".into(),
+                source: os(libc::EROFS),
+            },
+            ExitCode::CantCreate,
+            "lock dir /run/jlayers: Read-only file system",
+        );
+        check(
+            DetachedError::Write {
+                path: "/run/jlayers/web.detached".into(),
+                source: os(libc::ENOSPC),
+            },
+            ExitCode::CantCreate,
+            "/run/jlayers/web.detached: No space left on device",
+        );
+        // A permission refused is 77 whatever was written.
+        for errno in [libc::EACCES, libc::EPERM] {
+            check(
+                DetachedError::Write {
+                    path: "/run/jlayers/web.detached".into(),
+                    source: os(errno),
+                },
+                ExitCode::NoPerm,
+                &format!(
+                    "/run/jlayers/web.detached: {}",
+                    nix::errno::Errno::from_raw(errno).desc()
+                ),
+            );
+        }
+    }
+
+    /// A file where the lock dir should be: the notes cannot be written (73).
+    #[test]
+    fn notes_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let noted = Detached {
+            layer: "ports".into(),
+            upper: "/upper".into(),
+            dev: "0:42".into(),
+            mnt: 7,
+            boot: String::new(),
+        };
+        let err = note(&file.join("run"), "web", vec![noted]).unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), ExitCode::CantCreate);
+        assert!(matches!(
+            err.downcast_ref::<Domain>()
+                .and_then(Domain::get::<DetachedError>),
+            Some(DetachedError::LockDir { .. })
+        ));
+        assert_eq!(
+            crate::exit::text(&err),
+            format!("lock dir {}/run: Not a directory", file.display())
+        );
     }
 }

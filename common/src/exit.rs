@@ -82,6 +82,28 @@ impl Domain {
     }
 }
 
+/// For a domain's tests: `err` as the tools get it (found by [`Domain::get`],
+/// through a context too), its exit status, and its one line: [`text`], and
+/// `{:#}` itself when no I/O cause is shown (std's would add "(os error N)").
+#[cfg(test)]
+pub(crate) fn check_domain<T: DomainError>(err: T, code: ExitCode, line: &str) {
+    let err = Domain::error(err);
+    let found = |e: &anyhow::Error| {
+        e.downcast_ref::<Domain>()
+            .and_then(Domain::get::<T>)
+            .is_some()
+    };
+    assert!(found(&err), "{line}");
+    assert_eq!(code_of(&err), code, "{line}");
+    assert_eq!(text(&err), line);
+    if err.chain().count() == 1 {
+        assert_eq!(format!("{err:#}"), line);
+    }
+    let err = err.context("jail web");
+    assert!(found(&err), "{line}");
+    assert_eq!(code_of(&err), code, "{line}");
+}
+
 impl fmt::Display for Domain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

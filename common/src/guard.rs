@@ -19,8 +19,8 @@ use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
 use nix::unistd::{Gid, fchown};
 
-use crate::exit::{ExitCode, fail};
-use crate::target::{Beneath, MadeDir, Missing, Place};
+use crate::exit::Domain;
+use crate::target::{Beneath, MadeDir, Missing, Place, TargetError};
 
 pub(crate) use crate::step::Access;
 
@@ -35,12 +35,7 @@ pub(crate) struct Seen {
 impl Seen {
     /// Look at the dir `fd` (opened at `path`).
     pub(crate) fn look(fd: OwnedFd, path: &Path) -> Result<Seen> {
-        let st = fstat(fd.as_fd()).map_err(|e| {
-            fail(
-                ExitCode::CantCreate,
-                format!("{}: {}", path.display(), e.desc()),
-            )
-        })?;
+        let st = fstat(fd.as_fd()).map_err(|e| TargetError::open(path, e))?;
         // mode_t is u16 on FreeBSD.
         #[allow(clippy::useless_conversion)]
         let mode = u32::from(st.st_mode) & 0o7777;
@@ -67,10 +62,10 @@ impl Seen {
     /// Set it to `access`, by its descriptor; set-ID and sticky bits are kept.
     pub(crate) fn set(&self, access: Access, path: &Path) -> Result<()> {
         let err = |e: Errno| {
-            fail(
-                ExitCode::CantCreate,
-                format!("cannot set the mode of {}: {}", path.display(), e.desc()),
-            )
+            Domain::error(TargetError::Mode {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })
         };
         let special = self.mode & 0o7000;
         if let Some(gid) = access.gid.filter(|&g| g != self.gid) {
@@ -130,12 +125,7 @@ pub(crate) fn warning(path: &Path, seen: &Seen, access: Access, tool: &str, done
 /// dir itself set to `access` by the descriptor it was opened by.
 /// The dirs made (missing parents too) are pushed on `made`, top down.
 pub(crate) fn make(place: &Place, access: Access, made: &mut Vec<MadeDir>) -> Result<()> {
-    let cannot = |e: Errno| {
-        fail(
-            ExitCode::CantCreate,
-            format!("cannot create {}: {}", place.path.display(), e.desc()),
-        )
-    };
+    let cannot = |e: Errno| TargetError::create(&place.path, e);
     let mode = Mode::from_bits_truncate(access.mode() as _);
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let fd = match place.split() {

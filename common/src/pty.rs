@@ -15,8 +15,19 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::sys::termios::{self, SetArg, SpecialCharacterIndices, Termios};
 
-use crate::exit::{ExitCode, OrFail};
+use crate::exit::Domain;
 use crate::signals;
+use crate::update::RunError;
+
+/// No pseudo-terminal for the updater.
+fn no_pty(errno: Errno) -> anyhow::Error {
+    Domain::error(RunError::Pty(errno.into()))
+}
+
+/// jupdate's terminal cannot be read or set raw.
+fn no_modes(errno: Errno) -> anyhow::Error {
+    Domain::error(RunError::TerminalModes(errno.into()))
+}
 
 /// What jupdate reads for the updater.
 #[derive(PartialEq, Eq)]
@@ -79,16 +90,13 @@ impl Relay {
         };
         let modes = termios::tcgetattr(borrowed(sized)).ok();
         let size = window_size(sized);
-        let pty = nix::pty::openpty(size.as_ref(), modes.as_ref())
-            .or_fail(ExitCode::Unavailable, || "pseudo-terminal".into())?;
+        let pty = nix::pty::openpty(size.as_ref(), modes.as_ref()).map_err(no_pty)?;
         // Neither side leaks into what jupdate starts; jupdate never blocks on
         // the updater's terminal.
         for fd in [&pty.master, &pty.slave] {
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-                .or_fail(ExitCode::Unavailable, || "pseudo-terminal".into())?;
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(no_pty)?;
         }
-        fcntl(&pty.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-            .or_fail(ExitCode::Unavailable, || "pseudo-terminal".into())?;
+        fcntl(&pty.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(no_pty)?;
         let stdin = borrowed(0);
         let input = if !is_terminal(0) {
             Input::Other
@@ -107,12 +115,10 @@ impl Relay {
             restore: None,
         };
         if relay.input == Input::Terminal {
-            let before = termios::tcgetattr(stdin)
-                .or_fail(ExitCode::Unavailable, || "terminal modes".into())?;
+            let before = termios::tcgetattr(stdin).map_err(no_modes)?;
             let mut raw = before.clone();
             termios::cfmakeraw(&mut raw);
-            termios::tcsetattr(stdin, SetArg::TCSANOW, &raw)
-                .or_fail(ExitCode::Unavailable, || "terminal modes".into())?;
+            termios::tcsetattr(stdin, SetArg::TCSANOW, &raw).map_err(no_modes)?;
             relay.restore = Some(before);
         }
         signals::watch_resize();

@@ -6,6 +6,8 @@
 //! opened relative to its parent with `O_NOFOLLOW | O_DIRECTORY`; missing ones are
 //! created with `mkdirat` on the parent's descriptor.
 
+use std::fmt;
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
@@ -14,7 +16,119 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 
-use crate::exit::{ExitCode, IoText, fail, fail_errno, fail_io};
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
+
+/// Why a directory beneath a jail root, or one of jlayers' own around the
+/// uppers (guard.rs), could not be opened, made or set.
+#[derive(Debug)]
+pub(crate) enum TargetError {
+    /// The jail root is missing (or a file is on its way).
+    NoRoot { root: PathBuf },
+    /// The jail root cannot be opened.
+    Root { root: PathBuf, source: io::Error },
+    /// A path below a root that is not plain relative: the configuration's.
+    NotRelative { rel: PathBuf },
+    /// A missing directory cannot be made.
+    Create { path: PathBuf, source: io::Error },
+    /// A directory made (or found made) is missing when opened.
+    Gone { path: PathBuf },
+    /// A directory that must exist does not.
+    Missing { path: PathBuf },
+    /// A component is a symbolic link, never followed.
+    Symlink { path: PathBuf },
+    /// A component is something other than a directory.
+    NotDir { path: PathBuf },
+    /// A directory cannot be opened or looked at.
+    Open { path: PathBuf, source: io::Error },
+    /// One of jlayers' dirs cannot be set to its mode or group.
+    Mode { path: PathBuf, source: io::Error },
+}
+
+impl TargetError {
+    /// [`TargetError::Create`] for a failed system call.
+    pub(crate) fn create(path: &Path, errno: Errno) -> anyhow::Error {
+        Domain::error(TargetError::Create {
+            path: path.to_path_buf(),
+            source: errno.into(),
+        })
+    }
+
+    /// [`TargetError::Open`] for a failed system call.
+    pub(crate) fn open(path: &Path, errno: Errno) -> anyhow::Error {
+        Domain::error(TargetError::Open {
+            path: path.to_path_buf(),
+            source: errno.into(),
+        })
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A system call's cause is shown after it (exit::text).
+        match self {
+            TargetError::NoRoot { root } => {
+                write!(f, "jail root {} does not exist", root.display())
+            }
+            TargetError::Root { root, .. } => write!(f, "jail root {}", root.display()),
+            TargetError::NotRelative { rel } => {
+                write!(f, "{}: not a plain relative path", rel.display())
+            }
+            TargetError::Create { path, .. } | TargetError::Gone { path } => {
+                write!(f, "cannot create {}", path.display())
+            }
+            TargetError::Missing { path } => write!(f, "{} does not exist", path.display()),
+            TargetError::Symlink { path } => write!(
+                f,
+                "{} is a symbolic link; refusing to follow it (the jail could aim it at any host directory)",
+                path.display()
+            ),
+            TargetError::NotDir { path } => {
+                write!(f, "{} exists and is not a directory", path.display())
+            }
+            TargetError::Open { path, .. } => write!(f, "{}", path.display()),
+            TargetError::Mode { path, .. } => {
+                write!(f, "cannot set the mode of {}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for TargetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TargetError::Root { source, .. }
+            | TargetError::Create { source, .. }
+            | TargetError::Open { source, .. }
+            | TargetError::Mode { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl DomainError for TargetError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for TargetError {
+    /// By what went wrong, not by the errno: a root that cannot be opened is a
+    /// missing input (66) even when refused.
+    fn code(&self) -> ExitCode {
+        match self {
+            TargetError::NoRoot { .. } | TargetError::Root { .. } | TargetError::Missing { .. } => {
+                ExitCode::NoInput
+            }
+            TargetError::NotRelative { .. } => ExitCode::Config,
+            TargetError::Symlink { .. } => ExitCode::NoPerm,
+            TargetError::Create { .. }
+            | TargetError::Gone { .. }
+            | TargetError::NotDir { .. }
+            | TargetError::Open { .. }
+            | TargetError::Mode { .. } => ExitCode::CantCreate,
+        }
+    }
+}
 
 /// What opening a directory does about missing components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,16 +149,15 @@ fn open_beneath(
     made_dirs: &mut Vec<MadeDir>,
 ) -> Result<Beneath> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut dir = open(root, flags, Mode::empty()).map_err(|err| match err {
-        Errno::ENOENT | Errno::ENOTDIR => fail(
-            ExitCode::NoInput,
-            format!("jail root {} does not exist", root.display()),
-        ),
-        err => fail_errno(
-            ExitCode::NoInput,
-            err,
-            format!("jail root {}: {}", root.display(), err.desc()),
-        ),
+    let mut dir = open(root, flags, Mode::empty()).map_err(|err| {
+        let root = root.to_path_buf();
+        Domain::error(match err {
+            Errno::ENOENT | Errno::ENOTDIR => TargetError::NoRoot { root },
+            err => TargetError::Root {
+                root,
+                source: err.into(),
+            },
+        })
     })?;
     if let Some(fd) = open_in_one(&dir, rel, flags) {
         return Ok(Beneath::Dir(fd));
@@ -52,10 +165,9 @@ fn open_beneath(
     let mut here = root.to_path_buf();
     for component in rel.components() {
         let Component::Normal(name) = component else {
-            return Err(fail(
-                ExitCode::Config,
-                format!("{}: not a plain relative path", rel.display()),
-            ));
+            return Err(Domain::error(TargetError::NotRelative {
+                rel: rel.to_path_buf(),
+            }));
         };
         here.push(name);
         match step_in(&dir, name, &here, missing, made_dirs)? {
@@ -86,13 +198,7 @@ fn step_in(
                 match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
                     Ok(()) => made_dirs.extend(MadeDir::made(dir, name, here)),
                     Err(Errno::EEXIST) => {}
-                    Err(err) => {
-                        return Err(fail_errno(
-                            ExitCode::CantCreate,
-                            err,
-                            format!("cannot create {}: {}", here.display(), err.desc()),
-                        ));
-                    }
+                    Err(err) => return Err(TargetError::create(here, err)),
                 }
                 made = true;
             }
@@ -199,10 +305,7 @@ impl Place {
     pub(crate) fn create(&self, made: &mut Vec<MadeDir>) -> Result<OwnedFd> {
         match self.open_making(Missing::Create, made)? {
             Beneath::Dir(fd) => Ok(fd),
-            Beneath::Missing(path) => Err(fail(
-                ExitCode::CantCreate,
-                format!("cannot create {}", path.display()),
-            )),
+            Beneath::Missing(path) => Err(Domain::error(TargetError::Gone { path })),
         }
     }
 
@@ -217,10 +320,7 @@ impl Place {
     pub(crate) fn open_dir(&self) -> Result<OwnedFd> {
         match self.open(Missing::Report)? {
             Beneath::Dir(fd) => Ok(fd),
-            Beneath::Missing(missing) => Err(fail(
-                ExitCode::NoInput,
-                format!("{} does not exist", missing.display()),
-            )),
+            Beneath::Missing(path) => Err(Domain::error(TargetError::Missing { path })),
         }
     }
 }
@@ -234,12 +334,11 @@ fn open_host(path: &Path, missing: Missing, made: &mut Vec<MadeDir>) -> Result<B
             .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
             .collect();
         absent.reverse();
-        std::fs::create_dir_all(path).map_err(|err| {
-            fail_io(
-                ExitCode::CantCreate,
-                &err,
-                format!("cannot create {}: {}", path.display(), IoText(&err)),
-            )
+        std::fs::create_dir_all(path).map_err(|source| {
+            Domain::error(TargetError::Create {
+                path: path.to_path_buf(),
+                source,
+            })
         })?;
         for dir in absent {
             let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
@@ -255,11 +354,7 @@ fn open_host(path: &Path, missing: Missing, made: &mut Vec<MadeDir>) -> Result<B
     match open(path, flags, Mode::empty()) {
         Ok(fd) => Ok(Beneath::Dir(fd)),
         Err(Errno::ENOENT) => Ok(Beneath::Missing(path.to_path_buf())),
-        Err(err) => Err(fail_errno(
-            ExitCode::CantCreate,
-            err,
-            format!("{}: {}", path.display(), err.desc()),
-        )),
+        Err(err) => Err(TargetError::open(path, err)),
     }
 }
 
@@ -323,23 +418,13 @@ pub(crate) enum Beneath {
 /// Why the component `name` of `dir` (at `here`) could not be opened, which failed
 /// with `err`: a symbolic link, something not a directory, or `err` itself.
 fn refusal(dir: &OwnedFd, name: &std::ffi::OsStr, here: &Path, err: Errno) -> anyhow::Error {
+    let path = here.to_path_buf();
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => fail(
-            ExitCode::NoPerm,
-            format!(
-                "{} is a symbolic link; refusing to follow it (the jail could aim it at any host directory)",
-                here.display()
-            ),
-        ),
-        Ok(_) => fail(
-            ExitCode::CantCreate,
-            format!("{} exists and is not a directory", here.display()),
-        ),
-        Err(_) => fail_errno(
-            ExitCode::CantCreate,
-            err,
-            format!("{}: {}", here.display(), err.desc()),
-        ),
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+            Domain::error(TargetError::Symlink { path })
+        }
+        Ok(_) => Domain::error(TargetError::NotDir { path }),
+        Err(_) => TargetError::open(here, err),
     }
 }
 
@@ -393,6 +478,142 @@ mod tests {
         let nope = root.join("nope");
         let err = open_beneath(&nope, Path::new("x"), Missing::Create, &mut Vec::new());
         assert_eq!(code_of(&err.unwrap_err()), ExitCode::NoInput);
+    }
+
+    #[test]
+    fn target_error_codes_and_lines() {
+        use crate::exit::check_domain as check;
+        let path = || PathBuf::from("/jails/web/usr/ports");
+        let os = io::Error::from_raw_os_error;
+        check(
+            TargetError::NoRoot {
+                root: "/jails/web".into(),
+            },
+            ExitCode::NoInput,
+            "jail root /jails/web does not exist",
+        );
+        // Refused, it is a missing input all the same.
+        check(
+            TargetError::Root {
+                root: "/jails/web".into(),
+                source: os(libc::EACCES),
+            },
+            ExitCode::NoInput,
+            "jail root /jails/web: Permission denied",
+        );
+        check(
+            TargetError::NotRelative {
+                rel: "../etc".into(),
+            },
+            ExitCode::Config,
+            "../etc: not a plain relative path",
+        );
+        check(
+            TargetError::Create {
+                path: path(),
+                source: os(libc::EROFS),
+            },
+            ExitCode::CantCreate,
+            "cannot create /jails/web/usr/ports: Read-only file system",
+        );
+        check(
+            TargetError::Gone { path: path() },
+            ExitCode::CantCreate,
+            "cannot create /jails/web/usr/ports",
+        );
+        check(
+            TargetError::Missing { path: path() },
+            ExitCode::NoInput,
+            "/jails/web/usr/ports does not exist",
+        );
+        check(
+            TargetError::Symlink { path: path() },
+            ExitCode::NoPerm,
+            "/jails/web/usr/ports is a symbolic link; refusing to follow it (the jail could aim it at any host directory)",
+        );
+        check(
+            TargetError::NotDir { path: path() },
+            ExitCode::CantCreate,
+            "/jails/web/usr/ports exists and is not a directory",
+        );
+        check(
+            TargetError::Open {
+                path: path(),
+                source: os(libc::ELOOP),
+            },
+            ExitCode::CantCreate,
+            &format!("/jails/web/usr/ports: {}", Errno::ELOOP.desc()),
+        );
+        check(
+            TargetError::Mode {
+                path: path(),
+                source: os(libc::EPERM),
+            },
+            ExitCode::CantCreate,
+            "cannot set the mode of /jails/web/usr/ports: Operation not permitted",
+        );
+    }
+
+    fn target_error(err: &anyhow::Error) -> Option<&TargetError> {
+        err.downcast_ref::<Domain>()
+            .and_then(Domain::get::<TargetError>)
+    }
+
+    /// The walk's refusals are the domain's own errors, a system call's cause
+    /// shown by its text.
+    #[test]
+    fn refusals_are_target_errors() {
+        let jail = tempfile::tempdir().unwrap();
+        let root = jail.path();
+        let open = |rel: &str| open_beneath(root, Path::new(rel), Missing::Create, &mut Vec::new());
+        std::fs::write(root.join("file"), "").unwrap();
+        symlink("/", root.join("link")).unwrap();
+        let err = open("file/x").unwrap_err();
+        assert!(matches!(
+            target_error(&err),
+            Some(TargetError::NotDir { .. })
+        ));
+        let err = open("link/x").unwrap_err();
+        assert!(matches!(
+            target_error(&err),
+            Some(TargetError::Symlink { .. })
+        ));
+        let err = open("../x").unwrap_err();
+        assert!(matches!(
+            target_error(&err),
+            Some(TargetError::NotRelative { .. })
+        ));
+        let file = root.join("file");
+        let err =
+            open_beneath(&file, Path::new("x"), Missing::Create, &mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            target_error(&err),
+            Some(TargetError::NoRoot { .. })
+        ));
+        let err = Place::beneath(root, Path::new("nope"))
+            .open_dir()
+            .unwrap_err();
+        assert!(matches!(
+            target_error(&err),
+            Some(TargetError::Missing { .. })
+        ));
+        assert_eq!(code_of(&err), ExitCode::NoInput);
+        assert_eq!(
+            crate::exit::text(&err),
+            format!("{}/nope does not exist", root.display())
+        );
+        let err = Place::host(file.join("x"))
+            .create(&mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(
+            target_error(&err),
+            Some(TargetError::Create { .. })
+        ));
+        assert_eq!(code_of(&err), ExitCode::CantCreate);
+        assert_eq!(
+            crate::exit::text(&err),
+            format!("cannot create {}/x: Not a directory", file.display())
+        );
     }
 
     /// What a run made is taken back only while it is the same dir and empty.

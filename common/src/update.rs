@@ -8,11 +8,12 @@
 //! not finish.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use anyhow::Result;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::exit::{ExitCode, OrFail};
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
 use crate::platform::{Exec, Platform};
 use crate::signals;
 
@@ -70,6 +71,118 @@ impl Outcome {
             Outcome::Failed(_) | Outcome::OutOfMemory(_) => ExitCode::Unavailable,
             Outcome::Timeout(_) => ExitCode::TempFail,
             Outcome::Interrupted(_) => ExitCode::Interrupted,
+        }
+    }
+}
+
+/// Why the updater's run could not be set up, started or waited for.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// The log's dir cannot be made.
+    LogDir { dir: PathBuf, source: io::Error },
+    /// The log cannot be opened or written, or the run's file beside it made.
+    Log { log: PathBuf, source: io::Error },
+    /// The updater's end of its output cannot be duplicated.
+    Output(io::Error),
+    /// No pipe for the updater's output.
+    Pipe(io::Error),
+    /// `-i`: no pseudo-terminal for the updater.
+    Pty(io::Error),
+    /// `-i`: jupdate's terminal cannot be read or set raw.
+    TerminalModes(io::Error),
+    /// The updater cannot be waited for.
+    Wait(io::Error),
+    /// The command is not in the jail; the jail's PATH when its sh could say.
+    NotFound { cmd: String, path: Option<String> },
+    /// The jail's file is not executable.
+    NotExecutable { cmd: String },
+    /// The updater cannot be started (any other cause).
+    Start { cmd: String, source: io::Error },
+}
+
+impl RunError {
+    /// The failed system call, if one is the cause.
+    fn cause(&self) -> Option<&io::Error> {
+        match self {
+            RunError::LogDir { source, .. }
+            | RunError::Log { source, .. }
+            | RunError::Start { source, .. }
+            | RunError::Output(source)
+            | RunError::Pipe(source)
+            | RunError::Pty(source)
+            | RunError::TerminalModes(source)
+            | RunError::Wait(source) => Some(source),
+            RunError::NotFound { .. } | RunError::NotExecutable { .. } => None,
+        }
+    }
+
+    /// For `map_err`: [`RunError::Log`] for the log at `log`.
+    fn log(log: &Path) -> impl FnOnce(io::Error) -> anyhow::Error + '_ {
+        move |source| {
+            Domain::error(RunError::Log {
+                log: log.to_path_buf(),
+                source,
+            })
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A system call's cause is shown after it (exit::text).
+        match self {
+            RunError::LogDir { dir, .. } => write!(f, "log dir {}", dir.display()),
+            RunError::Log { log, .. } => write!(f, "log {}", log.display()),
+            RunError::Output(_) => f.write_str("log"),
+            RunError::Pipe(_) => f.write_str("pipe for the output"),
+            RunError::Pty(_) => f.write_str("pseudo-terminal"),
+            RunError::TerminalModes(_) => f.write_str("terminal modes"),
+            RunError::Wait(_) => f.write_str("wait"),
+            RunError::NotFound { cmd, path: None } => write!(f, "{cmd}: not found in the jail"),
+            RunError::NotFound {
+                cmd,
+                path: Some(path),
+            } => write!(f, "{cmd}: not found in the jail (PATH={path})"),
+            RunError::NotExecutable { cmd } => write!(f, "{cmd}: not executable in the jail"),
+            RunError::Start { cmd, .. } => write!(f, "cannot run {cmd}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause().map(|e| e as _)
+    }
+}
+
+impl DomainError for RunError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for RunError {
+    /// What could not be made is 73, what could not be run or relayed 69; a
+    /// permission refused to jupdate is 77 (a jail's file that is not
+    /// executable is the jail's: 69).
+    fn code(&self) -> ExitCode {
+        if self
+            .cause()
+            .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+        {
+            return ExitCode::NoPerm;
+        }
+        match self {
+            RunError::LogDir { .. }
+            | RunError::Log { .. }
+            | RunError::Output(_)
+            | RunError::Pipe(_) => ExitCode::CantCreate,
+            RunError::Pty(_)
+            | RunError::TerminalModes(_)
+            | RunError::Wait(_)
+            | RunError::NotFound { .. }
+            | RunError::NotExecutable { .. }
+            | RunError::Start { .. } => ExitCode::Unavailable,
         }
     }
 }
@@ -167,9 +280,7 @@ impl Run<'_> {
         }
         head += &format!("{now}: jupdate: {}\n", crate::report::sh_one_line(self.cmd));
         log.write_all(head.as_bytes())
-            .or_fail(ExitCode::CantCreate, || {
-                format!("log {}", self.log.display())
-            })
+            .map_err(RunError::log(self.log))
     }
 
     /// Spawn the updater with its output going to the log, and wait for it.
@@ -204,7 +315,7 @@ impl Run<'_> {
                 let clone = || {
                     slave
                         .try_clone()
-                        .or_fail(ExitCode::Unavailable, || "pseudo-terminal".into())
+                        .map_err(|e| Domain::error(RunError::Pty(e)))
                 };
                 command.stdin(clone()?).stdout(clone()?).stderr(slave);
             }
@@ -213,7 +324,7 @@ impl Run<'_> {
         let (out, into) = Source::new(self.platform.output_through_pipe(), self.log)?;
         let clone = || {
             into.try_clone()
-                .or_fail(ExitCode::CantCreate, || "log".into())
+                .map_err(|e| Domain::error(RunError::Output(e)))
         };
         command.stdin(Stdio::null()).stdout(clone()?).stderr(into);
         Ok((Some(out), None))
@@ -225,26 +336,18 @@ impl Run<'_> {
         // Our end of the updater's output: a pipe ends when the run's last writer
         // is gone; the slave side of -i's terminal goes with it too.
         drop(command);
+        let cmd = self.cmd[0].clone();
         match spawned {
             Ok(child) => Ok(child),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                Err(self.not_found(log).unwrap_or_else(|| {
-                    crate::exit::fail(
-                        ExitCode::Unavailable,
-                        format!("{}: not found in the jail", self.cmd[0]),
-                    )
-                }))
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(self
+                .not_found(log)
+                .unwrap_or_else(|| Domain::error(RunError::NotFound { cmd, path: None }))),
+            // The jail's file, not the administrator's permission: 69, not 77
+            // (told by the variant, which holds no cause).
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                Err(Domain::error(RunError::NotExecutable { cmd }))
             }
-            // The jail's file, not the administrator's permission: 69, not 77.
-            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                Err(crate::exit::fail(
-                    ExitCode::Unavailable,
-                    format!("{}: not executable in the jail", self.cmd[0]),
-                ))
-            }
-            Err(err) => Err(err).or_fail(ExitCode::Unavailable, || {
-                format!("cannot run {}", self.cmd[0])
-            }),
+            Err(source) => Err(Domain::error(RunError::Start { cmd, source })),
         }
     }
 
@@ -368,9 +471,12 @@ impl Run<'_> {
         // itself could not run (no sh, or no env for the environment).
         let out = String::from_utf8_lossy(&out.stdout);
         let path = out.trim_end().strip_prefix("PATH=")?;
-        let what = format!("{}: not found in the jail (PATH={path})", self.cmd[0]);
-        writeln!(log, "jupdate: {}: {what}", self.jail).ok();
-        Some(crate::exit::fail(ExitCode::Unavailable, what))
+        let err = RunError::NotFound {
+            cmd: self.cmd[0].clone(),
+            path: Some(path.to_string()),
+        };
+        writeln!(log, "jupdate: {}: {err}", self.jail).ok();
+        Some(Domain::error(err))
     }
 
     /// Wait for the child, killing its process group at the time limit or on
@@ -387,7 +493,7 @@ impl Run<'_> {
         loop {
             if let Some(st) = child
                 .try_wait()
-                .or_fail(ExitCode::Unavailable, || "wait".into())?
+                .map_err(|e| Domain::error(RunError::Wait(e)))?
             {
                 // -i: a ^C on the terminal goes through to the updater's own,
                 // which sends its foreground group SIGINT; its death by it (130,
@@ -498,13 +604,11 @@ impl Source {
     fn new(pipe: bool, log: &Path) -> Result<(Source, OwnedFd)> {
         if pipe {
             let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .or_fail(ExitCode::CantCreate, || "pipe for the output".into())?;
+                .map_err(|e| Domain::error(RunError::Pipe(e.into())))?;
             return Ok((Source::Pipe(read), write));
         }
         let file = run_file(log)?;
-        let write = file
-            .try_clone()
-            .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))?;
+        let write = file.try_clone().map_err(RunError::log(log))?;
         Ok((Source::File(file), write.into()))
     }
 
@@ -578,14 +682,13 @@ fn run_file(log: &Path) -> Result<File> {
                 let _ = std::fs::remove_file(&path);
                 return Ok(file);
             }
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => last = Some(err),
-            Err(err) => {
-                return Err(err).or_fail(ExitCode::CantCreate, || format!("log {}", log.display()));
-            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = Some(err),
+            Err(err) => return Err(RunError::log(log)(err)),
         }
     }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
-        .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
+    Err(RunError::log(log)(
+        last.unwrap_or_else(|| io::Error::other("no free name")),
+    ))
 }
 
 /// Copy what `file` gained past `done` (its data only: a hole, from ftruncate or a
@@ -917,8 +1020,11 @@ fn status_code(st: std::process::ExitStatus) -> i32 {
 /// run's history (newsyslog or logrotate, shipped with the install, rotates it).
 pub(crate) fn open_log(log: &Path) -> Result<File> {
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).or_fail(ExitCode::CantCreate, || {
-            format!("log dir {}", dir.display())
+        std::fs::create_dir_all(dir).map_err(|source| {
+            Domain::error(RunError::LogDir {
+                dir: dir.to_path_buf(),
+                source,
+            })
         })?;
     }
     File::options()
@@ -926,13 +1032,142 @@ pub(crate) fn open_log(log: &Path) -> Result<File> {
         .append(true)
         .create(true)
         .open(log)
-        .or_fail(ExitCode::CantCreate, || format!("log {}", log.display()))
+        .map_err(RunError::log(log))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Seek;
+
+    #[test]
+    fn run_error_codes_and_lines() {
+        use crate::exit::check_domain as check;
+        let os = io::Error::from_raw_os_error;
+        let log = || PathBuf::from("/var/log/jlayers/web.log");
+        let cmd = || "portmaster".to_string();
+        check(
+            RunError::LogDir {
+                dir: "/var/log/jlayers".into(),
+                source: os(libc::EROFS),
+            },
+            ExitCode::CantCreate,
+            "log dir /var/log/jlayers: Read-only file system",
+        );
+        check(
+            RunError::Log {
+                log: log(),
+                source: os(libc::ENOSPC),
+            },
+            ExitCode::CantCreate,
+            "log /var/log/jlayers/web.log: No space left on device",
+        );
+        check(
+            RunError::Log {
+                log: log(),
+                source: io::Error::other("no free name"),
+            },
+            ExitCode::CantCreate,
+            "log /var/log/jlayers/web.log: no free name",
+        );
+        check(
+            RunError::Output(os(libc::EMFILE)),
+            ExitCode::CantCreate,
+            "log: Too many open files",
+        );
+        check(
+            RunError::Pipe(os(libc::EMFILE)),
+            ExitCode::CantCreate,
+            "pipe for the output: Too many open files",
+        );
+        check(
+            RunError::Pty(os(libc::ENOENT)),
+            ExitCode::Unavailable,
+            "pseudo-terminal: No such file or directory",
+        );
+        check(
+            RunError::TerminalModes(os(libc::ENOTTY)),
+            ExitCode::Unavailable,
+            &format!("terminal modes: {}", nix::errno::Errno::ENOTTY.desc()),
+        );
+        check(
+            RunError::Wait(os(libc::ECHILD)),
+            ExitCode::Unavailable,
+            "wait: No child processes",
+        );
+        check(
+            RunError::NotFound {
+                cmd: cmd(),
+                path: None,
+            },
+            ExitCode::Unavailable,
+            "portmaster: not found in the jail",
+        );
+        check(
+            RunError::NotFound {
+                cmd: cmd(),
+                path: Some("/bin:/usr/bin".into()),
+            },
+            ExitCode::Unavailable,
+            "portmaster: not found in the jail (PATH=/bin:/usr/bin)",
+        );
+        check(
+            RunError::NotExecutable { cmd: cmd() },
+            ExitCode::Unavailable,
+            "portmaster: not executable in the jail",
+        );
+        check(
+            RunError::Start {
+                cmd: cmd(),
+                source: os(libc::E2BIG),
+            },
+            ExitCode::Unavailable,
+            "cannot run portmaster: Argument list too long",
+        );
+        // A permission refused to jupdate is 77, whatever it was refused.
+        check(
+            RunError::Log {
+                log: log(),
+                source: os(libc::EACCES),
+            },
+            ExitCode::NoPerm,
+            "log /var/log/jlayers/web.log: Permission denied",
+        );
+        check(
+            RunError::Pty(os(libc::EPERM)),
+            ExitCode::NoPerm,
+            "pseudo-terminal: Operation not permitted",
+        );
+    }
+
+    /// A log under a file: its dir not made (73), the cause shown by its text.
+    #[test]
+    fn log_not_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = open_log(&file.join("logs/web.log")).unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<Domain>()
+                .and_then(Domain::get::<RunError>),
+            Some(RunError::LogDir { .. })
+        ));
+        assert_eq!(crate::exit::code_of(&err), ExitCode::CantCreate);
+        assert_eq!(
+            crate::exit::text(&err),
+            format!("log dir {}/logs: Not a directory", file.display())
+        );
+        let err = open_log(tmp.path()).unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<Domain>()
+                .and_then(Domain::get::<RunError>),
+            Some(RunError::Log { .. })
+        ));
+        assert_eq!(
+            crate::exit::text(&err),
+            format!("log {}: Is a directory", tmp.path().display())
+        );
+    }
 
     #[test]
     fn control_characters_made_visible() {
