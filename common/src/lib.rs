@@ -17,7 +17,6 @@ pub mod os;
 mod plan;
 pub mod platform;
 mod prune;
-mod pty;
 pub mod report;
 mod roots;
 mod signals;

@@ -101,7 +101,8 @@ impl std::error::Error for LockError {
                 Some(source)
             }
             LockError::Busy { .. } => None,
-            LockError::Lock { errno, .. } => Some(errno),
+            // Its description is in the line already: not told twice.
+            LockError::Lock { .. } => None,
         }
     }
 }
@@ -384,10 +385,10 @@ mod tests {
             errno: Errno::ENOLCK,
         };
         assert_eq!(lock.code(), ExitCode::CantCreate);
-        assert_eq!(
-            lock.to_string(),
-            format!("lock /run/jlayers/web.lock: {}", Errno::ENOLCK.desc())
-        );
+        let line = format!("lock /run/jlayers/web.lock: {}", Errno::ENOLCK.desc());
+        assert_eq!(lock.to_string(), line);
+        // The line the tools print: the errno's description once.
+        assert_eq!(crate::exit::text(&Domain::error(lock)), line);
     }
 
     #[test]

@@ -15,9 +15,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::sys::termios::{self, SetArg, SpecialCharacterIndices, Termios};
 
+use super::RunError;
 use crate::exit::Domain;
 use crate::signals;
-use crate::update::RunError;
 
 /// No pseudo-terminal for the updater.
 fn no_pty(errno: Errno) -> anyhow::Error {

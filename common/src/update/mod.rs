@@ -27,6 +27,8 @@ use crate::exit::{Coded, Domain, DomainError, ExitCode};
 use crate::platform::{Exec, Platform};
 use crate::signals;
 
+mod pty;
+
 /// What the updater sees: no questions (BATCH), no pager, a dumb terminal.
 pub(crate) const BATCH_ENV: &[(&str, &str)] =
     &[("BATCH", "yes"), ("PAGER", "cat"), ("TERM", "dumb")];
@@ -305,12 +307,12 @@ impl Run<'_> {
         &self,
         command: &mut std::process::Command,
         log: &mut File,
-    ) -> Result<(Option<Source>, Option<crate::pty::Relay>)> {
+    ) -> Result<(Option<Source>, Option<pty::Relay>)> {
         if self.interactive {
             writeln!(log, "(interactive: the output went to the terminal)").ok();
             // A terminal of its own, relayed to jupdate's: never a descriptor of
             // the admin's terminal (TIOCSTI there types into the admin's shell).
-            let mut relay = crate::pty::Relay::open()?;
+            let mut relay = pty::Relay::open()?;
             if let Some(slave) = relay.as_mut().and_then(|r| r.take_slave()) {
                 let clone = || {
                     slave
@@ -357,7 +359,7 @@ impl Run<'_> {
         &self,
         mut child: Child,
         source: Option<Source>,
-        mut relay: Option<crate::pty::Relay>,
+        mut relay: Option<pty::Relay>,
         log: &File,
     ) -> Result<Outcome> {
         let ended = AtomicBool::new(false);
@@ -481,11 +483,7 @@ impl Run<'_> {
 
     /// Wait for the child, killing its process group at the time limit or on
     /// SIGINT/SIGTERM.
-    fn wait(
-        &self,
-        child: &mut Child,
-        mut relay: Option<&mut crate::pty::Relay>,
-    ) -> Result<Outcome> {
+    fn wait(&self, child: &mut Child, mut relay: Option<&mut pty::Relay>) -> Result<Outcome> {
         let start = Instant::now();
         let pgid = Pid::from_raw(child.id() as i32);
         let mut nap = Duration::from_millis(1);
