@@ -64,7 +64,10 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
                 "--",
                 "sh",
                 "-c",
-                "f(){ f & f; }; f",
+                // The bomb ends itself at its first refused fork (ash exits on
+                // it), within milliseconds; the run then lasts 2 s more with no
+                // fork, so that its cgroup is seen however loaded the machine.
+                "(f(){ f & f; }; f); exec sleep 2",
             ],
         );
         let cgroups = run_cgroups(child.id());
