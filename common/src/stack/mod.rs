@@ -10,7 +10,7 @@ use crate::action::{
     Below, MakeDir, MakeOwned, MountStep, Recording, SetAccess, Sink, Site, UnmountTop,
 };
 use crate::detached;
-use crate::exit::{ExitCode, fail};
+use crate::exit::Domain;
 use crate::guard::{Access, Seen, open_above, open_above_warning, warning};
 use crate::mounts::{Mount, MountsAt, Table};
 use crate::plan::{JailPlan, LayerPlan, Stack, State};
@@ -22,7 +22,10 @@ use crate::step::Step;
 use crate::target::{Beneath, Missing, Place};
 use crate::upper::UpperDir;
 
+mod error;
 mod undo;
+
+pub(crate) use error::{StackError, foreign_advice};
 
 use undo::Made;
 pub(crate) use undo::{Entry, Undo, first_error};
@@ -51,22 +54,11 @@ pub(crate) struct Engine<'a> {
 }
 
 /// A foreign mount on top of a stack this run would take down.
-fn on_top(stack: &Stack, top: &Mount, what: &str) -> anyhow::Error {
-    fail(
-        ExitCode::Unavailable,
-        format!(
-            "{}: {} is mounted on top of this layer; {what} ({})",
-            stack.target.path.display(),
-            top.describe(),
-            foreign_advice(&stack.target.path)
-        ),
-    )
-}
-
-/// What jmount, junmount and jclean all advise for a mount at a target that
-/// jlayers did not make: it is the administrator's to take off.
-pub(crate) fn foreign_advice(target: &Path) -> String {
-    format!("to take it off: umount {}", target.display())
+fn on_top(stack: &Stack, top: &Mount) -> anyhow::Error {
+    Domain::error(StackError::OnTop {
+        target: stack.target.path.clone(),
+        top: top.describe(),
+    })
 }
 
 /// Where a stack's actions happen.
@@ -120,10 +112,7 @@ impl<'a> Engine<'a> {
         if refused.is_empty() {
             return Ok(());
         }
-        Err(fail(
-            ExitCode::TempFail,
-            format!("{}; nothing mounted", refused.join("; ")),
-        ))
+        Err(Domain::error(StackError::LiveUppers(refused)))
     }
 
     /// Mount what is missing of every stack, in order; what it did, to be taken
@@ -148,10 +137,7 @@ impl<'a> Engine<'a> {
 
     fn mount_all(&self, plan: &JailPlan, made: &mut Undo) -> Result<()> {
         if !plan.root.is_dir() {
-            return Err(fail(
-                ExitCode::NoInput,
-                format!("jail root {} does not exist", plan.root.display()),
-            ));
+            return Err(Domain::error(StackError::NoRoot(plan.root.clone())));
         }
         for stack in plan.stacks() {
             if let Some(null) = stack.shape.null() {
@@ -161,11 +147,8 @@ impl<'a> Engine<'a> {
                     seen.insert(source.clone());
                 }
                 if !seen.contains(source) {
-                    return Err(fail(
-                        ExitCode::NoInput,
-                        format!("source {} does not exist", source.display()),
-                    ))
-                    .context(stack.layer.clone());
+                    return Err(Domain::error(StackError::NoSource(source.clone())))
+                        .context(stack.layer.clone());
                 }
             }
         }
@@ -261,15 +244,10 @@ impl<'a> Engine<'a> {
         self.ensure_dir(plan, stack, &stack.target, undo)?;
         match stack.state(table, self.platform) {
             State::Mounted(mounted) => Ok(mounted),
-            State::Foreign { top, .. } => Err(fail(
-                ExitCode::Unavailable,
-                format!(
-                    "{}: {} is mounted there, not as planned; not stacking on it ({})",
-                    stack.target.path.display(),
-                    top.describe(),
-                    foreign_advice(&stack.target.path)
-                ),
-            )),
+            State::Foreign { top, .. } => Err(Domain::error(StackError::Foreign {
+                target: stack.target.path.clone(),
+                top: top.describe(),
+            })),
         }
     }
 
@@ -416,7 +394,7 @@ impl<'a> Engine<'a> {
             let count = match stack.state(&table, self.platform) {
                 State::Mounted(mounted) => mounted.min(ours),
                 State::Foreign { top, .. } => {
-                    return Err(on_top(stack, &top, "left alone")).context(stack.layer.clone());
+                    return Err(on_top(stack, &top)).context(stack.layer.clone());
                 }
             };
             self.take_down(plan, stack, &table, count, Busy::Fail, &mut 0)
@@ -467,13 +445,7 @@ impl<'a> Engine<'a> {
     /// took down is mounted again.
     pub(crate) fn unmount_jail(&self, plan: &JailPlan, busy: Busy) -> Result<()> {
         if busy == Busy::Fail && self.platform.jail_running(&plan.jail)? {
-            return Err(fail(
-                ExitCode::TempFail,
-                format!(
-                    "jail is running (jls -j {} shows it); stop it first, or use -f",
-                    plan.jail
-                ),
-            ));
+            return Err(Domain::error(StackError::Running(plan.jail.clone())));
         }
         self.take_down_jail(plan, busy).map(drop)
     }
@@ -558,7 +530,7 @@ impl<'a> Engine<'a> {
                 return Ok(0);
             }
             State::Foreign { top, ours: true } => {
-                return Err(on_top(stack, &top, "left alone"));
+                return Err(on_top(stack, &top));
             }
         };
         if mounted == 0 {
@@ -566,7 +538,10 @@ impl<'a> Engine<'a> {
             let upper = stack.shape.union().map(|u| u.upper.path.as_os_str());
             let candidates = upper.into_iter().flat_map(|u| table.of_source(u));
             if let Some(moved) = stack.union_elsewhere(candidates, self.platform) {
-                return Err(moved_away(stack, moved));
+                return Err(Domain::error(StackError::Moved {
+                    target: stack.target.path.clone(),
+                    moved: moved.target.clone(),
+                }));
             }
             self.msg.info(&[&plan.jail, &stack.layer], "not mounted");
             return Ok(0);
@@ -664,10 +639,7 @@ impl<'a> Engine<'a> {
         if covered.is_empty() {
             return Ok(());
         }
-        Err(fail(
-            ExitCode::TempFail,
-            format!("{}; nothing unmounted", covered.join("; ")),
-        ))
+        Err(Domain::error(StackError::Held(covered)))
     }
 
     /// Refuse the jail (75), naming every holder, when any target to unmount is
@@ -695,10 +667,7 @@ impl<'a> Engine<'a> {
         if held.is_empty() {
             return Ok(());
         }
-        Err(fail(
-            ExitCode::TempFail,
-            format!("{}; nothing unmounted", held.join("; ")),
-        ))
+        Err(Domain::error(StackError::Held(held)))
     }
 
     /// After an unmount failed midway: mount again what this run took down of the
@@ -722,29 +691,14 @@ impl<'a> Engine<'a> {
         let layers = layers.join(", ");
         let mut undo = Undo::default();
         undo.push(Entry::TakenDown(taken.to_vec()));
-        match self
-            .unwind(plan, undo)
-            .into_iter()
-            .next()
-            .map_or(Ok(()), Err)
-        {
-            Ok(()) => fail(
-                code,
-                format!(
-                    "{}; mounted again what this run took down ({layers})",
-                    crate::exit::text(&err)
-                ),
-            ),
-            Err(re) => fail(
-                code,
-                format!(
-                    "{}; mounting again what this run took down ({layers}) failed: {}",
-                    crate::exit::text(&err),
-                    // Past the unwind's own "mounting again" context.
-                    crate::exit::cause_text(&re)
-                ),
-            ),
-        }
+        let again = self.unwind(plan, undo).into_iter().next();
+        Domain::error(StackError::PutBack {
+            failed: crate::exit::text(&err),
+            code,
+            layers,
+            // Past the unwind's own "mounting again" context.
+            again: again.map(|re| crate::exit::cause_text(&re)),
+        })
     }
 
     /// Mount again what [`Engine::take_down_jail`] took down: in mount order, each
@@ -822,21 +776,6 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// A stack whose union shows up elsewhere than its target: the jail moved a
-/// directory above the target (the mount table names a mount point by its path
-/// now). Nothing is unmounted: the mounts are the jail's, where it put them.
-fn moved_away(stack: &Stack, moved: &Mount) -> anyhow::Error {
-    fail(
-        ExitCode::TempFail,
-        format!(
-            "{}: not mounted there, but its union is mounted on {} (a directory above \
-             the target was moved); nothing unmounted: move it back, then junmount again",
-            stack.target.path.display(),
-            moved.target.display()
-        ),
-    )
-}
-
 /// A stack's state is read with the backend's notion of which mount a step makes.
 impl Stack {
     /// This stack's union mounted anywhere in `table` but at its target (its
@@ -882,7 +821,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::code_of;
+    use crate::exit::{ExitCode, code_of};
     use crate::platform::fake::{Call, Fake, MSG, Scene, Script};
 
     fn engine<'a>(fake: &'a Fake, dry: bool) -> Engine<'a> {

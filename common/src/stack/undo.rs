@@ -9,10 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::Engine;
+use super::{Engine, StackError};
 use crate::action::{Discard, RemoveDir, Site, StartStop, Unlimit};
 use crate::config::{Jail, Limits};
-use crate::exit::{ExitCode, fail};
+use crate::exit::Domain;
 use crate::plan::{JailPlan, Stack};
 use crate::platform::{Limited, Mounted, Service};
 use crate::signals;
@@ -173,10 +173,7 @@ impl<'a> Engine<'a> {
                     }
                     Entry::Service(argv, Service::Start) if !failed.is_empty() => {
                         drop(argv);
-                        Err(fail(
-                            ExitCode::Unavailable,
-                            "the jail is left stopped: its layers are not all back",
-                        ))
+                        Err(Domain::error(StackError::LeftStopped))
                     }
                     entry => self.turn_back(plan, entry),
                 };
@@ -257,7 +254,7 @@ fn service_word(to: Service) -> &'static str {
 mod tests {
     use super::*;
     use crate::action::Sink;
-    use crate::exit::code_of;
+    use crate::exit::{ExitCode, code_of};
     use crate::platform::fake::{Call, Fake, MSG, Scene};
     use crate::platform::{Busy, Platform};
 
