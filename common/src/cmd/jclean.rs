@@ -13,7 +13,7 @@ use crate::action::{Sink, Site};
 use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
-use crate::exit::{ExitCode, fail};
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
 use crate::mounts::Mount;
 use crate::plan::{JailPlan, LayerPlan, Stack, State, plan};
 use crate::platform::{Busy, Service};
@@ -176,15 +176,21 @@ fn rules(opts: &Opts) -> Result<Rules> {
     } else {
         let mut builder = GlobSetBuilder::new();
         for pattern in &opts.keep {
-            let glob = Glob::new(pattern.trim_start_matches("./"))
-                .map_err(|e| fail(ExitCode::Usage, format!("--keep {pattern}: {e}")))?;
+            let glob = Glob::new(pattern.trim_start_matches("./")).map_err(|e| {
+                Domain::error(CleanError::Keep {
+                    pattern: Some(pattern.clone()),
+                    why: e.to_string(),
+                })
+            })?;
             builder.add(glob);
         }
-        Some(
-            builder
-                .build()
-                .map_err(|e| fail(ExitCode::Usage, format!("--keep: {e}")))?,
-        )
+        let set = builder.build().map_err(|e| {
+            Domain::error(CleanError::Keep {
+                pattern: None,
+                why: e.to_string(),
+            })
+        })?;
+        Some(set)
     };
     Ok(Rules {
         keep,
@@ -339,13 +345,8 @@ impl Cleaner<'_> {
         let live = !down && live(setup, layer, table);
         let in_use = detached.iter().find(|d| d.note.layer == stack.layer);
         if let Some(found) = in_use.filter(|_| !self.looking) {
-            return Err(fail(
-                ExitCode::TempFail,
-                format!(
-                    "{}; nothing deleted",
-                    found.describe(&plan.root, &plan.jail)
-                ),
-            ));
+            let held = found.describe(&plan.root, &plan.jail);
+            return Err(Domain::error(CleanError::Detached(held)));
         }
         if live && !self.looking {
             return Err(self.mounted(stack, upper, table));
@@ -367,22 +368,15 @@ impl Cleaner<'_> {
     fn mounted(&self, stack: &Stack, upper: &Place, table: &[Mount]) -> anyhow::Error {
         let target = &stack.target.path;
         // A mount jlayers did not make is not junmount's to take off.
-        let advice = match stack.state(table, &*self.setup.platform) {
-            State::Foreign { top, .. } => format!(
-                "{} is mounted on {}; nothing deleted ({})",
-                top.describe(),
-                target.display(),
-                crate::stack::foreign_advice(target)
-            ),
-            _ => format!(
-                "the layer is mounted on {}; nothing deleted (junmount it first)",
-                target.display()
-            ),
+        let foreign = match stack.state(table, &*self.setup.platform) {
+            State::Foreign { top, .. } => Some(top.describe()),
+            _ => None,
         };
-        fail(
-            ExitCode::TempFail,
-            format!("{}: {advice}", upper.path.display()),
-        )
+        Domain::error(CleanError::Live {
+            upper: upper.path.clone(),
+            target: target.clone(),
+            foreign,
+        })
     }
 
     /// Prune one upper dir and print its report line.
@@ -533,18 +527,13 @@ impl Cleaner<'_> {
             let more = format!("... and {} more left", left.len() - NAMED);
             self.setup.msg.problem(&scope, &more);
         }
-        let entries = match left.len() {
-            0 => return Ok(()),
-            1 => "1 entry".to_string(),
-            n => format!("{n} entries"),
-        };
-        Err(fail(
-            ExitCode::Unavailable,
-            format!(
-                "{}: not emptied, {entries} left (named above)",
-                to_clean.place.path.display()
-            ),
-        ))
+        if left.is_empty() {
+            return Ok(());
+        }
+        Err(Domain::error(CleanError::NotEmptied {
+            upper: to_clean.place.path.clone(),
+            left: left.len(),
+        }))
     }
 
     /// One upper dir's report line, counted into the total; with `-q` only for a
@@ -629,4 +618,140 @@ fn with_progress<T>(msg: &Messages, tally: &Tally, exact: bool, work: impl FnOnc
         crate::report::set_bars(None);
         result
     })
+}
+
+/// Why jclean refused or did not finish an upper dir (or its flags).
+#[derive(Debug)]
+pub(crate) enum CleanError {
+    /// A `--keep` pattern that is no glob (the pattern, when one is to blame) (64).
+    Keep {
+        pattern: Option<String>,
+        why: String,
+    },
+    /// A union `junmount -f` detached still uses the upper: who holds it (75).
+    Detached(String),
+    /// The layer is mounted (or something else is, `foreign`, at its target):
+    /// its upper is live (75).
+    Live {
+        upper: PathBuf,
+        target: PathBuf,
+        foreign: Option<String>,
+    },
+    /// Entries were left for another reason than a rule, named before (69).
+    NotEmptied { upper: PathBuf, left: usize },
+}
+
+impl std::fmt::Display for CleanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CleanError::Keep {
+                pattern: Some(pattern),
+                why,
+            } => write!(f, "--keep {pattern}: {why}"),
+            CleanError::Keep { pattern: None, why } => write!(f, "--keep: {why}"),
+            CleanError::Detached(held) => write!(f, "{held}; nothing deleted"),
+            CleanError::Live {
+                upper,
+                target,
+                foreign: Some(top),
+            } => write!(
+                f,
+                "{}: {top} is mounted on {}; nothing deleted ({})",
+                upper.display(),
+                target.display(),
+                crate::stack::foreign_advice(target)
+            ),
+            CleanError::Live { upper, target, .. } => write!(
+                f,
+                "{}: the layer is mounted on {}; nothing deleted (junmount it first)",
+                upper.display(),
+                target.display()
+            ),
+            CleanError::NotEmptied { upper, left } => {
+                let entries = if *left == 1 { "entry" } else { "entries" };
+                write!(
+                    f,
+                    "{}: not emptied, {left} {entries} left (named above)",
+                    upper.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CleanError {}
+
+impl Coded for CleanError {
+    fn code(&self) -> ExitCode {
+        match self {
+            CleanError::Keep { .. } => ExitCode::Usage,
+            CleanError::Detached(_) | CleanError::Live { .. } => ExitCode::TempFail,
+            CleanError::NotEmptied { .. } => ExitCode::Unavailable,
+        }
+    }
+}
+
+impl DomainError for CleanError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::check_domain;
+
+    #[test]
+    fn each_refusal_its_code_and_line() {
+        let keep = |pattern: Option<&str>| CleanError::Keep {
+            pattern: pattern.map(String::from),
+            why: "unclosed character class".into(),
+        };
+        check_domain(
+            keep(Some("[a")),
+            ExitCode::Usage,
+            "--keep [a: unclosed character class",
+        );
+        check_domain(
+            keep(None),
+            ExitCode::Usage,
+            "--keep: unclosed character class",
+        );
+        check_domain(
+            CleanError::Detached("/u/j/a: still in use".into()),
+            ExitCode::TempFail,
+            "/u/j/a: still in use; nothing deleted",
+        );
+        let live = |foreign: Option<&str>| CleanError::Live {
+            upper: "/u/j/a".into(),
+            target: "/j/usr/ports".into(),
+            foreign: foreign.map(String::from),
+        };
+        check_domain(
+            live(None),
+            ExitCode::TempFail,
+            "/u/j/a: the layer is mounted on /j/usr/ports; nothing deleted (junmount it first)",
+        );
+        check_domain(
+            live(Some("tmpfs tmpfs")),
+            ExitCode::TempFail,
+            "/u/j/a: tmpfs tmpfs is mounted on /j/usr/ports; nothing deleted \
+             (to take it off: umount /j/usr/ports)",
+        );
+        let not_emptied = |left| CleanError::NotEmptied {
+            upper: "/u/j/a".into(),
+            left,
+        };
+        check_domain(
+            not_emptied(1),
+            ExitCode::Unavailable,
+            "/u/j/a: not emptied, 1 entry left (named above)",
+        );
+        check_domain(
+            not_emptied(3),
+            ExitCode::Unavailable,
+            "/u/j/a: not emptied, 3 entries left (named above)",
+        );
+    }
 }
