@@ -12,6 +12,7 @@
 #   mounts: N jails x 3 layers (4 mounts a jail), really mounted:
 #            up      jmount --all
 #            again   jmount --all         (everything mounted: nothing to do)
+#            clean   jclean -n --all      (everything mounted: each upper read)
 #            down    junmount --all
 #   upper:  deep and wide upper dirs (jclean): bench/scale-upper.sh.
 # usage: bench/scale.sh [ROWS...]     ROWS: jails mounts upper (default: all)
@@ -140,13 +141,14 @@ rows_jails() {
     done
 }
 
-# jmount --all, jmount --all again, junmount --all with the binaries in $1, once
-# each on the config $2: "TIME RSS" three times.
+# jmount --all, jmount --all again, jclean -n --all, junmount --all with the
+# binaries in $1, once each on the config $2: "TIME RSS" four times.
 mount_cycle() {
     local dir=$1 c=$2 d
     d=$(dirname "$c")
     once "$dir/jmount" -c "$c" --all
     once "$dir/jmount" -c "$c" --all
+    once "$dir/jclean" -c "$c" -n --all
     once "$dir/junmount" -c "$c" --all
     [ "$(grep -c " $d/" /proc/self/mountinfo || true)" = 0 ] ||
         { echo "scale.sh: $dir left mounts below $d" >&2; exit 1; }
@@ -157,11 +159,12 @@ rows_mounts() {
     for n in $MOUNT_JAILS; do
         make_jails "$n"
         mapfile -t r < <(mount_cycle "$bin" "$T/$n/jlayers.conf")
-        b=("" "" "")
+        b=("" "" "" "")
         [ -z "$base" ] || mapfile -t b < <(mount_cycle "$base" "$T/$n/jlayers.conf")
-        local names=(up again down)
-        local descs=("jmount --all" "jmount --all (all mounted)" "junmount --all")
-        for i in 0 1 2; do
+        local names=(up again clean down)
+        local descs=("jmount --all" "jmount --all (all mounted)" "jclean -n --all (all mounted)"
+            "junmount --all")
+        for i in 0 1 2 3; do
             # shellcheck disable=SC2086 # "TIME RSS" pairs split on purpose
             show "${names[i]}" "${descs[i]} (x3 layers)" "$n" "$prev" "${p[i]:-}" ${r[i]} ${b[i]}
             p[i]=${r[i]% *}

@@ -14,7 +14,7 @@ use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
 use crate::exit::{Coded, Domain, DomainError, ExitCode};
-use crate::mounts::Mount;
+use crate::mounts::Table;
 use crate::plan::{JailPlan, LayerPlan, Stack, State, plan};
 use crate::platform::{Busy, Service};
 use crate::prune::{Rules, Tally};
@@ -280,7 +280,8 @@ impl Cleaner<'_> {
     /// as taken down (`--remount -n`, which took nothing down).
     fn layers(&self, plan: &JailPlan, down: bool, total: &mut Total) -> Result<()> {
         let setup = self.setup;
-        let table = setup.platform.mounts(&plan.root)?;
+        // Indexed: each layer's lookups cost the same whatever the table's size.
+        let table = self.sink.mounts(&plan.root)?;
         // Uppers a union that junmount -f detached still uses (Linux).
         let detached = crate::detached::live(
             &setup.cfg.lock_dir,
@@ -311,7 +312,7 @@ impl Cleaner<'_> {
     }
 
     /// A tmpfs upper that is not mounted holds nothing: no path to report.
-    fn tmpfs_gone(&self, plan: &JailPlan, layer: &LayerPlan, table: &[Mount], down: bool) -> bool {
+    fn tmpfs_gone(&self, plan: &JailPlan, layer: &LayerPlan, table: &Table, down: bool) -> bool {
         let setup = self.setup;
         let Some(tmpfs) = &layer.tmpfs else {
             return false;
@@ -334,7 +335,7 @@ impl Cleaner<'_> {
         plan: &JailPlan,
         layer: &LayerPlan,
         upper: &Place,
-        (table, detached): (&[Mount], &[crate::detached::Live]),
+        (table, detached): (&Table, &[crate::detached::Live]),
         down: bool,
         total: &mut Total,
     ) -> Result<()> {
@@ -365,7 +366,7 @@ impl Cleaner<'_> {
     }
 
     /// Why a mounted layer's upper is not cleaned, with what to do about it.
-    fn mounted(&self, stack: &Stack, upper: &Place, table: &[Mount]) -> anyhow::Error {
+    fn mounted(&self, stack: &Stack, upper: &Place, table: &Table) -> anyhow::Error {
         let target = &stack.target.path;
         // A mount jlayers did not make is not junmount's to take off.
         let foreign = match stack.state(table, &*self.setup.platform) {
@@ -380,16 +381,11 @@ impl Cleaner<'_> {
     }
 
     /// Prune one upper dir and print its report line.
-    fn upper(&self, to_clean: &UpperToClean, table: &[Mount], total: &mut Total) -> Result<()> {
+    fn upper(&self, to_clean: &UpperToClean, table: &Table, total: &mut Total) -> Result<()> {
         let (rules, opts) = (self.rules, self.opts);
         let dir = UpperDir::open(to_clean.place)?;
-        let mounts: Vec<PathBuf> = table
-            .iter()
-            .filter(|m| {
-                m.target.starts_with(&to_clean.place.path) && m.target != to_clean.place.path
-            })
-            .map(|m| m.target.clone())
-            .collect();
+        let below = table.below(&to_clean.place.path).into_iter();
+        let mounts: Vec<PathBuf> = below.map(|m| m.target.clone()).collect();
         if opts.list || !opts.only.is_empty() {
             return self.by_kind(to_clean, dir.as_ref(), &mounts, total);
         }
@@ -413,17 +409,22 @@ impl Cleaner<'_> {
 }
 
 /// Whether any mount of the stack is there.
-fn is_mounted(setup: &Setup, stack: &Stack, table: &[Mount]) -> bool {
+fn is_mounted(setup: &Setup, stack: &Stack, table: &Table) -> bool {
     stack.state(table, &*setup.platform) != State::Mounted(0)
 }
 
 /// Whether a layer's upper is live: a live upper must not change under a mounted
 /// union (undefined behaviour on both platforms). A tmpfs upper is live while its
 /// tmpfs is mounted (junmount discards it).
-fn live(setup: &Setup, layer: &LayerPlan, table: &[Mount]) -> bool {
+fn live(setup: &Setup, layer: &LayerPlan, table: &Table) -> bool {
     let stack = &layer.stack;
     let tmpfs_up = (layer.tmpfs.iter()).any(|t| is_mounted(setup, t, table));
-    let elsewhere = stack.union_elsewhere(table, &*setup.platform).is_some();
+    // Looked up by its upper dir (the union's source): no scan of the table.
+    let upper = stack.shape.union().map(|u| u.upper.path.as_os_str());
+    let candidates = upper.into_iter().flat_map(|u| table.of_source(u));
+    let elsewhere = stack
+        .union_elsewhere(candidates, &*setup.platform)
+        .is_some();
     is_mounted(setup, stack, table) || elsewhere || tmpfs_up
 }
 

@@ -88,6 +88,9 @@ impl MountsAt for [Mount] {
 pub(crate) struct Index {
     at: HashMap<OsString, Vec<usize>>,
     by_source: HashMap<OsString, Vec<usize>>,
+    /// The lines by mount point's bytes, for what lies below a dir: sorted the
+    /// first time it is asked (jclean), not by every run that indexes.
+    by_point: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// Index a table by mount point and by source.
@@ -95,6 +98,7 @@ pub(crate) fn index(lines: &[Mount]) -> Index {
     let mut index = Index {
         at: HashMap::with_capacity(lines.len()),
         by_source: HashMap::with_capacity(lines.len()),
+        by_point: std::sync::OnceLock::new(),
     };
     for (line, mount) in lines.iter().enumerate() {
         let at = mount.target.clone().into_os_string();
@@ -140,6 +144,30 @@ impl Table {
         lines.map(|&line| &self.lines[line])
     }
 
+    /// The system's mounts strictly below `dir`, in mount order: a binary
+    /// search in the lines sorted by mount point, not a scan of the table.
+    pub(crate) fn below(&self, dir: &Path) -> Vec<&Mount> {
+        let point = |line: &usize| self.lines[*line].target.as_os_str().as_encoded_bytes();
+        let sorted = self.index.by_point.get_or_init(|| {
+            let mut sorted: Vec<usize> = (0..self.lines.len()).collect();
+            sorted.sort_by(|a, b| point(a).cmp(point(b)));
+            sorted
+        });
+        let mut prefix = dir.as_os_str().as_encoded_bytes().to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        let from = sorted.partition_point(|line| point(line) < prefix.as_slice());
+        let mut found: Vec<usize> = sorted[from..]
+            .iter()
+            .take_while(|line| point(line).starts_with(&prefix))
+            .filter(|line| point(line).len() > prefix.len())
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|line| &self.lines[line]).collect()
+    }
+
     /// Hide everything at or below `target` (the run mounted on it).
     pub(crate) fn hide(&mut self, target: &Path) {
         self.hidden.push(target.to_path_buf());
@@ -175,6 +203,41 @@ pub(crate) fn at_or_below(path: &Path, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `below` finds what a scan finds, in mount order, but neither the dir
+    /// itself nor a sibling that shares its name's start.
+    #[test]
+    fn below_as_a_scan_finds_it() {
+        let lines: Vec<Mount> = [
+            "/u/j/a/x",
+            "/u/j/ab",
+            "/u/j/a",
+            "/u/j/a/x/y",
+            "/v",
+            "/u/j/a/b",
+        ]
+        .iter()
+        .map(|t| Mount {
+            source: "s".into(),
+            target: t.into(),
+            fstype: "tmpfs".into(),
+            options: Vec::new(),
+            linux: None,
+        })
+        .collect();
+        let idx = Arc::new(index(&lines));
+        let table = Table::new(Arc::new(lines.clone()), idx, Vec::new());
+        for dir in ["/u/j/a", "/u/j/a/", "/u", "/", "/w", "/u/j/a/x/y"] {
+            let scan: Vec<&Mount> = (lines.iter())
+                .filter(|m| m.target.starts_with(dir) && m.target != Path::new(dir))
+                .collect();
+            assert_eq!(table.below(Path::new(dir)), scan, "{dir}");
+        }
+        let found: Vec<&Path> = (table.below(Path::new("/u/j/a")).into_iter())
+            .map(|m| m.target.as_path())
+            .collect();
+        assert_eq!(found, ["/u/j/a/x", "/u/j/a/x/y", "/u/j/a/b"].map(Path::new));
+    }
 
     #[test]
     fn below_by_bytes_as_by_components() {

@@ -616,10 +616,11 @@ impl<'a> Engine<'a> {
         let mut covered: Vec<String> = Vec::new();
         for (stack, _) in work {
             let target = &stack.target.path;
+            // Looked up in the table's sorted mount points, not by a scan of it.
             let mut points: Vec<&Path> = Vec::new();
-            for m in table.lines() {
+            for m in table.below(target) {
                 let p = m.target.as_path();
-                if p != target && crate::mounts::at_or_below(p, target) && !points.contains(&p) {
+                if !points.contains(&p) {
                     points.push(p);
                 }
             }
