@@ -17,7 +17,7 @@ use anyhow::Result;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::config::Limits;
-use crate::exit::{ExitCode, code_of, fail};
+use crate::exit::{Coded, Domain, DomainError, ExitCode, code_of};
 use crate::guard::{Access, Seen};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::{Index, Mount, Table};
@@ -514,20 +514,58 @@ impl Perform<'_> {
         let holders = self.platform.holders(target);
         if holders.is_empty() {
             let hint = self.platform.busy_hint(target);
-            return fail(
-                ExitCode::TempFail,
-                format!("{}: {hint}", crate::exit::text(&err)),
-            );
+            return Domain::error(BusyError::Unheld { busy: err, hint });
         }
-        let named: Vec<String> = holders
+        let holders = holders
             .iter()
             .map(|h| h.describe(site.root(), site.jail()))
             .collect();
-        let held = named.join(", ");
-        fail(
-            ExitCode::TempFail,
-            format!("{}: held by {held}", crate::exit::text(&err)),
-        )
+        Domain::error(BusyError::Held { busy: err, holders })
+    }
+}
+
+/// A busy unmount (75), with what holds the mount. The unmount's own error is
+/// said first, in its words: it is the line's head, not a cause after it.
+#[derive(Debug)]
+pub(crate) enum BusyError {
+    /// No holder found: the platform's hint of where to look.
+    Unheld { busy: anyhow::Error, hint: String },
+    /// Each holder as `pid 4242 make (cwd; jail web)`.
+    Held {
+        busy: anyhow::Error,
+        holders: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for BusyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusyError::Unheld { busy, hint } => {
+                write!(f, "{}: {hint}", crate::exit::text(busy))
+            }
+            BusyError::Held { busy, holders } => write!(
+                f,
+                "{}: held by {}",
+                crate::exit::text(busy),
+                holders.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BusyError {}
+
+impl DomainError for BusyError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for BusyError {
+    fn code(&self) -> ExitCode {
+        match self {
+            BusyError::Unheld { .. } | BusyError::Held { .. } => ExitCode::TempFail,
+        }
     }
 }
 
@@ -913,5 +951,35 @@ mod tests {
         let done = Sink::new(&fake, MSG, false).act(&site, unlink()).unwrap();
         assert_eq!(done, Some(Ok(())));
         assert!(!file.exists());
+    }
+
+    /// The unmount's own line first (its I/O cause without "(os error N)"),
+    /// then the holders or the hint.
+    #[test]
+    fn busy_error_codes_and_lines() {
+        use crate::exit::check_domain as check;
+        let busy = || {
+            let os = std::io::Error::from_raw_os_error(libc::EBUSY);
+            anyhow::Error::new(os).context("unmount /jails/web/usr/ports")
+        };
+        check(
+            BusyError::Unheld {
+                busy: busy(),
+                hint: "see fstat -f /jails/web/usr/ports".into(),
+            },
+            ExitCode::TempFail,
+            "unmount /jails/web/usr/ports: Device or resource busy: see fstat -f /jails/web/usr/ports",
+        );
+        check(
+            BusyError::Held {
+                busy: busy(),
+                holders: vec![
+                    "pid 42 make (cwd; jail web)".into(),
+                    "pid 7 sh (root)".into(),
+                ],
+            },
+            ExitCode::TempFail,
+            "unmount /jails/web/usr/ports: Device or resource busy: held by pid 42 make (cwd; jail web), pid 7 sh (root)",
+        );
     }
 }

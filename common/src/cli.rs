@@ -120,6 +120,8 @@ pub(crate) enum UsageError {
     Stdin(io::Error),
     /// A name the file has no jail of.
     NoSuchJail { name: OsString, config: PathBuf },
+    /// jupdate `-i` with other than one jail.
+    InteractiveNotOne,
 }
 
 impl fmt::Display for UsageError {
@@ -152,6 +154,7 @@ impl fmt::Display for UsageError {
                 name.to_string_lossy(),
                 config.display()
             ),
+            UsageError::InteractiveNotOne => f.write_str("-i works on exactly one jail"),
         }
     }
 }
@@ -565,6 +568,11 @@ mod tests {
             },
             ExitCode::Usage,
             "db: no such jail in /etc/jlayers.conf",
+        );
+        check(
+            UsageError::InteractiveNotOne,
+            ExitCode::Usage,
+            "-i works on exactly one jail",
         );
     }
 

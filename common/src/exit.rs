@@ -231,19 +231,6 @@ pub(crate) fn fail_errno(code: ExitCode, errno: Errno, msg: impl Into<String>) -
     })
 }
 
-/// [`fail_errno`] for a failed I/O call: `msg` tells its [`IoText`].
-pub(crate) fn fail_io(
-    code: ExitCode,
-    err: &std::io::Error,
-    msg: impl Into<String>,
-) -> anyhow::Error {
-    anyhow::Error::new(Fail {
-        code,
-        msg: msg.into(),
-        errno: err.raw_os_error().map(Errno::from_raw),
-    })
-}
-
 /// Finds one [`Coded`] type in an error's chain.
 type Probe = fn(&anyhow::Error) -> Option<&dyn Coded>;
 
@@ -340,34 +327,6 @@ pub(crate) fn message(err: &anyhow::Error) -> String {
     }
 }
 
-/// Attach a classified context to any error.
-pub(crate) trait OrFail<T> {
-    fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T>;
-}
-
-impl<T, E> OrFail<T> for Result<T, E>
-where
-    E: Into<anyhow::Error>,
-{
-    /// A permission refused is 77 (not permitted) whatever `code` says: the
-    /// cause is who runs the tool, not what it was asked to do.
-    fn or_fail(self, code: ExitCode, msg: impl FnOnce() -> String) -> anyhow::Result<T> {
-        self.map_err(|err| {
-            let err = err.into();
-            let code = if refused(&err) {
-                ExitCode::NoPerm
-            } else {
-                code
-            };
-            err.context(Fail {
-                code,
-                msg: msg(),
-                errno: None,
-            })
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,10 +342,11 @@ mod tests {
 
     #[test]
     fn context_code_and_default() {
-        let io: Result<(), std::io::Error> = Err(std::io::Error::other("boom"));
-        let err = io
-            .or_fail(ExitCode::CantCreate, || "mkdir x".into())
-            .unwrap_err();
+        let err = anyhow::Error::new(std::io::Error::other("boom")).context(Fail {
+            code: ExitCode::CantCreate,
+            msg: "mkdir x".into(),
+            errno: None,
+        });
         assert_eq!(code_of(&err), ExitCode::CantCreate);
         assert_eq!(format!("{err:#}"), "mkdir x: boom");
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ExitCode::Unavailable);
@@ -399,9 +359,11 @@ mod tests {
         assert_eq!(IoText(&std::io::Error::other("boom")).to_string(), "boom");
         let err = anyhow::Error::new(gone()).context("x").context("y");
         assert_eq!(message(&err), "y: x: No such file or directory");
-        let err = Err::<(), _>(gone())
-            .or_fail(ExitCode::Config, || "conf".into())
-            .unwrap_err();
+        let err = anyhow::Error::new(gone()).context(Fail {
+            code: ExitCode::Config,
+            msg: "conf".into(),
+            errno: None,
+        });
         assert_eq!(message(&err), "conf: No such file or directory");
     }
 
@@ -411,8 +373,10 @@ mod tests {
         assert!(!refused(&text_only));
         assert!(refused(&fail_errno(ExitCode::NoPerm, Errno::EACCES, "x")));
         let io = std::io::Error::from_raw_os_error(libc::EPERM);
-        assert!(refused(&fail_io(ExitCode::CantCreate, &io, "x")));
         assert!(refused(&anyhow::Error::new(io).context("y")));
+        // A domain's error whose source is the failed call's.
+        let target = crate::target::TargetError::create(std::path::Path::new("x"), Errno::EPERM);
+        assert!(refused(&target.context("layer")));
         let tool = |errno| ToolError {
             tool: "mount".into(),
             line: "Operation not permitted".into(),
@@ -422,11 +386,6 @@ mod tests {
         };
         assert!(refused(&anyhow::Error::new(tool(Some(Errno::EPERM)))));
         assert!(!refused(&anyhow::Error::new(tool(None))));
-        // A refused cause makes or_fail's code 77.
-        let err = Err::<(), _>(tool(Some(Errno::EPERM)))
-            .or_fail(ExitCode::CantCreate, || "mkdir".into())
-            .unwrap_err();
-        assert_eq!(code_of(&err), ExitCode::NoPerm);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::config::{Config, Jail, Mode, Upper};
-use crate::exit::{ExitCode, fail};
+use crate::config::{Config, ConfigError, Jail, Mode, Upper};
+use crate::exit::Domain;
 use crate::mounts::{Mount, MountsAt};
 use crate::os::Os;
 use crate::step::{Access, Null, Shape, Tmpfs, Union};
@@ -176,14 +176,10 @@ impl Planner<'_> {
             Upper::InRoot(rel) => Place::beneath(&self.root, rel),
         };
         if upper.root.is_some() && upper.rel().as_os_str().is_empty() {
-            return Err(fail(
-                ExitCode::Config,
-                format!(
-                    "{}: upper dir {} is a jail root",
-                    layer.name,
-                    upper.path.display()
-                ),
-            ));
+            return Err(Domain::error(ConfigError::UpperIsRoot {
+                layer: layer.name.clone(),
+                upper: upper.path.clone(),
+            }));
         }
         let mut guards = Guards::default();
         let mut tmpfs = None;

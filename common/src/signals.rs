@@ -1,9 +1,12 @@
 //! SIGINT and SIGTERM become a flag that long operations poll, so that every tool
 //! can stop cleanly: roll back, restore, report what was done, exit 130.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static RESIZED: AtomicBool = AtomicBool::new(false);
@@ -61,14 +64,45 @@ pub(crate) fn restoring<T>(work: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The work stopped for a SIGINT or SIGTERM (130).
+#[derive(Debug)]
+pub(crate) struct Interrupted;
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+impl DomainError for Interrupted {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for Interrupted {
+    fn code(&self) -> ExitCode {
+        ExitCode::Interrupted
+    }
+}
+
 /// `Err(130)` once interrupted (not while [`restoring`]).
 pub(crate) fn check() -> anyhow::Result<()> {
     if interrupted() && RESTORING.load(Ordering::SeqCst) == 0 {
-        Err(crate::exit::fail(
-            crate::exit::ExitCode::Interrupted,
-            "interrupted",
-        ))
+        Err(Domain::error(Interrupted))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_code_and_line() {
+        crate::exit::check_domain(Interrupted, ExitCode::Interrupted, "interrupted");
     }
 }

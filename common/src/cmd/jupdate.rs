@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::action::{Limit, OpenLog, RunUpdater, Site};
-use crate::cli::Common;
+use crate::cli::{Common, UsageError};
 use crate::config::Jail;
-use crate::exit::{ExitCode, code_of, fail};
+use crate::exit::{Domain, ExitCode, code_of};
 use crate::lock::JailLock;
 use crate::plan::plan;
 use crate::platform::Service;
@@ -80,7 +80,7 @@ pub fn main(cli: &Cli) -> ExitCode {
     let (args, opts) = (&cli.common, &cli.opts);
     run("jupdate", args, |setup| {
         if opts.interactive && setup.jails.len() != 1 {
-            return Err(fail(ExitCode::Usage, "-i works on exactly one jail"));
+            return Err(Domain::error(UsageError::InteractiveNotOne));
         }
         let pool = thread_pool(opts.jobs.min(setup.jails.len()).max(1))?;
         // A jail's spinner is made when its updater starts (never for -n).

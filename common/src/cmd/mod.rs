@@ -5,8 +5,8 @@ use anyhow::{Context, Result};
 
 use crate::action::{Lock, Sink, Site};
 use crate::cli::{self, Common};
-use crate::config::{Config, Jail};
-use crate::exit::{ExitCode, OrFail, code_of};
+use crate::config::{Config, ConfigError, Jail};
+use crate::exit::{Coded, Domain, DomainError, ExitCode, code_of};
 use crate::platform::{self, Os, Platform};
 use crate::report::{Messages, Verbosity};
 use crate::signals;
@@ -57,17 +57,13 @@ impl Setup {
         let host = crate::roots::Host::of(&cfg);
         if let Some((first, second)) = host.roots.shared() {
             let (first, second) = (&cfg.jails[first], &cfg.jails[second]);
-            return Err(crate::exit::fail(
-                ExitCode::Config,
-                format!(
-                    "{}: jail {}: same root as jail {}: {} is {}",
-                    path.display(),
-                    second.name,
-                    first.name,
-                    second.root.display(),
-                    first.root.display()
-                ),
-            ));
+            return Err(Domain::error(ConfigError::SameRoot {
+                config: path,
+                jail: second.name.clone(),
+                other: first.name.clone(),
+                root: second.root.clone(),
+                other_root: first.root.clone(),
+            }));
         }
         let jails = cli::select(&cfg, args)?;
         let mut cfg = cfg;
@@ -356,5 +352,65 @@ pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .or_fail(ExitCode::Unavailable, || "thread pool".into())
+        .map_err(|err| Domain::error(ThreadPoolError(err)))
+}
+
+/// The workers cannot be had (rayon's error, the cause shown after it).
+#[derive(Debug)]
+pub(crate) struct ThreadPoolError(rayon::ThreadPoolBuildError);
+
+impl std::fmt::Display for ThreadPoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("thread pool")
+    }
+}
+
+impl std::error::Error for ThreadPoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl DomainError for ThreadPoolError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for ThreadPoolError {
+    /// 69; a thread refused to the caller (the system call's errno, rayon's
+    /// cause) 77: the cause is who runs the tool.
+    fn code(&self) -> ExitCode {
+        use std::error::Error;
+        let refused = self
+            .0
+            .source()
+            .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                io.kind() == std::io::ErrorKind::PermissionDenied
+                    || matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+            });
+        if refused {
+            ExitCode::NoPerm
+        } else {
+            ExitCode::Unavailable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rayon's one error a test can make: a second global pool.
+    #[test]
+    fn thread_pool_error_code_and_line() {
+        let build = || rayon::ThreadPoolBuilder::new().build_global();
+        let _ = build();
+        crate::exit::check_domain(
+            ThreadPoolError(build().unwrap_err()),
+            ExitCode::Unavailable,
+            "thread pool: The global thread pool has already been initialized.",
+        );
+    }
 }

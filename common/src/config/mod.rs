@@ -13,15 +13,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Deserialize;
 
-use crate::exit::{ExitCode, Failures, IoText, fail, fail_io};
+use crate::exit::{Domain, ExitCode, Failures};
 use crate::os::Os;
 
 mod build;
+mod error;
 mod paths;
 mod raw;
 mod shared;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use self::error::ConfigError;
 
 /// How a layer is stacked on its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -169,16 +172,19 @@ impl Config {
 
     /// Read and validate the file.
     pub(crate) fn load(path: &Path, os: Os) -> Result<Config> {
-        let text = std::fs::read(path).map_err(|e| {
-            let msg = format!("{}: {}", path.display(), IoText(&e));
-            fail_io(ExitCode::Config, &e, msg)
+        let text = std::fs::read(path).map_err(|source| {
+            Domain::error(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
         })?;
         let text = String::from_utf8(text).map_err(|e| {
             let (line, col) = raw::line_col(e.as_bytes(), e.utf8_error().valid_up_to());
-            fail(
-                ExitCode::Config,
-                format!("{}:{line}:{col}: not UTF-8 text", path.display()),
-            )
+            Domain::error(ConfigError::NotUtf8 {
+                path: path.to_path_buf(),
+                line,
+                col,
+            })
         })?;
         Self::parse(&text, path, os)
     }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::config::Limits;
-use crate::exit::{ExitCode, IoText, ToolError, fail};
+use crate::exit::{Domain, ExitCode, IoText, ToolError};
 use crate::mounts::Mount;
 use crate::step::Step;
 use crate::target::Place;
 
+pub(crate) use self::error::PlatformError;
 pub use crate::os::Os;
 
 /// What an unmount does with a busy mount.
@@ -25,6 +26,7 @@ pub(crate) enum Busy {
     Force,
 }
 
+mod error;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod freebsd;
@@ -177,13 +179,10 @@ pub(crate) struct Mounted {
 
 /// The error for a target that is no longer what was checked: a jail changed it.
 pub(crate) fn changed(target: &Place, what: &str) -> anyhow::Error {
-    fail(
-        ExitCode::NoPerm,
-        format!(
-            "{}: {what}: the path changed while jlayers worked on it (a jail's root user can do that); nothing done there",
-            target.path.display()
-        ),
-    )
+    Domain::error(PlatformError::Changed {
+        path: target.path.clone(),
+        what: what.to_string(),
+    })
 }
 
 /// What a backend does.
@@ -393,10 +392,7 @@ pub(crate) fn backend(os: Os) -> Result<Box<dyn Platform>> {
         #[cfg(target_os = "linux")]
         Os::Linux => Ok(Box::new(linux::Linux::default())),
         #[cfg(not(target_os = "linux"))]
-        Os::Linux => Err(fail(
-            ExitCode::Usage,
-            "the Linux backend runs only on Linux",
-        )),
+        Os::Linux => Err(Domain::error(crate::os::OsError::LinuxOnly)),
     }
 }
 

@@ -16,9 +16,10 @@ use anyhow::Result;
 
 #[cfg(target_os = "freebsd")]
 pub(super) use self::syscalls::{table_ids, unmount};
+use super::error::FreeBsdError;
 #[cfg(not(target_os = "freebsd"))]
 pub(super) use super::sim::{die_with_parent, fs_of, table_ids, unmount};
-use crate::exit::{ExitCode, fail_errno};
+use crate::exit::Domain;
 use crate::mounts::Mount;
 use crate::platform::MountId;
 use crate::target::Place;
@@ -45,9 +46,10 @@ mod syscalls {
     use nix::errno::Errno;
 
     use super::fsid_path;
-    use crate::exit::{ExitCode, fail, fail_errno, of_errno};
+    use crate::exit::Domain;
     use crate::mounts::Mount;
     use crate::platform::MountId;
+    use crate::platform::freebsd::error::FreeBsdError;
     use crate::platform::freebsd::parse::strip_union_prefix;
 
     /// getfsstat(2) with `MNT_NOWAIT`: the kernel's table as it stands, without
@@ -58,8 +60,12 @@ mod syscalls {
     /// counts it when asked for the number only: a read with fewer entries
     /// than both counts around it missed one, and is done again.
     pub(in crate::platform::freebsd) fn table_ids() -> Result<super::Ids> {
-        let err =
-            |e: Errno| fail_errno(ExitCode::Unavailable, e, format!("getfsstat: {}", e.desc()));
+        let err = |e: Errno| {
+            Domain::error(FreeBsdError::Table {
+                how: "getfsstat",
+                source: e.into(),
+            })
+        };
         let count = || {
             // SAFETY: a null buffer asks only for the number of file systems.
             let n = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
@@ -146,24 +152,18 @@ mod syscalls {
     /// it): exactly that file system or nothing (ENOENT when it is gone; no
     /// retry by path).
     pub(in crate::platform::freebsd) fn unmount(id: &MountId, force: bool) -> Result<()> {
-        let path = fsid_path(id).ok_or_else(|| {
-            fail(
-                ExitCode::Unavailable,
-                format!("unmount: {}: not a file system ID", id.0),
-            )
-        })?;
+        let path = fsid_path(id)
+            .ok_or_else(|| Domain::error(FreeBsdError::NotFsid { id: id.0.clone() }))?;
         let mut flags = libc::MNT_BYFSID;
         if force {
             flags |= libc::MNT_FORCE;
         }
         // SAFETY: a NUL-terminated string the call only reads.
         if unsafe { libc::unmount(path.as_ptr(), flags) } != 0 {
-            let errno = Errno::last();
-            return Err(fail_errno(
-                of_errno(errno, ExitCode::Unavailable),
-                errno,
-                format!("unmount of file system {}: {}", id.0, errno.desc()),
-            ));
+            return Err(Domain::error(FreeBsdError::Unmount {
+                id: id.0.clone(),
+                source: Errno::last().into(),
+            }));
         }
         Ok(())
     }
@@ -203,11 +203,10 @@ pub(super) struct Fs {
 pub(super) fn fs_at(place: &Place) -> Result<Fs> {
     let fd = place.open_dir()?;
     fs_of(&fd).map_err(|e| {
-        fail_errno(
-            ExitCode::Unavailable,
-            e,
-            format!("{}: statfs: {}", place.path.display(), e.desc()),
-        )
+        Domain::error(FreeBsdError::Statfs {
+            path: place.path.clone(),
+            source: e.into(),
+        })
     })
 }
 

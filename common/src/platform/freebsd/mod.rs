@@ -20,12 +20,13 @@ use anyhow::Result;
 
 use super::{Exec, Holder, Limited, MountId, Mounted, Platform, Service, changed};
 use crate::config::Limits;
-use crate::exit::{ExitCode, fail};
+use crate::exit::ExitCode;
 use crate::mounts::Mount;
-use crate::platform::Busy;
+use crate::platform::{Busy, PlatformError};
 use crate::step::{Null, Step, Union};
 use crate::target::Place;
 
+mod error;
 mod kernel;
 mod parse;
 #[cfg(not(target_os = "freebsd"))]
@@ -87,10 +88,7 @@ impl Platform for FreeBsd {
     fn unmount(&self, target: &Place, id: &MountId, busy: Busy) -> Result<()> {
         kernel::unmount(id, busy == Busy::Force).map_err(|err| {
             if crate::exit::code_of(&err) == ExitCode::TempFail {
-                fail(
-                    ExitCode::TempFail,
-                    format!("unmount {}: busy", target.path.display()),
-                )
+                PlatformError::busy(target)
             } else {
                 err
             }

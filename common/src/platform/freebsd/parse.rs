@@ -5,7 +5,8 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::exit::{ExitCode, fail};
+use super::error::FreeBsdError;
+use crate::exit::Domain;
 use crate::mounts::Mount;
 use crate::platform::{Exec, Holder, MountId};
 
@@ -17,14 +18,12 @@ pub(super) fn jexec_failure(exec: &Exec, output: &str) -> Option<anyhow::Error> 
     let rest = line.strip_prefix("jexec: chdir: ")?;
     let (dir, why) = rest.rsplit_once(": ").unwrap_or((rest, "failed"));
     let inside = Path::new(dir).strip_prefix("/").unwrap_or(Path::new(dir));
-    Some(fail(
-        ExitCode::Unavailable,
-        format!(
-            "jexec -l: the home directory {dir} of the user it runs as is missing in jail {jail} (chdir: {why}); create it (mkdir -m 700 {}), or give that user a home directory the jail has",
-            exec.root.join(inside).display(),
-            jail = exec.jail,
-        ),
-    ))
+    Some(Domain::error(FreeBsdError::NoHome {
+        dir: dir.to_string(),
+        jail: exec.jail.to_string(),
+        why: why.to_string(),
+        host: exec.root.join(inside),
+    }))
 }
 
 /// f_mntfromname of a union is its upper dir behind `<above>:` (`<below>:` with

@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 
+use super::error::FreeBsdError;
 use super::kernel::{Fs, Ids, hex};
 use super::parse::{parse_mount_v, strip_union_prefix};
-use crate::exit::{ExitCode, IoText, fail, fail_io};
+use crate::exit::{Domain, ExitCode};
 use crate::platform::{MountId, run_tool};
 
 /// `mount -v` of the simulation: each line with the fsid umount(8) takes.
@@ -21,19 +22,16 @@ pub(super) fn table_ids() -> Result<Ids> {
         .arg("-v")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| {
-            fail_io(
-                ExitCode::Unavailable,
-                &e,
-                format!("mount -v: {}", IoText(&e)),
-            )
+        .map_err(|source| {
+            Domain::error(FreeBsdError::Table {
+                how: "mount -v",
+                source,
+            })
         })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(fail(
-            ExitCode::Unavailable,
-            format!("mount -v: {}", err.lines().next().unwrap_or("failed")),
-        ));
+        let line = err.lines().next().unwrap_or("failed").to_string();
+        return Err(Domain::error(FreeBsdError::TableTool { line }));
     }
     Ok(parse_mount_v(&String::from_utf8_lossy(&out.stdout)))
 }

@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 
+use super::error::FreeBsdError;
 use super::{FreeBsd, kernel, parse};
 use crate::config::Limits;
-use crate::exit::{ExitCode, IoText, fail, fail_io};
+use crate::exit::{Domain, ExitCode};
 use crate::mounts::Mount;
 use crate::platform::{
     Exec, Holder, Limited, MountId, Mounted, Platform, Service, changed, run_tool, run_tool_output,
@@ -219,7 +220,7 @@ pub(super) fn jail_running(jail: &str) -> Result<bool> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map_err(|e| fail_io(ExitCode::Unavailable, &e, format!("jls: {}", IoText(&e))))?;
+        .map_err(|e| Domain::error(FreeBsdError::Jls(e)))?;
     Ok(st.success())
 }
 
@@ -248,20 +249,12 @@ pub(super) fn service(argv: &[OsString], jail: &str, to: Service) -> Result<()> 
     if jail_running(jail)? == want {
         return Ok(());
     }
-    let said = output.split_whitespace().collect::<Vec<_>>().join(" ");
-    let state = if want { "not running" } else { "still running" };
-    Err(fail(
-        ExitCode::Unavailable,
-        format!(
-            "{}: the jail is {state} after it (jls -j {jail}){}",
-            argv[0].to_string_lossy(),
-            if said.is_empty() {
-                String::new()
-            } else {
-                format!(": {said}")
-            }
-        ),
-    ))
+    Err(Domain::error(FreeBsdError::JailState {
+        tool: argv[0].to_string_lossy().into_owned(),
+        jail: jail.to_string(),
+        start: want,
+        said: output.split_whitespace().collect::<Vec<_>>().join(" "),
+    }))
 }
 
 pub(super) fn exec_command(exec: &Exec) -> Command {
@@ -296,10 +289,7 @@ pub(super) fn limit(jail: &str, limits: &Limits) -> Result<Option<Box<dyn Limite
     )
     .unwrap_or_default();
     if enabled.trim() != "1" {
-        return Err(fail(
-            ExitCode::Config,
-            "pids, memory and cpu need resource accounting (kern.racct.enable is not 1): add kern.racct.enable=1 to /boot/loader.conf and reboot",
-        ));
+        return Err(Domain::error(FreeBsdError::NoRacct));
     }
     // Each rule added is removed again when `added` is dropped, a failed add
     // too.

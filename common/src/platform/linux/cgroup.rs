@@ -4,7 +4,9 @@
 //! the unified hierarchy, else the v1 `pids`, `memory` and `cpu` hierarchies at
 //! /sys/fs/cgroup/NAME (the layout systemd and Docker hosts mount).
 
+use std::fmt;
 use std::fs::File;
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,8 +14,109 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::config::{DEFAULT_PIDS, Limits};
-use crate::exit::{ExitCode, IoText, fail, fail_io};
+use crate::exit::{Coded, Domain, DomainError, ExitCode, IoText};
 use crate::platform::Limited;
+
+/// Why the run's cgroups with its limits cannot be had: all 69 (the host's, not
+/// the configuration's).
+#[derive(Debug)]
+pub(crate) enum CgroupError {
+    /// jupdate's own cgroup is in no hierarchy of the controller.
+    NoController {
+        controller: &'static str,
+        version: Version,
+    },
+    /// The controller's directory of jupdate's own cgroup is missing.
+    NoControllerAt {
+        controller: &'static str,
+        parent: PathBuf,
+    },
+    /// cgroup v2: the controller cannot be delegated to the run's cgroup; the
+    /// cause is said in the line, before the advice.
+    Delegate {
+        controller: &'static str,
+        control: PathBuf,
+        source: io::Error,
+    },
+    /// The run's cgroup cannot be made.
+    MakeDir { dir: PathBuf, source: io::Error },
+    /// A limit cannot be written.
+    Write {
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    /// A `cgroup.procs` cannot be opened.
+    Open { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for CgroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("limits: ")?;
+        match self {
+            CgroupError::NoController {
+                controller,
+                version,
+            } => write!(
+                f,
+                "no cgroup {controller} controller on this host ({version:?})"
+            ),
+            CgroupError::NoControllerAt { controller, parent } => write!(
+                f,
+                "no cgroup {controller} controller at {}",
+                parent.display()
+            ),
+            CgroupError::Delegate {
+                controller,
+                control,
+                source,
+            } => write!(
+                f,
+                "cannot enable the {controller} controller in {} ({}): run jupdate in a cgroup with it delegated (e.g. systemd-run -p Delegate=yes)",
+                control.display(),
+                IoText(source)
+            ),
+            CgroupError::MakeDir { dir, .. } => write!(f, "cgroup {}", dir.display()),
+            CgroupError::Write { path, value, .. } => {
+                write!(f, "{} = {value}", path.display())
+            }
+            CgroupError::Open { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CgroupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CgroupError::MakeDir { source, .. }
+            | CgroupError::Write { source, .. }
+            | CgroupError::Open { source, .. } => Some(source),
+            // Delegate's cause is in its line already: not told twice.
+            CgroupError::NoController { .. }
+            | CgroupError::NoControllerAt { .. }
+            | CgroupError::Delegate { .. } => None,
+        }
+    }
+}
+
+impl DomainError for CgroupError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Coded for CgroupError {
+    fn code(&self) -> ExitCode {
+        match self {
+            CgroupError::NoController { .. }
+            | CgroupError::NoControllerAt { .. }
+            | CgroupError::Delegate { .. }
+            | CgroupError::MakeDir { .. }
+            | CgroupError::Write { .. }
+            | CgroupError::Open { .. } => ExitCode::Unavailable,
+        }
+    }
+}
 
 /// Where the hierarchies are mounted.
 const ROOT: &str = "/sys/fs/cgroup";
@@ -155,9 +258,9 @@ impl RunCgroup {
     ) -> Result<Option<RunCgroup>> {
         let explicit = *limits != Limits::default();
         let settings = settings(version, limits);
-        let unavailable = |what: String| -> Result<Option<RunCgroup>> {
+        let unavailable = |what: CgroupError| -> Result<Option<RunCgroup>> {
             if explicit {
-                Err(fail(ExitCode::Unavailable, format!("limits: {what}")))
+                Err(Domain::error(what))
             } else {
                 // The default pids limit where the host gives no pids controller.
                 Ok(None)
@@ -172,9 +275,10 @@ impl RunCgroup {
         ) {
             Ok(dirs) => dirs,
             Err(controller) => {
-                return unavailable(format!(
-                    "no cgroup {controller} controller on this host ({version:?})"
-                ));
+                return unavailable(CgroupError::NoController {
+                    controller,
+                    version,
+                });
             }
         };
         let mut run = RunCgroup {
@@ -201,7 +305,7 @@ impl RunCgroup {
         jail: &str,
         dirs: &[(&'static str, PathBuf)],
         settings: &[Setting],
-    ) -> Result<(), String> {
+    ) -> Result<(), CgroupError> {
         for (controller, dir) in dirs {
             if self.dirs.iter().any(|(_, made)| made == dir) {
                 self.dirs.push((controller, dir.clone()));
@@ -209,17 +313,20 @@ impl RunCgroup {
             }
             let parent = dir.parent().unwrap_or(root);
             if !parent.is_dir() {
-                return Err(format!(
-                    "no cgroup {controller} controller at {}",
-                    parent.display()
-                ));
+                return Err(CgroupError::NoControllerAt {
+                    controller,
+                    parent: parent.to_path_buf(),
+                });
             }
             remove_stale(parent, jail);
             if self.version == Version::V2 {
                 delegate(parent, settings)?;
             }
-            if let Err(err) = std::fs::create_dir(dir) {
-                return Err(format!("cgroup {}: {}", dir.display(), IoText(&err)));
+            if let Err(source) = std::fs::create_dir(dir) {
+                return Err(CgroupError::MakeDir {
+                    dir: dir.clone(),
+                    source,
+                });
             }
             self.dirs.push((controller, dir.clone()));
         }
@@ -237,12 +344,12 @@ impl RunCgroup {
             if optional(file) && !path.exists() {
                 continue;
             }
-            std::fs::write(&path, value).map_err(|err| {
-                fail_io(
-                    ExitCode::Unavailable,
-                    &err,
-                    format!("limits: {} = {value}: {}", path.display(), IoText(&err)),
-                )
+            std::fs::write(&path, value).map_err(|source| {
+                Domain::error(CgroupError::Write {
+                    path: path.clone(),
+                    value: value.clone(),
+                    source,
+                })
             })?;
         }
         Ok(())
@@ -257,12 +364,11 @@ impl RunCgroup {
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|err| {
-                    fail_io(
-                        ExitCode::Unavailable,
-                        &err,
-                        format!("limits: {}: {}", path.display(), IoText(&err)),
-                    )
+                .map_err(|source| {
+                    Domain::error(CgroupError::Open {
+                        path: path.clone(),
+                        source,
+                    })
                 })?;
             self.fds.push(file.as_raw_fd());
             self.procs.push(file);
@@ -352,7 +458,7 @@ fn alive(entry: &str) -> bool {
 
 /// v2: the controllers `settings` needs, enabled for the children of `parent`
 /// (a cgroup with processes of its own cannot: the message says so).
-fn delegate(parent: &Path, settings: &[Setting]) -> Result<(), String> {
+fn delegate(parent: &Path, settings: &[Setting]) -> Result<(), CgroupError> {
     let control = parent.join("cgroup.subtree_control");
     let enabled = std::fs::read_to_string(&control).unwrap_or_default();
     let mut wanted: Vec<&str> = settings.iter().map(|(c, _, _)| *c).collect();
@@ -361,12 +467,12 @@ fn delegate(parent: &Path, settings: &[Setting]) -> Result<(), String> {
         if enabled.split_whitespace().any(|c| c == controller) {
             continue;
         }
-        std::fs::write(&control, format!("+{controller}")).map_err(|err| {
-            format!(
-                "cannot enable the {controller} controller in {} ({}): run jupdate in a cgroup with it delegated (e.g. systemd-run -p Delegate=yes)",
-                control.display(),
-                IoText(&err)
-            )
+        std::fs::write(&control, format!("+{controller}")).map_err(|source| {
+            CgroupError::Delegate {
+                controller,
+                control: control.clone(),
+                source,
+            }
         })?;
     }
     Ok(())
@@ -552,5 +658,64 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{err:#}").contains("pids"), "{err:#}");
+    }
+
+    #[test]
+    fn cgroup_error_codes_and_lines() {
+        use crate::exit::check_domain as check;
+        let os = io::Error::from_raw_os_error;
+        let own = "/sys/fs/cgroup/cron";
+        check(
+            CgroupError::NoController {
+                controller: "pids",
+                version: Version::V1,
+            },
+            ExitCode::Unavailable,
+            "limits: no cgroup pids controller on this host (V1)",
+        );
+        check(
+            CgroupError::NoControllerAt {
+                controller: "memory",
+                parent: "/sys/fs/cgroup/memory/cron".into(),
+            },
+            ExitCode::Unavailable,
+            "limits: no cgroup memory controller at /sys/fs/cgroup/memory/cron",
+        );
+        check(
+            CgroupError::Delegate {
+                controller: "cpu",
+                control: format!("{own}/cgroup.subtree_control").into(),
+                source: os(libc::EBUSY),
+            },
+            ExitCode::Unavailable,
+            &format!(
+                "limits: cannot enable the cpu controller in {own}/cgroup.subtree_control (Device or resource busy): run jupdate in a cgroup with it delegated (e.g. systemd-run -p Delegate=yes)"
+            ),
+        );
+        check(
+            CgroupError::MakeDir {
+                dir: format!("{own}/jlayers-web-7").into(),
+                source: os(libc::EACCES),
+            },
+            ExitCode::Unavailable,
+            &format!("limits: cgroup {own}/jlayers-web-7: Permission denied"),
+        );
+        check(
+            CgroupError::Write {
+                path: format!("{own}/jlayers-web-7/pids.max").into(),
+                value: "50".into(),
+                source: os(libc::EINVAL),
+            },
+            ExitCode::Unavailable,
+            &format!("limits: {own}/jlayers-web-7/pids.max = 50: Invalid argument"),
+        );
+        check(
+            CgroupError::Open {
+                path: format!("{own}/jlayers-web-7/cgroup.procs").into(),
+                source: os(libc::ENOENT),
+            },
+            ExitCode::Unavailable,
+            &format!("limits: {own}/jlayers-web-7/cgroup.procs: No such file or directory"),
+        );
     }
 }

@@ -16,8 +16,9 @@ use nix::errno::Errno;
 use nix::mount::MntFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use self::error::LinuxError;
 use super::{MountId, Mounted, Platform, changed};
-use crate::exit::{ExitCode, IoText, fail, fail_errno, fail_io};
+use crate::exit::Domain;
 use crate::mounts::{LinuxInfo, Mount};
 use crate::platform::Busy;
 use crate::step::{Null, Step, Tmpfs, Union};
@@ -25,6 +26,7 @@ use crate::target::Place;
 
 mod api;
 mod cgroup;
+mod error;
 mod holders;
 mod overlay;
 mod sandbox;
@@ -89,10 +91,7 @@ impl Linux {
         let mut raw = Vec::with_capacity(64 * 1024);
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.read_to_end(&mut raw))
-            .map_err(|e| {
-                let msg = format!("/proc/self/mountinfo: {}", IoText(&e));
-                fail_io(ExitCode::Unavailable, &e, msg)
-            })?;
+            .map_err(|e| Domain::error(LinuxError::MountTable(e)))?;
         Ok(parse_mountinfo(&raw))
     }
 
@@ -103,15 +102,15 @@ impl Linux {
             Step::Null(Null { source, read_only }) => {
                 let tree = self
                     .bind_clone(source)
-                    .map_err(|e| mount_error(e, "bind mount", target))?;
+                    .map_err(|e| LinuxError::mount(e, "bind mount", target))?;
                 if *read_only {
                     api::set_read_only(tree.as_fd())
-                        .map_err(|e| mount_error(e, "read-only bind mount", target))?;
+                        .map_err(|e| LinuxError::mount(e, "read-only bind mount", target))?;
                 }
                 Ok(tree)
             }
             Step::Tmpfs(Tmpfs { size, access }) => {
-                let err = |e: Errno| mount_error(e, "tmpfs", target);
+                let err = |e: Errno| LinuxError::mount(e, "tmpfs", target);
                 let fs = api::NewFs::new(c"tmpfs").map_err(err)?;
                 fs.set("source", OsStr::new("tmpfs")).map_err(err)?;
                 // The root holds the upper and work dirs: closed to host users
@@ -125,7 +124,7 @@ impl Linux {
                     fs.set("size", OsStr::new(size)).map_err(err)?;
                 }
                 fs.mount(0).map_err(|(errno, log)| {
-                    let failed = mount_error(errno, "tmpfs", target);
+                    let failed = LinuxError::mount(errno, "tmpfs", target);
                     if log.is_empty() {
                         failed
                     } else {
@@ -141,7 +140,7 @@ impl Linux {
                 let upper_fd = upper.open_dir()?;
                 let work_fd = match work {
                     Some(work) => work.open_dir()?,
-                    None => return Err(fail(ExitCode::Unavailable, "overlay needs a work dir")),
+                    None => return Err(Domain::error(LinuxError::NoWorkDir)),
                 };
                 let by_path =
                     std::env::var_os("JLAYERS_OVERLAY_LAYERS").is_some_and(|v| v == "paths");
@@ -237,10 +236,8 @@ impl Platform for Linux {
             cache.touched.clear();
             return Ok(cache.table.clone());
         }
-        let mut file = File::open("/proc/self/mountinfo").map_err(|e| {
-            let msg = format!("/proc/self/mountinfo: {}", IoText(&e));
-            fail_io(ExitCode::Unavailable, &e, msg)
-        })?;
+        let mut file = File::open("/proc/self/mountinfo")
+            .map_err(|e| Domain::error(LinuxError::MountTable(e)))?;
         let table = Arc::new(Self::read_table(&mut file)?);
         *guard = Some(Cache {
             file,
@@ -311,7 +308,7 @@ impl Platform for Linux {
         self.our_change(&target.path, || {
             api::move_mount_onto(new.as_fd(), pin.as_fd())
         })
-        .map_err(|e| mount_error(e, "attach mount", &target.path))?;
+        .map_err(|e| LinuxError::mount(e, "attach mount", &target.path))?;
         drop(pin);
         // The planned path, walked again without following links, must lead to the
         // new mount; else it went where a jail moved the directory: undo it.
@@ -342,11 +339,10 @@ impl Platform for Linux {
         let Some(fd) = made.fd else { return Ok(()) };
         self.our_change(Path::new("/"), || api::detach(fd.as_fd()))
             .map_err(|e| {
-                fail_errno(
-                    ExitCode::Unavailable,
-                    e,
-                    format!("detach mount {}: {}", made.id.0, e.desc()),
-                )
+                Domain::error(LinuxError::Detach {
+                    id: made.id.0.clone(),
+                    source: e.into(),
+                })
             })
     }
 
@@ -357,11 +353,10 @@ impl Platform for Linux {
         };
         let dir = parent.open_dir()?;
         let now = api::mount_id_at(dir.as_fd(), name).map_err(|e| {
-            fail_errno(
-                ExitCode::Unavailable,
-                e,
-                format!("{}: {}", target.path.display(), e.desc()),
-            )
+            Domain::error(LinuxError::TopMount {
+                path: target.path.clone(),
+                source: e.into(),
+            })
         })?;
         if now.to_string() != id.0 {
             return Err(changed(
@@ -389,15 +384,7 @@ impl Platform for Linux {
             nap *= 2;
             result = self.our_change(shown, || nix::mount::umount2(&path, flags));
         }
-        result.map_err(|errno| {
-            let why = match errno {
-                Errno::EBUSY => "busy".to_string(),
-                Errno::EPERM => "not permitted (run as root)".to_string(),
-                other => other.desc().to_string(),
-            };
-            let code = crate::exit::of_errno(errno, ExitCode::Unavailable);
-            fail_errno(code, errno, format!("unmount {}: {why}", shown.display()))
-        })
+        result.map_err(|errno| LinuxError::unmount(errno, shown))
     }
 
     fn mount_command(&self, step: Step, target: &Path) -> Vec<OsString> {
@@ -618,30 +605,10 @@ fn in_jail_path(root: &Path, prog: &str) -> PathBuf {
 fn id_of(fd: BorrowedFd<'_>, target: &Place) -> Result<MountId> {
     api::mount_id(fd)
         .map(|id| MountId(id.to_string()))
-        .map_err(|e| {
-            fail_errno(
-                ExitCode::Unavailable,
-                e,
-                format!(
-                    "{}: mount id: {} (jlayers needs Linux 5.12 or later)",
-                    target.path.display(),
-                    e.desc()
-                ),
-            )
+        .map_err(|errno| {
+            Domain::error(LinuxError::MountId {
+                path: target.path.clone(),
+                errno,
+            })
         })
-}
-
-/// A failed mount system call (`what`) on `target`, with its exit code.
-fn mount_error(errno: Errno, what: &str, target: &Path) -> anyhow::Error {
-    let code = crate::exit::of_errno(errno, ExitCode::Unavailable);
-    let hint = if code == ExitCode::NoPerm {
-        " (run as root)"
-    } else {
-        ""
-    };
-    fail_errno(
-        code,
-        errno,
-        format!("{what} on {}: {}{hint}", target.display(), errno.desc()),
-    )
 }

@@ -9,8 +9,9 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use super::{api, mount_error};
-use crate::exit::{ExitCode, fail};
+use super::api;
+use super::error::LinuxError;
+use crate::exit::Domain;
 use crate::target::Place;
 
 /// Per-mount flags that `union_options` may name; the rest go to overlay itself.
@@ -61,20 +62,16 @@ impl OverlayError {
     pub(super) fn into_error(self, target: &Path) -> anyhow::Error {
         match self {
             OverlayError::Failed(e, log, what) => {
-                let err = mount_error(e, what, target);
+                let err = LinuxError::mount(e, what, target);
                 if log.is_empty() {
                     err
                 } else {
                     err.context(format!("overlay: {log}"))
                 }
             }
-            OverlayError::Refused | OverlayError::Long => fail(
-                ExitCode::Unavailable,
-                format!(
-                    "overlay mount on {}: the upper path is 256 bytes or longer, which this kernel's overlay can only take as a descriptor (Linux 6.13)",
-                    target.display()
-                ),
-            ),
+            OverlayError::Refused | OverlayError::Long => Domain::error(LinuxError::OverlayLong {
+                target: target.to_path_buf(),
+            }),
         }
     }
 }
