@@ -1,9 +1,10 @@
 //! Exit codes: the contract's sysexits, and how an error carries one to the edge.
 //!
 //! Errors are `anyhow` chains all the way up. Where the cause is classified, a
-//! [`Coded`] error is in the chain: a [`Fail`] (as the root error or as a context
-//! layer), or a domain's own type ([`Failures`], [`ToolError`], the lock's
-//! `LockError`); the tool's edge asks [`code_of`] for it. An error nobody
+//! [`Coded`] error is in the chain: a domain's own enum (in a [`Domain`]: the
+//! lock's `LockError`, the engine's `StackError`, ...), a configuration's
+//! [`Failures`], or a base tool's [`ToolError`]; the tool's edge asks
+//! [`code_of`] for it. An error nobody
 //! classified is an operating failure (69). What an error is caused by (a
 //! permission refused) is told by its types, never by its text; an I/O error is
 //! shown by its description only ([`IoText`]).
@@ -122,7 +123,10 @@ impl Coded for Domain {
     }
 }
 
-/// An error (or a context layer) that says which exit status it means.
+/// An error (or a context layer) that says which exit status it means, with
+/// no domain of its own: for tests and the fake platform only (the tools'
+/// errors are each a domain's).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct Fail {
     pub(crate) code: ExitCode,
@@ -132,14 +136,17 @@ pub(crate) struct Fail {
     pub(crate) errno: Option<Errno>,
 }
 
+#[cfg(test)]
 impl fmt::Display for Fail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.msg)
     }
 }
 
+#[cfg(test)]
 impl std::error::Error for Fail {}
 
+#[cfg(test)]
 impl Coded for Fail {
     fn code(&self) -> ExitCode {
         self.code
@@ -213,7 +220,8 @@ impl fmt::Display for IoText<'_> {
     }
 }
 
-/// A new classified error.
+/// A new classified error (tests).
+#[cfg(test)]
 pub(crate) fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Fail {
         code,
@@ -222,7 +230,9 @@ pub(crate) fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
-/// A new classified error for a failed system call whose description `msg` tells.
+/// A new classified error for a failed system call whose description `msg`
+/// tells (tests).
+#[cfg(test)]
 pub(crate) fn fail_errno(code: ExitCode, errno: Errno, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Fail {
         code,
@@ -234,13 +244,16 @@ pub(crate) fn fail_errno(code: ExitCode, errno: Errno, msg: impl Into<String>) -
 /// Finds one [`Coded`] type in an error's chain.
 type Probe = fn(&anyhow::Error) -> Option<&dyn Coded>;
 
-/// The [`Coded`] error an error's chain holds, if any: a [`Fail`] first (it may be
-/// a context layer put around any of the others), then the domains' own types.
+/// The [`Coded`] error an error's chain holds, if any (in tests a `Fail` first:
+/// it may be a context layer put around any of the others).
 fn coded(err: &anyhow::Error) -> Option<&dyn Coded> {
+    #[cfg(test)]
+    if let Some(fail) = err.downcast_ref::<Fail>() {
+        return Some(fail);
+    }
     // anyhow's downcast sees through context layers, both to context values and
     // to the root error.
-    const PROBES: [Probe; 4] = [
-        |e| e.downcast_ref::<Fail>().map(|c| c as &dyn Coded),
+    const PROBES: [Probe; 3] = [
         |e| e.downcast_ref::<Domain>().map(|c| c as &dyn Coded),
         |e| e.downcast_ref::<ToolError>().map(|c| c as &dyn Coded),
         |e| e.downcast_ref::<Failures>().map(|c| c as &dyn Coded),
@@ -265,7 +278,7 @@ pub(crate) fn of_errno(errno: Errno, otherwise: ExitCode) -> ExitCode {
 }
 
 /// The errno an error of the chain carries: a system call's, an I/O error's, a
-/// tool's, or one a [`Fail`] was made with.
+/// tool's (or, in tests, one a `Fail` was made with).
 fn errno_of(cause: &(dyn std::error::Error + 'static)) -> Option<Errno> {
     if let Some(errno) = cause.downcast_ref::<Errno>() {
         return Some(*errno);
@@ -276,7 +289,11 @@ fn errno_of(cause: &(dyn std::error::Error + 'static)) -> Option<Errno> {
     if let Some(tool) = cause.downcast_ref::<ToolError>() {
         return tool.errno;
     }
-    cause.downcast_ref::<Fail>().and_then(|fail| fail.errno)
+    #[cfg(test)]
+    if let Some(fail) = cause.downcast_ref::<Fail>() {
+        return fail.errno;
+    }
+    None
 }
 
 /// Whether an error was caused by a permission refused (EPERM, EACCES), at any

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::action::{Sink, Site};
 use crate::changes::{self, Entry, Problems};
-use crate::exit::{ExitCode, fail_errno};
+use crate::exit::{Coded, Domain, DomainError, ExitCode};
 use crate::prune::{Rules, Tally, prune};
 use crate::target::{Beneath, Missing, Place};
 
@@ -62,10 +62,59 @@ impl UpperDir {
     }
 
     fn failed(&self, errno: nix::errno::Errno) -> anyhow::Error {
-        fail_errno(
-            ExitCode::Unavailable,
-            errno,
-            format!("{}: {}", self.path.display(), errno.desc()),
-        )
+        Domain::error(UpperError {
+            path: self.path.clone(),
+            source: errno.into(),
+        })
+    }
+}
+
+/// An upper dir's walk that failed (69): the dir, and the errno as its cause.
+#[derive(Debug)]
+pub(crate) struct UpperError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for UpperError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())
+    }
+}
+
+impl std::error::Error for UpperError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl Coded for UpperError {
+    fn code(&self) -> ExitCode {
+        ExitCode::Unavailable
+    }
+}
+
+impl DomainError for UpperError {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A walk's failure names the dir and its errno once, as 69 (refused too:
+    /// a root-run walk refused is no matter of who runs it).
+    #[test]
+    fn a_failed_walk_its_code_and_line() {
+        for errno in [nix::errno::Errno::EIO, nix::errno::Errno::EACCES] {
+            let err = UpperError {
+                path: "/u/j/a".into(),
+                source: errno.into(),
+            };
+            let line = format!("/u/j/a: {}", errno.desc());
+            crate::exit::check_domain(err, ExitCode::Unavailable, &line);
+        }
     }
 }
