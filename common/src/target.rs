@@ -481,9 +481,8 @@ mod tests {
     }
 
     #[test]
-    fn target_error_codes_and_lines() {
+    fn target_error_codes_and_lines_of_a_root() {
         use crate::exit::check_domain as check;
-        let path = || PathBuf::from("/jails/web/usr/ports");
         let os = io::Error::from_raw_os_error;
         check(
             TargetError::NoRoot {
@@ -508,6 +507,14 @@ mod tests {
             ExitCode::Config,
             "../etc: not a plain relative path",
         );
+    }
+
+    /// A path beneath a root that is refused or cannot be made.
+    #[test]
+    fn target_error_codes_and_lines_of_a_path() {
+        use crate::exit::check_domain as check;
+        let path = || PathBuf::from("/jails/web/usr/ports");
+        let os = io::Error::from_raw_os_error;
         check(
             TargetError::Create {
                 path: path(),

@@ -171,6 +171,10 @@ mod tests {
             ExitCode::TempFail,
             "jail is running (jls -j web shows it); stop it first, or use -f",
         );
+    }
+
+    #[test]
+    fn each_busy_refusal_its_code_and_line() {
         check_domain(
             LiveUppers(vec!["a: pid 1".into(), "b: pid 2".into()]),
             ExitCode::TempFail,

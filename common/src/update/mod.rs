@@ -1038,12 +1038,12 @@ mod tests {
     use super::*;
     use std::io::Seek;
 
+    /// What keeps the log from being written: 73.
     #[test]
-    fn run_error_codes_and_lines() {
+    fn run_error_codes_and_lines_of_the_log() {
         use crate::exit::check_domain as check;
         let os = io::Error::from_raw_os_error;
         let log = || PathBuf::from("/var/log/jlayers/web.log");
-        let cmd = || "portmaster".to_string();
         check(
             RunError::LogDir {
                 dir: "/var/log/jlayers".into(),
@@ -1078,6 +1078,14 @@ mod tests {
             ExitCode::CantCreate,
             "pipe for the output: Too many open files",
         );
+    }
+
+    /// What keeps the command from running or being watched: 69.
+    #[test]
+    fn run_error_codes_and_lines_of_the_command() {
+        use crate::exit::check_domain as check;
+        let os = io::Error::from_raw_os_error;
+        let cmd = || "portmaster".to_string();
         check(
             RunError::Pty(os(libc::ENOENT)),
             ExitCode::Unavailable,
@@ -1122,7 +1130,14 @@ mod tests {
             ExitCode::Unavailable,
             "cannot run portmaster: Argument list too long",
         );
-        // A permission refused to jupdate is 77, whatever it was refused.
+    }
+
+    /// A permission refused to jupdate is 77, whatever it was refused.
+    #[test]
+    fn run_error_refused_is_77() {
+        use crate::exit::check_domain as check;
+        let os = io::Error::from_raw_os_error;
+        let log = || PathBuf::from("/var/log/jlayers/web.log");
         check(
             RunError::Log {
                 log: log(),
