@@ -2,7 +2,6 @@
 //! fill it from a system's own table ([`mountinfo`] for Linux's, which the FreeBSD
 //! backend's simulation reads too).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,31 +80,46 @@ impl MountsAt for [Mount] {
 }
 
 /// Where each mount point's lines are in a table, and each source's (a union's
-/// source is its upper dir), in mount order. Keyed by the path's bytes (mount
-/// points and planned targets are normal paths): hashing a `Path` parses its
-/// components.
+/// source is its upper dir), in mount order: each a list of (hash of the path's
+/// bytes, line), sorted, so that a path's lines are a run of equal hashes (a
+/// binary search; the lines themselves are compared, for a collision). No path
+/// is copied: 16 bytes a line, whatever the paths.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    at: HashMap<OsString, Vec<usize>>,
-    by_source: HashMap<OsString, Vec<usize>>,
+    hasher: std::hash::RandomState,
+    at: Vec<(u64, usize)>,
+    by_source: Vec<(u64, usize)>,
     /// The lines by mount point's bytes, for what lies below a dir: sorted the
     /// first time it is asked (jclean), not by every run that indexes.
     by_point: std::sync::OnceLock<Vec<usize>>,
 }
 
+impl Index {
+    fn key(&self, path: &std::ffi::OsStr) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, path.as_encoded_bytes())
+    }
+
+    /// The lines `keys` holds under `path`'s hash, in mount order.
+    fn lines<'i>(&self, keys: &'i [(u64, usize)], path: &std::ffi::OsStr) -> &'i [(u64, usize)] {
+        let key = self.key(path);
+        let from = keys.partition_point(|&(k, _)| k < key);
+        let to = from + keys[from..].partition_point(|&(k, _)| k == key);
+        &keys[from..to]
+    }
+}
+
 /// Index a table by mount point and by source.
 pub(crate) fn index(lines: &[Mount]) -> Index {
-    let mut index = Index {
-        at: HashMap::with_capacity(lines.len()),
-        by_source: HashMap::with_capacity(lines.len()),
-        by_point: std::sync::OnceLock::new(),
-    };
-    for (line, mount) in lines.iter().enumerate() {
-        let at = mount.target.clone().into_os_string();
-        index.at.entry(at).or_default().push(line);
-        let from = mount.source.clone();
-        index.by_source.entry(from).or_default().push(line);
-    }
+    let mut index = Index::default();
+    let at = lines.iter().enumerate();
+    index.at = at
+        .map(|(line, m)| (index.key(m.target.as_os_str()), line))
+        .collect();
+    let from = lines.iter().enumerate();
+    index.by_source = from.map(|(line, m)| (index.key(&m.source), line)).collect();
+    // By hash, then line: a path's lines stay in mount order.
+    index.at.sort_unstable();
+    index.by_source.sort_unstable();
     index
 }
 
@@ -140,8 +154,8 @@ impl Table {
     /// The system's mounts of `source` (a union's is its upper dir), in mount
     /// order, wherever they are.
     pub(crate) fn of_source(&self, source: &std::ffi::OsStr) -> impl Iterator<Item = &Mount> {
-        let lines = self.index.by_source.get(source).into_iter().flatten();
-        lines.map(|&line| &self.lines[line])
+        let lines = self.index.lines(&self.index.by_source, source).iter();
+        (lines.map(|&(_, line)| &self.lines[line])).filter(move |m| m.source == source)
     }
 
     /// The system's mounts strictly below `dir`, in mount order: a binary
@@ -180,9 +194,9 @@ impl MountsAt for Table {
             return Vec::new();
         }
         let key = target.as_os_str();
-        let system = self.index.at.get(key).into_iter().flatten();
-        system
-            .map(|&line| &self.lines[line])
+        let system = self.index.lines(&self.index.at, key).iter();
+        (system.map(|&(_, line)| &self.lines[line]))
+            .filter(|m| m.target.as_os_str() == key)
             .chain(self.extra.iter().filter(|m| m.target.as_os_str() == key))
             .collect()
     }
@@ -237,6 +251,34 @@ mod tests {
             .map(|m| m.target.as_path())
             .collect();
         assert_eq!(found, ["/u/j/a/x", "/u/j/a/x/y", "/u/j/a/b"].map(Path::new));
+    }
+
+    /// Each mount point's and each source's lines, in mount order, as a scan
+    /// finds them; a path with no line finds none.
+    #[test]
+    fn index_finds_what_a_scan_finds() {
+        let line = |source: &str, target: &str| Mount {
+            source: source.into(),
+            target: target.into(),
+            fstype: "nullfs".into(),
+            options: Vec::new(),
+            linux: None,
+        };
+        let mut lines = Vec::new();
+        for i in 0..200 {
+            lines.push(line(&format!("/s{}", i % 7), &format!("/j{}/p", i % 13)));
+        }
+        let idx = Arc::new(index(&lines));
+        let table = Table::new(Arc::new(lines.clone()), idx, Vec::new());
+        for i in 0..15 {
+            let target = PathBuf::from(format!("/j{i}/p"));
+            let scan: Vec<&Mount> = lines.iter().filter(|m| m.target == target).collect();
+            assert_eq!(table.mounts_at(&target), scan, "{target:?}");
+            let source = format!("/s{i}");
+            let scan: Vec<&Mount> = lines.iter().filter(|m| m.source == *source).collect();
+            let found: Vec<&Mount> = table.of_source(source.as_ref()).collect();
+            assert_eq!(found, scan, "{source}");
+        }
     }
 
     #[test]

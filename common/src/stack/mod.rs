@@ -1,7 +1,7 @@
 //! Applying and removing a jail's plan: the one place that knows the order of
 //! mounts, what counts as already done, and how a failed run is rolled back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -46,7 +46,7 @@ pub(crate) struct Engine<'a> {
     warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// Dirs around the uppers made or set right this run (or, `-n`, printed so):
     /// not looked at again.
-    settled: std::sync::Mutex<HashMap<PathBuf, HashSet<String>>>,
+    settled: std::sync::Mutex<HashMap<PathBuf, Users>>,
     /// Held shared while a jail makes or takes dirs it checks in `settled`, and
     /// alone while a failed jail takes back the dirs it made: a dir another jail
     /// relies on is never taken from under it.
@@ -59,6 +59,20 @@ fn on_top(stack: &Stack, top: &Mount) -> anyhow::Error {
         target: stack.target.path.clone(),
         top: top.describe(),
     })
+}
+
+/// Who relies on a settled dir: the jail that settled it, and whether another
+/// has since (all a failed jail asks: may it take the dir back). Not a set of
+/// names: upper_root is every jail's, and a run may have thousands.
+struct Users {
+    first: String,
+    shared: bool,
+}
+
+impl Users {
+    fn add(&mut self, jail: &str) {
+        self.shared |= self.first != jail;
+    }
 }
 
 /// Where a stack's actions happen.
@@ -304,9 +318,7 @@ impl<'a> Engine<'a> {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
         match settled.get_mut(path) {
             Some(users) => {
-                if !users.contains(jail) {
-                    users.insert(jail.to_string());
-                }
+                users.add(jail);
                 true
             }
             None => false,
@@ -315,10 +327,16 @@ impl<'a> Engine<'a> {
 
     fn settle(&self, path: &Path, jail: &str) {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        settled
-            .entry(path.to_path_buf())
-            .or_default()
-            .insert(jail.to_string());
+        match settled.get_mut(path) {
+            Some(users) => users.add(jail),
+            None => {
+                let users = Users {
+                    first: jail.to_string(),
+                    shared: false,
+                };
+                settled.insert(path.to_path_buf(), users);
+            }
+        }
     }
 
     /// Whether `jail`, failing, may take back the dir `path` it made: no other
@@ -326,7 +344,7 @@ impl<'a> Engine<'a> {
     fn release_dir(&self, path: &Path, jail: &str) -> bool {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
         match settled.get(path) {
-            Some(users) if users.iter().any(|u| u != jail) => false,
+            Some(users) if users.shared || users.first != jail => false,
             _ => {
                 settled.remove(path);
                 true
