@@ -17,7 +17,7 @@ use anyhow::Result;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::config::Limits;
-use crate::exit::{Coded, Domain, DomainError, ExitCode, code_of};
+use crate::exit::{Coded, Domain, ExitCode, code_of};
 use crate::guard::{Access, Seen};
 use crate::lock::{JailLock, lock_jail};
 use crate::mounts::{Index, Mount, Table};
@@ -554,12 +554,6 @@ impl std::fmt::Display for BusyError {
 }
 
 impl std::error::Error for BusyError {}
-
-impl DomainError for BusyError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
 
 impl Coded for BusyError {
     fn code(&self) -> ExitCode {

@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Args, Parser};
 
 use crate::config::Config;
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 
 /// `-c`, `-a`, `-n`, `-q`, `-v` and the jail names.
 #[derive(Args, Debug, Clone)]
@@ -165,12 +165,6 @@ impl std::error::Error for UsageError {
             UsageError::Stdin(source) => Some(source),
             _ => None,
         }
-    }
-}
-
-impl DomainError for UsageError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

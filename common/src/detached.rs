@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Act, Dry, Perform, Sink, Site};
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 use crate::platform::{Holder, Platform};
 
 /// One layer whose union a forced unmount detached while it was in use.
@@ -64,12 +64,6 @@ impl std::error::Error for DetachedError {
                 Some(source)
             }
         }
-    }
-}
-
-impl DomainError for DetachedError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

@@ -67,6 +67,14 @@ pub(crate) trait DomainError: Coded + std::error::Error + Send + Sync + 'static 
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// Every coded error type is one: a domain writes its enum, its `Display` and
+/// its `Coded`, nothing more.
+impl<T: Coded + std::error::Error + Send + Sync + 'static> DomainError for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// Any [`DomainError`], as one type the edge finds in an error's chain.
 #[derive(Debug)]
 pub(crate) struct Domain(Box<dyn DomainError>);

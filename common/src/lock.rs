@@ -11,7 +11,7 @@ use anyhow::Result;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode, of_errno};
+use crate::exit::{Coded, Domain, ExitCode, of_errno};
 
 /// Held for as long as it lives; the kernel drops it if the process dies.
 #[derive(Debug)]
@@ -104,12 +104,6 @@ impl std::error::Error for LockError {
             // Its description is in the line already: not told twice.
             LockError::Lock { .. } => None,
         }
-    }
-}
-
-impl DomainError for LockError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

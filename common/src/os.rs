@@ -5,7 +5,7 @@ use std::fmt;
 
 use anyhow::Result;
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 
 /// Which backend runs: the build's OS, or `JLAYERS_PLATFORM=freebsd|linux`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,12 +60,6 @@ impl fmt::Display for OsError {
 }
 
 impl std::error::Error for OsError {}
-
-impl DomainError for OsError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
 
 impl Coded for OsError {
     fn code(&self) -> ExitCode {

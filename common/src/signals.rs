@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static RESIZED: AtomicBool = AtomicBool::new(false);
@@ -75,12 +75,6 @@ impl fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
-
-impl DomainError for Interrupted {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
 
 impl Coded for Interrupted {
     fn code(&self) -> ExitCode {

@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 
 /// Why a directory beneath a jail root, or one of jlayers' own around the
 /// uppers (guard.rs), could not be opened, made or set.
@@ -102,12 +102,6 @@ impl std::error::Error for TargetError {
             | TargetError::Mode { source, .. } => Some(source),
             _ => None,
         }
-    }
-}
-
-impl DomainError for TargetError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

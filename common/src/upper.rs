@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::action::{Sink, Site};
 use crate::changes::{self, Entry, Problems};
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 use crate::prune::{Rules, Tally, prune};
 use crate::target::{Beneath, Missing, Place};
 
@@ -91,12 +91,6 @@ impl std::error::Error for UpperError {
 impl Coded for UpperError {
     fn code(&self) -> ExitCode {
         ExitCode::Unavailable
-    }
-}
-
-impl DomainError for UpperError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

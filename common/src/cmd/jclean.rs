@@ -13,7 +13,7 @@ use crate::action::{Sink, Site};
 use crate::changes::Kind;
 use crate::cli::Common;
 use crate::config::Jail;
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 use crate::mounts::Table;
 use crate::plan::{JailPlan, LayerPlan, Stack, State, plan};
 use crate::platform::{Busy, Service};
@@ -689,12 +689,6 @@ impl Coded for CleanError {
             CleanError::Detached(_) | CleanError::Live { .. } => ExitCode::TempFail,
             CleanError::NotEmptied { .. } => ExitCode::Unavailable,
         }
-    }
-}
-
-impl DomainError for CleanError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use crate::action::{Lock, Sink, Site};
 use crate::cli::{self, Common};
 use crate::config::{Config, ConfigError, Jail};
-use crate::exit::{Coded, Domain, DomainError, ExitCode, code_of};
+use crate::exit::{Coded, Domain, ExitCode, code_of};
 use crate::platform::{self, Os, Platform};
 use crate::report::{Messages, Verbosity};
 use crate::signals;
@@ -368,12 +368,6 @@ impl std::fmt::Display for ThreadPoolError {
 impl std::error::Error for ThreadPoolError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
-    }
-}
-
-impl DomainError for ThreadPoolError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

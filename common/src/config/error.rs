@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::exit::{Coded, DomainError, ExitCode};
+use crate::exit::{Coded, ExitCode};
 
 /// One mistake of the configuration, or its file unreadable.
 #[derive(Debug)]
@@ -66,12 +66,6 @@ impl std::error::Error for ConfigError {
             | ConfigError::UpperIsRoot { .. }
             | ConfigError::SameRoot { .. } => None,
         }
-    }
-}
-
-impl DomainError for ConfigError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

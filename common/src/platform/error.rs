@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 use crate::target::Place;
 
 /// Why a backend refused to act on a target, whichever backend.
@@ -40,12 +40,6 @@ impl fmt::Display for PlatformError {
 }
 
 impl std::error::Error for PlatformError {}
-
-impl DomainError for PlatformError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
 
 impl Coded for PlatformError {
     /// A changed target is the jail's doing, refused (77); busy is for now (75).

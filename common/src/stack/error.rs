@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::exit::{Coded, DomainError, ExitCode};
+use crate::exit::{Coded, ExitCode};
 
 /// Why applying or taking down a jail's stacks failed.
 #[derive(Debug)]
@@ -111,12 +111,6 @@ impl Coded for StackError {
             Moved { .. } | Running(_) | LiveUppers(_) | Held(_) => ExitCode::TempFail,
             PutBack { code, .. } => *code,
         }
-    }
-}
-
-impl DomainError for StackError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

@@ -23,7 +23,7 @@ use anyhow::Result;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode};
+use crate::exit::{Coded, Domain, ExitCode};
 use crate::platform::{Exec, Platform};
 use crate::signals;
 
@@ -154,12 +154,6 @@ impl fmt::Display for RunError {
 impl std::error::Error for RunError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause().map(|e| e as _)
-    }
-}
-
-impl DomainError for RunError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-use crate::exit::{Coded, DomainError, ExitCode, of_errno};
+use crate::exit::{Coded, ExitCode, of_errno};
 
 /// A failure of the FreeBSD backend. A system call's description is its
 /// `source`, shown after the line (exit::text).
@@ -110,12 +110,6 @@ impl fmt::Display for FreeBsdError {
 impl std::error::Error for FreeBsdError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause().map(|e| e as _)
-    }
-}
-
-impl DomainError for FreeBsdError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

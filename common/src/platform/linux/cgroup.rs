@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::config::{DEFAULT_PIDS, Limits};
-use crate::exit::{Coded, Domain, DomainError, ExitCode, IoText};
+use crate::exit::{Coded, Domain, ExitCode, IoText};
 use crate::platform::Limited;
 
 /// Why the run's cgroups with its limits cannot be had: all 69 (the host's, not
@@ -96,12 +96,6 @@ impl std::error::Error for CgroupError {
             | CgroupError::NoControllerAt { .. }
             | CgroupError::Delegate { .. } => None,
         }
-    }
-}
-
-impl DomainError for CgroupError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::exit::{Coded, Domain, DomainError, ExitCode, of_errno};
+use crate::exit::{Coded, Domain, ExitCode, of_errno};
 use crate::platform::PlatformError;
 
 /// A failed system call of the Linux backend. Where the call's description
@@ -132,12 +132,6 @@ impl fmt::Display for LinuxError {
 impl std::error::Error for LinuxError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause().map(|e| e as _)
-    }
-}
-
-impl DomainError for LinuxError {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
