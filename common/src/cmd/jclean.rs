@@ -419,12 +419,7 @@ fn is_mounted(setup: &Setup, stack: &Stack, table: &Table) -> bool {
 fn live(setup: &Setup, layer: &LayerPlan, table: &Table) -> bool {
     let stack = &layer.stack;
     let tmpfs_up = (layer.tmpfs.iter()).any(|t| is_mounted(setup, t, table));
-    // Looked up by its upper dir (the union's source): no scan of the table.
-    let upper = stack.shape.union().map(|u| u.upper.path.as_os_str());
-    let candidates = upper.into_iter().flat_map(|u| table.of_source(u));
-    let elsewhere = stack
-        .union_elsewhere(candidates, &*setup.platform)
-        .is_some();
+    let elsewhere = stack.union_elsewhere(table, &*setup.platform).is_some();
     is_mounted(setup, stack, table) || elsewhere || tmpfs_up
 }
 

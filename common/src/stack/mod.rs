@@ -327,16 +327,12 @@ impl<'a> Engine<'a> {
 
     fn settle(&self, path: &Path, jail: &str) {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        match settled.get_mut(path) {
-            Some(users) => users.add(jail),
-            None => {
-                let users = Users {
-                    first: jail.to_string(),
-                    shared: false,
-                };
-                settled.insert(path.to_path_buf(), users);
-            }
-        }
+        (settled.entry(path.to_path_buf()))
+            .and_modify(|users| users.add(jail))
+            .or_insert_with(|| Users {
+                first: jail.to_string(),
+                shared: false,
+            });
     }
 
     /// Whether `jail`, failing, may take back the dir `path` it made: no other
@@ -552,10 +548,7 @@ impl<'a> Engine<'a> {
             }
         };
         if mounted == 0 {
-            // Looked up by its upper dir (the union's source): no scan of the table.
-            let upper = stack.shape.union().map(|u| u.upper.path.as_os_str());
-            let candidates = upper.into_iter().flat_map(|u| table.of_source(u));
-            if let Some(moved) = stack.union_elsewhere(candidates, self.platform) {
+            if let Some(moved) = stack.union_elsewhere(table, self.platform) {
                 return Err(Domain::error(StackError::Moved {
                     target: stack.target.path.clone(),
                     moved: moved.target.clone(),
@@ -799,14 +792,16 @@ impl<'a> Engine<'a> {
 impl Stack {
     /// This stack's union mounted anywhere in `table` but at its target (its
     /// upper dir is its own: a union of it is this stack's wherever it shows).
+    /// Looked up by its upper dir, the union's source: no scan of the table.
     pub(crate) fn union_elsewhere<'t>(
         &self,
-        mounts: impl IntoIterator<Item = &'t Mount>,
+        table: &'t Table,
         platform: &dyn Platform,
     ) -> Option<&'t Mount> {
+        let upper = &self.shape.union()?.upper.path;
         let union = self.shape.steps().find(|s| matches!(s, Step::Union(_)))?;
-        mounts
-            .into_iter()
+        table
+            .of_source(upper.as_os_str())
             .find(|m| m.target != self.target.path && platform.matches(union, m))
     }
 

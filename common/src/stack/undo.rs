@@ -165,9 +165,10 @@ impl<'a> Engine<'a> {
                     Entry::Mounted(made) => {
                         // A run's mounts go together, by the table, stack by stack.
                         let mut made = vec![made];
-                        while let Some(Entry::Mounted(m)) = entries.last() {
-                            made.push(m.clone());
-                            entries.pop();
+                        while matches!(entries.last(), Some(Entry::Mounted(_))) {
+                            if let Some(Entry::Mounted(m)) = entries.pop() {
+                                made.push(m);
+                            }
                         }
                         self.take_back(plan, &made)
                     }
