@@ -285,6 +285,12 @@ pub(crate) fn of_errno(errno: Errno, otherwise: ExitCode) -> ExitCode {
     }
 }
 
+/// [`of_errno`] for an I/O error: its errno's code, `otherwise` without one.
+pub(crate) fn of_io(err: &std::io::Error, otherwise: ExitCode) -> ExitCode {
+    err.raw_os_error()
+        .map_or(otherwise, |raw| of_errno(Errno::from_raw(raw), otherwise))
+}
+
 /// The errno an error of the chain carries: a system call's, an I/O error's, a
 /// tool's (or, in tests, one a `Fail` was made with).
 fn errno_of(cause: &(dyn std::error::Error + 'static)) -> Option<Errno> {

@@ -5,9 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use nix::errno::Errno;
-
-use crate::exit::{Coded, ExitCode, of_errno};
+use crate::exit::{Coded, ExitCode, of_io};
 
 /// A failure of the FreeBSD backend. A system call's description is its
 /// `source`, shown after the line (exit::text).
@@ -118,11 +116,7 @@ impl Coded for FreeBsdError {
     /// is not set up for is the configuration's (78); the rest 69.
     fn code(&self) -> ExitCode {
         match self {
-            FreeBsdError::Unmount { source, .. } => {
-                source.raw_os_error().map_or(ExitCode::Unavailable, |raw| {
-                    of_errno(Errno::from_raw(raw), ExitCode::Unavailable)
-                })
-            }
+            FreeBsdError::Unmount { source, .. } => of_io(source, ExitCode::Unavailable),
             FreeBsdError::NoRacct => ExitCode::Config,
             FreeBsdError::Table { .. }
             | FreeBsdError::TableTool { .. }
@@ -175,7 +169,11 @@ mod tests {
             (libc::EACCES, ExitCode::NoPerm),
         ];
         for (errno, code) in cases {
-            check(unmount(errno), code, &line(Errno::from_raw(errno).desc()));
+            check(
+                unmount(errno),
+                code,
+                &line(nix::errno::Errno::from_raw(errno).desc()),
+            );
         }
         check(
             FreeBsdError::Statfs {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::exit::{Coded, Domain, ExitCode, of_errno};
+use crate::exit::{Coded, Domain, ExitCode, of_io};
 use crate::platform::PlatformError;
 
 /// A failed system call of the Linux backend. Where the call's description
@@ -139,14 +139,9 @@ impl Coded for LinuxError {
     /// A mount or unmount goes by its errno (refused 77, busy 75, else 69);
     /// the rest cannot be done here (69).
     fn code(&self) -> ExitCode {
-        let by_errno = |source: &io::Error| {
-            source.raw_os_error().map_or(ExitCode::Unavailable, |raw| {
-                of_errno(Errno::from_raw(raw), ExitCode::Unavailable)
-            })
-        };
         match self {
             LinuxError::Mount { source, .. } | LinuxError::Unmount { source, .. } => {
-                by_errno(source)
+                of_io(source, ExitCode::Unavailable)
             }
             LinuxError::MountRefused { .. } | LinuxError::UnmountRefused { .. } => ExitCode::NoPerm,
             LinuxError::MountTable(_)
